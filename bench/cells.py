@@ -1,0 +1,184 @@
+"""Grid cells: expanding a run request into (dataset x method x seed) and building each cell.
+
+Building a cell parses its gin configuration and constructs every object it needs (dataset,
+method, encoder, evaluators, and the backbone for the dataset's latent shape) without training
+anything; `bench validate` stops there and `bench run` validates every cell before it writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gin
+
+from bench import registry
+from bench.config import (
+    GridConfig,
+    PipelineConfig,
+    bindings_text,
+    check_user_files,
+    digest,
+    experiment_file,
+    gin_dir,
+    parse,
+    plugin_file,
+)
+from bench.errors import BenchError
+from bench.sampler import SampleConfig, get_solver
+from bench.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One grid cell."""
+
+    experiment: str
+    dataset: str
+    method: str
+    seed: int
+
+    def folder(self, results_dir: Path) -> Path:
+        """`<results_dir>/<experiment>/<dataset>/<method>/seed<k>`."""
+        return Path(results_dir) / self.experiment / self.dataset / self.method / f"seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """Short name for messages: dataset/method/seed."""
+        return f"{self.dataset}/{self.method}/seed{self.seed}"
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for on the command line."""
+
+    experiment: str = "quick"
+    results_dir: Path = Path("results")
+    gin_files: list = field(default_factory=list)
+    bindings: list = field(default_factory=list)
+    axes: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuiltCell:
+    """A cell with its configuration parsed and its objects constructed."""
+
+    spec: CellSpec
+    dataset: object
+    method: object
+    encoder: object
+    backbone_cls: type
+    evaluators: list
+    pipeline: PipelineConfig
+    train_cfg: TrainConfig
+    sample_cfg: SampleConfig
+    config_hash: str
+    stage_hashes: dict
+
+
+def load_plugins() -> None:
+    """Import every advertised plugin so each gin configurable exists before parsing."""
+    for reg in registry.REGISTRIES.values():
+        reg.load_all()
+
+
+def expand_grid(request: RunRequest) -> list[CellSpec]:
+    """The cartesian product of the grid axes (experiment file, then command line)."""
+    load_plugins()
+    files = [gin_dir() / "base.gin", experiment_file(request.experiment)]
+    parse(files + check_user_files(request.gin_files), request.bindings)
+    grid = GridConfig()
+    axes = {"methods": list(grid.methods), "datasets": list(grid.datasets), "seeds": list(grid.seeds)}
+    axes.update(request.axes)
+    for name in axes["methods"]:
+        registry.methods.get(str(name))
+    for name in axes["datasets"]:
+        registry.datasets.get(str(name))
+    seeds = [_seed(s) for s in axes["seeds"]]
+    if not (axes["methods"] and axes["datasets"] and seeds):
+        raise BenchError("empty grid: methods, datasets and seeds each need at least one value")
+    return [CellSpec(request.experiment, str(d), str(m), s)
+            for d, m, s in itertools.product(axes["datasets"], axes["methods"], seeds)]
+
+
+def _seed(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BenchError(f"seeds must be non-negative integers, got {value!r}")
+    return value
+
+
+def config_files(spec: CellSpec, request: RunRequest) -> list[Path]:
+    """The gin files of a cell, in override order."""
+    files = [gin_dir() / "base.gin"]
+    for kind, name, reg in (("datasets", spec.dataset, registry.datasets),
+                            ("methods", spec.method, registry.methods)):
+        path = plugin_file(kind, name, reg.get(name))
+        if path is not None:
+            files.append(path)
+    files.append(experiment_file(spec.experiment))
+    return files + check_user_files(request.gin_files)
+
+
+def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
+    """Parse the cell's gin config and construct its objects (nothing is trained or written)."""
+    load_plugins()
+    parse(config_files(spec, request), request.bindings)
+    pipe = PipelineConfig()
+    dataset = registry.datasets.get(spec.dataset)()
+    method = registry.methods.get(spec.method)()
+    encoder = registry.encoders.get(pipe.encoder)()
+    backbone_cls = registry.backbones.get(pipe.backbone)
+    evaluators = [registry.evaluators.get(name)() for name in pipe.evaluators]
+    train_cfg, sample_cfg = TrainConfig(), SampleConfig()
+    get_solver(sample_cfg.solver)
+    return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, pipe, train_cfg,
+                     sample_cfg, *_hashes(spec, dataset, method, encoder, evaluators))
+
+
+def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
+    """Config hash of the cell and of each stage (a stage depends only on what feeds it)."""
+    scopes = lambda *objs: [f"{o.name}." for o in objs]  # noqa: E731
+    encode = digest(bindings_text(include=scopes(dataset, encoder) + ["pipeline.encoder"]),
+                    dataset.describe(), encoder.cache_key())
+    prior = digest(encode, bindings_text(include=scopes(method)), spec.seed)
+    no_eval = ["grid.", "pipeline.evaluators"] + scopes(*evaluators)
+    train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
+    sample = digest(train, bindings_text(include=["sample."]))
+    cell = digest(sample, bindings_text(), spec)
+    return cell, {"encode": encode, "prior": prior, "train": train, "sample": sample}
+
+
+def validate(request: RunRequest) -> list[BuiltCell]:
+    """Build every cell of the grid, and each cell's backbone, to surface config errors early."""
+    built = []
+    for spec in expand_grid(request):
+        cell = build_cell(spec, request)
+        shape = latent_shape(cell)
+        cell.method.setup(cell.dataset.n_classes)
+        make_backbone(cell, shape)
+        built.append(cell)
+    return built
+
+
+def latent_shape(cell: BuiltCell) -> tuple:
+    """Shape of one latent of the cell's dataset under its encoder."""
+    shape = getattr(cell.dataset, "sample_shape", None)
+    if shape is None:
+        shape = tuple(cell.dataset.load(cell.dataset.train_split).x.shape[1:])
+    return tuple(cell.encoder.latent_shape(tuple(shape)))
+
+
+def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):
+    """Construct the cell's backbone (seeded, so the untrained weights are reproducible)."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return cell.backbone_cls(tuple(shape), cell.method.vocab_size, cell.method.n_tokens)
+
+
+def operative_config() -> str:
+    """gin's operative config: the bindings the cell's objects actually used."""
+    return gin.operative_config_str()

@@ -1,0 +1,126 @@
+"""The `bench` command: run, validate and ls.
+
+`bench ls` imports nothing heavy (no torch): plugin names come from package metadata. Errors in
+the user's input print one line and exit 2; failed cells exit 1 after the others finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bench import registry
+from bench.errors import BenchError
+
+KINDS = ("methods", "datasets", "evaluators", "backbones", "encoders")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as for every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Benchmark generative augmentation for long-tailed medical imaging.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_ in (("run", "run a grid of (dataset x method x seed) cells"),
+                        ("validate", "parse the config and build every object of the grid; train nothing")):
+        s = sub.add_parser(name, help=help_)
+        s.usage = f"bench {name} [key=value ...] [--gin_file F ...] [--gin_param B ...]"
+        s.epilog = ("key=value: grid axes (methods=[fm,cbfm] datasets=[..] seeds=[0,1]), "
+                    "experiment=NAME, results_dir=DIR, or gin bindings scope.param=value")
+        s.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
+        s.add_argument("--gin_param", action="append", default=[], metavar="B",
+                       help="extra gin binding, verbatim gin syntax")
+    ls = sub.add_parser("ls", help="list plugins and where each comes from")
+    ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    unknown = [a for a in extras if a.startswith("-") or args.command == "ls"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = extras
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "ls":
+            return cmd_ls(args.kind)
+        return cmd_run(args, dry=args.command == "validate")
+    except BenchError as exc:
+        # gin appends "In call to configurable ..." lines to errors raised inside constructors
+        print(f"bench: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    """bench's own progress at INFO; other libraries (gin, accelerate) only at WARNING."""
+    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=fmt)
+    logging.getLogger("bench").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def cmd_ls(kind: str | None) -> int:
+    """Print plugin names with their origin, from metadata only."""
+    for k in [kind] if kind else KINDS:
+        print(f"{k}:")
+        infos = registry.REGISTRIES[k].infos()
+        width = max((len(i.name) for i in infos), default=0)
+        for info in infos:
+            print(f"  {info.name:<{width}}  {info.distribution}  ({info.target})")
+    return 0
+
+
+def _request(args):
+    from bench.cells import RunRequest
+    from bench.overrides import parse_overrides
+
+    ov = parse_overrides(args.overrides)
+    return RunRequest(
+        experiment=ov.options.get("experiment", "quick"),
+        results_dir=Path(ov.options.get("results_dir", "results")),
+        gin_files=list(args.gin_file),
+        bindings=ov.bindings + list(args.gin_param),
+        axes=ov.axes,
+    )
+
+
+def cmd_run(args, dry: bool) -> int:
+    """`bench run` / `bench validate`."""
+    request = _request(args)
+    if dry:
+        from bench.cells import validate
+
+        cells = validate(request)
+        for cell in cells:
+            print(f"ok  {cell.spec.label}  config {cell.config_hash}")
+        print(f"{len(cells)} cell(s) valid")
+        return 0
+    from bench.grid import run_grid
+    from bench.summary import summary_table
+
+    result = run_grid(request)
+    if result.records:
+        print(summary_table(result.records))
+        print(f"\nrecords under {request.results_dir / request.experiment}; table: {result.summary_path}")
+    if result.failures:
+        print(f"{len(result.failures)} cell(s) failed:", file=sys.stderr)
+        for label, reason in result.failures.items():
+            print(f"  {label}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Dataset plugin interface: a labelled, long-tailed train split and a held-out split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Split:
+    """One split in data space: samples, class labels and optional ground truth."""
+
+    x: torch.Tensor  # (N, D) vectors or (N, C, H, W) images, float32
+    y: torch.Tensor  # (N,) int64 class index
+    subclass: Optional[torch.Tensor] = None  # (N,) ground-truth subclass within its class, if known
+    meta: Optional[object] = None  # pandas.DataFrame of per-sample metadata, row-aligned with x
+    ids: Optional[list] = None  # sample identifiers (file names, patient ids, ...)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def counts(self, n_classes: int) -> torch.Tensor:
+        """Number of samples per class (length n_classes)."""
+        return torch.bincount(self.y, minlength=n_classes)
+
+    def subset(self, mask: torch.Tensor) -> "Split":
+        """The rows where `mask` (bool or index tensor) selects, with every field kept aligned."""
+        idx = mask.nonzero().squeeze(1) if mask.dtype == torch.bool else mask
+        pick = lambda v: None if v is None else v[idx]  # noqa: E731
+        meta = None if self.meta is None else self.meta.iloc[idx.numpy()].reset_index(drop=True)
+        ids = None if self.ids is None else [self.ids[i] for i in idx.tolist()]
+        return Split(self.x[idx], self.y[idx], pick(self.subclass), meta, ids)
+
+
+class Dataset:
+    """Base class for dataset plugins.
+
+    A plugin sets `class_names` and `kind` ("vector" or "image") and implements `load(split)`.
+    `train_split` is what generators and priors are fitted on; `eval_split` is held out and
+    used by evaluators as the reference distribution.
+    """
+
+    name = "dataset"
+    kind = "vector"
+    train_split = "train"
+    eval_split = "test"
+    class_names: list[str] = []
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def load(self, split: str) -> Split:
+        """Return `split` as tensors; deterministic for a given configuration."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """A JSON-able description of the configuration, stored in records."""
+        return {"name": self.name, "kind": self.kind, "n_classes": self.n_classes}

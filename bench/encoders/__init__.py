@@ -1,0 +1,1 @@
+"""Encoders shipped with bench: pixel (identity with scaling) and the FLUX VAE."""

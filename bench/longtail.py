@@ -1,0 +1,36 @@
+"""Long-tail bookkeeping shared by datasets and evaluators: class counts and which are the tail."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench.errors import BenchError
+
+
+def tail_classes(counts: torch.Tensor, fraction: float = 1 / 3) -> list[int]:
+    """Indices of the rarest `fraction` of classes by training count (at least one class).
+
+    Ties are broken by class index so the choice is deterministic.
+    """
+    n = len(counts)
+    k = max(1, math.ceil(n * fraction - 1e-9))
+    order = sorted(range(n), key=lambda c: (int(counts[c]), c))
+    return sorted(order[:k])
+
+
+def exponential_profile(n_max: int, n_classes: int, imbalance_ratio: float) -> list[int]:
+    """Per-class counts n_c = round(n_max * ratio ** (-c / (C - 1))), class 0 the head.
+
+    The standard exponential long-tail profile (Cui et al., 2019): the head keeps n_max samples
+    and the last class n_max / imbalance_ratio, so one number sets how skewed a benchmark is.
+    """
+    if n_classes < 1 or n_max < 1 or imbalance_ratio < 1:
+        raise BenchError(
+            f"a long-tail profile needs n_max >= 1, n_classes >= 1 and imbalance_ratio >= 1 "
+            f"(got {n_max}, {n_classes}, {imbalance_ratio}); fix the dataset's settings"
+        )
+    if n_classes == 1:
+        return [int(n_max)]
+    return [round(n_max * imbalance_ratio ** (-c / (n_classes - 1))) for c in range(n_classes)]

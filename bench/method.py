@@ -1,0 +1,108 @@
+"""The method interface, which is also vanilla flow matching.
+
+A method decides three things and nothing else: the source distribution x0, the conditioning
+tokens, and the training loss. Everything else (backbone, optimiser, schedule, sampler, data)
+is shared, so methods compare on equal terms. A plugin subclasses `Method` and overrides only
+the hooks it changes, in the torchcfm style; a subclass that overrides nothing *is* vanilla FM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from bench.path import linear_path
+
+
+@dataclass
+class Condition:
+    """What a sample is conditioned on: its class and, for subclass methods, its subclass."""
+
+    label: torch.Tensor  # (B,) int64 class index
+    subclass: Optional[torch.Tensor] = None  # (B,) int64 subclass within the class
+
+    def to(self, device) -> "Condition":
+        """The same condition with its tensors on `device`."""
+        sub = None if self.subclass is None else self.subclass.to(device)
+        return Condition(self.label.to(device), sub)
+
+
+@dataclass
+class TrainBatch:
+    """One training batch: data latents, their conditions and the random draws for the loss."""
+
+    x1: torch.Tensor  # data latents
+    cond: Condition
+    eps: torch.Tensor  # standard normal, shaped like x1
+    t: torch.Tensor  # (B,) in [0, 1]
+
+
+class Method:
+    """Vanilla flow matching: class-token conditioning and an N(0, I) source."""
+
+    name = "fm"
+
+    def __init__(self):
+        self.n_classes = 0
+        self.prior = None
+
+    # -- offline stage ------------------------------------------------------------------
+    def fit_prior(self, latents: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int):
+        """Fit the method's offline prior on training latents; vanilla FM has none."""
+        return None
+
+    def setup(self, n_classes: int, prior=None) -> None:
+        """Bind the number of classes and a fitted (or loaded) prior before training/sampling."""
+        self.n_classes = n_classes
+        self.prior = prior
+
+    def prior_class(self):
+        """The Prior class this method stores, so a cached prior can be loaded."""
+        from bench.prior import Prior
+
+        return Prior
+
+    # -- conditioning -------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        """Condition tokens per sample."""
+        return 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the token vocabulary; token 0 is the null (unconditional) token."""
+        return self.n_classes + 1
+
+    def tokens(self, cond: Condition) -> torch.Tensor:
+        """Integer tokens (B, n_tokens) for a condition: one class token, 1 + class index."""
+        return (cond.label + 1).unsqueeze(1)
+
+    def training_condition(self, labels: torch.Tensor, index: torch.Tensor) -> Condition:
+        """Condition of training samples with these labels and training-set row indices."""
+        return Condition(labels)
+
+    def sampling_condition(self, labels: torch.Tensor, u: torch.Tensor) -> Condition:
+        """Condition for generating samples of `labels`; `u` are per-sample U(0,1) draws."""
+        return Condition(labels)
+
+    # -- source and loss ----------------------------------------------------------------
+    def sample_source(self, cond: Condition, eps: torch.Tensor) -> torch.Tensor:
+        """Source samples x0 from standard normal draws `eps`: the N(0, I) source."""
+        return eps
+
+    def sample_time(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Training times t ~ U(0, 1)."""
+        return torch.rand(n, generator=generator)
+
+    def loss(self, backbone, batch: TrainBatch) -> torch.Tensor:
+        """Conditional flow-matching regression: E || v(x_t, t, c) - (x1 - x0) ||^2."""
+        x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))
+        path = linear_path(x0, batch.x1, batch.t.to(batch.x1))
+        v = backbone(path.x_t, path.t, self.tokens(batch.cond).to(batch.x1.device))
+        return (v - path.u).pow(2).mean()
+
+    def describe(self) -> dict:
+        """A JSON-able description of the method configuration, stored in records."""
+        return {"name": self.name}

@@ -1,0 +1,108 @@
+"""Hydra-style command-line overrides (`key=value`, `key=[a,b]`) translated to gin bindings.
+
+gin needs Python literals (strings quoted); researchers type `nih_lt.root=/data/nih` and
+`methods=[fm,cbfm]`. Grid axes and run options are separated from gin bindings here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from bench.errors import BenchError
+
+GRID_AXES = ("methods", "datasets", "seeds")
+RUN_OPTIONS = ("experiment", "results_dir")
+_KEY = re.compile(r"^[A-Za-z_][\w.]*(/[A-Za-z_][\w.]*)?$")
+_WORDS = {"true": True, "false": False, "null": None, "none": None}
+
+
+@dataclass
+class Overrides:
+    """Parsed overrides: grid axes, run options and gin binding strings."""
+
+    axes: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    bindings: list = field(default_factory=list)
+
+
+def parse_overrides(args: list[str]) -> Overrides:
+    """Split `key=value` arguments into grid axes, run options and gin bindings."""
+    out = Overrides()
+    for arg in args:
+        key, value = _split(arg)
+        if key in GRID_AXES:
+            items = to_python(value)
+            out.axes[key] = list(items) if isinstance(items, (list, tuple)) else [items]
+        elif key in RUN_OPTIONS:
+            out.options[key] = str(to_python(value))
+        elif "." in key:
+            out.bindings.append(f"{key} = {to_gin_literal(value)}")
+        else:
+            raise BenchError(
+                f"override {arg!r}: {key!r} is neither a grid axis ({', '.join(GRID_AXES)}), "
+                f"a run option ({', '.join(RUN_OPTIONS)}) nor a gin binding `scope.param=value`"
+            )
+    return out
+
+
+def _split(arg: str) -> tuple[str, str]:
+    if "=" not in arg:
+        raise BenchError(f"malformed override {arg!r}: expected key=value, e.g. methods=[fm,cbfm]")
+    key, value = (s.strip() for s in arg.split("=", 1))
+    if not _KEY.match(key):
+        raise BenchError(f"malformed override {arg!r}: {key!r} is not a valid key")
+    if value == "":
+        raise BenchError(f"malformed override {arg!r}: empty value")
+    return key, value
+
+
+def to_python(value: str):
+    """Parse one override value: Python/YAML-ish literals, lists, and bare words as strings."""
+    value = value.strip()
+    if value.startswith("[") or value.startswith("("):
+        closing = "]" if value[0] == "[" else ")"
+        if not value.endswith(closing):
+            raise BenchError(f"malformed value {value!r}: unbalanced brackets")
+        items = [s for s in _split_top_level(value[1:-1]) if s.strip()]
+        seq = [to_python(s) for s in items]
+        return seq if closing == "]" else tuple(seq)
+    if value.lower() in _WORDS:
+        return _WORDS[value.lower()]
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        if any(c in value for c in "[](){}\"'"):
+            raise BenchError(f"malformed value {value!r}: unbalanced brackets or quotes") from None
+        return value  # a bare word, e.g. a name or a path
+
+
+def to_gin_literal(value: str) -> str:
+    """A gin-parsable literal for an override value; gin references (@x, %X) pass through."""
+    if value.startswith(("@", "%")):
+        return value
+    return repr(to_python(value))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not nested inside brackets or quotes."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+            if depth < 0:
+                raise BenchError(f"malformed value [{text}]: unbalanced brackets")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0 or quote:
+        raise BenchError(f"malformed value [{text}]: unbalanced brackets or quotes")
+    parts.append(text[start:])
+    return parts

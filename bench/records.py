@@ -1,0 +1,93 @@
+"""One JSON record per cell: what ran, with which config, on what, and what it measured."""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from bench.artifacts import write_json_atomic
+
+RECORD = "record.json"
+SCHEMA_VERSION = 1
+PACKAGES = ("bench", "torch", "diffusers", "accelerate", "gin-config", "numpy", "scipy",
+            "scikit-learn", "pandas")
+
+
+def versions() -> dict:
+    """Python and package versions relevant to reproducing a cell."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_hash() -> Optional[str]:
+    """The commit of the bench source tree (with '+dirty' if modified), or None outside git."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def host() -> dict:
+    """Where the cell ran."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "device": device,
+            "torch_threads": torch.get_num_threads()}
+
+
+def build_record(spec, metrics: dict, higher_is_better: dict, n: dict, config_hash: str,
+                 operative_config: str, timings: dict, extra: dict) -> dict:
+    """Assemble the record dict (the results schema, version SCHEMA_VERSION)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "experiment": spec.experiment,
+        "dataset": spec.dataset,
+        "method": spec.method,
+        "seed": spec.seed,
+        "metrics": metrics,
+        "higher_is_better": higher_is_better,
+        "n": n,
+        "config_hash": config_hash,
+        "operative_config": operative_config,
+        "versions": versions(),
+        "git_hash": git_hash(),
+        "host": host(),
+        "timings_s": timings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def write_record(folder: Path, record: dict) -> Path:
+    """Write record.json atomically into the cell folder."""
+    path = Path(folder) / RECORD
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(folder: Path) -> Optional[dict]:
+    """The cell's record, or None if it has none or it is unreadable."""
+    try:
+        return json.loads((Path(folder) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None

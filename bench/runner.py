@@ -1,0 +1,182 @@
+"""Run cells through the five stages: encode, fit_prior, train, sample, evaluate.
+
+Each stage writes an artifact folder atomically with a manifest naming its config hash; a
+stage whose artifact is complete for the same hash is skipped, so a rerun only does what is
+missing. The record is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_atomic
+from bench.cell import CellContext
+from bench.cells import BuiltCell, latent_shape, make_backbone, operative_config
+from bench.dataset import Split
+from bench.records import build_record, git_hash, read_record, write_record
+from bench.sampler import generate
+from bench.trainer import train
+
+log = logging.getLogger(__name__)
+
+
+class Timings(dict):
+    """Seconds per stage, filled by the `stage` context manager."""
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self[name] = round(self.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+
+def device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
+    """Run (or resume) one cell and return its record."""
+    folder = cell.spec.folder(results_dir)
+    cached = read_record(folder)
+    if cached and cached.get("config_hash") == cell.config_hash and cached.get("status") == "ok":
+        log.info("%s: record exists for this config, skipped", cell.spec.label)
+        return cached
+    times, t_start = Timings(), time.perf_counter()
+    ds = cell.dataset
+    with times.stage("load"):
+        train_split, test_split = ds.load(ds.train_split), ds.load(ds.eval_split)
+    with times.stage("encode"):
+        z = encode_stage(cell, train_split, Path(results_dir))
+    with times.stage("fit_prior"):
+        prior = prior_stage(cell, folder, z, train_split.y)
+    cell.method.setup(ds.n_classes, prior)
+    n_per_class = _n_per_class(cell, test_split)
+    backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
+    with times.stage("sample"):
+        synth = samples_stage(cell, folder / "samples", backbone, n_per_class, cell.stage_hashes["sample"])
+    init = None
+    if cell.sample_cfg.init_reference:
+        with times.stage("sample_init"):
+            untrained = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed).to(device())
+            init = samples_stage(cell, folder / "samples_init", untrained, n_per_class,
+                                 cell.stage_hashes["sample"] + "-init")
+    with times.stage("evaluate"):
+        ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init)
+        metrics, higher = evaluate(cell, ctx)
+    times["total"] = round(time.perf_counter() - t_start, 4)
+    return _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class)
+
+
+def _n_per_class(cell: BuiltCell, test_split: Split) -> list[int]:
+    n = cell.sample_cfg.n_per_class
+    if n is not None:
+        return [int(n)] * cell.dataset.n_classes
+    return test_split.counts(cell.dataset.n_classes).tolist()
+
+
+def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tensor:
+    """Latents of the training split, cached once per (dataset, encoder) configuration."""
+    key = cell.stage_hashes["encode"]
+    folder = results_dir / "cache" / "latents" / f"{cell.spec.dataset}-{cell.encoder.name}-{key}"
+    if is_complete(folder, key):
+        return load_file(folder / "latents.safetensors")["z"]
+    z = torch.cat([cell.encoder.encode(split.x[i : i + 256]) for i in range(0, len(split), 256)])
+    with stage_dir(folder, key, dataset=cell.spec.dataset, encoder=cell.encoder.name,
+                   n=len(split), shape=list(z.shape[1:])) as tmp:
+        save_file({"z": z.float().contiguous(), "y": split.y}, tmp / "latents.safetensors")
+    return z
+
+
+def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
+    """The method's offline prior for this seed, fitted once and reused."""
+    key, target = cell.stage_hashes["prior"], folder / "prior"
+    if is_complete(target, key):
+        return cell.method.prior_class().load(target)
+    prior = cell.method.fit_prior(z, y, cell.dataset.n_classes, cell.spec.seed)
+    if prior is not None:
+        with stage_dir(target, key, method=cell.spec.method) as tmp:
+            prior.save(tmp)
+    return prior
+
+
+def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
+    """The trained backbone (loaded if this config already trained it) and its training info."""
+    key, target = cell.stage_hashes["train"], folder / "backbone"
+    if is_complete(target, key):
+        manifest = read_manifest(target)
+        return cell.backbone_cls.from_pretrained(target).to(device()), manifest["train"]
+    backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
+    with times.stage("train"):
+        result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
+                       checkpoint_dir=folder / "checkpoints", config_hash=key)
+    info = {"steps": result.steps, "seconds": round(result.seconds, 3),
+            "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
+            "n_parameters": sum(p.numel() for p in backbone.parameters())}
+    with stage_dir(target, key, train=info) as tmp:
+        backbone.save_pretrained(tmp)
+    return backbone.to(device()), info
+
+
+def samples_stage(cell: BuiltCell, target: Path, backbone, n_per_class, key: str) -> Split:
+    """Generate (or reload) the synthetic set and decode it to data space."""
+    if is_complete(target, key):
+        out = load_file(target / "samples.safetensors")
+    else:
+        shape = tuple(cell.encoder.latent_shape(_sample_shape(cell)))
+        out = generate(cell.method, backbone, n_per_class, shape, cell.spec.seed, cell.sample_cfg,
+                       device=device())
+        with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
+            save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
+    x = torch.cat([cell.encoder.decode(out["z"][i : i + 256]) for i in range(0, len(out["z"]), 256)]) \
+        if len(out["z"]) else out["z"]
+    return Split(x=x, y=out["y"], subclass=out.get("subclass"))
+
+
+def _sample_shape(cell: BuiltCell) -> tuple:
+    shape = getattr(cell.dataset, "sample_shape", None)
+    return tuple(shape) if shape is not None else tuple(cell.dataset.load(cell.dataset.train_split).x.shape[1:])
+
+
+def evaluate(cell: BuiltCell, ctx: CellContext) -> tuple[dict, dict]:
+    """Run every evaluator that applies to the dataset's kind; merge their metrics."""
+    metrics, higher = {}, {}
+    for ev in cell.evaluators:
+        if cell.dataset.kind not in ev.applies_to:
+            log.info("%s: evaluator %s does not apply to %s data, skipped",
+                     cell.spec.label, ev.name, cell.dataset.kind)
+            continue
+        out = ev.evaluate(ctx)
+        metrics.update({k: float(v) for k, v in out.items()})
+        higher.update({k: ev.higher_is_better[k] for k in out if k in ev.higher_is_better})
+    return metrics, higher
+
+
+def _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class) -> dict:
+    """Write operative_config.gin and the record (last, atomically)."""
+    operative = operative_config()
+    write_text_atomic(folder / "operative_config.gin",
+                      f"# bench cell {cell.spec.label}, git {git_hash()}\n"
+                      f"# config_hash {cell.config_hash}\n{operative}")
+    n = {"train": len(ctx.train), "test": len(ctx.test), "synthetic": len(ctx.synthetic)}
+    extra = {
+        "class_names": ctx.class_names,
+        "train_counts": ctx.train.counts(cell.dataset.n_classes).tolist(),
+        "synthetic_per_class": list(n_per_class),
+        "dataset_info": cell.dataset.describe(),
+        "method_info": cell.method.describe(),
+        "backbone": cell.pipeline.backbone,
+        "encoder": cell.encoder.name,
+        "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
+        "train": train_info,
+        "stage_hashes": cell.stage_hashes,
+    }
+    record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)
+    write_record(folder, record)
+    return record

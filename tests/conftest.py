@@ -1,0 +1,28 @@
+"""Shared fixtures: tests run against the installed bench, on the CPU, deterministically."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+def run_bench(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
+    """Run the installed `bench` console script in a subprocess; returns CompletedProcess."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    exe = Path(sys.executable).with_name("bench")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def bench_cli():
+    """The run_bench helper, as a fixture."""
+    return run_bench

@@ -1,0 +1,89 @@
+"""The CLI end to end: run, rerun (cached), validate, and bad input that writes nothing."""
+
+import json
+
+import pytest
+
+SMALL_2D = ["datasets=[synthetic2d]", "methods=[fm]", "seeds=[0]", "train.steps=400",
+            "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=100"]
+
+
+def record(root, dataset="synthetic2d", method="fm", seed=0):
+    return json.loads((root / "quick" / dataset / method / f"seed{seed}" / "record.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, bench_cli):
+    """One short synthetic2d run shared by the tests below."""
+    root = tmp_path_factory.mktemp("run")
+    out = bench_cli("run", *SMALL_2D, f"results_dir={root / 'res'}", cwd=root)
+    assert out.returncode == 0, out.stderr
+    return root / "res", out
+
+
+@pytest.mark.slow
+def test_record_has_the_schema_and_training_beats_the_untrained_model(small_run):
+    res, out = small_run
+    rec = record(res)
+    for key in ("method", "dataset", "seed", "metrics", "higher_is_better", "config_hash",
+                "operative_config", "versions", "git_hash", "timings_s", "n", "train"):
+        assert key in rec, key
+    m = rec["metrics"]
+    assert m["swd/all"] < m["swd/all@init"] / 3, m
+    assert rec["higher_is_better"]["swd/all"] is False
+    assert rec["higher_is_better"]["coverage/tail"] is True
+    assert "train.steps = 400" in rec["operative_config"]
+    assert rec["train"]["loss_trace"][-1][1] < rec["train"]["loss_trace"][0][1]
+    cell = res / "quick" / "synthetic2d" / "fm" / "seed0"
+    assert (cell / "operative_config.gin").is_file()
+    assert (cell / "backbone" / "model.safetensors").is_file()
+    assert "swd/all" in out.stdout and (res / "quick" / "summary.md").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_skips_the_finished_cell(small_run, bench_cli):
+    res, _ = small_run
+    before = record(res)
+    out = bench_cli("run", *SMALL_2D, f"results_dir={res}", cwd=res)
+    assert out.returncode == 0, out.stderr
+    assert "skipped" in out.stderr
+    assert record(res) == before
+
+
+@pytest.mark.slow
+def test_changed_sampling_config_reuses_the_trained_backbone(small_run, bench_cli):
+    res, _ = small_run
+    out = bench_cli("run", *SMALL_2D, "sample.nfe=8", f"results_dir={res}", cwd=res)
+    assert out.returncode == 0, out.stderr
+    rec = record(res)
+    assert "train" not in rec["timings_s"]  # backbone stage was complete for this config
+    assert "sample.nfe = 8" in rec["operative_config"]
+
+
+def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):
+    out = bench_cli("validate", "methods=[fm]", "datasets=[synthetic2d,digits_lt]",
+                    f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "2 cell(s) valid" in out.stdout
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["methods=[nope]"], "unknown method 'nope'; did you mean"),
+    (["datasets=[synthetic2]"], "did you mean 'synthetic2d'"),
+    (["methods=[fm"], "unbalanced brackets"),
+    (["train.stepz=3"], "doesn't have a parameter named 'stepz'"),
+    (["nosuch.param=3"], "No configurable matching 'nosuch'"),
+    (["steps=3"], "neither a grid axis"),
+    (["experiment=nope"], "unknown experiment 'nope'"),
+    (["--gin_file", "/nonexistent.gin"], "no such file"),
+    (["seeds=[-1]"], "non-negative integers"),
+    (["flux.attention_head_dim=24", "datasets=[digits_lt]"], "axes_dims_rope"),
+    (["sample.solver=rk9"], "unknown solver"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, bench_cli, args, message):
+    out = bench_cli("run", *args, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error:") and message in lines[0], lines
+    assert not (tmp_path / "res").exists()
