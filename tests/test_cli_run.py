@@ -87,3 +87,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, bench_cli, ar
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bench: error:") and message in lines[0], lines
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_image_cell_trains_flux_and_writes_the_sample_grid(tmp_path, bench_cli):
+    res = tmp_path / "res"
+    out = bench_cli("run", "datasets=[digits_lt]", "methods=[fm]", "train.steps=10",
+                    "sample.nfe=2", f"results_dir={res}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    cell = res / "quick" / "digits_lt" / "fm" / "seed0"
+    assert (cell / "samples.png").stat().st_size > 10_000
+    rec = record(res, dataset="digits_lt")
+    assert rec["backbone"] == "flux" and "cond_acc/all" in rec["metrics"]
+    assert "flux.num_layers = 2" in rec["operative_config"]  # the tiny preset was applied
+    from diffusers import FluxTransformer2DModel
+
+    FluxTransformer2DModel.from_pretrained(cell / "backbone" / "transformer")  # plain diffusers

@@ -55,6 +55,7 @@ def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
             for m in ("myfm", "fm")}
     assert recs["myfm"]["metrics"] == recs["fm"]["metrics"]
     assert recs["myfm"]["train"]["loss_trace"] == recs["fm"]["train"]["loss_trace"]
+    assert len(list((res / "cache" / "latents").iterdir())) == 1  # encoded once, shared
 
 
 def test_broken_plugin_named_explicitly_is_a_clear_error(plugin_path, bench_cli):

@@ -71,3 +71,14 @@ def test_non_finite_loss_stops_the_cell():
     m, b = fresh()
     with pytest.raises(CellFailed, match="non-finite training loss"):
         train(m, b, x, y, TrainConfig(steps=50, batch_size=256), seed=0)
+
+
+def test_ema_weights_are_used_when_enabled():
+    x, y = two_class_data()
+    cfg = TrainConfig(steps=30, batch_size=64, lr=3e-3)
+    (m1, plain), (m2, ema) = fresh(), fresh()
+    train(m1, plain, x, y, cfg, seed=2)
+    train(m2, ema, x, y, TrainConfig(**{**cfg.__dict__, "ema_decay": 0.9}), seed=2)
+    init = weights(fresh()[1])
+    # the EMA lags behind the raw weights: it ends between the init and the trained weights
+    assert 0 < (weights(ema) - init).norm() < (weights(plain) - init).norm()

@@ -1,0 +1,59 @@
+"""Conditional accuracy: does a classifier trained on real data recognise each generated class?
+
+A multinomial logistic regression (class-balanced, on flattened samples) is fitted on the real
+training split; `cond_acc/all` is the balanced accuracy of its predictions on the synthetic set
+against the classes the samples were generated for, `cond_acc/tail` the same over the rarest
+third of classes. `cond_acc/real` scores the real held-out split: the ceiling to compare with.
+Cheap and CPU-friendly; a sanity check of conditioning, not a fidelity metric like FID.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import make_pipeline
+
+from bench.evaluator import Evaluator
+from bench.longtail import tail_classes
+from bench.registry import register_evaluator
+
+INIT = "@init"
+
+
+def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
+    """Recall of each class in `classes` that occurs in y_true."""
+    return {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in classes if np.any(y_true == c)}
+
+
+def _flat(x) -> np.ndarray:
+    return x.detach().cpu().reshape(len(x), -1).double().numpy()
+
+
+@register_evaluator("cond_accuracy")
+class ConditionalAccuracy(Evaluator):
+    """Balanced accuracy of a real-data classifier on generated samples, overall and on the tail."""
+
+    higher_is_better = {f"cond_acc/{k}{s}": True for k in ("all", "tail") for s in ("", INIT)}
+    higher_is_better["cond_acc/real"] = True
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000):
+        self.C, self.max_iter = C, max_iter
+
+    def evaluate(self, cell) -> dict[str, float]:
+        """cond_acc/{all,tail} for the trained (and untrained) model, and the real ceiling."""
+        clf = make_pipeline(StandardScaler(), LogisticRegression(
+            C=self.C, max_iter=self.max_iter, class_weight="balanced"))
+        clf.fit(_flat(cell.train.x), cell.train.y.numpy())
+        tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
+        metrics = {"cond_acc/real": self._score(clf, cell.test, range(cell.dataset.n_classes))}
+        sets = [("", cell.synthetic)] + ([(INIT, cell.synthetic_init)] if cell.synthetic_init else [])
+        for suffix, split in sets:
+            metrics[f"cond_acc/all{suffix}"] = self._score(clf, split, range(cell.dataset.n_classes))
+            metrics[f"cond_acc/tail{suffix}"] = self._score(clf, split, tail)
+        return metrics
+
+    @staticmethod
+    def _score(clf, split, classes) -> float:
+        recalls = per_class_recall(split.y.numpy(), clf.predict(_flat(split.x)), classes)
+        return float(np.mean(list(recalls.values()))) if recalls else float("nan")
