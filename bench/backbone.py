@@ -7,8 +7,13 @@ use another convention (FLUX: sigma = 1 is noise) convert inside `forward` and n
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from bench.errors import BenchError
 
 
 class Backbone(nn.Module):
@@ -21,6 +26,30 @@ class Backbone(nn.Module):
     """
 
     name = "backbone"
+    config_name = "config.json"  # where save_pretrained writes `config()`
+
+    def _bind_config(self, sample_shape, vocab_size: int, n_tokens: int, **hyperparameters) -> None:
+        """Remember the constructor arguments so `config()` can rebuild the module."""
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.vocab_size, self.n_tokens = int(vocab_size), int(n_tokens)
+        self.hyperparameters = hyperparameters
+
+    def config(self) -> dict:
+        """Everything `from_pretrained` needs to rebuild this module (JSON-able)."""
+        return dict(sample_shape=list(self.sample_shape), vocab_size=self.vocab_size,
+                    n_tokens=self.n_tokens, **self.hyperparameters)
+
+    def write_config(self, directory: Path) -> None:
+        """Write `config()` as JSON into `directory`."""
+        (Path(directory) / self.config_name).write_text(json.dumps(self.config(), indent=2) + "\n")
+
+    @classmethod
+    def read_config(cls, directory: Path) -> dict:
+        """The constructor arguments stored by `write_config`, or a clear error."""
+        path = Path(directory) / cls.config_name
+        if not path.is_file():
+            raise BenchError(f"no {cls.config_name} in {directory}; point at a folder written by save_pretrained")
+        return json.loads(path.read_text())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Velocity at (x_t, t) for condition tokens (B, n_tokens); t has shape (B,)."""

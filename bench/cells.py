@@ -182,3 +182,8 @@ def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):
 def operative_config() -> str:
     """gin's operative config: the bindings the cell's objects actually used."""
     return gin.operative_config_str()
+
+
+def full_config() -> str:
+    """Every parsed binding of the cell, used or not (stages loaded from disk use none)."""
+    return gin.config_str()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.cell import CellContext
-from bench.cells import BuiltCell, latent_shape, make_backbone, operative_config
+from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
 from bench.records import build_record, git_hash, read_record, write_record
 from bench.sampler import generate
@@ -57,15 +57,16 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     with times.stage("fit_prior"):
         prior = prior_stage(cell, folder, z, train_split.y)
     cell.method.setup(ds.n_classes, prior)
-    n_per_class = _n_per_class(cell, test_split)
+    n_per_class, shape = _n_per_class(cell, test_split), tuple(z.shape[1:])
     backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
     with times.stage("sample"):
-        synth = samples_stage(cell, folder / "samples", backbone, n_per_class, cell.stage_hashes["sample"])
+        synth = samples_stage(cell, folder / "samples", lambda: backbone, shape, n_per_class,
+                              cell.stage_hashes["sample"])
     init = None
     if cell.sample_cfg.init_reference:
+        untrained = lambda: make_backbone(cell, shape, seed=cell.spec.seed).to(device())  # noqa: E731
         with times.stage("sample_init"):
-            untrained = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed).to(device())
-            init = samples_stage(cell, folder / "samples_init", untrained, n_per_class,
+            init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
                                  cell.stage_hashes["sample"] + "-init")
     with times.stage("evaluate"):
         ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init)
@@ -124,24 +125,22 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     return backbone.to(device()), info
 
 
-def samples_stage(cell: BuiltCell, target: Path, backbone, n_per_class, key: str) -> Split:
-    """Generate (or reload) the synthetic set and decode it to data space."""
+def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
+                  key: str) -> Split:
+    """Generate (or reload) the synthetic set and decode it to data space.
+
+    `get_backbone` is called only when the samples must be generated.
+    """
     if is_complete(target, key):
         out = load_file(target / "samples.safetensors")
     else:
-        shape = tuple(cell.encoder.latent_shape(_sample_shape(cell)))
-        out = generate(cell.method, backbone, n_per_class, shape, cell.spec.seed, cell.sample_cfg,
-                       device=device())
+        out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
+                       cell.sample_cfg, device=device())
         with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
             save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
     x = torch.cat([cell.encoder.decode(out["z"][i : i + 256]) for i in range(0, len(out["z"]), 256)]) \
         if len(out["z"]) else out["z"]
     return Split(x=x, y=out["y"], subclass=out.get("subclass"))
-
-
-def _sample_shape(cell: BuiltCell) -> tuple:
-    shape = getattr(cell.dataset, "sample_shape", None)
-    return tuple(shape) if shape is not None else tuple(cell.dataset.load(cell.dataset.train_split).x.shape[1:])
 
 
 def evaluate(cell: BuiltCell, ctx: CellContext) -> tuple[dict, dict]:
@@ -176,6 +175,7 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class) 
         "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
         "train": train_info,
         "stage_hashes": cell.stage_hashes,
+        "config": full_config(),
     }
     record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)
     write_record(folder, record)

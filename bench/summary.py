@@ -1,4 +1,4 @@
-"""The end-of-run summary table (mean +- std over seeds), built from stored records only."""
+"""The end-of-run summary: one table per dataset, mean +- std over seeds, from stored records."""
 
 from __future__ import annotations
 
@@ -18,28 +18,13 @@ def headline_metrics(records: Iterable[dict]) -> list[str]:
     return names
 
 
-def _cell(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
+    """'m' for one value, 'm ± s' (sample std) for several, '-' for none."""
     if not values:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.4g}"
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
-
-
-def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per (dataset, method), metrics averaged over seeds."""
-    names = headline_metrics(records)
-    groups: dict[tuple, list[dict]] = {}
-    for rec in records:
-        groups.setdefault((rec["dataset"], rec["method"]), []).append(rec)
-    header = ["dataset", "method", "seeds"] + [_arrow(records, n) for n in names] + ["train s"]
-    rows = []
-    for (dataset, method), recs in groups.items():
-        row = [dataset, method, str(len(recs))]
-        row += [_cell([r["metrics"][n] for r in recs if n in r["metrics"]]) for n in names]
-        row.append(_cell([r.get("train", {}).get("seconds", 0.0) for r in recs]))
-        rows.append(row)
-    return header, rows
 
 
 def _arrow(records: list[dict], name: str) -> str:
@@ -49,9 +34,32 @@ def _arrow(records: list[dict], name: str) -> str:
     return name
 
 
+def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows for one dataset's records: one row per method, averaged over seeds."""
+    names = headline_metrics(records)
+    by_method: dict[str, list[dict]] = {}
+    for rec in records:
+        by_method.setdefault(rec["method"], []).append(rec)
+    header = ["method", "seeds"] + [_arrow(records, n) for n in names] + ["train s"]
+    rows = []
+    for method, recs in by_method.items():
+        row = [method, str(len(recs))]
+        row += [mean_std([r["metrics"][n] for r in recs if n in r["metrics"]]) for n in names]
+        row.append(mean_std([r.get("train", {}).get("seconds", 0.0) for r in recs]))
+        rows.append(row)
+    return header, rows
+
+
 def summary_table(records: list[dict], fmt: str = "github") -> str:
-    """The summary as text (github-flavoured Markdown by default)."""
+    """The summary as text: one table per dataset, since datasets have different metrics."""
     if not records:
         return "(no finished cells)"
-    header, rows = summary_rows(records)
-    return tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
+    by_dataset: dict[str, list[dict]] = {}
+    for rec in records:
+        by_dataset.setdefault(rec["dataset"], []).append(rec)
+    blocks = []
+    for dataset, recs in by_dataset.items():
+        header, rows = summary_rows(recs)
+        table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
+        blocks.append(f"### {dataset}\n\n{table}")
+    return "\n\n".join(blocks)

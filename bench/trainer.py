@@ -71,6 +71,14 @@ class EpochSampler:
         self._pos += self.batch_size
         return idx
 
+    def state_dict(self) -> dict:
+        """The current permutation and position, as tensors (for safetensors checkpoints)."""
+        return {"perm": self._perm, "pos": torch.tensor([self._pos])}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where `state_dict` was taken."""
+        self._perm, self._pos = state["perm"], int(state["pos"][0])
+
 
 def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
           checkpoint_dir: Optional[Path] = None, config_hash: str = "") -> TrainResult:
@@ -149,8 +157,8 @@ def _save_checkpoint(folder: Path, config_hash: str, step: int, model, optimizer
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    tmp / "optimizer.pt")
-        save_file({"rng": generator.get_state(), "perm": batches._perm,
-                   "pos": torch.tensor([batches._pos])}, tmp / "trainer_state.safetensors")
+        save_file({"rng": generator.get_state(), **batches.state_dict()},
+                  tmp / "trainer_state.safetensors")
     for old in sorted(Path(folder).glob("step_*"))[:-1]:
         if old != target and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
@@ -168,9 +176,9 @@ def _resume(folder, config_hash, model, optimizer, scheduler, generator, batches
     states = torch.load(latest / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(states["optimizer"])
     scheduler.load_state_dict(states["scheduler"])
-    rng = load_file(latest / "trainer_state.safetensors")
-    generator.set_state(rng["rng"])
-    batches._perm, batches._pos = rng["perm"], int(rng["pos"][0])
+    state = load_file(latest / "trainer_state.safetensors")
+    generator.set_state(state["rng"])
+    batches.load_state_dict(state)
     step = int(read_manifest(latest)["step"])
     log.info("resumed training from %s (step %d)", latest, step)
     return step

@@ -58,6 +58,7 @@ def test_changed_sampling_config_reuses_the_trained_backbone(small_run, bench_cl
     rec = record(res)
     assert "train" not in rec["timings_s"]  # backbone stage was complete for this config
     assert "sample.nfe = 8" in rec["operative_config"]
+    assert "train.steps = 400" in rec["config"] and "sample.nfe = 8" in rec["config"]
 
 
 def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):

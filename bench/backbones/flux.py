@@ -8,7 +8,6 @@ data - noise, so `forward` feeds timestep = 1 - t and negates the output.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,7 +18,6 @@ from bench.backbone import Backbone
 from bench.errors import BenchError
 from bench.registry import register_backbone
 
-CONFIG_NAME = "backbone.json"
 CONDITIONING_NAME = "conditioning.safetensors"
 TRANSFORMER_DIR = "transformer"
 
@@ -75,6 +73,8 @@ class FluxBackbone(Backbone):
     Defaults are the smallest config that runs (diffusers' own test config).
     """
 
+    config_name = "backbone.json"  # config.json belongs to the diffusers transformer folder
+
     def __init__(
         self,
         sample_shape,
@@ -92,8 +92,10 @@ class FluxBackbone(Backbone):
         sample_shape = tuple(int(s) for s in sample_shape)
         axes_dims_rope = tuple(int(d) for d in axes_dims_rope)
         check_flux_config(sample_shape, attention_head_dim, axes_dims_rope)
-        self.sample_shape, self.vocab_size, self.n_tokens = sample_shape, int(vocab_size), int(n_tokens)
-        self.hyperparameters = dict(
+        self._bind_config(
+            sample_shape,
+            vocab_size,
+            n_tokens,
             num_layers=num_layers,
             num_single_layers=num_single_layers,
             attention_head_dim=attention_head_dim,
@@ -140,15 +142,6 @@ class FluxBackbone(Backbone):
         )[0]
         return -unpack_patches(v_flux, c, h, w)  # FLUX predicts noise - data
 
-    def config(self) -> dict:
-        """Everything `from_pretrained` needs to rebuild this module."""
-        return dict(
-            sample_shape=list(self.sample_shape),
-            vocab_size=self.vocab_size,
-            n_tokens=self.n_tokens,
-            **self.hyperparameters,
-        )
-
     def save_pretrained(self, directory) -> None:
         """Write the transformer (plain-diffusers loadable), the embeddings and backbone.json."""
         directory = Path(directory)
@@ -160,7 +153,7 @@ class FluxBackbone(Backbone):
         }
         tensors = {k: v.detach().contiguous().cpu() for k, v in embeddings.items()}
         save_file(tensors, directory / CONDITIONING_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
+        self.write_config(directory)
 
     @classmethod
     def from_pretrained(cls, directory) -> "FluxBackbone":
@@ -168,12 +161,10 @@ class FluxBackbone(Backbone):
         from diffusers import FluxTransformer2DModel
 
         directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise BenchError(f"no {CONFIG_NAME} in {directory}; point at a folder written by save_pretrained")
+        config = cls.read_config(directory)
         # Build on the meta device so a paper-size model is not allocated twice.
         with torch.device("meta"):
-            model = cls(**json.loads(config_path.read_text()))
+            model = cls(**config)
         model.transformer = FluxTransformer2DModel.from_pretrained(directory / TRANSFORMER_DIR)
         embeddings = load_file(directory / CONDITIONING_NAME)
         model.token_embedding.load_state_dict({"weight": embeddings["token_embedding.weight"]}, assign=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from bench.backbone import Backbone
 from bench.errors import BenchError
 from bench.registry import register_backbone
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -60,8 +58,8 @@ class MLPBackbone(Backbone):
             )
         if depth < 1:
             raise BenchError(f"mlp.depth must be at least 1, got {depth}")
-        self.sample_shape, self.vocab_size, self.n_tokens = sample_shape, int(vocab_size), int(n_tokens)
-        self.hyperparameters = dict(hidden=hidden, depth=depth, time_features=time_features)
+        self._bind_config(sample_shape, vocab_size, n_tokens, hidden=hidden, depth=depth,
+                          time_features=time_features)
         dim = sample_shape[0]
         self.time_embedding = FourierTime(time_features)
         self.input_projection = nn.Linear(dim + time_features, hidden)
@@ -77,29 +75,17 @@ class MLPBackbone(Backbone):
         h = self.input_projection(torch.cat([x_t, self.time_embedding(t)], dim=-1))
         return self.trunk(h + self.token_embedding(tokens).sum(dim=1))
 
-    def config(self) -> dict:
-        """Everything `from_pretrained` needs to rebuild this module."""
-        return dict(
-            sample_shape=list(self.sample_shape),
-            vocab_size=self.vocab_size,
-            n_tokens=self.n_tokens,
-            **self.hyperparameters,
-        )
-
     def save_pretrained(self, directory) -> None:
         """Write config.json + model.safetensors to `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
+        self.write_config(directory)
 
     @classmethod
     def from_pretrained(cls, directory) -> "MLPBackbone":
         """Rebuild the backbone `save_pretrained` wrote, offline."""
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise BenchError(f"no {CONFIG_NAME} in {directory}; point at a folder written by save_pretrained")
-        model = cls(**json.loads((directory / CONFIG_NAME).read_text()))
-        model.load_state_dict(load_file(directory / WEIGHTS_NAME))
+        model = cls(**cls.read_config(directory))
+        model.load_state_dict(load_file(Path(directory) / WEIGHTS_NAME))
         return model
