@@ -50,12 +50,13 @@ def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
                     f"results_dir={res}", "train.steps=150", "synthetic2d.n_max=400",
                     cwd=plugin_path, env_extra={"PYTHONPATH": str(plugin_path)})
     assert out.returncode == 0, out.stderr
-    assert "skipping method plugin 'broken'" in out.stderr
+    assert "skipping method plugin 'broken'" in out.stderr, out.stderr
     recs = {m: json.loads((res / "quick" / "synthetic2d" / m / "seed0" / "record.json").read_text())
             for m in ("myfm", "fm")}
-    assert recs["myfm"]["metrics"] == recs["fm"]["metrics"]
+    assert recs["myfm"]["metrics"] == recs["fm"]["metrics"], (recs["myfm"]["metrics"], recs["fm"]["metrics"])
     assert recs["myfm"]["train"]["loss_trace"] == recs["fm"]["train"]["loss_trace"]
-    assert len(list((res / "cache" / "latents").iterdir())) == 1  # encoded once, shared
+    cached = list((res / "cache" / "latents").iterdir())
+    assert len(cached) == 1, cached  # encoded once, shared by both cells
 
 
 def test_broken_plugin_named_explicitly_is_a_clear_error(plugin_path, bench_cli):
