@@ -142,7 +142,9 @@ def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
     scopes = lambda *objs: [f"{o.name}." for o in objs]  # noqa: E731
     encode = digest(bindings_text(include=scopes(dataset, encoder) + ["pipeline.encoder"]),
                     dataset.describe(), encoder.cache_key())
-    prior = digest(encode, bindings_text(include=scopes(method)), spec.seed)
+    # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
+    lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
+    prior = digest(encode, bindings_text(include=lineage), spec.seed)
     no_eval = ["grid.", "pipeline.evaluators"] + scopes(*evaluators)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
     sample = digest(train, bindings_text(include=["sample."]))

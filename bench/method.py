@@ -37,6 +37,7 @@ class TrainBatch:
     cond: Condition
     eps: torch.Tensor  # standard normal, shaped like x1
     t: torch.Tensor  # (B,) in [0, 1]
+    generator: Optional[torch.Generator] = None  # CPU generator for any further draws a loss needs
 
 
 class Method:
@@ -57,6 +58,12 @@ class Method:
         """Bind the number of classes and a fitted (or loaded) prior before training/sampling."""
         self.n_classes = n_classes
         self.prior = prior
+
+    def to(self, device) -> "Method":
+        """Move the prior's tensors to `device` (training and sampling index them there)."""
+        if self.prior is not None:
+            self.prior = self.prior.to(device)
+        return self
 
     def prior_class(self):
         """The Prior class this method stores, so a cached prior can be loaded."""

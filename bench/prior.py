@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.errors import BenchError
+
 TENSORS = "prior.safetensors"
 INFO = "prior.json"
 
@@ -41,6 +43,29 @@ class Prior:
     def to(self, device) -> "Prior":
         """The same prior with its tensors on `device`."""
         return type(self)({k: v.to(device) for k, v in self.tensors.items()}, self.info)
+
+
+def require_finite(latents: torch.Tensor, ids=None) -> None:
+    """Raise a BenchError naming the samples whose latents hold NaN or infinity."""
+    bad = (~torch.isfinite(latents.reshape(len(latents), -1)).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        names = [str(ids[i]) if ids is not None else str(i) for i in bad[:5]]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise BenchError(f"{len(bad)} latent(s) are NaN or infinite (samples {', '.join(names)}{more}); "
+                         "check those images and the encoder, then delete the latent cache")
+
+
+def class_means(latents: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """m_c: the mean training latent of each class, shape (n_classes, *latent_shape).
+
+    A class without training samples gets a zero mean (the standard source's centre).
+    Non-finite latents are refused, naming the rows, since one would poison its class mean.
+    """
+    require_finite(latents)
+    flat = latents.reshape(len(latents), -1).double()
+    sums = torch.zeros(n_classes, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
+    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
+    return (sums / counts).float().reshape(n_classes, *latents.shape[1:])
 
 
 def _to_list(obj):

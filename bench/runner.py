@@ -19,6 +19,7 @@ from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_at
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
+from bench.prior import require_finite
 from bench.records import build_record, git_hash, read_record, write_record
 from bench.sampler import generate
 from bench.trainer import train
@@ -89,6 +90,7 @@ def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tens
     if is_complete(folder, key):
         return load_file(folder / "latents.safetensors")["z"]
     z = torch.cat([cell.encoder.encode(split.x[i : i + 256]) for i in range(0, len(split), 256)])
+    require_finite(z, split.ids)
     with stage_dir(folder, key, dataset=cell.spec.dataset, encoder=cell.encoder.name,
                    n=len(split), shape=list(z.shape[1:])) as tmp:
         save_file({"z": z.float().contiguous(), "y": split.y}, tmp / "latents.safetensors")

@@ -110,6 +110,7 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     labels, index = plan(n_per_class)
     zs, subs = [], []
     backbone.eval()
+    method.to(device)
     for start in range(0, len(labels), cfg.batch_size):
         y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
         eps, u = sample_noise(seed, y.tolist(), i.tolist(), latent_shape)

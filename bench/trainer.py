@@ -90,6 +90,7 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     warmup = max(cfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     model, optimizer = accelerator.prepare(backbone, optimizer)
+    method.to(accelerator.device)
     ema = _make_ema(backbone, cfg.ema_decay)
     generator = torch.Generator().manual_seed(seed)
     batches = EpochSampler(len(labels), cfg.batch_size, generator)
@@ -124,7 +125,7 @@ def _step(method, model, accelerator, optimizer, scheduler, ema, batches, genera
     eps = torch.randn(x1.shape, generator=generator)
     t = method.sample_time(len(idx), generator)
     with accelerator.autocast():
-        loss = method.loss(model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t))
+        loss = method.loss(model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t, generator=generator))
     value = float(loss.detach())
     if not math.isfinite(value):
         raise CellFailed(f"non-finite training loss ({value}); lower train.lr or enable train.grad_clip")

@@ -1,0 +1,262 @@
+"""optprior: flow matching with GMM-induced subclasses and optimised subclass sources (the paper).
+
+Offline (`fit_prior`), per class c: residuals r = z - m_c, a diagonal GMM selected by EBIC gives
+hard subclass assignments k(x) and weights pi_ck; every (c, k) gets a learned diagonal Gaussian
+source N(mu_ck, sigma_ck^2) and a unit prototype u_ck, fitted by the proxy objective of
+`bench.source_opt` with fixed outlier caps. Training conditions the velocity field on (c, k)
+tokens and draws x0 from the (c, k) source; sampling class c draws k ~ Categorical(pi_c), never
+inferring k from data. The ablations switch either half off: `optprior_sub` keeps the subclass
+tokens with the N(0, I) source, `optprior_opt` keeps the learned source with K = 1 per class.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+import torch
+
+from bench.bayes_risk import fm_risk_decomposition
+from bench.errors import BenchError
+from bench.geometry import displacement_geometry
+from bench.method import Condition, Method
+from bench.prior import Prior, class_means
+from bench.registry import register_method
+from bench.source_opt import ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.subclass import check_subclass_config, induce_subclasses
+
+log = logging.getLogger(__name__)
+
+
+class SubclassPrior(Prior):
+    """optprior's fitted prior. Tensors (D = flattened latent size, K = k_max):
+
+    class_mean (C, D); weights (C, K) = pi_ck (0 beyond K_c); assignment (N,) = k of every
+    training row; mu, log_sigma, prototype (C*K, D) = the source of group g = c*K + k;
+    caps (C*K,) = the fixed 99th-percentile radii r_ck.
+    """
+
+
+@register_method("optprior")
+class OptPrior(Method):
+    """Subclass tokens + optimised subclass sources (the paper's full method)."""
+
+    subclasses_default = True
+    learned_source_default = True
+
+    def __init__(self, k_max: int = 8, gamma: float = 0.5, min_size: int = 10,
+                 pca_dim: Optional[int] = None, gmm_n_init: int = 1, kappa: float = 0.5, lambda_cap: float = 1.0,
+                 lambda_scale: float = 0.1, steps: int = 2500, lr: float = 1e-2,
+                 batch_size: int = 4096, cap_quantile: float = 0.99,
+                 subclasses: Optional[bool] = None, learned_source: Optional[bool] = None,
+                 risk_samples: int = 1000):
+        super().__init__()
+        self.subclasses = self.subclasses_default if subclasses is None else bool(subclasses)
+        self.learned_source = self.learned_source_default if learned_source is None else bool(learned_source)
+        self.k_max = k_max if self.subclasses else 1
+        self.gamma, self.min_size, self.pca_dim, self.gmm_n_init = gamma, min_size, pca_dim, gmm_n_init
+        check_subclass_config(self.k_max, gamma, min_size, pca_dim, owner=self.name)
+        self.proxy = ProxyConfig(kappa=kappa, lambda_cap=lambda_cap, lambda_scale=lambda_scale,
+                                 steps=steps, lr=lr, batch_size=batch_size, cap_quantile=cap_quantile)
+        _check_proxy(self.proxy)
+        self.risk_samples = risk_samples
+
+    def prior_class(self):
+        """optprior stores a SubclassPrior."""
+        return SubclassPrior
+
+    # -- offline stage ------------------------------------------------------------------
+    def fit_prior(self, latents, labels, n_classes, seed):
+        """Subclass induction, source initialisation and optimisation, plus analysis numbers."""
+        x = latents.reshape(len(latents), -1).float()
+        means = class_means(x, labels, n_classes)
+        fits = self._induce(x - means[labels], labels, n_classes, seed)
+        sub = _assignment(fits, labels)
+        group = labels * self.k_max + sub
+        n_groups = n_classes * self.k_max
+        caps = fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile)
+        init, decisions = self._initial_sources(x, labels, group, means, n_groups, seed)
+        info = {"k": [f.k for f in fits], "sizes": [f.sizes for f in fits],
+                "ebic": [{str(k): v for k, v in f.ebic.items()} for f in fits],
+                "notes": [f.note for f in fits], "init": decisions,
+                "subclasses": self.subclasses, "learned_source": self.learned_source}
+        params = init
+        if self.learned_source:
+            result = optimize_sources(init, x, group, caps, self.proxy, seed)
+            params, info["loss_trace"] = result.params, result.trace
+        info["geometry"] = self._geometry(x, labels, group, init, params, n_classes, seed)
+        info["bayes_risk"] = self._bayes_risk(x, labels, sub, group, params, seed)
+        tensors = {"class_mean": means, "weights": _weights(fits, self.k_max), "assignment": sub,
+                   "mu": params.mu, "log_sigma": params.log_sigma,
+                   "prototype": torch.nn.functional.normalize(params.prototype, dim=1), "caps": caps}
+        return SubclassPrior(tensors, info)
+
+    def _induce(self, residuals, labels, n_classes, seed) -> list:
+        """One SubclassFit per class (K = 1 everywhere when subclasses are switched off)."""
+        fits = []
+        for c in range(n_classes):
+            r = residuals[labels == c].double().numpy()
+            if len(r) == 0:
+                raise BenchError(f"class {c} has no training samples; optprior needs at least one per class")
+            fit = induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
+                                    seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init,
+                                    owner=self.name)
+            log.info("optprior: class %d: K=%d sizes %s%s", c, fit.k, fit.sizes,
+                     f" ({fit.note})" if fit.note else "")
+            fits.append(fit)
+        return fits
+
+    def _initial_sources(self, x, labels, group, means, n_groups, seed):
+        """Class-mean or standard initialisation per class, by the paper's rule (logged)."""
+        d_dim = x.shape[1]
+        mu = torch.zeros(n_groups, d_dim)
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        parent = torch.arange(n_groups) // self.k_max
+        decisions = []
+        for c in range(len(means)):
+            rows = labels == c
+            standard = displacement_geometry(x[rows] - eps[rows], group[rows], parent=parent)
+            centred = displacement_geometry(x[rows] - means[c] - eps[rows], group[rows], parent=parent)
+            use_mean = _lowers(centred, standard)
+            if use_mean and self.learned_source:
+                mu[c * self.k_max:(c + 1) * self.k_max] = means[c]
+            decisions.append({"class": c, "init": "class_mean" if use_mean else "standard",
+                              "overlap_standard": standard.get("angular_overlap"),
+                              "overlap_class_mean": centred.get("angular_overlap"),
+                              "radial_std_standard": standard["radial_std"],
+                              "radial_std_class_mean": centred["radial_std"]})
+            log.info("optprior: class %d source init: %s", c, decisions[-1]["init"])
+        prototype = _mean_directions(x - mu[group] - eps, group, n_groups)
+        return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
+
+    def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
+        """Table 2 numbers for the standard source, the initial and the optimised sources."""
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
+        parent = torch.arange(n_classes * self.k_max) // self.k_max
+        out = {}
+        standard = SourceParams(torch.zeros_like(init.mu), torch.zeros_like(init.log_sigma), init.prototype)
+        # before optimisation the prototypes are the groups' mean directions; after, the learned ones
+        for name, p, protos in (("standard", standard, None), ("init", init, None),
+                                ("optimised", params, params.prototype)):
+            d = x - (p.mu[group] + p.log_sigma[group].exp() * eps)
+            out[name] = displacement_geometry(d, group, protos, parent)
+        return out
+
+    def _bayes_risk(self, x, labels, sub, group, params, seed) -> dict:
+        """Eq. 1-2: Bayes FM risk and its reduction by subclass conditioning, per source."""
+        if self.risk_samples <= 0:
+            return {}
+        out = {}
+        for name, mu, sigma in (("standard", torch.zeros_like(x), torch.ones_like(x)),
+                                ("learned", params.mu[group], params.log_sigma[group].exp())):
+            out[name] = fm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_samples, seed=seed)
+        return out
+
+    # -- conditioning -------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        """A class token, plus a subclass token when subclasses are on."""
+        return 2 if self.subclasses else 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Null token 0, class tokens 1..C, subclass tokens C+1 .. C + C*K."""
+        return 1 + self.n_classes + (self.n_classes * self.k_max if self.subclasses else 0)
+
+    def tokens(self, cond: Condition) -> torch.Tensor:
+        """[class token, subclass token]; an unconditional sample (label -1) gets [0, 0]."""
+        class_token = super().tokens(cond)
+        if not self.subclasses:
+            return class_token
+        sub = cond.subclass if cond.subclass is not None else torch.zeros_like(cond.label)
+        sub_token = 1 + self.n_classes + cond.label * self.k_max + sub
+        return torch.cat([class_token, torch.where(cond.label < 0, 0, sub_token).unsqueeze(1)], dim=1)
+
+    def training_condition(self, labels, index) -> Condition:
+        """Each training row is conditioned on its induced subclass k(x)."""
+        assignment = self.prior.tensors["assignment"]
+        return Condition(labels, assignment[index.to(assignment.device)].to(labels.device))
+
+    def sampling_condition(self, labels, u) -> Condition:
+        """k ~ Categorical(pi_c), by inverting the CDF at the per-sample uniform u."""
+        cdf = self.prior.tensors["weights"].cumsum(dim=1).to(labels.device)[labels]
+        k = (cdf < u.to(cdf).unsqueeze(1)).sum(dim=1).clamp(max=self.k_max - 1)
+        return Condition(labels, k)
+
+    # -- source -------------------------------------------------------------------------
+    def sample_source(self, cond: Condition, eps: torch.Tensor) -> torch.Tensor:
+        """x0 = mu_ck + sigma_ck * eps (the N(0, I) source when learned sources are off)."""
+        if not self.learned_source:
+            return eps
+        sub = cond.subclass if cond.subclass is not None else torch.zeros_like(cond.label)
+        g = (cond.label * self.k_max + sub).to(eps.device)
+        t = self.prior.tensors
+        flat = eps.reshape(len(eps), -1)
+        x0 = t["mu"][g].to(eps) + t["log_sigma"][g].exp().to(eps) * flat
+        return x0.reshape(eps.shape)
+
+    def describe(self) -> dict:
+        """Configuration and the prior's analysis numbers (K, sizes, geometry, Bayes risk)."""
+        out = {"name": self.name, "subclasses": self.subclasses, "learned_source": self.learned_source,
+               "k_max": self.k_max, "gamma": self.gamma, "min_size": self.min_size,
+               "proxy": vars(self.proxy)}
+        if self.prior is not None:
+            info = self.prior.info
+            out.update({k: info.get(k) for k in ("k", "sizes", "init", "geometry", "bayes_risk")})
+        return out
+
+
+@register_method("optprior_sub")
+class OptPriorSub(OptPrior):
+    """Ablation "Sub only": subclass tokens with the standard N(0, I) source."""
+
+    learned_source_default = False
+
+
+@register_method("optprior_opt")
+class OptPriorOpt(OptPrior):
+    """Ablation "Opt only": K = 1 per class with a learned class-level source."""
+
+    subclasses_default = False
+
+
+def _check_proxy(cfg: ProxyConfig) -> None:
+    """Reject proxy settings that cannot work, before any training."""
+    if cfg.steps < 0 or cfg.lr <= 0 or cfg.batch_size < 1:
+        raise BenchError("optprior.steps must be >= 0, optprior.lr > 0 and optprior.batch_size >= 1")
+    if cfg.lambda_cap < 0 or cfg.lambda_scale < 0:
+        raise BenchError("optprior.lambda_cap and optprior.lambda_scale must be >= 0")
+    if not 0 < cfg.cap_quantile <= 1:
+        raise BenchError(f"optprior.cap_quantile must be in (0, 1], got {cfg.cap_quantile}")
+
+
+def _lowers(centred: dict, standard: dict) -> bool:
+    """The paper's rule: class-mean init if it lowers angular overlap (when defined) and radial spread."""
+    overlap_ok = True
+    if centred.get("angular_overlap") is not None and standard.get("angular_overlap") is not None:
+        overlap_ok = centred["angular_overlap"] < standard["angular_overlap"]
+    return overlap_ok and centred["radial_std"] < standard["radial_std"]
+
+
+def _assignment(fits, labels) -> torch.Tensor:
+    """Scatter each class's hard subclass assignments back to training-row order."""
+    sub = torch.zeros(len(labels), dtype=torch.long)
+    for c, fit in enumerate(fits):
+        sub[labels == c] = torch.from_numpy(np.asarray(fit.assignment, dtype=np.int64))
+    return sub
+
+
+def _weights(fits, k_max) -> torch.Tensor:
+    """pi_ck padded with zeros to (C, k_max)."""
+    w = torch.zeros(len(fits), k_max)
+    for c, fit in enumerate(fits):
+        w[c, : fit.k] = torch.as_tensor(np.asarray(fit.weights), dtype=torch.float32)
+    return w
+
+
+def _mean_directions(d: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Normalised mean displacement direction of each group (prototype initialisation)."""
+    dhat = torch.nn.functional.normalize(d, dim=1)
+    sums = torch.zeros(n_groups, d.shape[1]).index_add_(0, group, dhat)
+    return torch.nn.functional.normalize(sums, dim=1)

@@ -1,0 +1,128 @@
+"""optprior: tokens, subclass sampling, sources, the fitted prior and the proxy objective."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench.datasets.synthetic2d import Synthetic2D
+from bench.errors import BenchError
+from bench.method import Condition
+from bench.methods.optprior import OptPrior, OptPriorOpt, OptPriorSub
+from bench.source_opt import ProxyConfig, SourceParams, optimize_sources, proxy_terms
+
+FAST = dict(steps=300, risk_samples=200)
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = Synthetic2D(n_max=1000)
+    return ds, ds.load("train")
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    ds, train = data
+    method = OptPrior(**FAST)
+    method.setup(ds.n_classes, method.fit_prior(train.x, train.y, ds.n_classes, seed=0))
+    return method
+
+
+def test_tokens_encode_class_and_subclass():
+    m = OptPrior()
+    m.setup(3)
+    cond = Condition(torch.tensor([0, 2, -1]), torch.tensor([1, 3, 0]))
+    assert m.tokens(cond).tolist() == [[1, 1 + 3 + 0 * 8 + 1], [3, 1 + 3 + 2 * 8 + 3], [0, 0]]
+    assert m.vocab_size == 1 + 3 + 3 * 8 and m.n_tokens == 2
+    opt = OptPriorOpt()
+    opt.setup(3)
+    assert opt.n_tokens == 1 and opt.vocab_size == 4 and opt.k_max == 1
+
+
+def test_subclasses_are_drawn_from_the_fitted_weights(fitted):
+    u = torch.rand(40_000, generator=torch.Generator().manual_seed(0))
+    labels = torch.full((40_000,), 3)
+    k = fitted.sampling_condition(labels, u).subclass
+    weights = fitted.prior.tensors["weights"][3]
+    freq = torch.bincount(k, minlength=len(weights)).float() / len(k)
+    assert torch.allclose(freq, weights, atol=0.01)
+    assert int(k.max()) < fitted.prior.info["k"][3]
+
+
+def test_source_is_the_subclass_gaussian(fitted):
+    cond = Condition(torch.tensor([1, 2]), torch.tensor([0, 1]))
+    eps = torch.randn(2, 2, generator=torch.Generator().manual_seed(3))
+    t = fitted.prior.tensors
+    g = cond.label * fitted.k_max + cond.subclass
+    expected = t["mu"][g].numpy() + np.exp(t["log_sigma"][g].numpy()) * eps.numpy()
+    np.testing.assert_allclose(fitted.sample_source(cond, eps).numpy(), expected, rtol=1e-6)
+    sub = OptPriorSub(**FAST)
+    assert torch.equal(sub.sample_source(cond, eps), eps)  # the ablation keeps N(0, I)
+
+
+def test_prior_recovers_the_true_subclass_counts_of_well_sampled_classes(data, fitted):
+    ds, train = data
+    counts = train.counts(ds.n_classes)
+    for c in range(ds.n_classes):
+        if counts[c] >= 200:
+            assert fitted.prior.info["k"][c] == ds.mixture[c].n_subclasses, c
+    # every training row is conditioned on its own induced subclass
+    idx = torch.arange(len(train))
+    cond = fitted.training_condition(train.y, idx)
+    assert torch.equal(cond.subclass, fitted.prior.tensors["assignment"])
+
+
+def test_optimisation_tightens_directions_and_radii(fitted):
+    geo = fitted.prior.info["geometry"]
+    assert geo["optimised"]["alignment"] > geo["init"]["alignment"]
+    assert geo["optimised"]["radial_std"] < geo["init"]["radial_std"] < geo["standard"]["radial_std"]
+    trace = fitted.prior.info["loss_trace"]
+    assert trace[-1][2] < trace[0][2]  # L_ang
+
+
+def test_bayes_risk_reduction_is_non_negative(fitted):
+    for source in ("standard", "learned"):
+        risk = fitted.prior.info["bayes_risk"][source]
+        assert risk["reduction"] >= 0
+        assert abs(risk["risk_class"] - risk["risk_subclass"] - risk["reduction"]) < 1e-9
+
+
+def toy_problem():
+    """Two subclasses of one class, a source at their centre."""
+    g = torch.Generator().manual_seed(0)
+    group = torch.arange(400) % 2
+    x = torch.randn(400, 2, generator=g) * 0.2 + torch.stack([group * 2.0 - 1.0, torch.ones(400)], 1)
+    caps = torch.tensor([0.8, 0.8])
+    init = SourceParams(torch.zeros(2, 2), torch.zeros(2, 2), torch.tensor([[-1.0, 1], [1, 1]]))
+    return x, group, caps, init
+
+
+def test_cap_is_the_guardrail_against_norm_inflation():
+    x, group, caps, init = toy_problem()
+    capped = optimize_sources(init, x, group, caps, ProxyConfig(steps=400, lr=0.05), seed=0).params
+    free = optimize_sources(init, x, group, caps, ProxyConfig(steps=400, lr=0.05, lambda_cap=0.0), seed=0).params
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    rho = lambda p: (x - (p.mu[group] + p.log_sigma[group].exp() * eps)).norm(dim=1)  # noqa: E731
+    excess = lambda p: torch.relu(rho(p) - caps[group]).mean()  # noqa: E731
+    assert rho(free).mean() > 2 * rho(init).mean()  # without the cap, norms inflate
+    assert excess(free) > 3 * excess(init)
+    assert rho(capped).mean() < caps.mean()  # with it, path lengths stay within the caps
+    assert excess(capped) < 0.2 * excess(init)
+    cfg = ProxyConfig()
+    assert proxy_terms(capped, x, group, eps, caps, cfg).ang < proxy_terms(init, x, group, eps, caps, cfg).ang
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(gamma=1.5), "optprior.gamma"), (dict(k_max=0), "optprior.k_max"),
+    (dict(cap_quantile=0.0), "cap_quantile"), (dict(lr=0.0), "optprior.lr"),
+])
+def test_bad_configuration_is_rejected_at_construction(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        OptPrior(**kwargs)
+
+
+def test_non_finite_latents_name_the_rows(data):
+    ds, train = data
+    x = train.x.clone()
+    x[5, 0] = float("nan")
+    with pytest.raises(BenchError, match="5"):
+        OptPrior(**FAST).fit_prior(x, train.y, ds.n_classes, seed=0)
