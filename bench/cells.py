@@ -158,6 +158,8 @@ def validate(request: RunRequest) -> list[BuiltCell]:
     for spec in expand_grid(request):
         cell = build_cell(spec, request)
         shape = latent_shape(cell)
+        train = cell.dataset.load(cell.dataset.train_split)
+        cell.method.check_data(train.counts(cell.dataset.n_classes).tolist())
         cell.method.setup(cell.dataset.n_classes)
         make_backbone(cell, shape)
         built.append(cell)

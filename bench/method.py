@@ -54,6 +54,9 @@ class Method:
         """Fit the method's offline prior on training latents; vanilla FM has none."""
         return None
 
+    def check_data(self, train_counts: list) -> None:
+        """Refuse, before any training, a configuration the training split cannot support."""
+
     def setup(self, n_classes: int, prior=None) -> None:
         """Bind the number of classes and a fitted (or loaded) prior before training/sampling."""
         self.n_classes = n_classes

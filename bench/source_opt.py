@@ -70,9 +70,15 @@ class OptimResult:
     trace: list = field(default_factory=list)
 
 
+def rows(table: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """table[group] via index_select, whose backward (index_add) is several times faster on the
+    CPU than that of advanced indexing at (4096 x 16384)."""
+    return torch.index_select(table, 0, group)
+
+
 def source_sample(params: SourceParams, group: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x0 = mu_g + sigma_g * eps for each row's group."""
-    return params.mu[group] + params.log_sigma[group].exp() * eps
+    """x0 = mu_g + sigma_g * eps for each row's group (exp taken on the G rows, not the B)."""
+    return rows(params.mu, group) + rows(params.log_sigma.exp(), group) * eps
 
 
 def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps: torch.Tensor,
@@ -80,11 +86,13 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
     """The proxy objective on a batch of flattened latents x with their groups and noise."""
     d = x - source_sample(params, group, eps)
     rho = d.norm(dim=1)
-    dhat = d / rho.clamp_min(1e-12).unsqueeze(1)
-    u = F.normalize(params.prototype[group], dim=1)
-    ang = F.relu(cfg.kappa - (dhat * u).sum(dim=1)).mean()
+    u = F.normalize(params.prototype, dim=1)  # normalise the G prototypes, not the B rows
+    cosine = (d * rows(u, group)).sum(dim=1) / rho.clamp_min(1e-12)  # <dhat, u> without dhat
+    ang = F.relu(cfg.kappa - cosine).mean()
     cap = F.relu(rho - caps[group]).pow(2).mean()
-    scale = params.log_sigma[group].pow(2).mean()
+    # E over samples of mean_D (log sigma_g)^2, weighting each group by its rows in the batch
+    counts = torch.bincount(group, minlength=len(params.log_sigma)).to(params.log_sigma)
+    scale = (counts @ params.log_sigma.pow(2).mean(dim=1)) / len(group)
     total = ang + cfg.lambda_cap * cap + cfg.lambda_scale * scale
     return ProxyTerms(total, ang, cap, scale)
 

@@ -20,7 +20,7 @@ from bench.prior import Prior
 from bench.registry import register_method
 
 TARGET_PRIORS = ("empirical", "uniform")
-WEIGHTS = ("1-t", "constant")
+WEIGHTS = ("1-t", "constant", "eps")
 COMMITMENT = 0.25  # CBDM's weight on the term that moves v(x_t, y') toward v(x_t, y)
 
 
@@ -54,8 +54,18 @@ class ClassBalancedFM(Method):
         return self.prior.tensors["class_prior"]
 
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """w(t): CBDM weights toward noise, which is t = 0 in our convention."""
-        return 1 - t if self.weight == "1-t" else torch.ones_like(t)
+        """w(t): CBDM weights toward noise, which is t = 0 in our convention.
+
+        "eps" is CBDM's noise-space regulariser rewritten exactly in velocities: the implied noise
+        prediction is x_t - t v, so ||eps(y) - eps(y')||^2 = t^2 ||v(y) - v(y')||^2, giving
+        w(t) = (1 - t) t^2. It vanishes at pure noise, where velocities of different classes
+        differ most (they point at different class means) and noise predictions do not.
+        """
+        if self.weight == "1-t":
+            return 1 - t
+        if self.weight == "eps":
+            return (1 - t) * t.pow(2)
+        return torch.ones_like(t)
 
     def loss(self, backbone, batch: TrainBatch) -> torch.Tensor:
         """FM regression plus tau * w(t) * (balancing + 1/4 commitment) on conditional samples."""

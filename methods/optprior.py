@@ -62,6 +62,15 @@ class OptPrior(Method):
         _check_proxy(self.proxy)
         self.risk_samples = risk_samples
 
+    def check_data(self, train_counts: list) -> None:
+        """k_max subclasses of min_size samples must fit in the largest class."""
+        largest = max(train_counts)
+        if self.k_max * self.min_size > largest:
+            raise BenchError(
+                f"{self.name}.k_max={self.k_max} needs a class of at least k_max * min_size = "
+                f"{self.k_max * self.min_size} samples, but the largest has {largest}; lower "
+                f"{self.name}.k_max or {self.name}.min_size")
+
     def prior_class(self):
         """optprior stores a SubclassPrior."""
         return SubclassPrior

@@ -81,6 +81,10 @@ def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):
     (["seeds=[-1]"], "non-negative integers"),
     (["flux.attention_head_dim=24", "datasets=[digits_lt]"], "axes_dims_rope"),
     (["sample.solver=rk9"], "unknown solver"),
+    (["methods=[optprior]", "optprior.gamma=2"], "optprior.gamma must be in [0, 1]"),
+    (["methods=[optprior]", "optprior.k_max=500"], "optprior.k_max=500 needs a class of at least"),
+    (["methods=[cpd]", "cpd.sigma=-1"], "cpd.sigma must be > 0"),
+    (["methods=[cbfm]", "cbfm.weight=t2"], "cbfm.weight must be one of"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, bench_cli, args, message):
     out = bench_cli("run", *args, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)

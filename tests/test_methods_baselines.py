@@ -145,7 +145,7 @@ def cbfm_by_hand(b, e, first, second, tau, weight):
     x_t, u = (1 - t)[:, None] * x0 + t[:, None] * x1, x1 - x0
     v, v_bal = x_t * e[first], x_t * e[second]
     keep = first != 0  # dropped samples carry the null token and no regulariser
-    w = tau * (1 - t if weight == "1-t" else np.ones_like(t)) * keep
+    w = tau * {"1-t": 1 - t, "eps": (1 - t) * t**2, "constant": np.ones_like(t)}[weight] * keep
     n, d = x_t.shape
     loss = np.mean((v - u) ** 2) + np.mean(
         w * (np.mean((v - v_bal) ** 2, 1) + 0.25 * np.mean((v - v_bal) ** 2, 1)))
@@ -157,7 +157,7 @@ def cbfm_by_hand(b, e, first, second, tau, weight):
     return loss, grad
 
 
-@pytest.mark.parametrize("weight", ["1-t", "constant"])
+@pytest.mark.parametrize("weight", ["1-t", "constant", "eps"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cbfm_loss_and_gradients_match_hand_derivation(shape, weight):
     # Labels of class 0 only, y' from classes 1 and 2 only: each token vector then receives the

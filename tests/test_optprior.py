@@ -126,3 +126,41 @@ def test_non_finite_latents_name_the_rows(data):
     x[5, 0] = float("nan")
     with pytest.raises(BenchError, match="5"):
         OptPrior(**FAST).fit_prior(x, train.y, ds.n_classes, seed=0)
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 4, 4), (4, 2, 2)])
+def test_source_path_and_loss_match_the_closed_form(shape):
+    """x0 = mu_ck + sigma_ck eps, x_t and the target inside the loss, for any latent shape."""
+    from bench.method import TrainBatch
+    from bench.methods.optprior import SubclassPrior
+
+    d, k_max, n_classes = int(np.prod(shape)), 3, 2
+    g = torch.Generator().manual_seed(0)
+    tensors = {"mu": torch.randn(n_classes * k_max, d, generator=g),
+               "log_sigma": 0.3 * torch.randn(n_classes * k_max, d, generator=g),
+               "weights": torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]),
+               "assignment": torch.tensor([1, 0, 0, 0])}
+    method = OptPrior(k_max=k_max)
+    method.setup(n_classes, SubclassPrior(tensors, {}))
+    labels, index = torch.tensor([0, 1, 0, 1]), torch.arange(4)
+    cond = method.training_condition(labels, index)
+    assert cond.subclass.tolist() == [1, 0, 0, 0]
+    eps, x1 = (torch.randn(4, *shape, generator=g) for _ in range(2))
+    t = torch.rand(4, generator=g)
+    group = (labels * k_max + cond.subclass).numpy()
+    x0 = tensors["mu"].numpy()[group] + np.exp(tensors["log_sigma"].numpy()[group]) * eps.reshape(4, -1).numpy()
+    np.testing.assert_allclose(method.sample_source(cond, eps).reshape(4, -1).numpy(), x0, rtol=1e-5, atol=1e-6)
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x_t, t, tokens):
+            self.seen = (x_t, tokens)
+            return torch.zeros_like(x_t)
+
+    backbone = Recorder()
+    loss = method.loss(backbone, TrainBatch(x1=x1, cond=cond, eps=eps, t=t))
+    tt = t.numpy()[:, None]
+    x_t = (1 - tt) * x0 + tt * x1.reshape(4, -1).numpy()
+    np.testing.assert_allclose(backbone.seen[0].reshape(4, -1).numpy(), x_t, rtol=1e-5, atol=1e-5)
+    target = x1.reshape(4, -1).numpy() - x0
+    assert float(loss) == pytest.approx(np.mean(target ** 2), rel=1e-5)
+    assert backbone.seen[1].tolist() == [[1, 1 + 2 + 0 * 3 + 1], [2, 1 + 2 + 3 + 0], [1, 3], [2, 6]]
