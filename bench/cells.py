@@ -157,21 +157,12 @@ def validate(request: RunRequest) -> list[BuiltCell]:
     built = []
     for spec in expand_grid(request):
         cell = build_cell(spec, request)
-        shape = latent_shape(cell)
         train = cell.dataset.load(cell.dataset.train_split)
         cell.method.check_data(train.counts(cell.dataset.n_classes).tolist())
         cell.method.setup(cell.dataset.n_classes)
-        make_backbone(cell, shape)
+        make_backbone(cell, tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:]))))
         built.append(cell)
     return built
-
-
-def latent_shape(cell: BuiltCell) -> tuple:
-    """Shape of one latent of the cell's dataset under its encoder."""
-    shape = getattr(cell.dataset, "sample_shape", None)
-    if shape is None:
-        shape = tuple(cell.dataset.load(cell.dataset.train_split).x.shape[1:])
-    return tuple(cell.encoder.latent_shape(tuple(shape)))
 
 
 def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):
