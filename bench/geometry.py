@@ -92,6 +92,13 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp(min=_EPS)
 
 
+def mean_directions(d: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Unit mean displacement direction of each of `n_groups` groups (float64; zero if empty)."""
+    d, group = _check_inputs(d, group)
+    rho = torch.cat([_rho(d[rows]) for rows in _row_chunks(d)])
+    return _mean_directions(d, rho, group, n_groups)
+
+
 def _mean_directions(d: torch.Tensor, rho: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """u_g = normalised mean of dhat over each group's samples (zero for empty groups)."""
     sums = torch.zeros(n_groups, d.shape[1], dtype=torch.float64, device=d.device)

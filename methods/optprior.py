@@ -19,7 +19,7 @@ import torch
 
 from bench.bayes_risk import fm_risk_decomposition
 from bench.errors import BenchError
-from bench.geometry import displacement_geometry
+from bench.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
@@ -136,7 +136,7 @@ class OptPrior(Method):
                               "radial_std_standard": standard["radial_std"],
                               "radial_std_class_mean": centred["radial_std"]})
             log.info("optprior: class %d source init: %s", c, decisions[-1]["init"])
-        prototype = _mean_directions(x - mu[group] - eps, group, n_groups)
+        prototype = mean_directions(x - mu[group] - eps, group, n_groups).float()
         return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
 
     def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
@@ -263,9 +263,3 @@ def _weights(fits, k_max) -> torch.Tensor:
         w[c, : fit.k] = torch.as_tensor(np.asarray(fit.weights), dtype=torch.float32)
     return w
 
-
-def _mean_directions(d: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Normalised mean displacement direction of each group (prototype initialisation)."""
-    dhat = torch.nn.functional.normalize(d, dim=1)
-    sums = torch.zeros(n_groups, d.shape[1]).index_add_(0, group, dhat)
-    return torch.nn.functional.normalize(sums, dim=1)
