@@ -1,9 +1,10 @@
-"""Long-tail bookkeeping shared by datasets and evaluators: class counts and which are the tail."""
+"""Long-tail bookkeeping shared by datasets and evaluators: count profiles, subclass shares, the tail."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from bench.errors import BenchError
@@ -34,3 +35,18 @@ def exponential_profile(n_max: int, n_classes: int, imbalance_ratio: float) -> l
     if n_classes == 1:
         return [int(n_max)]
     return [round(n_max * imbalance_ratio ** (-c / (n_classes - 1))) for c in range(n_classes)]
+
+
+def allocate(n: int, weights: np.ndarray) -> list[int]:
+    """Split n samples across subclasses by weight, at least one each, summing to n exactly.
+
+    Each subclass first gets one sample (so even a 20-sample tail class shows all its
+    subclasses); the rest is shared by largest remainder, which keeps the split deterministic.
+    """
+    if n < len(weights):
+        raise BenchError(f"cannot give {len(weights)} subclasses one sample each from {n} samples")
+    share = (n - len(weights)) * np.asarray(weights, dtype=float)
+    counts = np.floor(share).astype(int)
+    left = (n - len(weights)) - counts.sum()
+    counts[np.argsort(-(share - counts), kind="stable")[:left]] += 1
+    return (counts + 1).tolist()

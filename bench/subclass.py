@@ -27,7 +27,6 @@ with K, and a larger gamma never selects more subclasses.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
+from bench.checks import is_int, is_real
 from bench.errors import BenchError
 
 _SHOWN_ROWS = 5  # how many offending row indices a non-finite error names
@@ -73,13 +73,13 @@ def ebic(log_likelihood: float, n: int, d: int, k: int, k_max: int, gamma: float
 
 def check_subclass_config(k_max, gamma, min_size, pca_dim, owner: str = "optprior") -> None:
     """Raise BenchError naming the gin parameter (`owner.name`) when a setting is out of range."""
-    if not _is_int(k_max) or k_max < 1:
+    if not is_int(k_max) or k_max < 1:
         raise BenchError(f"{owner}.k_max must be an integer >= 1, got {k_max!r}")
-    if not _is_real(gamma) or not 0.0 <= gamma <= 1.0:
+    if not is_real(gamma) or not 0.0 <= gamma <= 1.0:
         raise BenchError(f"{owner}.gamma must be in [0, 1] (0 is BIC), got {gamma!r}")
-    if not _is_int(min_size) or min_size < 1:
+    if not is_int(min_size) or min_size < 1:
         raise BenchError(f"{owner}.min_size must be an integer >= 1, got {min_size!r}")
-    if pca_dim is not None and (not _is_int(pca_dim) or pca_dim < 1):
+    if pca_dim is not None and (not is_int(pca_dim) or pca_dim < 1):
         raise BenchError(f"{owner}.pca_dim must be None (no PCA) or an integer >= 1, got {pca_dim!r}")
 
 
@@ -196,13 +196,3 @@ def _check_finite(residuals: np.ndarray) -> None:
             f"{len(bad)} residual row(s) are not finite (rows {shown}); "
             f"check the cached latents and the encoder that produced them"
         )
-
-
-def _is_int(value) -> bool:
-    """An integer setting; bool is excluded although Python counts it as one."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    """A finite real setting (NaN would pass every range comparison's negation)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -10,7 +10,7 @@ import torch
 
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.longtail import exponential_profile
+from bench.longtail import allocate, exponential_profile
 from bench.registry import register_dataset
 
 # Independent random streams, so loading "test" never depends on whether "train" was loaded.
@@ -35,21 +35,6 @@ class ClassMixture:
         k = np.repeat(np.arange(self.n_subclasses), counts)
         x = self.means[k] + self.stds[k, None] * rng.standard_normal((len(k), 2))
         return x, k
-
-
-def allocate(n: int, weights: np.ndarray) -> list[int]:
-    """Split n samples across subclasses by weight, at least one each, summing to n exactly.
-
-    Each subclass first gets one sample (so even a 20-sample tail class shows all its
-    subclasses); the rest is shared by largest remainder, which keeps the split deterministic.
-    """
-    if n < len(weights):
-        raise BenchError(f"cannot give {len(weights)} subclasses one sample each from {n} samples")
-    share = (n - len(weights)) * np.asarray(weights, dtype=float)
-    counts = np.floor(share).astype(int)
-    left = (n - len(weights)) - counts.sum()
-    counts[np.argsort(-(share - counts), kind="stable")[:left]] += 1
-    return (counts + 1).tolist()
 
 
 def class_mixtures(n_classes: int, max_subclasses: int, radius: float, rng) -> list[ClassMixture]:

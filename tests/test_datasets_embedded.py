@@ -6,10 +6,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from bench.errors import BenchError
-from bench.longtail import exponential_profile
+from bench.longtail import allocate, exponential_profile
 from bench.registry import datasets
 from bench.datasets.digits_lt import DigitsLT
-from bench.datasets.synthetic2d import Synthetic2D, allocate
+from bench.datasets.synthetic2d import Synthetic2D
 
 
 # -- the shared profile ---------------------------------------------------------------------
