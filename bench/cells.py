@@ -26,8 +26,10 @@ from bench.config import (
     parse,
     plugin_file,
 )
+from bench.checks import is_int
 from bench.errors import BenchError
-from bench.sampler import SampleConfig, get_solver
+from bench.sampler import SampleConfig, check_n_per_class, get_solver
+from bench.targets import AugmentationTargets
 from bench.trainer import TrainConfig
 
 
@@ -74,6 +76,7 @@ class BuiltCell:
     pipeline: PipelineConfig
     train_cfg: TrainConfig
     sample_cfg: SampleConfig
+    targets: AugmentationTargets
     config_hash: str
     stage_hashes: dict
 
@@ -104,7 +107,7 @@ def expand_grid(request: RunRequest) -> list[CellSpec]:
 
 
 def _seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value) or value < 0:
         raise BenchError(f"seeds must be non-negative integers, got {value!r}")
     return value
 
@@ -121,6 +124,18 @@ def config_files(spec: CellSpec, request: RunRequest) -> list[Path]:
     return files + check_user_files(request.gin_files)
 
 
+def build_dataset(name: str, request: RunRequest):
+    """A dataset configured exactly as in a cell of `request` (no method), with its targets."""
+    load_plugins()
+    registry.datasets.get(name)
+    files = [gin_dir() / "base.gin"]
+    path = plugin_file("datasets", name, registry.datasets.get(name))
+    files += [path] if path is not None else []
+    parse(files + [experiment_file(request.experiment)] + check_user_files(request.gin_files),
+          request.bindings)
+    return registry.datasets.get(name)(), AugmentationTargets()
+
+
 def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     """Parse the cell's gin config and construct its objects (nothing is trained or written)."""
     load_plugins()
@@ -133,8 +148,10 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     evaluators = [registry.evaluators.get(name)() for name in pipe.evaluators]
     train_cfg, sample_cfg = TrainConfig(), SampleConfig()
     get_solver(sample_cfg.solver)
+    check_n_per_class(sample_cfg.n_per_class)
     return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, pipe, train_cfg,
-                     sample_cfg, *_hashes(spec, dataset, method, encoder, evaluators))
+                     sample_cfg, AugmentationTargets(),
+                     *_hashes(spec, dataset, method, encoder, evaluators))
 
 
 def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
@@ -147,7 +164,7 @@ def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
     prior = digest(encode, bindings_text(include=lineage), spec.seed)
     no_eval = ["grid.", "pipeline.evaluators"] + scopes(*evaluators)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
-    sample = digest(train, bindings_text(include=["sample."]))
+    sample = digest(train, bindings_text(include=["sample.", "targets."]))
     cell = digest(sample, bindings_text(), spec)
     return cell, {"encode": encode, "prior": prior, "train": train, "sample": sample}
 

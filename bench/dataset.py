@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -12,7 +12,9 @@ import torch
 class Split:
     """One split in data space: samples, class labels and optional ground truth."""
 
-    x: torch.Tensor  # (N, D) vectors or (N, C, H, W) images, float32
+    # (N, D) vectors or (N, C, H, W) images, float32; file-backed datasets give a lazy
+    # bench.imagefiles.ImageFiles that reads rows only when sliced
+    x: torch.Tensor
     y: torch.Tensor  # (N,) int64 class index
     subclass: Optional[torch.Tensor] = None  # (N,) ground-truth subclass within its class, if known
     meta: Optional[object] = None  # pandas.DataFrame of per-sample metadata, row-aligned with x
@@ -31,7 +33,8 @@ class Split:
         pick = lambda v: None if v is None else v[idx]  # noqa: E731
         meta = None if self.meta is None else self.meta.iloc[idx.numpy()].reset_index(drop=True)
         ids = None if self.ids is None else [self.ids[i] for i in idx.tolist()]
-        return Split(self.x[idx], self.y[idx], pick(self.subclass), meta, ids)
+        x = self.x[idx] if isinstance(self.x, torch.Tensor) else self.x.take(idx)  # lazy stays lazy
+        return Split(x, self.y[idx], pick(self.subclass), meta, ids)
 
 
 class Dataset:

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -19,7 +20,8 @@ from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_at
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
-from bench.prior import require_finite
+from bench.targets import plan_records
+from bench.latent_cache import cache_folder, cached_latents
 from bench.records import build_record, git_hash, read_record, write_record
 from bench.sampler import generate
 from bench.trainer import train
@@ -53,12 +55,14 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     ds = cell.dataset
     with times.stage("load"):
         train_split, test_split = ds.load(ds.train_split), ds.load(ds.eval_split)
+    write_skipped(folder, getattr(ds, "skipped", []))
     with times.stage("encode"):
         z = encode_stage(cell, train_split, Path(results_dir))
     with times.stage("fit_prior"):
         prior = prior_stage(cell, folder, z, train_split.y)
     cell.method.setup(ds.n_classes, prior)
-    n_per_class, shape = _n_per_class(cell, test_split), tuple(z.shape[1:])
+    plan = cell.targets.plan(train_split.counts(ds.n_classes).tolist(), ds.class_names)
+    n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
     backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
     with times.stage("sample"):
         synth = samples_stage(cell, folder / "samples", lambda: backbone, shape, n_per_class,
@@ -73,28 +77,35 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init)
         metrics, higher = evaluate(cell, ctx)
     times["total"] = round(time.perf_counter() - t_start, 4)
-    return _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class)
+    extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
+             "skipped": len(getattr(ds, "skipped", []))}
+    return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
 
 
-def _n_per_class(cell: BuiltCell, test_split: Split) -> list[int]:
+def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
+    """Synthetic samples per class: held-out counts, augmentation targets, or a fixed number."""
     n = cell.sample_cfg.n_per_class
+    if n == "targets":
+        return [t.synthetic for t in plan]
     if n is not None:
         return [int(n)] * cell.dataset.n_classes
     return test_split.counts(cell.dataset.n_classes).tolist()
 
 
+def write_skipped(folder: Path, skipped: list[dict]) -> None:
+    """Log every id the dataset left out (bad rows, bad images) as <cell>/skipped.csv."""
+    if skipped:
+        table = pd.DataFrame(skipped, columns=["split", "id", "reason"])
+        write_text_atomic(folder / "skipped.csv", table.to_csv(index=False))
+        log.warning("%d sample(s) skipped by the dataset; ids in %s", len(skipped), folder / "skipped.csv")
+
+
 def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tensor:
-    """Latents of the training split, cached once per (dataset, encoder) configuration."""
+    """Latents of the training split, memory-mapped from the (dataset, encoder, resolution) cache."""
     key = cell.stage_hashes["encode"]
-    folder = results_dir / "cache" / "latents" / f"{cell.spec.dataset}-{cell.encoder.name}-{key}"
-    if is_complete(folder, key):
-        return load_file(folder / "latents.safetensors")["z"]
-    z = torch.cat([cell.encoder.encode(split.x[i : i + 256]) for i in range(0, len(split), 256)])
-    require_finite(z, split.ids)
-    with stage_dir(folder, key, dataset=cell.spec.dataset, encoder=cell.encoder.name,
-                   n=len(split), shape=list(z.shape[1:])) as tmp:
-        save_file({"z": z.float().contiguous(), "y": split.y}, tmp / "latents.safetensors")
-    return z
+    folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), key)
+    return cached_latents(folder, key, cell.encoder, split.x, split.y, split.ids,
+                          info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name})
 
 
 def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
@@ -159,7 +170,7 @@ def evaluate(cell: BuiltCell, ctx: CellContext) -> tuple[dict, dict]:
     return metrics, higher
 
 
-def _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class) -> dict:
+def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: dict) -> dict:
     """Write operative_config.gin and the record (last, atomically)."""
     operative = operative_config()
     write_text_atomic(folder / "operative_config.gin",
@@ -169,7 +180,7 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, n_per_class) 
     extra = {
         "class_names": ctx.class_names,
         "train_counts": ctx.train.counts(cell.dataset.n_classes).tolist(),
-        "synthetic_per_class": list(n_per_class),
+        **extra_info,
         "dataset_info": cell.dataset.describe(),
         "method_info": cell.method.describe(),
         "backbone": cell.pipeline.backbone,

@@ -7,12 +7,13 @@ so the synthetic set is the same whatever the batch size or the number of proces
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import gin
 import numpy as np
 import torch
 
+from bench.checks import is_int
 from bench.errors import BenchError
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,7 +26,9 @@ class SampleConfig:
 
     solver: str = "euler"  # "euler" (1 NFE per step) or "heun" (2 NFE per step)
     nfe: int = 32  # number of function evaluations of the velocity field
-    n_per_class: Optional[int] = None  # None: as many as the held-out split has of each class
+    # None: as many as the held-out split has of each class; "targets": the augmentation targets
+    # (bench.targets: only ULT/LT/MT classes); an int: that many for every class
+    n_per_class: Optional[Union[int, str]] = None
     batch_size: int = 1024
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = plain conditional sampling
     init_reference: bool = True  # also sample the untrained backbone, as a reference
@@ -76,6 +79,14 @@ def get_solver(name: str):
     if name not in SOLVERS:
         raise BenchError(f"unknown solver {name!r} (known: {', '.join(SOLVERS)}); set sample.solver")
     return SOLVERS[name]
+
+
+def check_n_per_class(value) -> None:
+    """A one-line error unless `value` is None, "targets" or a non-negative integer."""
+    ok = value is None or value == "targets" or (is_int(value) and value >= 0)
+    if not ok:
+        raise BenchError(f"sample.n_per_class={value!r}: use None (held-out counts), 'targets' "
+                         "(augmentation targets) or a non-negative integer")
 
 
 def sample_seed(seed: int, label: int, index: int) -> int:

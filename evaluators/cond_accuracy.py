@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 
 from bench.evaluator import Evaluator
+from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
 from bench.registry import register_evaluator
 
@@ -24,10 +25,6 @@ INIT = "@init"
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
     """Recall of each class in `classes` that occurs in y_true."""
     return {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in classes if np.any(y_true == c)}
-
-
-def _flat(x) -> np.ndarray:
-    return x.detach().cpu().reshape(len(x), -1).double().numpy()
 
 
 @register_evaluator("cond_accuracy")
@@ -44,7 +41,7 @@ class ConditionalAccuracy(Evaluator):
         """cond_acc/{all,tail} for the trained (and untrained) model, and the real ceiling."""
         clf = make_pipeline(StandardScaler(), LogisticRegression(
             C=self.C, max_iter=self.max_iter, class_weight="balanced"))
-        clf.fit(_flat(cell.train.x), cell.train.y.numpy())
+        clf.fit(flat_float64(cell.train.x), cell.train.y.numpy())
         tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
         metrics = {"cond_acc/real": self._score(clf, cell.test, range(cell.dataset.n_classes))}
         sets = [("", cell.synthetic)] + ([(INIT, cell.synthetic_init)] if cell.synthetic_init else [])
@@ -55,5 +52,5 @@ class ConditionalAccuracy(Evaluator):
 
     @staticmethod
     def _score(clf, split, classes) -> float:
-        recalls = per_class_recall(split.y.numpy(), clf.predict(_flat(split.x)), classes)
+        recalls = per_class_recall(split.y.numpy(), clf.predict(flat_float64(split.x)), classes)
         return float(np.mean(list(recalls.values()))) if recalls else float("nan")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from bench.dataset import Split
 from bench.evaluator import Evaluator
+from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
 from bench.registry import register_evaluator
 
@@ -62,10 +62,6 @@ def equal_size(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[
     return pick(a), pick(b)
 
 
-def _flat(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().reshape(len(x), -1).double().numpy()
-
-
 @register_evaluator("swd")
 class SlicedWasserstein(Evaluator):
     """Per-class SW_2 between synthetic and held-out samples, plus tail subclass coverage.
@@ -102,7 +98,7 @@ class SlicedWasserstein(Evaluator):
         return metrics
 
     def _metrics(self, synthetic: Split, cell, tail: list[int]) -> dict[str, float]:
-        real_x, fake_x = _flat(cell.test.x), _flat(synthetic.x)
+        real_x, fake_x = flat_float64(cell.test.x), flat_float64(synthetic.x)
         per_class = self._per_class_swd(
             real_x, cell.test.y.numpy(), fake_x, synthetic.y.numpy(), cell.dataset.n_classes
         )

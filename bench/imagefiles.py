@@ -1,0 +1,179 @@
+"""Image files as a lazy array: preprocessing on read, so 100k images never sit in RAM at once.
+
+`ImageFiles` looks like an (N, C, H, W) tensor to the code that batches over it (`len`, `shape`,
+`x[i:j]`, `x[mask]`), but reads, decodes and preprocesses only the rows asked for, on a few
+threads (Pillow releases the GIL while decoding).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.errors import BenchError
+
+NORMALISE = ("unit", "minmax")
+CROP = ("center", "none")
+_READ_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a stored image becomes a model input: square crop, resize, channels, scaling.
+
+    `normalise='unit'` divides by the maximum of the stored bit depth (255 for 8-bit, 65535 for
+    16-bit PNGs), keeping acquisition intensity differences; `'minmax'` rescales every image to
+    [0, 1]. `crop='center'` takes the central square before resizing (MIMIC JPGs are not square);
+    `'none'` squashes the whole image.
+    """
+
+    size: int = 64
+    grayscale: bool = True
+    normalise: str = "unit"
+    crop: str = "center"
+
+    def check(self, owner: str) -> "Preprocess":
+        """Self, or a one-line error naming the bad setting."""
+        if not isinstance(self.size, int) or self.size < 4:
+            raise BenchError(f"{owner}.size must be an integer >= 4, got {self.size!r}")
+        if self.normalise not in NORMALISE:
+            raise BenchError(f"{owner}.normalise={self.normalise!r} is not one of {list(NORMALISE)}")
+        if self.crop not in CROP:
+            raise BenchError(f"{owner}.crop={self.crop!r} is not one of {list(CROP)}")
+        return self
+
+    @property
+    def channels(self) -> int:
+        """1 for grayscale, else 3."""
+        return 1 if self.grayscale else 3
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """(C, size, size) float32 array in [0, 1] from a decoded PIL image."""
+        if image.format == "JPEG":
+            image.draft("L" if self.grayscale else "RGB", (self.size, self.size))  # fast JPEG downscale
+        array, scale = _as_float(image, self.grayscale)
+        pil = [Image.fromarray(array[..., c], mode="F") for c in range(array.shape[-1])]
+        out = np.stack([np.asarray(self._square(p).resize((self.size, self.size), Image.BILINEAR))
+                        for p in pil])
+        out = out / scale if self.normalise == "unit" else _minmax(out)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+    def _square(self, image: Image.Image) -> Image.Image:
+        if self.crop == "none" or image.width == image.height:
+            return image
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+
+    def describe(self) -> dict:
+        """JSON-able settings (part of the latent cache key)."""
+        return asdict(self)
+
+
+def _as_float(image: Image.Image, grayscale: bool) -> tuple[np.ndarray, float]:
+    """(H, W, C) float32 pixels and the full-scale value of the stored bit depth."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)[..., None]
+        scale = 65535.0 if image.mode != "F" else max(float(array.max()), 1.0)
+        return (array if grayscale else np.repeat(array, 3, axis=-1)), scale
+    array = np.asarray(image.convert("L" if grayscale else "RGB"), dtype=np.float32)
+    return (array[..., None] if grayscale else array), 255.0
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+class ImageFiles:
+    """A lazy (N, C, size, size) float32 array backed by image files."""
+
+    def __init__(self, paths: list[Path], ids: list[str], preprocess: Preprocess, owner: str):
+        if len(paths) != len(ids):
+            raise ValueError("paths and ids must align")
+        self.paths, self.ids, self.preprocess, self.owner = list(paths), list(ids), preprocess, owner
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """Shape of the array this stands for."""
+        p = self.preprocess
+        return (len(self), p.channels, p.size, p.size)
+
+    def take(self, index) -> "ImageFiles":
+        """The lazy subset at `index` (ints, an index tensor or a bool mask); nothing is read."""
+        rows = _rows(index, len(self))
+        return ImageFiles([self.paths[i] for i in rows], [self.ids[i] for i in rows],
+                          self.preprocess, self.owner)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """Read and preprocess the selected rows: an int gives (C, H, W), anything else (n, C, H, W)."""
+        if isinstance(index, int):
+            return torch.from_numpy(self.read(index))
+        rows = _rows(index, len(self))
+        if not rows:
+            return torch.empty((0, *self.shape[1:]))
+        with ThreadPoolExecutor(min(_READ_THREADS, len(rows))) as pool:
+            return torch.from_numpy(np.stack(list(pool.map(self.read, rows))))
+
+    def read(self, i: int) -> np.ndarray:
+        """Row i as a (C, H, W) array; a file that cannot be decoded is a one-line error."""
+        try:
+            with Image.open(self.paths[i]) as image:
+                return self.preprocess(image)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise BenchError(f"{self.owner}: cannot read image {self.ids[i]} ({self.paths[i]}): "
+                             f"{exc}; replace or remove the file, or set {self.owner}.on_bad_image="
+                             "'skip' to leave out images that fail the load-time check") from None
+
+
+def _rows(index, n: int) -> list[int]:
+    """Row numbers selected by a slice, int sequence, index tensor/array or bool mask."""
+    if isinstance(index, slice):
+        return list(range(n))[index]
+    arr = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise IndexError(f"bool mask of shape {arr.shape} for {n} rows")
+        return np.flatnonzero(arr).tolist()
+    return [int(i) % n if i < 0 else int(i) for i in arr.reshape(-1)]
+
+
+def unreadable(paths: list[Path], check: str) -> list[tuple[int, str]]:
+    """(row, reason) of files that are missing or, with check='header', not a decodable image.
+
+    'header' opens each file far enough to parse its header (cheap: no pixel data is decoded),
+    which catches empty, truncated-at-start and non-image files before anything is written.
+    """
+    def probe(i: int) -> tuple[int, str] | None:
+        p = paths[i]
+        if not p.is_file():
+            return (i, "missing")
+        if check == "header":
+            try:
+                with Image.open(p) as image:
+                    image.size  # noqa: B018 -- parsing the header is the check
+            except (OSError, ValueError, SyntaxError) as exc:
+                return (i, f"unreadable ({type(exc).__name__})")
+        return None
+
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        return [r for r in pool.map(probe, range(len(paths))) if r is not None]
+
+
+def as_tensor(x) -> torch.Tensor:
+    """A real tensor for code that needs all rows at once (small evaluation splits)."""
+    return x[:] if isinstance(x, ImageFiles) else x
+
+
+def flat_float64(x) -> np.ndarray:
+    """(N, D) float64 numpy rows of a tensor or lazy image array, for scikit-learn / scipy."""
+    x = as_tensor(x)
+    return x.detach().cpu().reshape(len(x), -1).double().numpy()

@@ -1,0 +1,70 @@
+"""The on-disk latent cache: one memory-mapped float32 array per (dataset, encoder, resolution).
+
+Latents are appended batch by batch to a `.npy` file and read back memory-mapped, so a 100k-image training split is never held in RAM at once:
+training gathers its minibatches from the page cache. The folder appears only when complete
+(artifacts.stage_dir), so an interrupted encode leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.artifacts import is_complete, stage_dir
+from bench.prior import require_finite
+
+log = logging.getLogger(__name__)
+LATENTS, LABELS = "latents.npy", "labels.npy"
+
+
+def cache_folder(results_dir: Path, dataset: str, encoder: str, sample_shape: tuple, key: str) -> Path:
+    """`<results>/cache/latents/<dataset>-<encoder>-<H>x<W>-<key>` (resolution readable in the name)."""
+    res = "x".join(str(s) for s in sample_shape[1:]) or "vec"
+    return Path(results_dir) / "cache" / "latents" / f"{dataset}-{encoder}-{res}-{key}"
+
+
+def load_latents(folder: Path) -> torch.Tensor:
+    """The cached latents as a tensor over a copy-on-write memory map (nothing is read up front)."""
+    return torch.from_numpy(np.load(Path(folder) / LATENTS, mmap_mode="c"))
+
+
+def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None,
+                   batch_size: int = 256, info: dict | None = None) -> torch.Tensor:
+    """Latents of `x` (a tensor or a lazy ImageFiles), encoded once per `key` and then reused.
+
+    `info` goes into the cache's manifest (which dataset and encoder made it).
+    """
+    if not is_complete(folder, key):
+        with stage_dir(folder, key, n=len(y), **(info or {})) as tmp:
+            _encode_into(tmp / LATENTS, encoder, x, ids, batch_size)
+            np.save(tmp / LABELS, y.numpy())
+    return load_latents(folder)
+
+
+def _encode_into(path: Path, encoder, x, ids, batch_size: int) -> None:
+    """Encode `x` batch by batch, appending each batch to a new .npy file at `path`.
+
+    Plain sequential writes (no writable memory map) keep the resident memory at one batch; the
+    .npy header is written once the first batch gives the latent shape.
+    """
+    n, f = len(x), None
+    bar = tqdm(range(0, n, batch_size), desc="encode", unit="batch", disable=n <= 4 * batch_size,
+               leave=False)
+    try:
+        for i in bar:
+            z = encoder.encode(x[i : i + batch_size]).float()
+            require_finite(z, None if ids is None else ids[i : i + batch_size])
+            if f is None:
+                f = open(path, "wb")
+                header = {"descr": "<f4", "fortran_order": False, "shape": (n, *z.shape[1:])}
+                np.lib.format.write_array_header_2_0(f, header)
+            f.write(z.numpy().astype("<f4", copy=False).tobytes())
+    finally:
+        if f is not None:
+            f.close()
+    if f is None:
+        raise ValueError("cannot cache the latents of an empty split")
