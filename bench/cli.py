@@ -37,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
         s.add_argument("--gin_param", action="append", default=[], metavar="B",
                        help="extra gin binding, verbatim gin syntax")
+    data = sub.add_parser("data", help="dataset tools: `bench data stats datasets=[...]`")
+    data.add_argument("action", choices=["stats"], help="stats: the dataset table (Markdown)")
+    data.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
+    data.usage = "bench data stats datasets=[phantom_lt,nih_lt] [nih_lt.root=PATH ...]"
+    prep = sub.add_parser("prepare", help="one-time conversion of a raw dataset (ct_rate)")
+    prep.add_argument("dataset", choices=["ct_rate"])
+    prep.add_argument("--root", required=True, help="the raw dataset (CT-RATE: folder holding dataset/)")
+    prep.add_argument("--out", required=True, help="output folder; then set ct_rate.root=OUT")
+    prep.add_argument("--size", type=int, default=256, help="slice size in pixels (default 256)")
+    prep.add_argument("--slices-per-volume", type=int, default=3, help="axial slices per volume")
+    prep.add_argument("--workers", type=int, default=1, help="volumes converted in parallel")
     ls = sub.add_parser("ls", help="list plugins and where each comes from")
     ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
     return p
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
-    unknown = [a for a in extras if a.startswith("-") or args.command == "ls"]
+    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = extras
@@ -54,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ls":
             return cmd_ls(args.kind)
+        if args.command == "data":
+            return cmd_data_stats(args)
+        if args.command == "prepare":
+            return cmd_prepare(args)
         return cmd_run(args, dry=args.command == "validate")
     except BenchError as exc:
         # gin appends "In call to configurable ..." lines to errors raised inside constructors
@@ -94,6 +109,37 @@ def _request(args):
         bindings=ov.bindings + list(args.gin_param),
         axes=ov.axes,
     )
+
+
+def cmd_data_stats(args) -> int:
+    """`bench data stats datasets=[...]`: print each dataset's table in Markdown."""
+    from bench.cells import build_dataset
+    from bench.datastats import dataset_stats, markdown
+
+    args.gin_param = []
+    request = _request(args)
+    names = request.axes.get("datasets")
+    if not names or set(request.axes) - {"datasets"}:
+        raise BenchError("bench data stats takes datasets=[name,...] (and gin bindings), "
+                         "e.g. bench data stats datasets=[phantom_lt,digits_lt]")
+    for name in names:
+        dataset, targets = build_dataset(str(name), request)
+        print(markdown(dataset_stats(dataset, targets)))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    """`bench prepare ct_rate --root R --out O`: slices + manifest, resumable; exit 1 if a volume failed."""
+    from bench.ctrate import prepare_ct_rate
+
+    summary = prepare_ct_rate(Path(args.root), Path(args.out), size=args.size,
+                              slices_per_volume=args.slices_per_volume, workers=args.workers)
+    print(f"next: bench data stats datasets=[ct_rate] ct_rate.root={args.out}")
+    if summary["failed"]:
+        print(f"{summary['failed']} volume(s) failed (see {summary['failed_csv']}); "
+              "fix them and rerun: finished volumes are skipped", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_run(args, dry: bool) -> int:
