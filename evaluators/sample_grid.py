@@ -14,7 +14,8 @@ from bench.registry import register_evaluator
 BLANK = 1.0  # white: padding, the gap between blocks, and missing samples
 DPI = 100
 MIN_TILE_PX = 48  # on-screen size of one tile, whatever the image resolution
-MARGINS = (150, 40, 10, 10)  # left (row labels), top (block titles), right, bottom, in pixels
+MARGINS = (150, 40, 10, 10)  # left (row labels; at least), top (block titles), right, bottom, in pixels
+LABEL_CHAR_PX = 8  # width budget per row-label character at the default 10 pt font and DPI
 
 
 def to_tiles(images: torch.Tensor, n: int) -> list[np.ndarray]:
@@ -54,6 +55,7 @@ def save_figure(
 
     scale = -(-MIN_TILE_PX // (size[0] + 1))  # integer upscaling keeps image pixels square and sharp
     left, top, right, bottom = MARGINS
+    left = max(left, 10 + LABEL_CHAR_PX * max((len(s) for s in labels), default=0))  # long class names
     img_h, img_w = mosaic.shape[0] * scale, mosaic.shape[1] * scale
     fig_w, fig_h = left + img_w + right, top + img_h + bottom
     fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
