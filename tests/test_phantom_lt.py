@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, homogeneity_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from bench.datasets.phantom_lt import PhantomLT
@@ -153,6 +153,26 @@ def test_subtypes_are_recoverable_from_pixel_latents(phantom, splits):
             scored.append(ari)
     print("\n" + "\n".join(rows))
     assert len(scored) >= 6 and np.mean(scored) > 0.6 and sum(a > 0.9 for a in scored) >= 3
+
+
+def test_default_induction_refines_subtypes_by_acquisition(phantom, splits):
+    """With optprior's defaults (k_max=8, no PCA) large classes split into more parts than
+    subtypes, but each part stays inside one subtype (homogeneity near 1): the extra splits
+    follow acquisition (view, scanner), never mix findings. Measured (seed 0): homogeneity
+    1.00, 0.88, 1.00, 1.00, 1.00 for the five classes with n >= 100; a shuffled assignment gives ~0.
+    """
+    train = splits["train"]
+    z = (train.x * 2 - 1).flatten(1).double().numpy()
+    rng = np.random.default_rng(0)
+    for c in range(1, phantom.n_classes):
+        mask = (train.y == c).numpy()
+        truth = train.subclass.numpy()[mask]
+        if mask.sum() < 100:
+            continue
+        fit = induce_subclasses(z[mask] - z[mask].mean(0), seed=0)
+        assert fit.k >= truth.max() + 1
+        assert homogeneity_score(truth, fit.assignment) > 0.8, phantom.class_names[c]
+        assert homogeneity_score(truth, rng.permutation(fit.assignment)) < 0.1
 
 
 # -- acquisition confounders --------------------------------------------------------------------
