@@ -170,14 +170,22 @@ def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
 
 
 def validate(request: RunRequest) -> list[BuiltCell]:
-    """Build every cell of the grid, and each cell's backbone, to surface config errors early."""
+    """Build every cell of the grid, and each cell's backbone, to surface config errors early.
+
+    The backbone is built on the meta device: its architecture is checked without allocating
+    weights (a FLUX.1-size transformer would take 48 GB).
+    """
+    import torch
+
     built = []
     for spec in expand_grid(request):
         cell = build_cell(spec, request)
         train = cell.dataset.load(cell.dataset.train_split)
         cell.method.check_data(train.counts(cell.dataset.n_classes).tolist())
         cell.method.setup(cell.dataset.n_classes)
-        make_backbone(cell, tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:]))))
+        shape = tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:])))
+        with torch.device("meta"):
+            make_backbone(cell, shape)
         built.append(cell)
     return built
 

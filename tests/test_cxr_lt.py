@@ -268,3 +268,14 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
     assert rec["n"]["synthetic"] == sum(t.synthetic for t in plan)
     latents = list((res / "cache" / "latents").glob("nih_lt-pixel-16x16-*/latents.npy"))
     assert len(latents) == 1 and np.load(latents[0], mmap_mode="r").shape == (99, 1, 16, 16)
+
+
+@needs_shared
+def test_validate_checks_the_paper_size_backbone_without_allocating_it(nih_root, bench_cli, tmp_path):
+    # nih_lt.gin uses the FLUX.1-size preset (48 GB of float32 weights): validate builds it on
+    # the meta device, so this passes on a 24 GB machine and writes nothing
+    root, _ = nih_root
+    out = bench_cli("validate", "datasets=[nih_lt]", "methods=[fm]", f"nih_lt.root={root}",
+                    "nih_lt.size=32", "pipeline.encoder=pixel", f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "1 cell(s) valid" in out.stdout and not (tmp_path / "res").exists()
