@@ -7,6 +7,7 @@ CSVs (../shared/data). Images are tiny stand-ins written by the tests.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -19,10 +20,23 @@ from bench.datasets.mimic_lt import MIMICLT
 from bench.datasets.nih_lt import NIHLT
 from bench.errors import BenchError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data() -> Path:
+    """The project's real official-format files: $BENCH_SHARED_DATA, else the first `shared/data`
+    inside this checkout or in a folder above it (the CI clone may sit at either place)."""
+    if os.environ.get("BENCH_SHARED_DATA"):
+        return Path(os.environ["BENCH_SHARED_DATA"])
+    here = Path(__file__).resolve().parent
+    found = (p / "shared" / "data" for p in here.parents if (p / "shared" / "data").is_dir())
+    return next(found, Path("shared/data"))
+
+
+SHARED = shared_data()
 DATA_ENTRY = SHARED / "nih" / "Data_Entry_2017_v2020.csv.gz"
 MIMIC_LABELS = SHARED / "mimic-cxr-lt"
-needs_shared = pytest.mark.skipif(not DATA_ENTRY.is_file(), reason="../shared/data not present")
+needs_shared = pytest.mark.skipif(not DATA_ENTRY.is_file(), reason="the project's shared/data not found "
+                                  "next to or inside this checkout; set BENCH_SHARED_DATA=PATH")
 
 
 def _png(path: Path, value: int = 128, size=(12, 12), mode="L") -> None:
