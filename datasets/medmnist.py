@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from bench.dataset import Dataset, Split
+from bench.checks import is_real
 from bench.errors import BenchError
 from bench.imagefiles import Preprocess
 from bench.longtail import exponential_profile
@@ -140,9 +141,7 @@ class MedMNIST(Dataset):
             raise BenchError(f"{OWNER}.file_size={file_size!r} is not one of {list(FILE_SIZES)}")
         if grayscale not in (None, True, False):
             raise BenchError(f"{OWNER}.grayscale={grayscale!r} must be None (as stored), True or False")
-        if imbalance_ratio is not None and (isinstance(imbalance_ratio, bool) or
-                                            not isinstance(imbalance_ratio, (int, float)) or
-                                            not imbalance_ratio >= 1):
+        if imbalance_ratio is not None and not (is_real(imbalance_ratio) and imbalance_ratio >= 1):
             raise BenchError(f"{OWNER}.imbalance_ratio={imbalance_ratio!r} must be None (natural "
                              "distribution) or a number >= 1")
         self.root_setting, self.flag, self.file_size = root, flag, file_size
