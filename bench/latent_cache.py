@@ -52,7 +52,7 @@ def _encode_into(path: Path, encoder, x, ids, batch_size: int) -> None:
     .npy header is written once the first batch gives the latent shape.
     """
     n, f = len(x), None
-    bar = tqdm(range(0, n, batch_size), desc="encode", unit="batch", disable=n <= 4 * batch_size,
+    bar = tqdm(range(0, n, batch_size), desc="encode", unit="batch", disable=n < 16 * batch_size,
                leave=False)
     try:
         for i in bar:
