@@ -127,13 +127,12 @@ def config_files(spec: CellSpec, request: RunRequest) -> list[Path]:
 def build_dataset(name: str, request: RunRequest):
     """A dataset configured exactly as in a cell of `request` (no method), with its targets."""
     load_plugins()
-    registry.datasets.get(name)
-    files = [gin_dir() / "base.gin"]
-    path = plugin_file("datasets", name, registry.datasets.get(name))
-    files += [path] if path is not None else []
+    cls = registry.datasets.get(name)
+    path = plugin_file("datasets", name, cls)
+    files = [gin_dir() / "base.gin"] + ([path] if path is not None else [])
     parse(files + [experiment_file(request.experiment)] + check_user_files(request.gin_files),
           request.bindings)
-    return registry.datasets.get(name)(), AugmentationTargets()
+    return cls(), AugmentationTargets()
 
 
 def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools: `bench data stats datasets=[...]`")
     data.add_argument("action", choices=["stats"], help="stats: the dataset table (Markdown)")
     data.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
+    data.add_argument("--gin_param", action="append", default=[], metavar="B",
+                      help="extra gin binding, verbatim gin syntax")
     data.usage = "bench data stats datasets=[phantom_lt,nih_lt] [nih_lt.root=PATH ...]"
     prep = sub.add_parser("prepare", help="one-time conversion of a raw dataset (ct_rate)")
     prep.add_argument("dataset", choices=["ct_rate"])
@@ -116,7 +118,6 @@ def cmd_data_stats(args) -> int:
     from bench.cells import build_dataset
     from bench.datastats import dataset_stats, markdown
 
-    args.gin_param = []
     request = _request(args)
     names = request.axes.get("datasets")
     if not names or set(request.axes) - {"datasets"}:

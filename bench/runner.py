@@ -20,10 +20,10 @@ from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_at
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
-from bench.targets import plan_records
 from bench.latent_cache import cache_folder, cached_latents
 from bench.records import build_record, git_hash, read_record, write_record
 from bench.sampler import generate
+from bench.targets import plan_records
 from bench.trainer import train
 
 log = logging.getLogger(__name__)
