@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
+
+import numpy as np
+import torch
 
 from bench.dataset import Dataset, Split
+
+log = logging.getLogger(__name__)
+FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init")
 
 
 @dataclass
@@ -16,7 +23,13 @@ class CellContext:
     `synthetic` holds the generated samples with their class labels (and, for subclass
     methods, the sampled subclass in `subclass`). `synthetic_init` holds samples drawn with
     the same noise from the untrained backbone, when the run asked for that reference.
-    Evaluators may write files (figures) into `out_dir`.
+    `latents` are the training split's latents (row-aligned with `train`, memory-mapped) and
+    `prior` the method's fitted prior (None for methods without one; optprior's holds the
+    induced subclass of every training row in `prior.tensors["assignment"]` and its transport
+    geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
+    (bench.targets.ClassTarget per class). `features(name)` gives domain features from the
+    cell's feature extractor (built on first use, cached per dataset on disk and per cell in
+    memory). Evaluators may write files (figures) into `out_dir`.
     """
 
     dataset: Dataset
@@ -26,8 +39,46 @@ class CellContext:
     out_dir: Path
     seed: int
     synthetic_init: Optional[Split] = None
+    latents: Optional[torch.Tensor] = None
+    prior: Optional[object] = None
+    targets: Optional[list] = None
+    extractor: Optional[Callable[[], object]] = None  # returns a bench.features.FeatureExtractor
+    _features: dict = field(default_factory=dict, repr=False)
 
     @property
     def class_names(self) -> list[str]:
         """Class names of the dataset, index-aligned with labels."""
         return list(self.dataset.class_names)
+
+    @property
+    def augmented_classes(self) -> list[int]:
+        """Classes the augmentation plan gives synthetic images (ULT / LT / MT), by index."""
+        return [c for c, t in enumerate(self.targets or []) if t.synthetic > 0]
+
+    def induced_subclasses(self) -> Optional[np.ndarray]:
+        """The method's induced subclass of every training row, or None (logged) when it has none."""
+        tensors = getattr(self.prior, "tensors", None) or {}
+        if "assignment" not in tensors:
+            log.info("subclass evaluators: the method has no induced subclasses (no prior assignment); skipped")
+            return None
+        assignment = np.asarray(torch.as_tensor(tensors["assignment"]).cpu().numpy(), dtype=np.int64)
+        if len(assignment) != len(self.train):
+            raise ValueError(f"prior assignment has {len(assignment)} rows, the train split {len(self.train)}")
+        return assignment
+
+    def split(self, name: str) -> Split:
+        """One of FEATURE_SETS as a Split."""
+        if name not in FEATURE_SETS:
+            raise ValueError(f"unknown set {name!r}; one of {FEATURE_SETS}")
+        split = getattr(self, name)
+        if split is None:
+            raise ValueError(f"this cell has no {name} set")
+        return split
+
+    def features(self, name: str) -> np.ndarray:
+        """(N, d) float64 domain features of the named set, row-aligned with its Split."""
+        if name not in self._features:
+            if self.extractor is None:
+                raise ValueError("this cell has no feature extractor")
+            self._features[name] = np.asarray(self.extractor().embed(self.split(name).x), dtype=np.float64)
+        return self._features[name]

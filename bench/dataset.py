@@ -42,13 +42,15 @@ class Dataset:
 
     A plugin sets `class_names` and `kind` ("vector" or "image") and implements `load(split)`.
     `train_split` is what generators and priors are fitted on; `eval_split` is held out and
-    used by evaluators as the reference distribution.
+    used by evaluators as the reference distribution; `val_split`, when the dataset has one
+    (LongTailCXR's balanced-val), is for model selection (downstream classifiers' early stopping).
     """
 
     name = "dataset"
     kind = "vector"
     train_split = "train"
     eval_split = "test"
+    val_split: str | None = None
     class_names: list[str] = []
 
     @property

@@ -32,7 +32,7 @@ IMAGE_CHECKS = ("header", "exists")
 COMMON_OPTIONS = {
     "size": 64, "grayscale": True, "normalise": "unit", "crop": "center",
     "on_bad_row": "error", "on_bad_image": "error", "check_images": "header",
-    "train_split": "train", "eval_split": "balanced-test",
+    "train_split": "train", "eval_split": "balanced-test", "val_split": "balanced-val",
 }
 INDEX_COLUMNS = ("id", "path", "label", "subject")
 
@@ -61,10 +61,10 @@ class ImageFileDataset(Dataset):
         self.on_bad_image = check_policy(cfg["on_bad_image"], self.name, "on_bad_image")
         if cfg["check_images"] not in IMAGE_CHECKS:
             raise BenchError(f"{self.name}.check_images={cfg['check_images']!r} is not one of {list(IMAGE_CHECKS)}")
-        for key in ("train_split", "eval_split"):
+        for key in ("train_split", "eval_split", "val_split"):
             self._check_split(cfg[key], key)
-        self.check_images, self.train_split, self.eval_split = (
-            cfg["check_images"], cfg["train_split"], cfg["eval_split"])
+        self.check_images, self.train_split, self.eval_split, self.val_split = (
+            cfg["check_images"], cfg["train_split"], cfg["eval_split"], cfg["val_split"])
         self.skipped: list[dict] = []
         self._loaded: dict[str, Split] = {}
 

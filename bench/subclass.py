@@ -196,3 +196,8 @@ def _check_finite(residuals: np.ndarray) -> None:
             f"{len(bad)} residual row(s) are not finite (rows {shown}); "
             f"check the cached latents and the encoder that produced them"
         )
+
+
+def split_classes(labels: np.ndarray, subclass: np.ndarray) -> list[int]:
+    """The classes whose samples fall into at least two subclasses."""
+    return [int(c) for c in np.unique(labels) if len(np.unique(subclass[labels == c])) >= 2]

@@ -33,7 +33,7 @@ class CTRate(ImageFileDataset):
               "manifest.csv and slices/{train,valid}/*.png")
     splits = ("train", "val", "test")
     options = {"min_count": 1, "val_fraction": 0.1, "split_seed": 0,
-               "train_split": "train", "eval_split": "test"}
+               "train_split": "train", "eval_split": "test", "val_split": "val"}
 
     def __init__(self, root=None, **settings):
         super().__init__(root, **settings)

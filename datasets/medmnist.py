@@ -120,6 +120,7 @@ class MedMNIST(Dataset):
     kind = "image"
     train_split = "train"
     eval_split = "test"
+    val_split = "val"
 
     def __init__(
         self,

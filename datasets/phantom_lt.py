@@ -56,6 +56,7 @@ class PhantomLT(Dataset):
     kind = "image"
     train_split = "train"
     eval_split = "balanced-test"
+    val_split = "balanced-val"
     class_names = [f.name for f in CATALOGUE]
     subtype_names = [[s.name for s in f.subtypes] for f in CATALOGUE]
 
