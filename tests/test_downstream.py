@@ -1,0 +1,161 @@
+"""Feature extractor (train once, cache, user weights) and the downstream evaluator on tiny data."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import gin
+import numpy as np
+import pytest
+import torch
+
+import bench.features as features
+from bench.artifacts import read_manifest
+from bench.cell import CellContext
+from bench.classifier import build_classifier, embed
+from bench.dataset import Dataset, Split
+from bench.errors import BenchError
+from bench.evaluators.downstream import Downstream, classifier_seed
+from bench.features import FeatureConfig, build_extractor
+
+FAST = dict(epochs=2, batch_size=16, patience=1)
+
+
+class Blobs(Dataset):
+    """Three classes of 8x8 images (a bright square at a class-specific place), long-tailed train."""
+
+    name, kind, class_names = "blobs", "image", ["a", "b", "c"]
+    counts = {"train": [24, 10, 4], "test": [6, 6, 6]}
+
+    def load(self, split: str) -> Split:
+        g = torch.Generator().manual_seed(len(split))
+        y = torch.cat([torch.full((n,), c) for c, n in enumerate(self.counts[split])])
+        x = 0.3 * torch.rand(len(y), 1, 8, 8, generator=g)
+        for c in range(3):
+            x[y == c, :, 2 * c : 2 * c + 3, 2 * c : 2 * c + 3] += 0.6
+        return Split(x.clamp(0, 1), y)
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Count the classifier trainings done by bench.features."""
+    calls = []
+    real_fit = features.fit
+    monkeypatch.setattr(features, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    return calls
+
+
+def test_extractor_is_trained_once_and_cached(tmp_path, fit_calls):
+    ds = Blobs()
+    train, folder = ds.load("train"), tmp_path / "blobs-small_cnn-abc"
+    first = build_extractor(FeatureConfig(**FAST), ds, train, None, folder, "abc")
+    second = build_extractor(FeatureConfig(**FAST), ds, train, None, folder, "abc")
+    assert len(fit_calls) == 1
+    assert first.dim == second.dim == 128
+    assert np.array_equal(first.embed(train.x), second.embed(train.x))
+    manifest = read_manifest(folder)
+    assert manifest["config_hash"] == "abc" and 0.0 <= manifest["val_bacc"] <= 1.0
+    assert manifest["val_bacc"] == max(manifest["history"]["val_bacc"])
+    build_extractor(FeatureConfig(**FAST), ds, train, None, folder, "other-key")
+    assert len(fit_calls) == 2  # another configuration hash retrains
+    reloaded = build_extractor(FeatureConfig(path=str(folder)), ds, train, None, tmp_path / "unused", "k")
+    assert np.array_equal(reloaded.embed(train.x), build_extractor(
+        FeatureConfig(**FAST), ds, train, None, folder, "other-key").embed(train.x))
+
+
+def test_user_densenet_state_dict_is_loaded(tmp_path):
+    ds = Blobs()
+    net = build_classifier("densenet121", 1, 7, seed=3)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.net.state_dict().items()}}, tmp_path / "w.pt")
+    extractor = build_extractor(FeatureConfig(arch="densenet121", path=str(tmp_path / "w.pt")), ds,
+                                ds.load("train"), None, tmp_path / "cache", "k")
+    x = torch.rand(2, 1, 32, 32)  # DenseNet121's transitions need sides >= 32
+    assert extractor.dim == 1024
+    assert np.allclose(extractor.embed(x), embed(net, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("what", ["missing", "empty_dir", "wrong_arch", "wrong_channels", "not_weights"])
+def test_bad_feature_path_is_one_line_bench_error(tmp_path, what):
+    ds = Blobs()
+    path = tmp_path / "w.safetensors"
+    arch = "densenet121"
+    if what == "empty_dir":
+        path = tmp_path / "folder"
+        path.mkdir()
+    elif what == "not_weights":
+        path.write_text("not a tensor file")
+    elif what != "missing":
+        from safetensors.torch import save_file
+
+        in_channels = 3 if what == "wrong_channels" else 1
+        save_file(build_classifier("small_cnn", in_channels, 3).net.state_dict(), str(path))
+        arch = "densenet121" if what == "wrong_arch" else "small_cnn"
+    with pytest.raises(BenchError) as err:
+        build_extractor(FeatureConfig(arch=arch, path=str(path)), ds, ds.load("train"), None,
+                        tmp_path / "c", "k")
+    assert "\n" not in str(err.value) and "features." in str(err.value)
+
+
+def cell(tmp_path, synthetic: Split, seed: int = 0) -> CellContext:
+    ds = Blobs()
+    return CellContext(ds, ds.load("train"), ds.load("test"), synthetic, tmp_path, seed)
+
+
+def noisy_tail_copies(seed: int) -> Split:
+    """Synthetic set: copies of the real tail-class images with pixel noise."""
+    train = Blobs().load("train")
+    tail = train.subset(train.y > 0)
+    g = torch.Generator().manual_seed(seed)
+    return Split((tail.x + 0.1 * torch.randn(tail.x.shape, generator=g)).clamp(0, 1), tail.y)
+
+
+def test_downstream_returns_every_metric_and_writes_per_seed_details(tmp_path):
+    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    metrics = evaluator.evaluate(cell(tmp_path, noisy_tail_copies(0)))
+    assert set(metrics) == set(Downstream.higher_is_better)
+    assert not Downstream.higher_is_better["bacc_std"] and Downstream.higher_is_better["bacc_gain"]
+    for k in ("bacc", "macro_f1", "bacc/no_aug", "macro_f1/no_aug"):
+        assert 0.0 <= metrics[k] <= 1.0
+    assert metrics["bacc_gain"] == pytest.approx(metrics["bacc"] - metrics["bacc/no_aug"])
+    details = json.loads((tmp_path / "downstream.json").read_text())
+    aug = details["runs"]["aug"]
+    assert [r["seed"] for r in aug] == [classifier_seed(0, 0), classifier_seed(0, 1)]
+    assert details["n_synthetic"] == 14 and details["n_val"] == 4  # 10% of 24, 10 and 4 rows
+    baccs = [r["bacc"] for r in aug]
+    assert metrics["bacc"] == pytest.approx(np.mean(baccs))
+    assert metrics["bacc_std"] == pytest.approx(np.std(baccs, ddof=1))
+    assert [np.mean(r["recall"]) for r in aug] == pytest.approx(baccs)  # test has every class
+
+
+def test_no_aug_baseline_does_not_depend_on_the_synthetic_set(tmp_path):
+    evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    empty = Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    runs = [evaluator.evaluate(cell(tmp_path / str(i), s)) for i, s in
+            enumerate([noisy_tail_copies(0), noisy_tail_copies(1), empty])]
+    assert runs[0]["bacc/no_aug"] == runs[1]["bacc/no_aug"] == runs[2]["bacc/no_aug"]
+    assert runs[0]["macro_f1/no_aug"] == runs[1]["macro_f1/no_aug"] == runs[2]["macro_f1/no_aug"]
+    assert runs[2]["bacc"] == runs[2]["bacc/no_aug"]  # nothing added: the same classifier
+    assert np.isnan(runs[0]["bacc_std"])  # one classifier seed has no sample spread
+
+
+def test_downstream_rejects_bad_settings_and_mismatched_synthetic_shapes(tmp_path):
+    with pytest.raises(BenchError, match="downstream.n_seeds"):
+        Downstream(n_seeds=0)
+    with pytest.raises(BenchError, match="downstream.patience"):
+        Downstream(patience=0)
+    wrong = Split(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(BenchError, match="synthetic images have shape"):
+        Downstream(n_seeds=1).evaluate(cell(tmp_path, wrong))
+
+
+def test_paper_preset_binds_the_longtailcxr_protocol():
+    gin.clear_config()
+    try:
+        gin.parse_config_file(str(resources.files("bench.gin") / "presets" / "downstream_paper.gin"))
+        evaluator = Downstream()
+        assert evaluator.arch == "resnet50" and evaluator.n_seeds == 3
+        p = evaluator.protocol
+        assert (p.lr, p.batch_size, p.max_epochs, p.patience) == (1e-4, 256, 60, 15)
+    finally:
+        gin.clear_config()
