@@ -1,0 +1,215 @@
+"""Confounder probe (paper Tab. 3): can acquisition metadata alone predict the induced subclass?
+
+Per class, a metadata-only multinomial logistic regression predicts the subclass of each
+training image, scored by the balanced accuracy (bAcc) of out-of-fold predictions from
+grouped stratified K-fold cross-validation (patients never straddle folds, so repeat images
+of one patient cannot leak). The same pipeline on shuffled subclass labels gives the
+permutation baseline PermbAcc: what the probe scores when the subclasses carry no metadata
+signal (about 1/K, slightly less from cross-validation). A high bAcc - PermbAcc means the
+subclasses follow acquisition (view, scanner, ...) rather than pathology; a class is
+NearChance when the gap stays below `near_chance_tol` (default 0.05 bAcc).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from bench.evaluator import Evaluator
+from bench.subclass import split_classes
+from bench.registry import register_evaluator
+
+log = logging.getLogger(__name__)
+
+DETAILS = "confounder.json"
+# identifier and bookkeeping columns of bench's datasets: never acquisition metadata
+ID_COLUMNS = {"id", "subject", "subject_id", "patient", "patient_id", "study", "study_id", "dicom_id",
+              "path", "label", "split", "slice", "volumename"}
+MAX_LEVELS = 50  # a text column with more distinct values is an identifier, not a category
+
+
+def metadata_columns(meta: pd.DataFrame) -> list[str]:
+    """Default probe inputs: every column except identifiers (ID_COLUMNS, names ending in "_id",
+    text columns with more than MAX_LEVELS values) and columns that are constant or empty."""
+    keep = []
+    for name in meta.columns:
+        col = meta[name]
+        lowered = str(name).lower()
+        if lowered in ID_COLUMNS or lowered.endswith("_id") or col.nunique(dropna=True) < 2:
+            continue
+        if _numeric(col) is None and col.nunique(dropna=True) > MAX_LEVELS:
+            continue
+        keep.append(name)
+    return keep
+
+
+def _numeric(col: pd.Series) -> pd.Series | None:
+    """The column as floats when every non-blank value is a number, else None."""
+    if pd.api.types.is_bool_dtype(col):
+        return None
+    blank = col.isna() | (col.astype(str).str.strip() == "")
+    values = pd.to_numeric(col.where(~blank), errors="coerce")
+    return values.astype(np.float64) if values.notna().sum() == (~blank).sum() else None
+
+
+def design_matrix(meta: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Numeric columns standardised (blanks at the mean, plus a missing flag when any),
+    the others one-hot encoded with blanks as their own level.
+
+    Both encodings use no labels, so fitting them on the whole class leaks nothing about the
+    subclass into the folds."""
+    parts = []
+    for name in columns:
+        values = _numeric(meta[name])
+        if values is None:
+            parts.append(pd.get_dummies(meta[name].fillna("<missing>").astype(str), dtype=np.float64).to_numpy())
+            continue
+        missing = values.isna().to_numpy()
+        v = values.fillna(values.mean()).to_numpy()
+        parts.append(((v - v.mean()) / (v.std() or 1.0))[:, None])
+        if missing.any():
+            parts.append(missing[:, None].astype(np.float64))
+    return np.hstack(parts) if parts else np.zeros((len(meta), 0))
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs of StratifiedGroupKFold(n_splits, shuffle, seeded): stratified
+    by subclass, and every patient's images on one side."""
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(y), 1)), y, groups))
+
+
+def out_of_fold_bacc(x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Balanced accuracy of the out-of-fold predictions of a class-balanced multinomial
+    logistic regression over `folds`."""
+    predicted = np.empty_like(y)
+    for train, test in folds:
+        predicted[test] = _fit_predict(x[train], y[train], x[test])
+    return float(balanced_accuracy_score(y, predicted))
+
+
+def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Predictions of the probe; a training fold holding a single subclass predicts it."""
+    if len(np.unique(y_train)) < 2:
+        return np.full(len(x_test), y_train[0])
+    # newton-cholesky: few metadata features, many rows; ~20x faster than lbfgs here
+    model = LogisticRegression(solver="newton-cholesky", max_iter=1000, class_weight="balanced")
+    return model.fit(x_train, y_train).predict(x_test)
+
+
+def usable_folds(subclass: np.ndarray, groups: np.ndarray, n_splits: int) -> int:
+    """n_splits, lowered to the fewest patients any subclass has (each test fold should see
+    every subclass); below 2 the class cannot be cross-validated."""
+    patients = [len(np.unique(groups[subclass == s])) for s in np.unique(subclass)]
+    return min(n_splits, min(patients))
+
+
+def confounder_probe(meta: pd.DataFrame, subclass: np.ndarray, groups: np.ndarray, seed: int,
+                     n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
+                     near_chance_tol: float = 0.05) -> dict:
+    """The probe for ONE class: bAcc, PermbAcc (mean over `n_permutations` shuffles), their gap
+    and NearChance, plus the folds used and a permutation p-value (share of shuffles, counting
+    the real labels, scoring at least bAcc). Returns {"skipped": reason, ...} when the class
+    cannot be probed (one subclass, no usable metadata, too few patients per subclass)."""
+    subclass, groups = np.asarray(subclass), np.asarray(groups)
+    columns = metadata_columns(meta) if columns is None else list(columns)
+    row = {"n": int(len(subclass)), "subclasses": int(len(np.unique(subclass))), "columns": columns}
+    folds = usable_folds(subclass, groups, n_splits)
+    reason = ("one subclass" if row["subclasses"] < 2 else "no usable metadata columns" if not columns
+              else "a subclass has a single patient (no cross-validation possible)" if folds < 2 else None)
+    if reason:
+        return row | {"skipped": reason}
+    x = design_matrix(meta.reset_index(drop=True), columns)
+    splits = grouped_folds(subclass, groups, folds, seed)
+    bacc = out_of_fold_bacc(x, subclass, splits)
+    # shuffles reuse the folds (still patient-grouped; a shuffle is stratified on average)
+    perm = np.array([out_of_fold_bacc(x, np.random.default_rng([seed, j]).permutation(subclass), splits)
+                     for j in range(n_permutations)])
+    return row | {
+        "folds": folds, "chance": 1.0 / row["subclasses"], "bacc": bacc, "perm_bacc": float(perm.mean()),
+        "perm_bacc_std": float(perm.std()), "gap": bacc - float(perm.mean()),
+        "p_value": float((1 + np.sum(perm >= bacc)) / (1 + n_permutations)),
+        "near_chance": bool(bacc - perm.mean() < near_chance_tol),
+    }
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    """Tab. 3 aggregates over the probed classes: macro means, sample-weighted means, the
+    share of classes at chance and how many classes were probed."""
+    done = [r for r in rows if "skipped" not in r]
+    if not done:
+        return {}
+    weights = np.array([r["n"] for r in done], dtype=np.float64)
+    metrics = {}
+    for key in ("bacc", "perm_bacc", "gap"):
+        values = np.array([r[key] for r in done])
+        metrics[f"probe_{key}"] = float(values.mean())
+        metrics[f"probe_{key}_weighted"] = float(np.average(values, weights=weights))
+    metrics["probe_near_chance"] = float(np.mean([r["near_chance"] for r in done]))
+    metrics["probe_classes"] = float(len(done))
+    return metrics
+
+
+@register_evaluator("confounder")
+class ConfounderProbe(Evaluator):
+    """Metadata-only probe of the induced subclasses of every class with >= 2 of them.
+
+    Uses `cell.prior.tensors["assignment"]` on the training split, its metadata table
+    (`columns`, default `metadata_columns`) and `group_column` (the patient id) as CV groups.
+    Metrics (Tab. 3): `probe_bacc`, `probe_perm_bacc`, `probe_gap` (bAcc - PermbAcc), each
+    macro over probed classes and sample-weighted (`_weighted`), `probe_near_chance` (share of
+    probed classes with gap < `near_chance_tol`) and `probe_classes`. Lower bAcc and gap mean
+    subclasses less driven by acquisition, so those are lower-is-better and NearChance
+    higher-is-better; the permutation level is a reference (marked lower only because every
+    metric needs a direction); more probed classes is better. Per-class rows (skipped ones
+    with their reason) go to out_dir/confounder.json. Returns {} (logged) without metadata or
+    induced subclasses.
+    """
+
+    applies_to = ("vector", "image")
+    higher_is_better = {f"probe_{key}{suffix}": False
+                        for key in ("bacc", "perm_bacc", "gap") for suffix in ("", "_weighted")}
+    higher_is_better |= {"probe_near_chance": True, "probe_classes": True}
+
+    def __init__(self, n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
+                 group_column: str = "subject", near_chance_tol: float = 0.05):
+        self.n_splits, self.n_permutations, self.columns = n_splits, n_permutations, columns
+        self.group_column, self.near_chance_tol = group_column, near_chance_tol
+
+    def evaluate(self, cell) -> dict[str, float]:
+        """Per-class probes of the training split, aggregated; details to confounder.json."""
+        meta = cell.train.meta
+        if meta is None or (self.columns is None and not metadata_columns(meta)):
+            log.info("confounder: the dataset has no usable metadata; skipped")
+            return {}
+        assignment = cell.induced_subclasses()
+        if assignment is None:
+            return {}
+        meta, labels = meta.reset_index(drop=True), cell.train.y.numpy()
+        groups = self._groups(meta)
+        columns = self.columns or metadata_columns(meta)
+        rows = []
+        for c in split_classes(labels, assignment):
+            rows_c = np.flatnonzero(labels == c)
+            probe = confounder_probe(meta.iloc[rows_c], assignment[rows_c], groups[rows_c], cell.seed,
+                                     self.n_splits, self.n_permutations, columns, self.near_chance_tol)
+            rows.append({"class": cell.class_names[c]} | probe)
+        (cell.out_dir / DETAILS).write_text(json.dumps(
+            {"near_chance_tol": self.near_chance_tol, "group_column": self.group_column, "classes": rows}, indent=2))
+        metrics = aggregate(rows)
+        if not metrics:
+            log.info("confounder: no class could be probed (see %s)", DETAILS)
+        return metrics
+
+    def _groups(self, meta: pd.DataFrame) -> np.ndarray:
+        """Patient id per row; every row its own patient (logged) when the column is absent."""
+        if self.group_column in meta.columns:
+            return meta[self.group_column].astype(str).to_numpy()
+        log.warning("confounder: no %r column; each image is treated as its own patient", self.group_column)
+        return np.arange(len(meta)).astype(str)
