@@ -1,0 +1,177 @@
+"""Transport geometry of a cell's source-to-data coupling in latent space (paper Tab. 2, NOTES 1.8).
+
+With d = x1 - x0 (x1 a training latent, x0 its source draw) the statistics are those of
+`bench.geometry.displacement_geometry`, grouped by the groups the velocity field is conditioned on:
+
+- `geom_alignment`: mean cosine of dhat to its group's unit prototype (higher is better),
+- `geom_radial_std` / `geom_radial_cv`: sample-weighted within-group std of rho = ||d|| and its
+  coefficient of variation (the radial spread; lower is better),
+- `geom_path_length`: E||x1 - x0|| (lower is better),
+- `geom_angular_overlap`: closeness of dhat to sibling subclasses' prototypes (only with subclasses;
+  lower is better).
+
+Which coupling the plain names describe depends on the prior:
+
+- a prior that recorded its own geometry (`prior.info["geometry"]`, optprior): the recorded values,
+  computed by the method on all its training latents with its subclass groups; `geom_<stat>` is the
+  stage "optimised" (the source it samples from), `geom_<stat>/prior_init` the initial source and
+  `geom_<stat>/prior_standard` N(0, I) with the same subclass groups. No tail breakdown is recorded.
+- a class-mean prior that states its spread (`tensors["class_mean"]`, `info["sigma"]`, cpd):
+  x0 ~ N(m_c, sigma^2 I), grouped by class, computed here, also over the tail (`geom_<stat>/tail`).
+- no prior (fm, cbfm): x0 ~ N(0, I), grouped by class, computed here with `/tail`.
+
+Always computed, for comparison across methods: `geom_<stat>_gauss` and `geom_<stat>_gauss/tail`,
+the standard source N(0, I) grouped by class (identical for every method of a dataset: it depends on
+the latents and the evaluator's seed only). `tail` = `bench.longtail.tail_classes` of the train
+counts; tail statistics use the tail classes' rows only. Computed numbers use at most `max_rows`
+rows (a seeded uniform subsample; the tail gets its own subsample of tail rows).
+
+A prior that recorded a Bayes-risk estimate (`prior.info["bayes_risk"]`, per source "standard" /
+"learned") adds `bayes_risk/<source>/<key>` for key in risk_class, risk_subclass (lower is better),
+reduction (higher is better: how much subclass conditioning lowers the risk, Eq. 2) and their
+standard errors `<key>_se` (lower is better). Everything, with the recorded dicts, goes to
+out_dir/geometry.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from bench.errors import BenchError
+from bench.evaluator import Evaluator
+from bench.geometry import displacement_geometry
+from bench.longtail import tail_classes
+from bench.registry import register_evaluator
+
+STATS = ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap")
+STAGES = {"optimised": "", "init": "/prior_init", "standard": "/prior_standard"}  # recorded stage -> suffix
+GAUSS = "_gauss"
+TAIL = "/tail"
+RISK_KEYS = ("risk_class", "risk_subclass", "reduction")
+RISK_SOURCES = ("standard", "learned")
+
+
+def _stat_direction(stat: str) -> bool:
+    """Only directional alignment is better when higher."""
+    return stat == "alignment"
+
+
+def _names() -> dict[str, bool]:
+    """Every metric name the evaluator can return, with its direction."""
+    names = {}
+    for stat in STATS:
+        for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *STAGES.values()):
+            names[f"geom_{stat}{suffix}"] = _stat_direction(stat)
+    for source in RISK_SOURCES:
+        for key in RISK_KEYS:
+            names[f"bayes_risk/{source}/{key}"] = key == "reduction"
+            names[f"bayes_risk/{source}/{key}_se"] = False
+    return names
+
+
+@dataclass
+class Source:
+    """The source a coupling draws x0 from: N(mean[label], sigma^2 I) (mean None = 0)."""
+
+    name: str
+    mean: Optional[torch.Tensor] = None  # (C, D) class centres
+    sigma: float = 1.0
+
+    def draw(self, labels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x0 for rows of class `labels` from standard normal `eps` (n, D)."""
+        x0 = self.sigma * eps
+        return x0 if self.mean is None else x0 + self.mean.reshape(len(self.mean), -1).to(eps)[labels]
+
+
+STANDARD = Source("standard")
+
+
+def coupling_geometry(latents: torch.Tensor, labels: torch.Tensor, source: Source, seed: int) -> dict:
+    """displacement_geometry of d = x1 - x0 grouped by class, x0 drawn from `source` (seeded).
+
+    float32 here (latents can have 16k dimensions); displacement_geometry reduces in float64.
+    """
+    x1 = latents.reshape(len(latents), -1).float()
+    eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
+    return displacement_geometry(x1 - source.draw(labels, eps), labels)
+
+
+def method_source(prior) -> Optional[Source]:
+    """The source the plain `geom_*` names describe when the prior recorded no geometry."""
+    if prior is None:
+        return STANDARD
+    tensors, info = getattr(prior, "tensors", {}) or {}, getattr(prior, "info", {}) or {}
+    if "class_mean" in tensors and isinstance(info.get("sigma"), (int, float)):
+        return Source("class_mean", tensors["class_mean"], float(info["sigma"]))
+    return None  # a prior whose source this evaluator cannot reconstruct: gauss reference only
+
+
+def recorded_metrics(info: dict) -> dict[str, float]:
+    """geom_<stat><stage suffix> from info["geometry"] and bayes_risk/... from info["bayes_risk"]."""
+    out = {}
+    for stage, suffix in STAGES.items():
+        values = (info.get("geometry") or {}).get(stage) or {}
+        out |= {f"geom_{s}{suffix}": float(values[s]) for s in STATS if values.get(s) is not None}
+    for source in RISK_SOURCES:
+        values = (info.get("bayes_risk") or {}).get(source) or {}
+        for key in (k + se for k in RISK_KEYS for se in ("", "_se")):
+            if isinstance(values.get(key), (int, float)):
+                out[f"bayes_risk/{source}/{key}"] = float(values[key])
+    return out
+
+
+@register_evaluator("geometry")
+class TransportGeometry(Evaluator):
+    """Directional alignment, radial spread and path length of the cell's source coupling (Tab. 2)."""
+
+    higher_is_better = _names()
+
+    def __init__(self, max_rows: int = 4096, seed: int = 0):
+        self.max_rows, self.seed = max_rows, seed
+
+    def evaluate(self, cell) -> dict[str, float]:
+        """Recorded prior numbers, the method's coupling when computable, and the N(0, I) reference."""
+        info = getattr(cell.prior, "info", None) or {}
+        tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
+        sources = {GAUSS: STANDARD}
+        source = None if "geometry" in info else method_source(cell.prior)
+        if source is not None:
+            sources[""] = source
+        computed = self._computed(cell, tail, sources) if cell.latents is not None else {}
+        metrics = recorded_metrics(info)
+        for name, geo in computed.items():  # name = geom<suffix><part>
+            suffix = name[len("geom"):]
+            metrics |= {f"geom_{s}{suffix}": float(geo[s]) for s in STATS if s in geo}
+        details = {"metrics": metrics, "tail_classes": tail, "max_rows": self.max_rows, "seed": self.seed,
+                   "computed": computed, "recorded": {k: info[k] for k in ("geometry", "bayes_risk") if k in info}}
+        out_dir = Path(cell.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "geometry.json").write_text(json.dumps(details, indent=2, default=str))
+        return metrics
+
+    def _computed(self, cell, tail: list[int], sources: dict) -> dict[str, dict]:
+        """displacement_geometry per source (by metric suffix) over all rows and the tail rows."""
+        labels = cell.train.y
+        if len(cell.latents) != len(labels):
+            raise BenchError(f"geometry: the cell has {len(cell.latents)} latents for {len(labels)} training "
+                             "rows; delete the latent cache so it is rebuilt for this training split")
+        masks = {"": torch.ones(len(labels), dtype=torch.bool), TAIL: torch.isin(labels, torch.tensor(tail))}
+        out = {}
+        for suffix, src in sources.items():
+            for part, mask in masks.items():
+                if mask.any():
+                    out[f"geom{suffix}{part}"] = {"source": src.name, **self._geometry(cell.latents, labels, mask, src)}
+        return out
+
+    def _geometry(self, latents, labels, mask: torch.Tensor, source: Source) -> dict:
+        """coupling_geometry on at most max_rows rows of `mask`, picked uniformly with the seed."""
+        rows = mask.nonzero().squeeze(1)
+        if len(rows) > self.max_rows:
+            pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.seed))
+            rows = rows[pick[: self.max_rows].sort().values]
+        return coupling_geometry(latents[rows], labels[rows], source, self.seed)

@@ -1,0 +1,141 @@
+"""Transport-geometry evaluator: hand computations, closed forms and the optprior pass-through."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, special, stats
+
+from bench.cell import CellContext
+from bench.dataset import Split
+from bench.evaluators.geometry import STANDARD, Source, TransportGeometry, coupling_geometry
+from bench.methods.optprior import OptPrior
+from bench.prior import Prior
+
+
+def _cell(tmp_path, latents, labels, prior=None, n_classes=3):
+    """A CellContext with only what the geometry evaluator reads."""
+    dataset = SimpleNamespace(n_classes=n_classes, class_names=[f"c{i}" for i in range(n_classes)], kind="vector")
+    train = Split(x=latents, y=labels)
+    return CellContext(dataset, train, train, synthetic=train, out_dir=tmp_path / "cell", seed=0,
+                       latents=latents, prior=prior)
+
+
+def _collinear(counts=(40, 20, 6), dim=5, seed=0):
+    """Latents x1 = m_c + r_i u_c: displacements from m_c all point along u_c, with norms r_i."""
+    rng = np.random.default_rng(seed)
+    means, units = rng.standard_normal((len(counts), dim)), rng.standard_normal((len(counts), dim))
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    radii = rng.uniform(0.5, 3.0, len(labels))
+    x1 = means[labels] + radii[:, None] * units[labels]
+    return torch.tensor(x1, dtype=torch.float32), torch.tensor(labels), torch.tensor(means, dtype=torch.float32), radii
+
+
+def _hand_radial(radii, labels, rows):
+    """Sample-weighted within-class population std and cv of the radii, over `rows`."""
+    r, y = radii[rows], labels[rows]
+    w = {c: np.mean(y == c) for c in np.unique(y)}
+    std = sum(w[c] * r[y == c].std() for c in w)
+    cv = sum(w[c] * r[y == c].std() / r[y == c].mean() for c in w)
+    return std, cv, r.mean()
+
+
+def test_collinear_displacements_from_a_class_mean_source_match_the_hand_computation(tmp_path):
+    x1, labels, means, radii = _collinear()
+    prior = Prior(tensors={"class_mean": means}, info={"sigma": 1e-7})  # cpd-like: N(m_c, sigma^2 I)
+    m = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, prior))
+    y = labels.numpy()
+    for suffix, rows in (("", np.ones(len(y), bool)), ("/tail", y == 2)):  # counts 40, 20, 6: tail = [2]
+        std, cv, mean = _hand_radial(radii, y, rows)
+        assert m[f"geom_alignment{suffix}"] == pytest.approx(1.0, abs=1e-5)
+        assert m[f"geom_radial_std{suffix}"] == pytest.approx(std, rel=1e-4)
+        assert m[f"geom_radial_cv{suffix}"] == pytest.approx(cv, rel=1e-4)
+        assert m[f"geom_path_length{suffix}"] == pytest.approx(mean, rel=1e-4)
+    # the N(0, I) reference sees random directions: clearly worse aligned than the class-mean source
+    assert m["geom_alignment_gauss"] < 0.9
+    assert set(m) <= set(TransportGeometry.higher_is_better)
+    saved = json.loads((tmp_path / "cell" / "geometry.json").read_text())
+    assert saved["metrics"] == m and saved["tail_classes"] == [2]
+    assert saved["computed"]["geom/tail"]["source"] == "class_mean"
+
+
+def _noncentral_chi_mean(dim: int, norm: float) -> float:
+    """E||a - x0||, x0 ~ N(0, I_dim), ||a|| = norm: the mean of a non-central chi variable."""
+    density = lambda s: np.sqrt(s) * stats.ncx2.pdf(s, dim, norm ** 2)  # noqa: E731
+    return integrate.quad(density, 0, np.inf)[0]
+
+
+@pytest.mark.parametrize("norm", [0.0, 3.0])
+def test_standard_source_path_length_matches_the_closed_form(tmp_path, norm):
+    dim, n = 8, 4000
+    x1 = torch.zeros(n, dim)
+    x1[:, 0] = norm
+    m = TransportGeometry(max_rows=n).evaluate(_cell(tmp_path, x1, torch.zeros(n, dtype=torch.long), n_classes=1))
+    expected = _noncentral_chi_mean(dim, norm)
+    if norm == 0.0:  # the chi distribution: E||x0|| = sqrt(2) Gamma((d + 1) / 2) / Gamma(d / 2)
+        assert expected == pytest.approx(np.sqrt(2) * special.gamma((dim + 1) / 2) / special.gamma(dim / 2))
+        spread = np.sqrt(dim - expected ** 2)  # std of a chi variable
+        assert m["geom_radial_std_gauss"] == pytest.approx(spread, rel=0.05)
+        assert m["geom_alignment_gauss"] < 0.1  # isotropic directions: the mean direction is weak
+    se = 1.0 / np.sqrt(n)  # ||a - x0|| has std below 1
+    assert m["geom_path_length_gauss"] == pytest.approx(expected, abs=4 * se)
+    assert m["geom_path_length"] == m["geom_path_length_gauss"]  # no prior: the method's source is N(0, I)
+
+
+def test_coupling_is_seeded_and_subsampled_rows_are_a_seeded_choice(tmp_path):
+    x1, labels, means, _ = _collinear(counts=(300, 200, 100))
+    a = coupling_geometry(x1, labels, STANDARD, seed=3)
+    assert a == coupling_geometry(x1, labels, STANDARD, seed=3)
+    assert a != coupling_geometry(x1, labels, STANDARD, seed=4)
+    shifted = coupling_geometry(x1, labels, Source("class_mean", means, 1e-7), seed=3)
+    assert shifted["alignment"] == pytest.approx(1.0, abs=1e-5) and a["alignment"] < shifted["alignment"]
+    first = TransportGeometry(max_rows=100, seed=1).evaluate(_cell(tmp_path, x1, labels))
+    again = TransportGeometry(max_rows=100, seed=1).evaluate(_cell(tmp_path, x1, labels))
+    full = TransportGeometry(max_rows=600, seed=1).evaluate(_cell(tmp_path, x1, labels))
+    assert first == again and first != full
+    assert json.loads((tmp_path / "cell" / "geometry.json").read_text())["computed"]["geom_gauss"]["n"] == 600
+
+
+RECORDED = {
+    "geometry": {stage: {"alignment": a, "radial_std": 2.0 * a, "radial_cv": 0.1 * a, "path_length": 10 * a,
+                         "angular_overlap": 0.5 * a, "n": 66}
+                 for stage, a in (("standard", 0.1), ("init", 0.3), ("optimised", 0.7))},
+    "bayes_risk": {src: {"risk_class": r, "risk_class_se": 0.01, "risk_subclass": r / 2, "risk_subclass_se": 0.02,
+                         "reduction": r / 2, "reduction_se": 0.03, "max_identity_gap": 1e-9, "n_mc": 200, "t_max": 0.95}
+                   for src, r in (("standard", 1.0), ("learned", 0.4))},
+}
+
+
+def test_recorded_prior_geometry_and_bayes_risk_are_passed_through(tmp_path):
+    x1, labels, means, _ = _collinear()
+    prior = Prior(tensors={"class_mean": means, "assignment": torch.zeros(len(labels), dtype=torch.long)},
+                  info=RECORDED)
+    m = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, prior))
+    for stage, suffix in (("optimised", ""), ("init", "/prior_init"), ("standard", "/prior_standard")):
+        for stat in ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap"):
+            assert m[f"geom_{stat}{suffix}"] == RECORDED["geometry"][stage][stat]
+    for src in ("standard", "learned"):
+        for key in ("risk_class", "risk_subclass", "reduction"):
+            for se in ("", "_se"):
+                assert m[f"bayes_risk/{src}/{key}{se}"] == RECORDED["bayes_risk"][src][key + se]
+    assert "bayes_risk/learned/n_mc" not in m and "geom_path_length/tail" not in m  # configs; no recorded tail
+    assert {"geom_alignment_gauss", "geom_alignment_gauss/tail"} <= set(m)
+    assert set(m) <= set(TransportGeometry.higher_is_better)
+    hib = TransportGeometry.higher_is_better
+    assert hib["geom_alignment"] and not hib["geom_radial_cv"] and not hib["geom_path_length/tail"]
+    assert hib["bayes_risk/learned/reduction"] and not hib["bayes_risk/learned/risk_class"]
+
+
+def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
+    x1, labels, _, _ = _collinear(counts=(40, 30, 24), dim=3)
+    method = OptPrior(k_max=2, min_size=10, steps=20, risk_samples=20)
+    prior = method.fit_prior(x1, labels, 3, seed=0)
+    m = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, prior))
+    recorded = prior.info["geometry"]
+    assert m["geom_alignment"] == pytest.approx(recorded["optimised"]["alignment"])
+    assert m["geom_radial_std/prior_init"] == pytest.approx(recorded["init"]["radial_std"])
+    assert m["bayes_risk/learned/reduction"] == pytest.approx(prior.info["bayes_risk"]["learned"]["reduction"])
+    assert set(m) <= set(TransportGeometry.higher_is_better)
