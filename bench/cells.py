@@ -83,6 +83,8 @@ class BuiltCell:
 
 def load_plugins() -> None:
     """Import every advertised plugin so each gin configurable exists before parsing."""
+    import bench.features  # noqa: F401 -- registers the `features` gin configurable
+
     for reg in registry.REGISTRIES.values():
         reg.load_all()
 
@@ -165,7 +167,9 @@ def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
     sample = digest(train, bindings_text(include=["sample.", "targets."]))
     cell = digest(sample, bindings_text(), spec)
-    return cell, {"encode": encode, "prior": prior, "train": train, "sample": sample}
+    features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
+    return cell, {"encode": encode, "prior": prior, "train": train, "sample": sample,
+                  "features": features}
 
 
 def validate(request: RunRequest) -> list[BuiltCell]:

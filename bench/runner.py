@@ -7,6 +7,7 @@ missing. The record is written last.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -74,7 +75,9 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
                                  cell.stage_hashes["sample"] + "-init")
     with times.stage("evaluate"):
-        ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init)
+        ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init,
+                          latents=z, prior=prior, targets=plan,
+                          extractor=feature_extractor(cell, train_split, Path(results_dir)))
         metrics, higher = evaluate(cell, ctx)
     times["total"] = round(time.perf_counter() - t_start, 4)
     extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
@@ -90,6 +93,25 @@ def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
     if n is not None:
         return [int(n)] * cell.dataset.n_classes
     return test_split.counts(cell.dataset.n_classes).tolist()
+
+
+def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
+    """A zero-argument builder of the cell's domain feature extractor, run on first use only.
+
+    Evaluators that need no features never train or load it; the trained extractor is cached
+    once per (dataset configuration, feature configuration) under results/cache/features/.
+    """
+    @functools.cache
+    def build():
+        from bench.features import FeatureConfig, build_extractor
+
+        config, ds = FeatureConfig(), cell.dataset
+        key = cell.stage_hashes["features"]
+        folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{key}"
+        val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
+        return build_extractor(config, ds, train_split, val, folder, key, seed=0)
+
+    return build
 
 
 def write_skipped(folder: Path, skipped: list[dict]) -> None:

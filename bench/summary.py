@@ -50,8 +50,16 @@ def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def summary_table(records: list[dict], fmt: str = "github") -> str:
-    """The summary as text: one table per dataset, since datasets have different metrics."""
+def transposed(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Methods as columns and metrics as rows: readable when there are many metrics."""
+    return ["metric"] + [r[0] for r in rows], [[h] + [r[i] for r in rows] for i, h in enumerate(header) if i]
+
+
+def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 10) -> str:
+    """The summary as text: one table per dataset, since datasets have different metrics.
+
+    With more than `max_columns` metrics the table is transposed (one row per metric).
+    """
     if not records:
         return "(no finished cells)"
     by_dataset: dict[str, list[dict]] = {}
@@ -60,6 +68,8 @@ def summary_table(records: list[dict], fmt: str = "github") -> str:
     blocks = []
     for dataset, recs in by_dataset.items():
         header, rows = summary_rows(recs)
+        if len(header) > max_columns + 3:
+            header, rows = transposed(header, rows)
         table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
         blocks.append(f"### {dataset}\n\n{table}")
     return "\n\n".join(blocks)

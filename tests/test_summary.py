@@ -20,3 +20,16 @@ def test_seeds_are_averaged_and_datasets_get_their_own_table():
     table_a, table_b = text.split("### b")
     assert "swd/all ↓" in table_a and "acc" not in table_a
     assert "acc ↑" in table_b and "swd/all" not in table_b
+
+
+def test_many_metrics_are_transposed_to_one_row_per_metric():
+    from bench.summary import summary_table
+
+    recs = [{"method": m, "dataset": "d", "seed": s, "metrics": {f"m{i}": i + s for i in range(12)},
+             "higher_is_better": {"m1": True}, "train": {"seconds": 1.0}}
+            for m in ("fm", "optprior") for s in (0, 1)]
+    lines = summary_table(recs).splitlines()
+    assert lines[2].split("|")[1:4] == [" metric   ", " fm          ", " optprior    "]
+    row = next(ln for ln in lines if ln.startswith("| m1 ↑"))
+    assert "1.5 ± 0.71" in row  # mean and sample std over the two seeds (1 and 2)
+    assert summary_table(recs, max_columns=20).splitlines()[2].startswith("| method")
