@@ -24,12 +24,12 @@ import json
 import logging
 
 import numpy as np
-import torch
 from scipy.special import gammaln, lambertw, logsumexp
 
 from bench.evaluator import Evaluator
 from bench.evaluators.fid import equal_n_pairs, evaluated_classes, synthetic_sets
 from bench.evaluators.swd import INIT
+from bench.neighbours import nearest
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,8 @@ def irs_from_counts(k: int, n: int, N: int, alpha: float = 0.05) -> dict:
 
 def nearest_train_index(train: np.ndarray, queries: np.ndarray, batch_elems: int = 1 << 24) -> np.ndarray:
     """Index of the L2-nearest training row of every query (exact, float64, batched)."""
-    t = torch.as_tensor(np.asarray(train, dtype=np.float64))
-    q = torch.as_tensor(np.asarray(queries, dtype=np.float64))
-    batch = max(1, batch_elems // max(1, len(t)))
-    out = [torch.cdist(q[i : i + batch], t).argmin(dim=1) for i in range(0, len(q), batch)]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+    chunk = max(1, int(np.sqrt(batch_elems)))  # (chunk, chunk) distance blocks of batch_elems entries
+    return nearest(np.asarray(queries, dtype=np.float64), np.asarray(train, dtype=np.float64), chunk)[1]
 
 
 def image_retrieval_score(train_features: np.ndarray, query_features: np.ndarray,

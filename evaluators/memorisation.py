@@ -30,6 +30,7 @@ import torch
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.imagefiles import as_tensor
+from bench.neighbours import nearest
 from bench.registry import register_evaluator
 
 SPACES = ("features", "pixels")
@@ -39,18 +40,9 @@ _REFERENCE_CHUNK = 1024  # training rows compared at once (pixel rows are read l
 def nearest_distances(queries: torch.Tensor, reference, chunk: int = _REFERENCE_CHUNK) -> np.ndarray:
     """Exact L2 distance of each query row (n, D) to its nearest row of `reference` (m, ...).
 
-    `reference` may be a tensor, an array or a lazy image array; it is read `chunk` rows at a time
-    so a large training set never sits in memory whole; queries are compared `chunk` rows at a
-    time, in float64.
+    `reference` may be a tensor, an array or a lazy image array, read `chunk` rows at a time.
     """
-    q = torch.as_tensor(queries).reshape(len(queries), -1)
-    best = torch.full((len(q),), float("inf"), dtype=torch.float64)
-    for start in range(0, len(reference), chunk):
-        ref = torch.as_tensor(as_tensor(reference[start:start + chunk])).reshape(-1, q.shape[1]).double()
-        for rows in range(0, len(q), chunk):  # query chunks bound the (chunk, chunk) distance matrix
-            nearest = torch.cdist(q[rows:rows + chunk].double(), ref).min(dim=1).values
-            best[rows:rows + chunk] = torch.minimum(best[rows:rows + chunk], nearest)
-    return best.numpy()
+    return nearest(queries, reference, chunk)[0]
 
 
 def copy_statistics(d_syn: np.ndarray, y_syn: np.ndarray, d_test: np.ndarray, y_test: np.ndarray,
