@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
+from bench.checks import is_int
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 
@@ -157,7 +158,7 @@ class Protocol:
         """Self, or a one-line error naming the bad setting."""
         for name in ("batch_size", "max_epochs", "patience"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise BenchError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise BenchError(f"{owner}.lr must be > 0 and {owner}.weight_decay >= 0, "

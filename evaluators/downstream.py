@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.artifacts import write_json_atomic
+from bench.checks import is_int
 from bench.classifier import (
     Protocol, balanced_accuracy, build_classifier, concat_rows, default_device, fit, macro_f1, predict,
     selection_splits,
@@ -51,7 +52,7 @@ class Downstream(Evaluator):
     def __init__(self, arch: str = "small_cnn", n_seeds: int = 3, lr: float = 1e-3, batch_size: int = 64,
                  max_epochs: int = 15, patience: int = 4, weight_decay: float = 0.0,
                  class_balanced_sampling: bool = False):
-        if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+        if not is_int(n_seeds) or n_seeds < 1:
             raise BenchError(f"downstream.n_seeds must be an integer >= 1, got {n_seeds!r}")
         self.arch, self.n_seeds = arch, n_seeds
         self.protocol = Protocol(lr, batch_size, max_epochs, patience, weight_decay,
