@@ -13,7 +13,7 @@ import torch
 from bench.dataset import Dataset, Split
 
 log = logging.getLogger(__name__)
-FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init")
+FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init", "generative")
 
 
 @dataclass
@@ -23,13 +23,18 @@ class CellContext:
     `synthetic` holds the generated samples with their class labels (and, for subclass
     methods, the sampled subclass in `subclass`). `synthetic_init` holds samples drawn with
     the same noise from the untrained backbone, when the run asked for that reference.
+    `generative`, when the run asked for one (`generative.n_total`, bench.generative), is the
+    larger sample set that the generative metrics (FID, IRS) score instead of `synthetic`.
     `latents` are the training split's latents (row-aligned with `train`, memory-mapped) and
     `prior` the method's fitted prior (None for methods without one; optprior's holds the
     induced subclass of every training row in `prior.tensors["assignment"]` and its transport
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
     (bench.targets.ClassTarget per class). `features(name)` gives domain features from the
     cell's feature extractor (built on first use, cached per dataset on disk and per cell in
-    memory). Evaluators may write files (figures) into `out_dir`.
+    memory). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
+    values that tables and figures need beyond the flat metrics (per-seed scores, per-class
+    values, histograms) into `details[<evaluator name>]`: the runner stores them in the record,
+    so reports are built from records alone.
     """
 
     dataset: Dataset
@@ -39,10 +44,12 @@ class CellContext:
     out_dir: Path
     seed: int
     synthetic_init: Optional[Split] = None
+    generative: Optional[Split] = None
     latents: Optional[torch.Tensor] = None
     prior: Optional[object] = None
     targets: Optional[list] = None
     extractor: Optional[Callable[[], object]] = None  # returns a bench.features.FeatureExtractor
+    details: dict = field(default_factory=dict)
     _features: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -54,6 +61,11 @@ class CellContext:
     def augmented_classes(self) -> list[int]:
         """Classes the augmentation plan gives synthetic images (ULT / LT / MT), by index."""
         return [c for c, t in enumerate(self.targets or []) if t.synthetic > 0]
+
+    @property
+    def generative_set(self) -> str:
+        """The set generative metrics score: "generative" when the cell has one, else "synthetic"."""
+        return "generative" if self.generative is not None else "synthetic"
 
     def induced_subclasses(self) -> Optional[np.ndarray]:
         """The method's induced subclass of every training row, or None (logged) when it has none."""

@@ -40,12 +40,8 @@ def displacement_geometry(d: torch.Tensor, group: torch.Tensor, prototypes: torc
     """
     d, group = _check_inputs(d, group)
     n_groups = _n_groups(group, prototypes, parent)
-    rho = torch.cat([_rho(d[rows]) for rows in _row_chunks(d)])
+    rho, units = _rho_and_units(d, group, n_groups, prototypes)
     present = torch.bincount(group, minlength=n_groups) > 0
-    if prototypes is None:
-        units = _mean_directions(d, rho, group, n_groups)
-    else:
-        units = _unit(prototypes.reshape(len(prototypes), -1).to(torch.float64))
     own_cos, sibling_cos = _cosines(d, rho, group, units, _sibling_mask(parent, present, n_groups))
     out = {"alignment": float(own_cos.mean()), **_radial_spread(rho, group, n_groups),
            "path_length": float(rho.mean()), "n": len(rho)}
@@ -53,6 +49,26 @@ def displacement_geometry(d: torch.Tensor, group: torch.Tensor, prototypes: torc
     if has_sibling.any():
         out["angular_overlap"] = float(sibling_cos[has_sibling].mean())
     return out
+
+
+def per_sample_geometry(d: torch.Tensor, group: torch.Tensor,
+                        prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rho_i, <dhat_i, u_{g(i)}>) of every displacement, in float64: the values whose means are
+    `path_length` and `alignment` of displacement_geometry (same prototypes), for histograms."""
+    d, group = _check_inputs(d, group)
+    n_groups = _n_groups(group, prototypes, None)
+    rho, units = _rho_and_units(d, group, n_groups, prototypes)
+    no_siblings = _sibling_mask(None, torch.ones(n_groups, dtype=torch.bool, device=d.device), n_groups)
+    return rho, _cosines(d, rho, group, units, no_siblings)[0]
+
+
+def _rho_and_units(d: torch.Tensor, group: torch.Tensor, n_groups: int,
+                   prototypes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Path lengths of all rows and the unit prototype of every group (given or estimated)."""
+    rho = torch.cat([_rho(d[rows]) for rows in _row_chunks(d)])
+    if prototypes is None:
+        return rho, _mean_directions(d, rho, group, n_groups)
+    return rho, _unit(prototypes.reshape(len(prototypes), -1).to(torch.float64))
 
 
 def _check_inputs(d: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

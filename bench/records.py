@@ -88,6 +88,6 @@ def write_record(folder: Path, record: dict) -> Path:
 def read_record(folder: Path) -> Optional[dict]:
     """The cell's record, or None if it has none or it is unreadable."""
     try:
-        return json.loads((Path(folder) / RECORD).read_text())
+        return json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

@@ -13,10 +13,11 @@ import gin
 import numpy as np
 import torch
 
-from bench.checks import is_int
+from bench.checks import is_int, is_real
 from bench.errors import BenchError
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Trace = Callable[[torch.Tensor], None]  # receives every solver state x_t, t = 0 first, t = 1 last
 
 
 @gin.configurable("sample")
@@ -32,6 +33,22 @@ class SampleConfig:
     batch_size: int = 1024
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = plain conditional sampling
     init_reference: bool = True  # also sample the untrained backbone, as a reference
+    # store the whole ODE path of the first `keep_paths` samples of each class (for trajectory
+    # figures of low-dimensional data): every solver state from t = 0 to t = 1
+    keep_paths: int = 0
+
+    def __post_init__(self):
+        if not is_int(self.nfe) or self.nfe < 1:
+            raise BenchError(f"sample.nfe={self.nfe!r}: use an integer >= 1 (velocity evaluations per sample)")
+        if self.solver == "heun" and self.nfe % 2:
+            raise BenchError(f"sample.nfe={self.nfe}: the heun solver needs an even number of evaluations")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise BenchError(f"sample.batch_size={self.batch_size!r}: use an integer >= 1")
+        if not is_real(self.guidance_scale):
+            raise BenchError(f"sample.guidance_scale={self.guidance_scale!r}: use a finite number (1.0 = no guidance)")
+        if not is_int(self.keep_paths) or self.keep_paths < 0:
+            raise BenchError(f"sample.keep_paths={self.keep_paths!r}: use a non-negative integer (the number "
+                             "of samples per class whose ODE path is stored; 0 stores none)")
 
 
 class ConditionedVelocity:
@@ -49,26 +66,42 @@ class ConditionedVelocity:
         return v_null + self.guidance_scale * (v - v_null)
 
 
-def euler(velocity: Velocity, x0: torch.Tensor, nfe: int) -> torch.Tensor:
-    """Explicit Euler from t = 0 to t = 1 in `nfe` equal steps."""
+def euler(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] = None) -> torch.Tensor:
+    """Explicit Euler from t = 0 to t = 1 in `nfe` equal steps.
+
+    `trace`, if given, is called with every state: x0 first, then the state after each step.
+    """
     x, h = x0, 1.0 / nfe
+    _record(trace, x)
     for i in range(nfe):
         x = x + h * velocity(x, torch.tensor([i * h], device=x.device, dtype=x.dtype))
+        _record(trace, x)
     return x
 
 
-def heun(velocity: Velocity, x0: torch.Tensor, nfe: int) -> torch.Tensor:
-    """Heun's second-order method (trapezoidal predictor-corrector), 2 NFE per step."""
+def heun(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] = None) -> torch.Tensor:
+    """Heun's second-order method (trapezoidal predictor-corrector), 2 NFE per step.
+
+    `trace` as for `euler` (nfe / 2 + 1 states: the predictor states are not part of the path).
+    """
     if nfe % 2:
         raise BenchError(f"sample.nfe={nfe}: the heun solver needs an even number of evaluations")
     x, steps = x0, nfe // 2
     h = 1.0 / steps
+    _record(trace, x)
     for i in range(steps):
         t0 = torch.tensor([i * h], device=x.device, dtype=x.dtype)
         v0 = velocity(x, t0)
         v1 = velocity(x + h * v0, t0 + h)
         x = x + 0.5 * h * (v0 + v1)
+        _record(trace, x)
     return x
+
+
+def _record(trace: Optional[Trace], x: torch.Tensor) -> None:
+    """Hand one solver state to the trace callback, if any."""
+    if trace is not None:
+        trace(x)
 
 
 SOLVERS = {"euler": euler, "heun": heun}
@@ -116,10 +149,15 @@ def plan(n_per_class: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: int,
              cfg: SampleConfig, device="cpu") -> dict:
-    """Draw `n_per_class[c]` latents of each class c; returns {"z", "y", "subclass"?}."""
+    """Draw `n_per_class[c]` latents of each class c; returns {"z", "y", "subclass"?, "paths"?, "paths_y"?}.
+
+    With cfg.keep_paths > 0, `paths` (n, steps + 1, *latent_shape) holds the whole ODE path of the
+    first keep_paths samples of each class and `paths_y` their labels; tracing copies states only,
+    so `z` is the same with or without it.
+    """
     solver = get_solver(cfg.solver)
     labels, index = plan(n_per_class)
-    zs, subs = [], []
+    zs, subs, paths = [], [], []
     backbone.eval()
     method.to(device)
     for start in range(0, len(labels), cfg.batch_size):
@@ -128,10 +166,21 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
         cond = method.sampling_condition(y, u)
         x0 = method.sample_source(cond.to(device), eps.to(device))
         velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale)
-        zs.append(solver(velocity, x0, cfg.nfe).float().cpu())
+        keep, states = i < cfg.keep_paths, []
+        trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
+        zs.append(solver(velocity, x0, cfg.nfe, trace=trace).float().cpu())
+        if states:
+            paths.append(torch.stack(states, dim=1))
         if cond.subclass is not None:
             subs.append(cond.subclass.cpu())
     out = {"z": torch.cat(zs) if zs else torch.empty(0, *latent_shape), "y": labels}
     if subs:
         out["subclass"] = torch.cat(subs)
+    if paths:
+        out["paths"], out["paths_y"] = torch.cat(paths), labels[index < cfg.keep_paths]
     return out
+
+
+def _path_recorder(rows: torch.Tensor, states: list) -> Trace:
+    """A trace that appends the states of the selected `rows` (float32, on the CPU) to `states`."""
+    return lambda x: states.append(x[rows].float().cpu())

@@ -76,6 +76,7 @@ class Downstream(Evaluator):
         write_json_atomic(cell.out_dir / "downstream.json", {
             "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
             "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs})
+        cell.details["downstream"] = per_seed(runs)
         return summarise(runs)
 
     def _run(self, cell, x, y: torch.Tensor, val, seed: int) -> dict:
@@ -88,6 +89,20 @@ class Downstream(Evaluator):
         return {"seed": seed, "bacc": balanced_accuracy(truth, pred),
                 "macro_f1": macro_f1(truth, pred, n_classes),
                 "recall": [recall.get(c) for c in range(n_classes)], "history": history.to_dict()}
+
+
+def per_seed(runs: dict[str, list[dict]]) -> dict:
+    """What tables need beyond the means: every classifier seed's scores (paired by index between
+    the augmented and the no-augmentation runs) and the per-class recall averaged over seeds."""
+    def recall(name: str) -> list:
+        table = np.array([[np.nan if v is None else v for v in r["recall"]] for r in runs[name]], dtype=float)
+        return [None if np.isnan(col).all() else float(np.nanmean(col)) for col in table.T]
+
+    out = {"classifier_seeds": [r["seed"] for r in runs["aug"]]}
+    for name, suffix in (("aug", ""), ("no_aug", NO_AUG)):
+        out |= {f"{key}{suffix}": [float(r[key]) for r in runs[name]] for key in ("bacc", "macro_f1")}
+        out[f"recall{suffix}"] = recall(name)
+    return out
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict[str, float]:

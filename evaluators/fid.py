@@ -79,13 +79,20 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluated_classes(cell) -> list[int]:
-    """The augmented classes, or every class with synthetic samples when the cell has no plan."""
-    return cell.augmented_classes or sorted(int(c) for c in np.unique(cell.synthetic.y.numpy()))
+    """The augmented classes, or every class with scored samples when the cell has no plan."""
+    scored = cell.split(cell.generative_set).y.numpy()
+    return cell.augmented_classes or sorted(int(c) for c in np.unique(scored))
 
 
 def synthetic_sets(cell) -> list[tuple[str, str]]:
-    """(metric suffix, set name) of the trained model's samples and, if present, the untrained ones."""
-    return [("", "synthetic")] + ([(INIT, "synthetic_init")] if cell.synthetic_init is not None else [])
+    """(metric suffix, set name) of the trained model's samples and, if present, the untrained ones.
+
+    The trained model's samples are the cell's generative set when it has one (bench.generative:
+    the paper's 50,000 samples), else its synthetic set; `@init` is always the untrained
+    backbone's synthetic-size set.
+    """
+    init = [(INIT, "synthetic_init")] if cell.synthetic_init is not None else []
+    return [("", cell.generative_set)] + init
 
 
 def equal_n_pairs(fake: np.ndarray, fake_y: np.ndarray, real: np.ndarray, real_y: np.ndarray,
@@ -111,8 +118,10 @@ class FID(Evaluator):
     Metrics: `fid/tail` (mean over the augmented classes of the per-class FID), `fid/pooled`
     (FID of all augmented classes together, each at its equal n), `n/fid` (samples per side in
     the pooled comparison), and the same with suffix `@init` for the untrained model's samples
-    when the cell has them. `reference` picks the real set: "test" (held out, default) or
-    "train". Per-class values and their n go to `<out_dir>/fid.json`.
+    when the cell has them. The synthetic side is the cell's generative set when it has one
+    (`generative.n_total`), else its synthetic set. `reference` picks the real set: "test"
+    (held out, default) or "train" (the paper's). Per-class values and their n go to
+    `<out_dir>/fid.json`.
     """
 
     applies_to = ("image",)
@@ -127,7 +136,7 @@ class FID(Evaluator):
         """FID metrics for the trained (and, if present, untrained) model's samples."""
         classes = evaluated_classes(cell)
         real, real_y = cell.features(self.reference), cell.split(self.reference).y.numpy()
-        metrics, details = {}, {"reference": self.reference, "classes": {}}
+        metrics, details = {}, {"reference": self.reference, "set": cell.generative_set, "classes": {}}
         for suffix, name in synthetic_sets(cell):
             pairs = equal_n_pairs(cell.features(name), cell.split(name).y.numpy(), real, real_y,
                                   classes, cell.seed, min_n=2)

@@ -31,6 +31,11 @@ A prior that recorded a Bayes-risk estimate (`prior.info["bayes_risk"]`, per sou
 reduction (higher is better: how much subclass conditioning lowers the risk, Eq. 2) and their
 standard errors `<key>_se` (lower is better). Everything, with the recorded dicts, goes to
 out_dir/geometry.json.
+
+For figures, `cell.details["geometry"]["histograms"]` holds, per computed source ("method" for the
+method's own source, "gauss" for N(0, I)), fixed-bin histograms over all (subsampled) rows of the
+path length rho = ||x1 - x0|| (`bins` bins from 0 to the largest rho of either source: shared
+edges) and of the alignment <dhat, u_group> (`bins` bins on [-1, 1]), as counts and bin edges.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
+import numpy as np
 import torch
 
+from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.geometry import displacement_geometry
+from bench.geometry import displacement_geometry, per_sample_geometry
 from bench.longtail import tail_classes
 from bench.registry import register_evaluator
 
@@ -54,6 +61,7 @@ GAUSS = "_gauss"
 TAIL = "/tail"
 RISK_KEYS = ("risk_class", "risk_subclass", "reduction")
 RISK_SOURCES = ("standard", "learned")
+HISTOGRAM_KEYS = {"": "method", GAUSS: "gauss"}  # metric suffix of a source -> its key in the details
 
 
 def _stat_direction(stat: str) -> bool:
@@ -76,29 +84,61 @@ def _names() -> dict[str, bool]:
 
 @dataclass
 class Source:
-    """The source a coupling draws x0 from: N(mean[label], sigma^2 I) (mean None = 0)."""
+    """The source a coupling draws x0 from: N(mean[g], diag(sigma[g])^2) for group g (mean None = 0).
+
+    Groups are classes, unless `groups` gives each training row its group (optprior's subclass
+    g = c * K + k); `prototypes` (G, D) are then the unit directions alignment is measured against.
+    """
 
     name: str
-    mean: Optional[torch.Tensor] = None  # (C, D) class centres
-    sigma: float = 1.0
+    mean: Optional[torch.Tensor] = None  # (G, D) group centres
+    sigma: Union[float, torch.Tensor] = 1.0  # a scalar or (G, D) per-group scales
+    groups: Optional[torch.Tensor] = None  # (N,) group of every training row; None: its class
+    prototypes: Optional[torch.Tensor] = None
 
-    def draw(self, labels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x0 for rows of class `labels` from standard normal `eps` (n, D)."""
-        x0 = self.sigma * eps
-        return x0 if self.mean is None else x0 + self.mean.reshape(len(self.mean), -1).to(eps)[labels]
+    def group_of(self, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Group of the training rows `rows` whose classes are `labels`."""
+        return labels if self.groups is None else self.groups[rows]
+
+    def draw(self, group: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x0 for rows of `group` from standard normal `eps` (n, D)."""
+        sigma = self.sigma if not torch.is_tensor(self.sigma) else self.sigma.reshape(len(self.sigma), -1).to(eps)[group]
+        x0 = sigma * eps
+        return x0 if self.mean is None else x0 + self.mean.reshape(len(self.mean), -1).to(eps)[group]
 
 
 STANDARD = Source("standard")
 
 
-def coupling_geometry(latents: torch.Tensor, labels: torch.Tensor, source: Source, seed: int) -> dict:
-    """displacement_geometry of d = x1 - x0 grouped by class, x0 drawn from `source` (seeded).
+def coupling_displacements(latents: torch.Tensor, group: torch.Tensor, source: Source, seed: int) -> torch.Tensor:
+    """d = x1 - x0 (n, D), x0 drawn from `source` with a generator seeded by `seed`.
 
-    float32 here (latents can have 16k dimensions); displacement_geometry reduces in float64.
+    float32 here (latents can have 16k dimensions); bench.geometry reduces in float64.
     """
     x1 = latents.reshape(len(latents), -1).float()
     eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
-    return displacement_geometry(x1 - source.draw(labels, eps), labels)
+    return x1 - source.draw(group, eps)
+
+
+def coupling_geometry(latents: torch.Tensor, labels: torch.Tensor, source: Source, seed: int) -> dict:
+    """displacement_geometry of the coupling's displacements grouped by class."""
+    return displacement_geometry(coupling_displacements(latents, labels, source, seed), labels)
+
+
+def histogram(values: torch.Tensor, lo: float, hi: float, bins: int) -> dict:
+    """{"counts", "edges"} of `bins` equal bins on [lo, hi] (the last bin closed), as JSON lists."""
+    counts, edges = np.histogram(values.cpu().numpy(), bins=bins, range=(lo, hi))
+    return {"counts": counts.tolist(), "edges": edges.tolist()}
+
+
+def geometry_histograms(samples: dict[str, tuple], bins: int) -> dict:
+    """Per source key, from its (source name, rho, alignment): histograms of rho (edges shared by
+    all sources, from 0 to the largest rho) and of the alignment (on [-1, 1])."""
+    top = max(float(rho.max()) for _, rho, _ in samples.values())
+    top = top if top > 0 else 1.0
+    return {key: {"source": name, "n": len(rho), "path_length": histogram(rho, 0.0, top, bins),
+                  "alignment": histogram(cos.clamp(-1.0, 1.0), -1.0, 1.0, bins)}
+            for key, (name, rho, cos) in samples.items()}
 
 
 def method_source(prior) -> Optional[Source]:
@@ -109,6 +149,18 @@ def method_source(prior) -> Optional[Source]:
     if "class_mean" in tensors and isinstance(info.get("sigma"), (int, float)):
         return Source("class_mean", tensors["class_mean"], float(info["sigma"]))
     return None  # a prior whose source this evaluator cannot reconstruct: gauss reference only
+
+
+def subclass_source(prior, labels: torch.Tensor, n_classes: int) -> Optional[Source]:
+    """optprior's own coupling, grouped by subclass g = c * K + k with its prototypes: its learned
+    subclass sources, or N(0, I) when sources are not learned. None without induced subclasses."""
+    tensors, info = getattr(prior, "tensors", {}) or {}, getattr(prior, "info", {}) or {}
+    if not {"mu", "log_sigma", "assignment", "prototype"} <= set(tensors) or len(tensors["mu"]) % n_classes:
+        return None
+    groups = labels * (len(tensors["mu"]) // n_classes) + torch.as_tensor(tensors["assignment"]).long()
+    if not info.get("learned_source", True):
+        return Source("standard (subclasses)", groups=groups, prototypes=tensors["prototype"])
+    return Source("subclass", tensors["mu"], tensors["log_sigma"].exp(), groups, tensors["prototype"])
 
 
 def recorded_metrics(info: dict) -> dict[str, float]:
@@ -131,8 +183,10 @@ class TransportGeometry(Evaluator):
 
     higher_is_better = _names()
 
-    def __init__(self, max_rows: int = 4096, seed: int = 0):
-        self.max_rows, self.seed = max_rows, seed
+    def __init__(self, max_rows: int = 4096, seed: int = 0, bins: int = 40):
+        if not is_int(bins) or bins < 1:
+            raise BenchError(f"geometry.bins={bins!r}: use an integer >= 1 (bins of the figures' histograms)")
+        self.max_rows, self.seed, self.bins = max_rows, seed, bins
 
     def evaluate(self, cell) -> dict[str, float]:
         """Recorded prior numbers, the method's coupling when computable, and the N(0, I) reference."""
@@ -142,7 +196,10 @@ class TransportGeometry(Evaluator):
         source = None if "geometry" in info else method_source(cell.prior)
         if source is not None:
             sources[""] = source
-        computed = self._computed(cell, tail, sources) if cell.latents is not None else {}
+        computed, samples = self._computed(cell, tail, sources) if cell.latents is not None else ({}, {})
+        own = subclass_source(cell.prior, cell.train.y, cell.dataset.n_classes) if source is None else None
+        if own is not None and cell.latents is not None:  # metrics recorded by the prior: histogram only
+            samples[HISTOGRAM_KEYS[""]] = self._per_sample(cell, own)
         metrics = recorded_metrics(info)
         for name, geo in computed.items():  # name = geom<suffix><part>
             suffix = name[len("geom"):]
@@ -152,26 +209,41 @@ class TransportGeometry(Evaluator):
         out_dir = Path(cell.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "geometry.json").write_text(json.dumps(details, indent=2, default=str))
+        if samples:
+            cell.details["geometry"] = {"bins": self.bins, "max_rows": self.max_rows,
+                                        "histograms": geometry_histograms(samples, self.bins)}
         return metrics
 
-    def _computed(self, cell, tail: list[int], sources: dict) -> dict[str, dict]:
-        """displacement_geometry per source (by metric suffix) over all rows and the tail rows."""
+    def _computed(self, cell, tail: list[int], sources: dict) -> tuple[dict[str, dict], dict[str, tuple]]:
+        """displacement_geometry per source (by metric suffix) over all rows and the tail rows, and
+        (source name, per-sample rho, per-sample alignment) of the all-rows part by histogram key."""
         labels = cell.train.y
         if len(cell.latents) != len(labels):
             raise BenchError(f"geometry: the cell has {len(cell.latents)} latents for {len(labels)} training "
                              "rows; delete the latent cache so it is rebuilt for this training split")
         masks = {"": torch.ones(len(labels), dtype=torch.bool), TAIL: torch.isin(labels, torch.tensor(tail))}
-        out = {}
+        out, samples = {}, {}
         for suffix, src in sources.items():
             for part, mask in masks.items():
                 if mask.any():
-                    out[f"geom{suffix}{part}"] = {"source": src.name, **self._geometry(cell.latents, labels, mask, src)}
-        return out
+                    rows = self._rows(mask)
+                    d = coupling_displacements(cell.latents[rows], labels[rows], src, self.seed)
+                    out[f"geom{suffix}{part}"] = {"source": src.name, **displacement_geometry(d, labels[rows])}
+                    if part == "":
+                        samples[HISTOGRAM_KEYS[suffix]] = (src.name, *per_sample_geometry(d, labels[rows]))
+        return out, samples
 
-    def _geometry(self, latents, labels, mask: torch.Tensor, source: Source) -> dict:
-        """coupling_geometry on at most max_rows rows of `mask`, picked uniformly with the seed."""
+    def _per_sample(self, cell, src: Source) -> tuple:
+        """(source name, rho, alignment) per sample of a subclass-grouped source, over all rows."""
+        rows = self._rows(torch.ones(len(cell.train.y), dtype=torch.bool))
+        group = src.group_of(rows, cell.train.y[rows])
+        d = coupling_displacements(cell.latents[rows], group, src, self.seed)
+        return (src.name, *per_sample_geometry(d, group, src.prototypes))
+
+    def _rows(self, mask: torch.Tensor) -> torch.Tensor:
+        """At most max_rows rows of `mask`, picked uniformly with the seed (all of them if fewer)."""
         rows = mask.nonzero().squeeze(1)
         if len(rows) > self.max_rows:
             pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.seed))
             rows = rows[pick[: self.max_rows].sort().values]
-        return coupling_geometry(latents[rows], labels[rows], source, self.seed)
+        return rows

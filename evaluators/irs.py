@@ -118,8 +118,10 @@ class IRS(Evaluator):
     `irs_alpha/pooled` (all augmented classes' queries against all their training images),
     `irs_adjusted/tail` and `irs_adjusted/pooled` (s_hat of synthetic over s_hat of real test
     queries; per class both query sets are subsampled to the smaller, seeded, as in the
-    reference), and the same with suffix `@init` for the untrained model's samples when the
-    cell has them. A class without training, synthetic or test samples is skipped (logged).
+    reference), `n/irs` (synthetic queries in the pooled score, equal to its real test queries),
+    and the same with suffix `@init` for the untrained model's samples when the cell has them.
+    The queries are the cell's generative set when it has one (`generative.n_total`), else its
+    synthetic set. A class without training, synthetic or test samples is skipped (logged).
     `alpha` is the significance level of each one-sided bound on IRS_inf. Per-class details
     go to `<out_dir>/irs.json`.
     """
@@ -137,7 +139,7 @@ class IRS(Evaluator):
         classes = evaluated_classes(cell)
         train, train_y = cell.features("train"), cell.train.y.numpy()
         test, test_y = cell.features("test"), cell.test.y.numpy()
-        metrics, details = {}, {"classes": {}}
+        metrics, details = {}, {"set": cell.generative_set, "classes": {}}
         for suffix, name in synthetic_sets(cell):
             pairs = equal_n_pairs(cell.features(name), cell.split(name).y.numpy(), test, test_y,
                                   [c for c in classes if np.any(train_y == c)], cell.seed)
@@ -147,7 +149,8 @@ class IRS(Evaluator):
             if not per_class:
                 continue
             pooled_train = train[np.isin(train_y, list(pairs))]
-            pooled = self._score(pooled_train, *(np.concatenate(side) for side in zip(*pairs.values())))
+            queries, real = (np.concatenate(side) for side in zip(*pairs.values()))
+            pooled = self._score(pooled_train, queries, real)
             details[f"pooled{suffix}"] = pooled
             results = per_class.values()
             metrics |= {
@@ -156,6 +159,7 @@ class IRS(Evaluator):
                 f"irs_inf/pooled{suffix}": pooled["synthetic"]["irs_inf"],
                 f"irs_alpha/pooled{suffix}": pooled["synthetic"]["irs_alpha"],
                 f"irs_adjusted/pooled{suffix}": pooled["irs_adjusted"],
+                f"n/irs{suffix}": float(len(queries)),
             }
         cell.out_dir.mkdir(parents=True, exist_ok=True)
         (cell.out_dir / "irs.json").write_text(json.dumps(details | {"metrics": metrics}, indent=1))

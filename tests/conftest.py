@@ -11,6 +11,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# Shared test helpers (e.g. records_fixture.py) live beside the tests; with --import-mode=importlib
+# the tests folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run_bench(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):

@@ -10,6 +10,7 @@ from scipy import integrate, special, stats
 
 from bench.cell import CellContext
 from bench.dataset import Split
+from bench.errors import BenchError
 from bench.evaluators.geometry import STANDARD, Source, TransportGeometry, coupling_geometry
 from bench.methods.optprior import OptPrior
 from bench.prior import Prior
@@ -139,3 +140,70 @@ def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
     assert m["geom_radial_std/prior_init"] == pytest.approx(recorded["init"]["radial_std"])
     assert m["bayes_risk/learned/reduction"] == pytest.approx(prior.info["bayes_risk"]["learned"]["reduction"])
     assert set(m) <= set(TransportGeometry.higher_is_better)
+
+
+def _hand_displacements(x1, labels, means, sigma, seed=0):
+    """rho and <dhat, u_class> (u_class: normalised mean dhat of the class) in numpy float64."""
+    eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))
+    x0 = sigma * eps if means is None else means[labels] + sigma * eps
+    d = (x1 - x0).numpy().astype(np.float64)
+    rho = np.linalg.norm(d, axis=1)
+    dhat, y = d / rho[:, None], labels.numpy()
+    units = np.stack([dhat[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    return rho, np.einsum("ij,ij->i", dhat, units[y])
+
+
+def test_histograms_of_path_length_and_alignment_match_numpy_on_the_same_rows(tmp_path):
+    x1, labels, means, _ = _collinear(counts=(60, 30, 10))
+    cell = _cell(tmp_path, x1, labels, Prior(tensors={"class_mean": means}, info={"sigma": 0.5}))
+    m = TransportGeometry(bins=20).evaluate(cell)
+    details = cell.details["geometry"]
+    hists = details["histograms"]
+    assert details["bins"] == 20 and set(hists) == {"method", "gauss"}
+    assert hists["method"]["source"] == "class_mean" and hists["gauss"]["source"] == "standard"
+    values = {"method": _hand_displacements(x1, labels, means, 0.5),
+              "gauss": _hand_displacements(x1, labels, None, 1.0)}
+    top = max(rho.max() for rho, _ in values.values())
+    for key, (rho, cos) in values.items():
+        h = hists[key]
+        assert h["n"] == len(labels) and h["path_length"]["edges"] == pytest.approx(np.linspace(0, top, 21))
+        assert h["path_length"]["counts"] == np.histogram(rho, bins=20, range=(0, top))[0].tolist()
+        assert h["alignment"]["edges"] == pytest.approx(np.linspace(-1, 1, 21))
+        assert h["alignment"]["counts"] == np.histogram(cos, bins=20, range=(-1, 1))[0].tolist()
+    assert np.mean(values["method"][0]) == pytest.approx(m["geom_path_length"], rel=1e-6)  # same rows as metrics
+    assert np.mean(values["gauss"][1]) == pytest.approx(m["geom_alignment_gauss"], rel=1e-6)
+    json.dumps(details)  # stored in the record as is
+
+
+def test_histograms_cover_the_subsampled_rows_and_only_the_gauss_reference_for_a_recorded_prior(tmp_path):
+    x1, labels, means, _ = _collinear(counts=(300, 200, 100))
+    cell = _cell(tmp_path, x1, labels, Prior(tensors={"class_mean": means}, info=RECORDED))
+    TransportGeometry(max_rows=250).evaluate(cell)
+    hists = cell.details["geometry"]["histograms"]
+    assert set(hists) == {"gauss"}  # the prior records its own geometry: its source is not rebuilt here
+    assert hists["gauss"]["n"] == 250 and sum(hists["gauss"]["path_length"]["counts"]) == 250
+    assert sum(hists["gauss"]["alignment"]["counts"]) == 250
+    with pytest.raises(BenchError, match="geometry.bins"):
+        TransportGeometry(bins=0)
+
+
+def test_a_subclass_prior_gets_its_own_histogram_from_its_learned_sources(tmp_path):
+    """optprior's coupling x0 = mu_g + sigma_g * eps with g = c * K + k, alignment against its prototypes."""
+    x1, labels, means, _ = _collinear(counts=(40, 30, 24), dim=3)
+    method = OptPrior(k_max=2, min_size=10, steps=20, risk_samples=20)
+    prior = method.fit_prior(x1, labels, 3, seed=0)
+    cell = _cell(tmp_path, x1, labels, prior)
+    TransportGeometry(bins=10).evaluate(cell)
+    hist = cell.details["geometry"]["histograms"]["method"]
+    t = prior.tensors
+    g = (labels * 2 + t["assignment"]).numpy()
+    eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
+    d = x1.numpy() - (t["mu"].numpy()[g] + np.exp(t["log_sigma"].numpy())[g] * eps)
+    rho = np.linalg.norm(d, axis=1)
+    proto = t["prototype"].numpy() / np.linalg.norm(t["prototype"].numpy(), axis=1, keepdims=True)
+    cos = np.einsum("ij,ij->i", d / rho[:, None], proto[g])
+    edges = np.array(hist["path_length"]["edges"])
+    assert hist["source"] == "subclass" and hist["n"] == len(labels)
+    assert hist["path_length"]["counts"] == np.histogram(rho, bins=edges)[0].tolist()
+    assert hist["alignment"]["counts"] == np.histogram(np.clip(cos, -1, 1), bins=10, range=(-1, 1))[0].tolist()

@@ -154,8 +154,9 @@ def test_evaluator_uses_equal_n_queries_per_augmented_class_and_records_them(tmp
     assert m["irs_adjusted/pooled"] < 1
     assert m["irs_alpha/pooled"] == details["pooled"]["synthetic"]["irs_alpha"]
     assert set(m) == {"irs_inf/tail", "irs_inf/pooled", "irs_alpha/pooled", "irs_adjusted/tail",
-                      "irs_adjusted/pooled"}
-    assert all(IRS.higher_is_better[k] for k in m)
+                      "irs_adjusted/pooled", "n/irs"}
+    assert m["n/irs"] == 60 + 150 == details["pooled"]["synthetic"]["n"]  # pooled queries at equal n
+    assert all(IRS.higher_is_better[k] for k in m if not k.startswith("n/"))
 
 
 def test_init_metrics_appear_only_with_an_untrained_reference(tmp_path):

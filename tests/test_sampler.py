@@ -61,3 +61,39 @@ def test_generated_set_does_not_depend_on_batch_size():
         assert torch.equal(out["y"], outs[0]["y"])
         assert torch.allclose(out["z"], outs[0]["z"], atol=1e-6)
     assert outs[0]["y"].tolist() == [0] * 4 + [1] * 2 + [2] * 3
+
+
+@pytest.mark.parametrize("solver,steps,growth", [
+    (euler, 8, lambda ah: 1 + ah),  # one Euler step multiplies x by (1 + a h)
+    (heun, 4, lambda ah: 1 + ah + ah ** 2 / 2),  # one Heun step by (1 + a h + (a h)^2 / 2)
+])
+def test_trace_sees_every_state_from_source_to_result(solver, steps, growth):
+    x0, a = torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.7
+    states = []
+    x1 = solver(linear_field(a), x0, 8, trace=states.append)
+    assert len(states) == steps + 1 and torch.equal(states[0], x0) and torch.equal(states[-1], x1)
+    for k, state in enumerate(states):
+        assert torch.allclose(state, x0 * growth(a / steps) ** k)
+    assert torch.equal(solver(linear_field(a), x0, 8), x1)  # tracing changes nothing
+
+
+@pytest.mark.parametrize("solver,steps", [("euler", 8), ("heun", 4)])
+def test_keep_paths_stores_the_first_paths_of_each_class_and_leaves_z_unchanged(solver, steps):
+    method = Method()
+    method.setup(n_classes=3)
+    run = lambda keep, batch: generate(method, ScaledIdentity(), [4, 1, 3], (2,), seed=5,  # noqa: E731
+                                       cfg=SampleConfig(solver=solver, nfe=8, batch_size=batch, keep_paths=keep))
+    plain, kept = run(0, 3), run(2, 3)
+    assert set(plain) == {"z", "y"} and set(kept) == {"z", "y", "paths", "paths_y"}
+    assert torch.equal(plain["z"], kept["z"]) and torch.equal(plain["y"], kept["y"])
+    assert kept["paths"].shape == (5, steps + 1, 2) and kept["paths_y"].tolist() == [0, 0, 1, 2, 2]
+    rows = [0, 1, 4, 5, 6]  # the first two of class 0 (rows 0-3), the only one of class 1, two of class 2
+    assert torch.equal(kept["paths"][:, -1], kept["z"][rows])
+    eps, _ = sample_noise(5, [0, 0, 1, 2, 2], [0, 1, 0, 0, 1], (2,))
+    assert torch.equal(kept["paths"][:, 0], eps)  # fm's source is the noise itself
+    assert torch.allclose(run(2, 100)["paths"], kept["paths"], atol=1e-6)  # whatever the batch size
+
+
+def test_keep_paths_must_be_a_non_negative_integer():
+    with pytest.raises(BenchError, match="sample.keep_paths"):
+        SampleConfig(keep_paths=-1)

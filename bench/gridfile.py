@@ -1,0 +1,104 @@
+"""`grid.json`: the experiment's declared grid, so reports know what should exist.
+
+`bench run` writes it into `<results_dir>/<experiment>/` after validating the grid and before any
+cell runs. Reports read it for the order of rows and columns (the order of the experiment config)
+and for the config hash each cell must have: a cell without a record is reported missing, and a
+record written under another configuration is refused rather than mixed into the tables.
+
+Runs that add cells to an experiment (`bench run methods=[cbfm]` after `methods=[fm]`) extend
+the file: axes keep their first-seen order and each cell keeps the hash of its latest run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from bench.artifacts import write_json_atomic
+from bench.errors import BenchError
+
+GRID = "grid.json"
+
+
+@dataclass
+class GridFile:
+    """Axes in config order and the expected config hash of every cell (label -> hash)."""
+
+    experiment: str
+    methods: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
+    cells: dict = field(default_factory=dict)
+    # dataset -> {metric: higher_is_better} its evaluators can return, so reports keep a column
+    # (with dashes and a note) even when no record of the dataset survives
+    metrics: dict = field(default_factory=dict)
+
+    def add(self, dataset: str, method: str, seed: int, config_hash: str, metrics: Optional[dict] = None) -> None:
+        """Declare one cell (appending new axis values at the end) and its evaluators' metrics."""
+        for axis, value in ((self.datasets, dataset), (self.methods, method), (self.seeds, seed)):
+            if value not in axis:
+                axis.append(value)
+        self.cells[cell_label(dataset, method, seed)] = config_hash
+        self.metrics.setdefault(dataset, {}).update(metrics or {})
+
+    def expected(self, dataset: str, method: str, seed: int) -> Optional[str]:
+        """The config hash the cell was last run with, or None if the grid never had it."""
+        return self.cells.get(cell_label(dataset, method, seed))
+
+    def to_json(self) -> dict:
+        return {"experiment": self.experiment, "methods": self.methods, "datasets": self.datasets,
+                "seeds": self.seeds, "cells": self.cells, "metrics": self.metrics, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def cell_label(dataset: str, method: str, seed: int) -> str:
+    """`dataset/method/seed<k>`, the label used in messages and in grid.json."""
+    return f"{dataset}/{method}/seed{seed}"
+
+
+def read_grid(experiment_dir: Path) -> Optional[GridFile]:
+    """The grid of an experiment folder, None when it has no grid.json; a corrupt file is an error."""
+    path = Path(experiment_dir) / GRID
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        grid = GridFile(data["experiment"], list(data["methods"]), list(data["datasets"]),
+                        [int(s) for s in data["seeds"]], dict(data["cells"]), dict(data.get("metrics", {})))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it and rerun "
+                         "`bench run` for this experiment to rewrite it") from None
+    outside = [n for n in grid.datasets + grid.methods if not _is_folder_name(n)]
+    if outside:  # the names become folders: `../x` would read records outside the experiment
+        raise BenchError(f"{path} names {outside[0]!r}, which is not a folder name; delete it and rerun "
+                         "`bench run` for this experiment to rewrite it")
+    return grid
+
+
+def _is_folder_name(name) -> bool:
+    """A single path component: a string without separators that is not '.' or '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\")
+
+
+def evaluator_metrics(cell) -> dict:
+    """{metric: higher_is_better} of the cell's evaluators that apply to its dataset's kind."""
+    kind = getattr(getattr(cell, "dataset", None), "kind", None)
+    return {name: bool(higher) for ev in getattr(cell, "evaluators", []) if kind in ev.applies_to
+            for name, higher in ev.higher_is_better.items()}
+
+
+def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
+    """Merge the validated cells (bench.cells.BuiltCell) into the experiment's grid.json."""
+    folder = Path(results_dir) / experiment
+    grid = read_grid(folder) or GridFile(experiment)
+    for cell in cells:
+        spec = cell.spec
+        grid.add(spec.dataset, spec.method, spec.seed, cell.config_hash, evaluator_metrics(cell))
+    try:  # the run's first write: an unusable results_dir fails here, before any cell
+        write_json_atomic(folder / GRID, grid.to_json())
+    except OSError as exc:
+        raise BenchError(f"cannot write {folder / GRID} ({exc.strerror or type(exc).__name__}); "
+                         "set results_dir=DIR to a writable folder") from None
+    return folder / GRID
