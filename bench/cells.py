@@ -28,6 +28,7 @@ from bench.config import (
 )
 from bench.checks import is_int
 from bench.errors import BenchError
+from bench.generative import GenerativeSet
 from bench.sampler import SampleConfig, check_n_per_class, get_solver
 from bench.targets import AugmentationTargets
 from bench.trainer import TrainConfig
@@ -61,6 +62,8 @@ class RunRequest:
     gin_files: list = field(default_factory=list)
     bindings: list = field(default_factory=list)
     axes: dict = field(default_factory=dict)
+    executor: str = "inline"  # where the cells run: inline, local or slurm (bench.executors)
+    executor_bindings: list = field(default_factory=list)  # `executor.*` gin bindings
 
 
 @dataclass
@@ -77,12 +80,14 @@ class BuiltCell:
     train_cfg: TrainConfig
     sample_cfg: SampleConfig
     targets: AugmentationTargets
+    generative: GenerativeSet
     config_hash: str
     stage_hashes: dict
 
 
 def load_plugins() -> None:
     """Import every advertised plugin so each gin configurable exists before parsing."""
+    import bench.executors  # noqa: F401 -- registers `executor` (gin locks its registry after a parse)
     import bench.features  # noqa: F401 -- registers the `features` gin configurable
 
     for reg in registry.REGISTRIES.values():
@@ -147,29 +152,39 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     encoder = registry.encoders.get(pipe.encoder)()
     backbone_cls = registry.backbones.get(pipe.backbone)
     evaluators = [registry.evaluators.get(name)() for name in pipe.evaluators]
-    train_cfg, sample_cfg = TrainConfig(), SampleConfig()
+    train_cfg, sample_cfg, generative = TrainConfig(), SampleConfig(), GenerativeSet()
     get_solver(sample_cfg.solver)
     check_n_per_class(sample_cfg.n_per_class)
     return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, pipe, train_cfg,
-                     sample_cfg, AugmentationTargets(),
-                     *_hashes(spec, dataset, method, encoder, evaluators))
+                     sample_cfg, AugmentationTargets(), generative,
+                     *_hashes(spec, dataset, method, encoder, evaluators, generative))
 
 
-def _hashes(spec, dataset, method, encoder, evaluators) -> tuple[str, dict]:
-    """Config hash of the cell and of each stage (a stage depends only on what feeds it)."""
+def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSet) -> tuple[str, dict]:
+    """Config hash of the cell and of each stage (a stage depends only on what feeds it).
+
+    Only a cell with a generative set (`generative.n_total`) has the stage `generative`; the
+    `generative.` bindings feed no other stage, so adding the set reuses the trained backbone
+    and the synthetic set, and cells without it keep the hashes they had before the set existed.
+    """
     scopes = lambda *objs: [f"{o.name}." for o in objs]  # noqa: E731
     encode = digest(bindings_text(include=scopes(dataset, encoder) + ["pipeline.encoder"]),
                     dataset.describe(), encoder.cache_key())
     # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
     lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
     prior = digest(encode, bindings_text(include=lineage), spec.seed)
-    no_eval = ["grid.", "pipeline.evaluators"] + scopes(*evaluators)
+    no_eval = ["grid.", "pipeline.evaluators", "generative.", "features."] + scopes(*evaluators)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
     sample = digest(train, bindings_text(include=["sample.", "targets."]))
     cell = digest(sample, bindings_text(), spec)
     features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
-    return cell, {"encode": encode, "prior": prior, "train": train, "sample": sample,
-                  "features": features}
+    stages = {"encode": encode, "prior": prior, "train": train, "sample": sample, "features": features}
+    if generative.enabled:
+        # the sampler settings and the plan, not the synthetic set's size (sample.n_per_class)
+        feeds = bindings_text(include=["sample.", "targets.", "generative."],
+                              exclude=["grid.", "sample.n_per_class", "sample.init_reference"])
+        stages["generative"] = digest(train, feeds)
+    return cell, stages
 
 
 def validate(request: RunRequest) -> list[BuiltCell]:
@@ -181,9 +196,13 @@ def validate(request: RunRequest) -> list[BuiltCell]:
     import torch
 
     built = []
+    evals_checked = set()
     for spec in expand_grid(request):
         cell = build_cell(spec, request)
         train = cell.dataset.load(cell.dataset.train_split)
+        if cell.stage_hashes["encode"] not in evals_checked:  # a missing eval split fails here, not mid-grid
+            cell.dataset.load(cell.dataset.eval_split)
+            evals_checked.add(cell.stage_hashes["encode"])
         cell.method.check_data(train.counts(cell.dataset.n_classes).tolist())
         cell.method.setup(cell.dataset.n_classes)
         shape = tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:])))

@@ -1,4 +1,4 @@
-"""The `bench` command: run, validate and ls.
+"""The `bench` command: run, validate, ls, data stats, prepare, tables and report.
 
 `bench ls` imports nothing heavy (no torch): plugin names come from package metadata. Errors in
 the user's input print one line and exit 2; failed cells exit 1 after the others finished.
@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.usage = f"bench {name} [key=value ...] [--gin_file F ...] [--gin_param B ...]"
         s.epilog = ("key=value: grid axes (methods=[fm,cbfm] datasets=[..] seeds=[0,1]), "
-                    "experiment=NAME, results_dir=DIR, or gin bindings scope.param=value")
+                    "experiment=NAME, results_dir=DIR, executor=inline|local|slurm (settings: "
+                    "executor.param=value), or gin bindings scope.param=value")
         s.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
         s.add_argument("--gin_param", action="append", default=[], metavar="B",
                        help="extra gin binding, verbatim gin syntax")
@@ -50,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--size", type=int, default=256, help="slice size in pixels (default 256)")
     prep.add_argument("--slices-per-volume", type=int, default=3, help="axial slices per volume")
     prep.add_argument("--workers", type=int, default=1, help="volumes converted in parallel")
+    for name, help_ in (("tables", "write the paper's tables from an experiment's stored records"),
+                        ("report", "tables in every format, figures and an index page for an experiment")):
+        rep = sub.add_parser(name, help=help_)
+        rep.add_argument("results", metavar="RESULTS_DIR", help="an experiment folder, e.g. results/quick")
+        if name == "tables":
+            rep.add_argument("--format", choices=["latex", "md", "csv"], default="md",
+                             help="output format (default md)")
+            rep.add_argument("--out", help="write <table>.<ext> files and tables.<ext> here (default: print)")
+        else:
+            rep.add_argument("--out", help="output folder (default RESULTS_DIR/report)")
+        rep.add_argument("--test", choices=["wilcoxon", "bootstrap"], default="wilcoxon",
+                         help="paired significance test for the marks (default wilcoxon)")
+        rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+        rep.add_argument("--baseline", default="fm", help="method marked against with † (default fm)")
     ls = sub.add_parser("ls", help="list plugins and where each comes from")
     ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
     return p
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
-    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare")]
+    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare", "tables", "report")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = extras
@@ -71,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data_stats(args)
         if args.command == "prepare":
             return cmd_prepare(args)
+        if args.command == "tables":
+            return cmd_tables(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_run(args, dry=args.command == "validate")
     except BenchError as exc:
         # gin appends "In call to configurable ..." lines to errors raised inside constructors
@@ -101,15 +120,18 @@ def cmd_ls(kind: str | None) -> int:
 
 def _request(args):
     from bench.cells import RunRequest
-    from bench.overrides import parse_overrides
+    from bench.overrides import parse_overrides, split_executor_bindings
 
     ov = parse_overrides(args.overrides)
+    bindings, executor_bindings = split_executor_bindings(ov.bindings + list(args.gin_param))
     return RunRequest(
         experiment=ov.options.get("experiment", "quick"),
         results_dir=Path(ov.options.get("results_dir", "results")),
         gin_files=list(args.gin_file),
-        bindings=ov.bindings + list(args.gin_param),
+        bindings=bindings,
         axes=ov.axes,
+        executor=ov.options.get("executor", "inline"),
+        executor_bindings=executor_bindings,
     )
 
 
@@ -140,6 +162,53 @@ def cmd_prepare(args) -> int:
         print(f"{summary['failed']} volume(s) failed (see {summary['failed_csv']}); "
               "fix them and rerun: finished volumes are skipped", file=sys.stderr)
         return 1
+    return 0
+
+
+def _tables(args):
+    """The experiment and its tables, from stored records only."""
+    from bench.collect import load_experiment
+    from bench.tables import TableOptions, build_tables
+
+    if not 0.0 < args.alpha < 1.0:
+        raise BenchError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    exp = load_experiment(Path(args.results))
+    tables = build_tables(exp, TableOptions(args.test, args.alpha, args.baseline))
+    if not tables:
+        raise BenchError(f"{args.results}: the records support no table (no finished cell with metrics)")
+    return exp, tables
+
+
+def cmd_tables(args) -> int:
+    """`bench tables RESULTS_DIR`: print the tables, or write them as files with --out."""
+    from bench.render import combined, write_tables
+
+    exp, tables = _tables(args)
+    title = f"bench experiment {exp.name}"
+    if args.out is None:
+        print(combined(tables, args.format, title))
+        return 0
+    paths = write_tables(tables, args.format, Path(args.out), title)
+    print(f"{len(tables)} table(s) written to {args.out}: {', '.join(p.name for p in paths.values())}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """`bench report RESULTS_DIR`: tables (every format), figures and index.html / index.md."""
+    from bench.figures import all_figures
+    from bench.render import FORMATS, render, write_tables
+    from bench.report import TableEntry, write_index
+
+    exp, tables = _tables(args)
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    files = {fmt: write_tables(tables, fmt, out / "tables", f"bench experiment {exp.name}")
+             for fmt in FORMATS if fmt != "html"}
+    entries = [TableEntry(t.title, render(t, "html"),
+                          {fmt: str(files[fmt][t.name].relative_to(out)) for fmt in files},
+                          markdown=render(t, "md").split("\n", 2)[2]) for t in tables]  # without its "### title"
+    figures = all_figures(exp, out / "figures")
+    index = write_index(exp, out, entries, figures)
+    print(f"report of {exp.name}: {len(tables)} table(s), {len(figures)} figure(s); open {index}")
     return 0
 
 

@@ -9,8 +9,13 @@ override, and two cells of one grid can use different backbones.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
+import inspect
 import logging
+import re
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,6 +23,10 @@ from typing import Optional, Sequence
 import gin
 
 from bench.errors import BenchError
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
+_UNKNOWN_CONFIGURABLE = re.compile(r"^No configurable matching '([^']+)'")
+_UNKNOWN_PARAMETER = re.compile(r"^Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
 
 
 @gin.configurable("pipeline")
@@ -28,6 +37,18 @@ class PipelineConfig:
     backbone: str = "mlp"
     encoder: str = "pixel"
     evaluators: Sequence[str] = ("swd",)
+
+    def __post_init__(self):
+        # a bare string would be iterated letter by letter ("unknown evaluator 's'")
+        for key in ("backbone", "encoder"):
+            value = getattr(self, key)
+            if not isinstance(value, str):
+                raise BenchError(f"pipeline.{key} takes one name, got {value!r}; "
+                                 f"e.g. pipeline.{key}={getattr(type(self), key)}")
+        names = isinstance(self.evaluators, (list, tuple)) and all(isinstance(e, str) for e in self.evaluators)
+        if not names:
+            raise BenchError(f"pipeline.evaluators takes a list of names, got {self.evaluators!r}; "
+                             "e.g. pipeline.evaluators=[swd] (`bench ls evaluators` lists them)")
 
 
 @gin.configurable("grid")
@@ -52,10 +73,17 @@ def gin_dir() -> Path:
 
 
 def experiment_file(name: str) -> Path:
-    """Path of experiments/<name>.gin, or a clear error listing the known experiments."""
+    """Path of experiments/<name>.gin, or a clear error listing the known experiments.
+
+    The name is also a folder under results_dir, so it must be a plain name: `../base` would
+    pick another gin file and write the experiment outside results_dir.
+    """
+    known = sorted(p.stem for p in (gin_dir() / "experiments").glob("*.gin"))
+    if not _PLAIN_NAME.match(str(name)):
+        raise BenchError(f"experiment {name!r} must be a name, not a path (known: {', '.join(known)}); "
+                         "add your own as an --gin_file")
     path = gin_dir() / "experiments" / f"{name}.gin"
     if not path.is_file():
-        known = sorted(p.stem for p in (gin_dir() / "experiments").glob("*.gin"))
         raise BenchError(f"unknown experiment {name!r} (known: {', '.join(known)})")
     return path
 
@@ -70,12 +98,17 @@ def plugin_file(kind: str, name: str, plugin_cls=None) -> Optional[Path]:
 
 
 def check_user_files(files: Sequence[str]) -> list[Path]:
-    """Resolve --gin_file arguments, failing early on a missing file."""
+    """Resolve --gin_file arguments, failing early on a missing or non-text file (gin would not say which)."""
     paths = []
     for f in files:
         p = Path(f)
         if not p.is_file():
             raise BenchError(f"--gin_file {f}: no such file")
+        try:
+            p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BenchError(f"--gin_file {f}: not a readable UTF-8 text file ({type(exc).__name__}); "
+                             "pass a .gin file") from None
         paths.append(p)
     return paths
 
@@ -83,31 +116,100 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
 def parse(files: Sequence[Path], bindings: Sequence[str]) -> None:
     """Replace the global gin config with `files` + `bindings`; gin errors become BenchError."""
     gin.clear_config()
-    gin.add_config_file_search_path(str(gin_dir()))
+    _add_search_path()
     # gin first tries an `include` path as given and logs a spurious root-logger ERROR before it
     # finds the file on the search path; real failures still raise below.
     logging.disable(logging.ERROR)
     try:
         gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
     except Exception as exc:  # gin raises ValueError, KeyError, tokenize/Syntax errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchError(f"bad gin configuration: {first}") from None
+        raise BenchError(gin_error_message(exc)) from None
     finally:
         logging.disable(logging.NOTSET)
 
 
+@functools.cache
+def _add_search_path() -> None:
+    """bench's gin folder on gin's `include` search path, once (gin keeps the list across clears)."""
+    gin.add_config_file_search_path(str(gin_dir()))
+
+
+def gin_error_message(exc: Exception) -> str:
+    """One line for a gin parse error: gin's first line plus, for a misspelt name, the closest one."""
+    if isinstance(exc, tokenize.TokenError) and len(exc.args) == 2:  # (message, (line, column))
+        first = f"{exc.args[0]} (line {exc.args[1][0]}); check the brackets and quotes"
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if ". Searched config paths" in first:  # an `include` that is not there
+        first = (first.split(". Searched config paths")[0] + "; an include is read from the current folder "
+                 f"or from {gin_dir()}")
+    hint = _suggestion(first)
+    return f"bad gin configuration: {first.rstrip('.') if hint else first}{hint}"
+
+
+def _suggestion(message: str) -> str:
+    """'; did you mean ...?' for an unknown configurable or parameter, else ''."""
+    param = _UNKNOWN_PARAMETER.search(message)
+    if param:
+        return _did_you_mean(param[2], _parameters(param[1]))
+    scope = _UNKNOWN_CONFIGURABLE.search(message)
+    if scope:
+        return _did_you_mean(scope[1], _configurables()) or "; `bench ls` lists the plugin names"
+    return ""
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# gin's registry is private: a gin release that changes it loses the suggestion, nothing else
+def _configurables() -> list[str]:
+    try:
+        return sorted({c.name for _, c in gin.config._REGISTRY.items()})
+    except AttributeError:
+        return []
+
+
+def _parameters(scope: str) -> list[str]:
+    try:
+        return list(inspect.signature(gin.config._REGISTRY.get_match(scope).wrapped).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return []
+
+
+# Settings that say where and how often work is done, never what it computes: they feed no hash,
+# so moving a grid to Slurm or checkpointing more often reuses every finished stage.
+NEVER_HASHED = ("executor.", "train.checkpoint_every")
+
+
 def bindings_text(exclude: Sequence[str] = ("grid.",), include: Optional[Sequence[str]] = None) -> str:
-    """Canonical text of the parsed bindings, optionally filtered by selector prefix."""
-    lines = []
-    for line in gin.config_str().splitlines():
+    """Canonical text of the parsed bindings, optionally filtered by selector prefix.
+
+    gin prints a long value over several lines (`key = \\` then indented lines): a binding is
+    filtered as a whole, continuation lines included.
+    """
+    kept = []
+    for binding in _bindings(gin.config_str()):
+        if binding.startswith(tuple(exclude) + NEVER_HASHED):
+            continue
+        if include is not None and not binding.startswith(tuple(include)):
+            continue
+        kept.append(binding)
+    return "\n".join(kept)
+
+
+def _bindings(config: str) -> list[str]:
+    """The bindings of a gin config text, each with its continuation lines, comments dropped."""
+    out: list[str] = []
+    for line in config.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        if line.startswith(tuple(exclude)):
-            continue
-        if include is not None and not line.startswith(tuple(include)):
-            continue
-        lines.append(line)
-    return "\n".join(lines)
+        if line[0].isspace() and out:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
 
 
 def digest(*parts: object) -> str:

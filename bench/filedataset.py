@@ -27,7 +27,7 @@ from bench.imagefiles import ImageFiles, Preprocess, unreadable
 from bench.labels import check_policy, check_unique, one_hot_labels, read_csv
 from bench.rootpath import require_root, under_root
 
-IMAGE_CHECKS = ("header", "exists")
+IMAGE_CHECKS = ("header", "exists", "decode")
 # Settings every file-backed dataset takes (`<name>.size=128`, ...), with their defaults.
 COMMON_OPTIONS = {
     "size": 64, "grayscale": True, "normalise": "unit", "crop": "center",

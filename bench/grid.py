@@ -1,16 +1,16 @@
-"""Run a whole grid: validate every cell first, then run them, isolating failures."""
+"""Run a whole grid: validate every cell first, then run them on an executor, isolating failures."""
 
 from __future__ import annotations
 
 import logging
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.artifacts import write_json_atomic, write_text_atomic
-from bench.cells import RunRequest, build_cell, validate
-from bench.errors import BenchError
-from bench.runner import run_cell
+from bench.artifacts import write_text_atomic
+from bench.cells import RunRequest, validate
+from bench.collect import load_experiment
+from bench.executors import get_executor
+from bench.gridfile import declare_cells
 from bench.summary import summary_table
 
 log = logging.getLogger(__name__)
@@ -26,24 +26,30 @@ class GridResult:
 
 
 def run_grid(request: RunRequest) -> GridResult:
-    """Validate the whole grid (nothing is written on bad input), then run cell by cell."""
-    specs = [cell.spec for cell in validate(request)]
+    """Validate the whole grid and the executor, then run the cells on it (bench.executors).
+
+    Nothing is written or submitted on bad input; every executor gives the same GridResult.
+    """
+    executor = get_executor(request)
+    cells = validate(request)
+    declare_cells(request.results_dir, request.experiment, cells)
+    specs = [cell.spec for cell in cells]
     result = GridResult()
-    for i, spec in enumerate(specs, 1):
-        log.info("[%d/%d] %s", i, len(specs), spec.label)
-        try:
-            result.records.append(run_cell(build_cell(spec, request), request.results_dir))
-            (spec.folder(request.results_dir) / "failure.json").unlink(missing_ok=True)
-        except BenchError:
-            raise
-        except Exception as exc:  # one failing cell must not stop the others
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            result.failures[spec.label] = reason
-            log.error("%s failed: %s", spec.label, reason)
-            write_json_atomic(spec.folder(request.results_dir) / "failure.json",
-                              {"status": "failed", "reason": reason,
-                               "traceback": traceback.format_exc()})
-    if result.records:
-        result.summary_path = Path(request.results_dir) / request.experiment / "summary.md"
-        write_text_atomic(result.summary_path, summary_table(result.records) + "\n")
+    for spec, outcome in zip(specs, executor.run(specs)):
+        if outcome.status == "ok":
+            result.records.append(outcome.record)
+        elif outcome.status == "failed":
+            result.failures[spec.label] = outcome.reason
+        else:  # e.g. "locked": another bench process is running this cell
+            log.warning("%s not run here (%s): %s", spec.label, outcome.status, outcome.reason)
+    write_summary(result, Path(request.results_dir) / request.experiment)
     return result
+
+
+def write_summary(result: GridResult, experiment_dir: Path) -> None:
+    """summary.md of every usable record of the experiment on disk, not only this run's: several
+    processes may share a grid (each skips the cells another one holds)."""
+    records = load_experiment(experiment_dir, warn=False).records() if result.records else []
+    if records:
+        result.summary_path = experiment_dir / "summary.md"
+        write_text_atomic(result.summary_path, summary_table(records) + "\n")

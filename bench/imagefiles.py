@@ -130,8 +130,9 @@ class ImageFiles:
                 return self.preprocess(image)
         except (OSError, ValueError, SyntaxError) as exc:
             raise BenchError(f"{self.owner}: cannot read image {self.ids[i]} ({self.paths[i]}): "
-                             f"{exc}; replace or remove the file, or set {self.owner}.on_bad_image="
-                             "'skip' to leave out images that fail the load-time check") from None
+                             f"{exc}; replace or remove the file, or set {self.owner}.check_images='decode' "
+                             f"and {self.owner}.on_bad_image='skip' to leave out every image that does not "
+                             "decode") from None
 
 
 def _rows(index, n: int) -> list[int]:
@@ -147,19 +148,23 @@ def _rows(index, n: int) -> list[int]:
 
 
 def unreadable(paths: list[Path], check: str) -> list[tuple[int, str]]:
-    """(row, reason) of files that are missing or, with check='header', not a decodable image.
+    """(row, reason) of files that are missing or, with check='header' / 'decode', not an image.
 
     'header' opens each file far enough to parse its header (cheap: no pixel data is decoded),
-    which catches empty, truncated-at-start and non-image files before anything is written.
+    which catches empty, truncated-at-start and non-image files before anything is written;
+    'decode' decodes every pixel, which also catches a file truncated after its header.
     """
     def probe(i: int) -> tuple[int, str] | None:
         p = paths[i]
         if not p.is_file():
             return (i, "missing")
-        if check == "header":
+        if check in ("header", "decode"):
             try:
                 with Image.open(p) as image:
-                    image.size  # noqa: B018 -- parsing the header is the check
+                    if check == "decode":
+                        image.load()
+                    else:
+                        image.size  # noqa: B018 -- parsing the header is the check
             except (OSError, ValueError, SyntaxError) as exc:
                 return (i, f"unreadable ({type(exc).__name__})")
         return None

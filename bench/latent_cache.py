@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.artifacts import is_complete, stage_dir
+from bench.artifacts import discard, is_complete, stage_dir
 from bench.prior import require_finite
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,32 @@ def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None
 
     `info` goes into the cache's manifest (which dataset and encoder made it).
     """
-    if not is_complete(folder, key):
-        with stage_dir(folder, key, n=len(y), **(info or {})) as tmp:
-            _encode_into(tmp / LATENTS, encoder, x, ids, batch_size)
-            np.save(tmp / LABELS, y.numpy())
+    if is_complete(folder, key):
+        cached = _readable(folder, len(y))
+        if cached is not None:
+            return cached
+        discard(folder)  # stage_dir keeps a folder that is complete for the key: drop it first
+    with stage_dir(folder, key, n=len(y), **(info or {})) as tmp:
+        _encode_into(tmp / LATENTS, encoder, x, ids, batch_size)
+        np.save(tmp / LABELS, y.numpy())
     return load_latents(folder)
+
+
+def _readable(folder: Path, n: int) -> torch.Tensor | None:
+    """The cached latents, or None (with a warning) if the file is damaged or of another length.
+
+    A cache can always be rebuilt, so a truncated or overwritten file is encoded again rather
+    than failing every run that reads it.
+    """
+    try:
+        z = load_latents(folder)
+    except (OSError, ValueError) as exc:
+        log.warning("latent cache %s is unreadable (%s); encoding again", folder, exc)
+        return None
+    if len(z) != n:
+        log.warning("latent cache %s holds %d latents for %d samples; encoding again", folder, len(z), n)
+        return None
+    return z
 
 
 def _encode_into(path: Path, encoder, x, ids, batch_size: int) -> None:

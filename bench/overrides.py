@@ -1,7 +1,8 @@
 """Hydra-style command-line overrides (`key=value`, `key=[a,b]`) translated to gin bindings.
 
 gin needs Python literals (strings quoted); researchers type `nih_lt.root=/data/nih` and
-`methods=[fm,cbfm]`. Grid axes and run options are separated from gin bindings here.
+`methods=[fm,cbfm]`. Grid axes and run options are separated from gin bindings here, and the
+executor's settings (`executor.partition=gpu`) from the cells' bindings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from bench.errors import BenchError
 
 GRID_AXES = ("methods", "datasets", "seeds")
-RUN_OPTIONS = ("experiment", "results_dir")
+RUN_OPTIONS = ("experiment", "results_dir", "executor")
+EXECUTOR_SCOPE = "executor."
 _KEY = re.compile(r"^[A-Za-z_][\w.]*(/[A-Za-z_][\w.]*)?$")
 _WORDS = {"true": True, "false": False, "null": None, "none": None}
 
@@ -36,7 +38,11 @@ def parse_overrides(args: list[str]) -> Overrides:
             items = to_python(value)
             out.axes[key] = list(items) if isinstance(items, (list, tuple)) else [items]
         elif key in RUN_OPTIONS:
-            out.options[key] = str(to_python(value))
+            option = to_python(value)
+            if isinstance(option, (list, tuple, dict)) or option is None:
+                raise BenchError(f"override {arg!r}: {key} takes a single value, not a list (one folder or name, "
+                                 f"e.g. {key}=NAME)")
+            out.options[key] = str(option)
         elif "." in key:
             out.bindings.append(f"{key} = {to_gin_literal(value)}")
         else:
@@ -47,14 +53,25 @@ def parse_overrides(args: list[str]) -> Overrides:
     return out
 
 
+def split_executor_bindings(bindings: list[str]) -> tuple[list[str], list[str]]:
+    """Split gin bindings into the cells' and the executor's (`executor.*`, bench.executors).
+
+    Where a cell runs must not change what it computes, so the executor's settings never enter
+    a cell's gin configuration (nor its config hash).
+    """
+    cells = [b for b in bindings if not b.lstrip().startswith(EXECUTOR_SCOPE)]
+    return cells, [b for b in bindings if b.lstrip().startswith(EXECUTOR_SCOPE)]
+
+
 def _split(arg: str) -> tuple[str, str]:
     if "=" not in arg:
         raise BenchError(f"malformed override {arg!r}: expected key=value, e.g. methods=[fm,cbfm]")
     key, value = (s.strip() for s in arg.split("=", 1))
     if not _KEY.match(key):
-        raise BenchError(f"malformed override {arg!r}: {key!r} is not a valid key")
+        raise BenchError(f"malformed override {arg!r}: {key!r} is not a valid key; keys are grid axes, run "
+                         "options or scope.param, e.g. train.steps=100")
     if value == "":
-        raise BenchError(f"malformed override {arg!r}: empty value")
+        raise BenchError(f"malformed override {arg!r}: empty value; give one, e.g. methods=[fm] or {key}=null")
     return key, value
 
 

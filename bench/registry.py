@@ -82,6 +82,9 @@ class Registry:
     # -- lookup -------------------------------------------------------------------------
     def get(self, name: str) -> type:
         """The class registered as `name`; imports its entry point on first use."""
+        if not isinstance(name, str):  # e.g. a gin list where one name belongs
+            raise BenchError(f"a {self.kind} is named by one string, got {name!r} "
+                             f"(known: {', '.join(self.names())}; see `bench ls`)")
         if name in self._classes:
             return self._classes[name]
         eps = self._entry_points()

@@ -1,8 +1,10 @@
 """Run cells through the five stages: encode, fit_prior, train, sample, evaluate.
 
-Each stage writes an artifact folder atomically with a manifest naming its config hash; a
-stage whose artifact is complete for the same hash is skipped, so a rerun only does what is
-missing. The record is written last.
+The sample stage draws the synthetic set, optionally the untrained backbone's reference
+(`samples_init/`) and, when `generative.n_total` is set, the generative-metrics set
+(`samples_generative/`, bench.generative). Each stage writes an artifact folder atomically with
+a manifest naming its config hash; a stage whose artifact is complete for the same hash is
+skipped, so a rerun only does what is missing. The record is written last.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.artifacts import is_complete, read_manifest, stage_dir, write_text_atomic
+from bench.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
@@ -68,6 +70,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     with times.stage("sample"):
         synth = samples_stage(cell, folder / "samples", lambda: backbone, shape, n_per_class,
                               cell.stage_hashes["sample"])
+    generative = generative_stage(cell, folder, lambda: backbone, shape, plan, times)
     init = None
     if cell.sample_cfg.init_reference:
         untrained = lambda: make_backbone(cell, shape, seed=cell.spec.seed).to(device())  # noqa: E731
@@ -76,12 +79,14 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
                                  cell.stage_hashes["sample"] + "-init")
     with times.stage("evaluate"):
         ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init,
-                          latents=z, prior=prior, targets=plan,
+                          generative=generative, latents=z, prior=prior, targets=plan,
                           extractor=feature_extractor(cell, train_split, Path(results_dir)))
-        metrics, higher = evaluate(cell, ctx)
+        metrics, higher = evaluate(cell, ctx, times)
     times["total"] = round(time.perf_counter() - t_start, 4)
     extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
              "skipped": len(getattr(ds, "skipped", []))}
+    if generative is not None:
+        extra["generative_per_class"] = generative.counts(ds.n_classes).tolist()
     return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
 
 
@@ -93,6 +98,21 @@ def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
     if n is not None:
         return [int(n)] * cell.dataset.n_classes
     return test_split.counts(cell.dataset.n_classes).tolist()
+
+
+def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
+                     times: Timings):
+    """The generative-metrics set (`<cell>/samples_generative/`), or None when the cell has none.
+
+    Its size per class comes from `generative.n_total` and `generative.allocation` over the
+    augmentation plan; it has its own stage hash, so it is sampled once and reused.
+    """
+    n_per_class = cell.generative.n_per_class(plan)
+    if n_per_class is None:
+        return None
+    with times.stage("sample_generative"):
+        return samples_stage(cell, folder / "samples_generative", get_backbone, shape, n_per_class,
+                             cell.stage_hashes["generative"])
 
 
 def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
@@ -146,8 +166,9 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     """The trained backbone (loaded if this config already trained it) and its training info."""
     key, target = cell.stage_hashes["train"], folder / "backbone"
     if is_complete(target, key):
-        manifest = read_manifest(target)
-        return cell.backbone_cls.from_pretrained(target).to(device()), manifest["train"]
+        loaded = _load_or_discard(target, lambda: cell.backbone_cls.from_pretrained(target))
+        if loaded is not None:
+            return loaded.to(device()), read_manifest(target)["train"]
     backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
     with times.stage("train"):
         result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
@@ -157,6 +178,7 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
             "n_parameters": sum(p.numel() for p in backbone.parameters())}
     with stage_dir(target, key, train=info) as tmp:
         backbone.save_pretrained(tmp)
+    discard(folder / "checkpoints")  # the trained backbone is complete: resumable state is no longer needed
     return backbone.to(device()), info
 
 
@@ -166,9 +188,9 @@ def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_p
 
     `get_backbone` is called only when the samples must be generated.
     """
-    if is_complete(target, key):
-        out = load_file(target / "samples.safetensors")
-    else:
+    out = _load_or_discard(target, lambda: load_file(target / "samples.safetensors")) \
+        if is_complete(target, key) else None
+    if out is None:
         out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
                        cell.sample_cfg, device=device())
         with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
@@ -178,15 +200,32 @@ def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_p
     return Split(x=x, y=out["y"], subclass=out.get("subclass"))
 
 
-def evaluate(cell: BuiltCell, ctx: CellContext) -> tuple[dict, dict]:
-    """Run every evaluator that applies to the dataset's kind; merge their metrics."""
-    metrics, higher = {}, {}
+def _load_or_discard(target: Path, load):
+    """A complete stage's content, or None (the folder discarded, so the stage is redone) when a
+    file in it cannot be read: a damaged artifact must not fail every rerun."""
+    try:
+        return load()
+    except Exception as exc:  # safetensors, JSON and diffusers raise various types on damaged files
+        log.warning("%s is damaged (%s: %s); redoing this stage", target, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        discard(target)
+        return None
+
+
+def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) -> tuple[dict, dict]:
+    """Run every evaluator that applies to the dataset's kind; merge their metrics.
+
+    Each evaluator's seconds go to `times` as `evaluate/<name>` (the first to use the feature
+    extractor also pays for building it).
+    """
+    metrics, higher, times = {}, {}, Timings() if times is None else times
     for ev in cell.evaluators:
         if cell.dataset.kind not in ev.applies_to:
             log.info("%s: evaluator %s does not apply to %s data, skipped",
                      cell.spec.label, ev.name, cell.dataset.kind)
             continue
-        out = ev.evaluate(ctx)
+        with times.stage(f"evaluate/{ev.name}"):
+            out = ev.evaluate(ctx)
         metrics.update({k: float(v) for k, v in out.items()})
         higher.update({k: ev.higher_is_better[k] for k in out if k in ev.higher_is_better})
     return metrics, higher
@@ -199,6 +238,8 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
                       f"# bench cell {cell.spec.label}, git {git_hash()}\n"
                       f"# config_hash {cell.config_hash}\n{operative}")
     n = {"train": len(ctx.train), "test": len(ctx.test), "synthetic": len(ctx.synthetic)}
+    if ctx.generative is not None:
+        n["generative"] = len(ctx.generative)
     extra = {
         "class_names": ctx.class_names,
         "train_counts": ctx.train.counts(cell.dataset.n_classes).tolist(),
@@ -210,6 +251,7 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
         "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
         "train": train_info,
         "stage_hashes": cell.stage_hashes,
+        "details": ctx.details,
         "config": full_config(),
     }
     record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)

@@ -2,14 +2,14 @@
 
 Every method trains with the same optimiser, schedule and batches; only `method.loss` (and the
 source and conditions it uses) differs. All random draws come from one CPU generator seeded by
-the cell seed, so a run is reproducible on any device.
+the cell seed, so a run is reproducible on any device. A checkpoint (every `train.checkpoint_every`
+steps) holds the whole TrainState, so a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +21,15 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from bench.artifacts import is_complete, read_manifest, stage_dir
-from bench.errors import CellFailed
+from bench.artifacts import discard, is_complete, load_state, save_state, stage_dir
+from bench.checks import is_int, is_real
+from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
 
 log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("no", "fp16", "bf16")
 
 
 @gin.configurable("train")
@@ -44,6 +48,22 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
     log_every: int = 100  # steps per entry of the recorded loss trace
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self):
+        """One-line errors at `bench validate` time, before anything trains."""
+        ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1, "threads": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if not is_int(value) or value < low:
+                raise BenchError(f"train.{name}={value!r}: use an integer >= {low}")
+        for name, low in (("lr", 0.0), ("weight_decay", 0.0), ("grad_clip", 0.0), ("ema_decay", 0.0)):
+            value = getattr(self, name)
+            if not is_real(value) or value < low or (name == "lr" and value == 0):
+                raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
+        if self.ema_decay >= 1:
+            raise BenchError(f"train.ema_decay={self.ema_decay!r}: use a decay in [0, 1) (0 disables EMA)")
+        if self.mixed_precision not in PRECISIONS:
+            raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -80,63 +100,132 @@ class EpochSampler:
         self._perm, self._pos = state["perm"], int(state["pos"][0])
 
 
+@dataclass
+class TrainState:
+    """Everything later steps or the record depend on, so a checkpoint restores a run exactly.
+
+    The weights are the model's; the rest (optimizer and schedule, EMA, mixed-precision scaler,
+    RNGs, the epoch sampler's position, the loss trace with its unfinished log window and the
+    seconds spent) goes through `state_dict`, stored without pickle (bench.artifacts.save_state).
+    """
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: object
+    generator: torch.Generator
+    batches: EpochSampler
+    step: int = 0
+    loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
+    window: list = field(default_factory=list)  # losses since the last trace entry
+    seconds: float = 0.0
+
+    @property
+    def weights(self) -> dict:
+        """The model's state dict (unwrapped from accelerate)."""
+        return self.accelerator.unwrap_model(self.model).state_dict()
+
+    def state_dict(self) -> dict:
+        """The non-weight state, as nested dicts of tensors and JSON values."""
+        scaler = self.accelerator.scaler
+        out = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+               "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
+               "torch_rng": torch.get_rng_state(), "sampler": self.batches.state_dict(),
+               "loss_trace": self.loss_trace, "window": self.window, "seconds": self.seconds}
+        if self.ema is not None:
+            out["ema"] = self.ema.state_dict()
+        if scaler is not None and scaler.is_enabled():
+            out["scaler"] = scaler.state_dict()
+        if torch.cuda.is_available():
+            out["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return out
+
+    def load_state_dict(self, state: dict, weights: dict) -> None:
+        """Continue exactly where `state_dict` (and the weights) were taken."""
+        self.accelerator.unwrap_model(self.model).load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.batches.load_state_dict(state["sampler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+            self.ema.to(self.accelerator.device)
+        if "scaler" in state and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.loss_trace = [tuple(entry) for entry in state["loss_trace"]]
+        self.window = list(state["window"])
+
+
 def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
           checkpoint_dir: Optional[Path] = None, config_hash: str = "") -> TrainResult:
-    """Train `backbone` in place with `method`'s loss on (latents, labels)."""
+    """Train `backbone` in place with `method`'s loss on (latents, labels).
+
+    With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and a
+    rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
+    never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
+    the last good checkpoint.
+    """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    state = _setup(backbone, cfg, seed, len(labels))
+    method.to(state.accelerator.device)
+    resumed_from = _resume(checkpoint_dir, config_hash, state)
+    t0, seconds_before = time.perf_counter(), state.seconds
+    for step in tqdm(range(state.step, cfg.steps), desc="train", initial=state.step,
+                     total=cfg.steps, disable=None, leave=False):
+        state.window.append(_step(method, state, latents, labels, cfg))
+        state.step = step + 1
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            state.loss_trace.append((state.step, sum(state.window) / len(state.window)))
+            state.window = []
+        if checkpoint_dir and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            state.seconds = seconds_before + time.perf_counter() - t0
+            _save_checkpoint(checkpoint_dir, config_hash, state)
+    if state.ema is not None:
+        state.ema.copy_to(backbone.parameters())
+    seconds = seconds_before + time.perf_counter() - t0
+    return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from)
+
+
+def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
+    """The optimiser, warm-up schedule, EMA, seeded generator and sampler of a fresh run."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(cfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     model, optimizer = accelerator.prepare(backbone, optimizer)
-    method.to(accelerator.device)
-    ema = _make_ema(backbone, cfg.ema_decay)
     generator = torch.Generator().manual_seed(seed)
-    batches = EpochSampler(len(labels), cfg.batch_size, generator)
-    start = _resume(checkpoint_dir, config_hash, accelerator.unwrap_model(model), optimizer,
-                    scheduler, generator, batches)
-    result = TrainResult(steps=cfg.steps, seconds=0.0, resumed_from=start or None)
-    window: list[float] = []
-    t0 = time.perf_counter()
-    for step in tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
-                     disable=None, leave=False):
-        loss = _step(method, model, accelerator, optimizer, scheduler, ema, batches, generator,
-                     latents, labels, cfg)
-        window.append(loss)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            result.loss_trace.append((step + 1, sum(window) / len(window)))
-            window = []
-        if checkpoint_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            _save_checkpoint(checkpoint_dir, config_hash, step + 1, accelerator.unwrap_model(model),
-                             optimizer, scheduler, generator, batches)
-    if ema is not None:
-        ema.copy_to(backbone.parameters())
-    result.seconds = time.perf_counter() - t0
-    return result
+    return TrainState(accelerator, model, optimizer, scheduler, _make_ema(backbone, cfg.ema_decay),
+                      generator, EpochSampler(n, cfg.batch_size, generator))
 
 
-def _step(method, model, accelerator, optimizer, scheduler, ema, batches, generator,
-          latents, labels, cfg) -> float:
-    """One optimisation step; stops the cell on a non-finite loss."""
-    idx = batches.next()
+def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
+    """One optimisation step; stops the cell on a non-finite loss, before it touches the weights."""
+    accelerator, generator = state.accelerator, state.generator
+    idx = state.batches.next()
     x1 = latents[idx].to(accelerator.device)
     cond = method.training_condition(labels[idx], idx).to(accelerator.device)
     eps = torch.randn(x1.shape, generator=generator)
     t = method.sample_time(len(idx), generator)
     with accelerator.autocast():
-        loss = method.loss(model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t, generator=generator))
+        loss = method.loss(state.model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t, generator=generator))
     value = float(loss.detach())
     if not math.isfinite(value):
-        raise CellFailed(f"non-finite training loss ({value}); lower train.lr or enable train.grad_clip")
+        raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
+                         "lower train.lr or enable train.grad_clip")
     accelerator.backward(loss)
     if cfg.grad_clip > 0:
-        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    if ema is not None:
-        ema.step(model.parameters())
+        accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.step(state.model.parameters())
     return value
 
 
@@ -150,36 +239,41 @@ def _make_ema(backbone, decay: float):
 
 
 # -- checkpoints ---------------------------------------------------------------------------
-def _save_checkpoint(folder: Path, config_hash: str, step: int, model, optimizer, scheduler,
-                     generator, batches) -> None:
-    """Write a resumable checkpoint atomically, then drop older ones."""
-    target = Path(folder) / f"step_{step:08d}"
-    with stage_dir(target, config_hash, step=step) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "optimizer.pt")
-        save_file({"rng": generator.get_state(), **batches.state_dict()},
-                  tmp / "trainer_state.safetensors")
-    for old in sorted(Path(folder).glob("step_*"))[:-1]:
+def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
+    """Write a resumable checkpoint atomically (safetensors + JSON), then drop older ones.
+
+    Weights that are no longer finite stop the cell instead: a checkpoint is always good.
+    """
+    weights = state.weights
+    if not all(bool(w.isfinite().all()) for w in weights.values() if w.is_floating_point()):
+        raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
+                         "enable train.grad_clip")
+    target = Path(folder) / f"step_{state.step:08d}"
+    with stage_dir(target, config_hash, step=state.step) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        save_state(tmp, "trainer_state", state.state_dict())
+    for old in sorted(Path(folder).glob("step_*")):
         if old != target and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
 
 
-def _resume(folder, config_hash, model, optimizer, scheduler, generator, batches) -> int:
-    """Load the newest complete checkpoint for this config; return its step (0 if none)."""
+def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
+    """Load the newest complete, readable checkpoint for this config into `state`; its step or None.
+
+    A checkpoint without a manifest (interrupted while written) or of another config is ignored;
+    one whose files cannot be read (a damaged disk) is skipped with a warning for an older one.
+    """
     if not folder or not Path(folder).is_dir():
-        return 0
+        return None
     done = [p for p in sorted(Path(folder).glob("step_*")) if is_complete(p, config_hash)]
-    if not done:
-        return 0
-    latest = done[-1]
-    model.load_state_dict(load_file(latest / "model.safetensors"))
-    states = torch.load(latest / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(states["optimizer"])
-    scheduler.load_state_dict(states["scheduler"])
-    state = load_file(latest / "trainer_state.safetensors")
-    generator.set_state(state["rng"])
-    batches.load_state_dict(state)
-    step = int(read_manifest(latest)["step"])
-    log.info("resumed training from %s (step %d)", latest, step)
-    return step
+    for latest in reversed(done):
+        try:  # read everything before touching `state`, so a damaged file changes nothing
+            saved = load_state(latest, "trainer_state"), load_file(str(latest / "model.safetensors"))
+        except Exception as exc:  # safetensors, JSON and OS errors alike
+            log.warning("checkpoint %s is unreadable (%s: %s); skipped", latest,
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            continue
+        state.load_state_dict(*saved)
+        log.info("resumed training from %s (step %d)", latest, state.step)
+        return state.step
+    return None

@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from bench.checks import is_int, is_real
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.longtail import exponential_profile
@@ -35,6 +36,18 @@ class DigitsLT(Dataset):
         n_max: Optional[int] = None,
         seed: int = 0,
     ):
+        checks = [
+            (is_real(imbalance_ratio) and imbalance_ratio >= 1,
+             f"digits_lt.imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}"),
+            (is_int(n_test_per_class) and n_test_per_class >= 1,
+             f"digits_lt.n_test_per_class must be an integer >= 1, got {n_test_per_class!r}"),
+            (n_max is None or (is_int(n_max) and n_max >= 1),
+             f"digits_lt.n_max must be None (all digit-0 images) or an integer >= 1, got {n_max!r}"),
+            (is_int(seed), f"digits_lt.seed must be an integer, got {seed!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BenchError(message)
         self.imbalance_ratio, self.n_test_per_class = imbalance_ratio, n_test_per_class
         self.n_max, self.seed = n_max, seed
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench.checks import is_int, is_real
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.longtail import allocate, exponential_profile
@@ -82,15 +83,28 @@ class Synthetic2D(Dataset):
         radius: float = 3.0,
         seed: int = 0,
     ):
-        if n_classes < 2 or max_subclasses < 1 or radius <= 0:
-            raise BenchError("synthetic2d needs n_classes >= 2, max_subclasses >= 1 and radius > 0")
+        _check_settings(n_classes, n_max, imbalance_ratio, n_test_per_class, max_subclasses, radius, seed)
         self.n_max, self.imbalance_ratio, self.seed = n_max, imbalance_ratio, seed
         self.n_test_per_class, self.max_subclasses = n_test_per_class, max_subclasses
         self.radius = radius
         self.class_names = [f"class{c}" for c in range(n_classes)]
         self.train_counts = exponential_profile(n_max, n_classes, imbalance_ratio)
+        self._check_counts()
         geometry_rng = np.random.default_rng([seed, _GEOMETRY])
         self.mixture = class_mixtures(n_classes, max_subclasses, radius, geometry_rng)
+
+    def _check_counts(self) -> None:
+        """Every subclass needs a train and a test sample: the counts must not fall below that."""
+        for c, n in enumerate(self.train_counts):
+            n_sub = 1 + c % self.max_subclasses
+            if n < n_sub:
+                raise BenchError(
+                    f"synthetic2d: n_max={self.n_max} and imbalance_ratio={self.imbalance_ratio} leave "
+                    f"class{c} {n} train sample(s), fewer than its {n_sub} subclasses; raise "
+                    "synthetic2d.n_max or lower synthetic2d.imbalance_ratio")
+            if self.n_test_per_class < n_sub:
+                raise BenchError(f"synthetic2d.n_test_per_class={self.n_test_per_class} is fewer than the "
+                                 f"{n_sub} subclasses of class{c}; raise it or lower synthetic2d.max_subclasses")
 
     def load(self, split: str) -> Split:
         """The train split (long-tailed profile) or the balanced test split."""
@@ -127,3 +141,21 @@ class Synthetic2D(Dataset):
             "test_counts": [self.n_test_per_class] * self.n_classes,
             "n_subclasses": [m.n_subclasses for m in self.mixture],
         }
+
+
+def _check_settings(n_classes, n_max, ratio, n_test, max_subclasses, radius, seed) -> None:
+    """One-line BenchErrors naming the gin setting that is out of range (or of the wrong type)."""
+    checks = [
+        (is_int(n_classes) and n_classes >= 2,
+         f"synthetic2d.n_classes must be an integer >= 2, got {n_classes!r}"),
+        (is_int(n_max) and n_max >= 1, f"synthetic2d.n_max must be an integer >= 1, got {n_max!r}"),
+        (is_real(ratio) and ratio >= 1, f"synthetic2d.imbalance_ratio must be a number >= 1, got {ratio!r}"),
+        (is_int(max_subclasses) and max_subclasses >= 1,
+         f"synthetic2d.max_subclasses must be an integer >= 1, got {max_subclasses!r}"),
+        (is_int(n_test) and n_test >= 1, f"synthetic2d.n_test_per_class must be an integer >= 1, got {n_test!r}"),
+        (is_real(radius) and radius > 0, f"synthetic2d.radius must be a number > 0, got {radius!r}"),
+        (is_int(seed), f"synthetic2d.seed must be an integer, got {seed!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BenchError(message)

@@ -14,6 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 
+from bench.checks import is_int, is_real
+from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
@@ -35,6 +37,10 @@ class ConditionalAccuracy(Evaluator):
     higher_is_better["cond_acc/real"] = True
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000):
+        if not is_real(C) or C <= 0:
+            raise BenchError(f"cond_accuracy.C must be a number > 0 (inverse L2 strength), got {C!r}")
+        if not is_int(max_iter) or max_iter < 1:
+            raise BenchError(f"cond_accuracy.max_iter must be an integer >= 1, got {max_iter!r}")
         self.C, self.max_iter = C, max_iter
 
     def evaluate(self, cell) -> dict[str, float]:

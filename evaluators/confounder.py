@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold
 
+from bench.checks import is_int, is_real
+from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.subclass import split_classes
 from bench.registry import register_evaluator
@@ -179,6 +181,19 @@ class ConfounderProbe(Evaluator):
 
     def __init__(self, n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
                  group_column: str = "subject", near_chance_tol: float = 0.05):
+        if not is_int(n_splits) or n_splits < 2:
+            raise BenchError(f"confounder.n_splits must be an integer >= 2 (cross-validation folds), "
+                             f"got {n_splits!r}")
+        if not is_int(n_permutations) or n_permutations < 0:
+            raise BenchError(f"confounder.n_permutations must be an integer >= 0, got {n_permutations!r}")
+        names = isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns)
+        if columns is not None and not names:
+            raise BenchError(f"confounder.columns must be None or a list of metadata columns, "
+                             f"got {columns!r}; e.g. confounder.columns=[sex,view]")
+        if not isinstance(group_column, str):
+            raise BenchError(f"confounder.group_column must be a metadata column name, got {group_column!r}")
+        if not is_real(near_chance_tol) or near_chance_tol < 0:
+            raise BenchError(f"confounder.near_chance_tol must be a number >= 0, got {near_chance_tol!r}")
         self.n_splits, self.n_permutations, self.columns = n_splits, n_permutations, columns
         self.group_column, self.near_chance_tol = group_column, near_chance_tol
 

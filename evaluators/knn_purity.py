@@ -19,6 +19,8 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from bench.checks import is_int
+from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.subclass import split_classes
 from bench.registry import register_evaluator
@@ -125,8 +127,11 @@ class KNNPurity(Evaluator):
     }
 
     def __init__(self, k: int = 10, n_draws: int = 100, pca_dim: int | None = 50, pca_fit_rows: int = 5000):
-        if n_draws < 1:
-            raise ValueError(f"knn_purity needs n_draws >= 1, got {n_draws}")
+        for key, value in (("k", k), ("n_draws", n_draws), ("pca_fit_rows", pca_fit_rows)):
+            if not is_int(value) or value < 1:
+                raise BenchError(f"knn_purity.{key} must be an integer >= 1, got {value!r}")
+        if pca_dim is not None and (not is_int(pca_dim) or pca_dim < 1):
+            raise BenchError(f"knn_purity.pca_dim must be None (no PCA) or an integer >= 1, got {pca_dim!r}")
         self.k, self.n_draws, self.pca_dim, self.pca_fit_rows = k, n_draws, pca_dim, pca_fit_rows
 
     def evaluate(self, cell) -> dict[str, float]:

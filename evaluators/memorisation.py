@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.checks import is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.imagefiles import as_tensor
@@ -81,7 +82,7 @@ class Memorisation(Evaluator):
     def __init__(self, space: str = "features", quantile: float = 0.05):
         if space not in SPACES:
             raise BenchError(f"memorisation.space must be one of {SPACES}, got {space!r}")
-        if not 0.0 < quantile < 1.0:
+        if not (is_real(quantile) and 0.0 < quantile < 1.0):
             raise BenchError(f"memorisation.quantile must be in (0, 1), got {quantile}; e.g. 0.05")
         self.space, self.quantile = space, float(quantile)
 

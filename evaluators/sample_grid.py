@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.registry import register_evaluator
@@ -84,6 +85,8 @@ class SampleGrid(Evaluator):
     higher_is_better: dict[str, bool] = {}
 
     def __init__(self, n_columns: int = 8):
+        if not is_int(n_columns) or n_columns < 1:
+            raise BenchError(f"sample_grid.n_columns must be an integer >= 1, got {n_columns!r}")
         self.n_columns = n_columns
 
     def evaluate(self, cell) -> dict[str, float]:

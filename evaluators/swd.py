@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.checks import is_int
 from bench.dataset import Split
+from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
@@ -84,6 +86,11 @@ class SlicedWasserstein(Evaluator):
     }
 
     def __init__(self, n_projections: int = 256, seed: int = 0, coverage_k: int = 5):
+        for key, value in (("n_projections", n_projections), ("coverage_k", coverage_k)):
+            if not is_int(value) or value < 1:
+                raise BenchError(f"swd.{key} must be an integer >= 1, got {value!r}")
+        if not is_int(seed):
+            raise BenchError(f"swd.seed must be an integer, got {seed!r}")
         self.n_projections, self.seed, self.coverage_k = n_projections, seed, coverage_k
         self.higher_is_better = dict(type(self).higher_is_better)  # per-class names added per cell
 

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from bench.checks import is_real
 from bench.errors import BenchError
 from bench.method import Condition, Method, TrainBatch
 from bench.path import linear_path
@@ -31,8 +32,9 @@ class ClassBalancedFM(Method):
     def __init__(self, tau: float = 1.0, label_dropout: float = 0.1,
                  target_prior: str = "empirical", weight: str = "1-t"):
         super().__init__()
-        _check(tau >= 0, f"cbfm.tau must be >= 0, got {tau}")
-        _check(0 <= label_dropout < 1, f"cbfm.label_dropout must be in [0, 1), got {label_dropout}")
+        _check(is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}")
+        _check(is_real(label_dropout) and 0 <= label_dropout < 1,
+               f"cbfm.label_dropout must be in [0, 1), got {label_dropout!r}")
         _check(target_prior in TARGET_PRIORS,
                f"cbfm.target_prior must be one of {TARGET_PRIORS}, got {target_prior!r}")
         _check(weight in WEIGHTS, f"cbfm.weight must be one of {WEIGHTS}, got {weight!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.checks import is_real
 from bench.errors import BenchError
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
@@ -21,8 +22,8 @@ class ConditionalPrior(Method):
 
     def __init__(self, sigma: float = 0.7):
         super().__init__()
-        if not sigma > 0:  # also rejects NaN
-            raise BenchError(f"cpd.sigma must be > 0, got {sigma}; set e.g. cpd.sigma = 0.7")
+        if not (is_real(sigma) and sigma > 0):
+            raise BenchError(f"cpd.sigma must be > 0, got {sigma!r}; set e.g. cpd.sigma = 0.7")
         self.sigma = float(sigma)
 
     def fit_prior(self, latents: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int):

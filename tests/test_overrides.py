@@ -4,7 +4,7 @@ import gin
 import pytest
 
 from bench.errors import BenchError
-from bench.overrides import parse_overrides, to_gin_literal, to_python
+from bench.overrides import parse_overrides, split_executor_bindings, to_gin_literal, to_python
 
 
 def test_axes_options_and_bindings_are_separated():
@@ -13,6 +13,16 @@ def test_axes_options_and_bindings_are_separated():
     assert ov.axes == {"methods": ["fm", "cbfm"], "datasets": ["nih_lt"], "seeds": [0, 1, 2]}
     assert ov.options == {"results_dir": "/tmp/r", "experiment": "paper"}
     assert ov.bindings == ["train.steps = 10"]
+
+
+def test_executor_is_a_run_option_and_its_settings_are_kept_apart_from_the_cells():
+    ov = parse_overrides(["executor=slurm", "executor.partition=gpu", "train.steps=10",
+                          "executor.slurm_extra={'qos':'high'}"])
+    assert ov.options == {"executor": "slurm"}
+    cells, executor = split_executor_bindings(ov.bindings + ["executor.mem_gb = 64", "sample.nfe = 8"])
+    assert cells == ["train.steps = 10", "sample.nfe = 8"]
+    assert executor == ["executor.partition = 'gpu'", "executor.slurm_extra = {'qos': 'high'}",
+                        "executor.mem_gb = 64"]
 
 
 def test_single_axis_value_becomes_a_list():

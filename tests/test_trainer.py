@@ -1,9 +1,11 @@
 """The training loop: it learns, it is deterministic, and it resumes exactly from a checkpoint."""
 
+import shutil
+
 import pytest
 import torch
 
-from bench.artifacts import MANIFEST
+from bench.artifacts import MANIFEST, load_state, save_state
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import CellFailed
 from bench.method import Method
@@ -38,23 +40,131 @@ def test_training_lowers_the_loss_and_is_deterministic():
     assert torch.allclose(weights(b1), weights(b2), atol=1e-6)
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+class Crash(Exception):
+    """Stands in for a kill: raised from inside a training step."""
+
+
+class FailingMethod(Method):
+    """Vanilla FM whose loss raises `error` (or returns NaN) from its `at`-th call on."""
+
+    def __init__(self, at: int, error=None):
+        super().__init__()
+        self.at, self.error, self.calls = at, error, 0
+
+    def loss(self, backbone, batch):
+        self.calls += 1
+        if self.calls >= self.at:
+            if self.error is not None:
+                raise self.error
+            return torch.tensor(float("nan"))
+        return super().loss(backbone, batch)
+
+
+def failing(at, error=None, seed=0):
+    method, backbone = fresh(seed)
+    bad = FailingMethod(at, error)
+    bad.setup(n_classes=2)
+    return bad, backbone
+
+
+# log_every does not divide checkpoint_every (the checkpoint falls inside a log window) and the
+# warm-up outlasts the first checkpoint, so the schedule must be restored too
+RESUME_CFG = TrainConfig(steps=60, batch_size=48, lr=3e-3, warmup_steps=30, checkpoint_every=20,
+                         log_every=15)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_a_crash_continues_bit_exactly(tmp_path, ema_decay):
     x, y = two_class_data()
-    full_cfg = TrainConfig(steps=60, batch_size=64, lr=3e-3, checkpoint_every=20, log_every=10)
+    cfg = TrainConfig(**{**RESUME_CFG.__dict__, "ema_decay": ema_decay})
     m, ref = fresh()
-    train(m, ref, x, y, full_cfg, seed=1)
+    straight = train(m, ref, x, y, cfg, seed=1)
 
     ckpt = tmp_path / "ckpt"
-    m, part = fresh()
-    train(m, part, x, y, TrainConfig(**{**full_cfg.__dict__, "steps": 40}), seed=1,
-          checkpoint_dir=ckpt, config_hash="h")
-    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000040"]  # older ones dropped
-    assert (ckpt / "step_00000040" / MANIFEST).is_file()
+    m, part = failing(at=33, error=Crash())  # dies in step 33, after the checkpoint of step 20
+    with pytest.raises(Crash):
+        train(m, part, x, y, cfg, seed=1, checkpoint_dir=ckpt, config_hash="h")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000020"]
 
-    m, resumed = fresh(seed=99)  # different init: everything must come from the checkpoint
-    result = train(m, resumed, x, y, full_cfg, seed=1, checkpoint_dir=ckpt, config_hash="h")
-    assert result.resumed_from == 40
-    assert torch.allclose(weights(resumed), weights(ref), atol=1e-6)
+    m, resumed = fresh(seed=99)  # another init: everything must come from the checkpoint
+    result = train(m, resumed, x, y, cfg, seed=1, checkpoint_dir=ckpt, config_hash="h")
+    assert result.resumed_from == 20
+    assert torch.equal(weights(resumed), weights(ref))
+    assert result.loss_trace == straight.loss_trace  # incl. the window 16-30 split by the crash
+    assert [s for s, _ in result.loss_trace] == [15, 30, 45, 60]
+
+
+def test_checkpoints_hold_no_pickle_and_only_the_newest_is_kept(tmp_path):
+    x, y = two_class_data()
+    m, b = fresh()
+    train(m, b, x, y, TrainConfig(**{**RESUME_CFG.__dict__, "ema_decay": 0.9}), seed=1,
+          checkpoint_dir=tmp_path, config_hash="h")
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000060"]  # no staging or trash left
+    files = sorted(p.name for p in (tmp_path / "step_00000060").iterdir())
+    assert files == [MANIFEST, "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
+
+
+def test_state_is_stored_without_pickle_and_read_back_equal(tmp_path):
+    state = {"step": 7, "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)},
+                                  1: {"n": torch.arange(4, dtype=torch.int64)}},
+             "param_groups": [{"betas": (0.9, 0.999), "lr": 0.1 + 0.2, "fused": None,
+                               "amsgrad": False, "params": [0, 1]}],
+             "rng": torch.Generator().manual_seed(5).get_state(), "loss_trace": [(15, 1 / 3)],
+             "window": [float("inf"), 2.5e-310], "__odd": "key"}
+    save_state(tmp_path, "s", state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.safetensors"]
+    back = load_state(tmp_path, "s")
+    assert back.keys() == state.keys() and back["state"].keys() == {0, 1}  # int keys kept
+    assert torch.equal(back["state"][0]["exp_avg"], state["state"][0]["exp_avg"])
+    assert back["state"][0]["step"].shape == () and back["state"][1]["n"].dtype == torch.int64
+    assert torch.equal(back["rng"], state["rng"])
+    assert back["param_groups"] == state["param_groups"]  # tuples, None, bool, exact floats
+    assert back["loss_trace"] == [(15, 1 / 3)] and back["window"] == state["window"]
+    assert back["__odd"] == "key" and back["step"] == 7
+
+
+@pytest.mark.parametrize("damage", ["killed while written", "damaged on disk"])
+def test_a_broken_newest_checkpoint_is_skipped(tmp_path, damage, caplog):
+    x, y = two_class_data()
+    m, ref = fresh()
+    straight = train(m, ref, x, y, RESUME_CFG, seed=1)
+    m, b = fresh()
+    train(m, b, x, y, TrainConfig(**{**RESUME_CFG.__dict__, "steps": 40}), seed=1,
+          checkpoint_dir=tmp_path, config_hash="h")
+    broken = tmp_path / "step_00000050"  # newer than the good one, with truncated weights
+    shutil.copytree(tmp_path / "step_00000040", broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 10)
+    if damage == "killed while written":
+        (broken / MANIFEST).unlink()
+    m, resumed = fresh()
+    result = train(m, resumed, x, y, RESUME_CFG, seed=1, checkpoint_dir=tmp_path, config_hash="h")
+    assert result.resumed_from == 40 and torch.equal(weights(resumed), weights(ref))
+    assert (f"checkpoint {broken} is unreadable" in caplog.text) == (damage == "damaged on disk")
+    assert result.loss_trace[-1] == straight.loss_trace[-1]
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = two_class_data()
+    m, ref = fresh()
+    straight = train(m, ref, x, y, RESUME_CFG, seed=1)
+    m, b = failing(at=47)  # NaN loss in step 47
+    with pytest.raises(CellFailed, match=r"non-finite training loss \(nan\) at step 47"):
+        train(m, b, x, y, RESUME_CFG, seed=1, checkpoint_dir=tmp_path, config_hash="h")
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000040"]
+    m, resumed = fresh()
+    result = train(m, resumed, x, y, RESUME_CFG, seed=1, checkpoint_dir=tmp_path, config_hash="h")
+    assert result.resumed_from == 40 and result.loss_trace == straight.loss_trace
+    assert torch.equal(weights(resumed), weights(ref))
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    x, y = two_class_data()
+    m, b = fresh()
+    cfg = TrainConfig(steps=5, batch_size=64, grad_clip=0, checkpoint_every=1)
+    cfg.lr = float("inf")  # past TrainConfig's own check, as a diverging run would be
+    with pytest.raises(CellFailed, match="non-finite weights after step 1"):
+        train(m, b, x, y, cfg, seed=0, checkpoint_dir=tmp_path, config_hash="h")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):

@@ -1,0 +1,68 @@
+"""Run one grid cell with its failure isolated: the unit every executor dispatches.
+
+`execute_cell` locks the cell folder (bench.lock), so concurrent runs on one results folder
+never run a cell twice: a cell another live run holds is skipped with status "locked" and that
+run finishes it. It then removes what killed runs left in the folder, builds the cell from its
+spec (parsing its gin config in the current process, so it also works inside a submitit job),
+runs it, and turns any failure into a `CellOutcome` with a one-line reason and a `failure.json`
+in the cell folder, so one failing cell never stops the others. Input errors (BenchError)
+propagate: they concern the whole grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Optional
+
+from bench.artifacts import remove_leftovers, write_json_atomic
+from bench.cells import CellSpec, RunRequest, build_cell
+from bench.errors import BenchError
+from bench.lock import CellLock, CellLocked
+from bench.runner import run_cell
+
+log = logging.getLogger(__name__)
+FAILURE = "failure.json"
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one cell: "ok" (with its record), "failed" or "locked" (with a reason).
+
+    "locked" is no failure: another live run holds the cell and will finish it.
+    """
+
+    label: str
+    status: str
+    record: Optional[dict] = None
+    reason: str = ""
+
+
+def execute_cell(spec: CellSpec, request: RunRequest) -> CellOutcome:
+    """Lock, build and run one cell; a failure is recorded in failure.json and returned, not raised."""
+    folder = spec.folder(request.results_dir)
+    try:
+        lock = CellLock.acquire(folder)
+    except CellLocked as busy:
+        log.warning("%s: %s; skipped", spec.label, busy)
+        return CellOutcome(spec.label, "locked", reason=str(busy))
+    with lock:
+        remove_leftovers(folder, recursive=True)
+        return _run(spec, request, folder)
+
+
+def _run(spec: CellSpec, request: RunRequest, folder) -> CellOutcome:
+    """Run the locked cell, isolating any failure that is not an input error."""
+    try:
+        record = run_cell(build_cell(spec, request), request.results_dir)
+    except BenchError:
+        raise
+    except Exception as exc:  # one failing cell must not stop the others
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        log.error("%s failed: %s", spec.label, reason)
+        write_json_atomic(folder / FAILURE, {"status": "failed", "reason": reason,
+                                             "traceback": traceback.format_exc()})
+        return CellOutcome(spec.label, "failed", reason=reason)
+    (folder / FAILURE).unlink(missing_ok=True)
+    return CellOutcome(spec.label, "ok", record=record)
