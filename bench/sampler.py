@@ -148,36 +148,52 @@ def plan(n_per_class: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: int,
-             cfg: SampleConfig, device="cpu") -> dict:
+             cfg: SampleConfig, device="cpu", rank: int = 0, world: int = 1) -> dict:
     """Draw `n_per_class[c]` latents of each class c; returns {"z", "y", "subclass"?, "paths"?, "paths_y"?}.
 
     With cfg.keep_paths > 0, `paths` (n, steps + 1, *latent_shape) holds the whole ODE path of the
     first keep_paths samples of each class and `paths_y` their labels; tracing copies states only,
-    so `z` is the same with or without it.
+    so `z` is the same with or without it. With `world` > 1 processes (torch.distributed
+    initialised), process `rank` integrates every world-th batch and the batches are gathered on
+    every rank: batches are the same as in one process, so the set is bit-identical to it.
     """
-    solver = get_solver(cfg.solver)
     labels, index = plan(n_per_class)
-    zs, subs, paths = [], [], []
     backbone.eval()
     method.to(device)
-    for start in range(0, len(labels), cfg.batch_size):
-        y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
-        eps, u = sample_noise(seed, y.tolist(), i.tolist(), latent_shape)
-        cond = method.sampling_condition(y, u)
-        x0 = method.sample_source(cond.to(device), eps.to(device))
-        velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale)
-        keep, states = i < cfg.keep_paths, []
-        trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
-        zs.append(solver(velocity, x0, cfg.nfe, trace=trace).float().cpu())
-        if states:
-            paths.append(torch.stack(states, dim=1))
-        if cond.subclass is not None:
-            subs.append(cond.subclass.cpu())
-    out = {"z": torch.cat(zs) if zs else torch.empty(0, *latent_shape), "y": labels}
-    if subs:
-        out["subclass"] = torch.cat(subs)
-    if paths:
-        out["paths"], out["paths_y"] = torch.cat(paths), labels[index < cfg.keep_paths]
+    starts = list(range(0, len(labels), cfg.batch_size))
+    mine = {s: _batch(method, backbone, labels, index, s, latent_shape, seed, cfg, device) for s in starts[rank::world]}
+    if world > 1:
+        import torch.distributed as dist
+
+        shards: list = [None] * world
+        dist.all_gather_object(shards, mine)
+        mine = {s: b for shard in shards for s, b in shard.items()}
+    batches = [mine[s] for s in starts]
+    out = {"z": torch.cat([b["z"] for b in batches]) if batches else torch.empty(0, *latent_shape), "y": labels}
+    for key in ("subclass", "paths"):
+        parts = [b[key] for b in batches if key in b]
+        if parts:
+            out[key] = torch.cat(parts)
+    if "paths" in out:
+        out["paths_y"] = labels[index < cfg.keep_paths]
+    return out
+
+
+def _batch(method, backbone, labels, index, start: int, latent_shape, seed: int, cfg: SampleConfig,
+           device) -> dict:
+    """One batch of the plan, from its per-sample seeded noise: {"z", "subclass"?, "paths"?}."""
+    y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
+    eps, u = sample_noise(seed, y.tolist(), i.tolist(), latent_shape)
+    cond = method.sampling_condition(y, u)
+    x0 = method.sample_source(cond.to(device), eps.to(device))
+    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale)
+    keep, states = i < cfg.keep_paths, []
+    trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
+    out = {"z": get_solver(cfg.solver)(velocity, x0, cfg.nfe, trace=trace).float().cpu()}
+    if states:
+        out["paths"] = torch.stack(states, dim=1)
+    if cond.subclass is not None:
+        out["subclass"] = cond.subclass.cpu()
     return out
 
 

@@ -168,7 +168,9 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and a
     rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
     never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
-    the last good checkpoint.
+    the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
+    wraps the backbone in DDP: each rank trains on its shard of every global batch (`rank_rows`)
+    and the ranks keep identical weights; only the main process writes checkpoints.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -185,7 +187,9 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
             state.window = []
         if checkpoint_dir and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             state.seconds = seconds_before + time.perf_counter() - t0
-            _save_checkpoint(checkpoint_dir, config_hash, state)
+            if state.accelerator.is_main_process:  # ranks hold identical weights: one writer
+                _save_checkpoint(checkpoint_dir, config_hash, state)
+            state.accelerator.wait_for_everyone()
     if state.ema is not None:
         state.ema.copy_to(backbone.parameters())
     seconds = seconds_before + time.perf_counter() - t0
@@ -207,14 +211,19 @@ def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
 def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
     """One optimisation step; stops the cell on a non-finite loss, before it touches the weights."""
     accelerator, generator = state.accelerator, state.generator
-    idx = state.batches.next()
+    full = state.batches.next()
+    # every rank draws the whole batch's randomness, so all ranks stay in step, then trains on its
+    # shard; DDP averages the gradients (one process: the shard is the whole batch)
+    rows = rank_rows(len(full), accelerator.process_index, accelerator.num_processes)
+    idx = full[rows]
+    eps = torch.randn((len(full), *latents.shape[1:]), generator=generator)[rows]
+    t = method.sample_time(len(full), generator)[rows]
     x1 = latents[idx].to(accelerator.device)
     cond = method.training_condition(labels[idx], idx).to(accelerator.device)
-    eps = torch.randn(x1.shape, generator=generator)
-    t = method.sample_time(len(idx), generator)
     with accelerator.autocast():
         loss = method.loss(state.model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t, generator=generator))
-    value = float(loss.detach())
+    value = float(accelerator.reduce(loss.detach(), "mean")) if accelerator.num_processes > 1 \
+        else float(loss.detach())
     if not math.isfinite(value):
         raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
                          "lower train.lr or enable train.grad_clip")
@@ -227,6 +236,14 @@ def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float
     if state.ema is not None:
         state.ema.step(state.model.parameters())
     return value
+
+
+def rank_rows(batch: int, rank: int, world: int) -> slice:
+    """The contiguous rows of a global batch that process `rank` of `world` trains on."""
+    if batch % world:
+        raise BenchError(f"train.batch_size={batch} does not split over {world} processes; use a multiple of {world}")
+    size = batch // world
+    return slice(rank * size, (rank + 1) * size)
 
 
 def _make_ema(backbone, decay: float):
