@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench.checks import is_int, is_real
+from bench.checks import is_int, is_real, require
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.longtail import exponential_profile
@@ -45,9 +45,7 @@ class DigitsLT(Dataset):
              f"digits_lt.n_max must be None (all digit-0 images) or an integer >= 1, got {n_max!r}"),
             (is_int(seed), f"digits_lt.seed must be an integer, got {seed!r}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise BenchError(message)
+        require(checks)
         self.imbalance_ratio, self.n_test_per_class = imbalance_ratio, n_test_per_class
         self.n_max, self.seed = n_max, seed
 

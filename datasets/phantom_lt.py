@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from bench.dataset import Dataset, Split
-from bench.checks import is_int, is_real
+from bench.checks import is_int, is_real, require
 from bench.errors import BenchError
 from bench.longtail import allocate, exponential_profile
 from bench.phantom import (
@@ -224,7 +224,5 @@ def _check_settings(seed, size, n_max, ratio, n_val, n_test, noise, confounding,
         (is_int(max_images) and max_images >= 1,
          f"phantom_lt.max_images_per_patient must be an integer >= 1, got {max_images!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise BenchError(message)
+    require(checks)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.checks import is_int, is_real
+from bench.checks import is_int, is_real, require
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.longtail import allocate, exponential_profile
@@ -156,6 +156,4 @@ def _check_settings(n_classes, n_max, ratio, n_test, max_subclasses, radius, see
         (is_real(radius) and radius > 0, f"synthetic2d.radius must be a number > 0, got {radius!r}"),
         (is_int(seed), f"synthetic2d.seed must be an integer, got {seed!r}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise BenchError(message)
+    require(checks)
