@@ -29,6 +29,7 @@ from bench.config import (
 from bench.checks import is_int
 from bench.errors import BenchError
 from bench.generative import GenerativeSet
+from bench.gridfile import cell_label
 from bench.sampler import SampleConfig, check_n_per_class, get_solver
 from bench.targets import AugmentationTargets
 from bench.trainer import TrainConfig
@@ -49,8 +50,8 @@ class CellSpec:
 
     @property
     def label(self) -> str:
-        """Short name for messages: dataset/method/seed."""
-        return f"{self.dataset}/{self.method}/seed{self.seed}"
+        """Short name for messages and grid.json: dataset/method/seed<k>."""
+        return cell_label(self.dataset, self.method, self.seed)
 
 
 @dataclass
