@@ -7,6 +7,9 @@ spec (parsing its gin config in the current process, so it also works inside a s
 runs it, and turns any failure into a `CellOutcome` with a one-line reason and a `failure.json`
 in the cell folder, so one failing cell never stops the others. Input errors (BenchError)
 propagate: they concern the whole grid.
+
+On several processes (bench.distributed) rank 0 takes the lock and writes failure.json; every
+rank learns whether the cell is locked and ends with the same outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Optional
 
+from bench import distributed
 from bench.artifacts import remove_leftovers, write_json_atomic
 from bench.cells import CellSpec, RunRequest, build_cell
 from bench.errors import BenchError
@@ -42,14 +46,25 @@ class CellOutcome:
 def execute_cell(spec: CellSpec, request: RunRequest) -> CellOutcome:
     """Lock, build and run one cell; a failure is recorded in failure.json and returned, not raised."""
     folder = spec.folder(request.results_dir)
-    try:
-        lock = CellLock.acquire(folder)
-    except CellLocked as busy:
+    lock, busy = _lock(folder) if distributed.is_main() else (None, None)
+    busy = distributed.agree(busy)
+    if busy:
         log.warning("%s: %s; skipped", spec.label, busy)
-        return CellOutcome(spec.label, "locked", reason=str(busy))
-    with lock:
-        remove_leftovers(folder, recursive=True)
+        return CellOutcome(spec.label, "locked", reason=busy)
+    try:
+        distributed.on_main(lambda: remove_leftovers(folder, recursive=True))
         return _run(spec, request, folder)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(folder) -> tuple[Optional[CellLock], Optional[str]]:
+    """The cell's lock, or why another live run holds it."""
+    try:
+        return CellLock.acquire(folder), None
+    except CellLocked as busy:
+        return None, str(busy)
 
 
 def _run(spec: CellSpec, request: RunRequest, folder) -> CellOutcome:
@@ -61,8 +76,10 @@ def _run(spec: CellSpec, request: RunRequest, folder) -> CellOutcome:
     except Exception as exc:  # one failing cell must not stop the others
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         log.error("%s failed: %s", spec.label, reason)
-        write_json_atomic(folder / FAILURE, {"status": "failed", "reason": reason,
-                                             "traceback": traceback.format_exc()})
+        if distributed.is_main():
+            write_json_atomic(folder / FAILURE, {"status": "failed", "reason": reason,
+                                                 "traceback": traceback.format_exc()})
         return CellOutcome(spec.label, "failed", reason=reason)
-    (folder / FAILURE).unlink(missing_ok=True)
+    if distributed.is_main():
+        (folder / FAILURE).unlink(missing_ok=True)
     return CellOutcome(spec.label, "ok", record=record)

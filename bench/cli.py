@@ -223,10 +223,19 @@ def cmd_run(args, dry: bool) -> int:
             print(f"ok  {cell.spec.label}  config {cell.config_hash}")
         print(f"{len(cells)} cell(s) valid")
         return 0
+    from bench import distributed
     from bench.grid import run_grid
     from bench.summary import summary_table
 
-    result = run_grid(request)
+    main_rank = distributed.is_main()
+    try:
+        result = run_grid(request)
+    except BaseException:
+        distributed.finish(wait=False)
+        raise
+    distributed.finish()
+    if not main_rank:  # rank 0 reports for all processes
+        return 1 if result.failures else 0
     if result.records:
         print(summary_table(result.records))
         print(f"\nrecords under {request.results_dir / request.experiment}; table: {result.summary_path}")

@@ -14,6 +14,11 @@ the same cell, which skips its finished stages and resumes training from its new
 `run_grid` treats them alike; a job that raised or was killed becomes a failed outcome with a
 one-line reason and its trace in the cell's failure.json.
 
+`executor.tasks_per_node=N` runs each cell on N processes (one per GPU on a GPU node): the job
+exports torch.distributed's variables from submitit's task environment and the cell trains with
+DDP and samples sharded (bench.distributed). Inline, launch bench itself on N processes instead
+(`torchrun --nproc_per_node N -m bench run ...`).
+
 The settings of the local and slurm executors are the gin bindings `executor.<param>=value` of
 `ExecutorConfig`, parsed apart from the cells' configuration: where a cell runs must not change
 its config hash.
@@ -34,6 +39,7 @@ import gin
 import submitit
 from submitit.core.utils import FailedJobError
 
+from bench import distributed
 from bench.artifacts import write_json_atomic
 from bench.cellrun import FAILURE, CellOutcome, execute_cell
 from bench.cells import CellSpec, RunRequest, load_plugins
@@ -59,19 +65,16 @@ class ExecutorConfig:
     gpus_per_node: Optional[int] = None  # GPUs of one cell; default local: all visible, slurm: 0
     cpus_per_task: Optional[int] = None
     mem_gb: Optional[float] = None
-    tasks_per_node: int = 1  # processes per cell: a cell trains in one process
+    tasks_per_node: int = 1  # processes per cell (data-parallel training); e.g. = gpus_per_node
     partition: Optional[str] = None  # Slurm partition
     slurm_extra: dict = field(default_factory=dict)  # other Slurm parameters, e.g. {'qos': 'high'}
 
     def __post_init__(self) -> None:
-        for name in ("timeout_min", "array_parallelism", "cpus_per_task"):
+        for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 1, "a positive integer")
         for name in ("timeout_requeues", "gpus_per_node"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 0, "a non-negative integer")
         _check("mem_gb", self.mem_gb, is_real, lambda v: v > 0, "a positive number")
-        if self.tasks_per_node != 1:
-            raise BenchError(f"executor.tasks_per_node={self.tasks_per_node!r}: a cell trains in one "
-                             "process (no distributed training within a cell yet); keep 1")
         if not isinstance(self.slurm_extra, dict):
             raise BenchError(f"executor.slurm_extra must be a dict of Slurm parameters, e.g. "
                              f"{{'qos': 'high'}}; got {self.slurm_extra!r}")
@@ -110,7 +113,13 @@ def get_executor(request: RunRequest):
     parse([], request.executor_bindings)  # only the executor's bindings: none reach a cell
     config = ExecutorConfig()
     if request.executor == "inline":
+        if config.tasks_per_node > 1:
+            raise BenchError("executor.tasks_per_node applies to executor=local or slurm; to run "
+                             "inline on N processes use: torchrun --nproc_per_node N -m bench run ...")
         return InlineExecutor(request)
+    if distributed.launched():
+        raise BenchError(f"executor={request.executor} submits jobs: start bench as one process "
+                         "(not under torchrun) and set executor.tasks_per_node for processes per cell")
     if request.executor == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
         raise BenchError("executor=slurm: no Slurm here (srun not found); run bench on a Slurm "
                          "login node, or use executor=local")
@@ -139,6 +148,8 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def __call__(self, spec: CellSpec) -> CellOutcome:
         _job_logging()
+        if submitit.JobEnvironment().num_tasks > 1:  # this task is one rank of the cell
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         log.info("%s: running", spec.label)
         return execute_cell(spec, self.request)
 
@@ -205,7 +216,7 @@ class SubmititExecutor:
     def _outcome(self, spec: CellSpec, sjob) -> CellOutcome:
         """The job's CellOutcome, or a failed one if the job raised or ended without a result."""
         try:
-            return sjob.result()
+            return sjob.results()[0]  # rank 0's outcome when the cell ran on several tasks
         except Exception as exc:  # the job raised (outside execute_cell's isolation) or was killed
             return job_failure(spec, sjob, exc, self.request.results_dir)
 

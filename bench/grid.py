@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import distributed
 from bench.artifacts import write_text_atomic
 from bench.cells import RunRequest, validate
 from bench.collect import load_experiment
@@ -28,11 +29,12 @@ class GridResult:
 def run_grid(request: RunRequest) -> GridResult:
     """Validate the whole grid and the executor, then run the cells on it (bench.executors).
 
-    Nothing is written or submitted on bad input; every executor gives the same GridResult.
+    Nothing is written or submitted on bad input; every executor gives the same GridResult. On
+    several processes (bench.distributed) all go through the cells together; rank 0 writes the files.
     """
     executor = get_executor(request)
     cells = validate(request)
-    declare_cells(request.results_dir, request.experiment, cells)
+    distributed.on_main(lambda: declare_cells(request.results_dir, request.experiment, cells))
     specs = [cell.spec for cell in cells]
     result = GridResult()
     for spec, outcome in zip(specs, executor.run(specs)):
@@ -42,7 +44,7 @@ def run_grid(request: RunRequest) -> GridResult:
             result.failures[spec.label] = outcome.reason
         else:  # e.g. "locked": another bench process is running this cell
             log.warning("%s not run here (%s): %s", spec.label, outcome.status, outcome.reason)
-    write_summary(result, Path(request.results_dir) / request.experiment)
+    distributed.on_main(lambda: write_summary(result, Path(request.results_dir) / request.experiment))
     return result
 
 

@@ -5,6 +5,10 @@ The sample stage draws the synthetic set, optionally the untrained backbone's re
 (`samples_generative/`, bench.generative). Each stage writes an artifact folder atomically with
 a manifest naming its config hash; a stage whose artifact is complete for the same hash is
 skipped, so a rerun only does what is missing. The record is written last.
+
+Launched on several processes (bench.distributed), every rank loads the data, trains (DDP) and
+samples (sharded); rank 0 alone writes the artifacts, decodes, evaluates and writes the record,
+and every check-then-write goes through `main_first` / `on_main` so all ranks take one branch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from bench.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
+from bench import distributed
 from bench.dataset import Split
 from bench.latent_cache import cache_folder, cached_latents
 from bench.records import build_record, git_hash, read_record, write_record
@@ -43,14 +48,14 @@ class Timings(dict):
 
 
 def device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device (its own GPU under a multi-GPU launch), else the CPU."""
+    return distributed.device()
 
 
 def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     """Run (or resume) one cell and return its record."""
     folder = cell.spec.folder(results_dir)
-    cached = read_record(folder)
+    cached = distributed.agree(read_record(folder) if distributed.is_main() else None)
     if cached and cached.get("config_hash") == cell.config_hash and cached.get("status") == "ok":
         log.info("%s: record exists for this config, skipped", cell.spec.label)
         return cached
@@ -58,11 +63,11 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     ds = cell.dataset
     with times.stage("load"):
         train_split, test_split = ds.load(ds.train_split), ds.load(ds.eval_split)
-    write_skipped(folder, getattr(ds, "skipped", []))
+    distributed.on_main(lambda: write_skipped(folder, getattr(ds, "skipped", [])))
     with times.stage("encode"):
-        z = encode_stage(cell, train_split, Path(results_dir))
+        z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
     with times.stage("fit_prior"):
-        prior = prior_stage(cell, folder, z, train_split.y)
+        prior = distributed.main_first(lambda: prior_stage(cell, folder, z, train_split.y))
     cell.method.setup(ds.n_classes, prior)
     plan = cell.targets.plan(train_split.counts(ds.n_classes).tolist(), ds.class_names)
     n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
@@ -77,17 +82,23 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         with times.stage("sample_init"):
             init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
                                  cell.stage_hashes["sample"] + "-init")
-    with times.stage("evaluate"):
-        ctx = CellContext(ds, train_split, test_split, synth, folder, cell.spec.seed, init,
-                          generative=generative, latents=z, prior=prior, targets=plan,
-                          extractor=feature_extractor(cell, train_split, Path(results_dir)))
-        metrics, higher = evaluate(cell, ctx, times)
-    times["total"] = round(time.perf_counter() - t_start, 4)
-    extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
-             "skipped": len(getattr(ds, "skipped", []))}
-    if generative is not None:
-        extra["generative_per_class"] = generative.counts(ds.n_classes).tolist()
-    return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
+
+    def evaluate_and_record() -> dict:  # rank 0 only
+        with times.stage("decode"):
+            synth_x, init_x, generative_x = (decode(cell, s) for s in (synth, init, generative))
+        with times.stage("evaluate"):
+            ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
+                              generative=generative_x, latents=z, prior=prior, targets=plan,
+                              extractor=feature_extractor(cell, train_split, Path(results_dir)))
+            metrics, higher = evaluate(cell, ctx, times)
+        times["total"] = round(time.perf_counter() - t_start, 4)
+        extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
+                 "skipped": len(getattr(ds, "skipped", []))}
+        if generative is not None:
+            extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
+        return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
+
+    return distributed.on_main(evaluate_and_record)
 
 
 def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
@@ -165,39 +176,63 @@ def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor)
 def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     """The trained backbone (loaded if this config already trained it) and its training info."""
     key, target = cell.stage_hashes["train"], folder / "backbone"
-    if is_complete(target, key):
-        loaded = _load_or_discard(target, lambda: cell.backbone_cls.from_pretrained(target))
-        if loaded is not None:
-            return loaded.to(device()), read_manifest(target)["train"]
+    loaded = distributed.main_first(lambda: _load_complete(
+        target, key, lambda: cell.backbone_cls.from_pretrained(target)))
+    if loaded is not None:
+        return loaded.to(device()), read_manifest(target)["train"]
     backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
     with times.stage("train"):
         result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
                        checkpoint_dir=folder / "checkpoints", config_hash=key)
     info = {"steps": result.steps, "seconds": round(result.seconds, 3),
             "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
-            "n_parameters": sum(p.numel() for p in backbone.parameters())}
-    with stage_dir(target, key, train=info) as tmp:
-        backbone.save_pretrained(tmp)
-    discard(folder / "checkpoints")  # the trained backbone is complete: resumable state is no longer needed
+            "n_parameters": sum(p.numel() for p in backbone.parameters()),
+            "processes": distributed.world()}
+    distributed.on_main(lambda: _save_backbone(backbone, target, key, info))
     return backbone.to(device()), info
 
 
-def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
-                  key: str) -> Split:
-    """Generate (or reload) the synthetic set and decode it to data space.
+def _save_backbone(backbone, target: Path, key: str, info: dict) -> None:
+    """Write the trained backbone as a complete stage, then drop the resumable checkpoints."""
+    with stage_dir(target, key, train=info) as tmp:
+        backbone.save_pretrained(tmp)
+    discard(target.parent / "checkpoints")  # the backbone is complete: resumable state is no longer needed
 
-    `get_backbone` is called only when the samples must be generated.
+
+def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
+                  key: str) -> dict:
+    """Generate (or reload) a synthetic set of latents: {"z", "y", "subclass"?, "paths"?}.
+
+    `get_backbone` is called only when the samples must be generated; on several processes every
+    rank integrates its share of the batches and rank 0 writes the set.
     """
-    out = _load_or_discard(target, lambda: load_file(target / "samples.safetensors")) \
-        if is_complete(target, key) else None
+    out = distributed.main_first(lambda: _load_complete(
+        target, key, lambda: load_file(target / "samples.safetensors")))
     if out is None:
         out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
-                       cell.sample_cfg, device=device())
-        with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
-            save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
+                       cell.sample_cfg, device=device(), rank=distributed.rank(), world=distributed.world())
+        distributed.on_main(lambda: _save_samples(cell, target, key, out))
+    return out
+
+
+def _save_samples(cell: BuiltCell, target: Path, key: str, out: dict) -> None:
+    """Write a synthetic set as a complete stage."""
+    with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
+        save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
+
+
+def decode(cell: BuiltCell, out: dict | None) -> Split | None:
+    """A synthetic set decoded to data space (the encoder's decoder, 256 latents at a time)."""
+    if out is None:
+        return None
     x = torch.cat([cell.encoder.decode(out["z"][i : i + 256]) for i in range(0, len(out["z"]), 256)]) \
         if len(out["z"]) else out["z"]
     return Split(x=x, y=out["y"], subclass=out.get("subclass"))
+
+
+def _load_complete(target: Path, key: str, load):
+    """A stage's content when it is complete for `key` and readable, else None."""
+    return _load_or_discard(target, load) if is_complete(target, key) else None
 
 
 def _load_or_discard(target: Path, load):

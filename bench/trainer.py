@@ -8,6 +8,7 @@ steps) holds the whole TrainState, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -48,10 +49,14 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
     log_every: int = 100  # steps per entry of the recorded loss trace
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # equal parts of each batch whose gradients are summed (accumulation); N processes share them
+    # out, so micro_batches must be a multiple of N. 2 trains bit-identical weights on 1 or 2 processes
+    micro_batches: int = 1
 
     def __post_init__(self):
         """One-line errors at `bench validate` time, before anything trains."""
-        ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1, "threads": 0}
+        ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1,
+                "threads": 0, "micro_batches": 1}
         for name, low in ints.items():
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -62,6 +67,9 @@ class TrainConfig:
                 raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
         if self.ema_decay >= 1:
             raise BenchError(f"train.ema_decay={self.ema_decay!r}: use a decay in [0, 1) (0 disables EMA)")
+        if self.batch_size % self.micro_batches:
+            raise BenchError(f"train.batch_size={self.batch_size} does not split into "
+                             f"train.micro_batches={self.micro_batches} equal parts; use a multiple")
         if self.mixed_precision not in PRECISIONS:
             raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
 
@@ -169,8 +177,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
     never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
     the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
-    wraps the backbone in DDP: each rank trains on its shard of every global batch (`rank_rows`)
-    and the ranks keep identical weights; only the main process writes checkpoints.
+    wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
+    (`micro_batch_rows`) and the ranks keep identical weights; only the main process writes checkpoints.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -209,25 +217,34 @@ def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
 
 
 def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
-    """One optimisation step; stops the cell on a non-finite loss, before it touches the weights."""
-    accelerator, generator = state.accelerator, state.generator
+    """One optimisation step over the global batch; returns its mean loss.
+
+    Every rank draws the whole batch's randomness (so all ranks stay in step), then trains on its
+    micro-batches (`micro_batch_rows`), each loss scaled so the gradients sum to the batch mean's;
+    DDP averages over ranks. A non-finite loss stops the cell before the optimiser touches the weights.
+    """
+    accelerator, generator, m = state.accelerator, state.generator, cfg.micro_batches
     full = state.batches.next()
-    # every rank draws the whole batch's randomness, so all ranks stay in step, then trains on its
-    # shard; DDP averages the gradients (one process: the shard is the whole batch)
-    rows = rank_rows(len(full), accelerator.process_index, accelerator.num_processes)
-    idx = full[rows]
-    eps = torch.randn((len(full), *latents.shape[1:]), generator=generator)[rows]
-    t = method.sample_time(len(full), generator)[rows]
-    x1 = latents[idx].to(accelerator.device)
-    cond = method.training_condition(labels[idx], idx).to(accelerator.device)
-    with accelerator.autocast():
-        loss = method.loss(state.model, TrainBatch(x1=x1, cond=cond, eps=eps, t=t, generator=generator))
-    value = float(accelerator.reduce(loss.detach(), "mean")) if accelerator.num_processes > 1 \
-        else float(loss.detach())
+    eps = torch.randn((len(full), *latents.shape[1:]), generator=generator)
+    t = method.sample_time(len(full), generator)
+    # a loss that draws randomness gets one generator per micro-batch, whichever rank runs it
+    seeds = torch.randint(0, 2**62, (m,), generator=generator).tolist() if m > 1 else None
+    parts = micro_batch_rows(len(full), m, accelerator.process_index, accelerator.num_processes)
+    scale, total = accelerator.num_processes / m, torch.zeros(())
+    for j, (k, rows) in enumerate(parts):
+        last = j == len(parts) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(state.model):
+            gen = torch.Generator().manual_seed(seeds[k]) if seeds else generator
+            loss = _micro_loss(method, state, latents[full[rows]], labels[full[rows]], full[rows],
+                               eps[rows], t[rows], gen)
+            accelerator.backward(loss * scale if scale != 1 else loss)
+        total = total + loss.detach().float().cpu()
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
+    value = float(total / m) if m > 1 else float(total)
     if not math.isfinite(value):
         raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
                          "lower train.lr or enable train.grad_clip")
-    accelerator.backward(loss)
     if cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     state.optimizer.step()
@@ -238,12 +255,26 @@ def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float
     return value
 
 
-def rank_rows(batch: int, rank: int, world: int) -> slice:
-    """The contiguous rows of a global batch that process `rank` of `world` trains on."""
-    if batch % world:
-        raise BenchError(f"train.batch_size={batch} does not split over {world} processes; use a multiple of {world}")
-    size = batch // world
-    return slice(rank * size, (rank + 1) * size)
+def _micro_loss(method, state: TrainState, x1, y, idx, eps, t, generator) -> torch.Tensor:
+    """`method.loss` on one micro-batch (rows `idx` of the data)."""
+    device = state.accelerator.device
+    cond = method.training_condition(y, idx).to(device)
+    with state.accelerator.autocast():
+        return method.loss(state.model, TrainBatch(x1=x1.to(device), cond=cond, eps=eps, t=t,
+                                                   generator=generator))
+
+
+def micro_batch_rows(batch: int, parts: int, rank: int, world: int) -> list[tuple[int, slice]]:
+    """The (index, rows) of the contiguous equal micro-batches of a global batch that `rank` of
+    `world` processes trains on: micro-batches k*world/parts ... go to rank k*world // parts."""
+    if batch % parts:
+        raise BenchError(f"a batch of {batch} does not split into train.micro_batches={parts} "
+                         "equal parts; use a train.batch_size (at most the training-set size) that does")
+    if parts % world:
+        raise BenchError(f"train.micro_batches={parts} cannot be shared by {world} processes; "
+                         f"set train.micro_batches to a multiple of {world}")
+    size, per_rank = batch // parts, parts // world
+    return [(k, slice(k * size, (k + 1) * size)) for k in range(rank * per_rank, (rank + 1) * per_rank)]
 
 
 def _make_ema(backbone, decay: float):

@@ -178,7 +178,7 @@ def test_slurm_settings_become_the_sbatch_array(fake_srun, tmp_path):
     ("executor.partiton = 'gpu'", "doesn't have a parameter named 'partiton'"),
     ("executor.timeout_min = 0", "executor.timeout_min must be a positive integer, got 0"),
     ("executor.mem_gb = 'lots'", "executor.mem_gb must be a positive number"),
-    ("executor.tasks_per_node = 8", "a cell trains in one process"),
+    ("executor.tasks_per_node = 0", "executor.tasks_per_node must be a positive integer, got 0"),
     ("executor.slurm_extra = {'qoss': 'high'}", "unknown Slurm parameter(s) qoss (known: account,"),
 ])
 def test_bad_executor_settings_are_one_line_errors(fake_srun, tmp_path, binding, message):

@@ -7,7 +7,7 @@ import torch
 
 from bench.artifacts import MANIFEST, load_state, save_state
 from bench.backbones.mlp import MLPBackbone
-from bench.errors import CellFailed
+from bench.errors import BenchError, CellFailed
 from bench.method import Method
 from bench.trainer import TrainConfig, train
 
@@ -56,7 +56,7 @@ class FailingMethod(Method):
         if self.calls >= self.at:
             if self.error is not None:
                 raise self.error
-            return torch.tensor(float("nan"))
+            return super().loss(backbone, batch) * float("nan")  # a diverged loss, graph and all
         return super().loss(backbone, batch)
 
 
@@ -193,3 +193,26 @@ def test_ema_weights_are_used_when_enabled():
     init = weights(fresh()[1])
     # the EMA lags behind the raw weights: it ends between the init and the trained weights
     assert 0 < (weights(ema) - init).norm() < (weights(plain) - init).norm()
+
+
+def test_micro_batches_accumulate_the_whole_batch_gradient():
+    x, y = two_class_data()
+    cfg = TrainConfig(steps=1, batch_size=64, lr=1e-2, grad_clip=0, log_every=1)
+    (m1, whole), (m4, parts) = fresh(), fresh()
+    init = weights(fresh()[1])
+    r1 = train(m1, whole, x, y, cfg, seed=5)
+    r4 = train(m4, parts, x, y, TrainConfig(**{**cfg.__dict__, "micro_batches": 4}), seed=5)
+    # the first step draws the same batch, times and noise; four quarter-batch losses scaled by
+    # 1/4 give the batch-mean gradient up to float rounding, and their mean is the batch loss
+    assert (weights(whole) - init).abs().max() > 1e-3
+    assert torch.allclose(weights(parts), weights(whole), atol=1e-6)
+    assert r4.loss_trace[0][1] == pytest.approx(r1.loss_trace[0][1], rel=1e-6)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"micro_batches": 0}, "train.micro_batches=0: use an integer >= 1"),
+    ({"batch_size": 64, "micro_batches": 3}, "train.batch_size=64 does not split into train.micro_batches=3"),
+])
+def test_bad_micro_batches_are_one_line_errors(settings, message):
+    with pytest.raises(BenchError, match=message):
+        TrainConfig(**settings)
