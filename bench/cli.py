@@ -1,4 +1,4 @@
-"""The `bench` command: run, validate, ls, data stats, prepare, tables and report.
+"""The `bench` command: run, validate, ls, data stats, prepare, tables, report and bench.
 
 `bench ls` imports nothing heavy (no torch): plugin names come from package metadata. Errors in
 the user's input print one line and exit 2; failed cells exit 1 after the others finished.
@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="paired significance test for the marks (default wilcoxon)")
         rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
         rep.add_argument("--baseline", default="fm", help="method marked against with † (default fm)")
+    perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")
+    perf.add_argument("--out", default="perf/perf.json", help="JSON file (default perf/perf.json); "
+                      "the Markdown summary and figures are written beside it")
+    perf.add_argument("--scale", choices=["full", "smoke"], default="full",
+                      help="full: the sizes the targets are stated for; smoke: tiny, seconds")
+    perf.add_argument("--only", default="", metavar="CASES",
+                      help="comma-separated cases (default all: overhead, offline, fid, quick_run, nfe, threads, gpu)")
+    perf.add_argument("--workdir", help="scratch folder kept for inspection (default: a temporary one)")
     ls = sub.add_parser("ls", help="list plugins and where each comes from")
     ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
     return p
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
-    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare", "tables", "report")]
+    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare", "tables", "report", "bench")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = extras
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tables(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         return cmd_run(args, dry=args.command == "validate")
     except BenchError as exc:
         # gin appends "In call to configurable ..." lines to errors raised inside constructors
@@ -210,6 +220,25 @@ def cmd_report(args) -> int:
     index = write_index(exp, out, entries, figures)
     print(f"report of {exp.name}: {len(tables)} table(s), {len(figures)} figure(s); open {index}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    """`bench bench`: the performance suite (bench.perf.suite) and its summary (perf.md)."""
+    import tempfile
+
+    from bench.artifacts import write_text_atomic
+    from bench.perf.suite import CASES, check_cases, run_suite
+    from bench.perf.summary import markdown
+
+    names = check_cases([n.strip() for n in args.only.split(",") if n.strip()] or list(CASES))
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        result = run_suite(names, args.scale, Path(args.workdir or tmp), out)
+    summary = out.with_suffix(".md")
+    write_text_atomic(summary, markdown(result))
+    print(markdown(result))
+    print(f"written: {out}, {summary}")
+    return 1 if result["errors"] else 0
 
 
 def cmd_run(args, dry: bool) -> int:

@@ -24,6 +24,7 @@ from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
 from bench.source_opt import ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.stopwatch import Stopwatch
 from bench.subclass import check_subclass_config, induce_subclasses
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,17 @@ class OptPrior(Method):
 
     # -- offline stage ------------------------------------------------------------------
     def fit_prior(self, latents, labels, n_classes, seed):
-        """Subclass induction, source initialisation and optimisation, plus analysis numbers."""
+        """Subclass induction, source initialisation and optimisation, plus analysis numbers.
+
+        info["seconds"] says where the offline stage's time went (induction, init, optimisation,
+        geometry, bayes_risk).
+        """
+        clock = Stopwatch()
         x = latents.reshape(len(latents), -1).float()
         means = class_means(x, labels, n_classes)
         fits = self._induce(x - means[labels], labels, n_classes, seed)
         sub = _assignment(fits, labels)
+        clock.lap("induction")
         group = labels * self.k_max + sub
         n_groups = n_classes * self.k_max
         caps = fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile)
@@ -91,11 +98,16 @@ class OptPrior(Method):
                 "notes": [f.note for f in fits], "init": decisions,
                 "subclasses": self.subclasses, "learned_source": self.learned_source}
         params = init
+        clock.lap("init")
         if self.learned_source:
             result = optimize_sources(init, x, group, caps, self.proxy, seed)
             params, info["loss_trace"] = result.params, result.trace
+        clock.lap("optimisation")
         info["geometry"] = self._geometry(x, labels, group, init, params, n_classes, seed)
+        clock.lap("geometry")
         info["bayes_risk"] = self._bayes_risk(x, labels, sub, group, params, seed)
+        clock.lap("bayes_risk")
+        info["seconds"] = clock.laps
         tensors = {"class_mean": means, "weights": _weights(fits, self.k_max), "assignment": sub,
                    "mu": params.mu, "log_sigma": params.log_sigma,
                    "prototype": torch.nn.functional.normalize(params.prototype, dim=1), "caps": caps}

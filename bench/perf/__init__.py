@@ -1,0 +1,1 @@
+"""`bench bench`: performance cases measured against reference implementations in the same run."""

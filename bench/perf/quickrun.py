@@ -1,0 +1,54 @@
+"""Case `quick_run`: a bare `bench run` (the quick experiment) end to end, cold, with stage times.
+
+The run is the command a new user types first: a fresh results folder (no latent, feature or
+stage cache), in a child process, timed by the wall clock from start to exit. Per-stage seconds
+are the records' `timings_s` summed over the cells (train, sample, evaluate/<evaluator>, ...);
+what they do not cover (start-up, imports, validation, writing the summary) is `overhead`.
+Target: <= 600 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from bench.gridfile import cell_label
+from bench.perf.case import Measurement, python_command
+
+ARGS = {"full": [],
+        "smoke": ["datasets=[synthetic2d]", "train.steps=30", "synthetic2d.n_max=400",
+                  "synthetic2d.n_test_per_class=40"]}
+
+
+def measure(scale: str, workdir: Path) -> Measurement:
+    """Time `bench run` into an empty folder; per-stage seconds from the records it wrote."""
+    results = Path(workdir) / "quick_run"
+    if results.exists() and any(results.iterdir()):
+        raise RuntimeError(f"{results} is not empty: the quick run must start cold")
+    command = [*python_command(), "-m", "bench", "run", *ARGS[scale], f"results_dir={results}"]
+    t0 = time.perf_counter()
+    child = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if child.returncode != 0:
+        raise RuntimeError(f"bench run failed (exit {child.returncode}): "
+                           f"{(child.stderr.strip().splitlines() or [''])[-1]}")
+    cells = {}
+    for path in sorted(results.glob("*/*/*/*/record.json")):
+        record = json.loads(path.read_text())
+        cells[cell_label(record["dataset"], record["method"], record["seed"])] = record["timings_s"]
+    stages = stage_totals(cells.values())
+    stages["overhead"] = wall - sum(timings.get("total", 0.0) for timings in cells.values())
+    return Measurement(keys={"quick_run_s": wall, "quick_run_stages_s": stages},
+                       details={"command": " ".join(["bench", "run", *ARGS[scale]]), "cells": cells})
+
+
+def stage_totals(cells) -> dict:
+    """Seconds per stage summed over cells; `evaluate/<name>` kept apart from their `evaluate` sum."""
+    totals: dict = {}
+    for timings in cells:
+        for stage, seconds in timings.items():
+            if stage != "total":
+                totals[stage] = totals.get(stage, 0.0) + seconds
+    return totals

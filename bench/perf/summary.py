@@ -1,0 +1,72 @@
+"""The Markdown summary of a `bench bench` JSON: targets first, then each case's numbers."""
+
+from __future__ import annotations
+
+from bench.perf.suite import TARGETS
+
+
+def markdown(result: dict) -> str:
+    """A self-contained Markdown page of the suite's result."""
+    m = result["machine"]
+    lines = [f"# bench performance ({result['scale']} scale)", "",
+             f"Measured {result['started']} on {m['host']}: {m['cores']} cores, {m['cpu']}, torch "
+             f"{m['torch']} ({m['torch_threads']} threads), GPU: {m['cuda'] or 'none'}.", "",
+             "| key | value | target | verdict |", "|---|---|---|---|"]
+    for key, target in TARGETS.items():
+        verdict = result["targets"].get(key)
+        value = result.get(key)
+        shown = "not measured" if value is None else _num(value)
+        word = "–" if verdict is None else ("met" if verdict["met"] else f"**missed**: {verdict['miss']}")
+        lines.append(f"| `{key}` | {shown} | {target.op} {target.value:g} | {word} |")
+    lines += _stages(result) + _nfe(result) + _threads(result) + _gpu(result)
+    if result["errors"]:
+        lines += ["", "## Errors", ""] + [f"- {name}: {msg}" for name, msg in result["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x) -> str:
+    """A number at a readable precision."""
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1e-3 else f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}"
+    return str(x)
+
+
+def _stages(result: dict) -> list[str]:
+    stages = result.get("quick_run_stages_s")
+    if not stages:
+        return []
+    rows = sorted(stages.items(), key=lambda kv: -kv[1])
+    return ["", "## Quick run, seconds per stage (summed over cells)", "", "| stage | s |", "|---|---|"] + \
+        [f"| {k} | {v:.1f} |" for k, v in rows]
+
+
+def _nfe(result: dict) -> list[str]:
+    table = result.get("nfe_to_match")
+    if not table:
+        return []
+    methods = sorted({m for per in table.values() for m in per})
+    lines = ["", "## Euler steps to match FM at 64 steps (tail quality)", "",
+             "| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for dataset, per in table.items():
+        cells = [("> max" if per.get(m) is None else str(per[m])) if m in per else "–" for m in methods]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    figures = [f for f in result.get("files", []) if f.endswith(".png")]
+    return lines + [f"\n![quality vs steps]({f})" for f in figures]
+
+
+def _threads(result: dict) -> list[str]:
+    t = result.get("threads")
+    if not t:
+        return []
+    per = ", ".join(f"{k} thread(s) {_num(v)} s/step" for k, v in t.items() if k.isdigit())
+    return ["", "## CPU threads (tiny preset training step)", "", f"{per}; best: {t.get('best')}."]
+
+
+def _gpu(result: dict) -> list[str]:
+    if not result.get("gpu"):
+        reason = result.get("details", {}).get("gpu", {}).get("skipped", "the gpu case did not run")
+        return ["", "## GPU (FLUX.1 size, bf16, SDPA)", "", f"Not measured: {reason}."]
+    step, mfu = result.get("gpu_step_s") or {}, result.get("gpu_mfu") or {}
+    rows = [f"| {k} | {_num(step.get(k))} | {_num(mfu.get(k))} |" for k in ("eager", "compiled")]
+    return ["", f"## GPU: {result['gpu']} (FLUX.1 size, bf16, SDPA)", "", "| mode | s/step | MFU |",
+            "|---|---|---|"] + rows
