@@ -69,32 +69,37 @@ def check_cases(names: list[str]) -> list[str]:
 
 
 def run_suite(names: list[str], scale: str, workdir: Path, out: Path) -> dict:
-    """Run the cases, write `out` (JSON) atomically and return its content."""
+    """Run the cases and return the result; `out` (JSON) is rewritten atomically after every
+    case, so an interrupted suite keeps the numbers of the cases that finished."""
     if scale not in SCALES:
         raise BenchError(f"unknown scale {scale!r} (known: {', '.join(SCALES)})")
     result = {"scale": scale, "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "targets": {}, "details": {}, "seconds": {}, "errors": {}, "files": []}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     for name in check_cases(names):
         log.info("bench bench: %s (%s)", name, scale)
-        case_dir = Path(workdir) / name
-        case_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            seconds, m = timed(importlib.import_module(CASES[name]).measure, scale, case_dir)
-        except Exception as exc:  # one failing case must not lose the others' numbers
-            result["errors"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            result["details"][name] = {"traceback": traceback.format_exc()}
-            result.update({k: None for k in KEYS[name]})
-            log.error("bench bench: %s failed: %s", name, result["errors"][name])
-            continue
-        result.update(m.keys)
-        result["details"][name], result["seconds"][name] = m.details, seconds
-        for f in m.files:  # figures travel with the JSON
-            shutil.copy2(f, Path(out).parent / Path(f).name)
-            result["files"].append(Path(f).name)
-    result["targets"] = verdicts(result)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(out), json.dumps(result, indent=2, default=float) + "\n")
+        run_case(name, scale, Path(workdir) / name, result, Path(out).parent)
+        result["targets"] = verdicts(result)
+        write_text_atomic(Path(out), json.dumps(result, indent=2, default=float) + "\n")
     return result
+
+
+def run_case(name: str, scale: str, case_dir: Path, result: dict, files_dir: Path) -> None:
+    """One case into `result`: its keys, details and seconds, or its error with its keys None."""
+    case_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        seconds, m = timed(importlib.import_module(CASES[name]).measure, scale, case_dir)
+    except Exception as exc:  # one failing case must not lose the others' numbers
+        result["errors"][name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        result["details"][name] = {"traceback": traceback.format_exc()}
+        result.update({k: None for k in KEYS[name]})
+        log.error("bench bench: %s failed: %s", name, result["errors"][name])
+        return
+    result.update(m.keys)
+    result["details"][name], result["seconds"][name] = m.details, seconds
+    for f in m.files:  # figures travel with the JSON
+        shutil.copy2(f, files_dir / Path(f).name)
+        result["files"].append(Path(f).name)
 
 
 def verdicts(result: dict) -> dict:

@@ -1,0 +1,148 @@
+"""The closed-form proxy gradients and the fast optimize_sources against autograd on proxy_terms."""
+
+import pytest
+import torch
+
+from bench.source_opt import (ChunkBuffers, ProxyConfig, SourceParams, group_chunks, noise_draws,
+                              optimize_sources, proxy_gradients, proxy_terms)
+
+CFG = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3)
+
+
+def problem(dtype=torch.float64, n=64, dim=32, groups=5):
+    """Latents of 4 groups (group 4 has no rows) whose rows lie on both sides of kappa and of
+    the caps: half of each group's displacements point along its prototype, half at random."""
+    g = torch.Generator().manual_seed(0)
+    group = torch.arange(n) % 4
+    params = SourceParams(torch.randn(groups, dim, generator=g, dtype=dtype),
+                          0.3 * torch.randn(groups, dim, generator=g, dtype=dtype),
+                          torch.randn(groups, dim, generator=g, dtype=dtype))
+    eps = torch.randn(n, dim, generator=g, dtype=dtype)
+    u = torch.nn.functional.normalize(params.prototype, dim=1)[group]
+    along = (torch.arange(n) // 4) % 2 == 0
+    direction = torch.where(along[:, None], u + 0.3 * torch.randn(n, dim, generator=g, dtype=dtype),
+                            torch.randn(n, dim, generator=g, dtype=dtype))
+    length = torch.linspace(1.0, 10.0, n, dtype=dtype)[torch.randperm(n, generator=g)]
+    d = length[:, None] * torch.nn.functional.normalize(direction, dim=1)
+    x = params.mu[group] + params.log_sigma.exp()[group] * eps + d
+    caps = torch.tensor([4.0, 5.0, 6.0, 7.0, 1.0], dtype=dtype)
+    return params, x, group, eps, caps
+
+
+def autograd_reference(params, x, group, eps, caps, cfg):
+    """proxy_terms and its gradients by autograd."""
+    leaves = SourceParams(*(v.clone().requires_grad_(True)
+                            for v in (params.mu, params.log_sigma, params.prototype)))
+    terms = proxy_terms(leaves, x, group, eps, caps, cfg)
+    terms.total.backward()
+    return terms, SourceParams(leaves.mu.grad, leaves.log_sigma.grad, leaves.prototype.grad)
+
+
+def test_problem_covers_every_branch_of_the_objective():
+    params, x, group, eps, caps = problem()
+    d = x - (params.mu[group] + params.log_sigma.exp()[group] * eps)
+    rho = d.norm(dim=1)
+    cosine = (d * torch.nn.functional.normalize(params.prototype, dim=1)[group]).sum(1) / rho
+    assert 10 < (cosine > CFG.kappa).sum() < len(x) - 10
+    assert 10 < (rho > caps[group]).sum() < len(x) - 10
+
+
+@pytest.mark.parametrize("rows", [3, 8, 64])
+def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows):
+    params, x, group, eps, caps = problem()
+    ref, ref_grads = autograd_reference(params, x, group, eps, caps, CFG)
+    buffers = ChunkBuffers(x.shape[1], x.dtype, rows)
+    terms, grads = proxy_gradients(params, x, group, eps, caps, CFG, buffers=buffers)
+    for name in ("total", "ang", "cap", "scale"):
+        torch.testing.assert_close(getattr(terms, name), getattr(ref, name), rtol=1e-12, atol=1e-12)
+    for name in ("mu", "log_sigma", "prototype"):
+        torch.testing.assert_close(getattr(grads, name), getattr(ref_grads, name), rtol=1e-10, atol=1e-12)
+    assert grads.mu[4].abs().max() == 0 and grads.prototype[4].abs().max() == 0  # group without rows
+    assert ref_grads.log_sigma[:4].abs().min() > 0
+
+
+def test_float32_gradients_match_to_float_rounding():
+    params, x, group, eps, caps = problem(torch.float32, n=200, dim=300)
+    ref, ref_grads = autograd_reference(params, x, group, eps, caps, CFG)
+    terms, grads = proxy_gradients(params, x, group, eps, caps, CFG)
+    torch.testing.assert_close(terms.total, ref.total, rtol=1e-5, atol=0)
+    for name in ("mu", "log_sigma", "prototype"):
+        got, want = getattr(grads, name), getattr(ref_grads, name)
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_batch_rows_by_index_equal_the_gathered_batch():
+    params, x, group, eps, caps = problem(n=80)
+    idx = torch.randperm(80, generator=torch.Generator().manual_seed(1))[:50]
+    direct, direct_grads = proxy_gradients(params, x[idx], group[idx], eps[:50], caps, CFG)
+    indexed, indexed_grads = proxy_gradients(params, x, group, eps[:50], caps, CFG, idx=idx)
+    torch.testing.assert_close(indexed.total, direct.total, rtol=1e-14, atol=0)
+    for name in ("mu", "log_sigma", "prototype"):
+        torch.testing.assert_close(getattr(indexed_grads, name), getattr(direct_grads, name),
+                                   rtol=1e-12, atol=1e-15)
+
+
+def test_chunks_hold_one_group_each_and_cover_the_sorted_batch():
+    group = torch.tensor([2, 0, 2, 2, 1, 2, 0, 2, 2])
+    order, chunks = group_chunks(group, n_groups=4, rows=2)
+    assert group[order].tolist() == [0, 0, 1, 2, 2, 2, 2, 2, 2]
+    assert chunks == [(0, 0, 2), (1, 2, 3), (2, 3, 5), (2, 5, 7), (2, 7, 9)]
+
+
+def test_noise_draws_are_the_serial_randperm_randn_sequence():
+    g = torch.Generator().manual_seed(3)
+    want = []
+    for _ in range(4):
+        idx = torch.randperm(30, generator=g)[:10]
+        want.append((idx, torch.randn((10, 7), generator=g)))
+    got = [(idx, eps.clone()) for idx, eps in
+           noise_draws(torch.Generator().manual_seed(3), 30, 10, 7, torch.float32, 4)]
+    assert len(got) == 4
+    for (gi, ge), (wi, we) in zip(got, want):
+        assert torch.equal(gi, wi) and torch.equal(ge, we)
+
+
+def reference_optimisation(init, x, group, caps, cfg, seed):
+    """The plain loop: Adam on autograd of proxy_terms, batches and noise drawn in line."""
+    leaves = [v.clone().requires_grad_(True) for v in (init.mu, init.log_sigma, init.prototype)]
+    optimizer = torch.optim.Adam(leaves, lr=cfg.lr)
+    generator = torch.Generator().manual_seed(seed)
+    trace = []
+    for step in range(cfg.steps):
+        n = len(x)
+        idx = torch.randperm(n, generator=generator)[:cfg.batch_size] if n > cfg.batch_size else None
+        xb, gb = (x, group) if idx is None else (x[idx], group[idx])
+        eps = torch.randn(xb.shape, generator=generator, dtype=x.dtype)
+        terms = proxy_terms(SourceParams(*leaves), xb, gb, eps, caps, cfg)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
+            trace.append([step + 1] + [float(v.detach())
+                                       for v in (terms.total, terms.ang, terms.cap, terms.scale)])
+    return SourceParams(*(v.detach() for v in leaves)), trace
+
+
+@pytest.mark.parametrize("batch_size", [48, 200])  # minibatches of 48 of 64 rows; the full batch
+def test_twenty_steps_equal_the_autograd_loop(batch_size):
+    init, x, group, _, caps = problem(torch.float32)
+    cfg = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3, steps=20, lr=0.05,
+                      batch_size=batch_size, log_every=5)
+    want, want_trace = reference_optimisation(init, x, group, caps, cfg, seed=7)
+    got = optimize_sources(init, x, group, caps, cfg, seed=7)
+    assert (want.mu - init.mu).abs().max() > 0.1  # the parameters did move
+    for name in ("mu", "log_sigma", "prototype"):
+        torch.testing.assert_close(getattr(got.params, name), getattr(want, name), rtol=0, atol=1e-5)
+    assert [row[0] for row in got.trace] == [1, 5, 10, 15, 20]
+    torch.testing.assert_close(torch.tensor(got.trace), torch.tensor(want_trace), rtol=0, atol=1e-5)
+
+
+def test_torch_thread_count_is_restored():
+    init, x, group, _, caps = problem(torch.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        optimize_sources(init, x, group, caps, ProxyConfig(steps=2), seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
