@@ -45,13 +45,30 @@ def _nfe(result: dict) -> list[str]:
     if not table:
         return []
     methods = sorted({m for per in table.values() for m in per})
-    lines = ["", "## Euler steps to match FM at 64 steps (tail quality)", "",
+    nfe = result.get("details", {}).get("nfe", {})
+    ref, tol = nfe.get("reference_nfe", 64), nfe.get("tol", 0.05)
+    lines = ["", f"## Euler steps to match FM at {ref} steps (tail quality within {tol:.0%})", "",
              "| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for dataset, per in table.items():
         cells = [("> max" if per.get(m) is None else str(per[m])) if m in per else "–" for m in methods]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    lines += _curves(result.get("details", {}).get("nfe", {}))
     figures = [f for f in result.get("files", []) if f.endswith(".png")]
     return lines + [f"\n![quality vs steps]({f})" for f in figures]
+
+
+def _curves(details: dict) -> list[str]:
+    """Each dataset's tail quality per method and NFE (the figure's numbers)."""
+    lines = []
+    for dataset, per in details.get("curves", {}).items():
+        nfes = sorted({int(n) for curve in per.values() for n in curve})
+        metric = details.get("metric", {}).get(dataset, "quality")
+        lines += ["", f"{dataset}, `{metric}` (lower is better) by Euler steps:", "",
+                  "| method | " + " | ".join(str(n) for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+        for method, curve in per.items():
+            values = {int(n): v for n, v in curve.items()}
+            lines.append(f"| {method} | " + " | ".join(_num(values.get(n, float("nan"))) for n in nfes) + " |")
+    return lines
 
 
 def _threads(result: dict) -> list[str]:
