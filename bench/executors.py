@@ -151,7 +151,13 @@ class CellJob(submitit.helpers.Checkpointable):
         if submitit.JobEnvironment().num_tasks > 1:  # this task is one rank of the cell
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         log.info("%s: running", spec.label)
-        return execute_cell(spec, self.request)
+        try:
+            outcome = execute_cell(spec, self.request)
+        except BaseException:
+            distributed.finish(wait=False)
+            raise
+        distributed.finish()  # close the process group before the task exits
+        return outcome
 
     def checkpoint(self, spec: CellSpec) -> submitit.helpers.DelayedSubmission:
         """Resubmit the cell: it resumes from its finished stages and its training checkpoint."""
