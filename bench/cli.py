@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
             rep.add_argument("--out", help="write <table>.<ext> files and tables.<ext> here (default: print)")
         else:
             rep.add_argument("--out", help="output folder (default RESULTS_DIR/report)")
-        rep.add_argument("--test", choices=["wilcoxon", "bootstrap"], default="wilcoxon",
-                         help="paired significance test for the marks (default wilcoxon)")
+        rep.add_argument("--test", choices=["permutation", "ttest", "wilcoxon"], default="permutation",
+                         help="paired test over generative seeds for the marks (default permutation: "
+                              "exact sign-flip; ttest: paired t-test; wilcoxon: signed-rank)")
         rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
         rep.add_argument("--baseline", default="fm", help="method marked against with † (default fm)")
     perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")

@@ -22,8 +22,8 @@ FORMATS = {"latex": "tex", "md": "md", "csv": "csv", "html": "html"}
 DASH = "–"
 # Unicode the tables use, as LaTeX (everything else non-ASCII becomes '?')
 _LATEX_SYMBOLS = {"–": "--", "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^{\dagger}$",
-                  "§": r"\S{}", "✓": r"\checkmark{}", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-                  "*": r"$^{*}$"}
+                  "‡": r"$^{\ddagger}$", "§": r"\S{}", "✓": r"\checkmark{}", "×": r"$\times$", "≥": r"$\geq$",
+                  "≤": r"$\leq$", "*": r"$^{*}$"}
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 

@@ -1,20 +1,42 @@
-"""The end-of-run summary: one table per dataset, mean +- std over seeds, from stored records."""
+"""The end-of-run summary: one table per dataset, mean +- std over seeds, from stored records.
+
+Each method gets one row of its metrics; below it, when its records hold them, a
+"<method> (source only)" row with the `<metric>@source` values (the method's source samples
+decoded with no flow) and a "<method> (untrained)" row with the `<metric>@init` values (the
+untrained network), each under its plain metric's column, never interleaved with the main
+metrics. Metrics equal to another one in every record (values and direction) share one column,
+titled "a = b". A method whose training did not converge in some seed is marked ‡, with a note
+under its dataset's table.
+"""
 
 from __future__ import annotations
 
 import statistics
-from typing import Iterable
+from typing import Iterable, Optional
 
 from tabulate import tabulate
 
+# metric-name suffix -> label of the reference line it belongs to, in display order
+VARIANTS = {"@source": "source only", "@init": "untrained"}
+UNCONVERGED = "‡"
+
+
+def split_variant(name: str) -> tuple[str, Optional[str]]:
+    """(plain metric, variant suffix or None): 'fid/tail@source' -> ('fid/tail', '@source')."""
+    for suffix in VARIANTS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, None
+
 
 def headline_metrics(records: Iterable[dict]) -> list[str]:
-    """Metric names to show: everything except per-class breakdowns, in first-seen order."""
+    """Plain metric names to show: no per-class breakdowns, variants under their plain name; first-seen order."""
     names: list[str] = []
     for rec in records:
         for name in rec.get("metrics", {}):
-            if "/class/" not in name and name not in names:
-                names.append(name)
+            base = split_variant(name)[0]
+            if "/class/" not in base and base not in names:
+                names.append(base)
     return names
 
 
@@ -27,32 +49,99 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
-def _arrow(records: list[dict], name: str) -> str:
+def _direction(records: list[dict], name: str) -> Optional[bool]:
     for rec in records:
         if name in rec.get("higher_is_better", {}):
-            return f"{name} {'↑' if rec['higher_is_better'][name] else '↓'}"
-    return name
+            return bool(rec["higher_is_better"][name])
+    return None
+
+
+def _arrow(records: list[dict], name: str) -> str:
+    higher = _direction(records, name)
+    return name if higher is None else f"{name} {'↑' if higher else '↓'}"
+
+
+def merged_metrics(records: list[dict], names: list[str]) -> list[list[str]]:
+    """Groups of metrics identical in every record (all variants too) and of one direction, first-seen order."""
+    groups: dict = {}
+    for name in names:
+        key = (_direction(records, name),
+               tuple(tuple(r["metrics"].get(name + s) for s in ("", *VARIANTS)) for r in records))
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def convergence_text(records: list[dict]) -> str:
+    """'seed0, seed2 (smoothed loss changed by 4.1%, 3% over the last 20% of steps (200 of 1,000), threshold 2%)'."""
+    seeds = ", ".join(f"seed{r.get('seed')}" for r in records)
+    stats = [(r.get("train") or {}).get("convergence") or {} for r in records]
+    changes = [f"{100 * s['rel_change']:.2g}%" for s in stats if _is_number(s.get("rel_change"))]
+    if not changes:
+        return seeds
+    threshold = stats[0].get("threshold")
+    limit = f", threshold {100 * threshold:.2g}%" if _is_number(threshold) else ""
+    return f"{seeds} (smoothed loss changed by {', '.join(changes)}{_window_text(records[0])}{limit})"
+
+
+def _window_text(record: dict) -> str:
+    """' over the last 20% of steps (200 of 1,000)': the convergence window, a step count (bench.convergence)."""
+    train = record.get("train") or {}
+    window, steps = (train.get("convergence") or {}).get("window"), train.get("steps")
+    if not _is_number(window):
+        return ""
+    if window < 1:  # a fraction of the steps
+        return f" over the last {100 * window:.3g}% of steps"
+    if _is_number(steps) and steps > 0:
+        return f" over the last {100 * window / steps:.3g}% of steps ({window:,} of {steps:,})"
+    return f" over the last {window:,} steps"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def unconverged(records: list[dict]) -> list[dict]:
+    """Records whose training stated it did not converge (None or missing: not known, not listed)."""
+    return [r for r in records if (r.get("train") or {}).get("converged") is False]
 
 
 def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows for one dataset's records: one row per method, averaged over seeds."""
-    names = headline_metrics(records)
+    """Header and rows for one dataset's records: one row per method (plus its reference lines), over seeds."""
+    groups = merged_metrics(records, headline_metrics(records))
     by_method: dict[str, list[dict]] = {}
     for rec in records:
         by_method.setdefault(rec["method"], []).append(rec)
-    header = ["method", "seeds"] + [_arrow(records, n) for n in names] + ["train s"]
+    header = ["method", "seeds"] + [" = ".join(_arrow(records, n) for n in g) for g in groups] + ["train s"]
     rows = []
     for method, recs in by_method.items():
-        row = [method, str(len(recs))]
-        row += [mean_std([r["metrics"][n] for r in recs if n in r["metrics"]]) for n in names]
-        row.append(mean_std([r.get("train", {}).get("seconds", 0.0) for r in recs]))
-        rows.append(row)
+        label = method + (f" {UNCONVERGED}" if unconverged(recs) else "")
+        row = [label, str(len(recs))] + [_cell(recs, g[0]) for g in groups]
+        rows.append(row + [mean_std([r.get("train", {}).get("seconds", 0.0) for r in recs])])
+        for suffix, what in VARIANTS.items():
+            holding = [r for r in recs if any(g[0] + suffix in r["metrics"] for g in groups)]
+            if holding:
+                rows.append([f"{method} ({what})", str(len(holding))]
+                            + [_cell(recs, g[0] + suffix, blank="") for g in groups] + [""])
     return header, rows
+
+
+def _cell(recs: list[dict], name: str, blank: str = "-") -> str:
+    values = [r["metrics"][name] for r in recs if name in r["metrics"]]
+    return mean_std(values) if values else blank
 
 
 def transposed(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
     """Methods as columns and metrics as rows: readable when there are many metrics."""
     return ["metric"] + [r[0] for r in rows], [[h] + [r[i] for r in rows] for i, h in enumerate(header) if i]
+
+
+def summary_notes(records: list[dict]) -> list[str]:
+    """One line per method whose training did not converge in some seed."""
+    by_method: dict[str, list[dict]] = {}
+    for rec in unconverged(records):
+        by_method.setdefault(rec["method"], []).append(rec)
+    return [f"{UNCONVERGED} {m}: training did not converge for {convergence_text(recs)}"
+            for m, recs in by_method.items()]
 
 
 def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 10) -> str:
@@ -71,5 +160,6 @@ def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 1
         if len(header) > max_columns + 3:
             header, rows = transposed(header, rows)
         table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
-        blocks.append(f"### {dataset}\n\n{table}")
+        notes = "".join(f"\n\n{n}" for n in summary_notes(recs))
+        blocks.append(f"### {dataset}\n\n{table}{notes}")
     return "\n\n".join(blocks)

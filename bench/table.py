@@ -1,11 +1,14 @@
 """A report table, independent of its output format: entries with runs, marks and notes.
 
-An `Entry` holds the runs behind one number (key -> value; keys pair runs across rows for the
-significance tests), or a fixed text (dataset statistics), or nothing: `MISSING` (a grid cell
+An `Entry` holds the runs behind one number (key -> value, keyed (generative seed,) or
+(generative seed, classifier index); keys pair runs across rows for the significance tests), or
+a fixed text (dataset statistics), or nothing: `MISSING` (a grid cell
 without a usable record: shown as a dash, explained in the table's notes) or `NOT_APPLICABLE`
 (the record exists but its evaluators produce no such metric for this method: "n/a").
 `mark_best` bolds the best mean of each column (or row, for tables with metrics as rows)
-according to the metric's direction; ties at the displayed precision are all bold.
+according to the metric's direction; ties at the displayed precision are all bold. An entry's
+mean and std are over its generative seeds (classifier runs averaged within each seed first);
+an entry with `ranked` False (a source-only or untrained reference line) is never bold or marked.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from bench.significance import seed_means
+
 MISSING, NOT_APPLICABLE = "missing", "n/a"
 MARK_NO_AUG, MARK_FM, MARK_PARTIAL = "*", "†", "§"
+MARK_UNCONVERGED = "‡"  # a cell's training did not converge
+MARK_UNRELIABLE = "?"  # a Bayes-risk Monte-Carlo estimate flagged unreliable
 
 
 @dataclass
@@ -28,10 +35,12 @@ class Entry:
     marks: str = ""  # MARK_* symbols
     best: bool = False
     decimals: int = 3
+    ranked: bool = True  # False: a reference line, never bold and never tested
 
     @property
     def values(self) -> list[float]:
-        return [v for _, v in sorted(self.runs.items()) if v is not None and math.isfinite(v)]
+        """One value per generative seed (the mean of its classifier runs), in seed order."""
+        return [v for _, v in sorted(seed_means(self.runs).items())]
 
     @property
     def mean(self) -> Optional[float]:
@@ -40,7 +49,7 @@ class Entry:
 
     @property
     def std(self) -> Optional[float]:
-        """Sample standard deviation over runs (None for fewer than two)."""
+        """Sample standard deviation over generative seeds (None for fewer than two)."""
         v = self.values
         if len(v) < 2:
             return None
@@ -108,7 +117,9 @@ def set_precision(table: Table) -> None:
     lines = [entries for _, entries in table.rows] if by_row else \
         [[entries[j] for _, entries in table.rows] for j in range(len(table.columns))]
     for line in lines:
-        d = decimals_for([e.mean for e in line if e.mean is not None])
+        ranked = [e.mean for e in line if e.mean is not None and e.ranked]
+        # reference lines (source only, untrained) follow the precision of the entries they are read against
+        d = decimals_for(ranked or [e.mean for e in line if e.mean is not None])
         for e in line:
             e.decimals = d
 
@@ -125,7 +136,7 @@ def mark_best(table: Table) -> None:
 
 
 def _bold(entries: list[Entry], higher: Optional[bool]) -> None:
-    scored = [e for e in entries if e.number() is not None]
+    scored = [e for e in entries if e.number() is not None and e.ranked]
     if higher is None or len(scored) < 2:
         return
     shown = [round(e.mean, e.decimals) for e in scored]

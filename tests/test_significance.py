@@ -1,13 +1,16 @@
-"""Paired significance tests against independent computations (exact enumeration, scipy)."""
+"""Paired significance over generative seeds against independent computations (brute force, scipy)."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from bench.errors import BenchError
-from bench.significance import compare, min_p, paired, wilcoxon_p
+from bench.significance import (
+    EXACT_MAX, compare, limits, min_p, paired, seed_means, seeds_needed, sign_flip_p, t_interval, ttest_p, wilcoxon_p,
+)
 
 
 def exact_wilcoxon_p(d: np.ndarray) -> float:
@@ -20,6 +23,19 @@ def exact_wilcoxon_p(d: np.ndarray) -> float:
     return min(1.0, 2 * np.mean(sums <= t))
 
 
+def brute_force_sign_flip_p(d) -> float:
+    """Share of all 2^n sign assignments whose |mean| reaches the observed |mean| (pure Python)."""
+    observed = abs(math.fsum(d) / len(d))
+    flips = list(itertools.product([1, -1], repeat=len(d)))
+    hits = sum(abs(math.fsum(s * x for s, x in zip(signs, d)) / len(d)) >= observed - 1e-12 for signs in flips)
+    return hits / len(flips)
+
+
+def runs(per_seed: dict) -> dict:
+    """{(seed, classifier): value} from {seed: [values]}."""
+    return {(s, i): float(v) for s, values in per_seed.items() for i, v in enumerate(values)}
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_wilcoxon_p_equals_exact_enumeration(seed):
     rng = np.random.default_rng(seed)
@@ -28,47 +44,92 @@ def test_wilcoxon_p_equals_exact_enumeration(seed):
     assert wilcoxon_p(d) == pytest.approx(exact_wilcoxon_p(d), rel=1e-9)
 
 
-def test_marks_follow_scipy_on_the_same_numbers():
+@pytest.mark.parametrize("seed", range(8))
+def test_sign_flip_p_equals_brute_force_enumeration(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 12))
+    d = rng.normal(0.5 * (seed % 4), 1.0, n)
+    assert sign_flip_p(d) == brute_force_sign_flip_p(d.tolist())
+    same = [0.3, -0.3, 0.3, 0.3]  # equal magnitudes: ties in |mean| count as at least as extreme
+    assert sign_flip_p(np.array(same)) == brute_force_sign_flip_p(same)
+
+
+def test_sign_flip_p_beyond_exact_enumeration_is_a_close_monte_carlo():
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.4, 1.0, EXACT_MAX + 1)
+    signs = np.array(list(itertools.product([1, -1], repeat=len(d))))
+    exact = np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-9)
+    assert abs(sign_flip_p(d) - exact) < 0.01  # Monte-Carlo standard error <= 0.002
+    positive = np.full(EXACT_MAX + 2, 1.0)
+    assert sign_flip_p(positive) <= 3 / 2**EXACT_MAX and sign_flip_p(positive, seed=1) > 0
+
+
+def test_ttest_and_interval_match_scipy_on_seed_means():
     rng = np.random.default_rng(0)
-    for shift in (0.0, 0.05, 0.5, 2.0):
-        a = {(s, i): float(v) for (s, i), v in zip(itertools.product(range(3), range(3)), rng.normal(shift, 1, 9))}
-        b = {k: 0.0 for k in a}
-        result = compare(a, b, "wilcoxon", alpha=0.05)
-        p = stats.wilcoxon(np.array([a[k] for k in sorted(a)])).pvalue
-        assert result.n == 9 and result.p == pytest.approx(p)
-        assert result.significant == (p < 0.05)
+    method = {s: rng.normal(0.6, 0.05, 5) for s in range(4)}
+    reference = {s: rng.normal(0.55, 0.05, 5) for s in range(4)}
+    result = compare(runs(method), runs(reference), "ttest", alpha=0.05)
+    x = np.array([method[s].mean() for s in range(4)])
+    y = np.array([reference[s].mean() for s in range(4)])
+    assert result.n == 4 and result.p == pytest.approx(stats.ttest_rel(x, y).pvalue)
+    assert result.mean_diff == pytest.approx((x - y).mean())
+    low, high = stats.t.interval(0.95, 3, loc=(x - y).mean(), scale=stats.sem(x - y))
+    assert (result.low, result.high) == pytest.approx((low, high))
+    assert result.significant == (result.p < 0.05)
+    assert ttest_p(np.array([0.1, 0.1, 0.1])) is None  # no spread: scipy's tiny p would be rounding noise
+    assert t_interval(np.array([1.0])) == (None, None)
 
 
-def test_pairs_only_shared_keys_and_all_zero_differences_are_not_significant():
-    x, y = paired({(0,): 1.0, (1,): 2.0, (2,): 3.0}, {(1,): 5.0, (2,): 7.0, (3,): 0.0})
-    assert x.tolist() == [2.0, 3.0] and y.tolist() == [5.0, 7.0]
-    same = {(s,): float(s) for s in range(8)}
-    assert compare(same, same).p == 1.0 and not compare(same, same).significant
+def test_classifier_runs_are_averaged_within_their_generative_seed_before_pairing():
+    a = runs({0: [1.0, 3.0], 1: [5.0], 2: [7.0, 9.0, 11.0]})
+    b = {(0,): 0.0, (1,): 1.0, (3,): 4.0}
+    assert seed_means(a) == {0: 2.0, 1: 5.0, 2: 9.0}
+    seeds, x, y = paired(a, b)
+    assert seeds == [0, 1] and x.tolist() == [2.0, 5.0] and y.tolist() == [0.0, 1.0]
+    result = compare(a, b)
+    assert result.n == 2 and result.diffs == ((0, 2.0), (1, 4.0)) and result.mean_diff == 3.0
     assert compare({(0,): 1.0}, {(1,): 1.0}) is None
 
 
-def test_three_pairs_can_never_be_significant_with_wilcoxon():
-    a, b = {(s,): 10.0 + s for s in range(3)}, {(s,): 0.0 for s in range(3)}
-    result = compare(a, b)
-    assert result.p == pytest.approx(0.25) and min_p(3) == 0.25 and not result.significant
-    assert min_p(6) < 0.05 <= min_p(5)
+def test_three_seeds_with_mixed_signs_are_never_significant_however_many_classifiers():
+    """The acceptance check: 3 x 50 classifier runs with huge, consistent within-seed differences."""
+    rng = np.random.default_rng(3)
+    shift = {0: 0.30, 1: -0.25, 2: 0.40}  # mean difference per generative seed: mixed signs
+    reference = {s: 0.5 + rng.normal(0, 0.001, 50) for s in shift}
+    method = {s: reference[s] + shift[s] + rng.normal(0, 0.001, 50) for s in shift}
+    for test in ("permutation", "ttest", "wilcoxon"):
+        result = compare(runs(method), runs(reference), test)
+        assert result.n == 3 and not result.significant, test
+    assert compare(runs(method), runs(reference)).p == pytest.approx(0.5)  # 4 of 8 flips as extreme
+    same_sign = {s: reference[s] + 0.3 for s in shift}  # even all positive: 3 seeds cannot reach 0.05
+    assert compare(runs(same_sign), runs(reference)).p == pytest.approx(0.25) == min_p(3)
 
 
-def test_bootstrap_interval_matches_scipy_and_decides_by_zero():
-    rng = np.random.default_rng(1)
-    d = rng.normal(1.0, 0.5, 12)
-    a = {(i,): float(v) for i, v in enumerate(d)}
-    b = {(i,): 0.0 for i in range(12)}
-    result = compare(a, b, "bootstrap", alpha=0.05, seed=3)
-    ref = stats.bootstrap((d,), np.mean, n_resamples=9999, confidence_level=0.95, method="percentile",
-                          random_state=np.random.default_rng(3)).confidence_interval
-    assert (result.low, result.high) == pytest.approx((ref.low, ref.high))
-    assert result.significant == (ref.low > 0 or ref.high < 0) and result.significant
-    noise = {(i,): float(v) for i, v in enumerate(rng.normal(0.0, 1.0, 12))}
-    assert not compare(noise, b, "bootstrap").significant
-    assert not compare({(0,): 5.0}, {(0,): 0.0}, "bootstrap").significant  # one pair: never
+def test_eight_seeds_with_large_positive_differences_are_significant():
+    rng = np.random.default_rng(5)
+    reference = {s: 0.5 + rng.normal(0, 0.01, 3) for s in range(8)}
+    method = {s: reference[s] + 0.1 + rng.normal(0, 0.01, 3) for s in range(8)}
+    result = compare(runs(method), runs(reference))
+    assert result.n == 8 and result.p == pytest.approx(2 / 2**8) and result.significant
+    assert result.low > 0 and compare(runs(method), runs(reference), "ttest").significant
+
+
+def test_all_zero_differences_are_not_significant():
+    same = {(s,): float(s) for s in range(8)}
+    for test in ("permutation", "wilcoxon"):
+        assert compare(same, same, test).p == 1.0 and not compare(same, same, test).significant
+    assert compare(same, same, "ttest").p is None and not compare(same, same, "ttest").significant
+
+
+def test_limits_say_what_n_seeds_can_show():
+    assert min_p(3) == 0.25 and seeds_needed(0.05) == 6 and min_p(6) < 0.05 <= min_p(5)
+    text = limits("permutation", 3, 0.05)
+    assert "smallest attainable p is 2/2^3 = 0.25" in text and "no mark can appear" in text
+    assert "at least 6 seeds" in text
+    assert "down to 3" in limits("permutation", 8, 0.05, fewest=3)
+    assert "2 degree(s) of freedom" in limits("ttest", 3, 0.05)
 
 
 def test_unknown_test_is_a_clear_error():
-    with pytest.raises(BenchError, match="unknown significance test 'ttest'"):
-        compare({(0,): 1.0}, {(0,): 0.0}, "ttest")
+    with pytest.raises(BenchError, match="unknown significance test 'bootstrap'"):
+        compare({(0,): 1.0}, {(0,): 0.0}, "bootstrap")

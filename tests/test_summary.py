@@ -33,3 +33,41 @@ def test_many_metrics_are_transposed_to_one_row_per_metric():
     row = next(ln for ln in lines if ln.startswith("| m1 ↑"))
     assert "1.5 ± 0.71" in row  # mean and sample std over the two seeds (1 and 2)
     assert summary_table(recs, max_columns=20).splitlines()[2].startswith("| method")
+
+
+def _records():
+    """fm and optprior x 3 seeds with source-only and untrained metrics; optprior seeds 0, 2 not converged."""
+    out = []
+    for m in ("fm", "optprior"):
+        for s in range(3):
+            metrics = {"fid/tail": 50.0 - s, "fid/tail@source": 120.0 + s, "fid/tail@init": 300.0,
+                       "n/fid": 150.0, "n/irs": 150.0, "swd/tail": 0.5 + s}
+            train = {"seconds": 1.0, "steps": 100}
+            if m == "optprior":
+                change = {0: 0.05, 1: 0.001, 2: 0.02}[s]
+                train |= {"converged": change < 0.01,
+                          "convergence": {"rel_change": change, "threshold": 0.01, "window": 20}}
+            out.append({"dataset": "d", "method": m, "seed": s, "metrics": metrics, "train": train,
+                        "higher_is_better": {"fid/tail": False, "fid/tail@source": False, "swd/tail": False}})
+    return out
+
+
+def test_source_only_and_untrained_lines_sit_under_their_method_in_the_plain_metric_column():
+    from bench.summary import summary_rows
+
+    header, rows = summary_rows(_records())
+    assert header == ["method", "seeds", "fid/tail ↓", "n/fid = n/irs", "swd/tail ↓", "train s"]
+    assert [r[0] for r in rows] == ["fm", "fm (source only)", "fm (untrained)", "optprior ‡",
+                                    "optprior (source only)", "optprior (untrained)"]
+    source = rows[1]
+    assert source[2] == f"121 ± {statistics.stdev([120.0, 121.0, 122.0]):.2g}" and source[3:] == ["", "", ""]
+    assert rows[2][2] == "300 ± 0"
+    assert not any("@" in h for h in header)
+
+
+def test_cells_whose_training_did_not_converge_get_a_note():
+    text = summary_table(_records())
+    assert "| optprior ‡" in text
+    assert ("‡ optprior: training did not converge for seed0, seed2 (smoothed loss changed by 5%, 2% over the "
+            "last 20% of steps (20 of 100), threshold 1%)") in text
+    assert "fm:" not in text  # records without convergence fields are not listed

@@ -1,5 +1,6 @@
 """Paper tables from stored records: values, best marks, significance, missing cells, formats."""
 
+import itertools
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from scipy import stats
 
 from bench.cli import main
 from bench.collect import load_experiment
-from bench.render import combined, latex_document, render
+from bench.render import combined, csv_rows, latex_document, render
 from bench.table import MISSING, NOT_APPLICABLE
 from bench.tables import TableOptions, build_tables
 from records_fixture import bacc_runs, fid_value, make_experiment, no_aug_runs
@@ -27,6 +28,18 @@ def tables_by_name(folder, **options):
 
 def row(table, label):
     return next(entries for labels, entries in table.rows if labels[0] == label)
+
+
+def edit_records(folder, change):
+    """Apply change(record) to every record.json of an experiment folder."""
+    for path in sorted(Path(folder).glob("*/*/seed*/record.json")):
+        rec = json.loads(path.read_text())
+        change(rec)
+        path.write_text(json.dumps(rec))
+
+
+def column(table, title, group="phantom_lt"):
+    return next(j for j, c in enumerate(table.columns) if c.title == title and c.group == group)
 
 
 def broken_experiment(tmp_path):
@@ -52,15 +65,18 @@ def test_golden_files(tmp_path, fmt):
     assert text == golden.read_text()
 
 
-def test_downstream_entries_are_means_over_generative_and_classifier_seeds(tmp_path):
+def test_downstream_entries_are_means_over_generative_seeds_of_classifier_means(tmp_path):
     t = tables_by_name(make_experiment(tmp_path, methods=METHODS))["downstream"]
-    runs = [v for s in range(3) for v in bacc_runs("optprior", s)]
+    per_seed = [np.mean(bacc_runs("optprior", s)) for s in range(3)]
     bacc = row(t, "optprior")[0]
-    assert len(bacc.values) == 9
-    assert bacc.mean == pytest.approx(np.mean(runs)) and bacc.std == pytest.approx(np.std(runs, ddof=1))
+    assert len(bacc.values) == 3 and bacc.values == pytest.approx(per_seed)
+    assert bacc.mean == pytest.approx(np.mean(per_seed)) and bacc.std == pytest.approx(np.std(per_seed, ddof=1))
     no_aug = row(t, "no augmentation")[0]
-    assert no_aug.mean == pytest.approx(np.mean([v for s in range(3) for v in no_aug_runs(s)]))
+    assert no_aug.mean == pytest.approx(np.mean([np.mean(no_aug_runs(s)) for s in range(3)]))
     assert bacc.best and not row(t, "fm")[0].best  # higher is better
+    assert "over n = 3 generative seeds (downstream: classifier seeds averaged within each" in t.caption
+    n_runs = {r[1]: r[6] for r in csv_rows(t) if r[3] == "bAcc"}
+    assert n_runs == {"no augmentation": 3, "fm": 3, "optprior_sub": 3, "optprior": 3}
 
 
 def test_lower_is_better_columns_bold_the_smallest_and_state_n(tmp_path):
@@ -72,31 +88,81 @@ def test_lower_is_better_columns_bold_the_smallest_and_state_n(tmp_path):
     assert row(t, "fm")[fid_col].mean == pytest.approx(np.mean([fid_value("fm", s) for s in range(3)]))
 
 
-def test_significance_marks_agree_with_scipy(tmp_path):
-    folder = make_experiment(tmp_path, methods=("fm", "cbfm", "optprior"))
-    rng = np.random.default_rng(7)
-    shift = {"fm": 0.0, "cbfm": 0.002, "optprior": 0.05}
-    for path in sorted(folder.glob("*/*/seed*/record.json")):
-        rec = json.loads(path.read_text())
+def noisy_downstream(folder, shift, seed=7, n_classifiers=3):
+    """Per-classifier bAcc: no augmentation 0.5 + noise, each method shifted by shift[method] + noise."""
+    rng = np.random.default_rng(seed)
+
+    def change(rec):
         d = rec["details"]["downstream"]
-        d["bacc/no_aug"] = (0.5 + rng.normal(0, 0.01, 3)).tolist()
-        d["bacc"] = (np.array(d["bacc/no_aug"]) + shift[rec["method"]] + rng.normal(0, 0.01, 3)).tolist()
-        path.write_text(json.dumps(rec))
-    t = tables_by_name(folder)["downstream"]
+        d["bacc/no_aug"] = (0.5 + rng.normal(0, 0.01, n_classifiers)).tolist()
+        d["bacc"] = (np.array(d["bacc/no_aug"]) + shift[rec["method"]] + rng.normal(0, 0.01, n_classifiers)).tolist()
+    edit_records(folder, change)
 
-    def runs(method, key):
-        return np.array([v for s in range(3) for v in json.loads(
-            (folder / f"phantom_lt/{method}/seed{s}/record.json").read_text())["details"]["downstream"][key]])
 
+def seed_level(folder, method, key, seeds):
+    """Per-generative-seed means of a record's per-classifier list, read back independently."""
+    return np.array([np.mean(json.loads((folder / f"phantom_lt/{method}/seed{s}/record.json").read_text())
+                             ["details"]["downstream"][key]) for s in seeds])
+
+
+def brute_force_p(d):
+    flips = np.array(list(itertools.product([1, -1], repeat=len(d))))
+    return np.mean(np.abs(flips @ d) >= abs(d.sum()) - 1e-12)
+
+
+@pytest.mark.parametrize("test", ["permutation", "ttest"])
+def test_significance_marks_follow_seed_level_tests(tmp_path, test):
+    seeds = range(8)
+    folder = make_experiment(tmp_path, methods=("fm", "cbfm", "optprior"), seeds=seeds)
+    noisy_downstream(folder, {"fm": 0.0, "cbfm": 0.002, "optprior": 0.05})
+    t = tables_by_name(folder, test=test)["downstream"]
     for method in ("fm", "cbfm", "optprior"):
         marks = row(t, method)[0].marks
-        p_no_aug = stats.wilcoxon(runs(method, "bacc"), runs(method, "bacc/no_aug")).pvalue
-        assert ("*" in marks) == (p_no_aug < 0.05), (method, p_no_aug)
+        d = seed_level(folder, method, "bacc", seeds) - seed_level(folder, method, "bacc/no_aug", seeds)
+        p = brute_force_p(d) if test == "permutation" else stats.ttest_1samp(d, 0.0).pvalue
+        assert ("*" in marks) == (p < 0.05), (method, p)
         if method != "fm":
-            p_fm = stats.wilcoxon(runs(method, "bacc"), runs("fm", "bacc")).pvalue
-            assert ("†" in marks) == (p_fm < 0.05), (method, p_fm)
-    assert "†" in row(t, "optprior")[0].marks and "†" not in row(t, "cbfm")[0].marks
-    assert any("Wilcoxon" in n for n in t.notes)
+            d = seed_level(folder, method, "bacc", seeds) - seed_level(folder, "fm", "bacc", seeds)
+            p = brute_force_p(d) if test == "permutation" else stats.ttest_1samp(d, 0.0).pvalue
+            assert ("†" in marks) == (p < 0.05), (method, p)
+    assert "*" in row(t, "optprior")[0].marks and "†" in row(t, "optprior")[0].marks
+    assert any("n = 8 seeds" in n for n in t.notes)
+    sig = tables_by_name(folder, test=test)["significance"]
+    line = next(entries for labels, entries in sig.rows if labels[2:] == ["bAcc", "optprior", "no augmentation"])
+    assert line[0].text == "8" and len(line[1].text.split(", ")) == 8
+
+
+def test_three_generative_seeds_get_no_mark_however_many_classifier_seeds(tmp_path):
+    """The acceptance check: 3 seeds x 50 classifiers, huge consistent within-seed differences, mixed signs."""
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"))
+    shift = {0: 0.3, 1: -0.2, 2: 0.4}
+    rng = np.random.default_rng(0)
+
+    def change(rec):
+        d = rec["details"]["downstream"]
+        d["bacc/no_aug"] = (0.5 + rng.normal(0, 1e-4, 50)).tolist()
+        sign = 1 if rec["method"] == "optprior" else -1
+        d["bacc"] = (np.array(d["bacc/no_aug"]) + sign * shift[rec["seed"]] + rng.normal(0, 1e-4, 50)).tolist()
+    edit_records(folder, change)
+    for test in ("permutation", "ttest", "wilcoxon"):
+        tables = tables_by_name(folder, test=test)
+        t = tables["downstream"]
+        assert not any(m in e.marks for _, entries in t.rows for e in entries for m in "*†"), test
+    t = tables_by_name(folder)["downstream"]
+    note = next(n for n in t.notes if n.startswith("* differs"))
+    assert "n = 3 seeds" in note and "smallest attainable p is 2/2^3 = 0.25" in note
+    assert "no mark can appear" in note and "at least 6 seeds" in note
+    assert len(row(t, "optprior")[0].values) == 3
+    assert "p ≥ 0.004" not in note and "nine" not in note
+
+
+def test_eight_generative_seeds_with_large_positive_differences_get_a_mark(tmp_path):
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"), seeds=range(8))
+    noisy_downstream(folder, {"fm": 0.1, "optprior": 0.2}, n_classifiers=2)
+    t = tables_by_name(folder)["downstream"]
+    assert "*" in row(t, "fm")[0].marks and "*" in row(t, "optprior")[0].marks and "†" in row(t, "optprior")[0].marks
+    note = next(n for n in t.notes if n.startswith("* differs"))
+    assert "2/2^8 = 0.00781" in note and "no mark can appear" not in note
 
 
 def test_missing_cells_are_dashes_with_notes_and_partial_means_are_marked(tmp_path):
@@ -105,7 +171,7 @@ def test_missing_cells_are_dashes_with_notes_and_partial_means_are_marked(tmp_pa
     nih = [j for j, c in enumerate(t.columns) if c.group == "nih_lt"]
     assert all(row(t, "optprior_sub")[j].state == MISSING for j in nih)
     partial = row(t, "optprior")[0]
-    assert "§" in partial.marks and len(partial.values) == 6
+    assert "§" in partial.marks and len(partial.values) == 2
     assert partial.mean == pytest.approx(np.mean([v for s in (0, 1) for v in bacc_runs("optprior", s)]))
     notes = "\n".join(t.notes)
     assert "nih_lt/optprior_sub: seed0, seed1, seed2: no record" in notes
@@ -170,3 +236,108 @@ def test_a_dataset_whose_every_record_is_gone_keeps_its_columns_with_dashes(tmp_
     down = tables["downstream"]
     assert [e.state for e, c in zip(row(down, "no augmentation"), down.columns) if c.group == "phantom_lt"] \
         == [MISSING, MISSING]
+
+
+def add_source_metrics(rec):
+    """@source (and @init) metrics: the source-only FID of optprior better than any trained row."""
+    source_fid = 1.0 if rec["method"] == "optprior" else 120.0 + rec["seed"]
+    rec["metrics"] |= {"fid/tail@source": source_fid, "irs_inf/tail@source": 0.01, "fid/tail@init": 300.0}
+    rec["higher_is_better"] |= {"fid/tail@source": False, "irs_inf/tail@source": True, "fid/tail@init": False}
+
+
+def test_source_only_lines_sit_under_their_method_unmarked_and_never_bold(tmp_path):
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"), seeds=range(8))
+    edit_records(folder, add_source_metrics)
+    tables = tables_by_name(folder)
+    gen = tables["generative"]
+    assert [labels[0] for labels, _ in gen.rows] == ["fm", "fm (source only)", "optprior", "optprior (source only)"]
+    fid = column(gen, "FID tail")
+    source = row(gen, "optprior (source only)")[fid]
+    assert source.mean == 1.0 and not source.best and source.marks == "" and not source.ranked
+    assert row(gen, "fm (source only)")[fid].mean == pytest.approx(np.mean([120.0 + s for s in range(8)]))
+    assert row(gen, "optprior")[fid].best and "†" in row(gen, "optprior")[fid].marks  # 8 seeds, all better
+    assert not any(r[3] == "optprior (source only)" for r in _significance_rows(tables))
+    all_rows = [labels[0] for labels, _ in tables["all_phantom_lt"].rows]
+    i = all_rows.index("fid/tail ↓")
+    assert all_rows[i + 1: i + 3] == ["fid/tail ↓ (source only)", "fid/tail ↓ (untrained)"]
+    assert not any(e.best for e in row(tables["all_phantom_lt"], "fid/tail ↓ (source only)"))
+    assert "| optprior (source only) |" in render(gen, "md").replace("  ", " ").replace("  ", " ")
+
+
+def _significance_rows(tables):
+    return [labels for labels, _ in tables["significance"].rows]
+
+
+def not_converged(rec):
+    """optprior seeds 0 and 2 did not converge; fm seed 1 is an old record without the fields."""
+    if rec["method"] == "optprior":
+        change = {0: 0.041, 1: 0.002, 2: 0.03}[rec["seed"]]
+        rec["train"] = {"seconds": 1.0, "steps": 100, "converged": change < 0.01,
+                        "convergence": {"rel_change": change, "threshold": 0.01, "window": 20}}
+    elif rec["seed"] != 1:
+        rec["train"] = {"converged": True, "convergence": {"rel_change": 0.001, "threshold": 0.01, "window": 20}}
+    add_source_metrics(rec)
+
+
+def test_entries_of_cells_whose_training_did_not_converge_are_marked_with_a_note(tmp_path):
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"))
+    edit_records(folder, not_converged)
+    tables = tables_by_name(folder)
+    note = ("‡ phantom_lt/optprior: training did not converge for seed0, seed2 (smoothed loss changed by "
+            "4.1%, 3% over the last 20% of steps (20 of 100), threshold 1%)")
+    for name in ("generative", "downstream", "all_phantom_lt"):
+        t = tables[name]
+        assert note in t.notes, name
+        marked = {e.marks for labels, entries in t.rows for e in entries if "‡" in e.marks}
+        assert marked, name
+    gen = tables["generative"]
+    assert all("‡" in e.marks for e in row(gen, "optprior")) and not any("‡" in e.marks for e in row(gen, "fm"))
+    assert not any("‡" in e.marks for e in row(gen, "optprior (source only)"))  # no flow, no training
+    assert all("‡" in e.marks for e in row(tables["downstream"], "optprior"))
+    assert not any("‡" in e.marks for _, entries in tables["geometry"].rows for e in entries)
+    assert r"$^{\ddagger}$" in render(gen, "latex") and "‡" in render(gen, "md")
+
+
+def bayes_risk(rec):
+    """optprior records a Bayes risk per source; seed 1's learned-source estimate is unreliable."""
+    if rec["method"] != "optprior":
+        return
+    for source, reduction in (("standard", 0.2), ("learned", 0.3)):
+        bad = source == "learned" and rec["seed"] == 1
+        values = {"risk_class": 1.0, "risk_subclass": 1.0 - reduction, "reduction": reduction,
+                  "ess": 1.25 if bad else 40.0, "identity_gap": 0.35 if bad else 0.001, "reliable": 0.0 if bad else 1.0}
+        rec["metrics"] |= {f"bayes_risk/{source}/{k}": v for k, v in values.items()}
+        rec["higher_is_better"] |= {f"bayes_risk/{source}/{k}": k in ("reduction", "ess", "reliable") for k in values}
+
+
+def test_bayes_risk_reduction_column_marks_unreliable_estimates(tmp_path):
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"))
+    edit_records(folder, bayes_risk)
+    tables = tables_by_name(folder)
+    geo = tables["geometry"]
+    j = column(geo, "Bayes-risk reduction")
+    assert geo.columns[j].higher_is_better is True
+    assert [labels[0] for labels, _ in geo.rows] == ["N(0, I)", "fm", "optprior"]
+    gauss, fm, opt = row(geo, "N(0, I)")[j], row(geo, "fm")[j], row(geo, "optprior")[j]
+    assert gauss.mean == pytest.approx(0.2) and "?" not in gauss.marks
+    assert fm.state == NOT_APPLICABLE and opt.mean == pytest.approx(0.3) and "?" in opt.marks
+    assert ("? phantom_lt/optprior, learned source: unreliable Monte-Carlo estimate for seed1 (effective "
+            "posterior size 1.25, identity gap 0.35)") in geo.notes
+    everything = tables["all_phantom_lt"]
+    assert "?" in row(everything, "bayes_risk/learned/reduction ↑")[1].marks
+    assert "?" in row(everything, "bayes_risk/learned/risk_class ↓")[1].marks
+    assert "?" not in row(everything, "bayes_risk/learned/ess ↑")[1].marks
+    assert "?" not in row(everything, "bayes_risk/standard/reduction ↑")[1].marks
+
+
+def test_cli_offers_the_seed_level_tests(tmp_path, capsys):
+    folder = make_experiment(tmp_path, methods=METHODS)
+    for test, name in (("permutation", "sign-flip permutation test"), ("ttest", "paired t-test"),
+                       ("wilcoxon", "Wilcoxon signed-rank test")):
+        assert main(["tables", str(folder), "--test", test]) == 0
+        assert name in capsys.readouterr().out
+    assert main(["tables", str(folder)]) == 0
+    assert "sign-flip permutation test" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["tables", str(folder), "--test", "bootstrap"])
+    assert exc.value.code == 2
