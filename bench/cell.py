@@ -13,7 +13,10 @@ import torch
 from bench.dataset import Dataset, Split
 
 log = logging.getLogger(__name__)
-FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init", "generative")
+FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init", "synthetic_source", "generative")
+INIT = "@init"  # metric suffix: the untrained backbone's samples (sample.init_reference)
+SOURCE = "@source"  # metric suffix: the method's source draws x0, decoded with no flow
+REFERENCE_SETS = ((INIT, "synthetic_init"), (SOURCE, "synthetic_source"))
 
 
 @dataclass
@@ -23,6 +26,11 @@ class CellContext:
     `synthetic` holds the generated samples with their class labels (and, for subclass
     methods, the sampled subclass in `subclass`). `synthetic_init` holds samples drawn with
     the same noise from the untrained backbone, when the run asked for that reference.
+    `synthetic_source` holds the method's source draws x0 for the same samples (the points the
+    ODE starts from, drawn exactly as at sampling time) decoded with no flow at all: scored by
+    the same evaluators as `<metric>@source`, it shows what the learned flow adds to the source.
+    It is sized like the set the generative metrics score (`generative_set`), so its first rows
+    are the very x0 of the synthetic set.
     `generative`, when the run asked for one (`generative.n_total`, bench.generative), is the
     larger sample set that the generative metrics (FID, IRS) score instead of `synthetic`.
     `latents` are the training split's latents (row-aligned with `train`, memory-mapped) and
@@ -45,6 +53,7 @@ class CellContext:
     seed: int
     synthetic_init: Optional[Split] = None
     generative: Optional[Split] = None
+    synthetic_source: Optional[Split] = None
     latents: Optional[torch.Tensor] = None
     prior: Optional[object] = None
     targets: Optional[list] = None
@@ -66,6 +75,12 @@ class CellContext:
     def generative_set(self) -> str:
         """The set generative metrics score: "generative" when the cell has one, else "synthetic"."""
         return "generative" if self.generative is not None else "synthetic"
+
+    def scored_sets(self, main: str) -> list[tuple[str, str]]:
+        """(metric suffix, set name): `main` with no suffix, then each reference set the cell has
+        (`@init` the untrained backbone, `@source` the source alone), so evaluators score them alike."""
+        return [("", main)] + [(suffix, name) for suffix, name in REFERENCE_SETS
+                               if getattr(self, name) is not None]
 
     def induced_subclasses(self) -> Optional[np.ndarray]:
         """The method's induced subclass of every training row, or None (logged) when it has none."""

@@ -85,6 +85,17 @@ class BuiltCell:
     config_hash: str
     stage_hashes: dict
 
+    @property
+    def eval_split(self) -> str:
+        """The split evaluators score against: the dataset's eval split, or its validation split
+        when `pipeline.eval_on = 'val'` (a one-line error if the dataset has none)."""
+        if self.pipeline.eval_on == "test":
+            return self.dataset.eval_split
+        if not getattr(self.dataset, "val_split", None):
+            raise BenchError(f"pipeline.eval_on='val': dataset {self.spec.dataset} has no validation split; "
+                             "use pipeline.eval_on=test")
+        return self.dataset.val_split
+
 
 def load_plugins() -> None:
     """Import every advertised plugin so each gin configurable exists before parsing."""
@@ -174,9 +185,10 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
     # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
     lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
     prior = digest(encode, bindings_text(include=lineage), spec.seed)
-    no_eval = ["grid.", "pipeline.evaluators", "generative.", "features."] + scopes(*evaluators)
+    no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features."] + scopes(*evaluators)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
-    sample = digest(train, bindings_text(include=["sample.", "targets."]))
+    # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
+    sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))
     cell = digest(sample, bindings_text(), spec)
     features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
     stages = {"encode": encode, "prior": prior, "train": train, "sample": sample, "features": features}
@@ -202,7 +214,7 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         cell = build_cell(spec, request)
         train = cell.dataset.load(cell.dataset.train_split)
         if cell.stage_hashes["encode"] not in evals_checked:  # a missing eval split fails here, not mid-grid
-            cell.dataset.load(cell.dataset.eval_split)
+            cell.dataset.load(cell.eval_split)
             evals_checked.add(cell.stage_hashes["encode"])
         cell.method.check_data(train.counts(cell.dataset.n_classes).tolist())
         cell.method.setup(cell.dataset.n_classes)

@@ -29,6 +29,9 @@ _UNKNOWN_CONFIGURABLE = re.compile(r"^No configurable matching '([^']+)'")
 _UNKNOWN_PARAMETER = re.compile(r"^Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
 
 
+EVAL_ON = ("test", "val")
+
+
 @gin.configurable("pipeline")
 @dataclass
 class PipelineConfig:
@@ -37,6 +40,9 @@ class PipelineConfig:
     backbone: str = "mlp"
     encoder: str = "pixel"
     evaluators: Sequence[str] = ("swd",)
+    # The split evaluators score against: "test" (the dataset's held-out eval split) or "val"
+    # (its validation split), so settings such as cbfm.tau are chosen without touching test.
+    eval_on: str = "test"
 
     def __post_init__(self):
         # a bare string would be iterated letter by letter ("unknown evaluator 's'")
@@ -45,6 +51,9 @@ class PipelineConfig:
             if not isinstance(value, str):
                 raise BenchError(f"pipeline.{key} takes one name, got {value!r}; "
                                  f"e.g. pipeline.{key}={getattr(type(self), key)}")
+        if self.eval_on not in EVAL_ON:
+            raise BenchError(f"pipeline.eval_on={self.eval_on!r}: use 'test' (held-out split) or 'val' "
+                             "(validation split, for choosing settings)")
         names = isinstance(self.evaluators, (list, tuple)) and all(isinstance(e, str) for e in self.evaluators)
         if not names:
             raise BenchError(f"pipeline.evaluators takes a list of names, got {self.evaluators!r}; "

@@ -2,7 +2,8 @@
 
 The sample stage draws the synthetic set, optionally the untrained backbone's reference
 (`samples_init/`) and, when `generative.n_total` is set, the generative-metrics set
-(`samples_generative/`, bench.generative). Each stage writes an artifact folder atomically with
+(`samples_generative/`, bench.generative). Before evaluation the method's source draws for the
+scored set are redrawn with no network (`@source` metrics: the source alone, no flow). Each stage writes an artifact folder atomically with
 a manifest naming its config hash; a stage whose artifact is complete for the same hash is
 skipped, so a rerun only does what is missing. The record is written last.
 
@@ -30,7 +31,7 @@ from bench import distributed
 from bench.dataset import Split
 from bench.latent_cache import cache_folder, cached_latents
 from bench.records import build_record, git_hash, read_record, write_record
-from bench.sampler import generate
+from bench.sampler import draw_sources, generate
 from bench.targets import plan_records
 from bench.trainer import train
 
@@ -62,7 +63,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     times, t_start = Timings(), time.perf_counter()
     ds = cell.dataset
     with times.stage("load"):
-        train_split, test_split = ds.load(ds.train_split), ds.load(ds.eval_split)
+        train_split, test_split = ds.load(ds.train_split), ds.load(cell.eval_split)
     distributed.on_main(lambda: write_skipped(folder, getattr(ds, "skipped", [])))
     with times.stage("encode"):
         z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
@@ -84,15 +85,18 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
                                  cell.stage_hashes["sample"] + "-init")
 
     def evaluate_and_record() -> dict:  # rank 0 only
+        with times.stage("source"):
+            source = source_set(cell, shape, n_per_class if generative is None else generative)
         with times.stage("decode"):
-            synth_x, init_x, generative_x = (decode(cell, s) for s in (synth, init, generative))
+            synth_x, init_x, generative_x, source_x = (decode(cell, s) for s in (synth, init, generative, source))
         with times.stage("evaluate"):
             ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
-                              generative=generative_x, latents=z, prior=prior, targets=plan,
+                              generative=generative_x, synthetic_source=source_x,
+                              latents=z, prior=prior, targets=plan,
                               extractor=feature_extractor(cell, train_split, Path(results_dir)))
             metrics, higher = evaluate(cell, ctx, times)
         times["total"] = round(time.perf_counter() - t_start, 4)
-        extra = {"synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
+        extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
                  "skipped": len(getattr(ds, "skipped", []))}
         if generative is not None:
             extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
@@ -109,6 +113,18 @@ def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
     if n is not None:
         return [int(n)] * cell.dataset.n_classes
     return test_split.counts(cell.dataset.n_classes).tolist()
+
+
+def source_set(cell: BuiltCell, shape: tuple, scored) -> dict:
+    """The method's source draws for the set the generative metrics score (`scored`: its
+    per-class counts, or that set itself), drawn exactly as the sampler starts from them.
+
+    No network runs: these are the `@source` reference, what the source alone gives before any
+    flow. Cheap to redraw, so they are not stored.
+    """
+    counts = scored if isinstance(scored, list) else \
+        torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
+    return draw_sources(cell.method, counts, shape, cell.spec.seed, cell.sample_cfg, device=device())
 
 
 def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
@@ -186,6 +202,8 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
                        checkpoint_dir=folder / "checkpoints", config_hash=key)
     info = {"steps": result.steps, "seconds": round(result.seconds, 3),
             "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
+            "converged": None if result.convergence is None else result.convergence["converged"],
+            "convergence": result.convergence,
             "n_parameters": sum(p.numel() for p in backbone.parameters()),
             "processes": distributed.world()}
     distributed.on_main(lambda: _save_backbone(backbone, target, key, info))

@@ -32,7 +32,9 @@ class SampleConfig:
     n_per_class: Optional[Union[int, str]] = None
     batch_size: int = 1024
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = plain conditional sampling
-    init_reference: bool = True  # also sample the untrained backbone, as a reference
+    # also sample the untrained backbone, as a sanity floor (`@init` metrics); opt-in: it costs
+    # as much as the real synthetic set. The source-only reference (`@source`) is always scored.
+    init_reference: bool = False
     # store the whole ODE path of the first `keep_paths` samples of each class (for trajectory
     # figures of low-dimensional data): every solver state from t = 0 to t = 1
     keep_paths: int = 0
@@ -179,13 +181,39 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     return out
 
 
+@torch.no_grad()
+def draw_sources(method, n_per_class: Sequence[int], latent_shape, seed: int, cfg: SampleConfig,
+                 device="cpu") -> dict:
+    """The source draws x0 that `generate` would start its ODE from, with no network: {"z", "y", "subclass"?}.
+
+    Same plan, per-sample noise and conditions as `generate` with the same arguments, so the
+    first rows are exactly the x0 of a smaller synthetic set of the same cell; the source-only
+    reference (`@source` metrics) scores them to show what the learned flow adds.
+    """
+    labels, index = plan(n_per_class)
+    method.to(device)
+    parts = [_source_batch(method, labels[s : s + cfg.batch_size], index[s : s + cfg.batch_size],
+                           latent_shape, seed, device) for s in range(0, len(labels), cfg.batch_size)]
+    out = {"z": torch.cat([x0.float().cpu() for _, x0 in parts]) if parts else torch.empty(0, *latent_shape),
+           "y": labels}
+    subclasses = [cond.subclass.cpu() for cond, _ in parts if cond.subclass is not None]
+    if subclasses:
+        out["subclass"] = torch.cat(subclasses)
+    return out
+
+
+def _source_batch(method, y: torch.Tensor, i: torch.Tensor, latent_shape, seed: int, device) -> tuple:
+    """(condition, x0) of samples (class y, per-class index i) from their per-sample seeded noise."""
+    eps, u = sample_noise(seed, y.tolist(), i.tolist(), latent_shape)
+    cond = method.sampling_condition(y, u)
+    return cond, method.sample_source(cond.to(device), eps.to(device))
+
+
 def _batch(method, backbone, labels, index, start: int, latent_shape, seed: int, cfg: SampleConfig,
            device) -> dict:
     """One batch of the plan, from its per-sample seeded noise: {"z", "subclass"?, "paths"?}."""
     y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
-    eps, u = sample_noise(seed, y.tolist(), i.tolist(), latent_shape)
-    cond = method.sampling_condition(y, u)
-    x0 = method.sample_source(cond.to(device), eps.to(device))
+    cond, x0 = _source_batch(method, y, i, latent_shape, seed, device)
     velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale)
     keep, states = i < cfg.keep_paths, []
     trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.artifacts import discard, is_complete, load_state, save_state, stage_dir
 from bench.checks import is_int, is_real
+from bench.convergence import FRACTION, TOL, convergence
 from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
 
@@ -52,6 +53,10 @@ class TrainConfig:
     # equal parts of each batch whose gradients are summed (accumulation); N processes share them
     # out, so micro_batches must be a multiple of N. 2 trains bit-identical weights on 1 or 2 processes
     micro_batches: int = 1
+    # training counts as converged when the mean loss of the last `convergence_window` of the steps
+    # is less than `convergence_tol` (relative) below that of the window before (bench.convergence)
+    convergence_window: float = FRACTION
+    convergence_tol: float = TOL
 
     def __post_init__(self):
         """One-line errors at `bench validate` time, before anything trains."""
@@ -65,6 +70,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_real(value) or value < low or (name == "lr" and value == 0):
                 raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
+        if not (is_real(self.convergence_window) and 0 < self.convergence_window <= 0.5):
+            raise BenchError(f"train.convergence_window={self.convergence_window!r}: use a fraction of the "
+                             "steps in (0, 0.5]")
+        if not (is_real(self.convergence_tol) and self.convergence_tol > 0):
+            raise BenchError(f"train.convergence_tol={self.convergence_tol!r}: use a relative change > 0")
         if self.ema_decay >= 1:
             raise BenchError(f"train.ema_decay={self.ema_decay!r}: use a decay in [0, 1) (0 disables EMA)")
         if self.batch_size % self.micro_batches:
@@ -82,6 +92,7 @@ class TrainResult:
     seconds: float
     loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
     resumed_from: Optional[int] = None
+    convergence: Optional[dict] = None  # bench.convergence: did the loss reach a plateau?
 
 
 class EpochSampler:
@@ -127,6 +138,7 @@ class TrainState:
     step: int = 0
     loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
     window: list = field(default_factory=list)  # losses since the last trace entry
+    history: list = field(default_factory=list)  # every step's loss, for the convergence check
     seconds: float = 0.0
 
     @property
@@ -140,7 +152,8 @@ class TrainState:
         out = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
                "torch_rng": torch.get_rng_state(), "sampler": self.batches.state_dict(),
-               "loss_trace": self.loss_trace, "window": self.window, "seconds": self.seconds}
+               "loss_trace": self.loss_trace, "window": self.window, "history": self.history,
+               "seconds": self.seconds}
         if self.ema is not None:
             out["ema"] = self.ema.state_dict()
         if scaler is not None and scaler.is_enabled():
@@ -167,6 +180,7 @@ class TrainState:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.loss_trace = [tuple(entry) for entry in state["loss_trace"]]
         self.window = list(state["window"])
+        self.history = list(state.get("history", []))  # absent from checkpoints of older versions
 
 
 def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
@@ -189,6 +203,7 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     for step in tqdm(range(state.step, cfg.steps), desc="train", initial=state.step,
                      total=cfg.steps, disable=None, leave=False):
         state.window.append(_step(method, state, latents, labels, cfg))
+        state.history.append(state.window[-1])
         state.step = step + 1
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             state.loss_trace.append((state.step, sum(state.window) / len(state.window)))
@@ -201,7 +216,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     if state.ema is not None:
         state.ema.copy_to(backbone.parameters())
     seconds = seconds_before + time.perf_counter() - t0
-    return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from)
+    return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
+                       convergence(state.history, cfg.convergence_window, cfg.convergence_tol))
 
 
 def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:

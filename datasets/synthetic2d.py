@@ -15,7 +15,7 @@ from bench.longtail import allocate, exponential_profile
 from bench.registry import register_dataset
 
 # Independent random streams, so loading "test" never depends on whether "train" was loaded.
-_GEOMETRY, _TRAIN, _TEST, _FRESH = 0, 1, 2, 3
+_GEOMETRY, _TRAIN, _TEST, _FRESH, _VAL = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class Synthetic2D(Dataset):
     """
 
     kind = "vector"
+    val_split = "val"  # balanced like test, its own stream: for choosing settings (pipeline.eval_on=val)
 
     def __init__(
         self,
@@ -107,13 +108,15 @@ class Synthetic2D(Dataset):
                                  f"{n_sub} subclasses of class{c}; raise it or lower synthetic2d.max_subclasses")
 
     def load(self, split: str) -> Split:
-        """The train split (long-tailed profile) or the balanced test split."""
+        """The train split (long-tailed profile), or the balanced test or validation split
+        (`n_test_per_class` per class each, independent draws)."""
         if split == "train":
             return self._draw(self.train_counts, np.random.default_rng([self.seed, _TRAIN]))
-        if split == "test":
+        streams = {"test": _TEST, "val": _VAL}
+        if split in streams:
             balanced = [self.n_test_per_class] * self.n_classes
-            return self._draw(balanced, np.random.default_rng([self.seed, _TEST]))
-        raise BenchError(f"synthetic2d has splits 'train' and 'test', not {split!r}")
+            return self._draw(balanced, np.random.default_rng([self.seed, streams[split]]))
+        raise BenchError(f"synthetic2d has splits 'train', 'val' and 'test', not {split!r}")
 
     def sample(self, n_per_class: int, seed: int = 0) -> Split:
         """A fresh balanced draw from the true mixture (an oracle generator for references)."""

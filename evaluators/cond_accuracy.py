@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 
+from bench.cell import INIT, SOURCE
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
@@ -21,7 +22,6 @@ from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
 from bench.registry import register_evaluator
 
-INIT = "@init"
 
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
@@ -33,7 +33,7 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[in
 class ConditionalAccuracy(Evaluator):
     """Balanced accuracy of a real-data classifier on generated samples, overall and on the tail."""
 
-    higher_is_better = {f"cond_acc/{k}{s}": True for k in ("all", "tail") for s in ("", INIT)}
+    higher_is_better = {f"cond_acc/{k}{s}": True for k in ("all", "tail") for s in ("", INIT, SOURCE)}
     higher_is_better["cond_acc/real"] = True
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000):
@@ -44,14 +44,14 @@ class ConditionalAccuracy(Evaluator):
         self.C, self.max_iter = C, max_iter
 
     def evaluate(self, cell) -> dict[str, float]:
-        """cond_acc/{all,tail} for the trained (and untrained) model, and the real ceiling."""
+        """cond_acc/{all,tail} for the trained model and each reference set, and the real ceiling."""
         clf = make_pipeline(StandardScaler(), LogisticRegression(
             C=self.C, max_iter=self.max_iter, class_weight="balanced"))
         clf.fit(flat_float64(cell.train.x), cell.train.y.numpy())
         tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
         metrics = {"cond_acc/real": self._score(clf, cell.test, range(cell.dataset.n_classes))}
-        sets = [("", cell.synthetic)] + ([(INIT, cell.synthetic_init)] if cell.synthetic_init else [])
-        for suffix, split in sets:
+        for suffix, name in cell.scored_sets("synthetic"):
+            split = cell.split(name)
             metrics[f"cond_acc/all{suffix}"] = self._score(clf, split, range(cell.dataset.n_classes))
             metrics[f"cond_acc/tail{suffix}"] = self._score(clf, split, tail)
         return metrics

@@ -19,7 +19,8 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.evaluators.swd import INIT, equal_size
+from bench.cell import INIT, SOURCE
+from bench.evaluators.swd import equal_size
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,13 @@ def evaluated_classes(cell) -> list[int]:
 
 
 def synthetic_sets(cell) -> list[tuple[str, str]]:
-    """(metric suffix, set name) of the trained model's samples and, if present, the untrained ones.
+    """(metric suffix, set name) of the trained model's samples and the reference sets present.
 
     The trained model's samples are the cell's generative set when it has one (bench.generative:
     the paper's 50,000 samples), else its synthetic set; `@init` is always the untrained
-    backbone's synthetic-size set.
+    backbone's synthetic-size set, `@source` the method's source draws sized like the scored set.
     """
-    init = [(INIT, "synthetic_init")] if cell.synthetic_init is not None else []
-    return [("", cell.generative_set)] + init
+    return cell.scored_sets(cell.generative_set)
 
 
 def equal_n_pairs(fake: np.ndarray, fake_y: np.ndarray, real: np.ndarray, real_y: np.ndarray,
@@ -118,14 +118,14 @@ class FID(Evaluator):
     Metrics: `fid/tail` (mean over the augmented classes of the per-class FID), `fid/pooled`
     (FID of all augmented classes together, each at its equal n), `n/fid` (samples per side in
     the pooled comparison), and the same with suffix `@init` for the untrained model's samples
-    when the cell has them. The synthetic side is the cell's generative set when it has one
+    and `@source` for the method's source draws decoded with no flow, when the cell has them. The synthetic side is the cell's generative set when it has one
     (`generative.n_total`), else its synthetic set. `reference` picks the real set: "test"
     (held out, default) or "train" (the paper's). Per-class values and their n go to
     `<out_dir>/fid.json`.
     """
 
     applies_to = ("image",)
-    higher_is_better = {f"fid/{k}{s}": False for k in ("tail", "pooled") for s in ("", INIT)}
+    higher_is_better = {f"fid/{k}{s}": False for k in ("tail", "pooled") for s in ("", INIT, SOURCE)}
 
     def __init__(self, reference: str = "test"):
         if reference not in REFERENCES:

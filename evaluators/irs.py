@@ -26,9 +26,9 @@ import logging
 import numpy as np
 from scipy.special import gammaln, lambertw, logsumexp
 
+from bench.cell import INIT, SOURCE
 from bench.evaluator import Evaluator
 from bench.evaluators.fid import equal_n_pairs, evaluated_classes, synthetic_sets
-from bench.evaluators.swd import INIT
 from bench.neighbours import nearest
 from bench.registry import register_evaluator
 
@@ -119,7 +119,8 @@ class IRS(Evaluator):
     `irs_adjusted/tail` and `irs_adjusted/pooled` (s_hat of synthetic over s_hat of real test
     queries; per class both query sets are subsampled to the smaller, seeded, as in the
     reference), `n/irs` (synthetic queries in the pooled score, equal to its real test queries),
-    and the same with suffix `@init` for the untrained model's samples when the cell has them.
+    and the same with suffix `@init` for the untrained model's samples and `@source` for the
+    method's source draws decoded with no flow, when the cell has them.
     The queries are the cell's generative set when it has one (`generative.n_total`), else its
     synthetic set. A class without training, synthetic or test samples is skipped (logged).
     `alpha` is the significance level of each one-sided bound on IRS_inf. Per-class details
@@ -129,13 +130,13 @@ class IRS(Evaluator):
     applies_to = ("image",)
     higher_is_better = {f"{m}/{k}{s}": True for m, k in (("irs_inf", "tail"), ("irs_inf", "pooled"),
                         ("irs_alpha", "pooled"), ("irs_adjusted", "tail"), ("irs_adjusted", "pooled"))
-                        for s in ("", INIT)}
+                        for s in ("", INIT, SOURCE)}
 
     def __init__(self, alpha: float = 0.05):
         self.alpha = alpha
 
     def evaluate(self, cell) -> dict[str, float]:
-        """IRS metrics for the trained (and, if present, untrained) model's samples."""
+        """IRS metrics for the trained model's samples and each reference set the cell has."""
         classes = evaluated_classes(cell)
         train, train_y = cell.features("train"), cell.train.y.numpy()
         test, test_y = cell.features("test"), cell.test.y.numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.cell import INIT, SOURCE
 from bench.checks import is_int
 from bench.dataset import Split
 from bench.errors import BenchError
@@ -12,7 +13,6 @@ from bench.imagefiles import flat_float64
 from bench.longtail import tail_classes
 from bench.registry import register_evaluator
 
-INIT = "@init"  # suffix of metrics computed on the untrained model's samples
 
 
 def random_directions(n_projections: int, dim: int, seed: int) -> np.ndarray:
@@ -71,9 +71,9 @@ class SlicedWasserstein(Evaluator):
     Metrics: `swd/all` (mean over classes that have synthetic samples), `swd/tail` (the same
     over `tail_classes` of the train counts), `swd/class/<name>`, and `coverage/tail` (mean
     over every (tail class, subclass) pair, a tail class without synthetic samples covering
-    nothing; only when the test split has ground-truth subclasses). With
-    `cell.synthetic_init`, the same metrics on the untrained model's samples come back with
-    the suffix `@init`. Directions and subsampling depend only on `seed`, so every class,
+    nothing; only when the test split has ground-truth subclasses). The same metrics on the
+    untrained model's samples (`cell.synthetic_init`) come back with the suffix `@init`, and on
+    the method's source draws with no flow (`cell.synthetic_source`) with `@source`. Directions and subsampling depend only on `seed`, so every class,
     model and method is measured with the same projections. `higher_is_better` gains the
     per-class names of a cell when `evaluate` runs.
     """
@@ -82,7 +82,7 @@ class SlicedWasserstein(Evaluator):
     higher_is_better = {
         f"{name}{suffix}": name.startswith("coverage")
         for name in ("swd/all", "swd/tail", "coverage/tail")
-        for suffix in ("", INIT)
+        for suffix in ("", INIT, SOURCE)
     }
 
     def __init__(self, n_projections: int = 256, seed: int = 0, coverage_k: int = 5):
@@ -95,12 +95,11 @@ class SlicedWasserstein(Evaluator):
         self.higher_is_better = dict(type(self).higher_is_better)  # per-class names added per cell
 
     def evaluate(self, cell) -> dict[str, float]:
-        """SW_2 and coverage for the trained model's samples and, if present, the init reference."""
+        """SW_2 and coverage for the trained model's samples and each reference set the cell has."""
         tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
-        metrics = self._metrics(cell.synthetic, cell, tail)
-        if cell.synthetic_init is not None:
-            init = self._metrics(cell.synthetic_init, cell, tail)
-            metrics |= {name + INIT: v for name, v in init.items()}
+        metrics = {}
+        for suffix, name in cell.scored_sets("synthetic"):
+            metrics |= {key + suffix: v for key, v in self._metrics(cell.split(name), cell, tail).items()}
         self.higher_is_better |= {name: name.startswith("coverage") for name in metrics}
         return metrics
 

@@ -30,7 +30,7 @@ class ClassBalancedFM(Method):
     """Vanilla FM plus CBDM's class-balancing regulariser and label dropout."""
 
     def __init__(self, tau: float = 1.0, label_dropout: float = 0.1,
-                 target_prior: str = "empirical", weight: str = "1-t"):
+                 target_prior: str = "empirical", weight: str = "eps"):
         super().__init__()
         _check(is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}")
         _check(is_real(label_dropout) and 0 <= label_dropout < 1,

@@ -22,18 +22,22 @@ def small_run(tmp_path_factory, bench_cli):
 
 
 @pytest.mark.slow
-def test_record_has_the_schema_and_training_beats_the_untrained_model(small_run):
+def test_record_has_the_schema_and_the_flow_beats_its_source(small_run):
     res, out = small_run
     rec = record(res)
     for key in ("method", "dataset", "seed", "metrics", "higher_is_better", "config_hash",
                 "operative_config", "versions", "git_hash", "timings_s", "n", "train"):
         assert key in rec, key
     m = rec["metrics"]
-    assert m["swd/all"] < m["swd/all@init"] / 3, m
+    assert m["swd/all"] < m["swd/all@source"] / 3, m  # the flow adds to what the source alone gives
+    assert not any(k.endswith("@init") for k in m)  # the untrained reference is opt-in
     assert rec["higher_is_better"]["swd/all"] is False
     assert rec["higher_is_better"]["coverage/tail"] is True
     assert "train.steps = 400" in rec["operative_config"]
     assert rec["train"]["loss_trace"][-1][1] < rec["train"]["loss_trace"][0][1]
+    conv = rec["train"]["convergence"]
+    assert conv["window"] == 80 and rec["train"]["converged"] == (conv["rel_change"] < conv["threshold"])
+    assert rec["eval_split"] == "test"
     cell = res / "quick" / "synthetic2d" / "fm" / "seed0"
     assert (cell / "operative_config.gin").is_file()
     assert (cell / "backbone" / "model.safetensors").is_file()
@@ -108,3 +112,23 @@ def test_image_cell_trains_flux_and_writes_the_sample_grid(tmp_path, bench_cli):
     from diffusers import FluxTransformer2DModel
 
     FluxTransformer2DModel.from_pretrained(cell / "backbone" / "transformer")  # plain diffusers
+
+
+@pytest.mark.slow
+def test_eval_on_val_scores_the_validation_split_with_the_same_backbone(small_run, bench_cli):
+    res, _ = small_run
+    test_metrics = record(res)["metrics"]
+    out = bench_cli("run", *SMALL_2D, "pipeline.eval_on=val", f"results_dir={res}", cwd=res)
+    assert out.returncode == 0, out.stderr
+    rec = record(res)
+    assert rec["eval_split"] == "val"
+    assert "train" not in rec["timings_s"]  # choosing on val reuses the backbone trained for test
+    assert rec["metrics"]["swd/all"] != test_metrics["swd/all"]  # another reference split
+
+
+def test_eval_on_val_without_a_validation_split_is_refused(tmp_path, bench_cli):
+    out = bench_cli("run", "datasets=[digits_lt]", "methods=[fm]", "pipeline.eval_on=val",
+                    f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert out.returncode == 2 and "no validation split" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "res" / "quick" / "digits_lt").exists()

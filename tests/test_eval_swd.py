@@ -117,6 +117,18 @@ def test_evaluate_names_directions_and_init_reference(synth):
     assert evaluator.evaluate(_cell(synth, good, init)) == metrics  # deterministic
 
 
+def test_source_reference_is_scored_like_the_synthetic_set(synth):
+    good, noise = synth.sample(200, seed=1), synth.sample(200, seed=2)
+    noise = Split(torch.randn(len(noise), 2, generator=torch.Generator().manual_seed(0)), noise.y)
+    # the source-only set scored exactly as a synthetic set would be
+    cell = CellContext(synth, synth.load("train"), synth.load("test"), good, Path("."), 0, synthetic_source=noise)
+    metrics = SlicedWasserstein().evaluate(cell)
+    alone = SlicedWasserstein().evaluate(_cell(synth, noise))
+    assert {k: v for k, v in metrics.items() if k.endswith("@source")} == {k + "@source": v for k, v in alone.items()}
+    assert metrics["swd/tail@source"] > 10 * metrics["swd/tail"]
+    assert not any(k.endswith("@init") for k in metrics)
+
+
 def test_evaluate_coverage_drops_with_missing_tail_subclasses(synth):
     test = synth.load("test")
     assert SlicedWasserstein().evaluate(_cell(synth, test))["coverage/tail"] == 1.0

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.method import Method
-from bench.sampler import SampleConfig, euler, generate, heun, sample_noise
+from bench.method import Condition, Method
+from bench.sampler import SampleConfig, draw_sources, euler, generate, heun, sample_noise
 
 
 def linear_field(a: float):
@@ -97,3 +97,28 @@ def test_keep_paths_stores_the_first_paths_of_each_class_and_leaves_z_unchanged(
 def test_keep_paths_must_be_a_non_negative_integer():
     with pytest.raises(BenchError, match="sample.keep_paths"):
         SampleConfig(keep_paths=-1)
+
+
+class SubclassShift(Method):
+    """A source that depends on the class and on a subclass drawn from u, so x0 is not eps."""
+
+    def sampling_condition(self, labels, u):
+        return Condition(labels, (u * 2).long())
+
+    def sample_source(self, cond, eps):
+        return 0.5 * eps + cond.label[:, None] + 10.0 * cond.subclass[:, None]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100])
+def test_source_draws_are_the_points_the_ode_starts_from(batch):
+    method = SubclassShift()
+    method.setup(n_classes=3)
+    counts, cfg = [3, 2, 4], SampleConfig(nfe=4, batch_size=batch, keep_paths=10)
+    flowed, source = generate(method, ScaledIdentity(), counts, (2,), 5, cfg), draw_sources(method, counts, (2,), 5, cfg)
+    assert torch.equal(source["y"], flowed["y"]) and torch.equal(source["subclass"], flowed["subclass"])
+    assert torch.equal(source["z"], flowed["paths"][:, 0])  # every row's path starts at its source draw
+    assert not torch.allclose(source["z"], flowed["z"])  # ... and the flow moved it
+    # x0 depends on (seed, class, index) only: a larger set starts with the smaller set's draws
+    larger = draw_sources(method, [5, 2, 6], (2,), 5, cfg)
+    for c, n in enumerate(counts):
+        assert torch.equal(larger["z"][larger["y"] == c][:n], source["z"][source["y"] == c])
