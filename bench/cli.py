@@ -1,4 +1,4 @@
-"""The `bench` command: run, validate, ls, data stats, prepare, tables, report and bench.
+"""The `bench` command: run, validate, ls, data stats, prepare, tables, report, claims and bench.
 
 `bench ls` imports nothing heavy (no torch): plugin names come from package metadata. Errors in
 the user's input print one line and exit 2; failed cells exit 1 after the others finished.
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
                               "exact sign-flip; ttest: paired t-test; wilcoxon: signed-rank)")
         rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
         rep.add_argument("--baseline", default="fm", help="method marked against with † (default fm)")
+    claims = sub.add_parser("claims", help="the paper's four claims judged from an experiment's stored records")
+    claims.add_argument("results", metavar="RESULTS_DIR", help="the claims experiment folder, e.g. results/claims")
+    claims.add_argument("--out", default="docs/claims.md", help="Markdown file (default docs/claims.md); its "
+                        "hand-written analysis block is kept")
+    claims.add_argument("--test", choices=["permutation", "ttest"], default="permutation",
+                        help="paired test over generative seeds (default permutation: exact sign-flip)")
+    claims.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")
     perf.add_argument("--out", default="perf/perf.json", help="JSON file (default perf/perf.json); "
                       "the Markdown summary and figures are written beside it")
@@ -83,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
-    unknown = [a for a in extras if a.startswith("-") or args.command in ("ls", "prepare", "tables", "report", "bench")]
+    takes_no_bindings = ("ls", "prepare", "tables", "report", "claims", "bench")
+    unknown = [a for a in extras if a.startswith("-") or args.command in takes_no_bindings]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = extras
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tables(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "claims":
+            return cmd_claims(args)
         if args.command == "bench":
             return cmd_bench(args)
         return cmd_run(args, dry=args.command == "validate")
@@ -220,6 +230,16 @@ def cmd_report(args) -> int:
     figures = all_figures(exp, out / "figures")
     index = write_index(exp, out, entries, figures)
     print(f"report of {exp.name}: {len(tables)} table(s), {len(figures)} figure(s); open {index}")
+    return 0
+
+
+def cmd_claims(args) -> int:
+    """`bench claims RESULTS_DIR`: the claims report (verdicts, tables, rules) from stored records."""
+    from bench.claims import ClaimsOptions, write_claims
+
+    out, sections = write_claims(Path(args.results), Path(args.out), ClaimsOptions(args.test, args.alpha))
+    verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
+    print(f"claims report written to {out}: {verdicts}")
     return 0
 
 

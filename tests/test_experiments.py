@@ -42,6 +42,8 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
     "quick": (["fm"], ["synthetic2d", "phantom_lt"], [0]),
     "paper": (["fm", "cbfm", "cpd", "optprior"], PAPER_DATASETS, [0, 1, 2]),
     "ablation": (["fm", "optprior_sub", "optprior_opt", "optprior"], PAPER_DATASETS, [0, 1, 2]),
+    "claims": (["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"],
+               ["synthetic2d", "phantom_lt", "digits_lt"], [0, 1, 2]),
 }
 PAPER_EVALUATORS = ["sample_grid", "fid", "irs", "downstream", "knn_purity", "confounder",
                     "geometry", "memorisation"]

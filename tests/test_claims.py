@@ -1,0 +1,418 @@
+"""`bench claims`: verdict rules on numbers with known answers, the document read back, partial grids."""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.claim_rules import (
+    FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, GeometrySeed, RiskEstimate, bayes_verdict, combine, geometry_verdict,
+    holds, inconclusive, not_measured,
+)
+from bench.claims import CLAIM_DATASETS, CLAIM_METHODS, ClaimsOptions, write_claims
+from bench.cli import main
+from bench.gridfile import GridFile
+
+IMAGE, VECTOR = ("phantom_lt", "digits_lt"), ("synthetic2d",)
+METHODS = CLAIM_METHODS
+# how much better than fm each method is, as a fraction of the metric's scale
+EDGE = {"fm": 0.0, "cbfm": 0.01, "cpd": 0.02, "optprior": 0.10, "optprior_sub": 0.04, "optprior_opt": 0.05}
+HIGHER = {"fid/tail": False, "irs_inf/tail": True, "swd/tail": False, "bacc": True, "macro_f1": True,
+          "bacc/no_aug": True, "macro_f1/no_aug": True}
+
+
+def noise(dataset: str, method: str, seed: int, metric: str) -> float:
+    """Small deterministic per-cell noise (so differences have spread, as the t-test needs)."""
+    rng = np.random.default_rng(zlib.crc32(f"{dataset}/{method}/{seed}/{metric}".encode()))
+    return float(rng.normal(0, 0.003))
+
+
+def tail_metrics(dataset: str, method: str, seed: int) -> dict:
+    """Tail scores: optprior better than every baseline by a margin far above the noise."""
+    e = EDGE[method]
+    if dataset in VECTOR:
+        swd = 1.0 - e + 0.01 * seed + noise(dataset, method, seed, "swd")
+        return {"swd/tail": swd, "swd/tail@source": swd + 0.5}
+    fid = 50.0 * (1 - e) + seed + 50 * noise(dataset, method, seed, "fid")
+    irs = 0.2 + e + noise(dataset, method, seed, "irs")
+    bacc = 0.6 + e / 2 + 0.01 * seed + noise(dataset, method, seed, "bacc")
+    return {"fid/tail": fid, "fid/tail@source": fid + 30.0, "irs_inf/tail": irs, "irs_inf/tail@source": irs - 0.05,
+            "bacc": bacc, "macro_f1": bacc - 0.05, "bacc/no_aug": 0.58 + 0.01 * seed,
+            "macro_f1/no_aug": 0.53 + 0.01 * seed}
+
+
+def risk_metrics(seed: int, source: str = "standard") -> dict:
+    p = f"bayes_risk/{source}/"
+    return {p + "reduction": 0.3 + 0.01 * seed, p + "reduction_se": 0.02, p + "risk_class": 1.5 + 0.1 * seed,
+            p + "risk_subclass": 1.2, p + "reliable": 1.0, p + "ess": 40.0 + seed, p + "identity_gap": 0.01}
+
+
+def geometry_metrics(seed: int) -> dict:
+    out = {}
+    for stat, own, std, init in (("alignment", 0.6, 0.1, 0.3), ("radial_cv", 0.1, 0.3, 0.2),
+                                 ("path_length", 5.0, 6.0, 5.5)):
+        out |= {f"geom_{stat}": own + 0.01 * seed, f"geom_{stat}/prior_standard": std + 0.01 * seed,
+                f"geom_{stat}/prior_init": init}
+    return out
+
+
+def metrics_of(dataset: str, method: str, seed: int) -> dict:
+    m = tail_metrics(dataset, method, seed)
+    if method in ("optprior", "optprior_sub"):
+        m |= risk_metrics(seed) | risk_metrics(seed, "learned")
+    if method in ("optprior", "optprior_opt"):
+        m |= geometry_metrics(seed)
+    return m
+
+
+def make_record(dataset: str, method: str, seed: int, metrics: dict) -> dict:
+    return {"schema_version": 1, "status": "ok", "experiment": "claims", "dataset": dataset, "method": method,
+            "seed": seed, "metrics": metrics, "higher_is_better": {k: v for k, v in HIGHER.items() if k in metrics},
+            "config_hash": f"h-{dataset}-{method}-{seed}", "git_hash": "0123abcd", "timings_s": {"total": 10.0 + seed},
+            "train": {"steps": 100, "converged": True,
+                      "convergence": {"converged": True, "rel_change": 0.01, "threshold": 0.02, "window": 20}},
+            "config": f"method = '{method}'", "created": f"2026-11-26T00:00:0{seed}+0000"}
+
+
+def make_claims(root: Path, datasets=CLAIM_DATASETS, methods=METHODS, seeds=(0, 1, 2)) -> Path:
+    """An experiment folder `<root>/claims` with grid.json and one record per cell."""
+    folder = Path(root) / "claims"
+    grid = GridFile("claims")
+    for d in datasets:
+        for m in methods:
+            for s in seeds:
+                declared = {k: v for k, v in HIGHER.items() if (k == "swd/tail") == (d in VECTOR)}
+                grid.add(d, m, s, f"h-{d}-{m}-{s}", metrics=declared)
+                write(folder, make_record(d, m, s, metrics_of(d, m, s)))
+    (folder / "grid.json").write_text(json.dumps(grid.to_json()))
+    return folder
+
+
+def write(folder: Path, record: dict) -> None:
+    cell = folder / record["dataset"] / record["method"] / f"seed{record['seed']}"
+    cell.mkdir(parents=True, exist_ok=True)
+    (cell / "record.json").write_text(json.dumps(record))
+
+
+def edit(folder: Path, dataset: str, method: str, change) -> None:
+    """Apply change(record) to every record of (dataset, method)."""
+    for path in sorted((folder / dataset / method).glob("seed*/record.json")):
+        rec = json.loads(path.read_text())
+        change(rec)
+        path.write_text(json.dumps(rec))
+
+
+def report(folder: Path, tmp_path: Path, **options) -> tuple[str, dict]:
+    """The written document and {claim key: section}."""
+    out, sections = write_claims(folder, tmp_path / "claims.md", ClaimsOptions(**options))
+    return out.read_text(), {s.key: s for s in sections}
+
+
+def section(text: str, title_start: str) -> str:
+    """The text of one `## ` section."""
+    start = text.index(f"\n## {title_start}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """Cells of the first Markdown table after a header line starting with `header_start`."""
+    lines = text.split("\n")
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("| " + header_start))
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split(" | ")])
+    return rows
+
+
+def dataset_part(text: str, dataset: str) -> str:
+    """The `#### dataset` part of a claim section."""
+    start = text.index(f"#### {dataset}")
+    end = text.find("#### ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def parse_mean_std(cell: str) -> tuple[float, float]:
+    m = re.fullmatch(r"(\S+) ± (\S+)", cell)
+    return float(m.group(1)), float(m.group(2))
+
+
+def values(folder: Path, dataset: str, method: str, metric: str, seeds=(0, 1, 2)) -> np.ndarray:
+    return np.array([json.loads((folder / dataset / method / f"seed{s}/record.json").read_text())["metrics"][metric]
+                     for s in seeds])
+
+
+# ---- the rules on numbers -------------------------------------------------------------------------
+
+def test_bayes_rule_holds_fails_and_names_an_unreliable_estimate():
+    est = lambda red, ok=True, seed=0: RiskEstimate("optprior", seed, red, 0.1, ok, 3.2, 0.41)  # noqa: E731
+    assert bayes_verdict([est(0.3, seed=s) for s in range(3)]).word == HOLDS
+    assert bayes_verdict([est(0.2, seed=s) for s in range(3)]).word == FAILS  # 0.2 is not > 2 x 0.1
+    mixed = bayes_verdict([est(0.3), est(0.1, seed=1)])
+    assert mixed.label == "inconclusive at n = 2"
+    shaky = bayes_verdict([est(0.3), est(0.3, ok=False, seed=1)])
+    assert shaky.word == INCONCLUSIVE
+    assert shaky.label.startswith("inconclusive (unreliable Monte-Carlo estimate: effective posterior size 3.2, "
+                                  "identity gap 0.41")
+    assert bayes_verdict([]).word == NOT_MEASURED
+
+
+def test_geometry_rule_needs_all_three_conditions_in_every_seed():
+    good = GeometrySeed("optprior", 0, 0.6, 0.1, 0.1, 0.3, 5.0, 6.0)
+    inflated = GeometrySeed("optprior", 1, 0.6, 0.1, 0.1, 0.3, 7.0, 6.0)  # longer paths: norm inflation
+    unaligned = GeometrySeed("optprior", 2, 0.05, 0.1, 0.1, 0.3, 5.0, 6.0)
+    assert geometry_verdict([good]).word == HOLDS
+    assert geometry_verdict([good, inflated]).label == "inconclusive at n = 2"
+    assert geometry_verdict([unaligned]).word == FAILS
+    spread = GeometrySeed("optprior", 3, 0.6, 0.1, 0.4, 0.3, 5.0, 6.0)  # aligned, but wider radial spread
+    assert geometry_verdict([unaligned, spread]).label == "inconclusive at n = 2"  # neither fails in both seeds
+    assert "the alignment condition fails" in geometry_verdict([unaligned, unaligned]).why
+    assert geometry_verdict([]).word == NOT_MEASURED
+
+
+def test_combine_a_counterexample_refutes_and_unmeasured_datasets_are_named():
+    assert combine({"a": holds(3, ""), "b": inconclusive(3, "")}).label == "inconclusive at n = 3"
+    assert combine({"a": holds(3, ""), "b": not_measured()}).word == HOLDS
+    assert "not measured on b" in combine({"a": holds(3, ""), "b": not_measured()}).why
+    assert combine({"a": holds(3, ""), "b": combine({})}).word == HOLDS
+    refuted = combine({"a": holds(3, ""), "b": bayes_verdict([RiskEstimate("m", 0, 0.0, 0.1, True)])})
+    assert refuted.word == FAILS and "b" in refuted.why
+    assert combine({"a": not_measured()}).word == NOT_MEASURED
+
+
+# ---- the verdicts from records ---------------------------------------------------------------------
+
+def test_three_seeds_all_better_is_inconclusive_at_n_3_with_p_025(tmp_path):
+    text, claims = report(make_claims(tmp_path), tmp_path)
+    for key in ("c", "d"):
+        for d in IMAGE:
+            assert claims[key].verdicts[d].label == "inconclusive at n = 3"
+        assert claims[key].overall.label == "inconclusive at n = 3"
+    c = section(text, "Claim (c)")
+    p_values = [row[5] for row in table_rows(dataset_part(c, "digits_lt"), "metric | reference")
+                if row[0] == "FID tail"]
+    assert p_values == ["0.25", "0.25", "0.25"]  # fm, cbfm, cpd
+    assert "0.25 >= 0.05: no claim of this kind can be confirmed with 3 seeds" in c
+    assert "optprior better in" in c and "3/3" in c
+
+
+@pytest.mark.parametrize("test", ["permutation", "ttest"])
+def test_six_seeds_all_better_by_a_margin_hold(tmp_path, test):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",), seeds=range(6))
+    text, claims = report(folder, tmp_path, test=test)
+    assert claims["c"].verdicts["phantom_lt"].word == HOLDS
+    assert claims["d"].verdicts["phantom_lt"].word == HOLDS  # incl. vs no augmentation
+    assert claims["c"].overall.word == HOLDS  # synthetic2d and digits_lt never ran: not measured
+    assert "not measured on synthetic2d, digits_lt" in claims["c"].overall.why
+    rows = table_rows(section(text, "Claim (d)"), "metric | reference")
+    assert {r[1] for r in rows} == {"fm", "cbfm", "cpd", "no augmentation"}
+
+
+def test_a_baseline_better_in_every_seed_does_not_hold_and_is_named(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+
+    def cpd_wins(rec):
+        rec["metrics"]["fid/tail"] -= 20.0
+    edit(folder, "phantom_lt", "cpd", cpd_wins)
+    text, claims = report(folder, tmp_path)
+    v = claims["c"].verdicts["phantom_lt"]
+    assert v.word == FAILS and v.why == "does not hold on FID tail"
+    assert claims["c"].overall.word == FAILS
+    assert "- FID tail: **does not hold** (cpd better than optprior in every paired seed" in text
+
+
+def test_unreliable_bayes_estimate_is_inconclusive_with_its_reason(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+
+    def shaky(rec):
+        if rec["seed"] == 1:
+            rec["metrics"] |= {"bayes_risk/standard/reliable": 0.0, "bayes_risk/standard/ess": 3.2,
+                               "bayes_risk/standard/identity_gap": 0.41}
+    edit(folder, "phantom_lt", "optprior", shaky)
+    text, claims = report(folder, tmp_path)
+    label = claims["a"].verdicts["phantom_lt"].label
+    assert label == ("inconclusive (unreliable Monte-Carlo estimate: effective posterior size 3.2, identity gap "
+                     "0.41 (optprior seed 1))")
+    assert label in text
+
+
+def test_bayes_and_geometry_claims_hold_on_clear_data_and_fail_when_reversed(tmp_path):
+    folder = make_claims(tmp_path, datasets=("synthetic2d", "phantom_lt"))
+
+    def no_gain(rec):
+        rec["metrics"]["bayes_risk/standard/reduction"] = 0.01
+        rec["metrics"]["geom_alignment"] = 0.0
+    for m in ("optprior", "optprior_sub", "optprior_opt"):
+        edit(folder, "phantom_lt", m, no_gain)
+    _, claims = report(folder, tmp_path)
+    assert claims["a"].verdicts["synthetic2d"].word == HOLDS and claims["b"].verdicts["synthetic2d"].word == HOLDS
+    assert claims["a"].verdicts["phantom_lt"].word == FAILS and claims["b"].verdicts["phantom_lt"].word == FAILS
+    assert claims["a"].verdicts["digits_lt"].word == NOT_MEASURED
+    assert claims["d"].verdicts["synthetic2d"] is None  # vector data: no classifier, out of scope
+
+
+# ---- the document -----------------------------------------------------------------------------------
+
+def test_tables_read_back_equal_the_record_values(tmp_path):
+    folder = make_claims(tmp_path)
+    text, _ = report(folder, tmp_path)
+    c = section(text, "Claim (c)")
+    phantom = dataset_part(c, "phantom_lt")
+    rows = {r[0]: r[1:] for r in table_rows(phantom, "method | FID tail")}
+    for method in METHODS:
+        for j, metric in enumerate(("fid/tail", "irs_inf/tail")):
+            mean, std = parse_mean_std(rows[method][j])
+            v = values(folder, "phantom_lt", method, metric)
+            assert mean == pytest.approx(v.mean(), rel=1e-3) and std == pytest.approx(v.std(ddof=1), rel=1e-2)
+        mean, _ = parse_mean_std(rows[f"{method} (source only)"][0])  # the source-only line
+        assert mean == pytest.approx(values(folder, "phantom_lt", method, "fid/tail@source").mean(), rel=1e-3)
+    flow = {r[0]: r[1:] for r in table_rows(phantom[phantom.index("What the flow adds"):], "method | FID tail")}
+    assert set(flow) == {"optprior", "fm"} and parse_mean_std(flow["optprior"][0])[0] == pytest.approx(-30.0)
+    seeds = table_rows(section(text, "Claim (a)"), "dataset | method | seed")
+    first = next(r for r in seeds if r[:3] == ["digits_lt", "optprior_sub", "2"])
+    assert float(first[3]) == pytest.approx(values(folder, "digits_lt", "optprior_sub",
+                                                   "bayes_risk/standard/reduction")[2])
+
+
+def test_comparison_rows_give_per_seed_differences_and_the_t_interval(tmp_path):
+    folder = make_claims(tmp_path, datasets=("digits_lt",))
+    text, _ = report(folder, tmp_path)
+    row = next(r for r in table_rows(section(text, "Claim (d)"), "metric | reference")
+               if r[:2] == ["bAcc", "no augmentation"])
+    d = values(folder, "digits_lt", "optprior", "bacc") - values(folder, "digits_lt", "optprior", "bacc/no_aug")
+    per_seed = [float(x.split(": ")[1]) for x in row[3].split(", ")]
+    assert per_seed == pytest.approx(d, rel=1e-3)
+    mean, low, high = map(float, re.findall(r"-?[\d.]+(?:e-?\d+)?", row[4]))
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert (mean, low, high) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half), rel=1e-3)
+
+
+def test_provenance_commands_commits_and_wall_time(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt", "synthetic2d"))
+    text, _ = report(folder, tmp_path)
+    assert f"bench run experiment=claims results_dir={tmp_path.as_posix()}" in text
+    assert f"bench report {folder.as_posix()} --out {folder.as_posix()}/report" in text
+    assert f"bench claims {folder.as_posix()} --out {(tmp_path / 'claims.md').as_posix()}" in text
+    assert "`0123abcd` (36 cells)" in text
+    per_dataset = 6 * (10 + 11 + 12)
+    assert f"{2 * per_dataset:,} s" in text and f"  - phantom_lt: {per_dataset:,} s" in text
+
+
+def test_default_commands_are_the_documented_ones(tmp_path, monkeypatch):
+    make_claims(tmp_path / "results", datasets=("phantom_lt",))
+    monkeypatch.chdir(tmp_path)
+    assert main(["claims", "results/claims", "--out", "docs/claims.md"]) == 0
+    text = (tmp_path / "docs/claims.md").read_text()
+    for command in ("bench run experiment=claims\n", "bench report results/claims --out results/claims/report\n",
+                    "bench claims results/claims --out docs/claims.md\n"):
+        assert command in text
+
+
+def test_the_analysis_block_survives_regeneration(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+    out = tmp_path / "claims.md"
+    text, _ = report(folder, tmp_path)
+    assert text.split("\n")[2:4] == ["<!-- analysis -->", "<!-- /analysis -->"]  # empty, under the title
+    block = "<!-- analysis -->\nOur reading: *three seeds* cannot confirm (c).\n\n| kept | table |\n<!-- /analysis -->"
+    out.write_text(text.replace("<!-- analysis -->\n<!-- /analysis -->", block))
+    edit(folder, "phantom_lt", "fm", lambda rec: rec["metrics"].update({"fid/tail": 99.0}))
+    again, _ = report(folder, tmp_path)
+    assert again.split("\n")[2:2 + len(block.split("\n"))] == block.split("\n")
+    assert "| fm | 99 ± 0 |" in again and again.count("<!-- analysis -->") == 1  # the rest is regenerated
+
+
+def test_missing_cells_are_reported_and_verdicts_use_what_exists(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",), methods=("fm", "cbfm", "optprior"))
+    (folder / "phantom_lt/cbfm/seed2/record.json").unlink()
+    (folder / "phantom_lt/cbfm/seed2/failure.json").write_text(json.dumps({"reason": "loss is nan"}))
+    text, claims = report(folder, tmp_path)
+    grid = section(text, "Grid")
+    assert "`phantom_lt/cbfm/seed2` (missing): no record: the cell failed (loss is nan)" in grid
+    assert "`phantom_lt/cpd`: not in the experiment's grid (never run)" in grid
+    assert "`synthetic2d/optprior`: not in the experiment's grid (never run)" in grid
+    fid = {r[1]: r for r in table_rows(section(text, "Claim (c)"), "metric | reference") if r[0] == "FID tail"}
+    assert fid["cbfm"][2] == "2" and fid["cpd"][6] == "no paired seeds"
+    assert claims["c"].verdicts["phantom_lt"].label == "inconclusive at n = 2"  # two seeds paired with cbfm
+    assert "; not measured against cpd)" in text
+    assert claims["b"].verdicts["phantom_lt"].word == HOLDS  # from optprior alone: optprior_opt never ran
+    assert claims["b"].verdicts["synthetic2d"].word == NOT_MEASURED
+
+
+def test_a_folder_without_grid_json_is_read_from_its_records(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+    (folder / "grid.json").unlink()
+    text, claims = report(folder, tmp_path)
+    assert "(no grid.json: axes from the records found)" in text
+    assert claims["c"].verdicts["phantom_lt"].label == "inconclusive at n = 3"
+
+
+def test_unconverged_training_is_listed_and_qualifies_claims_c_and_d(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt", "digits_lt"))
+
+    def stalled(rec):
+        if rec["seed"] == 1:
+            rec["train"] = {"steps": 100, "converged": False,
+                            "convergence": {"converged": False, "rel_change": 0.0731, "threshold": 0.02, "window": 20}}
+    edit(folder, "phantom_lt", "cpd", stalled)
+    text, _ = report(folder, tmp_path)
+    adequacy = section(text, "Training adequacy")
+    assert table_rows(adequacy, "dataset | method | seed") == [["phantom_lt", "cpd", "1", "7.31%", "2%", "20"]]
+    glance = {r[0][:3]: r[1:] for r in table_rows(section(text, "Verdicts"), "claim")}
+    assert glance["(c)"][0] == "inconclusive at n = 3 ‡" and glance["(c)"][1] == "inconclusive at n = 3"
+    assert glance["(a)"][0] == "holds"  # a property of the prior: training does not qualify it
+
+
+def test_figures_bench_report_wrote_are_linked_relative_to_the_document(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+    text, _ = report(folder, tmp_path)
+    assert "holds no report yet" in section(text, "Figures")
+    figures = folder / "report/figures"
+    figures.mkdir(parents=True)
+    for name in ("samples_phantom_lt.png", "geometry_phantom_lt.png"):
+        (figures / name).write_bytes(b"png")
+    (folder / "report/index.md").write_text("# report")
+    text, _ = report(folder, tmp_path)
+    links = re.findall(r"\]\(([^)]+)\)", section(text, "Figures"))
+    assert links == ["claims/report/index.md", "claims/report/figures/samples_phantom_lt.png",
+                     "claims/report/figures/geometry_phantom_lt.png"]
+    assert all((tmp_path / link).is_file() for link in links)
+
+
+def test_a_folder_without_records_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "claims").mkdir()
+    assert main(["claims", str(tmp_path / "claims"), "--out", str(tmp_path / "c.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: ") and err.count("\n") == 1 and "holds no bench records" in err
+    assert not (tmp_path / "c.md").exists()
+    assert main(["claims", str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["claims", str(tmp_path / "claims"), "--test", "bootstrap"])
+    assert exc.value.code == 2
+
+
+def test_the_cli_writes_the_report_and_prints_the_verdicts(tmp_path, capsys):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+    assert main(["claims", str(folder), "--out", str(tmp_path / "c.md"), "--test", "ttest", "--alpha", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"claims report written to {tmp_path / 'c.md'}: (a) holds; (b) holds; (c) ")
+    assert "--test ttest --alpha 0.1" in (tmp_path / "c.md").read_text()
+
+
+def test_the_claim_grid_is_the_claims_experiment_grid():
+    import gin
+
+    from bench.cells import RunRequest, expand_grid
+
+    try:
+        cells = expand_grid(RunRequest(experiment="claims"))
+    finally:
+        gin.clear_config()  # leave no bindings to later tests
+    assert tuple(dict.fromkeys(c.method for c in cells)) == CLAIM_METHODS
+    assert tuple(dict.fromkeys(c.dataset for c in cells)) == CLAIM_DATASETS
