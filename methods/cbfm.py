@@ -29,7 +29,7 @@ COMMITMENT = 0.25  # CBDM's weight on the term that moves v(x_t, y') toward v(x_
 class ClassBalancedFM(Method):
     """Vanilla FM plus CBDM's class-balancing regulariser and label dropout."""
 
-    def __init__(self, tau: float = 1.0, label_dropout: float = 0.1,
+    def __init__(self, tau: float = 0.03, label_dropout: float = 0.1,
                  target_prior: str = "empirical", weight: str = "eps"):
         super().__init__()
         _check(is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}")

@@ -13,6 +13,7 @@ def test_relative_change_is_the_drop_between_the_last_two_windows():
     assert out["window"] == 20
     assert out["rel_change"] == pytest.approx((previous - last) / last)
     assert out["converged"] is False and out["threshold"] == 0.02
+    assert convergence(losses)["threshold"] == 0.05  # the default
 
 
 def test_a_noisy_plateau_converges_and_a_rising_loss_counts_as_no_improvement():

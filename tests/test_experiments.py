@@ -269,7 +269,8 @@ def _split(rng, counts: dict[int, int], shift: float = 0.0) -> Split:
     return Split(torch.tensor(x, dtype=torch.float32), y)
 
 
-def _cell(tmp_path, generative: Split | None, init: Split | None = None) -> CellContext:
+def _cell(tmp_path, generative: Split | None, init: Split | None = None,
+          source: Split | None = None) -> CellContext:
     """Features = flattened samples; the synthetic set is shifted far off, the generative set is not."""
     rng = np.random.default_rng(3)
     train, test = _split(rng, {0: 80, 1: 60, 2: 50}), _split(rng, {0: 40, 1: 40, 2: 40})
@@ -277,7 +278,8 @@ def _cell(tmp_path, generative: Split | None, init: Split | None = None) -> Cell
     targets = [ClassTarget(n, 0, 0.0, "g", s) for n, s in zip(Flat.class_names, [0, 10, 10])]
     extractor = SimpleNamespace(embed=lambda x: np.asarray(x).reshape(len(x), -1))
     return CellContext(Flat(), train, test, synthetic, tmp_path, seed=0, synthetic_init=init,
-                       generative=generative, targets=targets, extractor=lambda: extractor)
+                       generative=generative, synthetic_source=source, targets=targets,
+                       extractor=lambda: extractor)
 
 
 def test_fid_and_irs_score_the_generative_set_when_present_else_the_synthetic_set(tmp_path):
@@ -305,6 +307,20 @@ def test_init_metrics_still_score_the_untrained_synthetic_set(tmp_path):
     assert fid["n/fid"] == 40 + 30 and fid["n/fid@init"] == 24
     assert irs["n/irs"] == 70 and irs["n/irs@init"] == 24
     assert fid["fid/tail@init"] > fid["fid/tail"]
+
+
+def test_source_metrics_score_the_source_draws_at_the_scored_sets_n(tmp_path):
+    rng = np.random.default_rng(6)
+    generative = _split(rng, {1: 70, 2: 30})
+    far_source = _split(rng, {1: 70, 2: 30}, shift=5.0)  # the source alone: far from the data
+    cell = _cell(tmp_path, generative, source=far_source)
+    fid, irs = FID().evaluate(cell), IRS().evaluate(cell)
+    assert fid["n/fid@source"] == fid["n/fid"] and irs["n/irs@source"] == irs["n/irs"]
+    assert fid["fid/tail@source"] > 5 * fid["fid/tail"]
+    # the source scored as if it were the generated set gives the same numbers
+    alone = FID().evaluate(_cell(tmp_path / "alone", far_source))
+    assert fid["fid/tail@source"] == pytest.approx(alone["fid/tail"])
+    assert not any(k.endswith("@init") for k in fid)
 
 
 def test_docs_list_the_recorded_n_of_fid_and_irs():
