@@ -5,12 +5,19 @@ unit prototype u_g. With displacement d = x1 - x0, rho = ||d|| and dhat = d / rh
 
     L = L_ang + lambda_cap * L_cap + lambda_scale * L_scale
     L_ang   = E[ relu(kappa - <dhat, u_g>) ]          moderate angular compactness
-    L_cap   = E[ relu(rho - r_g)^2 ]                  fixed outlier cap (r_g computed once)
+    L_cap   = E[ relu(rho - r_g)^2 ] / D              fixed outlier cap (r_g computed once)
     L_scale = E[ (log sigma_g)^2 ]                    log-scale pull toward a unit reference
 
 The cap stops norm inflation (growing rho makes directions look aligned), the scale term stops
 sigma collapse or explosion, and the hinge at kappa keeps the angular term "moderate" so it
 cannot collapse all directions. No generator is in the loop: the objective only sees latents.
+
+`objective_scale` says how the cap is scaled. 'per_dim' (above) divides the squared norm excess
+by D, i.e. caps rho / sqrt(D) at r_g / sqrt(D): every term is then a per-element quantity that
+does not grow with D (L_ang is a cosine, L_scale a per-element mean), so the lambdas weigh terms
+of one scale. 'raw' is E[relu(rho - r_g)^2] as written in the paper: it grows with D (about 800
+at the first step on phantom_lt, D = 1,024), dominates the other terms and collapses sigma
+(docs/methods.md has the measurements).
 
 proxy_terms is the readable definition (differentiable by autograd); optimize_sources steps on
 proxy_gradients, the same loss with its gradients in closed form, which at the paper's scale
@@ -66,7 +73,16 @@ class ProxyConfig:
     lr: float = 1e-2
     batch_size: int = 4096
     cap_quantile: float = 0.99
+    objective_scale: str = "per_dim"  # [our choice] L_cap / D ('per_dim') or as printed ('raw')
     log_every: int = 100
+
+
+OBJECTIVE_SCALES = ("per_dim", "raw")
+
+
+def cap_scale(cfg: ProxyConfig, dim: int) -> float:
+    """The factor that turns E[relu(rho - r_g)^2] into L_cap: 1 / D for 'per_dim', 1 for 'raw'."""
+    return 1.0 / dim if cfg.objective_scale == "per_dim" else 1.0
 
 
 @dataclass
@@ -96,7 +112,7 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
     u = F.normalize(params.prototype, dim=1)  # normalise the G prototypes, not the B rows
     cosine = (d * rows(u, group)).sum(dim=1) / rho.clamp_min(1e-12)  # <dhat, u> without dhat
     ang = F.relu(cfg.kappa - cosine).mean()
-    cap = F.relu(rho - caps[group]).pow(2).mean()
+    cap = F.relu(rho - caps[group]).pow(2).mean() * cap_scale(cfg, d.shape[1])
     # E over samples of mean_D (log sigma_g)^2, weighting each group by its rows in the batch
     counts = torch.bincount(group, minlength=len(params.log_sigma)).to(params.log_sigma)
     scale = (counts @ params.log_sigma.pow(2).mean(dim=1)) / len(group)
@@ -132,12 +148,12 @@ CHUNK_ELEMENTS = 2**19
 
 
 def row_terms(rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyConfig,
-              batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: the hinge and squared cap excess of the loss, and a, b of dL/dd = a d + b u.
 
     With rho_c = max(rho, TINY) and cosine = t / rho_c, the hinge's gradient is
     -(u / rho_c - cosine * d / rho_c^2) where active (relu's gradient is 0 at 0, as in torch),
-    the cap's is 2 relu(rho - r_g) d / rho; both are averaged over the `batch` rows.
+    the cap's is 2 relu(rho - r_g) d / rho times cap_scale; both are averaged over the `batch` rows.
     """
     rho_c = rho.clamp_min(TINY)
     cosine = t / rho_c
@@ -145,7 +161,7 @@ def row_terms(rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyC
     excess = F.relu(rho - cap)
     active = (hinge > 0).to(rho) / batch
     a = torch.where(rho >= TINY, active * cosine / rho_c.square(), 0.0) \
-        + (2 * cfg.lambda_cap / batch) * excess / rho_c
+        + (2 * cfg.lambda_cap * cap_scale(cfg, dim) / batch) * excess / rho_c
     return hinge, excess.square(), a, -active / rho_c
 
 
@@ -202,7 +218,7 @@ def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, 
             ec = torch.index_select(eps, 0, order[s:e], out=buffers.eps[:e - s])
             d.sub_(mu[g]).addcmul_(ec, sigma[g], value=-1)  # d = x - mu_g - sigma_g * eps
             rho, t = torch.linalg.vector_norm(d, dim=1), d @ u[g]
-            hinge[s:e], capped[s:e], a, b = row_terms(rho, t, caps[g], cfg, batch)
+            hinge[s:e], capped[s:e], a, b = row_terms(rho, t, caps[g], cfg, batch, dim)
             ad, bd = torch.stack([a, b]) @ d
             sum_ad[g].add_(ad)
             sum_bd[g].add_(bd)
@@ -215,7 +231,7 @@ def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, 
         counts = torch.bincount(gb, minlength=len(log_sigma)).to(log_sigma)
         grad_ls.add_(log_sigma * counts[:, None], alpha=2 * cfg.lambda_scale / (batch * dim))
         scale = (counts @ log_sigma.pow(2).mean(dim=1)) / batch
-        ang, cap = hinge.mean(), capped.mean()
+        ang, cap = hinge.mean(), capped.mean() * cap_scale(cfg, dim)
         total = ang + cfg.lambda_cap * cap + cfg.lambda_scale * scale
     grads = SourceParams(grad_mu, grad_ls, normalize_backward(prototype, sum_bd))
     return ProxyTerms(total, ang, cap, scale), grads

@@ -26,11 +26,23 @@ the latents and the evaluator's seed only). `tail` = `bench.longtail.tail_classe
 counts; tail statistics use the tail classes' rows only. Computed numbers use at most `max_rows`
 rows (a seeded uniform subsample; the tail gets its own subsample of tail rows).
 
+Claim (b) of the paper is against N(0, I): optimised sources raise alignment and cut radial spread
+without norm inflation. So whenever the plain `geom_<stat>` and N(0, I) grouped the same way are both
+there (`/prior_standard` for a recorded prior, else `_gauss`, same rows and noise), the evaluator adds
+`geom_alignment_gain_vs_standard` = alignment - its N(0, I) value (higher is better) and
+`geom_radial_std_ratio_vs_standard`, `geom_radial_cv_ratio_vs_standard`,
+`geom_path_length_ratio_vs_standard` = value / its N(0, I) value (lower is better; a path-length
+ratio above 1 is norm inflation), with `/tail` versions where both sides have a tail.
+
 A prior that recorded a Bayes-risk estimate (`prior.info["bayes_risk"]`, per source "standard" /
 "learned") adds `bayes_risk/<source>/<key>` for key in risk_class, risk_subclass (lower is better),
 reduction (higher is better: how much subclass conditioning lowers the risk, Eq. 2) and their
-standard errors `<key>_se` (lower is better). Everything, with the recorded dicts, goes to
-out_dir/geometry.json.
+standard errors `<key>_se` (lower is better), plus the estimate's reliability
+(`bench.bayes_risk.reliable`): `bayes_risk/<source>/ess` (effective posterior size, 1 / mean over
+draws of sum_j w_j^2; higher is better), `bayes_risk/<source>/identity_gap` (largest relative
+violation of the law of total variance over the draws; lower is better) and
+`bayes_risk/<source>/reliable` (1.0 or 0.0; judged here by the same rule for a record without it).
+Everything, with the recorded dicts, goes to out_dir/geometry.json.
 
 For figures, `cell.details["geometry"]["histograms"]` holds, per computed source ("method" for the
 method's own source, "gauss" for N(0, I)), fixed-bin histograms over all (subsampled) rows of the
@@ -48,6 +60,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from bench.bayes_risk import reliable
 from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
@@ -61,6 +74,11 @@ GAUSS = "_gauss"
 TAIL = "/tail"
 RISK_KEYS = ("risk_class", "risk_subclass", "reduction")
 RISK_SOURCES = ("standard", "learned")
+# reliability metric -> (key in the recorded Bayes-risk dict, higher is better)
+RISK_RELIABILITY = {"ess": ("ess", True), "identity_gap": ("max_identity_gap", False)}
+# comparison vs N(0, I) -> (stat, "gain" = difference or "ratio", higher is better)
+VS_STANDARD = {"alignment_gain": ("alignment", "gain", True), "radial_std_ratio": ("radial_std", "ratio", False),
+               "radial_cv_ratio": ("radial_cv", "ratio", False), "path_length_ratio": ("path_length", "ratio", False)}
 HISTOGRAM_KEYS = {"": "method", GAUSS: "gauss"}  # metric suffix of a source -> its key in the details
 
 
@@ -75,10 +93,14 @@ def _names() -> dict[str, bool]:
     for stat in STATS:
         for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *STAGES.values()):
             names[f"geom_{stat}{suffix}"] = _stat_direction(stat)
+    for name, (_, _, higher) in VS_STANDARD.items():
+        names[f"geom_{name}_vs_standard"] = names[f"geom_{name}_vs_standard{TAIL}"] = higher
     for source in RISK_SOURCES:
         for key in RISK_KEYS:
             names[f"bayes_risk/{source}/{key}"] = key == "reduction"
             names[f"bayes_risk/{source}/{key}_se"] = False
+        names |= {f"bayes_risk/{source}/{key}": higher for key, (_, higher) in RISK_RELIABILITY.items()}
+        names[f"bayes_risk/{source}/reliable"] = True
     return names
 
 
@@ -171,9 +193,36 @@ def recorded_metrics(info: dict) -> dict[str, float]:
         out |= {f"geom_{s}{suffix}": float(values[s]) for s in STATS if values.get(s) is not None}
     for source in RISK_SOURCES:
         values = (info.get("bayes_risk") or {}).get(source) or {}
-        for key in (k + se for k in RISK_KEYS for se in ("", "_se")):
-            if isinstance(values.get(key), (int, float)):
-                out[f"bayes_risk/{source}/{key}"] = float(values[key])
+        out |= risk_metrics(f"bayes_risk/{source}/", values)
+    return out
+
+
+def risk_metrics(prefix: str, values: dict) -> dict[str, float]:
+    """One source's recorded Bayes-risk numbers and their reliability, as `prefix<key>` metrics."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    out = {f"{prefix}{key}": float(values[key])
+           for key in (k + se for k in RISK_KEYS for se in ("", "_se")) if number(values.get(key))}
+    out |= {f"{prefix}{name}": float(values[key])
+            for name, (key, _) in RISK_RELIABILITY.items() if number(values.get(key))}
+    if isinstance(values.get("reliable"), bool):
+        out[f"{prefix}reliable"] = float(values["reliable"])
+    elif number(values.get("ess")) and number(values.get("max_identity_gap")):
+        out[f"{prefix}reliable"] = float(reliable(values["ess"], values["max_identity_gap"]))
+    return out
+
+
+def vs_standard(metrics: dict[str, float], reference: str) -> dict[str, float]:
+    """geom_<comparison>_vs_standard(/tail) of the plain geom_<stat> against N(0, I) grouped the same way.
+
+    `reference` is the N(0, I) metrics' suffix: "/prior_standard" (recorded by the prior) or "_gauss".
+    """
+    out = {}
+    for part in ("", TAIL) if reference == GAUSS else ("",):  # a prior records no tail
+        for name, (stat, kind, _) in VS_STANDARD.items():
+            own, ref = metrics.get(f"geom_{stat}{part}"), metrics.get(f"geom_{stat}{reference}{part}")
+            if own is None or ref is None or (kind == "ratio" and ref == 0):
+                continue
+            out[f"geom_{name}_vs_standard{part}"] = own - ref if kind == "gain" else own / ref
     return out
 
 
@@ -204,6 +253,7 @@ class TransportGeometry(Evaluator):
         for name, geo in computed.items():  # name = geom<suffix><part>
             suffix = name[len("geom"):]
             metrics |= {f"geom_{s}{suffix}": float(geo[s]) for s in STATS if s in geo}
+        metrics |= vs_standard(metrics, STAGES["standard"] if "geometry" in info else GAUSS)
         details = {"metrics": metrics, "tail_classes": tail, "max_rows": self.max_rows, "seed": self.seed,
                    "computed": computed, "recorded": {k: info[k] for k in ("geometry", "bayes_risk") if k in info}}
         out_dir = Path(cell.out_dir)

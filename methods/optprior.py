@@ -23,7 +23,7 @@ from bench.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
-from bench.source_opt import ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.source_opt import OBJECTIVE_SCALES, ProxyConfig, SourceParams, fixed_caps, optimize_sources
 from bench.stopwatch import Stopwatch
 from bench.subclass import check_subclass_config, induce_subclasses
 
@@ -49,7 +49,7 @@ class OptPrior(Method):
     def __init__(self, k_max: int = 8, gamma: float = 0.5, min_size: int = 10,
                  pca_dim: Optional[int] = None, gmm_n_init: int = 1, kappa: float = 0.5, lambda_cap: float = 1.0,
                  lambda_scale: float = 0.1, steps: int = 2500, lr: float = 1e-2,
-                 batch_size: int = 4096, cap_quantile: float = 0.99,
+                 batch_size: int = 4096, cap_quantile: float = 0.99, objective_scale: str = "per_dim",
                  subclasses: Optional[bool] = None, learned_source: Optional[bool] = None,
                  risk_samples: int = 1000):
         super().__init__()
@@ -59,7 +59,8 @@ class OptPrior(Method):
         self.gamma, self.min_size, self.pca_dim, self.gmm_n_init = gamma, min_size, pca_dim, gmm_n_init
         check_subclass_config(self.k_max, gamma, min_size, pca_dim, owner=self.name)
         self.proxy = ProxyConfig(kappa=kappa, lambda_cap=lambda_cap, lambda_scale=lambda_scale,
-                                 steps=steps, lr=lr, batch_size=batch_size, cap_quantile=cap_quantile)
+                                 steps=steps, lr=lr, batch_size=batch_size, cap_quantile=cap_quantile,
+                                 objective_scale=objective_scale)
         _check_proxy(self.proxy)
         self.risk_samples = risk_samples
 
@@ -250,6 +251,9 @@ def _check_proxy(cfg: ProxyConfig) -> None:
         raise BenchError("optprior.lambda_cap and optprior.lambda_scale must be >= 0")
     if not 0 < cfg.cap_quantile <= 1:
         raise BenchError(f"optprior.cap_quantile must be in (0, 1], got {cfg.cap_quantile}")
+    if cfg.objective_scale not in OBJECTIVE_SCALES:
+        raise BenchError(f"optprior.objective_scale must be one of {', '.join(map(repr, OBJECTIVE_SCALES))}, "
+                         f"got {cfg.objective_scale!r}")
 
 
 def _lowers(centred: dict, standard: dict) -> bool:

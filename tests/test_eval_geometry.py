@@ -105,8 +105,12 @@ RECORDED = {
                          "angular_overlap": 0.5 * a, "n": 66}
                  for stage, a in (("standard", 0.1), ("init", 0.3), ("optimised", 0.7))},
     "bayes_risk": {src: {"risk_class": r, "risk_class_se": 0.01, "risk_subclass": r / 2, "risk_subclass_se": 0.02,
-                         "reduction": r / 2, "reduction_se": 0.03, "max_identity_gap": 1e-9, "n_mc": 200, "t_max": 0.95}
-                   for src, r in (("standard", 1.0), ("learned", 0.4))},
+                         "reduction": r / 2, "reduction_se": 0.03, "n_mc": 200, "t_max": 0.95, **reliability}
+                   for src, r, reliability in (
+                       ("standard", 1.0, {"max_identity_gap": 1e-15, "ess": 40.0, "posterior_ess": 272.0,
+                                          "reliable": True}),
+                       # no recorded flag (an older record): judged here by bench.bayes_risk.reliable
+                       ("learned", 0.4, {"max_identity_gap": 0.576, "ess": 1.2, "posterior_ess": 9.3}))},
 }
 
 
@@ -122,12 +126,47 @@ def test_recorded_prior_geometry_and_bayes_risk_are_passed_through(tmp_path):
         for key in ("risk_class", "risk_subclass", "reduction"):
             for se in ("", "_se"):
                 assert m[f"bayes_risk/{src}/{key}{se}"] == RECORDED["bayes_risk"][src][key + se]
+    assert m["bayes_risk/standard/ess"] == 40.0 and m["bayes_risk/standard/identity_gap"] == 1e-15
+    assert m["bayes_risk/standard/reliable"] == 1.0
+    assert m["bayes_risk/learned/ess"] == 1.2 and m["bayes_risk/learned/identity_gap"] == 0.576
+    assert m["bayes_risk/learned/reliable"] == 0.0
     assert "bayes_risk/learned/n_mc" not in m and "geom_path_length/tail" not in m  # configs; no recorded tail
     assert {"geom_alignment_gauss", "geom_alignment_gauss/tail"} <= set(m)
     assert set(m) <= set(TransportGeometry.higher_is_better)
     hib = TransportGeometry.higher_is_better
     assert hib["geom_alignment"] and not hib["geom_radial_cv"] and not hib["geom_path_length/tail"]
     assert hib["bayes_risk/learned/reduction"] and not hib["bayes_risk/learned/risk_class"]
+    assert hib["bayes_risk/learned/ess"] and hib["bayes_risk/learned/reliable"]
+    assert not hib["bayes_risk/learned/identity_gap"]
+
+
+def test_recorded_sources_are_compared_with_the_recorded_standard_source(tmp_path):
+    x1, labels, means, _ = _collinear()
+    prior = Prior(tensors={"class_mean": means}, info=RECORDED)
+    m = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, prior))
+    # optimised (a = 0.7) against the recorded N(0, I) with the same groups (a = 0.1), not geom_*_gauss
+    assert m["geom_alignment_gain_vs_standard"] == pytest.approx(0.7 - 0.1)
+    for stat in ("radial_std", "radial_cv", "path_length"):
+        assert m[f"geom_{stat}_ratio_vs_standard"] == pytest.approx(7.0)
+    assert not any(k.endswith("_vs_standard/tail") for k in m)  # the prior records no tail
+    hib = TransportGeometry.higher_is_better
+    assert hib["geom_alignment_gain_vs_standard"] and not hib["geom_path_length_ratio_vs_standard"]
+    assert not hib["geom_radial_cv_ratio_vs_standard/tail"]
+    assert set(m) <= set(hib)
+
+
+def test_computed_sources_are_compared_with_the_gauss_reference(tmp_path):
+    x1, labels, means, _ = _collinear()
+    cpd = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, Prior(tensors={"class_mean": means},
+                                                                          info={"sigma": 0.5})))
+    for part in ("", "/tail"):
+        assert cpd[f"geom_alignment_gain_vs_standard{part}"] == pytest.approx(
+            cpd[f"geom_alignment{part}"] - cpd[f"geom_alignment_gauss{part}"])
+        assert cpd[f"geom_path_length_ratio_vs_standard{part}"] == pytest.approx(
+            cpd[f"geom_path_length{part}"] / cpd[f"geom_path_length_gauss{part}"])
+    assert cpd["geom_alignment_gain_vs_standard"] > 0 and cpd["geom_path_length_ratio_vs_standard"] < 1
+    fm = TransportGeometry().evaluate(_cell(tmp_path, x1, labels))  # the method's source is N(0, I)
+    assert fm["geom_alignment_gain_vs_standard"] == 0.0 and fm["geom_radial_cv_ratio_vs_standard/tail"] == 1.0
 
 
 def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
@@ -139,6 +178,15 @@ def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
     assert m["geom_alignment"] == pytest.approx(recorded["optimised"]["alignment"])
     assert m["geom_radial_std/prior_init"] == pytest.approx(recorded["init"]["radial_std"])
     assert m["bayes_risk/learned/reduction"] == pytest.approx(prior.info["bayes_risk"]["learned"]["reduction"])
+    for source in ("standard", "learned"):
+        risk = prior.info["bayes_risk"][source]
+        assert m[f"bayes_risk/{source}/ess"] == pytest.approx(risk["ess"])
+        assert m[f"bayes_risk/{source}/identity_gap"] == pytest.approx(risk["max_identity_gap"])
+        assert m[f"bayes_risk/{source}/reliable"] == float(risk["reliable"])
+    for stage in ("", "/prior_init", "/prior_standard"):  # the three sources side by side
+        assert {f"geom_{s}{stage}" for s in ("alignment", "radial_std", "radial_cv", "path_length")} <= set(m)
+    assert m["geom_alignment_gain_vs_standard"] == pytest.approx(
+        recorded["optimised"]["alignment"] - recorded["standard"]["alignment"])
     assert set(m) <= set(TransportGeometry.higher_is_better)
 
 

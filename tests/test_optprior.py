@@ -96,24 +96,27 @@ def toy_problem():
     return x, group, caps, init
 
 
-def test_cap_is_the_guardrail_against_norm_inflation():
+@pytest.mark.parametrize("scale", ["per_dim", "raw"])
+def test_cap_is_the_guardrail_against_norm_inflation(scale):
     x, group, caps, init = toy_problem()
-    capped = optimize_sources(init, x, group, caps, ProxyConfig(steps=400, lr=0.05), seed=0).params
-    free = optimize_sources(init, x, group, caps, ProxyConfig(steps=400, lr=0.05, lambda_cap=0.0), seed=0).params
+    cfg = ProxyConfig(steps=400, lr=0.05, objective_scale=scale)
+    capped = optimize_sources(init, x, group, caps, cfg, seed=0).params
+    free = optimize_sources(init, x, group, caps, ProxyConfig(**{**vars(cfg), "lambda_cap": 0.0}), seed=0).params
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
     rho = lambda p: (x - (p.mu[group] + p.log_sigma[group].exp() * eps)).norm(dim=1)  # noqa: E731
     excess = lambda p: torch.relu(rho(p) - caps[group]).mean()  # noqa: E731
     assert rho(free).mean() > 2 * rho(init).mean()  # without the cap, norms inflate
     assert excess(free) > 3 * excess(init)
-    assert rho(capped).mean() < caps.mean()  # with it, path lengths stay within the caps
+    # with it, path lengths come down to the caps (per_dim weighs the cap 1 / D = 1/2 as much here)
+    assert rho(capped).mean() < (1.0 if scale == "raw" else 1.15) * caps.mean()
     assert excess(capped) < 0.2 * excess(init)
-    cfg = ProxyConfig()
     assert proxy_terms(capped, x, group, eps, caps, cfg).ang < proxy_terms(init, x, group, eps, caps, cfg).ang
 
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(gamma=1.5), "optprior.gamma"), (dict(k_max=0), "optprior.k_max"),
     (dict(cap_quantile=0.0), "cap_quantile"), (dict(lr=0.0), "optprior.lr"),
+    (dict(objective_scale="sqrt_d"), "optprior.objective_scale"),
 ])
 def test_bad_configuration_is_rejected_at_construction(kwargs, message):
     with pytest.raises(BenchError, match=message):

@@ -3,10 +3,16 @@
 import pytest
 import torch
 
-from bench.source_opt import (ChunkBuffers, ProxyConfig, SourceParams, group_chunks, noise_draws,
+from bench.source_opt import (ChunkBuffers, ProxyConfig, SourceParams, fixed_caps, group_chunks, noise_draws,
                               optimize_sources, proxy_gradients, proxy_terms)
 
 CFG = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3)
+SCALES = ["per_dim", "raw"]
+
+
+def config(objective_scale: str, **kwargs) -> ProxyConfig:
+    """CFG's weights with the given cap scale (and any other field changed)."""
+    return ProxyConfig(**{**vars(CFG), "objective_scale": objective_scale, **kwargs})
 
 
 def problem(dtype=torch.float64, n=64, dim=32, groups=5):
@@ -47,12 +53,14 @@ def test_problem_covers_every_branch_of_the_objective():
     assert 10 < (rho > caps[group]).sum() < len(x) - 10
 
 
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("rows", [3, 8, 64])
-def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows):
+def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows, scale):
     params, x, group, eps, caps = problem()
-    ref, ref_grads = autograd_reference(params, x, group, eps, caps, CFG)
+    cfg = config(scale)
+    ref, ref_grads = autograd_reference(params, x, group, eps, caps, cfg)
     buffers = ChunkBuffers(x.shape[1], x.dtype, rows)
-    terms, grads = proxy_gradients(params, x, group, eps, caps, CFG, buffers=buffers)
+    terms, grads = proxy_gradients(params, x, group, eps, caps, cfg, buffers=buffers)
     for name in ("total", "ang", "cap", "scale"):
         torch.testing.assert_close(getattr(terms, name), getattr(ref, name), rtol=1e-12, atol=1e-12)
     for name in ("mu", "log_sigma", "prototype"):
@@ -61,10 +69,12 @@ def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows):
     assert ref_grads.log_sigma[:4].abs().min() > 0
 
 
-def test_float32_gradients_match_to_float_rounding():
+@pytest.mark.parametrize("scale", SCALES)
+def test_float32_gradients_match_to_float_rounding(scale):
     params, x, group, eps, caps = problem(torch.float32, n=200, dim=300)
-    ref, ref_grads = autograd_reference(params, x, group, eps, caps, CFG)
-    terms, grads = proxy_gradients(params, x, group, eps, caps, CFG)
+    cfg = config(scale)
+    ref, ref_grads = autograd_reference(params, x, group, eps, caps, cfg)
+    terms, grads = proxy_gradients(params, x, group, eps, caps, cfg)
     torch.testing.assert_close(terms.total, ref.total, rtol=1e-5, atol=0)
     for name in ("mu", "log_sigma", "prototype"):
         got, want = getattr(grads, name), getattr(ref_grads, name)
@@ -80,6 +90,31 @@ def test_batch_rows_by_index_equal_the_gathered_batch():
     for name in ("mu", "log_sigma", "prototype"):
         torch.testing.assert_close(getattr(indexed_grads, name), getattr(direct_grads, name),
                                    rtol=1e-12, atol=1e-15)
+
+
+def duplicated(params, x, eps):
+    """Every coordinate twice: the same problem in 2 D dimensions."""
+    twice = lambda v: torch.cat([v, v], dim=1)  # noqa: E731
+    return SourceParams(*(twice(v) for v in (params.mu, params.log_sigma, params.prototype))), twice(x), twice(eps)
+
+
+def test_per_dim_objective_is_invariant_to_duplicating_coordinates_and_raw_cap_doubles():
+    params, x, group, eps, _ = problem()
+    params2, x2, eps2 = duplicated(params, x, eps)
+    # the caps r_g come from the data (here each group its own class), so they scale by sqrt(2) with it
+    means = lambda v: torch.stack([v[group == g].mean(0) for g in range(4)])  # noqa: E731
+    caps, caps2 = (fixed_caps(v, means(v), group, group, 5, 0.2) for v in (x, x2))
+    torch.testing.assert_close(caps2, caps * 2 ** 0.5)
+    closed_form = lambda *args: proxy_gradients(*args)[0]  # noqa: E731
+    for terms_of in (proxy_terms, closed_form):
+        once, twice = ({scale: terms_of(*problem_args, config(scale)) for scale in SCALES}
+                       for problem_args in ((params, x, group, eps, caps), (params2, x2, group, eps2, caps2)))
+        assert float(once["raw"].cap) > 1.0  # the caps bind
+        for name in ("total", "ang", "cap", "scale"):
+            torch.testing.assert_close(getattr(twice["per_dim"], name), getattr(once["per_dim"], name),
+                                       rtol=1e-12, atol=0)
+        torch.testing.assert_close(twice["raw"].cap, 2 * once["raw"].cap, rtol=1e-12, atol=0)
+        torch.testing.assert_close(once["raw"].cap, x.shape[1] * once["per_dim"].cap, rtol=1e-12, atol=0)
 
 
 def test_chunks_hold_one_group_each_and_cover_the_sorted_batch():
@@ -123,11 +158,11 @@ def reference_optimisation(init, x, group, caps, cfg, seed):
     return SourceParams(*(v.detach() for v in leaves)), trace
 
 
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("batch_size", [48, 200])  # minibatches of 48 of 64 rows; the full batch
-def test_twenty_steps_equal_the_autograd_loop(batch_size):
+def test_twenty_steps_equal_the_autograd_loop(batch_size, scale):
     init, x, group, _, caps = problem(torch.float32)
-    cfg = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3, steps=20, lr=0.05,
-                      batch_size=batch_size, log_every=5)
+    cfg = config(scale, steps=20, lr=0.05, batch_size=batch_size, log_every=5)
     want, want_trace = reference_optimisation(init, x, group, caps, cfg, seed=7)
     got = optimize_sources(init, x, group, caps, cfg, seed=7)
     assert (want.mu - init.mu).abs().max() > 0.1  # the parameters did move
