@@ -195,6 +195,10 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     loaded = distributed.main_first(lambda: _load_complete(
         target, key, lambda: cell.backbone_cls.from_pretrained(target)))
     if loaded is not None:
+        # built on the meta device (no weights) only so gin's operative config names the backbone's
+        # settings, as it does when the backbone is trained here: a resumed cell's record is complete
+        with torch.device("meta"):
+            make_backbone(cell, tuple(z.shape[1:]))
         return loaded.to(device()), read_manifest(target)["train"]
     backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
     with times.stage("train"):
