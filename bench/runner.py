@@ -3,7 +3,8 @@
 The sample stage draws the synthetic set, optionally the untrained backbone's reference
 (`samples_init/`) and, when `generative.n_total` is set, the generative-metrics set
 (`samples_generative/`, bench.generative). Before evaluation the method's source draws for the
-scored set are redrawn with no network (`@source` metrics: the source alone, no flow). Each stage writes an artifact folder atomically with
+scored set are redrawn with no network (`@source` metrics: the source alone, no flow). Each stage
+writes an artifact folder atomically with
 a manifest naming its config hash; a stage whose artifact is complete for the same hash is
 skipped, so a rerun only does what is missing. The record is written last.
 
@@ -96,7 +97,8 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
                               extractor=feature_extractor(cell, train_split, Path(results_dir)))
             metrics, higher = evaluate(cell, ctx, times)
         times["total"] = round(time.perf_counter() - t_start, 4)
-        extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class), "augmentation": plan_records(plan),
+        extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),
+                 "augmentation": plan_records(plan),
                  "skipped": len(getattr(ds, "skipped", []))}
         if generative is not None:
             extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
