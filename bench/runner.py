@@ -94,7 +94,8 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
                               generative=generative_x, synthetic_source=source_x,
                               latents=z, prior=prior, targets=plan,
-                              extractor=feature_extractor(cell, train_split, Path(results_dir)))
+                              extractor=feature_extractor(cell, train_split, Path(results_dir))
+                              if ds.kind == "image" else None)  # domain features: an image CNN
             metrics, higher = evaluate(cell, ctx, times)
         times["total"] = round(time.perf_counter() - t_start, 4)
         extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),

@@ -136,3 +136,14 @@ def test_evaluator_needs_induced_subclasses(tmp_path):
 
 def test_knn_purity_is_the_registered_plugin():
     assert evaluators.get("knn_purity") is KNNPurity
+
+
+@pytest.mark.slow
+def test_vector_cells_measure_purity_in_latent_space_only(tmp_path, bench_cli):
+    # domain features come from an image CNN: a vector cell has none, and must not try to build one
+    out = bench_cli("run", "datasets=[synthetic2d]", "methods=[optprior_sub]", "seeds=[0]",
+                    "synthetic2d.n_max=400", "train.steps=20", "sample.nfe=2",
+                    "pipeline.evaluators=[swd,knn_purity]", f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rec = json.loads((tmp_path / "res" / "quick" / "synthetic2d" / "optprior_sub" / "seed0" / "record.json").read_text())
+    assert "knn_purity/latent" in rec["metrics"] and not any("/features" in k for k in rec["metrics"])
