@@ -12,7 +12,7 @@ import statistics
 from typing import Optional
 
 from bench.claim_rules import number
-from bench.collect import OK, Experiment
+from bench.collect import Experiment
 from bench.tables import direction
 
 # directions of the metrics the claims rest on, for records that do not state them
@@ -41,11 +41,6 @@ def seed_differences(a: dict[int, float], b: dict[int, float]) -> dict[int, floa
     return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
 
 
-def record_value(exp: Experiment, dataset: str, method: str, seed: int, metric: str) -> Optional[float]:
-    """One record's metric (None when the cell or the metric is absent)."""
-    return seed_values(exp, dataset, method, metric).get(seed)
-
-
 def holds_metric(exp: Experiment, dataset: str, metric: str) -> bool:
     """A usable record of the dataset holds the metric, or grid.json declares it for the dataset."""
     if any(metric in r.get("metrics", {}) for r in exp.records(dataset)):
@@ -61,11 +56,6 @@ def higher_is_better(exp: Experiment, metric: str) -> bool:
 
 def arrow(exp: Experiment, metric: str) -> str:
     return "↑" if higher_is_better(exp, metric) else "↓"
-
-
-def usable(exp: Experiment, dataset: str, method: str) -> list:
-    """The usable cells of (dataset, method)."""
-    return [c for c in exp.results(dataset, method) if c.status == OK]
 
 
 # ---- formatting -------------------------------------------------------------------------------
