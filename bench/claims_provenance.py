@@ -46,6 +46,19 @@ def wall_time(records: list[dict]) -> tuple[float, int]:
     return sum(t for t in times if isinstance(t, (int, float))), sum(not isinstance(t, (int, float)) for t in times)
 
 
+def earlier_training(records: list[dict]) -> tuple[float, int]:
+    """(seconds, cells) of training that an earlier process did for records that resumed or reused it.
+
+    `timings_s` holds the time of the process that wrote the record; a cell that resumed a killed
+    training, or reused a saved backbone, did the rest before. `train.seconds` is cumulative over
+    resumptions, so the difference is that earlier part (its other stages' time is not known).
+    """
+    gaps = [float((r.get("train") or {}).get("seconds") or 0.0) - float((r.get("timings_s") or {}).get("train") or 0.0)
+            for r in records]
+    gaps = [g for g in gaps if g > 1.0]
+    return sum(gaps), len(gaps)
+
+
 def duration(seconds: float) -> str:
     """'12,345 s (3 h 25 min)'."""
     minutes = round(seconds / 60)
@@ -61,6 +74,10 @@ def provenance_lines(exp: Experiment) -> list[str]:
     total, unstated = wall_time(exp.records())
     lines.append(f"- Wall time (sum of the records' `timings_s[\"total\"]`): {duration(total)}"
                  + (f"; {unstated} record(s) state none" if unstated else "") + ".")
+    earlier, cells = earlier_training(exp.records())
+    if cells:
+        lines.append(f"  Not included: {duration(earlier)} of training done by an earlier process for {cells} cell(s) "
+                     "that resumed or reused it (`train.seconds` minus `timings_s[\"train\"]`).")
     for d in exp.datasets:
         seconds, none = wall_time(exp.records(d))
         lines.append(f"  - {d}: {duration(seconds)} over {len(exp.records(d))} cell(s)"

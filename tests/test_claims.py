@@ -305,6 +305,17 @@ def test_provenance_commands_commits_and_wall_time(tmp_path):
     assert f"{2 * per_dataset:,} s" in text and f"  - phantom_lt: {per_dataset:,} s" in text
 
 
+def test_training_done_by_an_earlier_process_is_stated_not_hidden(tmp_path):
+    folder = make_claims(tmp_path, datasets=("phantom_lt",))
+    text, _ = report(folder, tmp_path)
+    assert "Not included" not in text  # every record's training happened in the process that wrote it
+    edit(folder, "phantom_lt", "fm", lambda rec: rec["train"].update({"seconds": 500.0}))  # reused backbone
+    edit(folder, "phantom_lt", "cpd", lambda rec: (rec["train"].update({"seconds": 300.0}),
+                                                   rec["timings_s"].update({"train": 100.0})))  # resumed
+    text, _ = report(folder, tmp_path)
+    assert "Not included: 2,100 s (0 h 35 min) of training done by an earlier process for 6 cell(s)" in text
+
+
 def test_default_commands_are_the_documented_ones(tmp_path, monkeypatch):
     make_claims(tmp_path / "results", datasets=("phantom_lt",))
     monkeypatch.chdir(tmp_path)
