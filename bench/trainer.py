@@ -2,8 +2,9 @@
 
 Every method trains with the same optimiser, schedule and batches; only `method.loss` (and the
 source and conditions it uses) differs. All random draws come from one CPU generator seeded by
-the cell seed, so a run is reproducible on any device. A checkpoint (every `train.checkpoint_every`
-steps) holds the whole TrainState, so a resumed run continues bit for bit.
+the cell seed, so a run is reproducible on any device. A checkpoint (every `train.checkpoint_minutes`
+of training, by default 10, and/or every `train.checkpoint_every` steps) holds the whole
+TrainState, so a killed run resumes from it and continues bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from bench import distributed
 from bench.artifacts import discard, is_complete, load_state, save_state, stage_dir
 from bench.checks import is_int, is_real
 from bench.convergence import FRACTION, TOL, convergence
@@ -48,6 +50,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999 samples from the EMA weights
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
+    # minutes of training between resumable checkpoints (on by default, so a killed long training
+    # resumes instead of restarting; short trainings never write one); 0 = none
+    checkpoint_minutes: float = 10.0
     log_every: int = 100  # steps per entry of the recorded loss trace
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     # equal parts of each batch whose gradients are summed (accumulation); N processes share them
@@ -70,6 +75,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_real(value) or value < low or (name == "lr" and value == 0):
                 raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
+        if not is_real(self.checkpoint_minutes) or self.checkpoint_minutes < 0:
+            raise BenchError(f"train.checkpoint_minutes={self.checkpoint_minutes!r}: use minutes >= 0 "
+                             "(0 writes no time-based checkpoint)")
         if not (is_real(self.convergence_window) and 0 < self.convergence_window <= 0.5):
             raise BenchError(f"train.convergence_window={self.convergence_window!r}: use a fraction of the "
                              "steps in (0, 0.5]")
@@ -187,8 +195,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
           checkpoint_dir: Optional[Path] = None, config_hash: str = "") -> TrainResult:
     """Train `backbone` in place with `method`'s loss on (latents, labels).
 
-    With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and a
-    rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
+    With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
+    every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
     never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
     the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
     wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
@@ -200,6 +208,7 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
+    clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None)
     for step in tqdm(range(state.step, cfg.steps), desc="train", initial=state.step,
                      total=cfg.steps, disable=None, leave=False):
         state.window.append(_step(method, state, latents, labels, cfg))
@@ -208,7 +217,7 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             state.loss_trace.append((state.step, sum(state.window) / len(state.window)))
             state.window = []
-        if checkpoint_dir and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+        if clock.due(state.step):
             state.seconds = seconds_before + time.perf_counter() - t0
             if state.accelerator.is_main_process:  # ranks hold identical weights: one writer
                 _save_checkpoint(checkpoint_dir, config_hash, state)
@@ -218,6 +227,28 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     seconds = seconds_before + time.perf_counter() - t0
     return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
                        convergence(state.history, cfg.convergence_window, cfg.convergence_tol))
+
+
+class CheckpointClock:
+    """When to write a checkpoint: every `checkpoint_every` steps, and once `checkpoint_minutes`
+    of wall time have passed since the last one (or the start of this process's training).
+
+    The time rule is decided on the main process and shared (`distributed.agree`), so all ranks
+    checkpoint at the same step whatever their clocks say.
+    """
+
+    def __init__(self, cfg: TrainConfig, enabled: bool = True):
+        self.every = cfg.checkpoint_every if enabled else 0
+        self.seconds = 60.0 * cfg.checkpoint_minutes if enabled else 0.0
+        self._last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        """Whether to checkpoint after `step`; restarts the timer when it says yes."""
+        by_steps = bool(self.every) and step % self.every == 0
+        by_time = bool(self.seconds) and distributed.agree(time.perf_counter() - self._last >= self.seconds)
+        if by_steps or by_time:
+            self._last = time.perf_counter()
+        return by_steps or by_time
 
 
 def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:

@@ -74,6 +74,17 @@ def _cell_config(experiment: str, dataset: str, method: str) -> str:
     return bindings_text()
 
 
+@pytest.mark.parametrize("experiment", sorted(AXES))
+def test_every_experiment_checkpoints_long_trainings_by_default(experiment):
+    """A killed long training resumes instead of restarting, without the user asking for it."""
+    from bench.trainer import TrainConfig
+
+    methods, datasets, _ = AXES[experiment]
+    _cell_config(experiment, datasets[-1], methods[-1])
+    cfg = TrainConfig()  # bound by the parsed configuration
+    assert cfg.checkpoint_minutes > 0 or cfg.checkpoint_every > 0
+
+
 @pytest.mark.parametrize("dataset", PAPER_DATASETS)
 def test_paper_setting_binds_the_papers_protocol_and_the_ablation_shares_it(dataset):
     ablation = _cell_config("ablation", dataset, "optprior")

@@ -94,6 +94,58 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, ema_decay):
     assert [s for s, _ in result.loss_trace] == [15, 30, 45, 60]
 
 
+class FakeTime:
+    """Stands in for bench.trainer's `time`: the clock moves only when a training step runs."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+class SlowMethod(FailingMethod):
+    """Each training step takes 25 s of the fake clock; raises Crash from its `at`-th step."""
+
+    def __init__(self, clock, at=10**9):
+        super().__init__(at, Crash())
+        self.clock = clock
+
+    def loss(self, backbone, batch):
+        self.clock.now += 25.0
+        return super().loss(backbone, batch)
+
+
+def test_time_based_checkpoints_let_a_killed_training_resume(tmp_path, monkeypatch):
+    import bench.trainer
+
+    clock = FakeTime()
+    monkeypatch.setattr(bench.trainer, "time", clock)
+    x, y = two_class_data()
+    cfg = TrainConfig(steps=12, batch_size=48, lr=3e-3, log_every=5, checkpoint_minutes=1.0)
+    assert cfg.checkpoint_every == 0  # time alone decides
+    m, ref = fresh()
+    straight = train(m, ref, x, y, cfg, seed=1)  # no folder: never checkpoints
+
+    slow = SlowMethod(clock, at=8)  # a minute passes every 2.4 steps: checkpoints after steps 3 and 6
+    slow.setup(n_classes=2)
+    _, part = fresh()
+    with pytest.raises(Crash):
+        train(slow, part, x, y, cfg, seed=1, checkpoint_dir=tmp_path, config_hash="h")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000006"]
+
+    m, resumed = fresh(seed=99)
+    result = train(m, resumed, x, y, cfg, seed=1, checkpoint_dir=tmp_path, config_hash="h")
+    assert result.resumed_from == 6 and result.loss_trace == straight.loss_trace
+    assert torch.equal(weights(resumed), weights(ref))
+
+
+def test_checkpoint_minutes_must_be_a_non_negative_number():
+    with pytest.raises(BenchError, match="train.checkpoint_minutes"):
+        TrainConfig(checkpoint_minutes=-1)
+    assert TrainConfig(checkpoint_minutes=0).checkpoint_minutes == 0
+
+
 def test_checkpoints_hold_no_pickle_and_only_the_newest_is_kept(tmp_path):
     x, y = two_class_data()
     m, b = fresh()
