@@ -37,7 +37,8 @@ class CellContext:
     `prior` the method's fitted prior (None for methods without one; optprior's holds the
     induced subclass of every training row in `prior.tensors["assignment"]` and its transport
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
-    (bench.targets.ClassTarget per class). `features(name)` gives domain features from the
+    (bench.targets.ClassTarget per class). `shared` names where the dataset's method-independent
+    results (the no-augmentation classifiers) are stored once for every method. `features(name)` gives domain features from the
     cell's feature extractor (built on first use, cached per dataset on disk and per cell in
     memory). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
     values that tables and figures need beyond the flat metrics (per-seed scores, per-class
@@ -58,6 +59,9 @@ class CellContext:
     prior: Optional[object] = None
     targets: Optional[list] = None
     extractor: Optional[Callable[[], object]] = None  # returns a bench.features.FeatureExtractor
+    # (folder, config hash) where results that do not depend on the method are shared by the
+    # dataset's cells (the downstream no-augmentation classifiers); None: compute them per cell
+    shared: Optional[tuple[Path, str]] = None
     details: dict = field(default_factory=dict)
     _features: dict = field(default_factory=dict, repr=False)
 

@@ -191,7 +191,12 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
     sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))
     cell = digest(sample, bindings_text(), spec)
     features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
-    stages = {"encode": encode, "prior": prior, "train": train, "sample": sample, "features": features}
+    # the no-augmentation classifiers see real data only: the dataset, the split scored on, the
+    # downstream protocol and the generative seed (their seeds derive from it), never the method
+    no_aug = digest(bindings_text(include=scopes(dataset) + ["downstream.", "pipeline.eval_on"]),
+                    dataset.describe(), spec.seed)
+    stages = {"encode": encode, "prior": prior, "train": train, "sample": sample, "features": features,
+              "no_aug": no_aug}
     if generative.enabled:
         # the sampler settings and the plan, not the synthetic set's size (sample.n_per_class)
         feeds = bindings_text(include=["sample.", "targets.", "generative."],

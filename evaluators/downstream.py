@@ -9,19 +9,25 @@ are scored on the held-out eval split (balanced-test). Metrics are means over cl
 balanced accuracy (mean per-class recall) and macro-F1 over all classes (zero_division=0),
 `bacc_gain` = bacc - bacc/no_aug, and the sample standard deviations over seeds (NaN for one seed).
 
-The no-augmentation baseline does not depend on the method, but it is recomputed in every cell:
-simple and certainly consistent with the augmented runs (same data, split, protocol and seeds),
-at twice the cost. Per-seed scores, per-class recalls and training histories go to
+The no-augmentation baseline does not depend on the method, so it is trained once per (dataset,
+eval split, protocol, generative seed) and shared by that dataset's cells: stored under
+`cell.shared` (results/cache/no_aug/<dataset>-<hash>/) with what it was trained on (protocol,
+architecture, seeds, split sizes, a digest of the data), and recomputed whenever any of that
+differs, so a stale baseline is never paired with new augmented runs. Per-seed scores, per-class recalls and training histories go to
 `<cell>/downstream.json`. Defaults are sized for 32x32 images on a CPU (small_cnn);
 gin/presets/downstream_paper.gin sets the paper's ResNet-50 protocol.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+
 import numpy as np
 import torch
 
-from bench.artifacts import write_json_atomic
+from bench.artifacts import is_complete, stage_dir, write_json_atomic
 from bench.checks import is_int
 from bench.classifier import (
     Protocol, balanced_accuracy, build_classifier, concat_rows, default_device, fit, macro_f1, predict,
@@ -32,6 +38,7 @@ from bench.evaluator import Evaluator
 from bench.evaluators.cond_accuracy import per_class_recall
 from bench.registry import register_evaluator
 
+log = logging.getLogger(__name__)
 NO_AUG = "/no_aug"
 MEANS = ("bacc", "macro_f1", f"bacc{NO_AUG}", f"macro_f1{NO_AUG}", "bacc_gain")
 STDS = ("bacc_std", "macro_f1_std")
@@ -66,18 +73,39 @@ class Downstream(Evaluator):
             raise BenchError(f"downstream: synthetic images have shape {tuple(synth.x.shape[1:])} but real "
                              f"ones {tuple(train.x.shape[1:])}; the synthetic set must be decoded to "
                              "data space")
-        sets = {"no_aug": (train.x, train.y),
-                "aug": (concat_rows([train.x, synth.x]), torch.cat([train.y, synth.y.long()]))}
-        runs = {name: [] for name in sets}
-        for i in range(self.n_seeds):
-            seed = classifier_seed(cell.seed, i)
-            for name, (x, y) in sets.items():
-                runs[name].append(self._run(cell, x, y, val, seed))
+        aug_x, aug_y = concat_rows([train.x, synth.x]), torch.cat([train.y, synth.y.long()])
+        seeds = [classifier_seed(cell.seed, i) for i in range(self.n_seeds)]
+        no_aug, reused = self._no_aug_runs(cell, train, val, seeds)
+        runs = {"no_aug": no_aug, "aug": [self._run(cell, aug_x, aug_y, val, seed) for seed in seeds]}
         write_json_atomic(cell.out_dir / "downstream.json", {
             "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
-            "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs})
+            "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs,
+            "no_aug_from": str(cell.shared[0]) if reused else None})
         cell.details["downstream"] = per_seed(runs)
         return summarise(runs)
+
+    def _no_aug_runs(self, cell, train, val, seeds: list[int]) -> tuple[list[dict], bool]:
+        """The no-augmentation runs of these seeds, and whether they came from the shared store."""
+        if cell.shared is None:
+            return [self._run(cell, train.x, train.y, val, seed) for seed in seeds], False
+        folder, key = cell.shared
+        basis = self._no_aug_basis(cell, train, val, seeds)
+        # the stored runs count only for the same basis: another one is replaced, never reused
+        key = f"{key}-{hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]}"
+        if is_complete(folder, key):
+            stored = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+            log.info("downstream: no-augmentation classifiers reused from %s", folder)
+            return stored, True
+        runs = [self._run(cell, train.x, train.y, val, seed) for seed in seeds]
+        with stage_dir(folder, key, basis=basis) as tmp:
+            write_json_atomic(tmp / "runs.json", runs)
+        return runs, False
+
+    def _no_aug_basis(self, cell, train, val, seeds: list[int]) -> dict:
+        """What the no-augmentation runs depend on, compared before a stored set is reused."""
+        return {"arch": self.arch, "protocol": self.protocol.describe(), "seeds": seeds,
+                "data": {name: split_digest(split) for name, split in
+                         (("train", train), ("val", val), ("test", cell.test))}}
 
     def _run(self, cell, x, y: torch.Tensor, val, seed: int) -> dict:
         """One classifier: train with early stopping on `val`, score on the test split."""
@@ -89,6 +117,14 @@ class Downstream(Evaluator):
         return {"seed": seed, "bacc": balanced_accuracy(truth, pred),
                 "macro_f1": macro_f1(truth, pred, n_classes),
                 "recall": [recall.get(c) for c in range(n_classes)], "history": history.to_dict()}
+
+
+def split_digest(split) -> str:
+    """A digest of a split's images and labels: a reordered or edited split gets another one."""
+    h = hashlib.sha256()
+    for t in (split.x, split.y):
+        h.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()[:16]
 
 
 def per_seed(runs: dict[str, list[dict]]) -> dict:

@@ -139,6 +139,62 @@ def test_no_aug_baseline_does_not_depend_on_the_synthetic_set(tmp_path):
     assert np.isnan(runs[0]["bacc_std"])  # one classifier seed has no sample spread
 
 
+class Reordered(Blobs):
+    """Blobs with its training rows in another order: another data digest."""
+
+    def load(self, split: str) -> Split:
+        data = super().load(split)
+        return data.subset(torch.arange(len(data) - 1, -1, -1)) if split == "train" else data
+
+
+@pytest.fixture
+def classifier_fits(monkeypatch):
+    """Count the classifiers the downstream evaluator trains."""
+    import bench.evaluators.downstream as downstream
+
+    calls = []
+    real_fit = downstream.fit
+    monkeypatch.setattr(downstream, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    return calls
+
+
+def test_no_aug_classifiers_are_trained_once_per_dataset_and_seed(tmp_path, classifier_fits):
+    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    shared = (tmp_path / "cache" / "no_aug" / "blobs-k", "k")
+    alone = evaluator.evaluate(cell(tmp_path / "alone", noisy_tail_copies(0)))  # computes its own
+    assert len(classifier_fits) == 4
+    methods = []
+    for i, synthetic in enumerate([noisy_tail_copies(0), noisy_tail_copies(1)]):  # two methods' cells
+        ctx = cell(tmp_path / f"method{i}", synthetic)
+        ctx.shared = shared
+        methods.append(evaluator.evaluate(ctx))
+    assert len(classifier_fits) == 4 + 4 + 2  # the second cell trains only its augmented classifiers
+    assert {k: v for k, v in methods[0].items()} == pytest.approx(alone, nan_ok=True)
+    for key in ("bacc/no_aug", "macro_f1/no_aug"):
+        assert methods[1][key] == alone[key]
+    second = json.loads((tmp_path / "method1" / "downstream.json").read_text())
+    assert second["no_aug_from"] == str(shared[0])
+    assert second["runs"]["no_aug"] == json.loads((shared[0] / "runs.json").read_text())
+
+
+def test_a_stored_no_aug_baseline_of_other_data_or_protocol_is_not_reused(tmp_path, classifier_fits):
+    shared = (tmp_path / "no_aug", "k")
+    fast = dict(max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+
+    def run(ds, evaluator, name):
+        ctx = CellContext(ds, ds.load("train"), ds.load("test"), noisy_tail_copies(0), tmp_path / name, 0,
+                          shared=shared)
+        evaluator.evaluate(ctx)
+        return json.loads((tmp_path / name / "downstream.json").read_text())["no_aug_from"]
+
+    assert run(Blobs(), Downstream(n_seeds=1, **fast), "a") is None and len(classifier_fits) == 2
+    assert run(Reordered(), Downstream(n_seeds=1, **fast), "b") is None  # same hash, reordered rows
+    assert run(Reordered(), Downstream(n_seeds=1, **{**fast, "lr": 2e-2}), "c") is None  # another protocol
+    assert run(Reordered(), Downstream(n_seeds=2, **{**fast, "lr": 2e-2}), "d") is None  # more seeds
+    assert len(classifier_fits) == 2 + 2 + 2 + 4
+    assert run(Reordered(), Downstream(n_seeds=2, **{**fast, "lr": 2e-2}), "e") == str(shared[0])
+
+
 def test_downstream_rejects_bad_settings_and_mismatched_synthetic_shapes(tmp_path):
     with pytest.raises(BenchError, match="downstream.n_seeds"):
         Downstream(n_seeds=0)

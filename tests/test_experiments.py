@@ -425,6 +425,15 @@ def test_multi_line_bindings_are_filtered_whole_so_evaluators_never_feed_the_tra
     assert other_features["features"] != build_cell(spec, request).stage_hashes["features"]
 
 
+def test_no_aug_classifiers_are_keyed_by_dataset_seed_and_protocol_never_by_method():
+    def key(method="fm", seed=0, bindings=()):
+        return build_cell(CellSpec("quick", "phantom_lt", method, seed), RunRequest(bindings=list(bindings))).stage_hashes["no_aug"]
+
+    assert key("fm") == key("cbfm") == key("optprior") == key("fm", bindings=["train.steps = 7"])
+    assert key(seed=1) != key() and key(bindings=["downstream.lr = 0.01"]) != key()
+    assert key(bindings=["pipeline.eval_on = 'val'"]) != key() and key(bindings=["phantom_lt.n_max = 300"]) != key()
+
+
 def test_where_and_how_often_work_is_done_feeds_no_hash():
     """Checkpoint frequency and executor settings (even in a gin file) never change a config hash."""
     spec = CellSpec("quick", "synthetic2d", "fm", 0)
