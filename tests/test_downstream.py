@@ -37,13 +37,18 @@ class Blobs(Dataset):
         return Split(x.clamp(0, 1), y)
 
 
+def count_fits(monkeypatch, module) -> list:
+    """A list that grows by one per classifier training `module` does (through its `fit`)."""
+    calls = []
+    real_fit = module.fit
+    monkeypatch.setattr(module, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    return calls
+
+
 @pytest.fixture
 def fit_calls(monkeypatch):
     """Count the classifier trainings done by bench.features."""
-    calls = []
-    real_fit = features.fit
-    monkeypatch.setattr(features, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    return calls
+    return count_fits(monkeypatch, features)
 
 
 def test_extractor_is_trained_once_and_cached(tmp_path, fit_calls):
@@ -152,10 +157,7 @@ def classifier_fits(monkeypatch):
     """Count the classifiers the downstream evaluator trains."""
     import bench.evaluators.downstream as downstream
 
-    calls = []
-    real_fit = downstream.fit
-    monkeypatch.setattr(downstream, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    return calls
+    return count_fits(monkeypatch, downstream)
 
 
 def test_no_aug_classifiers_are_trained_once_per_dataset_and_seed(tmp_path, classifier_fits):
