@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
 
+from bench import progress
 from bench.checks import is_int
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
@@ -199,7 +200,7 @@ def fit(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.T
     generator = torch.Generator().manual_seed(seed)
     history, best_state, waited = History(), None, 0
     val_true = val_y.numpy()
-    for epoch in range(protocol.max_epochs):
+    for epoch in progress.bar(range(protocol.max_epochs), "classifier", unit="epoch"):
         history.train_loss.append(_epoch(model, optimizer, train_x, train_y, protocol, generator, device))
         history.val_bacc.append(balanced_accuracy(val_true, predict(model, val_x, protocol.batch_size)))
         if best_state is None or history.val_bacc[-1] > history.best_val_bacc:

@@ -39,7 +39,7 @@ import gin
 import submitit
 from submitit.core.utils import FailedJobError
 
-from bench import distributed
+from bench import distributed, progress
 from bench.artifacts import write_json_atomic
 from bench.cellrun import FAILURE, CellOutcome, execute_cell
 from bench.cells import CellSpec, RunRequest, load_plugins
@@ -136,6 +136,7 @@ class InlineExecutor:
         outcomes = []
         for i, spec in enumerate(specs, 1):
             log.info("[%d/%d] %s", i, len(specs), spec.label)
+            progress.set_cell(f"[{i}/{len(specs)}] {spec.label}")
             outcomes.append(execute_cell(spec, self.request))
         return outcomes
 

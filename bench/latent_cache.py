@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from bench import progress
 from bench.artifacts import discard, is_complete, stage_dir
 from bench.prior import require_finite
 
@@ -73,8 +73,7 @@ def _encode_into(path: Path, encoder, x, ids, batch_size: int) -> None:
     .npy header is written once the first batch gives the latent shape.
     """
     n, f = len(x), None
-    bar = tqdm(range(0, n, batch_size), desc="encode", unit="batch", disable=n < 16 * batch_size,
-               leave=False)
+    bar = progress.bar(range(0, n, batch_size), "encode", unit="batch", disable=n < 16 * batch_size)
     try:
         for i in bar:
             z = encoder.encode(x[i : i + batch_size]).float()

@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench import distributed, progress
 from bench.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
-from bench import distributed
 from bench.dataset import Split
 from bench.latent_cache import cache_folder, cached_latents
 from bench.records import build_record, git_hash, read_record, write_record
@@ -40,13 +40,21 @@ log = logging.getLogger(__name__)
 
 
 class Timings(dict):
-    """Seconds per stage, filled by the `stage` context manager."""
+    """Seconds per stage, filled by the `stage` context manager; with a cell `label`, each
+    finished stage is also logged as one line with its duration (bench.progress)."""
+
+    def __init__(self, label: str = ""):
+        super().__init__()
+        self.label = label
 
     @contextmanager
     def stage(self, name: str):
         t0 = time.perf_counter()
         yield
-        self[name] = round(self.get(name, 0.0) + time.perf_counter() - t0, 4)
+        seconds = time.perf_counter() - t0
+        self[name] = round(self.get(name, 0.0) + seconds, 4)
+        if self.label and distributed.is_main():
+            log.info(progress.stage_line(self.label, name, seconds))
 
 
 def device() -> torch.device:
@@ -61,7 +69,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     if cached and cached.get("config_hash") == cell.config_hash and cached.get("status") == "ok":
         log.info("%s: record exists for this config, skipped", cell.spec.label)
         return cached
-    times, t_start = Timings(), time.perf_counter()
+    times, t_start = Timings(cell.spec.label), time.perf_counter()
     ds = cell.dataset
     with times.stage("load"):
         train_split, test_split = ds.load(ds.train_split), ds.load(cell.eval_split)
@@ -319,4 +327,5 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
     }
     record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)
     write_record(folder, record)
+    log.info(progress.cell_line(cell.spec.label, times.get("total", 0.0), metrics))
     return record

@@ -13,6 +13,7 @@ import gin
 import numpy as np
 import torch
 
+from bench import progress
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
 
@@ -56,12 +57,16 @@ class SampleConfig:
 class ConditionedVelocity:
     """The one wrapper through which solvers call a backbone: v(x, t) for fixed tokens."""
 
-    def __init__(self, backbone, tokens: torch.Tensor, guidance_scale: float = 1.0):
+    def __init__(self, backbone, tokens: torch.Tensor, guidance_scale: float = 1.0,
+                 tick: Optional[Callable[[], object]] = None):
         self.backbone, self.tokens, self.guidance_scale = backbone, tokens, guidance_scale
+        self.tick = tick  # called once per evaluation (a progress bar's update)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t.expand(x.shape[0])
         v = self.backbone(x, tt, self.tokens)
+        if self.tick is not None:
+            self.tick()
         if self.guidance_scale == 1.0:
             return v
         v_null = self.backbone(x, tt, torch.zeros_like(self.tokens))
@@ -163,7 +168,9 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     backbone.eval()
     method.to(device)
     starts = list(range(0, len(labels), cfg.batch_size))
-    mine = {s: _batch(method, backbone, labels, index, s, latent_shape, seed, cfg, device) for s in starts[rank::world]}
+    with progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar:
+        mine = {s: _batch(method, backbone, labels, index, s, latent_shape, seed, cfg, device, bar.update)
+                for s in starts[rank::world]}
     if world > 1:
         import torch.distributed as dist
 
@@ -210,11 +217,11 @@ def _source_batch(method, y: torch.Tensor, i: torch.Tensor, latent_shape, seed: 
 
 
 def _batch(method, backbone, labels, index, start: int, latent_shape, seed: int, cfg: SampleConfig,
-           device) -> dict:
+           device, tick: Optional[Callable[[], object]] = None) -> dict:
     """One batch of the plan, from its per-sample seeded noise: {"z", "subclass"?, "paths"?}."""
     y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
     cond, x0 = _source_batch(method, y, i, latent_shape, seed, device)
-    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale)
+    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale, tick)
     keep, states = i < cfg.keep_paths, []
     trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
     out = {"z": get_solver(cfg.solver)(velocity, x0, cfg.nfe, trace=trace).float().cpu()}

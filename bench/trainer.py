@@ -21,9 +21,8 @@ import gin
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from bench import distributed
+from bench import distributed, progress
 from bench.artifacts import discard, is_complete, load_state, save_state, stage_dir
 from bench.checks import is_int, is_real
 from bench.convergence import FRACTION, TOL, convergence
@@ -209,8 +208,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
     clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None)
-    for step in tqdm(range(state.step, cfg.steps), desc="train", initial=state.step,
-                     total=cfg.steps, disable=None, leave=False):
+    for step in progress.bar(range(state.step, cfg.steps), "train", total=cfg.steps, unit="step",
+                             initial=state.step):
         state.window.append(_step(method, state, latents, labels, cfg))
         state.history.append(state.window[-1])
         state.step = step + 1

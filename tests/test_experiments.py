@@ -353,7 +353,7 @@ def test_cells_without_a_generative_set_keep_their_stage_hashes():
     """No `generative` stage and no `generative.` binding in any hash of a default cell; the train
     hash is the one the code computed before the set existed (same formula, same bindings)."""
     cell = _built()
-    assert set(cell.stage_hashes) == {"encode", "prior", "train", "sample", "features"}
+    assert set(cell.stage_hashes) == {"encode", "prior", "train", "sample", "features", "no_aug"}
     assert "generative." not in bindings_text()
     evaluator_scopes = [f"{ev.name}." for ev in cell.evaluators]
     before = digest(cell.stage_hashes["prior"],
