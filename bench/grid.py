@@ -54,4 +54,5 @@ def write_summary(result: GridResult, experiment_dir: Path) -> None:
     records = load_experiment(experiment_dir, warn=False).records() if result.records else []
     if records:
         result.summary_path = experiment_dir / "summary.md"
-        write_text_atomic(result.summary_path, summary_table(records) + "\n")
+        write_text_atomic(result.summary_path, "## Headline metrics\n\n" + summary_table(records)
+                          + "\n\n## All metrics\n\n" + summary_table(records, full=True) + "\n")

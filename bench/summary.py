@@ -1,5 +1,12 @@
 """The end-of-run summary: one table per dataset, mean +- std over seeds, from stored records.
 
+What `bench run` prints is the *headline* summary: per dataset, methods as rows and only the
+metrics a comparison is read from (`HEADLINE_COLUMNS`: tail and pooled FID, IRS, SWD, coverage,
+conditional accuracy, downstream balanced accuracy / macro-F1 and its gain over no
+augmentation), followed by one line for each number a reader could misread (`reading_notes`).
+References and diagnostics (per-class values, geometry, Bayes risk, probes) are in the full
+summary (`full=True`, summary.md) and the `bench report` tables.
+
 Each method gets one row of its metrics; below it, when its records hold them, a
 "<method> (source only)" row with the `<metric>@source` values (the method's source samples
 decoded with no flow) and a "<method> (untrained)" row with the `<metric>@init` values (the
@@ -19,6 +26,10 @@ from tabulate import tabulate
 # metric-name suffix -> label of the reference line it belongs to, in display order
 VARIANTS = {"@source": "source only", "@init": "untrained"}
 UNCONVERGED = "‡"
+# the columns of the headline summary, in this order, where a dataset's records have them
+HEADLINE_COLUMNS = ("fid/tail", "fid/pooled", "irs_adjusted/tail", "swd/tail", "swd/all", "coverage/tail",
+                    "cond_acc/tail", "bacc", "macro_f1", "bacc_gain")
+SMALL_FID_N = 2048  # fewer images per set than the 2,048 features of Inception FID: biased upwards
 
 
 def split_variant(name: str) -> tuple[str, Optional[str]]:
@@ -105,9 +116,16 @@ def unconverged(records: list[dict]) -> list[dict]:
     return [r for r in records if (r.get("train") or {}).get("converged") is False]
 
 
-def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows for one dataset's records: one row per method (plus its reference lines), over seeds."""
-    groups = merged_metrics(records, headline_metrics(records))
+def headline_columns(records: list[dict]) -> list[str]:
+    """The HEADLINE_COLUMNS some record has; every plain metric when it has none of them."""
+    present = [m for m in HEADLINE_COLUMNS if any(m in r.get("metrics", {}) for r in records)]
+    return present or headline_metrics(records)
+
+
+def summary_rows(records: list[dict], names: Optional[list[str]] = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows for one dataset's records: one row per method (plus its reference lines),
+    over seeds; `names` picks the metrics (default: every plain metric)."""
+    groups = merged_metrics(records, headline_metrics(records) if names is None else names)
     by_method: dict[str, list[dict]] = {}
     for rec in records:
         by_method.setdefault(rec["method"], []).append(rec)
@@ -144,10 +162,11 @@ def summary_notes(records: list[dict]) -> list[str]:
             for m, recs in by_method.items()]
 
 
-def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 10) -> str:
+def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 10, full: bool = False) -> str:
     """The summary as text: one table per dataset, since datasets have different metrics.
 
-    With more than `max_columns` metrics the table is transposed (one row per metric).
+    The headline metrics only, with the reading notes, unless `full`: then every plain metric,
+    transposed (one row per metric) when there are more than `max_columns`.
     """
     if not records:
         return "(no finished cells)"
@@ -156,10 +175,64 @@ def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 1
         by_dataset.setdefault(rec["dataset"], []).append(rec)
     blocks = []
     for dataset, recs in by_dataset.items():
-        header, rows = summary_rows(recs)
+        header, rows = summary_rows(recs, None if full else headline_columns(recs))
         if len(header) > max_columns + 3:
             header, rows = transposed(header, rows)
         table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
-        notes = "".join(f"\n\n{n}" for n in summary_notes(recs))
-        blocks.append(f"### {dataset}\n\n{table}{notes}")
+        notes = summary_notes(recs) + ([] if full else reading_notes(recs))
+        blocks.append(f"### {dataset}\n\n{table}" + "".join(f"\n\n{n}" for n in notes))
     return "\n\n".join(blocks)
+
+
+# ---- what a surprising number means --------------------------------------------------------------
+
+def reading_notes(records: list[dict]) -> list[str]:
+    """One line per number of one dataset's headline table that a reader could misread."""
+    by_method: dict[str, list[dict]] = {}
+    for rec in records:
+        by_method.setdefault(rec["method"], []).append(rec)
+    notes = [_seeds_note(records), _small_fid_note(records), _negative_gain_note(by_method),
+             *(_source_note(m, recs, headline_columns(records)) for m, recs in by_method.items())]
+    return [n for n in notes if n]
+
+
+def _mean(records: list[dict], name: str) -> Optional[float]:
+    values = [r["metrics"][name] for r in records if _is_number(r.get("metrics", {}).get(name))]
+    return statistics.mean(values) if values else None
+
+
+def _seeds_note(records: list[dict]) -> Optional[str]:
+    if max(sum(r["method"] == m for r in records) for m in {r["method"] for r in records}) > 1:
+        return None
+    return ("One generative seed per method: no ± and no significance test; differences may be seed "
+            "noise (run seeds=[0,1,2] and `bench tables` to compare).")
+
+
+def _small_fid_note(records: list[dict]) -> Optional[str]:
+    n = _mean(records, "n/fid")
+    if n is None or n >= SMALL_FID_N:
+        return None
+    return (f"fid on {n:,.0f} images per set (n/fid): FID is biased upwards at this size, so compare "
+            "methods with each other at equal n, never with published FIDs.")
+
+
+def _negative_gain_note(by_method: dict[str, list[dict]]) -> Optional[str]:
+    worse = {m: _mean(recs, "bacc_gain") for m, recs in by_method.items()}
+    worse = {m: g for m, g in worse.items() if g is not None and g < 0}
+    if not worse:
+        return None
+    base = _mean([r for recs in by_method.values() for r in recs], "bacc/no_aug")
+    named = ", ".join(f"{m} ({g:+.3g})" for m, g in worse.items())
+    return (f"bacc_gain < 0 for {named}: adding its synthetic images lowered balanced accuracy below the "
+            f"classifiers trained without them" + (f" (bacc/no_aug {base:.3g})" if base is not None else "") + ".")
+
+
+def _source_note(method: str, records: list[dict], columns: list[str]) -> Optional[str]:
+    """When the source alone beats the flow on the first headline metric that has a source line."""
+    name = next((c for c in columns if _mean(records, c + "@source") is not None), None)
+    higher = _direction(records, name) if name else None
+    flow, source = (_mean(records, name), _mean(records, name + "@source")) if name else (None, None)
+    if higher is None or flow is None or source is None or (source > flow) != higher or source == flow:
+        return None
+    return (f"{method}: its source alone scores better than after the flow on {name} ({source:.4g} vs "
+            f"{flow:.4g}): the learned flow makes these samples worse, not better.")

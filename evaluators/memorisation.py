@@ -77,7 +77,8 @@ class Memorisation(Evaluator):
     """Near-copy share and nearest-neighbour distance ratio of synthetic images vs real test images."""
 
     applies_to = ("image",)
-    higher_is_better = {"memo_copy_share": False, "memo_copy_share_expected": False, "memo_nn_ratio": True}
+    # memo_copy_share_expected is a reference value (q), not a score: it has no better direction
+    higher_is_better = {"memo_copy_share": False, "memo_nn_ratio": True}
 
     def __init__(self, space: str = "features", quantile: float = 0.05):
         if space not in SPACES:

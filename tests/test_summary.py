@@ -2,7 +2,7 @@
 
 import statistics
 
-from bench.summary import summary_table
+from bench.summary import reading_notes, summary_table
 
 
 def rec(dataset, method, seed, **metrics):
@@ -71,3 +71,45 @@ def test_cells_whose_training_did_not_converge_get_a_note():
     assert ("‡ optprior: training did not converge for seed0, seed2 (smoothed loss changed by 5%, 2% over the "
             "last 20% of steps (20 of 100), threshold 1%)") in text
     assert "fm:" not in text  # records without convergence fields are not listed
+
+
+def _image_records(gain_cpd=-0.02, n_fid=150.0, seeds=(0,)):
+    """fm, cpd and optprior on one image dataset, with references and diagnostics too."""
+    out = []
+    for m, fid, source in (("fm", 58.6, 5256.0), ("cpd", 31.0, 12.0), ("optprior", 10.8, 13.1)):
+        for s in seeds:
+            metrics = {"fid/tail": fid + s, "fid/tail@source": source, "fid/pooled": fid / 2, "n/fid": n_fid,
+                       "bacc": 0.6 + (gain_cpd if m == "cpd" else 0.01), "bacc/no_aug": 0.6,
+                       "bacc_gain": gain_cpd if m == "cpd" else 0.01, "memo_copy_share_expected": 0.05,
+                       "geom_alignment": 0.4, "fid/class/3": 70.0}
+            out.append({"dataset": "phantom_lt", "method": m, "seed": s, "metrics": metrics, "train": {"seconds": 2.0},
+                        "higher_is_better": {"fid/tail": False, "fid/pooled": False, "bacc": True, "bacc_gain": True}})
+    return out
+
+
+def test_the_headline_summary_has_methods_as_rows_and_only_comparison_metrics():
+    text = summary_table(_image_records())
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert [h.strip() for h in header.strip("|").split("|")] == \
+        ["method", "seeds", "fid/tail ↓", "fid/pooled ↓", "bacc ↑", "bacc_gain ↑", "train s"]
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == ["fm", "fm (source only)", "cpd", "cpd (source only)", "optprior", "optprior (source only)"]
+    for hidden in ("memo_copy_share_expected", "geom_alignment", "class/3", "n/fid"):
+        assert hidden not in header
+    full = summary_table(_image_records(), full=True)
+    assert "memo_copy_share_expected" in full and "geom_alignment" in full
+
+
+def test_surprising_numbers_get_one_line_each():
+    notes = reading_notes(_image_records())
+    assert len(notes) == 4
+    assert notes[0].startswith("One generative seed per method")
+    assert notes[1].startswith("fid on 150 images per set (n/fid)")
+    assert notes[2] == ("bacc_gain < 0 for cpd (-0.02): adding its synthetic images lowered balanced accuracy "
+                        "below the classifiers trained without them (bacc/no_aug 0.6).")
+    assert notes[3].startswith("cpd: its source alone scores better than after the flow on fid/tail (12 vs 31)")
+    # optprior's source (13.1) is worse than its flow (10.8), fm's far worse: no line for them
+    assert not any(n.startswith(("optprior:", "fm:")) for n in notes)
+    assert all("\n" not in n for n in notes)
+    quiet = reading_notes(_image_records(gain_cpd=0.01, n_fid=5000.0, seeds=(0, 1, 2)))
+    assert quiet == [quiet[0]] and quiet[0].startswith("cpd: its source alone")
