@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 from bench import registry
 from bench.errors import BenchError
@@ -216,21 +217,42 @@ def cmd_tables(args) -> int:
 
 def cmd_report(args) -> int:
     """`bench report RESULTS_DIR`: tables (every format), figures and index.html / index.md."""
+    exp, tables = _tables(args)
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    index, n_figures = write_report(exp, tables, out)
+    print(f"report of {exp.name}: {len(tables)} table(s), {n_figures} figure(s); open {index}")
+    return 0
+
+
+def write_report(exp, tables: list, out: Path) -> tuple[Path, int]:
+    """Write the tables in every format, the figures and the index under `out`; (index, figures)."""
     from bench.figures import all_figures
     from bench.render import FORMATS, render, write_tables
     from bench.report import TableEntry, write_index
 
-    exp, tables = _tables(args)
-    out = Path(args.out) if args.out else Path(args.results) / "report"
     files = {fmt: write_tables(tables, fmt, out / "tables", f"bench experiment {exp.name}")
              for fmt in FORMATS if fmt != "html"}
     entries = [TableEntry(t.title, render(t, "html"),
                           {fmt: str(files[fmt][t.name].relative_to(out)) for fmt in files},
                           markdown=render(t, "md").split("\n", 2)[2]) for t in tables]  # without its "### title"
     figures = all_figures(exp, out / "figures")
-    index = write_index(exp, out, entries, figures)
-    print(f"report of {exp.name}: {len(tables)} table(s), {len(figures)} figure(s); open {index}")
-    return 0
+    return write_index(exp, out, entries, figures), len(figures)
+
+
+def run_report(experiment_dir: Path) -> Optional[Path]:
+    """The report `bench run` ends with (default significance settings), or None when the records
+    support no table; a report that fails is a warning, never a failed run (the records stand)."""
+    from bench.collect import load_experiment
+    from bench.tables import TableOptions, build_tables
+
+    try:
+        exp = load_experiment(experiment_dir, warn=False)
+        tables = build_tables(exp, TableOptions())
+        return write_report(exp, tables, experiment_dir / "report")[0] if tables else None
+    except Exception as exc:  # noqa: BLE001 - the run's records are written; the report can be redone
+        logging.getLogger(__name__).warning("the report could not be written (%s: %s); run `bench report %s`",
+                                            type(exc).__name__, exc, experiment_dir)
+        return None
 
 
 def cmd_claims(args) -> int:
@@ -287,8 +309,11 @@ def cmd_run(args, dry: bool) -> int:
     if not main_rank:  # rank 0 reports for all processes
         return 1 if result.failures else 0
     if result.records:
-        print(summary_table(result.records))
-        print(f"\nrecords under {request.results_dir / request.experiment}; table: {result.summary_path}")
+        experiment_dir = Path(request.results_dir) / request.experiment
+        print(summary_table(result.comparison or result.records))
+        index = run_report(experiment_dir)
+        print(f"\nrecords under {experiment_dir}; every metric: {result.summary_path}"
+              + (f"\nreport (tables, sample grids, figures): {index}" if index else ""))
     if result.failures:
         print(f"{len(result.failures)} cell(s) failed:", file=sys.stderr)
         for label, reason in result.failures.items():

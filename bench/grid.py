@@ -24,6 +24,7 @@ class GridResult:
     records: list = field(default_factory=list)
     failures: dict = field(default_factory=dict)  # cell label -> one-line reason
     summary_path: Path | None = None
+    comparison: list = field(default_factory=list)  # every usable record of the experiment on disk
 
 
 def run_grid(request: RunRequest) -> GridResult:
@@ -52,6 +53,7 @@ def write_summary(result: GridResult, experiment_dir: Path) -> None:
     """summary.md of every usable record of the experiment on disk, not only this run's: several
     processes may share a grid (each skips the cells another one holds)."""
     records = load_experiment(experiment_dir, warn=False).records() if result.records else []
+    result.comparison = records
     if records:
         result.summary_path = experiment_dir / "summary.md"
         write_text_atomic(result.summary_path, "## Headline metrics\n\n" + summary_table(records)

@@ -42,6 +42,11 @@ def test_record_has_the_schema_and_the_flow_beats_its_source(small_run):
     assert (cell / "operative_config.gin").is_file()
     assert (cell / "backbone" / "model.safetensors").is_file()
     assert "swd/all" in out.stdout and (res / "quick" / "summary.md").is_file()
+    # the comparison ends with its report, and a log (no terminal) tells each stage and the cell
+    index = res / "quick" / "report" / "index.html"
+    assert f"report (tables, sample grids, figures): {index}" in out.stdout and index.is_file()
+    assert "synthetic2d/fm/seed0: train done in " in out.stderr
+    assert "synthetic2d/fm/seed0: finished in " in out.stderr and f"swd/tail {m['swd/tail']:.4g}" in out.stderr
 
 
 @pytest.mark.slow
