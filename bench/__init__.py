@@ -4,7 +4,11 @@ The public plugin API is re-exported here. Attributes are resolved lazily so tha
 `import bench` (and `bench ls`) stays fast and never imports torch.
 """
 
-from bench.registry import (
+from bench.threads import set_defaults
+
+set_defaults()  # before anything imports torch: OpenMP reads its wait policy once (bench.threads)
+
+from bench.registry import (  # noqa: E402
     register_backbone,
     register_dataset,
     register_encoder,

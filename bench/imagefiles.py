@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
+from bench.threads import read_threads
 
 NORMALISE = ("unit", "minmax")
 CROP = ("center", "none")
-_READ_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class ImageFiles:
         rows = _rows(index, len(self))
         if not rows:
             return torch.empty((0, *self.shape[1:]))
-        with ThreadPoolExecutor(min(_READ_THREADS, len(rows))) as pool:
+        with ThreadPoolExecutor(min(read_threads(), len(rows))) as pool:
             return torch.from_numpy(np.stack(list(pool.map(self.read, rows))))
 
     def read(self, i: int) -> np.ndarray:
@@ -169,7 +169,7 @@ def unreadable(paths: list[Path], check: str) -> list[tuple[int, str]]:
                 return (i, f"unreadable ({type(exc).__name__})")
         return None
 
-    with ThreadPoolExecutor(_READ_THREADS) as pool:
+    with ThreadPoolExecutor(read_threads()) as pool:
         return [r for r in pool.map(probe, range(len(paths))) if r is not None]
 
 

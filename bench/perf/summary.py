@@ -18,7 +18,7 @@ def markdown(result: dict) -> str:
         shown = "not measured" if value is None else _num(value)
         word = "–" if verdict is None else ("met" if verdict["met"] else f"**missed**: {verdict['miss']}")
         lines.append(f"| `{key}` | {shown} | {target.op} {target.value:g} | {word} |")
-    lines += _stages(result) + _nfe(result) + _threads(result) + _gpu(result)
+    lines += _stages(result) + _nfe(result) + _threads(result) + _busy(result) + _gpu(result)
     if result["errors"]:
         lines += ["", "## Errors", ""] + [f"- {name}: {msg}" for name, msg in result["errors"].items()]
     return "\n".join(lines) + "\n"
@@ -77,6 +77,22 @@ def _threads(result: dict) -> list[str]:
         return []
     per = ", ".join(f"{k} thread(s) {_num(v)} s/step" for k, v in t.items() if k.isdigit())
     return ["", "## CPU threads (tiny preset training step)", "", f"{per}; best: {t.get('best')}."]
+
+
+def _busy(result: dict) -> list[str]:
+    """Seconds per synthetic2d step by load, OpenMP wait policy and torch threads."""
+    table = result.get("busy")
+    if not table:
+        return []
+    threads = list(next(iter(next(iter(table.values())).values())))
+    lines = ["", "## Idle and loaded machine (s per synthetic2d training step)", "",
+             "| machine | OMP_WAIT_POLICY | " + " | ".join(f"{t} thread(s)" if t != "0" else "default threads"
+                                                     for t in threads) + " |", "|---|---|" + "---|" * len(threads)]
+    for load, per in table.items():
+        for policy, row in per.items():
+            lines.append(f"| {load} | {policy} | " + " | ".join(_num(row[t]) for t in threads) + " |")
+    defaults = result.get("details", {}).get("busy", {}).get("bench_defaults")
+    return lines + ([f"\nbench's defaults: {defaults}."] if defaults else [])
 
 
 def _gpu(result: dict) -> list[str]:
