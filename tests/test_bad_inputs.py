@@ -39,7 +39,9 @@ TINY_RUN = ("datasets=[synthetic2d]", "methods=[fm]", "train.steps=2", "sample.n
             "sample.init_reference=False", "sample.keep_paths=0", "synthetic2d.n_max=400",
             "synthetic2d.n_test_per_class=10", "pipeline.evaluators=[swd]")
 CELL = Path("quick/synthetic2d/fm/seed0")
-PROGRESS = re.compile(r"^\[\d+/\d+\] \S+$")  # `bench run`'s "[i/n] dataset/method/seed" before each cell
+# `bench run`'s progress: "[i/n] dataset/method/seed" before each cell, "<cell>: <stage> done in <t>"
+# after each stage and "<cell>: finished in <t>; <metric>" after each cell (bench.progress)
+PROGRESS = re.compile(r"^(\[\d+/\d+\] \S+|\S+: \S+ done in .+|\S+: finished in .+)$")
 
 
 # -- running the CLI as a user would see it ----------------------------------------------------
