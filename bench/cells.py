@@ -150,14 +150,14 @@ def build_dataset(name: str, request: RunRequest):
     path = plugin_file("datasets", name, cls)
     files = [gin_dir() / "base.gin"] + ([path] if path is not None else [])
     parse(files + [experiment_file(request.experiment)] + check_user_files(request.gin_files),
-          request.bindings)
+          request.bindings, name, registry.datasets.names())
     return cls(), AugmentationTargets()
 
 
 def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     """Parse the cell's gin config and construct its objects (nothing is trained or written)."""
     load_plugins()
-    parse(config_files(spec, request), request.bindings)
+    parse(config_files(spec, request), request.bindings, spec.dataset, registry.datasets.names())
     pipe = PipelineConfig()
     dataset = registry.datasets.get(spec.dataset)()
     method = registry.methods.get(spec.method)()

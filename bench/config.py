@@ -122,19 +122,41 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
     return paths
 
 
-def parse(files: Sequence[Path], bindings: Sequence[str]) -> None:
-    """Replace the global gin config with `files` + `bindings`; gin errors become BenchError."""
+def parse(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str] = None,
+          datasets: Sequence[str] = ()) -> None:
+    """Replace the global gin config with `files` + `bindings`; gin errors become BenchError.
+
+    With `dataset` (a cell's), bindings scoped to it (`phantom_lt/train.steps = 600`) apply
+    unscoped and those scoped to the other `datasets` are dropped, in place (bench.scoped).
+    """
     gin.clear_config()
     _add_search_path()
     # gin first tries an `include` path as given and logs a spurious root-logger ERROR before it
     # finds the file on the search path; real failures still raise below.
     logging.disable(logging.ERROR)
     try:
-        gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
+        if dataset is None:
+            gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
+        else:
+            _parse_for(dataset, datasets, files, bindings)
     except Exception as exc:  # gin raises ValueError, KeyError, tokenize/Syntax errors
         raise BenchError(gin_error_message(exc)) from None
     finally:
         logging.disable(logging.NOTSET)
+
+
+def _parse_for(dataset: str, datasets: Sequence[str], files: Sequence[Path], bindings: Sequence[str]) -> None:
+    """gin's parse_config_files_and_bindings, with dataset scopes resolved for `dataset`."""
+    from bench.scoped import has_scopes, localise, localise_bindings
+
+    for f in files:
+        text = Path(f).read_text(encoding="utf-8")
+        if has_scopes(text, datasets):
+            gin.parse_config(localise(text, dataset, datasets))
+        else:  # unchanged: gin reads the file itself (and names it in its errors)
+            gin.parse_config_file(str(f))
+    gin.parse_config(localise_bindings(bindings, dataset, datasets))
+    gin.finalize()
 
 
 @functools.cache
