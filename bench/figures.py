@@ -253,27 +253,46 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
         record = next(r for r in exp.records(dataset) if "downstream" in (r.get("details") or {}))
         marks = augmented(record)
         names = [f"{n} [{marks[c]}]" if c in marks else n for c, n in enumerate(_class_names(record, n_classes))]
-        fig = _new_figure(max(6.0, 1.5 + n_classes * (0.2 + 0.12 * len(series))), 4.5)
-        ax = fig.subplots()
-        width = 0.8 / len(series)
-        x = np.arange(n_classes)
-        for c in marks:
-            ax.axvspan(c - 0.45, c + 0.45, color="0.92", zorder=0)
-        for i, (label, values, colour) in enumerate(series):
-            ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=label, color=colour)
-        ax.set_xticks(x, names, rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_xlim(-0.6, n_classes - 0.4)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("per-class recall")
-        fig.legend(loc="outside upper center", ncols=min(len(series), 4), fontsize="small")
+        fig = _new_figure(max(6.0, 1.5 + n_classes * (0.2 + 0.12 * len(series))), 7.5)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+        _recall_bars(top, series, marks, n_classes)
+        top.set_ylim(0, 1)
+        top.set_ylabel("per-class recall")
+        fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncols=min(len(series), 4),
+                   fontsize="small")
+        if series[0][0] == "no augmentation" and len(series) > 1:  # the changes a method makes, zoomed
+            base = series[0][1]
+            changes = [(label, values - base, colour) for label, values, colour in series[1:]]
+            _recall_bars(bottom, changes, marks, n_classes, offset=1, of=len(series))
+            span = np.nanmax(np.abs([v for _, values, _ in changes for v in values] + [0.01]))
+            bottom.set_ylim(-1.1 * span, 1.1 * span)
+            bottom.axhline(0, color="k", lw=0.8)
+            bottom.set_ylabel("recall change vs no augmentation")
+        else:
+            bottom.set_axis_off()
+        bottom.set_xticks(np.arange(n_classes), names, rotation=45, ha="right", rotation_mode="anchor")
+        bottom.tick_params(labelbottom=True)
         figures.append(Figure(
             _save(fig, out, f"class_recall_{dataset}.png"), f"{dataset}: per-class balanced accuracy",
             "Per-class recall on the real test set (its mean over classes is the balanced accuracy) of "
             "the downstream classifier trained without augmentation and with each method's synthetic "
-            "set, averaged over classifier seeds and then over the n generative seeds. Shaded classes "
+            "set, averaged over classifier seeds and then over the n generative seeds (top), and each "
+            "method's change against no augmentation on its own scale (bottom). Shaded classes "
             "(group in brackets) are the ones the augmentation plan gives synthetic images; a class "
             "absent from the test set has no bar."))
     return figures
+
+
+def _recall_bars(ax, series: list, marks: dict, n_classes: int, offset: int = 0, of: int = 0) -> None:
+    """Grouped per-class bars of `series`, shading the augmented classes; bar i of `of` per class
+    (the change panel skips the baseline's slot with offset 1, so bars line up with the top panel)."""
+    of = of or len(series)
+    width, x = 0.8 / of, np.arange(n_classes)
+    for c in marks:
+        ax.axvspan(c - 0.45, c + 0.45, color="0.92", zorder=0)
+    for i, (label, values, colour) in enumerate(series, offset):
+        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=label, color=colour)
+    ax.set_xlim(-0.6, n_classes - 0.4)
 
 
 # --- transport geometry ------------------------------------------------------------------------
@@ -314,6 +333,7 @@ def geometry_histograms(exp: Experiment, out: Path) -> list[Figure]:
                             label=f"{method} ({h['method'].get('source', 'source')})")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("density")
+        axes[0].set_xscale("log")  # N(0, I)'s paths are ~sqrt(D) long, learned sources' often 10x shorter
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right center", fontsize="small")
         absent = [m if cells[m] is not None else f"{m} (missing)"
@@ -323,5 +343,5 @@ def geometry_histograms(exp: Experiment, out: Path) -> list[Figure]:
             _save(fig, out, f"geometry_{dataset}.png"), f"{dataset}: transport geometry",
             "Distribution over training rows of the source-to-data path length rho = ||x1 - x0|| and of "
             "the alignment of the direction with its class's mean direction, for each method's source "
-            f"coupling (lowest usable seed) and the standard normal source.{note}"))
+            f"coupling (lowest usable seed) and the standard normal source; path lengths on a log axis.{note}"))
     return figures

@@ -1,8 +1,16 @@
-"""A figure of real vs generated images per class, for eyeballing a cell (no metrics)."""
+"""A figure of real vs generated samples per class, for eyeballing a cell (no metrics).
+
+Image cells get a mosaic (one row per class, real held-out images left, generated right); a class
+the augmentation plan gives no synthetic images (a head class) has an empty generated block with
+a caption saying so. Vector cells get a scatter of real held-out and generated points coloured
+by class (the first two principal axes of the real data beyond two dimensions), every class in
+the legend.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,7 +53,8 @@ def grid_mosaic(
 
 
 def save_figure(
-    mosaic: np.ndarray, labels: list[str], n_columns: int, size: tuple[int, int], path: Path
+    mosaic: np.ndarray, labels: list[str], n_columns: int, size: tuple[int, int], path: Path,
+    notes: Optional[list[Optional[str]]] = None,
 ) -> None:
     """Save the mosaic as a PNG with row labels and "real" / "generated" block titles.
 
@@ -70,7 +79,61 @@ def save_figure(
     block = (size[1] + 1) * n_columns
     for x, title in ((block / 2, "real"), (block * 1.5 + size[1] + 1, "generated")):
         ax.text(x, -2, title, ha="center", va="bottom")
+    for row, note in enumerate(notes or []):
+        if note:  # an empty generated block, captioned with why
+            ax.text(block * 1.5 + size[1] + 1, (size[0] + 1) * (row + 0.5), note, ha="center", va="center",
+                    fontsize=8, color="0.35")
     fig.savefig(path, dpi=DPI)
+
+
+def empty_notes(cell, n_classes: int) -> list[Optional[str]]:
+    """Per class, why its generated block is empty (None where it has samples)."""
+    counts = cell.synthetic.counts(n_classes).tolist()
+    targets = cell.targets or []
+    notes = []
+    for c in range(n_classes):
+        if counts[c]:
+            notes.append(None)
+        elif c < len(targets) and targets[c].synthetic == 0:
+            notes.append(f"none: not augmented\n({targets[c].group} class)")
+        else:
+            notes.append("no generated samples")
+    return notes
+
+
+def save_scatter(cell, path: Path) -> None:
+    """Real held-out (left) and generated (right) points per class, on shared axes."""
+    from matplotlib.figure import Figure
+
+    real, fake = cell.test.x.float().flatten(1).numpy(), cell.synthetic.x.float().flatten(1).numpy()
+    axes_names = ("x1", "x2")
+    if real.shape[1] > 2:  # the real data's two principal axes
+        centre = real.mean(0)
+        basis = np.linalg.svd(real - centre, full_matrices=False)[2][:2].T
+        real, fake = (real - centre) @ basis, (fake - centre) @ basis
+        axes_names = ("principal axis 1", "principal axis 2")
+    fig = Figure(figsize=(10, 4.6), dpi=DPI, layout="constrained")
+    panels = fig.subplots(1, 2, sharex=True, sharey=True)
+    colours = _class_colours(len(cell.class_names))
+    for ax, points, labels, title in ((panels[0], real, cell.test.y, "real (held out)"),
+                                      (panels[1], fake, cell.synthetic.y, "generated")):
+        for c, name in enumerate(cell.class_names):
+            rows = (labels == c).numpy()
+            ax.scatter(points[rows, 0], points[rows, 1], s=4, color=colours[c], label=f"{name} ({int(rows.sum())})")
+        ax.set_title(title)
+        ax.set_xlabel(axes_names[0])
+    panels[0].set_ylabel(axes_names[1])
+    fig.legend(*panels[1].get_legend_handles_labels(), loc="outside right center", fontsize="small",
+               markerscale=3, title="class (n)")
+    fig.savefig(path, dpi=DPI)
+
+
+def _class_colours(n: int) -> list:
+    """n distinguishable colours (tab10, then tab20 beyond 10 classes)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 @register_evaluator("sample_grid")
@@ -79,9 +142,10 @@ class SampleGrid(Evaluator):
 
     Rows are labelled with the class name and its train count; the first `n_columns` samples
     of each class are shown, nearest-upscaled to at least MIN_TILE_PX so 8x8 digits stay legible.
+    An empty generated block says why; vector data get a scatter per class instead (module doc).
     """
 
-    applies_to = ("image",)
+    applies_to = ("image", "vector")
     higher_is_better: dict[str, bool] = {}
 
     def __init__(self, n_columns: int = 8):
@@ -91,6 +155,11 @@ class SampleGrid(Evaluator):
 
     def evaluate(self, cell) -> dict[str, float]:
         """Draw the figure into `cell.out_dir / "samples.png"`; returns no metrics."""
+        out_dir = Path(cell.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cell.dataset.kind == "vector":
+            save_scatter(cell, out_dir / "samples.png")
+            return {}
         n_classes = cell.dataset.n_classes
         real = [to_tiles(cell.test.x[cell.test.y == c], self.n_columns) for c in range(n_classes)]
         synthetic = cell.synthetic
@@ -98,8 +167,6 @@ class SampleGrid(Evaluator):
         size = tuple(cell.test.x.shape[2:])
         counts = cell.train.counts(n_classes).tolist()
         labels = [f"{name} (n={n})" for name, n in zip(cell.class_names, counts)]
-        out_dir = Path(cell.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         mosaic = grid_mosaic(real, fake, self.n_columns, size)
-        save_figure(mosaic, labels, self.n_columns, size, out_dir / "samples.png")
+        save_figure(mosaic, labels, self.n_columns, size, out_dir / "samples.png", empty_notes(cell, n_classes))
         return {}

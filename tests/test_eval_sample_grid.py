@@ -63,7 +63,35 @@ def test_png_layout_real_left_gap_generated_right_blanks_for_missing(tmp_path):
     assert all(grey(_tile_centre(0, col)) < 0.05 for col in range(8))  # real: black tiles
     assert all(abs(grey(_tile_centre(0, 9 + col)) - 0.5) < 0.05 for col in range(8))  # generated: grey
     assert [grey(_tile_centre(1, col)) < 0.05 for col in range(8)] == [True] * 3 + [False] * 5
-    assert all(grey(_tile_centre(2, 9 + col)) > 0.99 for col in range(8))  # no generated samples
+    # no generated samples: a blank block but for its caption (dark text across the row's middle)
+    assert sum(grey(_tile_centre(2, 9 + col)) > 0.99 for col in range(8)) >= 2
+    block = image[_tile_centre(2, 9)[0] - 5:_tile_centre(2, 9)[0] + 5, _tile_centre(2, 9)[1]:_tile_centre(2, 16)[1]]
+    assert block.mean(axis=2).min() < 0.6
+
+
+def test_an_empty_generated_block_says_why():
+    from types import SimpleNamespace
+
+    from bench.evaluators.sample_grid import empty_notes
+    from bench.targets import ClassTarget
+
+    synthetic = _constant_split(0.5, [0, 4, 0])
+    targets = [ClassTarget("a", 900, 0.9, "Head", 0), ClassTarget("b", 10, 0.01, "LT", 4),
+               ClassTarget("c", 10, 0.01, "LT", 4)]
+    cell = SimpleNamespace(synthetic=synthetic, targets=targets)
+    assert empty_notes(cell, 3) == ["none: not augmented\n(Head class)", None, "no generated samples"]
+    assert empty_notes(SimpleNamespace(synthetic=synthetic, targets=None), 3)[0] == "no generated samples"
+
+
+def test_vector_cells_get_a_scatter_of_real_and_generated_points_per_class(tmp_path):
+    from bench.datasets.synthetic2d import Synthetic2D
+
+    data = Synthetic2D(n_max=200, imbalance_ratio=10.0, n_test_per_class=20)
+    test = data.load("test")
+    cell = CellContext(data, data.load("train"), test, test, tmp_path, 0)
+    assert SampleGrid().evaluate(cell) == {}
+    image = mpimg.imread(tmp_path / "samples.png")
+    assert image.shape[1] > image.shape[0] > 300  # two panels side by side and a legend
 
 
 def test_rgb_images_keep_their_colour(tmp_path):
