@@ -45,7 +45,7 @@ class Scale:
     rows: int
 
 
-SCALES = {"full": Scale(50, 250, 3, 2000), "smoke": Scale(2, 6, 1, 256)}
+SCALES = {"full": Scale(50, 250, 2, 2000), "smoke": Scale(2, 6, 1, 256)}
 
 
 def child(threads: int, k1: int, k2: int, rows: int) -> float:
