@@ -39,7 +39,7 @@ from bench.targets import ClassTarget
 
 PAPER_DATASETS = ["nih_lt", "mimic_lt", "ct_rate"]
 AXES = {  # experiment -> (methods, datasets, seeds), as each file's header states
-    "quick": (["fm"], ["synthetic2d", "phantom_lt"], [0]),
+    "quick": (["fm", "cbfm", "cpd", "optprior"], ["synthetic2d", "phantom_lt"], [0]),
     "paper": (["fm", "cbfm", "cpd", "optprior"], PAPER_DATASETS, [0, 1, 2]),
     "ablation": (["fm", "optprior_sub", "optprior_opt", "optprior"], PAPER_DATASETS, [0, 1, 2]),
     "claims": (["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"],

@@ -44,7 +44,7 @@ def _steps(tmp_path, dataset: str, bindings=(), text: str = "") -> tuple[int, st
         path = tmp_path / "budgets.gin"
         path.write_text(text)
         files.append(str(path))
-    cell = build_cell(CellSpec("quick", dataset, "fm", 0), RunRequest(gin_files=files, bindings=list(bindings)))
+    cell = build_cell(CellSpec("claims", dataset, "fm", 0), RunRequest(gin_files=files, bindings=list(bindings)))
     return cell.train_cfg.steps, cell.config_hash
 
 
@@ -63,3 +63,9 @@ def test_a_scoped_binding_is_recorded_and_hashed_as_the_plain_binding_it_became(
     plain = _steps(tmp_path, "phantom_lt", ["train.steps = 7"])[1]
     assert scoped == plain
     assert "train.steps = 7" in gin.config_str() and "phantom_lt/" not in gin.config_str()
+
+
+def test_the_quick_experiment_sets_each_datasets_own_budget():
+    steps = {d: build_cell(CellSpec("quick", d, "fm", 0), RunRequest()).train_cfg.steps for d in DATASETS}
+    assert steps == {"phantom_lt": 600, "synthetic2d": 1000, "digits_lt": 1000}
+    assert build_cell(CellSpec("quick", "phantom_lt", "fm", 0), RunRequest()).dataset.size == 16
