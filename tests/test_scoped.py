@@ -69,3 +69,11 @@ def test_the_quick_experiment_sets_each_datasets_own_budget():
     steps = {d: build_cell(CellSpec("quick", d, "fm", 0), RunRequest()).train_cfg.steps for d in DATASETS}
     assert steps == {"phantom_lt": 600, "synthetic2d": 1000, "digits_lt": 1000}
     assert build_cell(CellSpec("quick", "phantom_lt", "fm", 0), RunRequest()).dataset.size == 16
+
+
+def test_the_quick_experiment_leaves_other_datasets_their_own_evaluators():
+    def evaluators(dataset):
+        return [ev.name for ev in build_cell(CellSpec("quick", dataset, "fm", 0), RunRequest()).evaluators]
+
+    assert evaluators("synthetic2d") == ["swd", "sample_grid", "cond_accuracy", "knn_purity", "confounder", "geometry"]
+    assert "downstream" in evaluators("phantom_lt") and evaluators("digits_lt") == ["sample_grid", "cond_accuracy"]
