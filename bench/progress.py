@@ -27,10 +27,14 @@ def set_cell(title: str) -> None:
 
 def bar(iterable: Optional[Iterable] = None, stage: str = "", total: Optional[int] = None,
         unit: str = "it", initial: int = 0, disable: bool = False):
-    """A tqdm bar titled with the current cell and `stage`; off when stderr is no terminal."""
+    """A tqdm bar titled with the current cell and `stage`; off when stderr is no terminal, and
+    on every process but rank 0 of a multi-process cell (one bar per loop on the screen)."""
+    from bench import distributed
+
     title = f"{_cell['title']} {stage}".strip()
+    off = disable or not distributed.is_main()
     return tqdm(iterable, desc=title, total=total, unit=unit, initial=initial, leave=False,
-                dynamic_ncols=True, disable=True if disable else None)
+                dynamic_ncols=True, disable=True if off else None)
 
 
 def seconds_text(seconds: float) -> str:

@@ -195,8 +195,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     """Train `backbone` in place with `method`'s loss on (latents, labels).
 
     With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
-    every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the newest complete one for `config_hash`, continuing bit for bit as if
-    never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
+    every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the
+    newest complete one for `config_hash`, continuing bit for bit as if never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
     the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
     wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
     (`micro_batch_rows`) and the ranks keep identical weights; only the main process writes checkpoints.
