@@ -29,7 +29,7 @@ UNCONVERGED = "‡"
 # the columns of the headline summary, in this order, where a dataset's records have them
 HEADLINE_COLUMNS = ("fid/tail", "fid/pooled", "irs_adjusted/tail", "swd/tail", "swd/all", "coverage/tail",
                     "cond_acc/tail", "bacc", "macro_f1", "bacc_gain")
-SMALL_FID_N = 2048  # fewer images per set than the 2,048 features of Inception FID: biased upwards
+SMALL_FID_N = 2048  # below this many images per set FID's upward small-sample bias is large (Chong & Forsyth 2020)
 
 
 def split_variant(name: str) -> tuple[str, Optional[str]]:

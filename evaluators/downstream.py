@@ -12,8 +12,9 @@ balanced accuracy (mean per-class recall) and macro-F1 over all classes (zero_di
 The no-augmentation baseline does not depend on the method, so it is trained once per (dataset,
 eval split, protocol, generative seed) and shared by that dataset's cells: stored under
 `cell.shared` (results/cache/no_aug/<dataset>-<hash>/) with what it was trained on (protocol,
-architecture, seeds, split sizes, a digest of the data), and recomputed whenever any of that
-differs, so a stale baseline is never paired with new augmented runs. Per-seed scores, per-class recalls and training histories go to
+architecture, seeds, a digest of the train, validation and test data), and recomputed whenever
+any of that differs, so a stale baseline is never paired with new augmented runs. Per-seed
+scores, per-class recalls and training histories go to
 `<cell>/downstream.json`. Defaults are sized for 32x32 images on a CPU (small_cnn);
 gin/presets/downstream_paper.gin sets the paper's ResNet-50 protocol.
 """
