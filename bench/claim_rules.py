@@ -87,7 +87,7 @@ def bayes_verdict(estimates: list[RiskEstimate]) -> Verdict:
     n, where = len({e.seed for e in estimates}), f"{len(estimates)} estimate(s)"
     shaky = [e for e in estimates if not e.reliable]
     if shaky:
-        why = "unreliable Monte-Carlo estimate: " + "; ".join(map(_unreliable, shaky))
+        why = "unreliable Monte-Carlo estimate: " + _unreliable_text(shaky, len(estimates))
         return Verdict(INCONCLUSIVE, f"inconclusive ({why})", 0, why)
     above = sum(e.positive for e in estimates)
     if above == len(estimates):
@@ -95,6 +95,16 @@ def bayes_verdict(estimates: list[RiskEstimate]) -> Verdict:
     if above == 0:
         return fails(n, f"reduction <= {SE_FACTOR:g} SE in all {where}")
     return inconclusive(n, f"reduction > {SE_FACTOR:g} SE in {above} of {where}")
+
+
+def _unreliable_text(shaky: list[RiskEstimate], total: int) -> str:
+    """One estimate in full; several as their count and the range of their reliability numbers."""
+    if len(shaky) == 1 or any(e.reliable is None for e in shaky):
+        return "; ".join(map(_unreliable, shaky))
+    ess, gap = [e.ess for e in shaky], [e.gap for e in shaky]
+    return (f"{len(shaky)} of {total} estimates, effective posterior size {number(min(ess))} to "
+            f"{number(max(ess))}, identity gap up to {number(max(gap))} "
+            f"({', '.join(sorted({e.method for e in shaky}))}; seeds {', '.join(str(s) for s in sorted({e.seed for e in shaky}))})")
 
 
 def _unreliable(e: RiskEstimate) -> str:

@@ -162,6 +162,9 @@ def test_bayes_rule_holds_fails_and_names_an_unreliable_estimate():
     assert shaky.label.startswith("inconclusive (unreliable Monte-Carlo estimate: effective posterior size 3.2, "
                                   "identity gap 0.41")
     assert bayes_verdict([]).word == NOT_MEASURED
+    several = bayes_verdict([est(0.3, ok=False, seed=s) for s in range(3)] + [est(0.3, seed=3)])
+    assert several.label == ("inconclusive (unreliable Monte-Carlo estimate: 3 of 4 estimates, effective posterior "
+                             "size 3.2 to 3.2, identity gap up to 0.41 (optprior; seeds 0, 1, 2))")
 
 
 def test_geometry_rule_needs_all_three_conditions_in_every_seed():
