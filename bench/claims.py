@@ -309,7 +309,8 @@ def comparison_section(exp: Experiment, dataset: str, metrics: list, refs: tuple
         body += ["What the flow adds: metric − metric@source per seed, mean ± sample std (for ↓ metrics a "
                  "negative value means the flow improves on its own source draws):", ""]
         body += md_table(["method", *header], flows)
-    body += [f"- {label}: **{v.label}** ({v.why})" for label, v in verdicts.items()] + [""]
+    body += [f"- {label}: **{v.label}**" + (f" ({v.why})" if v.why and v.why not in v.label else "")
+             for label, v in verdicts.items()] + [""]
     return body, combine(verdicts)
 
 
@@ -413,7 +414,8 @@ def section_lines(exp: Experiment, s: Section) -> list[str]:
     qualified = unconverged_datasets(exp)
     lines = [f"## Claim ({s.key}): {s.title}", "", f"**Claim.** {s.claim}", "",
              f"**Verdict: {overall_text(s, qualified)}** ({s.overall.why}).", ""]
-    lines += [f"- {d}: **{verdict_text(s, d, qualified)}**" + (f" ({v.why})" if v is not None and v.why else "")
+    lines += [f"- {d}: **{verdict_text(s, d, qualified)}**"
+              + (f" ({v.why})" if v is not None and v.why and v.why not in verdict_text(s, d, qualified) else "")
               for d, v in s.verdicts.items()]
     return lines + ["", f"**Rule.** {s.rule}", "", *s.body]
 

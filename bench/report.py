@@ -62,8 +62,11 @@ def write_index(exp: Experiment, out_dir: Path, tables: list, figures: list[Figu
 
 
 def relative_link(path: Path, out_dir: Path) -> str:
-    """A URL path from out_dir to `path` (POSIX separators, percent-encoded)."""
-    rel = os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())
+    """A URL path from out_dir to `path` (POSIX separators, percent-encoded).
+
+    Symbolic links are kept, not resolved: a results folder that is a link to another disk is
+    linked through its name in the repository, which is where a reader finds it."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))
     return quote(Path(rel).as_posix(), safe="/")
 
 
