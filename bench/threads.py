@@ -2,18 +2,20 @@
 
 OpenMP, which torch's CPU kernels run on, lets idle threads *spin* while they wait for work by
 default. On a machine whose cores are busy with other processes, the spinning threads take the
-time slices the working threads need: measured on a 2-core machine at load ~4 (`bench bench
---only busy`, docs/performance.md), 200 synthetic2d steps took 15.7-19.7 s on 2 threads with the
-ACTIVE policy against 4.4-5.6 s with PASSIVE (1 thread: 4.4-5.7 s either way). So bench sets
-`OMP_WAIT_POLICY=PASSIVE` unless the user set it: the variable is read once, when the OpenMP
-runtime starts, so it must be in the environment before torch is imported (bench's own modules
-import torch lazily; a program that imports torch before bench keeps its own setting).
+time slices the working threads need, and a run collapses; told to sleep instead
+(`OMP_WAIT_POLICY=PASSIVE`), they wake up later, which costs time on an idle machine. Measured
+on 2 cores (`bench bench --only busy`, docs/performance.md), seconds per synthetic2d step with
+torch's default threads: idle 0.007 unset / 0.015 PASSIVE; with 4 busy processes 0.110 unset /
+0.039 PASSIVE (one thread: 0.012 idle, 0.030 loaded). So bench picks the policy from the load
+when it starts: PASSIVE when the 1-minute load average is at least half the usable cores (other
+work is there), else OpenMP's own default; a policy the user set is kept. The variable is read
+once, when the OpenMP runtime starts, so it must be set before torch is imported (bench's own
+modules import torch lazily; a program that imports torch before bench keeps its own setting).
 `BENCH_KEEP_OMP=1` leaves the environment alone (the `busy` benchmark compares policies).
 
-torch's intra-op thread count stays torch's default (all cores) unless `train.threads` is set:
-with passive waiting, all cores are fastest on an idle machine and close to one thread on a
-loaded one. Image files are decoded by at most `read_threads()` threads, never more than the
-cores this process may use.
+torch's intra-op thread count stays torch's default (all cores) unless `train.threads` is set;
+`train.threads=1` is the safe choice when several runs share the cores. Image files are decoded
+by at most `read_threads()` threads, never more than the cores this process may use.
 """
 
 from __future__ import annotations
@@ -24,10 +26,28 @@ WAIT_POLICY = "PASSIVE"
 MAX_READ_THREADS = 4  # image decoding threads (Pillow releases the GIL) on a machine with many cores
 
 
+BUSY_SHARE = 0.5  # a 1-minute load average of at least this share of the cores counts as busy
+
+
 def set_defaults() -> None:
     """Put bench's OpenMP wait policy into the environment unless the user chose one."""
-    if os.environ.get("BENCH_KEEP_OMP") != "1":
-        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    if os.environ.get("BENCH_KEEP_OMP") == "1" or "OMP_WAIT_POLICY" in os.environ:
+        return
+    if wait_policy(_load(), usable_cores()) is not None:
+        os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+
+
+def wait_policy(load: float, cores: int):
+    """PASSIVE on a busy machine (load >= BUSY_SHARE x cores), None (OpenMP's default) otherwise."""
+    return WAIT_POLICY if load >= BUSY_SHARE * cores else None
+
+
+def _load() -> float:
+    """The 1-minute load average (0 where the OS does not tell it)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 def usable_cores() -> int:

@@ -25,10 +25,20 @@ def wait_policy_in_child(env_policy=None, keep=False) -> str:
                           check=True).stdout.strip()
 
 
-def test_importing_bench_makes_openmp_wait_passively_unless_the_user_chose():
-    assert wait_policy_in_child() == "PASSIVE"
+def test_openmp_waits_passively_on_a_busy_machine_only():
+    assert threads.wait_policy(load=1.0, cores=2) == "PASSIVE"
+    assert threads.wait_policy(load=6.5, cores=2) == "PASSIVE"
+    assert threads.wait_policy(load=0.9, cores=2) is None  # idle: spinning is faster
+    assert threads.wait_policy(load=3.0, cores=16) is None
+
+
+def test_importing_bench_sets_the_policy_the_load_asks_for_unless_the_user_chose():
     assert wait_policy_in_child("ACTIVE") == "ACTIVE"
     assert wait_policy_in_child(keep=True) == "unset"
+    chosen = wait_policy_in_child()
+    assert chosen in ("PASSIVE", "unset")
+    assert chosen == (threads.wait_policy(os.getloadavg()[0], threads.usable_cores()) or "unset") or \
+        abs(os.getloadavg()[0] - threads.BUSY_SHARE * threads.usable_cores()) < 0.5  # the load moved meanwhile
 
 
 def test_image_reading_threads_never_exceed_the_usable_cores(monkeypatch):
