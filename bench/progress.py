@@ -15,8 +15,8 @@ from typing import Iterable, Optional
 
 from tqdm.auto import tqdm
 
-# metrics a cell's one-line summary names, the first present wins: what the paper reports first
-HEADLINE = ("fid/tail", "swd/tail", "bacc", "fid/pooled", "swd", "cond_acc/tail")
+from bench.summary import HEADLINE_COLUMNS
+
 _cell = {"title": ""}  # "[i/N] dataset/method/seed<k>" of the cell running in this process
 
 
@@ -54,7 +54,7 @@ def stage_line(label: str, stage: str, seconds: float) -> str:
 
 def headline(metrics: dict) -> Optional[str]:
     """The cell's headline metric as 'fid/tail 10.8 (source only 13.1)', or None when it has none."""
-    name = next((m for m in HEADLINE if m in metrics), None)
+    name = next((m for m in HEADLINE_COLUMNS if m in metrics), None)  # the summary's first column
     if name is None:
         return None
     source = metrics.get(f"{name}@source")
