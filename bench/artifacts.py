@@ -27,6 +27,17 @@ from bench.lock import Owner
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it, once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# the modes a plain open()/mkdir() would give: temporary names must not make results private
+FILE_MODE, FOLDER_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 # `.<name>.<kind>-<pid>@<host>~<random>[.tmp]`: what `_temp_prefix` names and `remove_leftovers` finds
 _LEFTOVER = re.compile(r"^\..+\.(?:staging|tmp|trash)-(?P<owner>\d+@[^~/]+)~\w+(?:\.tmp)?$")
 
@@ -90,6 +101,7 @@ def _write_atomic(path: Path, write: Callable, binary: bool = False) -> None:
     remove_leftovers(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, "tmp"), suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide results from a shared group
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
@@ -123,11 +135,12 @@ def _json_default(obj):
 
 
 def read_manifest(folder: Path) -> Optional[dict]:
-    """The manifest of a stage folder, or None if absent or unreadable."""
+    """The manifest of a stage folder, or None if absent, unreadable or not a JSON object."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def is_complete(folder: Path, config_hash: str) -> bool:
@@ -147,6 +160,7 @@ def stage_dir(folder: Path, config_hash: str, **info) -> Iterator[Path]:
     remove_leftovers(folder.parent)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_temp_prefix(folder, "staging")))
     try:
+        os.chmod(staging, FOLDER_MODE)  # mkdtemp's 0700, likewise
         yield staging
         _fsync_files(staging)  # the data is on disk before the manifest that vouches for it
         write_json_atomic(staging / MANIFEST, {"config_hash": config_hash, **info})

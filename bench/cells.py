@@ -67,6 +67,12 @@ class RunRequest:
     executor_bindings: list = field(default_factory=list)  # `executor.*` gin bindings
 
 
+# the splits each stage reads: sampling also reads the eval split (held-out counts per class);
+# `no_aug` fingerprints its own splits (evaluators/downstream.py)
+DATA_READ = {"encode": ("train",), "prior": ("train",), "train": ("train",), "features": ("train",),
+             "sample": ("train", "eval"), "generative": ("train", "eval")}
+
+
 @dataclass
 class BuiltCell:
     """A cell with its configuration parsed and its objects constructed."""
@@ -84,6 +90,18 @@ class BuiltCell:
     generative: GenerativeSet
     config_hash: str
     stage_hashes: dict
+    # the fingerprints of the data the cell read (bench.fingerprint), once `key_by_data` ran
+    data: Optional[dict] = None
+    # the stage hashes of the configuration alone: they name the shared cache folders, so a
+    # dataset edited in place replaces its cache there instead of leaving a stale one beside it
+    config_stage_hashes: dict = field(default_factory=dict)
+
+    def key_by_data(self, data: dict) -> None:
+        """Fold the data fingerprints ({"train": ..., "eval": ...}) into the hashes of the stages
+        that read the data, so an artifact built from other data is never reused."""
+        self.data, self.config_stage_hashes = dict(data), dict(self.stage_hashes)
+        self.stage_hashes = {name: digest(h, *(data[s] for s in DATA_READ[name])) if name in DATA_READ else h
+                             for name, h in self.stage_hashes.items()}
 
     @property
     def eval_split(self) -> str:
@@ -125,9 +143,15 @@ def expand_grid(request: RunRequest) -> list[CellSpec]:
             for d, m, s in itertools.product(axes["datasets"], axes["methods"], seeds)]
 
 
+MAX_SEED = 2**31  # every RNG a cell seeds (torch, numpy, scikit-learn's random_state) accepts [0, 2**31)
+
+
 def _seed(value) -> int:
     if not is_int(value) or value < 0:
         raise BenchError(f"seeds must be non-negative integers, got {value!r}")
+    if value >= MAX_SEED:
+        raise BenchError(f"seeds must be below 2**31 = {MAX_SEED} (the range every random generator accepts), "
+                         f"got {value}")
     return value
 
 

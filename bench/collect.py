@@ -18,7 +18,7 @@ from typing import Optional
 from bench.config import digest
 from bench.errors import BenchError
 from bench.gridfile import GridFile, cell_label, read_grid
-from bench.records import RECORD, read_record
+from bench.records import RECORD, read_record, record_problem
 
 log = logging.getLogger(__name__)
 OK, MISSING, REFUSED = "ok", "missing", "refused"
@@ -132,6 +132,8 @@ def _check(cell: CellResult, expected: Optional[str] = None) -> CellResult:
         cell.note = _why_missing(cell.folder)
     elif record.get("status") != OK:
         cell.note = f"record status {record.get('status')!r}"
+    elif record_problem(record):
+        cell.note = f"{cell.folder / RECORD} is malformed ({record_problem(record)}); rerun the cell"
     elif expected is not None and record.get("config_hash") != expected:
         cell.status = REFUSED
         cell.note = (f"record has config {record.get('config_hash')} but the grid expects {expected} (the "
@@ -144,7 +146,7 @@ def _check(cell: CellResult, expected: Optional[str] = None) -> CellResult:
 def _why_missing(folder: Path) -> str:
     """'no record' plus the failure reason when the cell recorded one."""
     if (folder / RECORD).exists():
-        return f"{folder / RECORD} is unreadable (truncated or not JSON); rerun the cell"
+        return f"{folder / RECORD} is unreadable (truncated, not JSON or not a JSON object); rerun the cell"
     try:
         reason = json.loads((folder / "failure.json").read_text(encoding="utf-8"))["reason"]
         return f"no record: the cell failed ({reason})"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench import progress
-from bench.artifacts import discard, is_complete, stage_dir
+from bench.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.prior import require_finite
 
 log = logging.getLogger(__name__)
@@ -39,31 +39,56 @@ def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None
     `info` goes into the cache's manifest (which dataset and encoder made it).
     """
     if is_complete(folder, key):
-        cached = _readable(folder, len(y))
+        cached = _readable(folder, len(y), _expected_width(encoder, x))
         if cached is not None:
             return cached
         discard(folder)  # stage_dir keeps a folder that is complete for the key: drop it first
+    elif read_manifest(folder) is not None:
+        log.info("latent cache %s was built from other data (or before bench fingerprinted it); encoding again",
+                 folder)
     with stage_dir(folder, key, n=len(y), **(info or {})) as tmp:
         _encode_into(tmp / LATENTS, encoder, x, ids, batch_size)
         np.save(tmp / LABELS, y.numpy())
     return load_latents(folder)
 
 
-def _readable(folder: Path, n: int) -> torch.Tensor | None:
-    """The cached latents, or None (with a warning) if the file is damaged or of another length.
+def _readable(folder: Path, n: int, shape: tuple | None) -> torch.Tensor | None:
+    """The cached latents, or None (with a warning) if the file is damaged: unreadable, of another
+    length or latent shape, or holding a non-finite value.
 
     A cache can always be rebuilt, so a truncated or overwritten file is encoded again rather
-    than failing every run that reads it.
+    than failing every run that reads it. The finiteness check reads the file once, in chunks
+    (training reads it many times over).
     """
     try:
         z = load_latents(folder)
     except (OSError, ValueError) as exc:
         log.warning("latent cache %s is unreadable (%s); encoding again", folder, exc)
         return None
+    problem = None
     if len(z) != n:
-        log.warning("latent cache %s holds %d latents for %d samples; encoding again", folder, len(z), n)
+        problem = f"holds {len(z)} latents for {n} samples"
+    elif shape is not None and tuple(z.shape[1:]) != tuple(shape):
+        problem = f"holds latents of shape {tuple(z.shape[1:])}, the encoder gives {tuple(shape)}"
+    elif not _all_finite(z):
+        problem = "holds a NaN or infinite value"
+    if problem:
+        log.warning("latent cache %s %s; encoding again", folder, problem)
         return None
     return z
+
+
+def _all_finite(z: torch.Tensor, rows: int = 4096) -> bool:
+    """Whether every latent is finite, checked `rows` at a time (bounded memory)."""
+    return all(bool(torch.isfinite(z[i : i + rows]).all()) for i in range(0, len(z), rows))
+
+
+def _expected_width(encoder, x) -> tuple | None:
+    """The latent shape the encoder gives one sample of `x`, or None if it cannot say."""
+    try:
+        return tuple(encoder.latent_shape(tuple(x.shape[1:])))
+    except Exception:  # an encoder plugin without latent_shape: length and finiteness still checked
+        return None
 
 
 def _encode_into(path: Path, encoder, x, ids, batch_size: int) -> None:

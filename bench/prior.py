@@ -40,9 +40,39 @@ class Prior:
         tensors = load_file(folder / TENSORS) if (folder / TENSORS).exists() else {}
         return cls(tensors=tensors, info=json.loads((folder / INFO).read_text()))
 
+    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> "Prior":
+        """This prior, if it can be the fit of `n_rows` latents of `latent_shape` in `n_classes`
+        classes; a ValueError naming what is wrong otherwise (a damaged stored prior is refitted).
+
+        Checked here: facts form a JSON object, every floating tensor is finite, and a
+        `class_mean` has one row per class of the latent size. Subclasses add their tensors' shapes.
+        """
+        if not isinstance(self.info, dict):
+            raise ValueError(f"prior.json holds a {type(self.info).__name__}, not an object")
+        for name, tensor in self.tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"prior tensor {name!r} holds a NaN or infinite value")
+        mean = self.tensors.get("class_mean")
+        if mean is not None and (len(mean) != n_classes or mean[0].numel() != _size(latent_shape)):
+            raise ValueError(f"prior tensor 'class_mean' is of shape {tuple(mean.shape)}, expected "
+                             f"{n_classes} rows of {_size(latent_shape)} values")
+        return self
+
+    def require_shape(self, name: str, shape: tuple) -> None:
+        """ValueError unless tensor `name` exists with exactly `shape`."""
+        tensor = self.tensors.get(name)
+        if tensor is None or tuple(tensor.shape) != tuple(shape):
+            found = "missing" if tensor is None else f"of shape {tuple(tensor.shape)}"
+            raise ValueError(f"prior tensor {name!r} is {found}, expected {tuple(shape)}")
+
     def to(self, device) -> "Prior":
         """The same prior with its tensors on `device`."""
         return type(self)({k: v.to(device) for k, v in self.tensors.items()}, self.info)
+
+
+def _size(shape: tuple) -> int:
+    """Number of values in one latent of `shape`."""
+    return int(torch.Size(shape).numel())
 
 
 def require_finite(latents: torch.Tensor, ids=None) -> None:

@@ -86,8 +86,33 @@ def write_record(folder: Path, record: dict) -> Path:
 
 
 def read_record(folder: Path) -> Optional[dict]:
-    """The cell's record, or None if it has none or it is unreadable."""
+    """The cell's record, or None if it has none, it is unreadable or it is not a JSON object."""
     try:
-        return json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
+        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+# fields a usable record must hold, and fields it may hold, with their JSON types
+_FIELDS = {"status": str, "metrics": dict}
+_OPTIONAL = {"dataset": str, "method": str, "config_hash": str, "created": str, "higher_is_better": dict,
+             "timings_s": dict, "n": dict, "train": dict}
+
+
+def record_problem(record: dict) -> Optional[str]:
+    """Why a record of status "ok" cannot be used (a field missing or of the wrong type), or None.
+
+    Reports, the run summary and the rerun check read these fields; a record edited by hand or
+    written by a broken tool is set aside with this reason (and its cell rerun), never a crash.
+    """
+    for key, kind in [*_FIELDS.items(), *((k, t) for k, t in _OPTIONAL.items() if k in record)]:
+        if not isinstance(record.get(key), kind):
+            found = "missing" if key not in record else f"a {type(record[key]).__name__}"
+            return f"its {key!r} is {found}, not a{'n object' if kind is dict else ' string'}"
+    if "seed" in record and (not isinstance(record["seed"], int) or isinstance(record["seed"], bool)):
+        return "its 'seed' is not an integer"
+    bad = [k for k, v in record["metrics"].items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        return f"metric {bad[0]!r} is not a number"
+    return None

@@ -30,8 +30,9 @@ from bench.artifacts import discard, is_complete, read_manifest, stage_dir, writ
 from bench.cell import CellContext
 from bench.cells import BuiltCell, full_config, make_backbone, operative_config
 from bench.dataset import Split
+from bench.fingerprint import split_fingerprint
 from bench.latent_cache import cache_folder, cached_latents
-from bench.records import build_record, git_hash, read_record, write_record
+from bench.records import build_record, git_hash, read_record, record_problem, write_record
 from bench.sampler import draw_sources, generate
 from bench.targets import plan_records
 from bench.trainer import train
@@ -65,14 +66,15 @@ def device() -> torch.device:
 def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     """Run (or resume) one cell and return its record."""
     folder = cell.spec.folder(results_dir)
-    cached = distributed.agree(read_record(folder) if distributed.is_main() else None)
-    if cached and cached.get("config_hash") == cell.config_hash and cached.get("status") == "ok":
-        log.info("%s: record exists for this config, skipped", cell.spec.label)
-        return cached
     times, t_start = Timings(cell.spec.label), time.perf_counter()
     ds = cell.dataset
     with times.stage("load"):
         train_split, test_split = ds.load(ds.train_split), ds.load(cell.eval_split)
+    cell.key_by_data({"train": split_fingerprint(train_split), "eval": split_fingerprint(test_split)})
+    cached = distributed.agree(read_record(folder) if distributed.is_main() else None)
+    if is_current(cached, cell):
+        log.info("%s: record exists for this config and data, skipped", cell.spec.label)
+        return cached
     distributed.on_main(lambda: write_skipped(folder, getattr(ds, "skipped", [])))
     with times.stage("encode"):
         z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
@@ -117,6 +119,24 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
 
     return distributed.on_main(evaluate_and_record)
+
+
+def is_current(record: dict | None, cell: BuiltCell) -> bool:
+    """Whether a stored record was written by this configuration from this data.
+
+    A record from before data fingerprints existed cannot show which data it saw: it is redone.
+    """
+    if not record or record.get("status") != "ok" or record.get("config_hash") != cell.config_hash:
+        return False
+    if record_problem(record):
+        log.warning("%s: the stored record is malformed (%s); running the cell again",
+                    cell.spec.label, record_problem(record))
+        return False
+    if record.get("data") != cell.data:
+        log.info("%s: the stored record was computed from other data (or before bench recorded which); "
+                 "running the cell again", cell.spec.label)
+        return False
+    return True
 
 
 def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
@@ -168,7 +188,8 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
 
         config, ds = FeatureConfig(), cell.dataset
         key = cell.stage_hashes["features"]
-        folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{key}"
+        name = cell.config_stage_hashes.get("features", key)  # one folder per configuration
+        folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{name}"
         val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
         return build_extractor(config, ds, train_split, val, folder, key, seed=0)
 
@@ -186,16 +207,20 @@ def write_skipped(folder: Path, skipped: list[dict]) -> None:
 def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tensor:
     """Latents of the training split, memory-mapped from the (dataset, encoder, resolution) cache."""
     key = cell.stage_hashes["encode"]
-    folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), key)
+    name = cell.config_stage_hashes.get("encode", key)  # the folder of this configuration, any data
+    folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), name)
     return cached_latents(folder, key, cell.encoder, split.x, split.y, split.ids,
-                          info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name})
+                          info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name, "data": cell.data})
 
 
 def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
     """The method's offline prior for this seed, fitted once and reused."""
     key, target = cell.stage_hashes["prior"], folder / "prior"
-    if is_complete(target, key):
-        return cell.method.prior_class().load(target)
+    shape, n_classes = tuple(z.shape[1:]), cell.dataset.n_classes
+    stored = _load_complete(target, key,
+                            lambda: cell.method.prior_class().load(target).validate(shape, n_classes, len(z)))
+    if stored is not None:
+        return stored
     prior = cell.method.fit_prior(z, y, cell.dataset.n_classes, cell.spec.seed)
     if prior is not None:
         with stage_dir(target, key, method=cell.spec.method) as tmp:
@@ -207,7 +232,7 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     """The trained backbone (loaded if this config already trained it) and its training info."""
     key, target = cell.stage_hashes["train"], folder / "backbone"
     loaded = distributed.main_first(lambda: _load_complete(
-        target, key, lambda: cell.backbone_cls.from_pretrained(target)))
+        target, key, lambda: _finite_weights(cell.backbone_cls.from_pretrained(target))))
     if loaded is not None:
         # built on the meta device (no weights) only so gin's operative config names the backbone's
         # settings, as it does when the backbone is trained here: a resumed cell's record is complete
@@ -218,7 +243,7 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     with times.stage("train"):
         result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
                        checkpoint_dir=folder / "checkpoints", config_hash=key)
-    info = {"steps": result.steps, "seconds": round(result.seconds, 3),
+    info = {"steps": result.steps, "batch_size": result.batch_size, "seconds": round(result.seconds, 3),
             "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
             "converged": None if result.convergence is None else result.convergence["converged"],
             "convergence": result.convergence,
@@ -243,11 +268,34 @@ def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_p
     rank integrates its share of the batches and rank 0 writes the set.
     """
     out = distributed.main_first(lambda: _load_complete(
-        target, key, lambda: load_file(target / "samples.safetensors")))
+        target, key, lambda: _valid_samples(load_file(target / "samples.safetensors"), shape, n_per_class)))
     if out is None:
         out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
                        cell.sample_cfg, device=device(), rank=distributed.rank(), world=distributed.world())
         distributed.on_main(lambda: _save_samples(cell, target, key, out))
+    return out
+
+
+def _finite_weights(backbone):
+    """The loaded backbone, or a ValueError if a weight is NaN or infinite (a damaged file)."""
+    for name, param in backbone.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise ValueError(f"weight {name} holds a NaN or infinite value")
+    return backbone
+
+
+def _valid_samples(out: dict, shape: tuple, n_per_class) -> dict:
+    """A stored synthetic set, or a ValueError unless it has the expected size, latent shape and
+    finite values (a damaged file is regenerated, never evaluated)."""
+    z, y = out.get("z"), out.get("y")
+    if z is None or y is None:
+        raise ValueError("the synthetic set lacks 'z' or 'y'")
+    n = sum(int(k) for k in n_per_class)
+    if len(z) != n or len(y) != n or tuple(z.shape[1:]) != tuple(shape):
+        raise ValueError(f"the synthetic set holds {tuple(z.shape)} latents and {len(y)} labels, "
+                         f"expected {n} of shape {tuple(shape)}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("the synthetic set holds a NaN or infinite value")
     return out
 
 
@@ -322,6 +370,7 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
         "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
         "train": train_info,
         "stage_hashes": cell.stage_hashes,
+        "data": cell.data,
         "details": ctx.details,
         "config": full_config(),
     }

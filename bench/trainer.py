@@ -100,6 +100,7 @@ class TrainResult:
     loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
     resumed_from: Optional[int] = None
     convergence: Optional[dict] = None  # bench.convergence: did the loss reach a plateau?
+    batch_size: Optional[int] = None  # the batch that ran: train.batch_size, or the whole set if smaller
 
 
 class EpochSampler:
@@ -169,6 +170,25 @@ class TrainState:
             out["cuda_rng"] = torch.cuda.get_rng_state_all()
         return out
 
+    # what every checkpoint holds (`state_dict` above); "ema" too when EMA is on
+    REQUIRED = ("optimizer", "scheduler", "rng", "torch_rng", "sampler", "step", "seconds", "loss_trace", "window")
+
+    def check_state(self, state, weights: dict) -> None:
+        """ValueError unless a checkpoint can be loaded whole: every key present, the weights
+        those of this model (same names and shapes) and finite. Checked before anything is
+        loaded, so a damaged checkpoint is skipped without leaving a half-restored state."""
+        if not isinstance(state, dict):
+            raise ValueError(f"trainer state is a {type(state).__name__}, not a mapping")
+        missing = [k for k in self.REQUIRED + (("ema",) if self.ema is not None else ()) if k not in state]
+        if missing:
+            raise ValueError(f"trainer state lacks {', '.join(missing)}")
+        own = self.accelerator.unwrap_model(self.model).state_dict()
+        wrong = sorted(set(own) ^ set(weights)) or [k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
+        if wrong:
+            raise ValueError(f"weights do not match the model ({wrong[0]})")
+        if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
+            raise ValueError("a weight is NaN or infinite")
+
     def load_state_dict(self, state: dict, weights: dict) -> None:
         """Continue exactly where `state_dict` (and the weights) were taken."""
         self.accelerator.unwrap_model(self.model).load_state_dict(weights)
@@ -204,6 +224,9 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     state = _setup(backbone, cfg, seed, len(labels))
+    if state.batches.batch_size < cfg.batch_size:
+        log.warning("train.batch_size=%d exceeds the %d training samples: every step uses all %d "
+                    "(recorded as the batch size that ran)", cfg.batch_size, len(labels), len(labels))
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
@@ -225,7 +248,8 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
         state.ema.copy_to(backbone.parameters())
     seconds = seconds_before + time.perf_counter() - t0
     return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
-                       convergence(state.history, cfg.convergence_window, cfg.convergence_tol))
+                       convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
+                       batch_size=state.batches.batch_size)
 
 
 class CheckpointClock:
@@ -359,7 +383,8 @@ def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
     """Load the newest complete, readable checkpoint for this config into `state`; its step or None.
 
     A checkpoint without a manifest (interrupted while written) or of another config is ignored;
-    one whose files cannot be read (a damaged disk) is skipped with a warning for an older one.
+    one whose files cannot be read or do not validate (TrainState.check_state) is skipped with a
+    warning for an older one, or training starts afresh.
     """
     if not folder or not Path(folder).is_dir():
         return None
@@ -367,6 +392,7 @@ def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
     for latest in reversed(done):
         try:  # read everything before touching `state`, so a damaged file changes nothing
             saved = load_state(latest, "trainer_state"), load_file(str(latest / "model.safetensors"))
+            state.check_state(*saved)
         except Exception as exc:  # safetensors, JSON and OS errors alike
             log.warning("checkpoint %s is unreadable (%s: %s); skipped", latest,
                         type(exc).__name__, (str(exc).splitlines() or [""])[0])

@@ -36,6 +36,7 @@ from bench.classifier import (
 )
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
+from bench.fingerprint import split_fingerprint
 from bench.evaluators.cond_accuracy import per_class_recall
 from bench.registry import register_evaluator
 
@@ -105,7 +106,7 @@ class Downstream(Evaluator):
     def _no_aug_basis(self, cell, train, val, seeds: list[int]) -> dict:
         """What the no-augmentation runs depend on, compared before a stored set is reused."""
         return {"arch": self.arch, "protocol": self.protocol.describe(), "seeds": seeds,
-                "data": {name: split_digest(split) for name, split in
+                "data": {name: split_fingerprint(split) for name, split in
                          (("train", train), ("val", val), ("test", cell.test))}}
 
     def _run(self, cell, x, y: torch.Tensor, val, seed: int) -> dict:
@@ -118,14 +119,6 @@ class Downstream(Evaluator):
         return {"seed": seed, "bacc": balanced_accuracy(truth, pred),
                 "macro_f1": macro_f1(truth, pred, n_classes),
                 "recall": [recall.get(c) for c in range(n_classes)], "history": history.to_dict()}
-
-
-def split_digest(split) -> str:
-    """A digest of a split's images and labels: a reordered or edited split gets another one."""
-    h = hashlib.sha256()
-    for t in (split.x, split.y):
-        h.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
-    return h.hexdigest()[:16]
 
 
 def per_seed(runs: dict[str, list[dict]]) -> dict:

@@ -38,6 +38,21 @@ class SubclassPrior(Prior):
     caps (C*K,) = the fixed 99th-percentile radii r_ck.
     """
 
+    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> "SubclassPrior":
+        """The base checks plus the shapes above (K read from `weights`)."""
+        super().validate(latent_shape, n_classes, n_rows)
+        weights = self.tensors.get("weights")
+        if weights is None or weights.dim() != 2:
+            raise ValueError("prior tensor 'weights' is missing or not (C, K)")
+        d, k = int(torch.Size(latent_shape).numel()), int(weights.shape[1])
+        self.require_shape("class_mean", (n_classes, d))
+        self.require_shape("weights", (n_classes, k))
+        self.require_shape("assignment", (n_rows,))
+        for name in ("mu", "log_sigma", "prototype"):
+            self.require_shape(name, (n_classes * k, d))
+        self.require_shape("caps", (n_classes * k,))
+        return self
+
 
 @register_method("optprior")
 class OptPrior(Method):
