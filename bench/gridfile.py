@@ -12,6 +12,7 @@ the file: axes keep their first-seen order and each cell keeps the hash of its l
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,13 @@ from typing import Optional
 
 from bench.artifacts import write_json_atomic
 from bench.errors import BenchError
+from bench.filelock import exclusive
+from bench.records import read_record
 
+log = logging.getLogger(__name__)
 GRID = "grid.json"
+GRID_LOCK = ".grid.lock"
+REBUILD = "; rerun `bench run` for this experiment: it rebuilds the file from the records"
 
 
 @dataclass
@@ -65,16 +71,40 @@ def read_grid(experiment_dir: Path) -> Optional[GridFile]:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        grid = GridFile(data["experiment"], list(data["methods"]), list(data["datasets"]),
-                        [int(s) for s in data["seeds"]], dict(data["cells"]), dict(data.get("metrics", {})))
+        grid = GridFile(_strings([data["experiment"]])[0], _strings(data["methods"]), _strings(data["datasets"]),
+                        [_seed(s) for s in _list(data["seeds"])], _mapping(data["cells"], str),
+                        _mapping(data.get("metrics", {}), dict))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it and rerun "
-                         "`bench run` for this experiment to rewrite it") from None
+        raise BenchError(f"{path} is unreadable ({type(exc).__name__}: {exc}){REBUILD}") from None
     outside = [n for n in grid.datasets + grid.methods if not _is_folder_name(n)]
     if outside:  # the names become folders: `../x` would read records outside the experiment
-        raise BenchError(f"{path} names {outside[0]!r}, which is not a folder name; delete it and rerun "
-                         "`bench run` for this experiment to rewrite it")
+        raise BenchError(f"{path} names {outside[0]!r}, which is not a folder name{REBUILD}")
     return grid
+
+
+def _list(value) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, found a {type(value).__name__}")
+    return list(value)
+
+
+def _strings(value) -> list:
+    items = _list(value)
+    if not all(isinstance(v, str) for v in items):
+        raise TypeError("expected a list of names")
+    return items
+
+
+def _seed(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"seed {value!r} is not an integer")
+    return value
+
+
+def _mapping(value, kind: type) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, kind) for k, v in value.items()):
+        raise TypeError(f"expected an object of {kind.__name__} values")
+    return dict(value)
 
 
 def _is_folder_name(name) -> bool:
@@ -90,15 +120,53 @@ def evaluator_metrics(cell) -> dict:
 
 
 def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
-    """Merge the validated cells (bench.cells.BuiltCell) into the experiment's grid.json."""
+    """Merge the validated cells (bench.cells.BuiltCell) into the experiment's grid.json.
+
+    The read, merge and write happen under an exclusive lock (`.grid.lock`, bench.filelock), so
+    two runs declaring different grids in one folder at once both end up in the file. A
+    damaged grid.json is rebuilt from the records on disk (with a warning), not a dead end.
+    """
     folder = Path(results_dir) / experiment
-    grid = read_grid(folder) or GridFile(experiment)
-    for cell in cells:
-        spec = cell.spec
-        grid.add(spec.dataset, spec.method, spec.seed, cell.config_hash, evaluator_metrics(cell))
     try:  # the run's first write: an unusable results_dir fails here, before any cell
-        write_json_atomic(folder / GRID, grid.to_json())
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive(folder / GRID_LOCK):
+            grid = _readable_grid(folder, experiment)
+            for cell in cells:
+                spec = cell.spec
+                grid.add(spec.dataset, spec.method, spec.seed, cell.config_hash, evaluator_metrics(cell))
+            write_json_atomic(folder / GRID, grid.to_json())
     except OSError as exc:
         raise BenchError(f"cannot write {folder / GRID} ({exc.strerror or type(exc).__name__}); "
                          "set results_dir=DIR to a writable folder") from None
     return folder / GRID
+
+
+def _readable_grid(folder: Path, experiment: str) -> GridFile:
+    """The experiment's grid, an empty one, or (grid.json damaged) one rebuilt from its records."""
+    try:
+        grid = read_grid(folder)
+    except BenchError as exc:
+        log.warning("%s; rebuilding it from the records in %s", str(exc).split(REBUILD)[0], folder)
+        return grid_from_records(folder, experiment)
+    if grid is not None and grid.experiment != experiment:
+        log.warning("%s names experiment %r; rebuilding it from the records", folder / GRID, grid.experiment)
+        return grid_from_records(folder, experiment)
+    return grid or GridFile(experiment)
+
+
+def grid_from_records(folder: Path, experiment: str) -> GridFile:
+    """A grid declaring every cell that has a usable record under `folder` (dataset/method/seedK)."""
+    grid = GridFile(experiment)
+    for path in sorted(Path(folder).glob("*/*/seed*/record.json")):
+        record = read_record(path.parent)
+        try:
+            dataset, method, seed = record["dataset"], record["method"], int(record["seed"])
+            config_hash = str(record["config_hash"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if not (_is_folder_name(dataset) and _is_folder_name(method)):
+            continue
+        higher = record.get("higher_is_better")
+        grid.add(dataset, method, seed, config_hash,
+                 {str(k): bool(v) for k, v in higher.items()} if isinstance(higher, dict) else {})
+    return grid

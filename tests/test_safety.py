@@ -180,5 +180,6 @@ def test_grid_json_cannot_send_reports_outside_the_experiment(tmp_path, field, v
     grid = {"experiment": "quick", "methods": ["fm"], "datasets": ["synthetic2d"], "seeds": [0], "cells": {}}
     grid[field] = [value]
     (tmp_path / GRID).write_text(json.dumps(grid))
-    with pytest.raises(BenchError, match=r"not a folder name; delete it and rerun `bench run`"):
+    with pytest.raises(BenchError, match=r"(not a folder name|is unreadable).*; rerun `bench run` for this "
+                                         r"experiment: it rebuilds the file from the records"):
         read_grid(tmp_path)
