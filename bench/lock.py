@@ -1,7 +1,9 @@
 """A lock per grid cell, so concurrent `bench run`s on one results folder never run a cell twice.
 
-`<cell>/.lock` is created atomically (O_CREAT | O_EXCL) and holds the owner's pid, host, start
-time and a random token; it is removed when the cell is done. A second run that finds a live
+`<cell>/.lock` is created atomically with its content (a hard link that fails if the name
+exists; O_CREAT | O_EXCL where links are not supported) and holds the owner's pid, host, start
+time and a random token; it is removed when the cell is done. A lock that is not such a JSON
+object (garbage, a wrong type) is taken over at once: no live writer leaves one. A second run that finds a live
 lock skips the cell (the owner finishes it). A lock is stale, and taken over with a warning,
 when its owner is gone: on the same host its pid is dead (or reused by another process), on
 another host it has not been refreshed for `BENCH_LOCK_STALE_S` seconds (default 600): the
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 LOCK = ".lock"
 STALE_ENV = "BENCH_LOCK_STALE_S"
 DEFAULT_STALE_S = 600.0  # ten missed heartbeats
-UNREADABLE_GRACE_S = 60.0  # a lock still empty after this long lost its writer mid-write
+# a lock still empty after this long lost its writer between create and write (the fallback path)
+EMPTY_GRACE_S = 2.0
+UNREADABLE_GRACE_S = 60.0  # an older takeover guard belongs to a killed run
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ class CellLock:
         path = Path(folder) / LOCK
         path.parent.mkdir(parents=True, exist_ok=True)
         holder: dict = {}
-        for _ in range(5):  # each retry follows a lock that vanished or was broken meanwhile
+        deadline = time.monotonic() + EMPTY_GRACE_S + 1.0
+        for _ in range(100):  # each retry follows a lock that vanished, was broken or is being written
             content = _create(path)
             if content is not None:
                 return cls(path, content, refresh_s=max(0.5, min(60.0, stale_after / 4)))
@@ -146,6 +151,9 @@ class CellLock:
             if holder is None:
                 continue
             reason = _stale_reason(holder, age, stale_after)
+            if reason is None and holder == {} and time.monotonic() < deadline:
+                time.sleep(0.1)  # an empty lock: its writer may be between creating and writing it
+                continue
             if reason is None:
                 raise CellLocked(holder)
             log.warning("%s: taking over the stale lock of pid %s on host %s (%s)", path.parent,
@@ -183,10 +191,28 @@ class CellLock:
 
 
 def _create(path: Path) -> Optional[dict]:
-    """Create the lock file exclusively with this process's identity; None if it exists."""
+    """Create the lock file exclusively with this process's identity; None if it exists.
+
+    The content is written to a private file first and hard-linked into place (link fails if the
+    name exists, atomically, on local disks and NFS alike), so a lock file is never seen empty
+    or half-written: an unreadable one is garbage and is taken over at once. Where hard links
+    are not supported, the lock is created empty with O_EXCL and then written.
+    """
     me = Owner.me()
     content = {"pid": me.pid, "host": me.host, "start_tick": me.start_tick, "job": slurm_job(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex}
+    # named like bench.artifacts' temporary files, so a killed run's one is removed as a leftover
+    private = path.with_name(f".{path.name}.tmp-{me.tag}~{content['token'][:8]}.tmp")
+    try:
+        private.write_text(json.dumps(content))
+        os.link(private, path)
+        return content
+    except FileExistsError:
+        return None
+    except OSError:  # no hard links here: fall back to an exclusive create, then the write
+        pass
+    finally:
+        private.unlink(missing_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -200,27 +226,30 @@ def _create(path: Path) -> Optional[dict]:
 
 
 def _read(path: Path) -> tuple[Optional[dict], float]:
-    """(content, seconds since the last refresh); content None if the lock vanished, {} if unreadable."""
+    """(content, seconds since the last refresh); content None if the lock vanished, {} if empty,
+    and {"garbage": text} if it is not a JSON object (no writer ever leaves it so)."""
     try:
         age = time.time() - path.stat().st_mtime
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None, 0.0
-    try:
-        content = json.loads(text)
-        return (content if isinstance(content, dict) else {}), age
-    except ValueError:
+    if not raw:
         return {}, age
+    try:
+        content = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        content = None
+    return (content if isinstance(content, dict) and content else {"garbage": raw[:40].hex()}), age
 
 
 def _stale_reason(holder: dict, age: float, stale_after: float) -> Optional[str]:
     """Why the lock's owner is presumed gone, or None while it may be alive."""
     if not holder:
-        return "unreadable lock file" if age > UNREADABLE_GRACE_S else None
+        return "empty lock file" if age > EMPTY_GRACE_S else None
     try:
         owner = Owner(int(holder["pid"]), str(holder["host"]), holder.get("start_tick"))
     except (KeyError, TypeError, ValueError):
-        return "malformed lock file" if age > UNREADABLE_GRACE_S else None
+        return "unreadable or malformed lock file"
     if owner.host == socket.gethostname():
         return "the process is gone" if owner.is_dead() else None
     if holder.get("job") and holder.get("job") == slurm_job():

@@ -180,3 +180,32 @@ def test_concurrent_runs_share_the_grid_and_run_each_cell_once(tmp_path):
         assert record["status"] == "ok" and "train" in record["timings_s"]
         assert record["train"]["resumed_from"] is None  # trained once, from scratch
     assert not leftovers(res)
+
+
+@pytest.mark.parametrize("content", [b"\x00\xffgarbage", b"[1, 2]", b'"a string"', b'{"host": "h"}',
+                                     b'{"pid": "abc", "host": "h"}'])
+def test_a_garbage_lock_is_taken_over_at_once(tmp_path, content, caplog):
+    """No writer ever leaves a lock that is not a JSON object with its pid (locks are created
+    with their content, by a hard link): such a file is garbage, not a run in progress."""
+    (tmp_path / LOCK).write_bytes(content)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING), CellLock.acquire(tmp_path) as lock:
+        assert lock.owned()
+    assert time.monotonic() - start < 1.0
+    assert "unreadable or malformed lock file" in caplog.text
+
+
+def test_an_empty_lock_waits_briefly_for_its_writer_then_is_taken_over(tmp_path):
+    (tmp_path / LOCK).write_bytes(b"")
+    start = time.monotonic()
+    with CellLock.acquire(tmp_path) as lock:
+        assert lock.owned()
+    assert 1.5 < time.monotonic() - start < 5.0
+
+
+def test_a_lock_is_never_visible_without_its_content(tmp_path):
+    """The lock file appears with its JSON already in it, and no private file is left behind."""
+    with CellLock.acquire(tmp_path) as lock:
+        holder = json.loads((tmp_path / LOCK).read_text())
+        assert holder["pid"] == os.getpid() and holder["token"] == lock.content["token"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK]
