@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import gin
 
 from bench.errors import BenchError
+from bench.usergin import check_user_gin
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 _UNKNOWN_CONFIGURABLE = re.compile(r"^No configurable matching '([^']+)'")
@@ -111,6 +112,8 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
     paths = []
     for f in files:
         p = Path(f)
+        if p.exists() and not p.is_file():
+            raise BenchError(f"--gin_file {f}: not a regular file; pass a .gin file")
         if not p.is_file():
             raise BenchError(f"--gin_file {f}: no such file")
         try:
@@ -119,7 +122,15 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
             raise BenchError(f"--gin_file {f}: not a readable UTF-8 text file ({type(exc).__name__}); "
                              "pass a .gin file") from None
         paths.append(p)
+    check_user_gin(paths, (), _dataset_names(), gin_dir())
     return paths
+
+
+def _dataset_names() -> list[str]:
+    """The registered dataset names (the scopes a user's binding may carry)."""
+    from bench import registry
+
+    return registry.datasets.names()
 
 
 def parse(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str] = None,
@@ -129,33 +140,36 @@ def parse(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str]
     With `dataset` (a cell's), bindings scoped to it (`phantom_lt/train.steps = 600`) apply
     unscoped and those scoped to the other `datasets` are dropped, in place (bench.scoped).
     """
+    check_user_gin((), bindings, _dataset_names(), gin_dir())
     gin.clear_config()
     _add_search_path()
     # gin first tries an `include` path as given and logs a spurious root-logger ERROR before it
     # finds the file on the search path; real failures still raise below.
     logging.disable(logging.ERROR)
     try:
-        if dataset is None:
-            gin.parse_config_files_and_bindings([str(f) for f in files], list(bindings))
-        else:
-            _parse_for(dataset, datasets, files, bindings)
+        _parse_all(files, bindings, dataset, datasets)
     except Exception as exc:  # gin raises ValueError, KeyError, tokenize/Syntax errors
         raise BenchError(gin_error_message(exc)) from None
     finally:
         logging.disable(logging.NOTSET)
 
 
-def _parse_for(dataset: str, datasets: Sequence[str], files: Sequence[Path], bindings: Sequence[str]) -> None:
-    """gin's parse_config_files_and_bindings, with dataset scopes resolved for `dataset`."""
+def _parse_all(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str],
+               datasets: Sequence[str]) -> None:
+    """gin's parse_config_files_and_bindings, with dataset scopes resolved for `dataset` (if given)
+    and a file's byte-order mark (written by some Windows editors) dropped."""
     from bench.scoped import has_scopes, localise, localise_bindings
 
     for f in files:
-        text = Path(f).read_text(encoding="utf-8")
-        if has_scopes(text, datasets):
+        raw = Path(f).read_text(encoding="utf-8")
+        text = raw.removeprefix("\ufeff")
+        if dataset is not None and has_scopes(text, datasets):
             gin.parse_config(localise(text, dataset, datasets))
+        elif text != raw:
+            gin.parse_config(text)
         else:  # unchanged: gin reads the file itself (and names it in its errors)
             gin.parse_config_file(str(f))
-    gin.parse_config(localise_bindings(bindings, dataset, datasets))
+    gin.parse_config(list(bindings) if dataset is None else localise_bindings(bindings, dataset, datasets))
     gin.finalize()
 
 
@@ -167,6 +181,8 @@ def _add_search_path() -> None:
 
 def gin_error_message(exc: Exception) -> str:
     """One line for a gin parse error: gin's first line plus, for a misspelt name, the closest one."""
+    if isinstance(exc, (RecursionError, MemoryError)):  # e.g. 3,000 nested brackets
+        return "bad gin configuration: a value nested too deep to parse; check the brackets"
     if isinstance(exc, tokenize.TokenError) and len(exc.args) == 2:  # (message, (line, column))
         first = f"{exc.args[0]} (line {exc.args[1][0]}); check the brackets and quotes"
     else:

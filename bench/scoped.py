@@ -7,7 +7,7 @@ binding scoped to another dataset is dropped, where it stands. A scoped binding 
 part in the usual order of precedence (base < dataset < method < experiment < --gin_file <
 command line: later wins), and the cell's operative config, stage hashes and record show the
 plain binding the cell used, as if it had been written for that dataset alone. Scopes that are
-not dataset names are left to gin.
+not dataset names are refused before parsing (bench.usergin), like unknown keys.
 """
 
 from __future__ import annotations
