@@ -5,8 +5,9 @@ never run a cell twice: a cell another live run holds is skipped with status "lo
 run finishes it. It then removes what killed runs left in the folder, builds the cell from its
 spec (parsing its gin config in the current process, so it also works inside a submitit job),
 runs it, and turns any failure into a `CellOutcome` with a one-line reason and a `failure.json`
-in the cell folder, so one failing cell never stops the others. Input errors (BenchError)
-propagate: they concern the whole grid.
+in the cell folder, so one failing cell never stops the others (bad data found while the cell
+runs included). Configuration errors (a BenchError while the cell is built) propagate: they
+concern the whole grid.
 
 On several processes (bench.distributed) rank 0 takes the lock and writes failure.json; every
 rank learns whether the cell is locked and ends with the same outcome.
@@ -68,14 +69,19 @@ def _lock(folder) -> tuple[Optional[CellLock], Optional[str]]:
 
 
 def _run(spec: CellSpec, request: RunRequest, folder) -> CellOutcome:
-    """Run the locked cell, isolating any failure that is not an input error."""
+    """Run the locked cell, isolating any failure that is not a configuration error.
+
+    A BenchError while the cell is built is bad configuration, which concerns the whole grid
+    (validation normally catches it first); one while it runs is a problem of this cell's data
+    (a NaN image, a file that vanished): the cell fails and the others go on.
+    """
+    cell = build_cell(spec, request)
     try:
-        record = run_cell(build_cell(spec, request), request.results_dir)
-    except BenchError:
-        raise
+        record = run_cell(cell, request.results_dir)
     except Exception as exc:  # one failing cell must not stop the others
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        log.error("%s failed: %s", spec.label, reason)
+        first = str(exc).splitlines()[0] if str(exc).strip() else ""
+        reason = first if isinstance(exc, BenchError) else f"{type(exc).__name__}: {first}"
+        log.error("%s: failed: %s", spec.label, reason)
         if distributed.is_main():
             write_json_atomic(folder / FAILURE, {"status": "failed", "reason": reason,
                                                  "traceback": traceback.format_exc()})

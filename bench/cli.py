@@ -14,6 +14,7 @@ from typing import Optional
 
 from bench import registry
 from bench.errors import BenchError
+from bench.outpaths import output_file, output_folder
 
 KINDS = ("methods", "datasets", "evaluators", "backbones", "encoders")
 
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="paired test over generative seeds for the marks (default permutation: "
                               "exact sign-flip; ttest: paired t-test; wilcoxon: signed-rank)")
         rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-        rep.add_argument("--baseline", default="fm", help="method marked against with † (default fm)")
+        rep.add_argument("--baseline", default=None, help="method marked against with † (default fm)")
     claims = sub.add_parser("claims", help="the paper's four claims judged from an experiment's stored records")
     claims.add_argument("results", metavar="RESULTS_DIR", help="the claims experiment folder, e.g. results/claims")
     claims.add_argument("--out", default="docs/claims.md", help="Markdown file (default docs/claims.md); its "
@@ -177,7 +178,7 @@ def cmd_prepare(args) -> int:
     """`bench prepare ct_rate --root R --out O`: slices + manifest, resumable; exit 1 if a volume failed."""
     from bench.ctrate import prepare_ct_rate
 
-    summary = prepare_ct_rate(Path(args.root), Path(args.out), size=args.size,
+    summary = prepare_ct_rate(Path(args.root), output_folder(args.out), size=args.size,
                               slices_per_volume=args.slices_per_volume, workers=args.workers)
     print(f"next: bench data stats datasets=[ct_rate] ct_rate.root={args.out}")
     if summary["failed"]:
@@ -195,7 +196,10 @@ def _tables(args):
     if not 0.0 < args.alpha < 1.0:
         raise BenchError(f"--alpha must be between 0 and 1, got {args.alpha}")
     exp = load_experiment(Path(args.results))
-    tables = build_tables(exp, TableOptions(args.test, args.alpha, args.baseline))
+    if args.baseline is not None and args.baseline not in exp.methods:
+        raise BenchError(f"--baseline {args.baseline!r} is not a method of {args.results} "
+                         f"(methods: {', '.join(exp.methods)})")
+    tables = build_tables(exp, TableOptions(args.test, args.alpha, args.baseline or "fm"))
     if not tables:
         raise BenchError(f"{args.results}: the records support no table (no finished cell with metrics)")
     return exp, tables
@@ -210,15 +214,15 @@ def cmd_tables(args) -> int:
     if args.out is None:
         print(combined(tables, args.format, title))
         return 0
-    paths = write_tables(tables, args.format, Path(args.out), title)
+    paths = write_tables(tables, args.format, output_folder(args.out), title)
     print(f"{len(tables)} table(s) written to {args.out}: {', '.join(p.name for p in paths.values())}")
     return 0
 
 
 def cmd_report(args) -> int:
     """`bench report RESULTS_DIR`: tables (every format), figures and index.html / index.md."""
+    out = output_folder(args.out if args.out else Path(args.results) / "report")
     exp, tables = _tables(args)
-    out = Path(args.out) if args.out else Path(args.results) / "report"
     index, n_figures = write_report(exp, tables, out)
     print(f"report of {exp.name}: {len(tables)} table(s), {n_figures} figure(s); open {index}")
     return 0
@@ -259,7 +263,7 @@ def cmd_claims(args) -> int:
     """`bench claims RESULTS_DIR`: the claims report (verdicts, tables, rules) from stored records."""
     from bench.claims import ClaimsOptions, write_claims
 
-    out, sections = write_claims(Path(args.results), Path(args.out), ClaimsOptions(args.test, args.alpha))
+    out, sections = write_claims(Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha))
     verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
     print(f"claims report written to {out}: {verdicts}")
     return 0
@@ -273,8 +277,13 @@ def cmd_bench(args) -> int:
     from bench.perf.suite import CASES, check_cases, run_suite
     from bench.perf.summary import markdown
 
-    names = check_cases([n.strip() for n in args.only.split(",") if n.strip()] or list(CASES))
-    out = Path(args.out)
+    asked = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.only.strip() and not asked:
+        raise BenchError(f"--only {args.only!r} names no case; pass names such as --only quick_run,busy "
+                         f"(known: {', '.join(CASES)})")
+    names = check_cases(asked or list(CASES))
+    out = output_file(args.out)
+    output_file(out.with_suffix(".md"))
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         result = run_suite(names, args.scale, Path(args.workdir or tmp), out)
     summary = out.with_suffix(".md")
@@ -289,7 +298,9 @@ def cmd_run(args, dry: bool) -> int:
     request = _request(args)
     if dry:
         from bench.cells import validate
+        from bench.executors import get_executor
 
+        get_executor(request)  # the executor's name and settings, as `bench run` checks them
         cells = validate(request)
         for cell in cells:
             print(f"ok  {cell.spec.label}  config {cell.config_hash}")
@@ -314,10 +325,11 @@ def cmd_run(args, dry: bool) -> int:
         index = run_report(experiment_dir)
         print(f"\nrecords under {experiment_dir}; every metric: {result.summary_path}"
               + (f"\nreport (tables, sample grids, figures): {index}" if index else ""))
-    if result.failures:
-        print(f"{len(result.failures)} cell(s) failed:", file=sys.stderr)
+    if result.failures:  # one line per failed cell, its reason and where the details are
         for label, reason in result.failures.items():
-            print(f"  {label}: {reason}", file=sys.stderr)
+            folder = Path(request.results_dir) / request.experiment / label
+            print(f"bench: error: cell {label} failed: {reason} (details: {folder / 'failure.json'}; "
+                  "fix it and rerun: finished cells are kept)", file=sys.stderr)
         return 1
     return 0
 

@@ -57,7 +57,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from bench.artifacts import write_json_atomic, write_text_atomic
+from bench.artifacts import FILE_MODE, write_json_atomic, write_text_atomic
 from bench.errors import BenchError
 from bench.labels import check_unique, one_hot_labels, read_csv
 
@@ -288,6 +288,7 @@ def write_slice(job: VolumeJob, k: int, pixels: np.ndarray, out: Path) -> list:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(pixels, mode="L").save(f, format="PNG")
         os.replace(tmp, path)

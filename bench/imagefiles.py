@@ -7,6 +7,7 @@ threads (Pillow releases the GIL while decoding).
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ from bench.errors import BenchError
 from bench.threads import read_threads
 
 NORMALISE = ("unit", "minmax")
+MAX_SIZE = 8192  # 256 MiB per float32 RGB image: beyond it a typo, not a resolution anyone trains at
+# A file that cannot become an image: damaged, not an image, or a decompression bomb (a small file
+# that declares more than Pillow's Image.MAX_IMAGE_PIXELS, 89.5 M pixels: Pillow warns up to twice
+# that and raises beyond; both are a bad image here, never a half-hour decode or a full RAM).
+BAD_IMAGE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 CROP = ("center", "none")
 
 
@@ -39,8 +46,12 @@ class Preprocess:
 
     def check(self, owner: str) -> "Preprocess":
         """Self, or a one-line error naming the bad setting."""
-        if not isinstance(self.size, int) or self.size < 4:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 4:
             raise BenchError(f"{owner}.size must be an integer >= 4, got {self.size!r}")
+        if self.size > MAX_SIZE:
+            gib = self.size ** 2 * self.channels * 4 / 2**30
+            raise BenchError(f"{owner}.size={self.size} would need {gib:,.1f} GiB per image; use at most "
+                             f"{MAX_SIZE} (the real datasets' images are at most a few thousand pixels wide)")
         if self.normalise not in NORMALISE:
             raise BenchError(f"{owner}.normalise={self.normalise!r} is not one of {list(NORMALISE)}")
         if self.crop not in CROP:
@@ -128,7 +139,7 @@ class ImageFiles:
         try:
             with Image.open(self.paths[i]) as image:
                 return self.preprocess(image)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except BAD_IMAGE as exc:
             raise BenchError(f"{self.owner}: cannot read image {self.ids[i]} ({self.paths[i]}): "
                              f"{exc}; replace or remove the file, or set {self.owner}.check_images='decode' "
                              f"and {self.owner}.on_bad_image='skip' to leave out every image that does not "
@@ -165,7 +176,7 @@ def unreadable(paths: list[Path], check: str) -> list[tuple[int, str]]:
                         image.load()
                     else:
                         image.size  # noqa: B018 -- parsing the header is the check
-            except (OSError, ValueError, SyntaxError) as exc:
+            except BAD_IMAGE as exc:
                 return (i, f"unreadable ({type(exc).__name__})")
         return None
 

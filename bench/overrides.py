@@ -8,6 +8,7 @@ executor's settings (`executor.partition=gpu`) from the cells' bindings.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -75,24 +76,53 @@ def _split(arg: str) -> tuple[str, str]:
     return key, value
 
 
-def to_python(value: str):
-    """Parse one override value: Python/YAML-ish literals, lists, and bare words as strings."""
+def to_python(value: str, depth: int = 0):
+    """Parse one override value: Python/YAML-ish literals, lists, and bare words as strings.
+
+    Values nested more than MAX_DEPTH deep, sets, and numbers that overflow to infinity are
+    malformed (one line), not a RecursionError or a binding gin cannot read.
+    """
     value = value.strip()
+    if depth > MAX_DEPTH:
+        raise BenchError(f"malformed value: lists nested more than {MAX_DEPTH} deep; no setting takes that")
     if value.startswith("[") or value.startswith("("):
         closing = "]" if value[0] == "[" else ")"
         if not value.endswith(closing):
             raise BenchError(f"malformed value {value!r}: unbalanced brackets")
         items = [s for s in _split_top_level(value[1:-1]) if s.strip()]
-        seq = [to_python(s) for s in items]
+        seq = [to_python(s, depth + 1) for s in items]
         return seq if closing == "]" else tuple(seq)
     if value.lower() in _WORDS:
         return _WORDS[value.lower()]
     try:
-        return ast.literal_eval(value)
+        parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         if any(c in value for c in "[](){}\"'"):
-            raise BenchError(f"malformed value {value!r}: unbalanced brackets or quotes") from None
+            raise BenchError(f"malformed value {_short(value)}: unbalanced brackets or quotes") from None
         return value  # a bare word, e.g. a name or a path
+    except (TypeError, RecursionError, MemoryError) as exc:  # {{1}}, 200,000 unary minus signs
+        raise BenchError(f"malformed value {_short(value)}: not a plain literal ({type(exc).__name__}); "
+                         "give a number, a word or a list such as [a,b]") from None
+    return _checked(parsed, value)
+
+
+MAX_DEPTH = 16
+
+
+def _checked(parsed, value: str):
+    """A literal_eval result an override may carry: no sets or dicts of sets, no infinite floats."""
+    if isinstance(parsed, (set, frozenset)):
+        raise BenchError(f"malformed value {_short(value)}: a set; give a list such as [a,b]")
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        raise BenchError(f"malformed value {_short(value)}: overflows to infinity; give a finite number")
+    if isinstance(parsed, complex):
+        raise BenchError(f"malformed value {_short(value)}: a complex number; give a real one")
+    return parsed
+
+
+def _short(value: str) -> str:
+    """The value as typed, cut to 40 characters (a 200,000-character value must not fill the terminal)."""
+    return repr(value if len(value) <= 40 else value[:37] + "...")
 
 
 def to_gin_literal(value: str) -> str:
@@ -115,11 +145,11 @@ def _split_top_level(text: str) -> list[str]:
         elif ch in "])":
             depth -= 1
             if depth < 0:
-                raise BenchError(f"malformed value [{text}]: unbalanced brackets")
+                raise BenchError(f"malformed value {_short('[' + text + ']')}: unbalanced brackets")
         elif ch == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if depth != 0 or quote:
-        raise BenchError(f"malformed value [{text}]: unbalanced brackets or quotes")
+        raise BenchError(f"malformed value {_short('[' + text + ']')}: unbalanced brackets or quotes")
     parts.append(text[start:])
     return parts

@@ -7,7 +7,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from bench.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER
+from bench.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER, SPLITS
 from bench.errors import BenchError
 from bench.filedataset import ImageFileDataset
 from bench.labels import check_unique, read_csv
@@ -52,6 +52,11 @@ class CTRate(ImageFileDataset):
                              f"ct_rate --root CT-RATE --out {self.root}` (expected layout: {self.layout})")
         table = read_csv(path, REQUIRED, OWNER, dtype={c: str for c in REQUIRED})
         check_unique(table["id"], path, OWNER)
+        odd = sorted(set(table["split"].astype(str)) - set(SPLITS))
+        if odd:  # rows of another split would be dropped silently by `rows`
+            raise BenchError(f"{OWNER}: {path} has rows of split {odd[0]!r} ({(table['split'] == odd[0]).sum()} "
+                             f"row(s)); its split column takes {' or '.join(map(repr, SPLITS))} "
+                             "(CT-RATE's train and valid folders): fix the column or rewrite it with `bench prepare`")
         return table
 
     @cached_property

@@ -210,8 +210,9 @@ def _check_settings(seed, size, n_max, ratio, n_val, n_test, noise, confounding,
     k_max = max(len(f.subtypes) for f in CATALOGUE)
     checks = [
         (is_int(seed), f"phantom_lt.seed must be an integer, got {seed!r}"),
-        (is_int(size) and size >= 16 and size % 2 == 0,
-         f"phantom_lt.size must be an even integer >= 16 (2x2 patches need even sides), got {size!r}"),
+        (is_int(size) and 16 <= size <= 1024 and size % 2 == 0,
+         f"phantom_lt.size must be an even integer in [16, 1024] (2x2 patches need even sides; a synthetic "
+         f"phantom gains nothing beyond), got {size!r}"),
         (is_int(n_max) and n_max >= 1, f"phantom_lt.n_max must be an integer >= 1, got {n_max!r}"),
         (is_real(ratio) and ratio >= 1, f"phantom_lt.imbalance_ratio must be a number >= 1, got {ratio!r}"),
         (is_int(n_val) and n_val >= k_max,
