@@ -19,7 +19,9 @@ import logging
 import os
 import re
 import shutil
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,6 +35,7 @@ from PIL import Image
 import bench.grid  # noqa: F401 -- imports bench.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.config import gin_dir
+from records_fixture import make_experiment
 
 # A synthetic2d cell that trains and samples in about a second (used where a case needs a run).
 TINY_RUN = ("datasets=[synthetic2d]", "methods=[fm]", "train.steps=2", "sample.nfe=1",
@@ -41,7 +44,7 @@ TINY_RUN = ("datasets=[synthetic2d]", "methods=[fm]", "train.steps=2", "sample.n
 CELL = Path("quick/synthetic2d/fm/seed0")
 # `bench run`'s progress: "[i/n] dataset/method/seed" before each cell, "<cell>: <stage> done in <t>"
 # after each stage and "<cell>: finished in <t>; <metric>" after each cell (bench.progress)
-PROGRESS = re.compile(r"^(\[\d+/\d+\] \S+|\S+: \S+ done in .+|\S+: finished in .+)$")
+PROGRESS = re.compile(r"^(\[\d+/\d+\] \S+|\S+: \S+ done in .+|\S+: finished in .+|\S+: failed: .+)$")
 
 
 # -- running the CLI as a user would see it ----------------------------------------------------
@@ -151,6 +154,14 @@ def mimic_tree(tmp: Path, path: str) -> Path:
     return root
 
 
+def ct_manifest_split(tmp: Path, split: str) -> None:
+    """A prepared CT-RATE folder whose one manifest row has split `split`."""
+    ct_manifest(tmp)
+    table = pd.read_csv(tmp / "ct" / "manifest.csv")
+    table["split"] = split
+    table.to_csv(tmp / "ct" / "manifest.csv", index=False)
+
+
 def ct_manifest(tmp: Path, columns: Optional[list] = None, path: str = "slices/train/a.png") -> None:
     """A prepared CT-RATE folder whose manifest.csv has `columns` (default: the required ones)."""
     root = tmp / "ct"
@@ -184,6 +195,42 @@ def _write(rel: str, text) -> Callable[[Path], None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     return setup
+
+
+def _bomb_png(path: Path) -> None:
+    """A 100-byte PNG declaring 20000 x 20000 pixels (a decompression bomb): header only."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def _evil_module(tmp: Path) -> None:
+    """evilmod.py in the case folder: importing it would write a file (the listing would show it)."""
+    (tmp / "evilmod.py").write_text("from pathlib import Path\nPath('pwned').write_text('x')\n")
+
+
+def _gin_and_evil(name: str, text: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        _evil_module(tmp)
+        (tmp / name).write_text(text)
+    return setup
+
+
+def _one_record(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """A one-cell stored experiment `{tmp}/exp` whose record is changed by `edit`."""
+    def setup(tmp: Path) -> None:
+        folder = make_experiment(tmp, methods=("fm",), seeds=(0,))
+        path = folder / "phantom_lt" / "fm" / "seed0" / "record.json"
+        record = json.loads(path.read_text())
+        edit(record)
+        path.write_text(json.dumps(record))
+    return setup
+
+
+def _experiment(tmp: Path) -> None:
+    make_experiment(tmp, methods=("fm",), seeds=(0,))
 
 
 # -- the catalogue ----------------------------------------------------------------------------
@@ -312,8 +359,10 @@ CASES = [
          r"00000003_000\.png \(unreadable \(OSError\)\); .*on_bad_image='skip'",
          setup=_nih_image(_truncated_body)),
     Case("nih-truncated-image-run", ("run", *NIH[1:], *TINY_NIH_RUN),
-         r"cannot read image 00000003_000\.png .*check_images='decode' and nih_lt\.on_bad_image='skip'",
-         setup=_nih_image(_truncated_body), leaves=("res/quick/grid.json",)),
+         r"cell nih_lt/fm/seed0 failed: nih_lt: cannot read image 00000003_000\.png .*check_images='decode' and "
+         r"nih_lt\.on_bad_image='skip' .*\(details: \S+failure\.json", code=1,
+         setup=_nih_image(_truncated_body),
+         leaves=("res/quick/grid.json", "res/quick/.grid.lock", "res/quick/nih_lt/fm/seed0/failure.json")),
     Case("nih-no-eval-split", NIH, r"no nih-cxr-lt_single-label_balanced-test\.csv", setup=nih_tree),
     Case("nih-bad-setting", (*NIH, "nih_lt.on_bad_row=ignore"),
          r"nih_lt\.on_bad_row='ignore' is not one of \['error', 'skip'\]", setup=nih_tree),
@@ -349,18 +398,103 @@ CASES = [
          setup=lambda tmp: (tmp / "empty" / "stray").mkdir(parents=True)),
     Case("tables-bad-alpha", ("tables", "{tmp}", "--alpha", "2"), r"--alpha must be between 0 and 1, got 2\.0"),
     Case("tables-corrupt-grid", ("tables", "{tmp}/quick"),
-         r"grid\.json is unreadable .*delete it and rerun `bench run`",
+         r"grid\.json is unreadable .*rerun `bench run` for this experiment: it rebuilds the file",
          setup=_write("quick/grid.json", "{\"experiment\": \"quick\", \"meth")),
     Case("tables-truncated-record", ("tables", "{tmp}/quick"),
          r"no cell has a usable record .*record\.json is unreadable .*`bench run`",
          setup=_write("quick/synthetic2d/fm/seed0/record.json", "{\"status\": \"ok\", \"metr")),
     Case("report-no-folder", ("report", "{tmp}/nowhere"), r"no such results folder"),
+    # code in configuration files: refused before gin sees it (evilmod.py would write 'pwned')
+    Case("gin-file-import", ("validate", "--gin_file", "{tmp}/evil.gin"),
+         r"--gin_file \S+evil\.gin, line 2: `import evilmod` refused: a configuration may not import code",
+         setup=_gin_and_evil("evil.gin", "train.lr = 1e-3\nimport evilmod\n")),
+    Case("gin-file-from-import", ("validate", "--gin_file", "{tmp}/evil.gin"),
+         r"`from evilmod import x` refused: a configuration may not import code",
+         setup=_gin_and_evil("evil.gin", "from evilmod import x\n")),
+    Case("gin-file-import-as", ("validate", "--gin_file", "{tmp}/evil.gin"),
+         r"`import evilmod as e` refused", setup=_gin_and_evil("evil.gin", "import evilmod as e\n")),
+    Case("gin-param-import", ("validate", "--gin_param", "import evilmod"),
+         r"binding 'import evilmod': `import evilmod` refused: .*entry point", setup=_evil_module),
+    Case("gin-param-import-this", ("validate", "--gin_param", "import this"), r"`import this` refused"),
+    Case("gin-include-import", ("validate", "--gin_file", "{tmp}/outer.gin"),
+         r"--gin_file \S*inner\.gin, line 1: `import evilmod` refused",
+         setup=lambda tmp: (_gin_and_evil("inner.gin", "import evilmod\n")(tmp),
+                            (tmp / "outer.gin").write_text(f"include '{tmp / 'inner.gin'}'\n"))),
+    Case("gin-file-dev-zero", ("validate", "--gin_file", "/dev/zero"),
+         r"--gin_file /dev/zero: not a regular file; pass a \.gin file"),
+    Case("gin-file-a-folder", ("validate", "--gin_file", "{tmp}"), r"not a regular file; pass a \.gin file"),
+    # scopes name datasets
+    Case("unknown-scope-binding", ("validate", "foo/train.steps=500"),
+         r"binding 'foo/train\.steps = 500': unknown scope 'foo': a scope names one dataset"),
+    Case("scope-typo", ("validate", "phantom_l/train.steps=500"),
+         r"unknown scope 'phantom_l'.*did you mean 'phantom_lt'\?"),
+    Case("nested-scope-override", ("validate", "phantom_lt/foo/train.steps=500"),
+         r"'phantom_lt/foo/train\.steps' is not a valid key"),
+    Case("nested-scope", ("validate", "--gin_param", "phantom_lt/foo/train.steps = 5"), r"unknown scope 'phantom_lt/foo'"),
+    Case("unknown-scope-gin-param", ("validate", "--gin_param", "foo/train.steps = 5"), r"unknown scope 'foo'"),
+    Case("unknown-scope-file", ("validate", "--gin_file", "{tmp}/s.gin"),
+         r"--gin_file \S+s\.gin, line 1: unknown scope 'synthetic'.*did you mean 'synthetic2d'",
+         setup=_write("s.gin", "synthetic/train.steps = 5\n")),
+    # values that are not plain literals
+    # (the {tmp} formatting of arguments halves braces: "{{{{1}}}}" is typed as {{1}})
+    Case("set-literal", ("validate", "train.steps={{{{1}}}}"), r"malformed value '\{\{1\}\}': not a plain literal"),
+    Case("set-value", ("validate", "train.steps={{1}}"), r"malformed value '\{1\}': a set; give a list"),
+    Case("deep-brackets", ("validate", "train.steps=" + "[" * 3000 + "]" * 3000),
+         r"malformed value: lists nested more than 16 deep"),
+    Case("unary-minus-flood", ("validate", "train.steps=" + "-" * 200000 + "1"),
+         r"malformed value '-{37}\.\.\.': not a plain literal"),
+    Case("float-overflow", ("validate", "train.lr=1e999"), r"malformed value '1e999': overflows to infinity"),
+    Case("gin-param-deep-brackets", ("validate", "--gin_param", "train.steps = " + "(" * 3000 + ")" * 3000),
+         r"bad gin configuration: a value nested too deep to parse; check the brackets"),
+    # validate checks what run would reject
+    Case("seed-overflow", ("validate", "seeds=[18446744073709551616]"), r"seeds must be below 2\*\*31"),
+    Case("executor-unknown", ("validate", "executor=k8s"), r"unknown executor 'k8s' \(known: .*inline"),
+    Case("executor-parallelism-zero", ("validate", "executor=local", "executor.array_parallelism=0"),
+         r"executor\.array_parallelism.*0"),
+    Case("executor-slurm-extra-list", ("validate", "executor=local", "executor.slurm_extra=[1,2]"),
+         r"executor\.slurm_extra"),
+    Case("image-size-huge", (*NIH[:-2], "nih_lt.size=200000", NIH[-1]),
+         r"nih_lt\.size=200000 would need 149\.0 GiB per image; use at most 8192", setup=nih_tree),
+    Case("phantom-size-huge", ("validate", "datasets=[phantom_lt]", "phantom_lt.size=100000"),
+         r"phantom_lt\.size must be an even integer in \[16, 1024\]"),
+    Case("nih-decompression-bomb", NIH, r"00000003_000\.png \(unreadable \(DecompressionBombError\)\)",
+         setup=_nih_image(_bomb_png)),
+    Case("ct-unknown-split", CT, r"manifest\.csv has rows of split 'Valid' \(1 row\(s\)\); its split column takes "
+         r"'train' or 'valid'", setup=lambda tmp: ct_manifest_split(tmp, "Valid")),
+    # outputs that cannot be written
+    Case("tables-out-a-file", ("tables", "{tmp}/exp", "--out", "{tmp}/afile"),
+         r"--out \S+afile is a file, not a folder", setup=lambda tmp: (_experiment(tmp), _write("afile", "x")(tmp))),
+    Case("report-out-dev-null", ("report", "{tmp}/exp", "--out", "/dev/null"),
+         r"--out /dev/null is a file, not a folder", setup=_experiment),
+    Case("report-out-under-a-file", ("report", "{tmp}/exp", "--out", "{tmp}/afile/sub"),
+         r"afile is a file, not a folder", setup=lambda tmp: (_experiment(tmp), _write("afile", "x")(tmp))),
+    Case("prepare-out-a-file", ("prepare", "ct_rate", "--root", "{tmp}", "--out", "{tmp}/afile"),
+         r"--out \S+afile is a file, not a folder", setup=_write("afile", "x")),
+    Case("claims-out-dev-null", ("claims", "{tmp}/exp", "--out", "/dev/null"),
+         r"--out /dev/null is not a regular file", setup=_experiment),
+    Case("claims-out-a-folder", ("claims", "{tmp}/exp", "--out", "{tmp}"), r"is a folder; pass a file name",
+         setup=_experiment),
+    Case("perf-out-dev-null", ("bench", "--only", "fid", "--out", "/dev/null"),
+         r"--out /dev/null is not a regular file"),
+    Case("perf-only-commas", ("bench", "--only", ",,,"), r"--only ',,,' names no case; .*known: .*quick_run"),
+    Case("tables-baseline-unknown", ("tables", "{tmp}/exp", "--baseline", "nosuch"),
+         r"--baseline 'nosuch' is not a method of \S+exp \(methods: fm\)", setup=_experiment),
+    # stored records of the wrong shape
+    Case("tables-metrics-a-string", ("tables", "{tmp}/exp"),
+         r"no cell has a usable record .*malformed \(its 'metrics' is a str, not an object\)",
+         setup=_one_record(lambda r: r.update(metrics="abc"))),
+    Case("tables-metrics-a-list", ("tables", "{tmp}/exp"), r"malformed \(its 'metrics' is a list, not an object\)",
+         setup=_one_record(lambda r: r.update(metrics=[1, 2]))),
+    Case("tables-created-a-number", ("tables", "{tmp}/exp"), r"malformed \(its 'created' is a int, not a string\)",
+         setup=_one_record(lambda r: r.update(created=5))),
+    Case("tables-metric-a-string", ("tables", "{tmp}/exp"), r"malformed \(metric 'fid/tail' is not a number\)",
+         setup=_one_record(lambda r: r["metrics"].update({"fid/tail": "low"}))),
+    Case("tables-record-a-list", ("tables", "{tmp}/exp"), r"record\.json is unreadable",
+         setup=lambda tmp: (_experiment(tmp), (tmp / "exp/phantom_lt/fm/seed0/record.json").write_text("[1]"))),
     # bench run: what validation cannot see
     Case("run-results-dir-under-a-file", ("run", *TINY_RUN, "results_dir={tmp}/afile/sub"),
          r"cannot write .*afile/sub/quick/grid\.json \(Not a directory\); set results_dir=DIR to a writable folder",
          setup=_write("afile", "not a folder")),
-    Case("run-corrupt-grid", ("run", *TINY_RUN), r"grid\.json is unreadable .*delete it and rerun",
-         setup=_write("res/quick/grid.json", "[1, 2")),
     Case("run-steps-negative", ("run", *TINY_RUN, "train.steps=-1"), r"train\.steps.*-1"),
 ]
 
@@ -401,6 +535,34 @@ def test_bad_input_is_one_line_a_nonzero_exit_and_writes_nothing(case, tmp_path,
     check(case, result.code, result.err)
     after = listing(tmp_path)
     assert {k: v for k, v in after.items() if k not in case.leaves} == before
+    if os.environ.get(CATALOGUE_OUT):  # tests/catalogue_doc.py turns these lines into docs/bad-inputs.md
+        line = [e for e in result.err if not PROGRESS.match(e)][0].replace(str(tmp_path), "{tmp}")
+        line = line.replace(str(gin_dir()), "<bench>/gin")
+        with open(os.environ[CATALOGUE_OUT], "a", encoding="utf-8") as out:
+            args = [a.replace(str(gin_dir()), "<bench>/gin") for a in case.args]
+            out.write(json.dumps({"id": case.id, "args": args, "code": result.code, "line": line}) + "\n")
+
+
+CATALOGUE_OUT = "BENCH_CATALOGUE_OUT"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+
+
+def documented() -> dict:
+    """case id -> the message docs/bad-inputs.md gives for it (its table rows)."""
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| `") and len(cells) == 4 and cells[3].startswith("`` ") and cells[3].endswith(" ``"):
+            rows[cells[0].strip("`")] = cells[3][3:-3].replace("\\|", "|")
+    return rows
+
+
+def test_the_catalogue_doc_lists_every_case_with_the_message_it_gets():
+    docs = documented()
+    assert sorted(docs) == sorted(c.id for c in CASES), set(docs) ^ {c.id for c in CASES}
+    for case in CASES:
+        line = docs[case.id]
+        assert line.startswith("bench: error: ") and re.search(case.message, line), (case.id, line)
 
 
 @pytest.mark.parametrize("case_id", ["run-results-dir-under-a-file"])
@@ -491,3 +653,57 @@ def test_a_damaged_artifact_is_redone_on_rerun(finished, tmp_path, damages, retr
     record = json.loads((res / CELL / "record.json").read_text())
     assert record["status"] == "ok" and record["metrics"]["swd/all"] > 0
     assert ("train" in record["timings_s"]) == retrains, record["timings_s"]
+
+
+# -- inputs that are fine, although they once failed ----------------------------------------------
+def test_a_gin_file_with_a_byte_order_mark_is_read(tmp_path, monkeypatch, capsys, caplog):
+    """Some Windows editors start UTF-8 files with a BOM; gin's tokenizer alone rejects it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bom.gin").write_bytes("\ufefftrain.steps = 3\n".encode("utf-8"))
+    result = run_cli(["validate", "datasets=[synthetic2d]", "--gin_file", str(tmp_path / "bom.gin"),
+                      f"results_dir={tmp_path / 'res'}"], capsys, caplog)
+    assert result.code == 0, result.err
+    assert re.search(r"\d cell\(s\) valid", result.out)
+
+
+def test_a_batch_larger_than_the_data_is_recorded_as_the_batch_that_ran(tmp_path, capsys, caplog):
+    """train.batch_size beyond the training-set size uses the whole set per step: the record says
+    so (and a warning), instead of keeping the requested value as if it had run."""
+    res = tmp_path / "res"
+    result = run_cli(["run", *TINY_RUN, "train.batch_size=100000", f"results_dir={res}"], capsys, caplog)
+    assert result.code == 0, result.err
+    record = json.loads((res / CELL / "record.json").read_text())
+    assert record["train"]["batch_size"] == record["n"]["train"] < 100000
+    assert any("train.batch_size=100000 exceeds the" in line for line in result.err)
+
+
+def test_records_of_the_wrong_shape_are_set_aside_and_the_others_reported(tmp_path, capsys, caplog):
+    """One malformed record among good ones: tables (and the run summary) go on without it."""
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"), seeds=(0,))
+    path = folder / "phantom_lt" / "optprior" / "seed0" / "record.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": 17, "metrics": ["x"]}))
+    result = run_cli(["tables", str(folder), "--format", "md"], capsys, caplog)
+    assert result.code == 0, result.err
+    assert any("phantom_lt/optprior/seed0" in line and "malformed" in line for line in result.err)
+    from bench.grid import GridResult, write_summary
+
+    write_summary(GridResult(records=[{}]), folder)  # the run's summary reads the same records
+    summary = (folder / "summary.md").read_text()
+    assert "| fm " in summary and "optprior" not in summary
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+@pytest.mark.parametrize("command", [("tables", "{exp}", "--out", "{ro}/t"), ("report", "{exp}", "--out", "{ro}/r"),
+                                     ("claims", "{exp}", "--out", "{ro}/c.md"),
+                                     ("bench", "--only", "fid", "--out", "{ro}/p.json")])
+def test_an_unwritable_out_folder_is_one_line(tmp_path, command, capsys, caplog):
+    folder = make_experiment(tmp_path, methods=("fm",), seeds=(0,))
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    try:
+        result = run_cli([a.format(exp=folder, ro=ro) for a in command], capsys, caplog)
+    finally:
+        ro.chmod(0o700)
+    check(Case("unwritable-out", (), r"cannot write in \S+ro \(permission denied\); pass a writable path"),
+          result.code, result.err)
+    assert not any(ro.iterdir())
