@@ -4,7 +4,27 @@ The public plugin API is re-exported here. Attributes are resolved lazily so tha
 `import bench` (and `bench ls`) stays fast and never imports torch.
 """
 
-from bench.threads import set_defaults
+from pathlib import Path as _Path
+
+
+def _in_source_checkout() -> None:
+    """Resolve bench.methods, bench.datasets, bench.evaluators and bench.gin in a source checkout.
+
+    In a wheel, setuptools' package-dir puts the repository's top-level methods/, datasets/,
+    evaluators/ and gin/ folders inside the bench package. Where bench is imported from the
+    repository itself (a plain `pip install -e .`, or `python -c ...` run at the repository root)
+    they sit beside bench/ instead: the repository root joins this package's search path, so the
+    same names resolve there. The root never joins sys.path, so its datasets/ folder cannot shadow
+    Hugging Face `datasets`.
+    """
+    root = _Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "methods").is_dir() and str(root) not in __path__:
+        __path__.append(str(root))
+
+
+_in_source_checkout()
+
+from bench.threads import set_defaults  # noqa: E402
 
 set_defaults()  # before anything imports torch: OpenMP reads its wait policy once (bench.threads)
 
