@@ -31,13 +31,13 @@ class CellContext:
     the same evaluators as `<metric>@source`, it shows what the learned flow adds to the source.
     It is sized like the set the generative metrics score (`generative_set`), so its first rows
     are the very x0 of the synthetic set.
-    `generative`, when the run asked for one (`generative.n_total`, bench.generative), is the
+    `generative`, when the run asked for one (`generative.n_total`, bench.metrics.generative), is the
     larger sample set that the generative metrics (FID, IRS) score instead of `synthetic`.
     `latents` are the training split's latents (row-aligned with `train`, memory-mapped) and
     `prior` the method's fitted prior (None for methods without one; optprior's holds the
     induced subclass of every training row in `prior.tensors["assignment"]` and its transport
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
-    (bench.targets.ClassTarget per class). `shared` names where the dataset's method-independent
+    (bench.data.targets.ClassTarget per class). `shared` names where the dataset's method-independent
     results (the no-augmentation classifiers) are stored once for every method. `features(name)` gives domain features from the
     cell's feature extractor (built on first use, cached per dataset on disk and per cell in
     memory). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
@@ -58,7 +58,7 @@ class CellContext:
     latents: Optional[torch.Tensor] = None
     prior: Optional[object] = None
     targets: Optional[list] = None
-    extractor: Optional[Callable[[], object]] = None  # returns a bench.features.FeatureExtractor
+    extractor: Optional[Callable[[], object]] = None  # returns a bench.metrics.features.FeatureExtractor
     # (folder, config hash) where results that do not depend on the method are shared by the
     # dataset's cells (the downstream no-augmentation classifiers); None: compute them per cell
     shared: Optional[tuple[Path, str]] = None

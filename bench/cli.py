@@ -14,7 +14,7 @@ from typing import Optional
 
 from bench import registry
 from bench.errors import BenchError
-from bench.outpaths import output_file, output_folder
+from bench.store.outpaths import output_file, output_folder
 
 KINDS = ("methods", "datasets", "evaluators", "backbones", "encoders")
 
@@ -142,7 +142,7 @@ def cmd_ls(kind: str | None) -> int:
 
 
 def _request(args):
-    from bench.cells import RunRequest
+    from bench.pipeline.cells import RunRequest
     from bench.overrides import parse_overrides, split_executor_bindings
 
     ov = parse_overrides(args.overrides)
@@ -160,8 +160,8 @@ def _request(args):
 
 def cmd_data_stats(args) -> int:
     """`bench data stats datasets=[...]`: print each dataset's table in Markdown."""
-    from bench.cells import build_dataset
-    from bench.datastats import dataset_stats, markdown
+    from bench.pipeline.cells import build_dataset
+    from bench.data.datastats import dataset_stats, markdown
 
     request = _request(args)
     names = request.axes.get("datasets")
@@ -176,7 +176,7 @@ def cmd_data_stats(args) -> int:
 
 def cmd_prepare(args) -> int:
     """`bench prepare ct_rate --root R --out O`: slices + manifest, resumable; exit 1 if a volume failed."""
-    from bench.ctrate import prepare_ct_rate
+    from bench.data.ctrate import prepare_ct_rate
 
     summary = prepare_ct_rate(Path(args.root), output_folder(args.out), size=args.size,
                               slices_per_volume=args.slices_per_volume, workers=args.workers)
@@ -190,8 +190,8 @@ def cmd_prepare(args) -> int:
 
 def _tables(args):
     """The experiment and its tables, from stored records only."""
-    from bench.collect import load_experiment
-    from bench.tables import TableOptions, build_tables
+    from bench.report.collect import load_experiment
+    from bench.report.tables import TableOptions, build_tables
 
     if not 0.0 < args.alpha < 1.0:
         raise BenchError(f"--alpha must be between 0 and 1, got {args.alpha}")
@@ -207,7 +207,7 @@ def _tables(args):
 
 def cmd_tables(args) -> int:
     """`bench tables RESULTS_DIR`: print the tables, or write them as files with --out."""
-    from bench.render import combined, write_tables
+    from bench.report.render import combined, write_tables
 
     exp, tables = _tables(args)
     title = f"bench experiment {exp.name}"
@@ -230,9 +230,9 @@ def cmd_report(args) -> int:
 
 def write_report(exp, tables: list, out: Path) -> tuple[Path, int]:
     """Write the tables in every format, the figures and the index under `out`; (index, figures)."""
-    from bench.figures import all_figures
-    from bench.render import FORMATS, render, write_tables
-    from bench.report import TableEntry, write_index
+    from bench.report.figures import all_figures
+    from bench.report.render import FORMATS, render, write_tables
+    from bench.report.index import TableEntry, write_index
 
     files = {fmt: write_tables(tables, fmt, out / "tables", f"bench experiment {exp.name}")
              for fmt in FORMATS if fmt != "html"}
@@ -246,8 +246,8 @@ def write_report(exp, tables: list, out: Path) -> tuple[Path, int]:
 def run_report(experiment_dir: Path) -> Optional[Path]:
     """The report `bench run` ends with (default significance settings), or None when the records
     support no table; a report that fails is a warning, never a failed run (the records stand)."""
-    from bench.collect import load_experiment
-    from bench.tables import TableOptions, build_tables
+    from bench.report.collect import load_experiment
+    from bench.report.tables import TableOptions, build_tables
 
     try:
         exp = load_experiment(experiment_dir, warn=False)
@@ -261,7 +261,7 @@ def run_report(experiment_dir: Path) -> Optional[Path]:
 
 def cmd_claims(args) -> int:
     """`bench claims RESULTS_DIR`: the claims report (verdicts, tables, rules) from stored records."""
-    from bench.claims import ClaimsOptions, write_claims
+    from bench.report.claims import ClaimsOptions, write_claims
 
     out, sections = write_claims(Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha))
     verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
@@ -273,7 +273,7 @@ def cmd_bench(args) -> int:
     """`bench bench`: the performance suite (bench.perf.suite) and its summary (perf.md)."""
     import tempfile
 
-    from bench.artifacts import write_text_atomic
+    from bench.store.artifacts import write_text_atomic
     from bench.perf.suite import CASES, check_cases, run_suite
     from bench.perf.summary import markdown
 
@@ -297,8 +297,8 @@ def cmd_run(args, dry: bool) -> int:
     """`bench run` / `bench validate`."""
     request = _request(args)
     if dry:
-        from bench.cells import validate
-        from bench.executors import get_executor
+        from bench.pipeline.cells import validate
+        from bench.scale.executors import get_executor
 
         get_executor(request)  # the executor's name and settings, as `bench run` checks them
         cells = validate(request)
@@ -306,9 +306,9 @@ def cmd_run(args, dry: bool) -> int:
             print(f"ok  {cell.spec.label}  config {cell.config_hash}")
         print(f"{len(cells)} cell(s) valid")
         return 0
-    from bench import distributed
-    from bench.grid import run_grid
-    from bench.summary import summary_table
+    from bench.runtime import distributed
+    from bench.scale.grid import run_grid
+    from bench.report.summary import summary_table
 
     main_rank = distributed.is_main()
     try:

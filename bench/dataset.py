@@ -13,7 +13,7 @@ class Split:
     """One split in data space: samples, class labels and optional ground truth."""
 
     # (N, D) vectors or (N, C, H, W) images, float32; file-backed datasets give a lazy
-    # bench.imagefiles.ImageFiles that reads rows only when sliced
+    # bench.data.imagefiles.ImageFiles that reads rows only when sliced
     x: torch.Tensor
     y: torch.Tensor  # (N,) int64 class index
     subclass: Optional[torch.Tensor] = None  # (N,) ground-truth subclass within its class, if known

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# The metrics that headline a comparison, in this order, where a dataset's records have them: the
+# run summary's columns (bench/report/summary.py) and each cell's progress line (its first one)
+HEADLINE_COLUMNS = ("fid/tail", "fid/pooled", "kid/tail", "irs_adjusted/tail", "swd/tail", "swd/all",
+                    "coverage/tail", "cond_acc/tail", "bacc", "macro_f1", "bacc_gain")
+
 
 class Evaluator:
     """Base class for evaluators.

@@ -55,7 +55,7 @@ def parse_overrides(args: list[str]) -> Overrides:
 
 
 def split_executor_bindings(bindings: list[str]) -> tuple[list[str], list[str]]:
-    """Split gin bindings into the cells' and the executor's (`executor.*`, bench.executors).
+    """Split gin bindings into the cells' and the executor's (`executor.*`, bench.scale.executors).
 
     Where a cell runs must not change what it computes, so the executor's settings never enter
     a cell's gin configuration (nor its config hash).

@@ -75,6 +75,12 @@ class Registry:
             infos[name] = PluginInfo(name, ep.value, where)
         return [infos[n] for n in sorted(infos)]
 
+    def origin(self, name: str) -> str:
+        """Where plugin `name` comes from: its distribution and version ("my-plugin 1.2"), or
+        "(registered in-process)". Records store it for every plugin a cell used."""
+        info = next((i for i in self.infos() if i.name == name), None)
+        return info.distribution if info is not None else "(unknown)"
+
     def names(self) -> list[str]:
         """Sorted plugin names, without importing any plugin."""
         return [info.name for info in self.infos()]

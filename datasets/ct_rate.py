@@ -7,10 +7,10 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from bench.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER, SPLITS
+from bench.data.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER, SPLITS
 from bench.errors import BenchError
-from bench.filedataset import ImageFileDataset
-from bench.labels import check_unique, read_csv
+from bench.data.filedataset import ImageFileDataset
+from bench.data.labels import check_unique, read_csv
 from bench.registry import register_dataset
 
 MANIFEST = "manifest.csv"

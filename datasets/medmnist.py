@@ -25,10 +25,10 @@ from PIL import Image
 from bench.dataset import Dataset, Split
 from bench.checks import is_real
 from bench.errors import BenchError
-from bench.imagefiles import Preprocess
-from bench.longtail import exponential_profile
+from bench.data.imagefiles import Preprocess
+from bench.data.longtail import exponential_profile
 from bench.registry import register_dataset
-from bench.rootpath import require_root
+from bench.data.rootpath import require_root
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.labels import find_file, read_csv
-from bench.longtailcxr import LongTailCXRDataset
+from bench.data.labels import find_file, read_csv
+from bench.data.longtailcxr import LongTailCXRDataset
 from bench.registry import register_dataset
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"

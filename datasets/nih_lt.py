@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.labels import find_file, read_csv
-from bench.longtailcxr import LongTailCXRDataset
+from bench.data.labels import find_file, read_csv
+from bench.data.longtailcxr import LongTailCXRDataset
 from bench.registry import register_dataset
 
 DATA_ENTRY = "Data_Entry_2017_v2020.csv"

@@ -2,7 +2,7 @@
 
 Ten CXR-like classes with hidden subtypes, patients, and acquisition confounders (view and
 scanner) that are partly aligned with the subtypes: what NIH-CXR-LT has, but known exactly,
-CPU-sized and rendered in about a second (bench.phantom draws the pictures).
+CPU-sized and rendered in about a second (bench.data.phantom draws the pictures).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from bench.dataset import Dataset, Split
 from bench.checks import is_int, is_real, require
 from bench.errors import BenchError
-from bench.longtail import allocate, exponential_profile
-from bench.phantom import (
+from bench.data.longtail import allocate, exponential_profile
+from bench.data.phantom import (
     CATALOGUE, SCANNERS, acquire, acquisition_probabilities, around, draw_patients, grid, image_anatomy,
     local, render_anatomy,
 )
@@ -48,7 +48,7 @@ class PhantomLT(Dataset):
     has its own patients (1 to `max_images_per_patient` images each, sharing the patient's
     build), so splits are patient-disjoint, and its own random stream, so loading one never
     depends on loading another. Subtype shares inside a class are fixed (see
-    bench.phantom.CATALOGUE) and every subtype occurs in every split. `confounding` in [0, 1]
+    bench.data.phantom.CATALOGUE) and every subtype occurs in every split. `confounding` in [0, 1]
     sets how strongly a subtype shifts the odds of an AP view and of its preferred scanner;
     `noise` scales every scanner's noise level. `seed` is the data seed.
     """

@@ -11,7 +11,7 @@ import torch
 from bench.checks import is_int, is_real, require
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.longtail import allocate, exponential_profile
+from bench.data.longtail import allocate, exponential_profile
 from bench.registry import register_dataset
 
 # Independent random streams, so loading "test" never depends on whether "train" was loaded.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 
@@ -18,15 +19,19 @@ from bench.cell import INIT, SOURCE
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.imagefiles import flat_float64
-from bench.longtail import tail_classes
+from bench.data.imagefiles import flat_float64
+from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
 
 
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
-    """Recall of each class in `classes` that occurs in y_true."""
-    return {int(c): float(np.mean(y_pred[y_true == c] == c)) for c in classes if np.any(y_true == c)}
+    """Recall of each class in `classes` that occurs in y_true (scikit-learn's recall_score)."""
+    present = [int(c) for c in classes if np.any(np.asarray(y_true) == c)]
+    if not present:
+        return {}
+    return dict(zip(present, map(float, recall_score(y_true, y_pred, labels=present, average=None,
+                                                     zero_division=0))))
 
 
 @register_evaluator("cond_accuracy")

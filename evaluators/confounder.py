@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.subclass import split_classes
+from bench.priors.subclass import split_classes
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)
@@ -60,24 +65,36 @@ def _numeric(col: pd.Series) -> pd.Series | None:
     return values.astype(np.float64) if values.notna().sum() == (~blank).sum() else None
 
 
-def design_matrix(meta: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """Numeric columns standardised (blanks at the mean, plus a missing flag when any),
-    the others one-hot encoded with blanks as their own level.
-
-    Both encodings use no labels, so fitting them on the whole class leaks nothing about the
-    subclass into the folds."""
-    parts = []
+def probe_frame(meta: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The probe's inputs: numeric columns as floats (numbers stored as text included), the others
+    as strings, blanks missing; and the names of each kind."""
+    data, numeric, categorical = {}, [], []
     for name in columns:
         values = _numeric(meta[name])
         if values is None:
-            parts.append(pd.get_dummies(meta[name].fillna("<missing>").astype(str), dtype=np.float64).to_numpy())
-            continue
-        missing = values.isna().to_numpy()
-        v = values.fillna(values.mean()).to_numpy()
-        parts.append(((v - v.mean()) / (v.std() or 1.0))[:, None])
-        if missing.any():
-            parts.append(missing[:, None].astype(np.float64))
-    return np.hstack(parts) if parts else np.zeros((len(meta), 0))
+            data[name] = [str(v) if pd.notna(v) else np.nan for v in meta[name]]
+            categorical.append(name)
+        else:
+            data[name] = values.to_numpy()
+            numeric.append(name)
+    return pd.DataFrame(data, index=range(len(meta)), columns=list(columns)), numeric, categorical
+
+
+def design(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+    """scikit-learn's design matrix: numeric columns with blanks at the mean plus a missing flag
+    (where a column has blanks) and standardised, the others one-hot with blanks as their own
+    level. Inside the probe's pipeline it is fitted on each training fold only."""
+    return ColumnTransformer([
+        ("numeric", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler()), numeric),
+        ("categorical", make_pipeline(SimpleImputer(strategy="constant", fill_value="<missing>"),
+                                      OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
+    ])
+
+
+def design_matrix(meta: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The design of `columns` fitted on all of `meta` (for inspection; the probe fits it per fold)."""
+    frame, numeric, categorical = probe_frame(meta, columns)
+    return design(numeric, categorical).fit_transform(frame)
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -87,22 +104,30 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
     return list(splitter.split(np.zeros((len(y), 1)), y, groups))
 
 
-def out_of_fold_bacc(x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Balanced accuracy of the out-of-fold predictions of a class-balanced multinomial
-    logistic regression over `folds`."""
-    predicted = np.empty_like(y)
-    for train, test in folds:
-        predicted[test] = _fit_predict(x[train], y[train], x[test])
-    return float(balanced_accuracy_score(y, predicted))
+class Probe(LogisticRegression):
+    """The class-balanced multinomial logistic regression; a training fold holding a single
+    subclass predicts it (LogisticRegression itself refuses one class)."""
+
+    def fit(self, x, y, sample_weight=None):
+        y = np.asarray(y)
+        self.single_ = y[0] if len(np.unique(y)) < 2 else None
+        return self if self.single_ is not None else super().fit(x, y, sample_weight)
+
+    def predict(self, x):
+        return np.full(len(x), self.single_) if self.single_ is not None else super().predict(x)
 
 
-def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    """Predictions of the probe; a training fold holding a single subclass predicts it."""
-    if len(np.unique(y_train)) < 2:
-        return np.full(len(x_test), y_train[0])
+def out_of_fold_bacc(frame: pd.DataFrame, numeric: list[str], categorical: list[str], y: np.ndarray,
+                     folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Balanced accuracy of the out-of-fold predictions (`cross_val_predict`) of the design +
+    probe pipeline over `folds`."""
     # newton-cholesky: few metadata features, many rows; ~20x faster than lbfgs here
-    model = LogisticRegression(solver="newton-cholesky", max_iter=1000, class_weight="balanced")
-    return model.fit(x_train, y_train).predict(x_test)
+    model = make_pipeline(design(numeric, categorical),
+                          Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"))
+    with warnings.catch_warnings():  # a level seen only in a test fold is encoded as all zeros
+        warnings.filterwarnings("ignore", message="Found unknown categories")
+        predicted = cross_val_predict(model, frame, y, cv=folds)
+    return float(balanced_accuracy_score(y, predicted))
 
 
 def usable_folds(subclass: np.ndarray, groups: np.ndarray, n_splits: int) -> int:
@@ -127,11 +152,12 @@ def confounder_probe(meta: pd.DataFrame, subclass: np.ndarray, groups: np.ndarra
               else "a subclass has a single patient (no cross-validation possible)" if folds < 2 else None)
     if reason:
         return row | {"skipped": reason}
-    x = design_matrix(meta.reset_index(drop=True), columns)
+    frame, numeric, categorical = probe_frame(meta.reset_index(drop=True), columns)
     splits = grouped_folds(subclass, groups, folds, seed)
-    bacc = out_of_fold_bacc(x, subclass, splits)
+    bacc = out_of_fold_bacc(frame, numeric, categorical, subclass, splits)
     # shuffles reuse the folds (still patient-grouped; a shuffle is stratified on average)
-    perm = np.array([out_of_fold_bacc(x, np.random.default_rng([seed, j]).permutation(subclass), splits)
+    perm = np.array([out_of_fold_bacc(frame, numeric, categorical,
+                                      np.random.default_rng([seed, j]).permutation(subclass), splits)
                      for j in range(n_permutations)])
     return row | {
         "folds": folds, "chance": 1.0 / row["subclasses"], "bacc": bacc, "perm_bacc": float(perm.mean()),

@@ -28,15 +28,15 @@ import logging
 import numpy as np
 import torch
 
-from bench.artifacts import is_complete, stage_dir, write_json_atomic
+from bench.store.artifacts import is_complete, stage_dir, write_json_atomic
 from bench.checks import is_int
-from bench.classifier import (
+from bench.metrics.classifier import (
     Protocol, balanced_accuracy, build_classifier, concat_rows, default_device, fit, macro_f1, predict,
     selection_splits,
 )
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.fingerprint import split_fingerprint
+from bench.store.fingerprint import split_fingerprint
 from bench.evaluators.cond_accuracy import per_class_recall
 from bench.registry import register_evaluator
 

@@ -1,7 +1,7 @@
 """Transport geometry of a cell's source-to-data coupling in latent space (paper Tab. 2, NOTES 1.8).
 
 With d = x1 - x0 (x1 a training latent, x0 its source draw) the statistics are those of
-`bench.geometry.displacement_geometry`, grouped by the groups the velocity field is conditioned on:
+`bench.priors.geometry.displacement_geometry`, grouped by the groups the velocity field is conditioned on:
 
 - `geom_alignment`: mean cosine of dhat to its group's unit prototype (higher is better),
 - `geom_radial_std` / `geom_radial_cv`: sample-weighted within-group std of rho = ||d|| and its
@@ -22,7 +22,7 @@ Which coupling the plain names describe depends on the prior:
 
 Always computed, for comparison across methods: `geom_<stat>_gauss` and `geom_<stat>_gauss/tail`,
 the standard source N(0, I) grouped by class (identical for every method of a dataset: it depends on
-the latents and the evaluator's seed only). `tail` = `bench.longtail.tail_classes` of the train
+the latents and the evaluator's seed only). `tail` = `bench.data.longtail.tail_classes` of the train
 counts; tail statistics use the tail classes' rows only. Computed numbers use at most `max_rows`
 rows (a seeded uniform subsample; the tail gets its own subsample of tail rows).
 
@@ -38,7 +38,7 @@ A prior that recorded a Bayes-risk estimate (`prior.info["bayes_risk"]`, per sou
 "learned") adds `bayes_risk/<source>/<key>` for key in risk_class, risk_subclass (lower is better),
 reduction (higher is better: how much subclass conditioning lowers the risk, Eq. 2) and their
 standard errors `<key>_se` (lower is better), plus the estimate's reliability
-(`bench.bayes_risk.reliable`): `bayes_risk/<source>/ess` (effective posterior size, 1 / mean over
+(`bench.priors.bayes_risk.reliable`): `bayes_risk/<source>/ess` (effective posterior size, 1 / mean over
 draws of sum_j w_j^2; higher is better), `bayes_risk/<source>/identity_gap` (largest relative
 violation of the law of total variance over the draws; lower is better) and
 `bayes_risk/<source>/reliable` (1.0 or 0.0; judged here by the same rule for a record without it).
@@ -60,12 +60,12 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from bench.bayes_risk import reliable
+from bench.priors.bayes_risk import reliable
 from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.geometry import displacement_geometry, per_sample_geometry
-from bench.longtail import tail_classes
+from bench.priors.geometry import displacement_geometry, per_sample_geometry
+from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
 
 STATS = ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap")
@@ -135,7 +135,7 @@ STANDARD = Source("standard")
 def coupling_displacements(latents: torch.Tensor, group: torch.Tensor, source: Source, seed: int) -> torch.Tensor:
     """d = x1 - x0 (n, D), x0 drawn from `source` with a generator seeded by `seed`.
 
-    float32 here (latents can have 16k dimensions); bench.geometry reduces in float64.
+    float32 here (latents can have 16k dimensions); bench.priors.geometry reduces in float64.
     """
     x1 = latents.reshape(len(latents), -1).float()
     eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))

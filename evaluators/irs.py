@@ -29,7 +29,7 @@ from scipy.special import gammaln, lambertw, logsumexp
 from bench.cell import INIT, SOURCE
 from bench.evaluator import Evaluator
 from bench.evaluators.fid import equal_n_pairs, evaluated_classes, synthetic_sets
-from bench.neighbours import nearest
+from bench.metrics.neighbours import nearest
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 
 from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.subclass import split_classes
+from bench.priors.subclass import split_classes
+from bench.metrics.neighbours import neighbours
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ def neighbour_lists(embeddings: np.ndarray, labels: np.ndarray, subclass: np.nda
         k_c = min(k, len(rows) - 1)
         if c not in split or k_c < 1:
             continue
-        # kneighbors() without a query excludes each indexed point from its own neighbours
-        neighbours = NearestNeighbors(n_neighbors=k_c).fit(embeddings[rows]).kneighbors(return_distance=False)
-        lists.append(ClassNeighbours(int(c), rows, subclass[rows], neighbours))
+        lists.append(ClassNeighbours(int(c), rows, subclass[rows], neighbours(embeddings[rows], k_c)[1]))
     return lists
 
 

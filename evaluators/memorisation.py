@@ -30,8 +30,8 @@ import torch
 from bench.checks import is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.imagefiles import as_tensor
-from bench.neighbours import nearest
+from bench.data.imagefiles import as_tensor
+from bench.metrics.neighbours import nearest
 from bench.registry import register_evaluator
 
 SPACES = ("features", "pixels")

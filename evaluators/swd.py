@@ -9,8 +9,9 @@ from bench.checks import is_int
 from bench.dataset import Split
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.imagefiles import flat_float64
-from bench.longtail import tail_classes
+from bench.data.imagefiles import flat_float64
+from bench.data.longtail import tail_classes
+from bench.metrics.neighbours import nearest, neighbours
 from bench.registry import register_evaluator
 
 
@@ -47,11 +48,9 @@ def subclass_coverage(
     k = min(k, len(real) - 1)
     if k < 1:
         return {}
-    real_dist = np.linalg.norm(real[:, None] - real[None], axis=-1)
-    radius = np.sort(real_dist, axis=1)[:, k]  # column 0 is the point itself
+    radius = neighbours(real, k)[0][:, k - 1]  # distance to the k-th nearest other real point
     if len(fake):
-        nearest_fake = np.linalg.norm(real[:, None] - fake[None], axis=-1).min(axis=1)
-        covered = nearest_fake < radius
+        covered = nearest(real, fake)[0] < radius
     else:
         covered = np.zeros(len(real), dtype=bool)
     return {int(s): float(covered[real_subclass == s].mean()) for s in np.unique(real_subclass)}

@@ -3,7 +3,7 @@
 Offline (`fit_prior`), per class c: residuals r = z - m_c, a diagonal GMM selected by EBIC gives
 hard subclass assignments k(x) and weights pi_ck; every (c, k) gets a learned diagonal Gaussian
 source N(mu_ck, sigma_ck^2) and a unit prototype u_ck, fitted by the proxy objective of
-`bench.source_opt` with fixed outlier caps. Training conditions the velocity field on (c, k)
+`bench.priors.source_opt` with fixed outlier caps. Training conditions the velocity field on (c, k)
 tokens and draws x0 from the (c, k) source; sampling class c draws k ~ Categorical(pi_c), never
 inferring k from data. The ablations switch either half off: `optprior_sub` keeps the subclass
 tokens with the N(0, I) source, `optprior_opt` keeps the learned source with K = 1 per class.
@@ -17,15 +17,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench.bayes_risk import fm_risk_decomposition
+from bench.priors.bayes_risk import fm_risk_decomposition
 from bench.errors import BenchError
-from bench.geometry import displacement_geometry, mean_directions
+from bench.priors.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
-from bench.source_opt import OBJECTIVE_SCALES, ProxyConfig, SourceParams, fixed_caps, optimize_sources
-from bench.stopwatch import Stopwatch
-from bench.subclass import check_subclass_config, induce_subclasses
+from bench.priors.source_opt import OBJECTIVE_SCALES, ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.runtime.stopwatch import Stopwatch
+from bench.priors.subclass import check_subclass_config, induce_subclasses
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.gridfile import GridFile
+from bench.store.gridfile import GridFile
 
 CLASSES = ["No Finding", "Effusion", "Mass", "Pneumomediastinum"]
 HIGHER = {"fid/tail": False, "irs_inf/tail": True, "bacc": True, "macro_f1": True, "bacc/no_aug": True,

@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import bench.grid  # noqa: F401 -- imports bench.executors' gin configurable before any parse locks gin
+import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.config import gin_dir
 from records_fixture import make_experiment
@@ -43,7 +43,7 @@ TINY_RUN = ("datasets=[synthetic2d]", "methods=[fm]", "train.steps=2", "sample.n
             "synthetic2d.n_test_per_class=10", "pipeline.evaluators=[swd]")
 CELL = Path("quick/synthetic2d/fm/seed0")
 # `bench run`'s progress: "[i/n] dataset/method/seed" before each cell, "<cell>: <stage> done in <t>"
-# after each stage and "<cell>: finished in <t>; <metric>" after each cell (bench.progress)
+# after each stage and "<cell>: finished in <t>; <metric>" after each cell (bench.runtime.progress)
 PROGRESS = re.compile(r"^(\[\d+/\d+\] \S+|\S+: \S+ done in .+|\S+: finished in .+|\S+: failed: .+)$")
 
 
@@ -685,7 +685,7 @@ def test_records_of_the_wrong_shape_are_set_aside_and_the_others_reported(tmp_pa
     result = run_cli(["tables", str(folder), "--format", "md"], capsys, caplog)
     assert result.code == 0, result.err
     assert any("phantom_lt/optprior/seed0" in line and "malformed" in line for line in result.err)
-    from bench.grid import GridResult, write_summary
+    from bench.scale.grid import GridResult, write_summary
 
     write_summary(GridResult(records=[{}]), folder)  # the run's summary reads the same records
     summary = (folder / "summary.md").read_text()

@@ -6,7 +6,7 @@ import torch
 from scipy.integrate import quad
 from scipy.stats import multivariate_normal
 
-from bench.bayes_risk import ESS_MIN, conditional_variance_decomposition, fm_risk_decomposition, reliable
+from bench.priors.bayes_risk import ESS_MIN, conditional_variance_decomposition, fm_risk_decomposition, reliable
 from bench.datasets.synthetic2d import Synthetic2D
 from bench.errors import BenchError
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.claim_rules import (
+from bench.report.claim_rules import (
     FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, GeometrySeed, RiskEstimate, bayes_verdict, combine, geometry_verdict,
     holds, inconclusive, not_measured,
 )
-from bench.claims import CLAIM_DATASETS, CLAIM_METHODS, ClaimsOptions, write_claims
+from bench.report.claims import CLAIM_DATASETS, CLAIM_METHODS, ClaimsOptions, write_claims
 from bench.cli import main
-from bench.gridfile import GridFile
+from bench.store.gridfile import GridFile
 
 IMAGE, VECTOR = ("phantom_lt", "digits_lt"), ("synthetic2d",)
 METHODS = CLAIM_METHODS
@@ -422,7 +422,7 @@ def test_the_cli_writes_the_report_and_prints_the_verdicts(tmp_path, capsys):
 def test_the_claim_grid_is_the_claims_experiment_grid():
     import gin
 
-    from bench.cells import RunRequest, expand_grid
+    from bench.pipeline.cells import RunRequest, expand_grid
 
     try:
         cells = expand_grid(RunRequest(experiment="claims"))

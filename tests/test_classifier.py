@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from bench.classifier import (
-    Protocol, RowConcat, balanced_accuracy, build_classifier, embed, fit, macro_f1, predict,
-    stratified_holdout,
+from bench.metrics.classifier import (
+    Protocol, RecallStats, RowConcat, balanced_accuracy, build_classifier, embed, fit, macro_f1, predict,
+    stratified_holdout, validation_bacc,
 )
 from bench.errors import BenchError
 
@@ -31,7 +31,9 @@ def test_metrics_agree_with_sklearn_with_a_class_never_predicted():
     y = rng.integers(0, 5, 300)
     p = np.where((rng.random(300) < 0.6) & (y < 4), y, rng.integers(0, 4, 300))  # 4 never predicted
     assert 4 not in p
-    assert balanced_accuracy(y, p) == pytest.approx(balanced_accuracy_score(y, p), abs=1e-12)
+    # balanced accuracy by hand: the mean over the classes present of (correct / present)
+    manual = np.mean([np.mean(p[y == c] == c) for c in np.unique(y)])
+    assert balanced_accuracy(y, p) == pytest.approx(manual, abs=1e-12)
     manual_f1 = []
     for c in range(6):  # class 5 never occurs nor is predicted: F1 0 by convention
         tp, fp, fn = np.sum((p == c) & (y == c)), np.sum((p == c) & (y != c)), np.sum((p != c) & (y == c))
@@ -112,8 +114,8 @@ def test_row_concat_reads_rows_across_parts_in_order():
 def test_fit_reads_lazy_image_files_mixed_with_tensors(tmp_path):
     from PIL import Image
 
-    from bench.classifier import concat_rows
-    from bench.imagefiles import ImageFiles, Preprocess
+    from bench.metrics.classifier import concat_rows
+    from bench.data.imagefiles import ImageFiles, Preprocess
 
     x, y = blobs(4)
     paths = []
@@ -129,3 +131,26 @@ def test_fit_reads_lazy_image_files_mixed_with_tensors(tmp_path):
                          protocol, seed=0)
     assert len(history.train_loss) == 1 and np.isfinite(history.train_loss[0])
     assert embed(model, files, batch_size=5).shape == (12, 128)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_device_validation_accuracy_equals_sklearn_even_with_absent_classes(seed):
+    """torchmetrics' per-class counts, batch by batch, give scikit-learn's balanced accuracy,
+    including a class that is predicted but absent from the targets (not counted by either)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, 257)  # class 4 of 6 never occurs in the targets, nor does 5
+    p = np.where(rng.random(257) < 0.5, y, rng.integers(0, 6, 257))
+    assert 4 in p and 4 not in y
+    stats = RecallStats(6, "cpu")
+    for i in range(0, len(y), 64):  # batches, as validation streams them
+        stats.update(torch.as_tensor(p[i : i + 64]), torch.as_tensor(y[i : i + 64]))
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        expected = balanced_accuracy_score(y, p)
+    assert stats.balanced_accuracy() == pytest.approx(expected, abs=1e-12)
+
+
+def test_validation_bacc_of_a_model_equals_sklearn_on_its_predictions():
+    x, y = blobs(20, n_classes=4)
+    model = build_classifier("small_cnn", 1, 4, seed=0)
+    assert validation_bacc(model, x, y, batch_size=7) == pytest.approx(
+        balanced_accuracy_score(y.numpy(), predict(model, x, batch_size=7)), abs=1e-12)

@@ -26,7 +26,7 @@ def test_record_has_the_schema_and_the_flow_beats_its_source(small_run):
     res, out = small_run
     rec = record(res)
     for key in ("method", "dataset", "seed", "metrics", "higher_is_better", "config_hash",
-                "operative_config", "versions", "git_hash", "timings_s", "n", "train"):
+                "operative_config", "versions", "git_hash", "timings_s", "n", "train", "plugins", "data"):
         assert key in rec, key
     m = rec["metrics"]
     assert m["swd/all"] < m["swd/all@source"] / 3, m  # the flow adds to what the source alone gives

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from bench.collect import MISSING, OK, REFUSED, load_experiment
+from bench.report.collect import MISSING, OK, REFUSED, load_experiment
 from bench.errors import BenchError
-from bench.gridfile import GridFile, read_grid
+from bench.store.gridfile import GridFile, read_grid
 from records_fixture import make_experiment
 
 
@@ -55,7 +55,7 @@ def test_grid_file_merges_later_runs_in_first_seen_order(tmp_path):
             self.spec = type("S", (), {"dataset": d, "method": m, "seed": s})
             self.config_hash = h
 
-    from bench.gridfile import declare_cells
+    from bench.store.gridfile import declare_cells
     declare_cells(tmp_path, "exp", [Cell("a", "fm", 0, "h1"), Cell("b", "fm", 0, "h2")])
     declare_cells(tmp_path, "exp", [Cell("a", "cbfm", 1, "h3"), Cell("a", "fm", 0, "h4")])
     grid = read_grid(tmp_path / "exp")

@@ -1,8 +1,8 @@
 """Runs that share a results folder: concurrent declarations of grid.json all survive.
 
 grid.json is read, merged and rewritten by every `bench run`; without a lock the last writer
-drops what the others declared (a stress test kept 342 of 600 cells). bench.gridfile does the
-merge under an exclusive lock (bench.filelock).
+drops what the others declared (a stress test kept 342 of 600 cells). bench.store.gridfile does the
+merge under an exclusive lock (bench.store.filelock).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.gridfile import GRID, declare_cells
+from bench.store.gridfile import GRID, declare_cells
 
 TINY = ("datasets=[synthetic2d]", "train.steps=2", "sample.nfe=1", "sample.init_reference=False",
         "sample.keep_paths=0", "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=10",

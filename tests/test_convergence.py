@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.convergence import convergence
+from bench.pipeline.convergence import convergence
 
 
 def test_relative_change_is_the_drop_between_the_last_two_windows():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.ctrate import ABNORMALITIES, MANIFEST_COLUMNS, lung_window, prepare_ct_rate, slice_image
+from bench.data.ctrate import ABNORMALITIES, MANIFEST_COLUMNS, lung_window, prepare_ct_rate, slice_image
 from bench.datasets.ct_rate import CTRate
 from bench.errors import BenchError
 from bench.registry import datasets

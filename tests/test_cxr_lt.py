@@ -258,7 +258,7 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
     import json
 
     from bench.config import gin_dir
-    from bench.targets import AugmentationTargets
+    from bench.data.targets import AugmentationTargets
 
     root, truth = nih_root
     corrupt = truth["train"][0][11]

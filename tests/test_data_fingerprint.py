@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.grid  # noqa: F401 -- imports bench.executors' gin configurable before any parse locks gin
+import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.dataset import Split
-from bench.fingerprint import split_fingerprint
-from bench.imagefiles import ImageFiles, Preprocess
+from bench.store.fingerprint import split_fingerprint
+from bench.data.imagefiles import ImageFiles, Preprocess
 from test_bad_inputs import TINY_NIH_RUN, nih_tree
 
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 
 from bench.datasets.digits_lt import DigitsLT
-from bench.targets import AugmentationTargets
+from bench.data.targets import AugmentationTargets
 
 
 def _rows(markdown: str) -> list[list[str]]:

@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from bench.errors import BenchError
-from bench.longtail import allocate, exponential_profile
+from bench.data.longtail import allocate, exponential_profile
 from bench.registry import datasets
 from bench.datasets.digits_lt import DigitsLT
 from bench.datasets.synthetic2d import Synthetic2D

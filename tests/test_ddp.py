@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
 from bench.methods.fm import FlowMatching
-from bench.trainer import micro_batch_rows
+from bench.pipeline.trainer import micro_batch_rows
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent('''
     from safetensors.torch import save_file
     from bench.backbones.mlp import MLPBackbone
     from bench.methods.fm import FlowMatching
-    from bench.trainer import TrainConfig, train
+    from bench.pipeline.trainer import TrainConfig, train
 
     out, micro_batches = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ SAMPLE_SCRIPT = textwrap.dedent('''
     from safetensors.torch import save_file
     from bench.backbones.mlp import MLPBackbone
     from bench.methods.fm import FlowMatching
-    from bench.sampler import SampleConfig, generate
+    from bench.pipeline.sampler import SampleConfig, generate
 
     out, world = sys.argv[1], int(sys.argv[2])
     rank = 0

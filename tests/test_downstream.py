@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import bench.features as features
-from bench.artifacts import read_manifest
+import bench.metrics.features as features
+from bench.store.artifacts import read_manifest
 from bench.cell import CellContext
-from bench.classifier import build_classifier, embed
+from bench.metrics.classifier import build_classifier, embed
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.evaluators.downstream import Downstream, classifier_seed
-from bench.features import FeatureConfig, build_extractor
+from bench.metrics.features import FeatureConfig, build_extractor
 
 FAST = dict(epochs=2, batch_size=16, patience=1)
 
@@ -47,7 +47,7 @@ def count_fits(monkeypatch, module) -> list:
 
 @pytest.fixture
 def fit_calls(monkeypatch):
-    """Count the classifier trainings done by bench.features."""
+    """Count the classifier trainings done by bench.metrics.features."""
     return count_fits(monkeypatch, features)
 
 
@@ -217,3 +217,28 @@ def test_paper_preset_binds_the_longtailcxr_protocol():
         assert (p.lr, p.batch_size, p.max_epochs, p.patience) == (1e-4, 256, 60, 15)
     finally:
         gin.clear_config()
+
+
+def test_the_test_split_never_reaches_fitting_or_model_selection(tmp_path, monkeypatch):
+    """Every classifier is fitted and early-stopped on rows of the training split (and the
+    synthetic set) only: no test image is among its training or validation rows."""
+    import bench.evaluators.downstream as downstream
+
+    seen = []
+    real_fit = downstream.fit
+
+    def spy(model, x, y, val_x, val_y, protocol, seed):
+        seen.append((torch.as_tensor(x[:]).reshape(len(y), -1), torch.as_tensor(val_x[:]).reshape(len(val_y), -1)))
+        return real_fit(model, x, y, val_x, val_y, protocol, seed)
+
+    monkeypatch.setattr(downstream, "fit", spy)
+    ctx = cell(tmp_path, noisy_tail_copies(0))
+    Downstream(n_seeds=2, max_epochs=1, patience=1, batch_size=16).evaluate(ctx)
+    test_rows = ctx.test.x.reshape(len(ctx.test), -1)
+    assert len(seen) == 4  # two seeds, with and without augmentation
+    for train_rows, val_rows in seen:
+        for rows in (train_rows, val_rows):
+            # no row of the test split is equal to a row the classifier was fitted or selected on
+            assert not torch.cdist(rows, test_rows).min(dim=1).values.eq(0).any()
+        # and validation is held out of the classifier's own training rows
+        assert not torch.cdist(val_rows, train_rows).min(dim=1).values.eq(0).any()

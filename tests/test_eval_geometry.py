@@ -109,7 +109,7 @@ RECORDED = {
                    for src, r, reliability in (
                        ("standard", 1.0, {"max_identity_gap": 1e-15, "ess": 40.0, "posterior_ess": 272.0,
                                           "reliable": True}),
-                       # no recorded flag (an older record): judged here by bench.bayes_risk.reliable
+                       # no recorded flag (an older record): judged here by bench.priors.bayes_risk.reliable
                        ("learned", 0.4, {"max_identity_gap": 0.576, "ess": 1.2, "posterior_ess": 9.3}))},
 }
 

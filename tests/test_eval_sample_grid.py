@@ -73,7 +73,7 @@ def test_an_empty_generated_block_says_why():
     from types import SimpleNamespace
 
     from bench.evaluators.sample_grid import empty_notes
-    from bench.targets import ClassTarget
+    from bench.data.targets import ClassTarget
 
     synthetic = _constant_split(0.5, [0, 4, 0])
     targets = [ClassTarget("a", 900, 0.9, "Head", 0), ClassTarget("b", 10, 0.01, "LT", 4),

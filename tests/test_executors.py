@@ -14,10 +14,10 @@ import pytest
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from bench.cells import CellSpec, RunRequest
+from bench.pipeline.cells import CellSpec, RunRequest
 from bench.errors import BenchError
-from bench.executors import CellJob, SubmititExecutor, get_executor
-from bench.grid import run_grid
+from bench.scale.executors import CellJob, SubmititExecutor, get_executor
+from bench.scale.grid import run_grid
 from bench.overrides import parse_overrides
 from test_plugins import make_plugin
 
@@ -125,7 +125,7 @@ def test_a_job_that_raises_or_is_killed_becomes_a_failure(plugin_dir, tmp_path, 
                                                                 "synthetic2d/vanish/seed0"]
     abort, vanish = result.failures["synthetic2d/abort/seed0"], result.failures["synthetic2d/vanish/seed0"]
     # BenchError while a cell runs in a job (bad data seen only there) fails that cell alone, with
-    # its own one-line message (bench.cellrun)
+    # its own one-line message (bench.pipeline.cellrun)
     assert abort == "aborted on purpose", abort
     assert re.fullmatch(r"job \d+ ended without a result \(state \w+; killed\?\); log \S+", vanish), vanish
     for method, expected in (("abort", "aborted on purpose"), ("vanish", "has not produced any output")):

@@ -23,19 +23,19 @@ import torch
 from PIL import Image
 
 from bench.cell import CellContext
-from bench.cells import CellSpec, RunRequest, build_cell, config_files, expand_grid, load_plugins
+from bench.pipeline.cells import CellSpec, RunRequest, build_cell, config_files, expand_grid, load_plugins
 from bench.cli import main
 from bench.config import bindings_text, digest, gin_dir, parse
-from bench.ctrate import ABNORMALITIES, NO_FINDING
+from bench.data.ctrate import ABNORMALITIES, NO_FINDING
 from bench.dataset import Dataset, Split
 from bench.datasets.mimic_lt import MIMICLT
 from bench.datasets.nih_lt import NIHLT
 from bench.errors import BenchError
 from bench.evaluators.fid import FID
 from bench.evaluators.irs import IRS
-from bench.generative import GenerativeSet, largest_remainder
-from bench.runner import run_cell
-from bench.targets import ClassTarget
+from bench.metrics.generative import GenerativeSet, largest_remainder
+from bench.pipeline.runner import run_cell
+from bench.data.targets import ClassTarget
 
 PAPER_DATASETS = ["nih_lt", "mimic_lt", "ct_rate"]
 AXES = {  # experiment -> (methods, datasets, seeds), as each file's header states
@@ -77,7 +77,7 @@ def _cell_config(experiment: str, dataset: str, method: str) -> str:
 @pytest.mark.parametrize("experiment", sorted(AXES))
 def test_every_experiment_checkpoints_long_trainings_by_default(experiment):
     """A killed long training resumes instead of restarting, without the user asking for it."""
-    from bench.trainer import TrainConfig
+    from bench.pipeline.trainer import TrainConfig
 
     methods, datasets, _ = AXES[experiment]
     _cell_config(experiment, datasets[-1], methods[-1])

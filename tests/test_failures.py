@@ -43,8 +43,8 @@ def test_diverging_cell_fails_alone_with_a_clear_message(tmp_path, bench_cli):
 
 def test_failure_json_is_removed_when_the_cell_succeeds(tmp_path, monkeypatch):
     """A cell that failed before and now succeeds drops its stale failure.json."""
-    import bench.cellrun as cellrun
-    from bench.cells import CellSpec, RunRequest
+    import bench.pipeline.cellrun as cellrun
+    from bench.pipeline.cells import CellSpec, RunRequest
 
     spec = CellSpec("quick", "synthetic2d", "fm", 0)
     folder = spec.folder(tmp_path)
@@ -67,7 +67,7 @@ def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, caps
     import pandas as pd
     from PIL import Image
 
-    import bench.grid  # noqa: F401
+    import bench.scale.grid  # noqa: F401
     from bench.cli import main
     from test_bad_inputs import TINY_NIH_RUN, nih_tree
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import bench.grid  # noqa: F401 -- imports bench.executors' gin configurable before any parse locks gin
-import bench.runner
+import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
+import bench.pipeline.runner
 from bench.cli import main
 
 RUN = ("run", "datasets=[synthetic2d]", "methods=[cpd]", "train.steps=4", "train.checkpoint_every=2",
@@ -43,8 +43,8 @@ def finished(tmp_path_factory) -> Path:
     deletes checkpoints once the backbone is saved) so that checkpoints can be damaged too."""
     res = tmp_path_factory.mktemp("finished") / "res"
     with pytest.MonkeyPatch.context() as mp:
-        keep = bench.runner.discard
-        mp.setattr(bench.runner, "discard", lambda p: None if Path(p).name == "checkpoints" else keep(p))
+        keep = bench.pipeline.runner.discard
+        mp.setattr(bench.pipeline.runner, "discard", lambda p: None if Path(p).name == "checkpoints" else keep(p))
         assert main([*RUN, f"results_dir={res}"]) == 0
     gin.clear_config()
     assert list((res / CELL / "checkpoints").glob("step_*")), "the fixture needs a checkpoint"

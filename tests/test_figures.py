@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from bench.artifacts import write_json_atomic
-from bench.collect import load_experiment
-from bench.figures import (
+from bench.store.artifacts import write_json_atomic
+from bench.report.collect import load_experiment
+from bench.report.figures import (
     Figure, all_figures, augmented, class_bacc_bars, geometry_histograms, recall_series, sample_grid_panels,
     sample_grids, stored_paths, trajectories, trajectory_panels,
 )
-from bench.gridfile import GRID, GridFile
+from bench.store.gridfile import GRID, GridFile
 
 CLASSES = ["Head", "Mid", "Rare"]
 PLAN = [{"name": "Head", "count": 500, "ratio": 1.0, "group": "Head", "synthetic": 0},
@@ -167,8 +167,8 @@ def test_all_figures_and_nothing_when_the_records_hold_nothing(experiment, tmp_p
 @pytest.mark.slow
 def test_trajectories_from_a_real_synthetic2d_run(tmp_path):
     """The runner stores paths from sample.keep_paths (synthetic2d.gin); the figure is drawn from them."""
-    from bench.cells import RunRequest
-    from bench.grid import run_grid
+    from bench.pipeline.cells import RunRequest
+    from bench.scale.grid import run_grid
 
     axes = {"datasets": ["synthetic2d"], "methods": ["fm"], "seeds": [0]}
     request = RunRequest(results_dir=tmp_path / "res", axes=axes,

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-import bench.artifacts as artifacts
-from bench.artifacts import stage_dir, write_json_atomic
+import bench.store.artifacts as artifacts
+from bench.store.artifacts import stage_dir, write_json_atomic
 
 
 @pytest.fixture

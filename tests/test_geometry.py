@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import bench.geometry
+import bench.priors.geometry
 from bench.errors import BenchError
-from bench.geometry import displacement_geometry
+from bench.priors.geometry import displacement_geometry
 
 
 def _numpy_reference(d: np.ndarray, group: np.ndarray, parent: np.ndarray):
@@ -99,7 +99,7 @@ def test_random_case_matches_the_numpy_reference_also_when_chunked(monkeypatch):
     expected = _numpy_reference(d, group, parent)
     args = (torch.from_numpy(d), torch.from_numpy(group))
     whole = displacement_geometry(*args, parent=torch.from_numpy(parent))
-    monkeypatch.setattr(bench.geometry, "_CHUNK_ELEMENTS", 50)  # chunks of 7 rows
+    monkeypatch.setattr(bench.priors.geometry, "_CHUNK_ELEMENTS", 50)  # chunks of 7 rows
     chunked = displacement_geometry(*args, parent=torch.from_numpy(parent))
     for key, value in expected.items():
         assert whole[key] == pytest.approx(value, rel=1e-10)

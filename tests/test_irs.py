@@ -15,7 +15,7 @@ from bench.dataset import Dataset, Split
 from bench.evaluators.irs import (IRS, distinct_count_log_pmf, image_retrieval_score, irs_from_counts,
                                   log_likelihood, log_stirling2, nearest_train_index)
 from bench.registry import evaluators
-from bench.targets import ClassTarget
+from bench.data.targets import ClassTarget
 
 
 def _exact_stirling2(n: int) -> list[int]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.artifacts import MANIFEST, is_complete, remove_leftovers, stage_dir, write_json_atomic
-from bench.lock import LOCK
-from bench.records import read_record
+from bench.store.artifacts import MANIFEST, is_complete, remove_leftovers, stage_dir, write_json_atomic
+from bench.store.lock import LOCK
+from bench.store.records import read_record
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def dead_pid():
 
 
 def leftover_name(target: str, kind: str, pid: int, host: str | None = None) -> str:
-    """The name bench.artifacts gives a staging folder / temporary file / trash of `target`."""
+    """The name bench.store.artifacts gives a staging folder / temporary file / trash of `target`."""
     suffix = ".tmp" if kind == "tmp" else ""
     return f".{target}.{kind}-{pid}@{host or socket.gethostname()}~k1ll3d{suffix}"
 
@@ -44,7 +44,7 @@ def leftovers(root: Path) -> list[Path]:
 # -- the pieces ---------------------------------------------------------------------------------
 WRITER = """
 import sys, time
-from bench.artifacts import stage_dir
+from bench.store.artifacts import stage_dir
 with stage_dir(sys.argv[1], "h") as tmp:
     (tmp / "latents.npy").write_bytes(b"half of the data")
     print("writing", flush=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cellrun import execute_cell
-from bench.cells import CellSpec, RunRequest
-from bench.lock import LOCK, CellLock, CellLocked, Owner, process_alive
+from bench.pipeline.cellrun import execute_cell
+from bench.pipeline.cells import CellSpec, RunRequest
+from bench.store.lock import LOCK, CellLock, CellLocked, Owner, process_alive
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_held_lock_cannot_be_acquired_again(tmp_path, live_pid):
 
 def test_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, dead_pid, caplog):
     plant_lock(tmp_path, dead_pid, age_s=5)
-    with caplog.at_level(logging.WARNING, logger="bench.lock"):
+    with caplog.at_level(logging.WARNING, logger="bench.store.lock"):
         with CellLock.acquire(tmp_path):
             assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
     assert f"stale lock of pid {dead_pid}" in caplog.text and "the process is gone" in caplog.text
@@ -138,7 +138,7 @@ def test_process_liveness(dead_pid, live_pid):
 def test_execute_cell_skips_a_locked_cell_without_building_it(tmp_path, live_pid, caplog):
     spec = CellSpec("quick", "synthetic2d", "no_such_method", 0)  # building it would fail
     plant_lock(spec.folder(tmp_path), live_pid)
-    with caplog.at_level(logging.WARNING, logger="bench.cellrun"):
+    with caplog.at_level(logging.WARNING, logger="bench.pipeline.cellrun"):
         outcome = execute_cell(spec, RunRequest(results_dir=tmp_path))
     assert outcome.status == "locked" and outcome.record is None
     line = (f"synthetic2d/no_such_method/seed0: another bench run (pid {live_pid} on host "

@@ -8,7 +8,7 @@ import torch
 
 from bench.datasets.medmnist import LABEL_NAMES, MedMNIST, fitted_profile
 from bench.errors import BenchError
-from bench.longtail import exponential_profile
+from bench.data.longtail import exponential_profile
 from bench.registry import datasets
 
 # A DermaMNIST-like natural long tail (largest class 5, as in the real set).

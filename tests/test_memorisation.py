@@ -12,7 +12,7 @@ from bench.cell import CellContext
 from bench.dataset import Split
 from bench.errors import BenchError
 from bench.evaluators.memorisation import Memorisation, copy_statistics, nearest_distances
-from bench.targets import ClassTarget
+from bench.data.targets import ClassTarget
 
 Q = 0.05
 

@@ -6,11 +6,11 @@ import torch
 
 from bench import registry
 from bench.backbones.flux import FluxBackbone
-from bench.cells import load_plugins
+from bench.pipeline.cells import load_plugins
 from bench.config import gin_dir, parse
 from bench.method import Condition, TrainBatch
-from bench.sampler import SampleConfig, generate
-from bench.trainer import TrainConfig, train
+from bench.pipeline.sampler import SampleConfig, generate
+from bench.pipeline.trainer import TrainConfig, train
 
 BUILTIN = ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"]
 SMALL = ["optprior.steps = 5", "optprior.min_size = 4", "optprior.risk_samples = 20",

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.cells import RunRequest
+from bench.pipeline.cells import RunRequest
 from bench.errors import BenchError
-from bench.executors import get_executor
+from bench.scale.executors import get_executor
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -82,7 +82,7 @@ def test_only_rank_0_reports(runs):
 HELPERS = textwrap.dedent('''
     import json, sys
     from pathlib import Path
-    from bench import distributed
+    from bench.runtime import distributed
     from bench.errors import BenchError
 
     out = Path(sys.argv[1])
@@ -123,7 +123,7 @@ def test_rank_0_results_and_failures_reach_every_rank(tmp_path):
 
 
 def test_one_process_helpers_are_plain_calls():
-    from bench import distributed
+    from bench.runtime import distributed
 
     assert (distributed.world(), distributed.rank(), distributed.is_main()) == (1, 0, True)
     assert distributed.agree(3) == 3 and distributed.on_main(lambda: 4) == 4

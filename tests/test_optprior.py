@@ -8,7 +8,7 @@ from bench.datasets.synthetic2d import Synthetic2D
 from bench.errors import BenchError
 from bench.method import Condition
 from bench.methods.optprior import OptPrior, OptPriorOpt, OptPriorSub
-from bench.source_opt import ProxyConfig, SourceParams, optimize_sources, proxy_terms
+from bench.priors.source_opt import ProxyConfig, SourceParams, optimize_sources, proxy_terms
 
 FAST = dict(steps=300, risk_samples=200)
 
@@ -79,10 +79,13 @@ def test_optimisation_tightens_directions_and_radii(fitted):
     assert trace[-1][2] < trace[0][2]  # L_ang
 
 
-def test_bayes_risk_reduction_is_non_negative(fitted):
+def test_bayes_risk_reduction_is_clearly_positive_where_the_subclasses_are_real(fitted):
+    """synthetic2d's classes are mixtures of separated subclasses, so knowing the subclass lowers
+    the Bayes risk: the recorded reduction is positive beyond its own standard error (3 SE),
+    which a reduction that is merely non-negative (as it is by construction) would not show."""
     for source in ("standard", "learned"):
         risk = fitted.prior.info["bayes_risk"][source]
-        assert risk["reduction"] >= 0
+        assert risk["reduction"] > 3 * risk["reduction_se"] > 0, risk
         assert abs(risk["risk_class"] - risk["risk_subclass"] - risk["reduction"]) < 1e-9
 
 

@@ -13,7 +13,7 @@ from bench.datasets.synthetic2d import Synthetic2D
 from bench.evaluators.swd import SlicedWasserstein
 from bench.methods.optprior import OptPrior, SubclassPrior
 from bench.perf.nfe import FIGURE, METHODS, SCALE_SETTINGS, measure, nfe_to_match, summarise
-from bench.sampler import SampleConfig, generate
+from bench.pipeline.sampler import SampleConfig, generate
 
 SMOKE = SCALE_SETTINGS["smoke"]
 

@@ -14,7 +14,7 @@ import torch
 from bench.method import Condition, TrainBatch
 from bench.perf import overhead, threads
 from bench.perf.case import median
-from bench.trainer import TrainConfig
+from bench.pipeline.trainer import TrainConfig
 
 ROWS = [0, 1600, 3000, 3722]  # train rows of four different phantom classes (class-major order)
 
@@ -111,7 +111,7 @@ def test_threads_smoke_keys(tmp_path):
     assert positive(out["1"]) and positive(out["2"]) and positive(out["speedup_2_vs_1"])
     assert out["best"] == (1 if out["1"] <= out["2"] else 2)
     assert out["speedup_2_vs_1"] == pytest.approx(out["1"] / out["2"])
-    assert m.details["train_threads_default"]["bench/trainer.py"] == TrainConfig().threads
+    assert m.details["train_threads_default"]["bench/pipeline/trainer.py"] == TrainConfig().threads
     assert torch.get_num_threads() == before
 
 

@@ -12,10 +12,10 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from bench.datasets.phantom_lt import PhantomLT
 from bench.errors import BenchError
-from bench.longtail import exponential_profile
-from bench.phantom import CATALOGUE, SCANNERS, acquisition_probabilities
+from bench.data.longtail import exponential_profile
+from bench.data.phantom import CATALOGUE, SCANNERS, acquisition_probabilities
 from bench.registry import datasets
-from bench.subclass import induce_subclasses
+from bench.priors.subclass import induce_subclasses
 
 SPLITS = ("train", "balanced-val", "balanced-test")
 

@@ -53,6 +53,10 @@ def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
     assert "skipping method plugin 'broken'" in out.stderr, out.stderr
     recs = {m: json.loads((res / "quick" / "synthetic2d" / m / "seed0" / "record.json").read_text())
             for m in ("myfm", "fm")}
+    # each record names the distribution every plugin it used comes from
+    assert recs["myfm"]["plugins"]["method/myfm"] == "myplug 0.1"
+    assert recs["fm"]["plugins"]["method/fm"].startswith("medaug-bench ")
+    assert recs["myfm"]["plugins"]["dataset/synthetic2d"] == recs["fm"]["plugins"]["dataset/synthetic2d"]
     # equal up to float noise: BLAS may split reductions differently when the machine is busy
     assert recs["myfm"]["metrics"] == pytest.approx(recs["fm"]["metrics"], rel=1e-5), recs
     losses = [[loss for _, loss in recs[m]["train"]["loss_trace"]] for m in ("myfm", "fm")]

@@ -9,9 +9,9 @@ import sys
 import gin
 import pytest
 
-from bench import progress
-from bench.cells import CellSpec, RunRequest, build_cell
-from bench.runner import run_cell
+from bench.runtime import progress
+from bench.pipeline.cells import CellSpec, RunRequest, build_cell
+from bench.pipeline.runner import run_cell
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +66,7 @@ def test_a_run_logs_one_line_per_stage_and_one_per_cell(tmp_path, caplog):
     cell = build_cell(CellSpec("quick", "synthetic2d", "fm", 0), RunRequest(bindings=bindings))
     with caplog.at_level(logging.INFO, logger="bench"):
         record = run_cell(cell, tmp_path)
-    lines = [r.getMessage() for r in caplog.records if r.name == "bench.runner"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bench.pipeline.runner"]
     for stage in ("load", "encode", "train", "sample", "evaluate/swd", "evaluate"):
         assert sum(line.startswith(f"synthetic2d/fm/seed0: {stage} done in ") for line in lines) == 1, stage
     finished = [line for line in lines if " finished in " in line]

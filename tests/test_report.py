@@ -10,11 +10,11 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from bench.artifacts import write_json_atomic
-from bench.collect import load_experiment
-from bench.figures import Figure
-from bench.gridfile import GRID, GridFile
-from bench.report import TableEntry, md_text, write_index
+from bench.store.artifacts import write_json_atomic
+from bench.report.collect import load_experiment
+from bench.report.figures import Figure
+from bench.store.gridfile import GRID, GridFile
+from bench.report.index import TableEntry, md_text, write_index
 
 FAILURE = "ValueError: x < 0 & <script>alert(1)</script>"
 

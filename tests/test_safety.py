@@ -4,7 +4,7 @@
   joblib, shelve or marshal; no `allow_pickle=True`, no `read_pickle`); no `eval` / `exec`, no
   shell. Checked statically over bench's source (ast, so comments and strings do not count),
   and behaviourally: a finished run's results folder holds no pickle at all.
-- Paths: a label file's paths stay inside the dataset root (bench.rootpath), an experiment name
+- Paths: a label file's paths stay inside the dataset root (bench.data.rootpath), an experiment name
   stays inside gin/experiments and results_dir, and grid.json cannot point reports elsewhere.
 """
 
@@ -19,12 +19,12 @@ import gin
 import numpy as np
 import pytest
 
-import bench.grid  # noqa: F401 -- imports bench.executors' gin configurable before any parse locks gin
+import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.config import experiment_file
 from bench.errors import BenchError
-from bench.gridfile import GRID, read_grid
-from bench.rootpath import under_root
+from bench.store.gridfile import GRID, read_grid
+from bench.data.rootpath import under_root
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("bench", "datasets", "methods", "evaluators")

@@ -7,7 +7,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import Condition, Method
-from bench.sampler import SampleConfig, draw_sources, euler, generate, heun, sample_noise
+from bench.pipeline.sampler import SampleConfig, draw_sources, euler, generate, heun, sample_noise
 
 
 def linear_field(a: float):

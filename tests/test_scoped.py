@@ -5,7 +5,7 @@ from __future__ import annotations
 import gin
 import pytest
 
-from bench.cells import CellSpec, RunRequest, build_cell
+from bench.pipeline.cells import CellSpec, RunRequest, build_cell
 from bench.scoped import localise, statements
 
 DATASETS = ("phantom_lt", "synthetic2d", "digits_lt")

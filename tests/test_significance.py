@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from bench.errors import BenchError
-from bench.significance import (
+from bench.metrics.significance import (
     EXACT_MAX, compare, limits, min_p, paired, seed_means, seeds_needed, sign_flip_p, t_interval, ttest_p, wilcoxon_p,
 )
 
@@ -71,10 +71,14 @@ def test_ttest_and_interval_match_scipy_on_seed_means():
     result = compare(runs(method), runs(reference), "ttest", alpha=0.05)
     x = np.array([method[s].mean() for s in range(4)])
     y = np.array([reference[s].mean() for s in range(4)])
-    assert result.n == 4 and result.p == pytest.approx(stats.ttest_rel(x, y).pvalue)
-    assert result.mean_diff == pytest.approx((x - y).mean())
-    low, high = stats.t.interval(0.95, 3, loc=(x - y).mean(), scale=stats.sem(x - y))
-    assert (result.low, result.high) == pytest.approx((low, high))
+    # the paired t-test by hand: t = mean(d) / (sd(d) / sqrt(n)), two-sided p from the t(n - 1) tail
+    d = x - y
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    t_stat = d.mean() / se
+    assert result.n == 4 and result.p == pytest.approx(2 * stats.t.sf(abs(t_stat), df=3), rel=1e-9)
+    assert result.mean_diff == pytest.approx(d.mean())
+    half = stats.t.ppf(0.975, df=3) * se
+    assert (result.low, result.high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
     assert result.significant == (result.p < 0.05)
     assert ttest_p(np.array([0.1, 0.1, 0.1])) is None  # no spread: scipy's tiny p would be rounding noise
     assert t_interval(np.array([1.0])) == (None, None)

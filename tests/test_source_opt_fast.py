@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.source_opt import (ChunkBuffers, ProxyConfig, SourceParams, fixed_caps, group_chunks, noise_draws,
+from bench.priors.source_opt import (ChunkBuffers, ProxyConfig, SourceParams, fixed_caps, group_chunks, noise_draws,
                               optimize_sources, proxy_gradients, proxy_terms)
 
 CFG = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3)

@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
 from bench.errors import BenchError
-from bench.subclass import check_subclass_config, ebic, induce_subclasses, n_free_parameters
+from bench.priors.subclass import check_subclass_config, ebic, induce_subclasses, n_free_parameters
 
 GAMMAS = [0.0, 0.25, 0.5, 1.0]
 

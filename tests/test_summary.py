@@ -2,7 +2,7 @@
 
 import statistics
 
-from bench.summary import reading_notes, summary_table
+from bench.report.summary import reading_notes, summary_table
 
 
 def rec(dataset, method, seed, **metrics):
@@ -23,7 +23,7 @@ def test_seeds_are_averaged_and_datasets_get_their_own_table():
 
 
 def test_many_metrics_are_transposed_to_one_row_per_metric():
-    from bench.summary import summary_table
+    from bench.report.summary import summary_table
 
     recs = [{"method": m, "dataset": "d", "seed": s, "metrics": {f"m{i}": i + s for i in range(12)},
              "higher_is_better": {"m1": True}, "train": {"seconds": 1.0}}
@@ -53,7 +53,7 @@ def _records():
 
 
 def test_source_only_and_untrained_lines_sit_under_their_method_in_the_plain_metric_column():
-    from bench.summary import summary_rows
+    from bench.report.summary import summary_rows
 
     header, rows = summary_rows(_records())
     assert header == ["method", "seeds", "fid/tail ↓", "n/fid = n/irs", "swd/tail ↓", "train s"]

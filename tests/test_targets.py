@@ -5,7 +5,7 @@ import math
 import pytest
 
 from bench.errors import BenchError
-from bench.targets import AugmentationTargets
+from bench.data.targets import AugmentationTargets
 
 
 def test_groups_and_counts_match_a_hand_computation():

@@ -5,11 +5,11 @@ import shutil
 import pytest
 import torch
 
-from bench.artifacts import MANIFEST, load_state, save_state
+from bench.store.artifacts import MANIFEST, load_state, save_state
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError, CellFailed
 from bench.method import Method
-from bench.trainer import TrainConfig, train
+from bench.pipeline.trainer import TrainConfig, train
 
 
 def two_class_data(n=256):
@@ -95,7 +95,7 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, ema_decay):
 
 
 class FakeTime:
-    """Stands in for bench.trainer's `time`: the clock moves only when a training step runs."""
+    """Stands in for bench.pipeline.trainer's `time`: the clock moves only when a training step runs."""
 
     def __init__(self):
         self.now = 0.0
@@ -117,10 +117,10 @@ class SlowMethod(FailingMethod):
 
 
 def test_time_based_checkpoints_let_a_killed_training_resume(tmp_path, monkeypatch):
-    import bench.trainer
+    import bench.pipeline.trainer
 
     clock = FakeTime()
-    monkeypatch.setattr(bench.trainer, "time", clock)
+    monkeypatch.setattr(bench.pipeline.trainer, "time", clock)
     x, y = two_class_data()
     cfg = TrainConfig(steps=12, batch_size=48, lr=3e-3, log_every=5, checkpoint_minutes=1.0)
     assert cfg.checkpoint_every == 0  # time alone decides

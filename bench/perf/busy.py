@@ -4,7 +4,7 @@ On a shared machine a run competes with other processes for the cores. OpenMP th
 *spin* while they wait for work (libgomp's default, `OMP_WAIT_POLICY` unset or ACTIVE) then burn
 the time slices the other threads need, and a step can take many times longer than on one
 thread. This case times the same training (vanilla FM on synthetic2d-sized data, the MLP
-backbone, `bench.trainer.train`) in a fresh child process per setting, because the wait policy
+backbone, `bench.pipeline.trainer.train`) in a fresh child process per setting, because the wait policy
 is read once when the OpenMP runtime starts:
 
 - torch threads: 1, 2 and 0 (torch's default, all cores);
@@ -54,7 +54,7 @@ def child(threads: int, k1: int, k2: int, rows: int) -> float:
 
     from bench.backbones.mlp import MLPBackbone
     from bench.method import Method
-    from bench.trainer import TrainConfig, train
+    from bench.pipeline.trainer import TrainConfig, train
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(rows) % 8

@@ -1,6 +1,6 @@
 """GPU training step (issue 8, item 7): FLUX.1-width flow matching in bf16, eager vs torch.compile, MFU.
 
-The step is bench's own: `bench.trainer.train` (accelerate bf16 autocast, AdamW, clipping) with
+The step is bench's own: `bench.pipeline.trainer.train` (accelerate bf16 autocast, AdamW, clipping) with
 vanilla flow matching's loss on bench's FluxBackbone, whose FluxTransformer2DModel attends through
 diffusers' FluxAttnProcessor and its "native" backend, torch's scaled_dot_product_attention (the
 aten SDPA kernel the step actually ran is recorded). For the compiled run the transformer is
@@ -201,9 +201,9 @@ def _peak_memory_gib() -> float:
 
 
 def run_mode(sc: Scale, hyper: dict, compiled: bool) -> dict:
-    """Train a fresh backbone `warmup + timed` steps through bench.trainer; per-step seconds etc."""
+    """Train a fresh backbone `warmup + timed` steps through bench.pipeline.trainer; per-step seconds etc."""
     from bench.backbones.flux import FluxBackbone
-    from bench.trainer import TrainConfig, train
+    from bench.pipeline.trainer import TrainConfig, train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -287,7 +287,7 @@ def measure_here(scale: str) -> dict:
         "text_tokens": text_tokens, "tokens_per_sample": image_tokens + text_tokens,
         "preset": {"file": PRESET, **_jsonable(preset)},
         "depth_trained": list(sc.depth), "compile_backend": sc.compile_backend,
-        "compile": "backbone.transformer.compile() (in place) before bench.trainer.train; same loop as eager",
+        "compile": "backbone.transformer.compile() (in place) before bench.pipeline.trainer.train; same loop as eager",
         "flops_per_step": flops, "flops_per_step_preset_depth": preset_flops,
         "preset_parameters": _preset_parameters(preset, 4 * c),
         "peak_flops": peak, "peak_flops_source": peak_source,
@@ -296,7 +296,7 @@ def measure_here(scale: str) -> dict:
         "compile_s": runs["compiled"].get("first_step_s"),
         "peak_memory_measure": ("torch.cuda.max_memory_allocated per run" if cuda
                                 else "process peak RSS (cumulative over both runs)"),
-        "timing": "per step: between consecutive loss calls of bench.trainer.train (device synced); "
+        "timing": "per step: between consecutive loss calls of bench.pipeline.trainer.train (device synced); "
                   f"steady = median of the {sc.timed_steps} steps after {sc.warmup_steps} warm-up steps",
         "runs": runs,
     }

@@ -32,7 +32,7 @@ STEPS_ENV = "BENCH_OFFLINE_STEPS"
 
 def long_tailed_latents(n: int, d: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n latents in `classes` classes with an imbalance ratio of 100, two subclasses each."""
-    from bench.longtail import exponential_profile
+    from bench.data.longtail import exponential_profile
 
     profile = exponential_profile(10_000, classes, 100)
     counts = [max(20, round(n * c / sum(profile))) for c in profile]

@@ -3,7 +3,7 @@
 Both loops train phantom_lt's model, FLUX on its pixel latents with the tiny preset (the gin files
 base.gin < datasets/phantom_lt.gin, which includes presets/tiny.gin, fix the sizes, batch, lr,
 weight decay and gradient clipping), in fp32 on the same number of torch threads, from the same
-initial weights. Bench's step is `bench.trainer.train` with vanilla flow matching (accelerate, the
+initial weights. Bench's step is `bench.pipeline.trainer.train` with vanilla flow matching (accelerate, the
 epoch sampler, seeded draws, `method.loss`, clipping, the loss trace). The bare step is the loop a
 diffusers user writes by hand: draw rows, noise and sigma, mix, pack, call FluxTransformer2DModel,
 MSE against noise - data, backward, clip, AdamW. Only the harness machinery differs, so
@@ -32,7 +32,7 @@ from torch import nn
 
 from bench.backbones.flux import FluxBackbone, image_ids, pack_patches
 from bench.perf.case import Measurement, median, timed
-from bench.trainer import TrainConfig, TrainResult, train
+from bench.pipeline.trainer import TrainConfig, TrainResult, train
 
 TARGET = 1.05  # bench may cost at most 5% more per step than the bare loop
 SEED = 0
@@ -73,7 +73,7 @@ def gin_parsed(names: Sequence[str]) -> Iterator[None]:
 
     Clearing keeps the bindings from leaking into later code that builds a TrainConfig().
     """
-    from bench.cells import load_plugins
+    from bench.pipeline.cells import load_plugins
     from bench.config import gin_dir, parse
 
     load_plugins()
@@ -195,7 +195,7 @@ Run = Callable[[int], object]  # run(k) trains k steps, one-off setup included
 
 
 def bench_run(setting: Setting, threads: int) -> Run:
-    """k steps through bench.trainer.train on `threads` torch threads (weights carry over)."""
+    """k steps through bench.pipeline.trainer.train on `threads` torch threads (weights carry over)."""
     def run(steps: int) -> TrainResult:
         cfg = dataclasses.replace(setting.cfg, steps=steps, threads=threads)
         return train(setting.method, setting.backbone, setting.latents, setting.labels, cfg, SEED)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.gridfile import cell_label
+from bench.store.gridfile import cell_label
 from bench.perf.case import Measurement, python_command
 
 ARGS = {"full": [],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.artifacts import write_text_atomic
+from bench.store.artifacts import write_text_atomic
 from bench.errors import BenchError
 from bench.perf.case import SCALES, timed
 

@@ -1,6 +1,6 @@
 """Torch threads for a training step (issue 8, item 6): 1 against 2 on phantom_lt's tiny-preset step.
 
-The step is the one of bench.perf.overhead, trained through bench.trainer.train with
+The step is the one of bench.perf.overhead, trained through bench.pipeline.trainer.train with
 TrainConfig(threads=n); the two thread counts alternate over repeats and each reports its median
 seconds per step. The lead sets `train.threads`'s default from the full measurement; this case only
 reports the current defaults beside the numbers. torch's thread count is restored afterwards
@@ -17,17 +17,17 @@ import torch
 
 from bench.perf.case import Measurement, median
 from bench.perf.overhead import SCALES, bench_run, gin_parsed, interleaved, phantom_setting
-from bench.trainer import TrainConfig
+from bench.pipeline.trainer import TrainConfig
 
 THREADS = (1, 2)
 
 
 def current_defaults() -> dict:
-    """train.threads as bench/trainer.py declares it and as gin/base.gin leaves it (0 = torch's)."""
+    """train.threads as bench/pipeline/trainer.py declares it and as gin/base.gin leaves it (0 = torch's)."""
     declared = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "threads")
     with gin_parsed(["base.gin"]):
         configured = TrainConfig().threads
-    return {"bench/trainer.py": declared, "gin/base.gin": configured,
+    return {"bench/pipeline/trainer.py": declared, "gin/base.gin": configured,
             "meaning_of_0": "torch's default thread count"}
 
 

@@ -28,8 +28,8 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 from bench.encoders.pixel import PixelEncoder
-from bench.imagefiles import ImageFiles, Preprocess
-from bench.latent_cache import cached_latents
+from bench.data.imagefiles import ImageFiles, Preprocess
+from bench.pipeline.latent_cache import cached_latents
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
 paths = sorted(folder.glob("*.png"))
 x = ImageFiles(paths, [p.stem for p in paths], Preprocess(size=%d), "bench")

@@ -1,7 +1,7 @@
 """Benchmark: the FLUX.1-width training step on a CUDA device, eager vs torch.compile, and its MFU.
 
 Runs the suite's own case at full scale (bench.perf.gpu: 4 + 8 blocks of FLUX.1 width, batch 32
-of 16 x 32 x 32 latents, bf16 autocast, bench.trainer). Skipped without CUDA, and in the default
+of 16 x 32 x 32 latents, bf16 autocast, bench.pipeline.trainer). Skipped without CUDA, and in the default
 run: `pytest tests/benchmarks --benchmark-only -k gpu`.
 """
 

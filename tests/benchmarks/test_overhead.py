@@ -1,7 +1,7 @@
 """Benchmark: bench's harness overhead per training step (issue 8, item 1).
 
 Runs the suite's `overhead` case at full scale (bench.perf.overhead): phantom_lt's tiny-preset
-FLUX step at its gin batch (32), through bench.trainer.train and through a bare diffusers loop
+FLUX step at its gin batch (32), through bench.pipeline.trainer.train and through a bare diffusers loop
 with the same weights, optimiser, clipping, precision and threads, interleaved over repeats.
 Asserts the target: bench's seconds per step are at most 1.05x the bare loop's. A few minutes on
 2 CPU cores; when the target is missed the case's details carry a cProfile of bench's steps.

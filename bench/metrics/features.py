@@ -1,0 +1,170 @@
+"""The domain-specific feature extractor behind FID, IRS and kNN purity.
+
+The paper computes image metrics in the feature space of a DenseNet-121 trained on the dataset's
+real training split. `build_extractor` trains such a classifier (`features.arch`: 'small_cnn' on
+CPU by default, 'densenet121' for the paper) once per (dataset configuration, feature
+configuration) and caches it, or loads the user's weights from `features.path`. Features are the
+pooled penultimate activations (bench.metrics.classifier.embed): 128-d for small_cnn, 1024-d for
+densenet121, 2048-d for resnet50.
+
+What `features.path` accepts:
+- a folder written by bench (a trained-extractor cache folder): `manifest.json` with `arch`,
+  `in_channels` and `n_classes`, and `model.safetensors`; `features.arch` is then ignored;
+- a state-dict file (`.safetensors`, or `.pt` / `.pth` / `.bin` saved with torch.save, optionally
+  wrapped as {"state_dict": ...}) for the architecture named by `features.arch` (set
+  features.arch='densenet121' for MONAI DenseNet121 weights), with MONAI's / bench's key names
+  (a leading "module." is stripped), the dataset's number of image channels, and any number of
+  classes (read from the head's weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import gin
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.store.artifacts import is_complete, read_manifest, stage_dir
+from bench.metrics.classifier import (
+    ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
+)
+from bench.dataset import Dataset, Split
+from bench.errors import BenchError
+
+WEIGHTS = "model.safetensors"
+_HEAD_WEIGHT = {"small_cnn": "fc.weight", "densenet121": "class_layers.out.weight", "resnet50": "fc.weight"}
+
+
+@gin.configurable("features")
+@dataclass
+class FeatureConfig:
+    """Which network embeds images for FID / IRS / kNN purity, and how it is trained."""
+
+    arch: str = "small_cnn"  # 'small_cnn' (CPU), 'densenet121' (paper), 'resnet50'
+    path: Optional[str] = None  # user weights (see the module docstring); None trains one
+    epochs: int = 15  # early-stopping ceiling
+    lr: float = 1e-3
+    batch_size: int = 64
+    patience: int = 4
+    class_balanced: bool = True  # [our default] balanced sampling, so tail classes shape the space too
+
+    def protocol(self) -> Protocol:
+        """The training protocol of a trained extractor."""
+        return Protocol(lr=self.lr, batch_size=self.batch_size, max_epochs=self.epochs,
+                        patience=self.patience, class_balanced_sampling=self.class_balanced).check("features")
+
+    def describe(self) -> dict:
+        """JSON-able settings."""
+        return asdict(self)
+
+
+class FeatureExtractor:
+    """A classifier used as an embedding: `embed(x)` gives (N, dim) float64 pooled features."""
+
+    def __init__(self, model: Classifier, name: str, batch_size: int = 256):
+        self.model, self.name, self.batch_size = model.eval(), name, batch_size
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        return self.model.head.in_features
+
+    def embed(self, x) -> np.ndarray:
+        """Features of a tensor or lazy ImageFiles in [0, 1], read one batch at a time."""
+        return embed(self.model, x, self.batch_size)
+
+
+def build_extractor(config: FeatureConfig, dataset: Dataset, train: Split, val: Optional[Split],
+                    cache_folder: Path, key: str, seed: int = 0) -> FeatureExtractor:
+    """The configured extractor: user weights, the complete cache in `cache_folder`, or a new one.
+
+    A new extractor is a `config.arch` classifier trained on `train`, early-stopped on `val` (or,
+    when None, the dataset's val split, else a stratified 10% of train held out). It is saved with
+    bench.store.artifacts.stage_dir under `cache_folder` for the hash `key`; the manifest records the
+    architecture, the training history and `val_bacc`, its real validation balanced accuracy (how
+    well the feature network knows the classes).
+    """
+    in_channels = int(train.x.shape[1])
+    if config.path:
+        return load_extractor(config, in_channels)
+    if config.arch not in ARCHS:
+        raise BenchError(f"features.arch={config.arch!r} is not one of {list(ARCHS)}")
+    cache_folder = Path(cache_folder)
+    if is_complete(cache_folder, key):
+        return _load_folder(cache_folder)
+    protocol = config.protocol()
+    fit_split, val_split = selection_splits(dataset, train, val)
+    model = build_classifier(config.arch, in_channels, dataset.n_classes, seed=seed).to(default_device())
+    model, history = fit(model, fit_split.x, fit_split.y, val_split.x, val_split.y, protocol, seed)
+    info = {"arch": config.arch, "in_channels": in_channels, "n_classes": dataset.n_classes,
+            "dim": model.head.in_features, "val_bacc": history.best_val_bacc, "dataset": dataset.name,
+            "features": config.describe(), "history": history.to_dict()}
+    with stage_dir(cache_folder, key, **info) as staging:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
+                  str(staging / WEIGHTS))
+    return FeatureExtractor(model, f"{config.arch}@{dataset.name}")
+
+
+def load_extractor(config: FeatureConfig, in_channels: int) -> FeatureExtractor:
+    """The extractor stored at `config.path` (a bench folder or a state-dict file)."""
+    path = Path(config.path).expanduser()
+    if path.is_dir():
+        return _load_folder(path)
+    if not path.is_file():
+        raise BenchError(f"features.path={config.path!r} does not exist; give a bench feature folder "
+                         "(manifest.json + model.safetensors) or a state-dict file (.safetensors/.pt/.pth)")
+    if config.arch not in ARCHS:
+        raise BenchError(f"features.arch={config.arch!r} is not one of {list(ARCHS)}")
+    state = _read_state_dict(path)
+    head = _HEAD_WEIGHT[config.arch]
+    if head not in state:
+        raise BenchError(f"features.path={config.path!r} has no {head!r}: not a {config.arch} state dict; "
+                         f"set features.arch to the weights' architecture ({', '.join(ARCHS)})")
+    model = build_classifier(config.arch, in_channels, int(state[head].shape[0]))
+    _load_weights(model, state, path, f"{config.arch} with in_channels={in_channels}")
+    return FeatureExtractor(model.to(default_device()), f"{config.arch}:{path.name}")
+
+
+def _load_folder(folder: Path) -> FeatureExtractor:
+    """A bench-written extractor folder."""
+    manifest = read_manifest(folder)
+    complete = manifest and {"arch", "in_channels", "n_classes"} <= set(manifest)
+    if not complete or not (folder / WEIGHTS).is_file():
+        raise BenchError(f"features.path: {folder} is not a bench feature folder (needs manifest.json with "
+                         f"arch, in_channels, n_classes and {WEIGHTS}); point features.path at one or at a "
+                         "state-dict file")
+    model = build_classifier(manifest["arch"], manifest["in_channels"], manifest["n_classes"])
+    _load_weights(model, load_file(str(folder / WEIGHTS)), folder / WEIGHTS, manifest["arch"])
+    return FeatureExtractor(model.to(default_device()), f"{manifest['arch']}:{folder.name}")
+
+
+def _read_state_dict(path: Path) -> dict:
+    """Tensors of a .safetensors or torch.save file, unwrapped and without a 'module.' prefix."""
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the same user error
+        raise BenchError(f"features.path={str(path)!r} cannot be read as a state dict "
+                         f"({type(exc).__name__}); give a .safetensors or torch.save file") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BenchError(f"features.path={str(path)!r} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_weights(model: Classifier, state: dict, path: Path, what: str) -> None:
+    """Load `state` into the network strictly; a mismatch is a one-line error."""
+    try:
+        model.net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise BenchError(f"features.path: {path} does not fit a {what} ({detail}); check features.arch "
+                         "and that the weights match the dataset's image channels") from None

@@ -1,0 +1,381 @@
+"""Run cells through the five stages: encode, fit_prior, train, sample, evaluate.
+
+The sample stage draws the synthetic set, optionally the untrained backbone's reference
+(`samples_init/`) and, when `generative.n_total` is set, the generative-metrics set
+(`samples_generative/`, bench.metrics.generative). Before evaluation the method's source draws for the
+scored set are redrawn with no network (`@source` metrics: the source alone, no flow). Each stage
+writes an artifact folder atomically with
+a manifest naming its config hash; a stage whose artifact is complete for the same hash is
+skipped, so a rerun only does what is missing. The record is written last.
+
+Launched on several processes (bench.runtime.distributed), every rank loads the data, trains (DDP) and
+samples (sharded); rank 0 alone writes the artifacts, decodes, evaluates and writes the record,
+and every check-then-write goes through `main_first` / `on_main` so all ranks take one branch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.runtime import distributed, progress
+from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
+from bench.cell import CellContext
+from bench.pipeline.cells import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
+from bench.dataset import Split
+from bench.store.fingerprint import split_fingerprint
+from bench.pipeline.latent_cache import cache_folder, cached_latents
+from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
+from bench.pipeline.sampler import draw_sources, generate
+from bench.data.targets import plan_records
+from bench.pipeline.trainer import train
+
+log = logging.getLogger(__name__)
+
+
+class Timings(dict):
+    """Seconds per stage, filled by the `stage` context manager; with a cell `label`, each
+    finished stage is also logged as one line with its duration (bench.runtime.progress)."""
+
+    def __init__(self, label: str = ""):
+        super().__init__()
+        self.label = label
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - t0
+        self[name] = round(self.get(name, 0.0) + seconds, 4)
+        if self.label and distributed.is_main():
+            log.info(progress.stage_line(self.label, name, seconds))
+
+
+def device() -> torch.device:
+    """This process's device (its own GPU under a multi-GPU launch), else the CPU."""
+    return distributed.device()
+
+
+def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
+    """Run (or resume) one cell and return its record."""
+    folder = cell.spec.folder(results_dir)
+    times, t_start = Timings(cell.spec.label), time.perf_counter()
+    ds = cell.dataset
+    with times.stage("load"):
+        train_split, test_split = ds.load(ds.train_split), ds.load(cell.eval_split)
+    cell.key_by_data({"train": split_fingerprint(train_split), "eval": split_fingerprint(test_split)})
+    cached = distributed.agree(read_record(folder) if distributed.is_main() else None)
+    if is_current(cached, cell):
+        log.info("%s: record exists for this config and data, skipped", cell.spec.label)
+        return cached
+    distributed.on_main(lambda: write_skipped(folder, getattr(ds, "skipped", [])))
+    with times.stage("encode"):
+        z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
+    with times.stage("fit_prior"):
+        prior = distributed.main_first(lambda: prior_stage(cell, folder, z, train_split.y))
+    cell.method.setup(ds.n_classes, prior)
+    plan = cell.targets.plan(train_split.counts(ds.n_classes).tolist(), ds.class_names)
+    n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
+    backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
+    with times.stage("sample"):
+        synth = samples_stage(cell, folder / "samples", lambda: backbone, shape, n_per_class,
+                              cell.stage_hashes["sample"])
+    generative = generative_stage(cell, folder, lambda: backbone, shape, plan, times)
+    init = None
+    if cell.sample_cfg.init_reference:
+        untrained = lambda: make_backbone(cell, shape, seed=cell.spec.seed).to(device())  # noqa: E731
+        with times.stage("sample_init"):
+            init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
+                                 cell.stage_hashes["sample"] + "-init")
+
+    def evaluate_and_record() -> dict:  # rank 0 only
+        with times.stage("source"):
+            source = source_set(cell, shape, n_per_class if generative is None else generative)
+        with times.stage("decode"):
+            synth_x, init_x, generative_x, source_x = (decode(cell, s) for s in (synth, init, generative, source))
+        with times.stage("evaluate"):
+            ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
+                              generative=generative_x, synthetic_source=source_x,
+                              latents=z, prior=prior, targets=plan,
+                              shared=(Path(results_dir) / "cache" / "no_aug" /
+                                      f"{cell.spec.dataset}-{cell.stage_hashes['no_aug']}",
+                                      cell.stage_hashes["no_aug"]),
+                              extractor=feature_extractor(cell, train_split, Path(results_dir))
+                              if ds.kind == "image" else None)  # domain features: an image CNN
+            metrics, higher = evaluate(cell, ctx, times)
+        times["total"] = round(time.perf_counter() - t_start, 4)
+        extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),
+                 "augmentation": plan_records(plan),
+                 "skipped": len(getattr(ds, "skipped", []))}
+        if generative is not None:
+            extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
+        return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
+
+    return distributed.on_main(evaluate_and_record)
+
+
+def is_current(record: dict | None, cell: BuiltCell) -> bool:
+    """Whether a stored record was written by this configuration from this data.
+
+    A record from before data fingerprints existed cannot show which data it saw: it is redone.
+    """
+    if not record or record.get("status") != "ok" or record.get("config_hash") != cell.config_hash:
+        return False
+    if record_problem(record):
+        log.warning("%s: the stored record is malformed (%s); running the cell again",
+                    cell.spec.label, record_problem(record))
+        return False
+    if record.get("data") != cell.data:
+        log.info("%s: the stored record was computed from other data (or before bench recorded which); "
+                 "running the cell again", cell.spec.label)
+        return False
+    return True
+
+
+def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
+    """Synthetic samples per class: held-out counts, augmentation targets, or a fixed number."""
+    n = cell.sample_cfg.n_per_class
+    if n == "targets":
+        return [t.synthetic for t in plan]
+    if n is not None:
+        return [int(n)] * cell.dataset.n_classes
+    return test_split.counts(cell.dataset.n_classes).tolist()
+
+
+def source_set(cell: BuiltCell, shape: tuple, scored) -> dict:
+    """The method's source draws for the set the generative metrics score (`scored`: its
+    per-class counts, or that set itself), drawn exactly as the sampler starts from them.
+
+    No network runs: these are the `@source` reference, what the source alone gives before any
+    flow. Cheap to redraw, so they are not stored.
+    """
+    counts = scored if isinstance(scored, list) else \
+        torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
+    return draw_sources(cell.method, counts, shape, cell.spec.seed, cell.sample_cfg, device=device())
+
+
+def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
+                     times: Timings):
+    """The generative-metrics set (`<cell>/samples_generative/`), or None when the cell has none.
+
+    Its size per class comes from `generative.n_total` and `generative.allocation` over the
+    augmentation plan; it has its own stage hash, so it is sampled once and reused.
+    """
+    n_per_class = cell.generative.n_per_class(plan)
+    if n_per_class is None:
+        return None
+    with times.stage("sample_generative"):
+        return samples_stage(cell, folder / "samples_generative", get_backbone, shape, n_per_class,
+                             cell.stage_hashes["generative"])
+
+
+def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
+    """A zero-argument builder of the cell's domain feature extractor, run on first use only.
+
+    Evaluators that need no features never train or load it; the trained extractor is cached
+    once per (dataset configuration, feature configuration) under results/cache/features/.
+    """
+    @functools.cache
+    def build():
+        from bench.metrics.features import FeatureConfig, build_extractor
+
+        config, ds = FeatureConfig(), cell.dataset
+        key = cell.stage_hashes["features"]
+        name = cell.config_stage_hashes.get("features", key)  # one folder per configuration
+        folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{name}"
+        val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
+        return build_extractor(config, ds, train_split, val, folder, key, seed=0)
+
+    return build
+
+
+def write_skipped(folder: Path, skipped: list[dict]) -> None:
+    """Log every id the dataset left out (bad rows, bad images) as <cell>/skipped.csv."""
+    if skipped:
+        table = pd.DataFrame(skipped, columns=["split", "id", "reason"])
+        write_text_atomic(folder / "skipped.csv", table.to_csv(index=False))
+        log.warning("%d sample(s) skipped by the dataset; ids in %s", len(skipped), folder / "skipped.csv")
+
+
+def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tensor:
+    """Latents of the training split, memory-mapped from the (dataset, encoder, resolution) cache."""
+    key = cell.stage_hashes["encode"]
+    name = cell.config_stage_hashes.get("encode", key)  # the folder of this configuration, any data
+    folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), name)
+    return cached_latents(folder, key, cell.encoder, split.x, split.y, split.ids,
+                          info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name, "data": cell.data})
+
+
+def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
+    """The method's offline prior for this seed, fitted once and reused."""
+    key, target = cell.stage_hashes["prior"], folder / "prior"
+    shape, n_classes = tuple(z.shape[1:]), cell.dataset.n_classes
+    stored = _load_complete(target, key,
+                            lambda: cell.method.prior_class().load(target).validate(shape, n_classes, len(z)))
+    if stored is not None:
+        return stored
+    prior = cell.method.fit_prior(z, y, cell.dataset.n_classes, cell.spec.seed)
+    if prior is not None:
+        with stage_dir(target, key, method=cell.spec.method) as tmp:
+            prior.save(tmp)
+    return prior
+
+
+def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
+    """The trained backbone (loaded if this config already trained it) and its training info."""
+    key, target = cell.stage_hashes["train"], folder / "backbone"
+    loaded = distributed.main_first(lambda: _load_complete(
+        target, key, lambda: _finite_weights(cell.backbone_cls.from_pretrained(target))))
+    if loaded is not None:
+        # built on the meta device (no weights) only so gin's operative config names the backbone's
+        # settings, as it does when the backbone is trained here: a resumed cell's record is complete
+        with torch.device("meta"):
+            make_backbone(cell, tuple(z.shape[1:]))
+        return loaded.to(device()), read_manifest(target)["train"]
+    backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
+    with times.stage("train"):
+        result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
+                       checkpoint_dir=folder / "checkpoints", config_hash=key)
+    info = {"steps": result.steps, "batch_size": result.batch_size, "seconds": round(result.seconds, 3),
+            "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
+            "converged": None if result.convergence is None else result.convergence["converged"],
+            "convergence": result.convergence,
+            "n_parameters": sum(p.numel() for p in backbone.parameters()),
+            "processes": distributed.world()}
+    distributed.on_main(lambda: _save_backbone(backbone, target, key, info))
+    return backbone.to(device()), info
+
+
+def _save_backbone(backbone, target: Path, key: str, info: dict) -> None:
+    """Write the trained backbone as a complete stage, then drop the resumable checkpoints."""
+    with stage_dir(target, key, train=info) as tmp:
+        backbone.save_pretrained(tmp)
+    discard(target.parent / "checkpoints")  # the backbone is complete: resumable state is no longer needed
+
+
+def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
+                  key: str) -> dict:
+    """Generate (or reload) a synthetic set of latents: {"z", "y", "subclass"?, "paths"?}.
+
+    `get_backbone` is called only when the samples must be generated; on several processes every
+    rank integrates its share of the batches and rank 0 writes the set.
+    """
+    out = distributed.main_first(lambda: _load_complete(
+        target, key, lambda: _valid_samples(load_file(target / "samples.safetensors"), shape, n_per_class)))
+    if out is None:
+        out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
+                       cell.sample_cfg, device=device(), rank=distributed.rank(), world=distributed.world())
+        distributed.on_main(lambda: _save_samples(cell, target, key, out))
+    return out
+
+
+def _finite_weights(backbone):
+    """The loaded backbone, or a ValueError if a weight is NaN or infinite (a damaged file)."""
+    for name, param in backbone.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise ValueError(f"weight {name} holds a NaN or infinite value")
+    return backbone
+
+
+def _valid_samples(out: dict, shape: tuple, n_per_class) -> dict:
+    """A stored synthetic set, or a ValueError unless it has the expected size, latent shape and
+    finite values (a damaged file is regenerated, never evaluated)."""
+    z, y = out.get("z"), out.get("y")
+    if z is None or y is None:
+        raise ValueError("the synthetic set lacks 'z' or 'y'")
+    n = sum(int(k) for k in n_per_class)
+    if len(z) != n or len(y) != n or tuple(z.shape[1:]) != tuple(shape):
+        raise ValueError(f"the synthetic set holds {tuple(z.shape)} latents and {len(y)} labels, "
+                         f"expected {n} of shape {tuple(shape)}")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("the synthetic set holds a NaN or infinite value")
+    return out
+
+
+def _save_samples(cell: BuiltCell, target: Path, key: str, out: dict) -> None:
+    """Write a synthetic set as a complete stage."""
+    with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
+        save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
+
+
+def decode(cell: BuiltCell, out: dict | None) -> Split | None:
+    """A synthetic set decoded to data space (the encoder's decoder, 256 latents at a time)."""
+    if out is None:
+        return None
+    x = torch.cat([cell.encoder.decode(out["z"][i : i + 256]) for i in range(0, len(out["z"]), 256)]) \
+        if len(out["z"]) else out["z"]
+    return Split(x=x, y=out["y"], subclass=out.get("subclass"))
+
+
+def _load_complete(target: Path, key: str, load):
+    """A stage's content when it is complete for `key` and readable, else None."""
+    return _load_or_discard(target, load) if is_complete(target, key) else None
+
+
+def _load_or_discard(target: Path, load):
+    """A complete stage's content, or None (the folder discarded, so the stage is redone) when a
+    file in it cannot be read: a damaged artifact must not fail every rerun."""
+    try:
+        return load()
+    except Exception as exc:  # safetensors, JSON and diffusers raise various types on damaged files
+        log.warning("%s is damaged (%s: %s); redoing this stage", target, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        discard(target)
+        return None
+
+
+def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) -> tuple[dict, dict]:
+    """Run every evaluator that applies to the dataset's kind; merge their metrics.
+
+    Each evaluator's seconds go to `times` as `evaluate/<name>` (the first to use the feature
+    extractor also pays for building it).
+    """
+    metrics, higher, times = {}, {}, Timings() if times is None else times
+    for ev in cell.evaluators:
+        if cell.dataset.kind not in ev.applies_to:
+            log.info("%s: evaluator %s does not apply to %s data, skipped",
+                     cell.spec.label, ev.name, cell.dataset.kind)
+            continue
+        with times.stage(f"evaluate/{ev.name}"):
+            out = ev.evaluate(ctx)
+        metrics.update({k: float(v) for k, v in out.items()})
+        higher.update({k: ev.higher_is_better[k] for k in out if k in ev.higher_is_better})
+    return metrics, higher
+
+
+def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: dict) -> dict:
+    """Write operative_config.gin and the record (last, atomically)."""
+    operative = operative_config()
+    write_text_atomic(folder / "operative_config.gin",
+                      f"# bench cell {cell.spec.label}, git {git_hash()}\n"
+                      f"# config_hash {cell.config_hash}\n{operative}")
+    n = {"train": len(ctx.train), "test": len(ctx.test), "synthetic": len(ctx.synthetic)}
+    if ctx.generative is not None:
+        n["generative"] = len(ctx.generative)
+    extra = {
+        "class_names": ctx.class_names,
+        "train_counts": ctx.train.counts(cell.dataset.n_classes).tolist(),
+        **extra_info,
+        "dataset_info": cell.dataset.describe(),
+        "method_info": cell.method.describe(),
+        "backbone": cell.pipeline.backbone,
+        "plugins": plugin_origins(cell),
+        "encoder": cell.encoder.name,
+        "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
+        "train": train_info,
+        "stage_hashes": cell.stage_hashes,
+        "data": cell.data,
+        "details": ctx.details,
+        "config": full_config(),
+    }
+    record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)
+    write_record(folder, record)
+    log.info(progress.cell_line(cell.spec.label, times.get("total", 0.0), metrics))
+    return record

@@ -1,0 +1,403 @@
+"""The training loop, readable top to bottom: flow matching on the shared backbone.
+
+Every method trains with the same optimiser, schedule and batches; only `method.loss` (and the
+source and conditions it uses) differs. All random draws come from one CPU generator seeded by
+the cell seed, so a run is reproducible on any device. A checkpoint (every `train.checkpoint_minutes`
+of training, by default 10, and/or every `train.checkpoint_every` steps) holds the whole
+TrainState, so a killed run resumes from it and continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gin
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from bench.runtime import distributed, progress
+from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
+from bench.checks import is_int, is_real
+from bench.pipeline.convergence import FRACTION, TOL, convergence
+from bench.errors import BenchError, CellFailed
+from bench.method import TrainBatch
+
+log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+@gin.configurable("train")
+@dataclass
+class TrainConfig:
+    """Optimiser and schedule shared by every method."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999 samples from the EMA weights
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
+    checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
+    # minutes of training between resumable checkpoints (on by default, so a killed long training
+    # resumes instead of restarting; short trainings never write one); 0 = none
+    checkpoint_minutes: float = 10.0
+    log_every: int = 100  # steps per entry of the recorded loss trace
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # equal parts of each batch whose gradients are summed (accumulation); N processes share them
+    # out, so micro_batches must be a multiple of N. 2 trains bit-identical weights on 1 or 2 processes
+    micro_batches: int = 1
+    # training counts as converged when the mean loss of the last `convergence_window` of the steps
+    # is less than `convergence_tol` (relative) below that of the window before (bench.pipeline.convergence)
+    convergence_window: float = FRACTION
+    convergence_tol: float = TOL
+
+    def __post_init__(self):
+        """One-line errors at `bench validate` time, before anything trains."""
+        ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1,
+                "threads": 0, "micro_batches": 1}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if not is_int(value) or value < low:
+                raise BenchError(f"train.{name}={value!r}: use an integer >= {low}")
+        for name, low in (("lr", 0.0), ("weight_decay", 0.0), ("grad_clip", 0.0), ("ema_decay", 0.0)):
+            value = getattr(self, name)
+            if not is_real(value) or value < low or (name == "lr" and value == 0):
+                raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
+        if not is_real(self.checkpoint_minutes) or self.checkpoint_minutes < 0:
+            raise BenchError(f"train.checkpoint_minutes={self.checkpoint_minutes!r}: use minutes >= 0 "
+                             "(0 writes no time-based checkpoint)")
+        if not (is_real(self.convergence_window) and 0 < self.convergence_window <= 0.5):
+            raise BenchError(f"train.convergence_window={self.convergence_window!r}: use a fraction of the "
+                             "steps in (0, 0.5]")
+        if not (is_real(self.convergence_tol) and self.convergence_tol > 0):
+            raise BenchError(f"train.convergence_tol={self.convergence_tol!r}: use a relative change > 0")
+        if self.ema_decay >= 1:
+            raise BenchError(f"train.ema_decay={self.ema_decay!r}: use a decay in [0, 1) (0 disables EMA)")
+        if self.batch_size % self.micro_batches:
+            raise BenchError(f"train.batch_size={self.batch_size} does not split into "
+                             f"train.micro_batches={self.micro_batches} equal parts; use a multiple")
+        if self.mixed_precision not in PRECISIONS:
+            raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class TrainResult:
+    """What training reports into the record."""
+
+    steps: int
+    seconds: float
+    loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
+    resumed_from: Optional[int] = None
+    convergence: Optional[dict] = None  # bench.pipeline.convergence: did the loss reach a plateau?
+    batch_size: Optional[int] = None  # the batch that ran: train.batch_size, or the whole set if smaller
+
+
+class EpochSampler:
+    """Mini-batch indices from seeded epoch permutations (every sample once per epoch)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self._perm, self._pos = torch.randperm(n, generator=generator), 0
+
+    def next(self) -> torch.Tensor:
+        """The next batch of row indices."""
+        if self._pos + self.batch_size > self.n:
+            self._perm, self._pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self._perm[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        """The current permutation and position, as tensors (for safetensors checkpoints)."""
+        return {"perm": self._perm, "pos": torch.tensor([self._pos])}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where `state_dict` was taken."""
+        self._perm, self._pos = state["perm"], int(state["pos"][0])
+
+
+@dataclass
+class TrainState:
+    """Everything later steps or the record depend on, so a checkpoint restores a run exactly.
+
+    The weights are the model's; the rest (optimizer and schedule, EMA, mixed-precision scaler,
+    RNGs, the epoch sampler's position, the loss trace with its unfinished log window and the
+    seconds spent) goes through `state_dict`, stored without pickle (bench.store.artifacts.save_state).
+    """
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: object
+    generator: torch.Generator
+    batches: EpochSampler
+    step: int = 0
+    loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
+    window: list = field(default_factory=list)  # losses since the last trace entry
+    history: list = field(default_factory=list)  # every step's loss, for the convergence check
+    seconds: float = 0.0
+
+    @property
+    def weights(self) -> dict:
+        """The model's state dict (unwrapped from accelerate)."""
+        return self.accelerator.unwrap_model(self.model).state_dict()
+
+    def state_dict(self) -> dict:
+        """The non-weight state, as nested dicts of tensors and JSON values."""
+        scaler = self.accelerator.scaler
+        out = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+               "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
+               "torch_rng": torch.get_rng_state(), "sampler": self.batches.state_dict(),
+               "loss_trace": self.loss_trace, "window": self.window, "history": self.history,
+               "seconds": self.seconds}
+        if self.ema is not None:
+            out["ema"] = self.ema.state_dict()
+        if scaler is not None and scaler.is_enabled():
+            out["scaler"] = scaler.state_dict()
+        if torch.cuda.is_available():
+            out["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return out
+
+    # what every checkpoint holds (`state_dict` above); "ema" too when EMA is on
+    REQUIRED = ("optimizer", "scheduler", "rng", "torch_rng", "sampler", "step", "seconds", "loss_trace", "window")
+
+    def check_state(self, state, weights: dict) -> None:
+        """ValueError unless a checkpoint can be loaded whole: every key present, the weights
+        those of this model (same names and shapes) and finite. Checked before anything is
+        loaded, so a damaged checkpoint is skipped without leaving a half-restored state."""
+        if not isinstance(state, dict):
+            raise ValueError(f"trainer state is a {type(state).__name__}, not a mapping")
+        missing = [k for k in self.REQUIRED + (("ema",) if self.ema is not None else ()) if k not in state]
+        if missing:
+            raise ValueError(f"trainer state lacks {', '.join(missing)}")
+        own = self.accelerator.unwrap_model(self.model).state_dict()
+        wrong = sorted(set(own) ^ set(weights)) or [k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
+        if wrong:
+            raise ValueError(f"weights do not match the model ({wrong[0]})")
+        if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
+            raise ValueError("a weight is NaN or infinite")
+
+    def load_state_dict(self, state: dict, weights: dict) -> None:
+        """Continue exactly where `state_dict` (and the weights) were taken."""
+        self.accelerator.unwrap_model(self.model).load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.batches.load_state_dict(state["sampler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+            self.ema.to(self.accelerator.device)
+        if "scaler" in state and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.loss_trace = [tuple(entry) for entry in state["loss_trace"]]
+        self.window = list(state["window"])
+        self.history = list(state.get("history", []))  # absent from checkpoints of older versions
+
+
+def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
+          checkpoint_dir: Optional[Path] = None, config_hash: str = "") -> TrainResult:
+    """Train `backbone` in place with `method`'s loss on (latents, labels).
+
+    With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
+    every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the
+    newest complete one for `config_hash`, continuing bit for bit as if never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
+    the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
+    wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
+    (`micro_batch_rows`) and the ranks keep identical weights; only the main process writes checkpoints.
+    """
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    state = _setup(backbone, cfg, seed, len(labels))
+    if state.batches.batch_size < cfg.batch_size:
+        log.warning("train.batch_size=%d exceeds the %d training samples: every step uses all %d "
+                    "(recorded as the batch size that ran)", cfg.batch_size, len(labels), len(labels))
+    method.to(state.accelerator.device)
+    resumed_from = _resume(checkpoint_dir, config_hash, state)
+    t0, seconds_before = time.perf_counter(), state.seconds
+    clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None)
+    for step in progress.bar(range(state.step, cfg.steps), "train", total=cfg.steps, unit="step",
+                             initial=state.step):
+        state.window.append(_step(method, state, latents, labels, cfg))
+        state.history.append(state.window[-1])
+        state.step = step + 1
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            state.loss_trace.append((state.step, sum(state.window) / len(state.window)))
+            state.window = []
+        if clock.due(state.step):
+            state.seconds = seconds_before + time.perf_counter() - t0
+            if state.accelerator.is_main_process:  # ranks hold identical weights: one writer
+                _save_checkpoint(checkpoint_dir, config_hash, state)
+            state.accelerator.wait_for_everyone()
+    if state.ema is not None:
+        state.ema.copy_to(backbone.parameters())
+    seconds = seconds_before + time.perf_counter() - t0
+    return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
+                       convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
+                       batch_size=state.batches.batch_size)
+
+
+class CheckpointClock:
+    """When to write a checkpoint: every `checkpoint_every` steps, and once `checkpoint_minutes`
+    of wall time have passed since the last one (or the start of this process's training).
+
+    The time rule is decided on the main process and shared (`distributed.agree`), so all ranks
+    checkpoint at the same step whatever their clocks say; with several processes it is looked at
+    every AGREE_EVERY steps only, so the shared decision costs one small broadcast per that many steps.
+    """
+
+    AGREE_EVERY = 10
+
+    def __init__(self, cfg: TrainConfig, enabled: bool = True):
+        self.every = cfg.checkpoint_every if enabled else 0
+        self.seconds = 60.0 * cfg.checkpoint_minutes if enabled else 0.0
+        self._last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        """Whether to checkpoint after `step`; restarts the timer when it says yes."""
+        by_steps = bool(self.every) and step % self.every == 0
+        look = bool(self.seconds) and (distributed.world() == 1 or step % self.AGREE_EVERY == 0)
+        by_time = look and distributed.agree(time.perf_counter() - self._last >= self.seconds)
+        if by_steps or by_time:
+            self._last = time.perf_counter()
+        return by_steps or by_time
+
+
+def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
+    """The optimiser, warm-up schedule, EMA, seeded generator and sampler of a fresh run."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(cfg.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    model, optimizer = accelerator.prepare(backbone, optimizer)
+    generator = torch.Generator().manual_seed(seed)
+    return TrainState(accelerator, model, optimizer, scheduler, _make_ema(backbone, cfg.ema_decay),
+                      generator, EpochSampler(n, cfg.batch_size, generator))
+
+
+def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
+    """One optimisation step over the global batch; returns its mean loss.
+
+    Every rank draws the whole batch's randomness (so all ranks stay in step), then trains on its
+    micro-batches (`micro_batch_rows`), each loss scaled so the gradients sum to the batch mean's;
+    DDP averages over ranks. A non-finite loss stops the cell before the optimiser touches the weights.
+    """
+    accelerator, generator, m = state.accelerator, state.generator, cfg.micro_batches
+    full = state.batches.next()
+    eps = torch.randn((len(full), *latents.shape[1:]), generator=generator)
+    t = method.sample_time(len(full), generator)
+    # a loss that draws randomness gets one generator per micro-batch, whichever rank runs it
+    seeds = torch.randint(0, 2**62, (m,), generator=generator).tolist() if m > 1 else None
+    parts = micro_batch_rows(len(full), m, accelerator.process_index, accelerator.num_processes)
+    scale, total = accelerator.num_processes / m, torch.zeros(())
+    for j, (k, rows) in enumerate(parts):
+        last = j == len(parts) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(state.model):
+            gen = torch.Generator().manual_seed(seeds[k]) if seeds else generator
+            loss = _micro_loss(method, state, latents[full[rows]], labels[full[rows]], full[rows],
+                               eps[rows], t[rows], gen)
+            accelerator.backward(loss * scale if scale != 1 else loss)
+        total = total + loss.detach().float().cpu()
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
+    value = float(total / m) if m > 1 else float(total)
+    if not math.isfinite(value):
+        raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
+                         "lower train.lr or enable train.grad_clip")
+    if cfg.grad_clip > 0:
+        accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.step(state.model.parameters())
+    return value
+
+
+def _micro_loss(method, state: TrainState, x1, y, idx, eps, t, generator) -> torch.Tensor:
+    """`method.loss` on one micro-batch (rows `idx` of the data)."""
+    device = state.accelerator.device
+    cond = method.training_condition(y, idx).to(device)
+    with state.accelerator.autocast():
+        return method.loss(state.model, TrainBatch(x1=x1.to(device), cond=cond, eps=eps, t=t,
+                                                   generator=generator))
+
+
+def micro_batch_rows(batch: int, parts: int, rank: int, world: int) -> list[tuple[int, slice]]:
+    """The (index, rows) of the contiguous equal micro-batches of a global batch that `rank` of
+    `world` processes trains on: micro-batches k*world/parts ... go to rank k*world // parts."""
+    if batch % parts:
+        raise BenchError(f"a batch of {batch} does not split into train.micro_batches={parts} "
+                         "equal parts; use a train.batch_size (at most the training-set size) that does")
+    if parts % world:
+        raise BenchError(f"train.micro_batches={parts} cannot be shared by {world} processes; "
+                         f"set train.micro_batches to a multiple of {world}")
+    size, per_rank = batch // parts, parts // world
+    return [(k, slice(k * size, (k + 1) * size)) for k in range(rank * per_rank, (rank + 1) * per_rank)]
+
+
+def _make_ema(backbone, decay: float):
+    """diffusers' EMAModel over the backbone parameters, or None when disabled."""
+    if decay <= 0:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(backbone.parameters(), decay=decay)
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
+    """Write a resumable checkpoint atomically (safetensors + JSON), then drop older ones.
+
+    Weights that are no longer finite stop the cell instead: a checkpoint is always good.
+    """
+    weights = state.weights
+    if not all(bool(w.isfinite().all()) for w in weights.values() if w.is_floating_point()):
+        raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
+                         "enable train.grad_clip")
+    target = Path(folder) / f"step_{state.step:08d}"
+    with stage_dir(target, config_hash, step=state.step) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        save_state(tmp, "trainer_state", state.state_dict())
+    for old in sorted(Path(folder).glob("step_*")):
+        if old != target and old.is_dir():
+            discard(old)
+
+
+def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
+    """Load the newest complete, readable checkpoint for this config into `state`; its step or None.
+
+    A checkpoint without a manifest (interrupted while written) or of another config is ignored;
+    one whose files cannot be read or do not validate (TrainState.check_state) is skipped with a
+    warning for an older one, or training starts afresh.
+    """
+    if not folder or not Path(folder).is_dir():
+        return None
+    done = [p for p in sorted(Path(folder).glob("step_*")) if is_complete(p, config_hash)]
+    for latest in reversed(done):
+        try:  # read everything before touching `state`, so a damaged file changes nothing
+            saved = load_state(latest, "trainer_state"), load_file(str(latest / "model.safetensors"))
+            state.check_state(*saved)
+        except Exception as exc:  # safetensors, JSON and OS errors alike
+            log.warning("checkpoint %s is unreadable (%s: %s); skipped", latest,
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            continue
+        state.load_state_dict(*saved)
+        log.info("resumed training from %s (step %d)", latest, state.step)
+        return state.step
+    return None

@@ -1,0 +1,226 @@
+"""The verdict rules of the claims report (docs/reports.md, "The claims report"), on per-seed numbers.
+
+A verdict is one of "holds", "does not hold", "inconclusive at n = N" (or inconclusive for a stated
+reason, e.g. an unreliable Monte-Carlo estimate) and "not measured" (no data behind it). The rules
+take plain per-seed values, never records, so each can be tested on numbers whose answer is known:
+
+- `bayes_verdict` (claim a): every estimate's reduction > 2 x its standard error and reliable:
+  holds; every one <= 2 x SE and reliable: does not hold; any unreliable one: inconclusive (with
+  its effective posterior size and identity gap); otherwise inconclusive at n.
+- `geometry_verdict` (claim b): in every seed alignment above N(0, I)'s, radial CV below and
+  path length not above: holds; the alignment condition failing in every seed, or the
+  radial-spread condition failing in every seed: does not hold; otherwise inconclusive at n.
+- `comparison_verdict` (claims c, d): optprior better than every reference in the mean paired
+  difference and significantly so against each: holds; some reference better in every paired
+  seed: does not hold; otherwise inconclusive at n, with the smallest p that n allows.
+- `combine`: one verdict from several (metrics of a dataset, datasets of a claim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from bench.metrics.significance import Comparison, min_p, seeds_needed
+
+HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
+SE_FACTOR = 2.0  # a Bayes-risk reduction counts as positive above 2 standard errors (about 95 %)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verdict word, the label shown for it, the seeds behind it and why it was reached."""
+
+    word: str
+    label: str
+    n: int = 0  # generative seeds behind it (0: none, or not limited by n)
+    why: str = ""
+
+
+def holds(n: int, why: str) -> Verdict:
+    return Verdict(HOLDS, HOLDS, n, why)
+
+
+def fails(n: int, why: str) -> Verdict:
+    return Verdict(FAILS, FAILS, n, why)
+
+
+def inconclusive(n: int, why: str) -> Verdict:
+    """Inconclusive for lack of seeds: more of them could decide it."""
+    return Verdict(INCONCLUSIVE, f"inconclusive at n = {n}", n, why)
+
+
+def not_measured(why: str = "no record holds the metrics it rests on") -> Verdict:
+    return Verdict(NOT_MEASURED, NOT_MEASURED, 0, why)
+
+
+def number(value: Optional[float]) -> str:
+    """4 significant digits, the precision of every number in the claims report ("n/a" for None)."""
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+# ---- claim (a): Bayes-risk reduction ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class RiskEstimate:
+    """One seed's Bayes-risk reduction estimate (N(0, I) source) and its reliability."""
+
+    method: str
+    seed: int
+    reduction: float
+    se: float
+    reliable: Optional[bool]  # None: the record states no reliability
+    ess: Optional[float] = None
+    gap: Optional[float] = None
+
+    @property
+    def positive(self) -> bool:
+        """The reduction is above SE_FACTOR standard errors."""
+        return self.reduction > SE_FACTOR * self.se
+
+
+def bayes_verdict(estimates: list[RiskEstimate]) -> Verdict:
+    """Holds when every estimate is reliable and > 2 SE; does not hold when every one is reliable
+    and <= 2 SE; an unreliable (or unstated) one makes it inconclusive, naming why."""
+    if not estimates:
+        return not_measured()
+    n, where = len({e.seed for e in estimates}), f"{len(estimates)} estimate(s)"
+    shaky = [e for e in estimates if not e.reliable]
+    if shaky:
+        why = "unreliable Monte-Carlo estimate: " + _unreliable_text(shaky, len(estimates))
+        return Verdict(INCONCLUSIVE, f"inconclusive ({why})", 0, why)
+    above = sum(e.positive for e in estimates)
+    if above == len(estimates):
+        return holds(n, f"reduction > {SE_FACTOR:g} SE in all {where}")
+    if above == 0:
+        return fails(n, f"reduction <= {SE_FACTOR:g} SE in all {where}")
+    return inconclusive(n, f"reduction > {SE_FACTOR:g} SE in {above} of {where}")
+
+
+def _unreliable_text(shaky: list[RiskEstimate], total: int) -> str:
+    """One estimate in full; several as their count and the range of their reliability numbers."""
+    if len(shaky) == 1 or any(e.reliable is None for e in shaky):
+        return "; ".join(map(_unreliable, shaky))
+    ess, gap = [e.ess for e in shaky], [e.gap for e in shaky]
+    return (f"{len(shaky)} of {total} estimates, effective posterior size {number(min(ess))} to "
+            f"{number(max(ess))}, identity gap up to {number(max(gap))} "
+            f"({', '.join(sorted({e.method for e in shaky}))}; seeds {', '.join(str(s) for s in sorted({e.seed for e in shaky}))})")
+
+
+def _unreliable(e: RiskEstimate) -> str:
+    if e.reliable is None:
+        return f"reliability not recorded for {e.method} seed {e.seed}"
+    return f"effective posterior size {number(e.ess)}, identity gap {number(e.gap)} ({e.method} seed {e.seed})"
+
+
+# ---- claim (b): transport geometry -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GeometrySeed:
+    """One seed's geometry of the optimised source and of N(0, I) (same subclass groups)."""
+
+    method: str
+    seed: int
+    alignment: float
+    alignment_std: float
+    radial_cv: float
+    radial_cv_std: float
+    path_length: float
+    path_length_std: float
+
+    @property
+    def aligns(self) -> bool:
+        return self.alignment > self.alignment_std
+
+    @property
+    def tightens(self) -> bool:
+        return self.radial_cv < self.radial_cv_std
+
+    @property
+    def no_inflation(self) -> bool:
+        return self.path_length <= self.path_length_std
+
+
+def geometry_verdict(seeds: list[GeometrySeed]) -> Verdict:
+    """Holds when every seed aligns better, spreads less radially and has no longer paths than
+    N(0, I); does not hold when the alignment condition, or the radial-spread one, fails in every seed."""
+    if not seeds:
+        return not_measured()
+    n, where = len({s.seed for s in seeds}), f"{len(seeds)} seed(s)"
+    met = sum(s.aligns and s.tightens and s.no_inflation for s in seeds)
+    if met == len(seeds):
+        return holds(n, f"all three conditions met in all {where}")
+    failed = [name for name, met_in in (("alignment", [s.aligns for s in seeds]),
+                                        ("radial-spread", [s.tightens for s in seeds])) if not any(met_in)]
+    if failed:
+        one = len(failed) == 1
+        return fails(n, f"the {' and the '.join(failed)} condition{'' if one else 's'} fail{'s' if one else ''} "
+                        f"in all {where}")
+    return inconclusive(n, f"all three conditions met in {met} of {where}")
+
+
+# ---- claims (c), (d): optprior against references ----------------------------------------------
+
+def better(diff: float, higher_is_better: bool) -> bool:
+    """A difference (optprior - reference) in optprior's favour."""
+    return diff > 0 if higher_is_better else diff < 0
+
+
+def comparison_verdict(comparisons: dict[str, Optional[Comparison]], higher_is_better: bool,
+                       test: str, alpha: float) -> Verdict:
+    """Holds when optprior beats every compared reference in the mean paired difference and
+    significantly; does not hold when a reference beats it in every paired seed."""
+    done = {ref: c for ref, c in comparisons.items() if c is not None}
+    absent = [ref for ref, c in comparisons.items() if c is None]
+    if not done:
+        return not_measured("no paired seeds with any reference")
+    n = min(c.n for c in done.values())
+    missing = f"; not measured against {', '.join(absent)}" if absent else ""
+    if all(better(c.mean_diff, higher_is_better) and c.significant for c in done.values()):
+        return holds(n, f"better than {', '.join(done)} in the mean and p < {alpha:g} against each{missing}")
+    beaten = [ref for ref, c in done.items() if all(better(-d, higher_is_better) for _, d in c.diffs)]
+    if beaten:
+        return fails(n, f"{', '.join(beaten)} better than optprior in every paired seed{missing}")
+    return inconclusive(n, f"{floor_text(test, n, alpha)}{missing}")
+
+
+def floor_text(test: str, n: int, alpha: float) -> str:
+    """What n paired seeds can show with `test`: its smallest attainable p, said plainly."""
+    floor = min_p(n)
+    if test == "permutation" and floor >= alpha:
+        return (f"with n = {n} paired seeds the smallest p the sign-flip test can give is 2/2^{n} = {floor:.3g} "
+                f">= {alpha:g}: no claim of this kind can be confirmed with {n} seeds (p < {alpha:g} needs at "
+                f"least {seeds_needed(alpha)})")
+    if test == "permutation":
+        return f"with n = {n} paired seeds the smallest attainable sign-flip p is 2/2^{n} = {floor:.3g}"
+    return (f"the t-test has no floor on p, but with n = {n} it rests on {max(n - 1, 0)} degree(s) of freedom; "
+            f"the exact sign-flip test could not go below 2/2^{n} = {floor:.3g}")
+
+
+# ---- several verdicts into one -------------------------------------------------------------------
+
+def combine(verdicts: dict[str, Verdict]) -> Verdict:
+    """One verdict from named ones: does not hold if any does not hold (a counterexample), holds if
+    every measured one holds, not measured if none is, else inconclusive."""
+    measured = {k: v for k, v in verdicts.items() if v.word != NOT_MEASURED}
+    unmeasured = [k for k, v in verdicts.items() if v.word == NOT_MEASURED]
+    if not measured:
+        return not_measured(f"not measured on {', '.join(verdicts) or 'any dataset'}")
+    rest = f"; not measured on {', '.join(unmeasured)}" if unmeasured else ""
+    by_word = {w: [k for k, v in measured.items() if v.word == w] for w in (HOLDS, FAILS, INCONCLUSIVE)}
+    if by_word[FAILS]:
+        return fails(_fewest(measured, by_word[FAILS]), f"does not hold on {', '.join(by_word[FAILS])}{rest}")
+    if not by_word[INCONCLUSIVE]:
+        return holds(_fewest(measured, by_word[HOLDS]), f"holds on {', '.join(by_word[HOLDS])}{rest}")
+    limited = [measured[k].n for k in by_word[INCONCLUSIVE] if measured[k].n > 0]
+    why = f"inconclusive on {', '.join(by_word[INCONCLUSIVE])}" + \
+        (f"; holds on {', '.join(by_word[HOLDS])}" if by_word[HOLDS] else "") + rest
+    if limited:
+        return inconclusive(min(limited), why)
+    reasons = "; ".join(f"{k}: {measured[k].why}" for k in by_word[INCONCLUSIVE])
+    return Verdict(INCONCLUSIVE, f"inconclusive ({reasons})", 0, why)
+
+
+def _fewest(verdicts: dict[str, Verdict], keys: list[str]) -> int:
+    """The fewest seeds behind the named verdicts."""
+    return min(verdicts[k].n for k in keys)
