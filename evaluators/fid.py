@@ -88,7 +88,7 @@ def evaluated_classes(cell) -> list[int]:
 def synthetic_sets(cell) -> list[tuple[str, str]]:
     """(metric suffix, set name) of the trained model's samples and the reference sets present.
 
-    The trained model's samples are the cell's generative set when it has one (bench.generative:
+    The trained model's samples are the cell's generative set when it has one (bench.metrics.generative:
     the paper's 50,000 samples), else its synthetic set; `@init` is always the untrained
     backbone's synthetic-size set, `@source` the method's source draws sized like the scored set.
     """
@@ -109,6 +109,35 @@ def equal_n_pairs(fake: np.ndarray, fake_y: np.ndarray, real: np.ndarray, real_y
             continue
         pairs[c] = (a, b)
     return pairs
+
+
+def per_class_distance(cell, reference: str, name: str, distance, record_n: bool = False) -> dict[str, float]:
+    """A two-sample distance between synthetic and real features per evaluated class, at equal n.
+
+    For each scored set (suffix "", `@init`, `@source`): `<name>/tail` the mean over the classes
+    of distance(fake, real), `<name>/pooled` the distance of all those pairs together and, with
+    `record_n`, `n/<name>` the pooled size. Per-class values (and their n) go to
+    `<out_dir>/<name>.json`. Shared by FID and KID.
+    """
+    classes = evaluated_classes(cell)
+    real, real_y = cell.features(reference), cell.split(reference).y.numpy()
+    metrics, details = {}, {"reference": reference, "set": cell.generative_set, "classes": {}}
+    for suffix, set_name in synthetic_sets(cell):
+        pairs = equal_n_pairs(cell.features(set_name), cell.split(set_name).y.numpy(), real, real_y,
+                              classes, cell.seed, min_n=2)
+        per_class = {c: distance(a, b) for c, (a, b) in pairs.items()}
+        for c, value in per_class.items():
+            entry = details["classes"].setdefault(cell.class_names[c], {"index": c})
+            entry |= {f"{name}{suffix}": value, **({f"n{suffix}": len(pairs[c][0])} if record_n else {})}
+        if per_class:
+            metrics[f"{name}/tail{suffix}"] = float(np.mean(list(per_class.values())))
+            fake_all, real_all = (np.concatenate(side) for side in zip(*pairs.values()))
+            metrics[f"{name}/pooled{suffix}"] = distance(fake_all, real_all)
+            if record_n:
+                metrics[f"n/{name}{suffix}"] = float(len(fake_all))
+    cell.out_dir.mkdir(parents=True, exist_ok=True)
+    (cell.out_dir / f"{name}.json").write_text(json.dumps(details | {"metrics": metrics}, indent=1))
+    return metrics
 
 
 @register_evaluator("fid")
@@ -133,22 +162,5 @@ class FID(Evaluator):
         self.reference = reference
 
     def evaluate(self, cell) -> dict[str, float]:
-        """FID metrics for the trained (and, if present, untrained) model's samples."""
-        classes = evaluated_classes(cell)
-        real, real_y = cell.features(self.reference), cell.split(self.reference).y.numpy()
-        metrics, details = {}, {"reference": self.reference, "set": cell.generative_set, "classes": {}}
-        for suffix, name in synthetic_sets(cell):
-            pairs = equal_n_pairs(cell.features(name), cell.split(name).y.numpy(), real, real_y,
-                                  classes, cell.seed, min_n=2)
-            per_class = {c: fid(a, b) for c, (a, b) in pairs.items()}
-            for c, value in per_class.items():
-                entry = details["classes"].setdefault(cell.class_names[c], {"index": c})
-                entry |= {f"fid{suffix}": value, f"n{suffix}": len(pairs[c][0])}
-            if per_class:
-                metrics[f"fid/tail{suffix}"] = float(np.mean(list(per_class.values())))
-                fake_all, real_all = (np.concatenate(side) for side in zip(*pairs.values()))
-                metrics[f"fid/pooled{suffix}"] = fid(fake_all, real_all)
-                metrics[f"n/fid{suffix}"] = float(len(fake_all))
-        cell.out_dir.mkdir(parents=True, exist_ok=True)
-        (cell.out_dir / "fid.json").write_text(json.dumps(details | {"metrics": metrics}, indent=1))
-        return metrics
+        """FID metrics for the trained model's samples and the reference sets present."""
+        return per_class_distance(cell, self.reference, "fid", fid, record_n=True)

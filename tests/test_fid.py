@@ -13,7 +13,7 @@ from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.evaluators.fid import FID, frechet_distance, gaussian_stats, psd_factor
 from bench.registry import evaluators
-from bench.targets import ClassTarget
+from bench.data.targets import ClassTarget
 
 
 def _sqrtm_fid(mu1, s1, mu2, s2) -> float:
@@ -155,3 +155,21 @@ def test_without_a_plan_every_class_with_synthetic_samples_is_scored(tmp_path):
     FID().evaluate(cell)
     assert set(json.loads((tmp_path / "fid.json").read_text())["classes"]) == {"head", "tail_b"}
     assert evaluators.get("fid") is FID
+
+
+@pytest.mark.parametrize("n,d,shift", [(64, 8, 0.0), (200, 16, 0.7), (40, 32, 1.5)])
+def test_fid_equals_torchmetrics_on_the_same_custom_features(n, d, shift):
+    """torchmetrics' FrechetInceptionDistance with an identity feature module (the features fed
+    in directly, as bench does with its domain features), in float64."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from bench.evaluators.fid import fid
+    from bench.evaluators.kid import Features
+
+    rng = np.random.default_rng(n + d)
+    real = rng.normal(size=(n, d))
+    fake = rng.normal(shift, 1.3, size=(n, d)) @ rng.normal(scale=0.5, size=(d, d))
+    reference = FrechetInceptionDistance(feature=Features(d), normalize=False).set_dtype(torch.float64)
+    reference.update(torch.as_tensor(real), real=True)
+    reference.update(torch.as_tensor(fake), real=False)
+    assert fid(fake, real) == pytest.approx(float(reference.compute()), rel=1e-6, abs=1e-8)
