@@ -120,3 +120,31 @@ def test_profile_lists_the_slowest_functions(setting):
     assert len(rows) == 5 and all("s self" in r for r in rows)
     selfs = [float(r.split("s self")[0]) for r in rows]
     assert selfs == sorted(selfs, reverse=True)
+
+
+def test_the_overhead_case_recovers_known_step_times_from_whole_calls(monkeypatch, tmp_path):
+    """With runs whose cost is known (a fake clock: a fixed setup plus a fixed time per step),
+    the case reports exactly those per-step times and their ratio: the setup cancels in
+    (T(k2) - T(k1)) / (k2 - k1), and the median over interleaved repeats keeps the value."""
+    from types import SimpleNamespace
+
+    import bench.perf.case as case
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(case.time, "perf_counter", lambda: clock["now"])
+
+    def fake_run(setup_s: float, step_s: float):
+        def run(steps: int):
+            clock["now"] += setup_s + steps * step_s
+        return lambda setting, threads: run
+
+    setting = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
+                              labels=[0] * 10, parameters=123)
+    monkeypatch.setattr(overhead, "phantom_setting", lambda batch_size=None: setting)
+    monkeypatch.setattr(overhead, "bench_run", fake_run(setup_s=5.0, step_s=0.3))
+    monkeypatch.setattr(overhead, "bare_run", fake_run(setup_s=1.0, step_s=0.2))
+    m = overhead.measure("smoke", tmp_path)
+    assert m.details["bench_s_per_step"] == pytest.approx(0.3, abs=1e-9)
+    assert m.details["bare_s_per_step"] == pytest.approx(0.2, abs=1e-9)
+    assert m.keys["harness_overhead_ratio"] == pytest.approx(1.5, abs=1e-9)
+    assert "profile" in m.details  # above the 1.05 target: the slowest functions are listed
