@@ -148,3 +148,28 @@ def test_the_overhead_case_recovers_known_step_times_from_whole_calls(monkeypatc
     assert m.details["bare_s_per_step"] == pytest.approx(0.2, abs=1e-9)
     assert m.keys["harness_overhead_ratio"] == pytest.approx(1.5, abs=1e-9)
     assert "profile" in m.details  # above the 1.05 target: the slowest functions are listed
+
+
+def test_the_threads_case_picks_the_faster_count_from_known_step_times(monkeypatch, tmp_path):
+    """Fake runs costing 0.4 s a step on 1 thread and 0.25 s on 2 (plus setup): the case reports
+    those, picks 2 and a speedup of 1.6."""
+    from types import SimpleNamespace
+
+    import bench.perf.case as case
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(case.time, "perf_counter", lambda: clock["now"])
+    step_s = {1: 0.4, 2: 0.25}
+
+    def fake_bench_run(setting, n):
+        def run(steps: int):
+            clock["now"] += 2.0 + steps * step_s[n]
+        return run
+
+    setting = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
+                              labels=[0] * 10, parameters=123)
+    monkeypatch.setattr(threads, "phantom_setting", lambda batch_size=None: setting)
+    monkeypatch.setattr(threads, "bench_run", fake_bench_run)
+    out = threads.measure("smoke", tmp_path).keys["threads"]
+    assert out["1"] == pytest.approx(0.4, abs=1e-9) and out["2"] == pytest.approx(0.25, abs=1e-9)
+    assert out["best"] == 2 and out["speedup_2_vs_1"] == pytest.approx(1.6, abs=1e-9)
