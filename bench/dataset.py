@@ -62,6 +62,11 @@ class Dataset:
         """Return `split` as tensors; deterministic for a given configuration."""
         raise NotImplementedError
 
+    def missing_settings(self) -> list[str]:
+        """Settings the user must give before this dataset can load, each as `key=VALUE (what it
+        is)`; validation reports all of a grid's at once. Embedded datasets need none."""
+        return []
+
     def describe(self) -> dict:
         """A JSON-able description of the configuration, stored in records."""
         return {"name": self.name, "kind": self.kind, "n_classes": self.n_classes}

@@ -26,6 +26,10 @@ class Encoder:
         """Shape of one latent given the shape of one data sample."""
         raise NotImplementedError
 
+    def missing_settings(self) -> list[str]:
+        """Settings the user must give before this encoder can run (see Dataset.missing_settings)."""
+        return []
+
     def cache_key(self) -> dict:
         """JSON-able identity of this encoder's configuration."""
         return {"name": self.name}

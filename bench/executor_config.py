@@ -32,6 +32,9 @@ class ExecutorConfig:
     tasks_per_node: int = 1  # processes per cell (data-parallel training); e.g. = gpus_per_node
     partition: Optional[str] = None  # Slurm partition
     slurm_extra: dict = field(default_factory=dict)  # other Slurm parameters, e.g. {'qos': 'high'}
+    # memory of one device a cell trains on, checked against each cell's estimated footprint
+    # before anything runs (bench.pipeline.footprint); default: the first GPU's, else the RAM
+    device_memory_gib: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node"):
@@ -39,6 +42,7 @@ class ExecutorConfig:
         for name in ("timeout_requeues", "gpus_per_node"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 0, "a non-negative integer")
         _check("mem_gb", self.mem_gb, is_real, lambda v: v > 0, "a positive number")
+        _check("device_memory_gib", self.device_memory_gib, is_real, lambda v: v > 0, "a positive number")
         if not isinstance(self.slurm_extra, dict):
             raise BenchError(f"executor.slurm_extra must be a dict of Slurm parameters, e.g. "
                              f"{{'qos': 'high'}}; got {self.slurm_extra!r}")

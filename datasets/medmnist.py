@@ -28,7 +28,7 @@ from bench.errors import BenchError
 from bench.data.imagefiles import Preprocess
 from bench.data.longtail import exponential_profile
 from bench.registry import register_dataset
-from bench.data.rootpath import require_root
+from bench.data.rootpath import missing_root, require_root
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,10 @@ class MedMNIST(Dataset):
         self.preprocess = Preprocess(size, bool(grayscale), normalise, "center").check(OWNER)
         self._labels: dict[str, np.ndarray] = {}
         self._loaded: dict[str, Split] = {}
+
+    def missing_settings(self) -> list[str]:
+        """`medmnist.root` when it is unset."""
+        return [] if self.root_setting else [missing_root(OWNER, LAYOUT)]
 
     # -- the file -------------------------------------------------------------------------------
     @cached_property

@@ -335,7 +335,10 @@ CASES = [
     Case("sample-n-per-class", ("validate", "sample.n_per_class=-3"), r"sample\.n_per_class=-3: use None .*'targets'"),
     # datasets on disk
     Case("nih-root-unset", ("validate", "datasets=[nih_lt]", "pipeline.encoder=pixel"),
-         r"nih_lt\.root is not set.*nih_lt\.root=PATH"),
+         r"1 setting\(s\) not set for nih_lt/fm/seed0: nih_lt\.root=PATH \(your local copy; expected layout: "),
+    Case("nih-root-and-vae-unset", ("validate", "methods=[optprior,cbfm]", "datasets=[nih_lt]"),
+         r"2 setting\(s\) not set for nih_lt/optprior/seed0: nih_lt\.root=PATH .*; flux_vae\.path=DIR \(the "
+         r"FLUX\.1-dev `vae` folder.*; where each comes from: docs/datasets\.md#where-the-files-come-from"),
     Case("nih-root-missing", ("validate", "datasets=[nih_lt]", "pipeline.encoder=pixel", "nih_lt.root={tmp}/nowhere"),
          r"nih_lt\.root=.*nowhere is not a directory \(expected layout: .*\); fix nih_lt\.root"),
     Case("nih-no-label-file", NIH,
@@ -453,6 +456,13 @@ CASES = [
          r"executor\.array_parallelism.*0"),
     Case("executor-slurm-extra-list", ("validate", "executor=local", "executor.slurm_extra=[1,2]"),
          r"executor\.slurm_extra"),
+    Case("flux1-on-one-80gb-gpu", ("validate", "datasets=[phantom_lt]", "methods=[fm]", "--gin_file",
+                                    str(gin_dir() / "presets" / "flux1.gin"), "executor.device_memory_gib=80"),
+         r"phantom_lt/fm/seed0 needs ~\d+ GiB per device to train \(11,890\.9 M parameters; .*more than the 80 GiB "
+         r"of executor\.device_memory_gib; use a smaller backbone preset"),
+    Case("cell-larger-than-the-device", ("validate", "datasets=[phantom_lt]", "methods=[fm]",
+                                         "executor.device_memory_gib=0.01"),
+         r"needs ~0\.\d\d GiB per device .*more than the 0\.01 GiB of executor\.device_memory_gib"),
     Case("image-size-huge", (*NIH[:-2], "nih_lt.size=200000", NIH[-1]),
          r"nih_lt\.size=200000 would need 149\.0 GiB per image; use at most 8192", setup=nih_tree),
     Case("phantom-size-huge", ("validate", "datasets=[phantom_lt]", "phantom_lt.size=100000"),

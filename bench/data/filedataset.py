@@ -25,7 +25,7 @@ from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.data.imagefiles import ImageFiles, Preprocess, unreadable
 from bench.data.labels import check_policy, check_unique, one_hot_labels, read_csv
-from bench.data.rootpath import require_root, under_root
+from bench.data.rootpath import missing_root, require_root, under_root
 
 IMAGE_CHECKS = ("header", "exists", "decode")
 # Settings every file-backed dataset takes (`<name>.size=128`, ...), with their defaults.
@@ -80,6 +80,10 @@ class ImageFileDataset(Dataset):
     def image_root(self) -> Path:
         """Folder that the `path` column is relative to (default: the dataset root)."""
         return self.root
+
+    def missing_settings(self) -> list[str]:
+        """`<name>.root` when it is unset (the local copy bench reads; nothing is downloaded)."""
+        return [] if self.root_setting else [missing_root(self.name, self.layout)]
 
     # -- shared machinery ----------------------------------------------------------------------
     @cached_property

@@ -8,6 +8,11 @@ from pathlib import Path
 from bench.errors import BenchError
 
 
+def missing_root(owner: str, layout: str) -> str:
+    """How to set an unset dataset root, as one item of the missing-settings message."""
+    return f"{owner}.root=PATH (your local copy; expected layout: {layout})"
+
+
 def require_root(root, owner: str, layout: str) -> Path:
     """The dataset root as a Path, or a one-line error saying how to set it and what it holds."""
     if root is None or str(root) == "":

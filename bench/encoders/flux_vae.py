@@ -56,6 +56,11 @@ class FluxVAEEncoder(Encoder):
         self._vae = None
         self._channels: Optional[int] = None  # C of the data samples, so decode can restore it
 
+    def missing_settings(self) -> list[str]:
+        """`flux_vae.path` when it is unset (the FLUX.1 VAE weights are the user's local copy)."""
+        return [] if self.path else ["flux_vae.path=DIR (the FLUX.1-dev `vae` folder: config.json + weights; "
+                                     "nothing is downloaded)"]
+
     # -- configuration (read without loading weights) -------------------------------------
     def vae_dir(self) -> Path:
         """Resolved directory holding the VAE's config.json; BenchError with the fix if absent."""

@@ -28,6 +28,8 @@ from bench.config import (
 )
 from bench.checks import is_int
 from bench.errors import BenchError
+from bench.pipeline.footprint import Footprint, device_memory, estimate, require_fit
+from bench.runtime.distributed import world
 from bench.metrics.generative import GenerativeSet
 from bench.store.gridfile import cell_label
 from bench.pipeline.sampler import SampleConfig, check_n_per_class, get_solver
@@ -95,6 +97,8 @@ class BuiltCell:
     # the stage hashes of the configuration alone: they name the shared cache folders, so a
     # dataset edited in place replaces its cache there instead of leaving a stale one beside it
     config_stage_hashes: dict = field(default_factory=dict)
+    # one training step's parameters, memory per device and FLOPs (set by `validate`)
+    footprint: Optional[Footprint] = None
 
     def key_by_data(self, data: dict) -> None:
         """Fold the data fingerprints ({"train": ..., "eval": ...}) into the hashes of the stages
@@ -188,12 +192,23 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     encoder = registry.encoders.get(pipe.encoder)()
     backbone_cls = registry.backbones.get(pipe.backbone)
     evaluators = [registry.evaluators.get(name)() for name in pipe.evaluators]
+    require_settings(spec, dataset, encoder)
     train_cfg, sample_cfg, generative = TrainConfig(), SampleConfig(), GenerativeSet()
     get_solver(sample_cfg.solver)
     check_n_per_class(sample_cfg.n_per_class)
     return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, pipe, train_cfg,
                      sample_cfg, AugmentationTargets(), generative,
                      *_hashes(spec, dataset, method, encoder, evaluators, generative))
+
+
+def require_settings(spec: CellSpec, *plugins) -> None:
+    """One error listing every setting the cell's plugins need and the user has not given (a
+    dataset root, the VAE weights), instead of one per run: where each comes from is in
+    docs/datasets.md."""
+    missing = [item for plugin in plugins for item in plugin.missing_settings()]
+    if missing:
+        raise BenchError(f"{len(missing)} setting(s) not set for {spec.label}: {'; '.join(missing)}; where each "
+                         "comes from: docs/datasets.md#where-the-files-come-from")
 
 
 def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSet) -> tuple[str, dict]:
@@ -249,9 +264,19 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         cell.method.setup(cell.dataset.n_classes)
         shape = tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:])))
         with torch.device("meta"):
-            make_backbone(cell, shape)
+            backbone = make_backbone(cell, shape)
+        cfg = cell.train_cfg
+        cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision)
         built.append(cell)
     return built
+
+
+def require_fits(cells: list[BuiltCell], device_memory_gib: Optional[float]) -> None:
+    """Refuse (one line, with a way out) a grid whose cell cannot train on one device."""
+    gib, what = device_memory(device_memory_gib)
+    for cell in cells:
+        if cell.footprint is not None:
+            require_fit(cell.spec.label, cell.footprint, gib, what)
 
 
 def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):

@@ -64,7 +64,7 @@ def get_executor(request: RunRequest):
         if config.tasks_per_node > 1:
             raise BenchError("executor.tasks_per_node applies to executor=local or slurm; to run "
                              "inline on N processes use: torchrun --nproc_per_node N -m bench run ...")
-        return InlineExecutor(request)
+        return InlineExecutor(request, config)
     if distributed.launched():
         raise BenchError(f"executor={request.executor} submits jobs: start bench as one process "
                          "(not under torchrun) and set executor.tasks_per_node for processes per cell")
@@ -79,6 +79,7 @@ class InlineExecutor:
     """The cells one after another in this process."""
 
     request: RunRequest
+    config: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def run(self, specs: list[CellSpec]) -> list[CellOutcome]:
         outcomes = []

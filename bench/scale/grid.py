@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.runtime import distributed
 from bench.store.artifacts import write_text_atomic
-from bench.pipeline.cells import RunRequest, validate
+from bench.pipeline.cells import RunRequest, require_fits, validate
 from bench.report.collect import load_experiment
 from bench.scale.executors import get_executor
 from bench.store.gridfile import declare_cells
@@ -35,6 +35,7 @@ def run_grid(request: RunRequest) -> GridResult:
     """
     executor = get_executor(request)
     cells = validate(request)
+    require_fits(cells, executor.config.device_memory_gib)
     distributed.on_main(lambda: declare_cells(request.results_dir, request.experiment, cells))
     specs = [cell.spec for cell in cells]
     result = GridResult()
