@@ -265,7 +265,8 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
     next(root.glob(f"images_*/images/{corrupt}")).write_bytes(b"broken")
     res = tmp_path / "res"
     out = bench_cli("run", "datasets=[nih_lt]", "methods=[fm]", f"nih_lt.root={root}", "nih_lt.size=16",
-                    "nih_lt.on_bad_image=skip", "pipeline.encoder=pixel", "train.steps=3",
+                    "nih_lt.on_bad_image=skip", "pipeline.encoder=pixel", "pipeline.evaluators=[sample_grid]",
+                    "train.steps=3",
                     "sample.nfe=2", "sample.n_per_class=targets", "sample.init_reference=False",
                     "--gin_file", str(gin_dir() / "presets" / "tiny.gin"), f"results_dir={res}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -445,3 +445,22 @@ def test_where_and_how_often_work_is_done_feeds_no_hash():
     moved = build_cell(spec, RunRequest(bindings=["train.checkpoint_every = 7"]))
     assert (moved.config_hash, moved.stage_hashes) == (base.config_hash, base.stage_hashes)
     assert build_cell(spec, RunRequest(bindings=["train.steps = 7"])).stage_hashes["train"] != base.stage_hashes["train"]
+
+
+@pytest.mark.parametrize("dataset", ["nih_lt", "mimic_lt", "ct_rate", "medmnist"])
+def test_the_real_datasets_run_the_papers_evaluators_by_default(dataset):
+    """Issue 18: a finished real-data run reports FID, IRS, downstream, kNN purity, the confounder
+    probe, geometry and memorisation unless the user narrows the list."""
+    import gin
+
+    from bench.config import PipelineConfig, parse
+    from bench.pipeline.cells import load_plugins
+
+    load_plugins()
+    try:
+        parse([gin_dir() / "base.gin", gin_dir() / "datasets" / f"{dataset}.gin"], [])
+        evaluators = set(PipelineConfig().evaluators)
+    finally:
+        gin.clear_config()
+    assert {"sample_grid", "fid", "kid", "irs", "downstream", "knn_purity", "confounder", "geometry",
+            "memorisation"} <= evaluators
