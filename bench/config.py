@@ -108,10 +108,13 @@ def plugin_file(kind: str, name: str, plugin_cls=None) -> Optional[Path]:
 
 
 def check_user_files(files: Sequence[str]) -> list[Path]:
-    """Resolve --gin_file arguments, failing early on a missing or non-text file (gin would not say which)."""
+    """Resolve --gin_file arguments (as given, else in bench's gin folder, like an `include`),
+    failing early on a missing or non-text file (gin would not say which)."""
     paths = []
     for f in files:
         p = Path(f)
+        if not p.exists() and (gin_dir() / f).is_file():  # bench's own: --gin_file presets/cpu_smoke.gin
+            p = gin_dir() / f
         if p.exists() and not p.is_file():
             raise BenchError(f"--gin_file {f}: not a regular file; pass a .gin file")
         if not p.is_file():
