@@ -124,8 +124,9 @@ def out_of_fold_bacc(frame: pd.DataFrame, numeric: list[str], categorical: list[
     # newton-cholesky: few metadata features, many rows; ~20x faster than lbfgs here
     model = make_pipeline(design(numeric, categorical),
                           Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"))
-    with warnings.catch_warnings():  # a level seen only in a test fold is encoded as all zeros
-        warnings.filterwarnings("ignore", message="Found unknown categories")
+    with warnings.catch_warnings():  # a level seen only in a test fold is encoded as all zeros, and
+        warnings.filterwarnings("ignore", message="Found unknown categories")  # a tiny fold's Newton
+        warnings.filterwarnings("ignore", message="Line search of Newton solver")  # step falls back to lbfgs
         predicted = cross_val_predict(model, frame, y, cv=folds)
     return float(balanced_accuracy_score(y, predicted))
 
