@@ -39,7 +39,7 @@ def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None
     `info` goes into the cache's manifest (which dataset and encoder made it).
     """
     if is_complete(folder, key):
-        cached = _readable(folder, len(y), _expected_width(encoder, x))
+        cached = _readable(folder, len(y), _expected_shape(encoder, x))
         if cached is not None:
             return cached
         discard(folder)  # stage_dir keeps a folder that is complete for the key: drop it first
@@ -83,7 +83,7 @@ def _all_finite(z: torch.Tensor, rows: int = 4096) -> bool:
     return all(bool(torch.isfinite(z[i : i + rows]).all()) for i in range(0, len(z), rows))
 
 
-def _expected_width(encoder, x) -> tuple | None:
+def _expected_shape(encoder, x) -> tuple | None:
     """The latent shape the encoder gives one sample of `x`, or None if it cannot say."""
     try:
         return tuple(encoder.latent_shape(tuple(x.shape[1:])))

@@ -128,9 +128,9 @@ def is_current(record: dict | None, cell: BuiltCell) -> bool:
     """
     if not record or record.get("status") != "ok" or record.get("config_hash") != cell.config_hash:
         return False
-    if record_problem(record):
-        log.warning("%s: the stored record is malformed (%s); running the cell again",
-                    cell.spec.label, record_problem(record))
+    problem = record_problem(record)
+    if problem:
+        log.warning("%s: the stored record is malformed (%s); running the cell again", cell.spec.label, problem)
         return False
     if record.get("data") != cell.data:
         log.info("%s: the stored record was computed from other data (or before bench recorded which); "

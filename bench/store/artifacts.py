@@ -134,13 +134,19 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_manifest(folder: Path) -> Optional[dict]:
-    """The manifest of a stage folder, or None if absent, unreadable or not a JSON object."""
+def read_json_object(path: Path) -> Optional[dict]:
+    """The JSON object stored at `path`, or None if absent, unreadable or not an object: a
+    damaged artifact reads as a missing one, so the stage that wrote it is redone."""
     try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def read_manifest(folder: Path) -> Optional[dict]:
+    """The manifest of a stage folder, or None if absent, unreadable or not a JSON object."""
+    return read_json_object(Path(folder) / MANIFEST)
 
 
 def is_complete(folder: Path, config_hash: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import socket
 import subprocess
@@ -11,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from bench.store.artifacts import write_json_atomic
+from bench.store.artifacts import read_json_object, write_json_atomic
 
 RECORD = "record.json"
 SCHEMA_VERSION = 1
@@ -88,11 +87,7 @@ def write_record(folder: Path, record: dict) -> Path:
 
 def read_record(folder: Path) -> Optional[dict]:
     """The cell's record, or None if it has none, it is unreadable or it is not a JSON object."""
-    try:
-        record = json.loads((Path(folder) / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(Path(folder) / RECORD)
 
 
 # fields a usable record must hold, and fields it may hold, with their JSON types
