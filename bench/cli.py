@@ -89,7 +89,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script (a launched rank exits here: `distributed.leave`)."""
+    code = _main(argv)
+    distributed = sys.modules.get("bench.runtime.distributed")  # loaded by the commands that run cells
+    return distributed.leave(code) if distributed else code
+
+
+def _main(argv: list[str] | None) -> int:
+    """Parse the command line and run one command; its exit code."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
     takes_no_bindings = ("ls", "prepare", "tables", "report", "claims", "bench")

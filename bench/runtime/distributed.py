@@ -14,8 +14,11 @@ One process is the same code path with every helper a plain call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
+import sys
 import traceback
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -125,6 +128,23 @@ def finish(wait: bool = True) -> None:
         if wait:
             torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def leave(code: int) -> int:
+    """End a launched rank with `code` once its work is done, skipping the interpreter's teardown.
+
+    After `finish`, gloo's transport threads can still abort the teardown ("terminate called
+    without an active exception", exit -6): CI saw it once under `torchrun -m bench run` after
+    every record was written, and the launcher then failed the whole run. A launched process
+    therefore flushes its streams and logs and exits at once; one process returns `code` as usual.
+    """
+    if not launched():
+        return code
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _as_message(exc: Exception) -> tuple:
