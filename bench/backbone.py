@@ -59,6 +59,16 @@ class Backbone(nn.Module):
         """Alias of forward, named as in the design notes."""
         return self(x_t, t, tokens)
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute activations in the backward pass instead of storing them
+        (`train.activation_checkpointing`): the gradient checkpointing of the diffusers models inside."""
+        models = [m for m in self.modules() if getattr(m, "_supports_gradient_checkpointing", False)]
+        if not models:
+            raise BenchError(f"train.activation_checkpointing=True: the {type(self).__name__} backbone cannot recompute "
+                             "its activations; set train.activation_checkpointing=False")
+        for model in models:
+            model.enable_gradient_checkpointing()
+
     def save_pretrained(self, directory) -> None:
         """Write config.json + safetensors weights to `directory`."""
         raise NotImplementedError

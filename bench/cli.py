@@ -304,15 +304,15 @@ def cmd_run(args, dry: bool) -> int:
     """`bench run` / `bench validate`."""
     request = _request(args)
     if dry:
-        from bench.pipeline.cells import require_fits, validate
+        from bench.pipeline.cells import place, require_fits, validate
         from bench.scale.executors import get_executor
 
         executor = get_executor(request)  # the executor's name and settings, as `bench run` checks them
-        cells = validate(request)
+        cells = place(validate(request), executor.config)
         for cell in cells:
             print(f"ok  {cell.spec.label}  config {cell.config_hash}")
             print(f"    {cell.footprint.describe()}")
-        require_fits(cells, executor.config.device_memory_gib)
+        require_fits(cells, executor.config)
         print(f"{len(cells)} cell(s) valid")
         return 0
     from bench.runtime import distributed

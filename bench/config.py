@@ -230,7 +230,7 @@ def _parameters(scope: str) -> list[str]:
 
 # Settings that say where and how often work is done, never what it computes: they feed no hash,
 # so moving a grid to Slurm or checkpointing more often reuses every finished stage.
-NEVER_HASHED = ("executor.", "train.checkpoint_")  # checkpoint_every, checkpoint_minutes
+NEVER_HASHED = ("executor.", "train.checkpoint_", "train.activation_checkpointing")  # no effect on results
 
 
 def bindings_text(exclude: Sequence[str] = ("grid.",), include: Optional[Sequence[str]] = None) -> str:

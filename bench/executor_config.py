@@ -29,7 +29,8 @@ class ExecutorConfig:
     gpus_per_node: Optional[int] = None  # GPUs of one cell; default local: all visible, slurm: 0
     cpus_per_task: Optional[int] = None
     mem_gb: Optional[float] = None
-    tasks_per_node: int = 1  # processes per cell (data-parallel training); e.g. = gpus_per_node
+    tasks_per_node: int = 1  # processes per cell and node (data-parallel or sharded training); e.g. = gpus_per_node
+    nodes: int = 1  # nodes of one cell (executor=slurm): nodes x tasks_per_node processes train it together
     partition: Optional[str] = None  # Slurm partition
     slurm_extra: dict = field(default_factory=dict)  # other Slurm parameters, e.g. {'qos': 'high'}
     # memory of one device a cell trains on, checked against each cell's estimated footprint
@@ -37,7 +38,7 @@ class ExecutorConfig:
     device_memory_gib: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node"):
+        for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node", "nodes"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 1, "a positive integer")
         for name in ("timeout_requeues", "gpus_per_node"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 0, "a non-negative integer")
@@ -54,6 +55,11 @@ class ExecutorConfig:
             raise BenchError(f"executor.slurm_extra: unknown Slurm parameter(s) {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(known))})")
 
+    @property
+    def processes(self) -> int:
+        """The processes one cell runs on as a job: tasks_per_node on each of its nodes."""
+        return self.nodes * self.tasks_per_node
+
     def parameters(self, cluster: str, name: str) -> dict:
         """Arguments of submitit's `update_parameters`; the `slurm_` ones are ignored locally."""
         gpus = self.gpus_per_node
@@ -63,7 +69,7 @@ class ExecutorConfig:
             gpus = torch.cuda.device_count()  # a local job sees the GPUs this process sees
         slurm = {"partition": self.partition, "array_parallelism": self.array_parallelism,
                  **self.slurm_extra}
-        params = {"name": name, "timeout_min": self.timeout_min, "gpus_per_node": gpus,
+        params = {"name": name, "timeout_min": self.timeout_min, "gpus_per_node": gpus, "nodes": self.nodes,
                   "tasks_per_node": self.tasks_per_node, "cpus_per_task": self.cpus_per_task,
                   "mem_gb": self.mem_gb, **{f"slurm_{k}": v for k, v in slurm.items()}}
         return {k: v for k, v in params.items() if v is not None}

@@ -16,7 +16,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from bench.pipeline.cells import CellSpec, RunRequest
 from bench.errors import BenchError
-from bench.scale.executors import CellJob, SubmititExecutor, get_executor
+from bench.scale.executors import CellJob, SubmititExecutor, get_executor, join_cell_processes
 from bench.scale.grid import run_grid
 from bench.overrides import parse_overrides
 from test_plugins import make_plugin
@@ -168,12 +168,51 @@ def test_slurm_settings_become_the_sbatch_array(fake_srun, tmp_path):
     assert backend.cluster == "slurm" and backend._executor.max_num_timeout == 5
     assert backend.parameters == {
         "job_name": "bench-paper", "partition": "gpu", "gpus_per_node": 1, "cpus_per_task": 8,
-        "mem": "64GB", "time": 2880, "ntasks_per_node": 1, "array_parallelism": 12, "qos": "high",
+        "mem": "64GB", "time": 2880, "ntasks_per_node": 1, "nodes": 1, "array_parallelism": 12, "qos": "high",
         "additional_parameters": {"mail-type": "END"}}
     sbatch = _make_sbatch_string(command="run", folder=executor.folder, map_count=36, **backend.parameters)
     for line in ("--array=0-35%12", "--partition=gpu", "--time=2880", "--gpus-per-node=1",
                  "--cpus-per-task=8", "--mem=64GB", "--qos=high", "--mail-type=END", "--job-name=bench-paper"):
         assert f"#SBATCH {line}\n" in sbatch, line
+
+
+def test_one_cell_across_nodes_is_one_slurm_job_of_nodes_x_tasks(fake_srun, tmp_path):
+    settings = ["executor.nodes = 2", "executor.tasks_per_node = 4", "executor.gpus_per_node = 4"]
+    executor = get_executor(RunRequest(results_dir=tmp_path / "res", executor="slurm", executor_bindings=settings))
+    assert executor.config.processes == 8
+    sbatch = _make_sbatch_string(command="run", folder=executor.folder, map_count=3, **executor.backend().parameters)
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--array=0-2%3"):
+        assert f"#SBATCH {line}\n" in sbatch, line
+
+
+def test_each_task_of_a_multi_node_cell_becomes_its_rank(monkeypatch):
+    """Task 5 of 8 (second node, second task there) of array job 77: rank 5 of 8, local rank 1,
+    the rendezvous on the job's first node, the same port on every task."""
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77",
+             "SLURM_ARRAY_TASK_ID": "1", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
+             "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    exported = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+    def fresh_task(rank: str) -> dict:
+        for name in exported:  # set, then removed: monkeypatch restores what the export writes
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
+        for name, value in {**slurm, "SLURM_PROCID": rank}.items():
+            monkeypatch.setenv(name, value)
+        join_cell_processes()
+        return {name: os.environ[name] for name in exported}
+
+    env = fresh_task("5")
+    assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": env["MASTER_PORT"], "RANK": "5", "WORLD_SIZE": "8",
+                   "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    first = fresh_task("0")
+    assert first["RANK"] == "0" and first["MASTER_PORT"] == env["MASTER_PORT"]  # from the job id: one port
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_nodes_apply_to_slurm_only(tmp_path, executor):
+    with pytest.raises(BenchError, match=f"executor.nodes=2 applies to executor=slurm .*executor={executor} runs"):
+        get_executor(RunRequest(results_dir=tmp_path, executor=executor, executor_bindings=["executor.nodes = 2"]))
 
 
 @pytest.mark.parametrize("binding,message", [

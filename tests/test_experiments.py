@@ -228,6 +228,29 @@ def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindin
     assert not (tmp_path / "res").exists()
 
 
+def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharded(tmp_path, capsys):
+    """`bench validate methods=[optprior,cbfm] datasets=[nih_lt] ...`: the real datasets' default
+    (presets/flux_1gpu.gin) fits one 80 GiB GPU; FLUX.1 size is refused there with the number of
+    devices to shard it over, and that many sharded processes (executor.tasks_per_node) fit."""
+    (tmp_path / "nih").mkdir()
+    args = ["validate", "methods=[optprior,cbfm]", "datasets=[nih_lt]", f"nih_lt.root={_nih_root(tmp_path / 'nih')}",
+            f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}", "executor.device_memory_gib=80"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    estimates = re.findall(r"([\d,.]+) M parameters; ~([\d,.]+) GiB per device", out)
+    assert len(estimates) == 2 and all(2000 < float(p.replace(",", "")) < 2500 and float(g) < 80
+                                       for p, g in estimates), out
+    flux1 = [*args, "--gin_file", "presets/flux1.gin"]
+    assert main(flux1) == 2
+    err = capsys.readouterr().err.strip()
+    needed = re.search(r"shard it over (\d+) or more such devices \(train.sharding='fsdp' with "
+                       r"executor.tasks_per_node=\1", err)
+    assert err.startswith("bench: error: nih_lt/") and "\n" not in err and needed, err
+    sharded = [*flux1, "train.sharding='fsdp'", "executor=local", f"executor.tasks_per_node={needed[1]}"]
+    assert main(sharded) == 0
+    assert f"sharded over {needed[1]} processes" in capsys.readouterr().out
+
+
 def test_the_paper_grid_without_the_vae_path_is_one_clear_error(tmp_path, capsys):
     assert main(["validate", "experiment=paper", "datasets=[ct_rate]", "methods=[fm]", "seeds=[0]",
                  f"ct_rate.root={_ct_rate_root(tmp_path)}"]) == 2

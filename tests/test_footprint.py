@@ -7,7 +7,7 @@ import torch
 
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
-from bench.pipeline.footprint import GIB, estimate, require_fit
+from bench.pipeline.footprint import GIB, Footprint, devices_needed, estimate, require_fit
 from bench.errors import BenchError
 
 
@@ -37,8 +37,34 @@ def test_flux_activations_and_flops_follow_tokens_width_and_layers():
     assert fp32.activations_gib == pytest.approx(2 * fp.activations_gib)
 
 
-def test_a_step_larger_than_the_device_is_refused_with_a_way_out():
-    fp = SimpleNamespace(total_gib=200.0, describe=lambda: "x")
+def test_a_step_larger_than_the_device_is_refused_with_ways_out():
+    fp = Footprint(parameters=10 * 2**30, largest_unit=2**28, batch_size=8, micro_batches=1, processes=1,
+                   mixed_precision="bf16")
+    assert fp.total_gib == pytest.approx(160.0)  # 16 B a parameter, activations not estimated
     require_fit("d/m/seed0", fp, 256.0, "GPU")
-    with pytest.raises(BenchError, match=r"d/m/seed0 needs ~200 GiB .* more than the 80 GiB of GPU; use a smaller"):
+    with pytest.raises(BenchError, match=r"d/m/seed0 needs ~160 GiB .* more than the 80 GiB of GPU; shard it "
+                                         r"over 3 or more such devices \(train.sharding='fsdp' and "
+                                         r"train.micro_batches=3 with executor.tasks_per_node=3.*use a smaller "
+                                         r"backbone preset"):
         require_fit("d/m/seed0", fp, 80.0, "GPU")
+    # 4 micro-batches: 3 devices would fit but cannot share them; 4 can
+    assert devices_needed(Footprint(**{**fp.__dict__, "micro_batches": 4}), 80.0) == 4
+
+
+def test_sharding_splits_the_state_and_adds_one_gathered_block():
+    fp = Footprint(parameters=1000 * 2**20, largest_unit=100 * 2**20, batch_size=8, micro_batches=1, processes=1,
+                   mixed_precision="bf16", sharded=True)
+    assert fp.total_gib == pytest.approx(1000 * 16 / 1024)  # one process: nothing sharded, nothing gathered
+    four = fp.on(4)
+    assert (four.weights_gib, four.gradients_gib, four.optimiser_gib) == pytest.approx(
+        (1000 * 4 / 4 / 1024, 1000 * 4 / 4 / 1024, 1000 * 8 / 4 / 1024))
+    assert four.gathered_gib == pytest.approx(100 * 2 * 2 / 1024)  # bf16 weights + gradients of one block
+    assert devices_needed(fp, four.total_gib) == 4
+
+
+def test_activation_checkpointing_keeps_block_inputs_and_one_block():
+    shape = (65, 32, 3)
+    plain = Footprint(10, 10, 32, 2, 2, "bf16", shape=shape)
+    recomputed = Footprint(10, 10, 32, 2, 2, "bf16", activation_checkpointing=True, shape=shape)
+    assert recomputed.activations_gib == pytest.approx(8 * 65 * 32 * (3 * 2 + 34) / GIB)
+    assert recomputed.activations_gib < plain.activations_gib

@@ -128,7 +128,8 @@ def test_preset_reader_agrees_with_gin():
     finally:
         gin.clear_config()
     assert ours == theirs
-    assert ours["num_layers"] == 19 and ours["num_single_layers"] == 38
+    assert ours["num_layers"] == 8 and ours["num_single_layers"] == 16  # the one-GPU preset, whole
+    assert gpu.SCALES["full"].depth == (ours["num_layers"], ours["num_single_layers"])
 
 
 def test_full_scale_without_cuda_records_none_and_why(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""GPU training step (issue 8, item 7): FLUX.1-width flow matching in bf16, eager vs torch.compile, MFU.
+"""GPU training step: the one-GPU preset's flow matching in bf16, eager vs torch.compile, MFU.
 
 The step is bench's own: `bench.pipeline.trainer.train` (accelerate bf16 autocast, AdamW, clipping) with
 vanilla flow matching's loss on bench's FluxBackbone, whose FluxTransformer2DModel attends through
@@ -7,14 +7,14 @@ aten SDPA kernel the step actually ran is recorded). For the compiled run the tr
 compiled in place (`nn.Module.compile`, same module and state dict) before `train`, which takes it
 like any module, so both runs time the very same loop.
 
-Sizes: full scale is FLUX.1's width from gin/presets/flux1.gin (24 heads x 128 = 3072, condition
-widths 4096 / 768) on 16 x 32 x 32 latents (the FLUX VAE at the paper setting's 256 x 256: 8x down,
-2 x 2 patches -> 256 image tokens) plus the one class token vanilla FM conditions on. The depth is
-the preset's 1 : 2 ratio at 4 + 8 blocks instead of 19 + 38: bench keeps fp32 master weights, fp32
-gradients, two fp32 AdamW moments and autocast's bf16 weight copies, ~18 bytes per parameter, so
-the preset's 11.9B parameters (~214 GB) fit no single GPU (H100 80 GB, H200 141 GB), while 2.5B
-(~46 GB plus activations) fits an H100. Every block costs the same per token, so the per-step time
-of the full depth is estimated as measured time x the ratio of FLOPs (same MFU) and reported too.
+Sizes: full scale is gin/presets/flux_1gpu.gin whole, the real datasets' default (8 + 16 blocks,
+16 heads x 128 = 2048, condition widths 2048 / 768, ~2.2B parameters), on 16 x 32 x 32 latents (the
+FLUX VAE at 256 x 256: 8x down, 2 x 2 patches -> 256 image tokens) plus the one class token vanilla
+FM conditions on, at the preset's micro-batch of 32: the step a real run takes on one GPU. bench
+keeps fp32 master weights, gradients and AdamW moments plus autocast's bf16 copies, so the paper-size
+flux1.gin (11.9B, ~214 GB) fits no single GPU and is trained sharded (train.sharding='fsdp').
+`step_s_preset_depth_estimate` scales a run at another depth by the ratio of FLOPs (same MFU); at
+full scale the depth trained is the preset's, so it equals the measurement.
 
 Timing: a FlowMatching subclass stamps the clock (after a device sync) whenever the trainer asks it
 for a loss, so consecutive stamps bound exactly one training step (forward, backward, clipping,
@@ -51,7 +51,7 @@ import torch
 from bench.errors import BenchError
 from bench.perf.case import Measurement, median
 
-PRESET = "presets/flux1.gin"
+PRESET = "presets/flux_1gpu.gin"
 MODES = ("eager", "compiled")
 MLP_RATIO = 4  # FluxTransformer2DModel's feed-forward width = 4 x inner width (fixed in diffusers)
 TIMESTEP_CHANNELS = 256  # width of FLUX's sinusoidal timestep features (fixed in diffusers)
@@ -87,7 +87,7 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(depth=(4, 8), batch=32, latent_shape=(16, 32, 32), warmup_steps=3, timed_steps=10,
+    "full": Scale(depth=(8, 16), batch=32, latent_shape=(16, 32, 32), warmup_steps=3, timed_steps=10,
                   compile_backend="inductor", threads=0),
     # one thread: on a shared 2-core machine two threads spin against other processes (30x slower)
     "smoke": Scale(depth=(1, 1), batch=4, latent_shape=(16, 8, 8), warmup_steps=2, timed_steps=2,
@@ -99,7 +99,7 @@ SCALES = {
 
 # -- the model's size and FLOPs ------------------------------------------------------------------
 def preset_hyperparameters(path: Optional[Path] = None) -> dict:
-    """The `flux.NAME = VALUE` bindings of gin/presets/flux1.gin (or `path`), as a dict."""
+    """The `flux.NAME = VALUE` bindings of the case's preset (PRESET, or `path`), as a dict."""
     if path is None:
         from bench.config import gin_dir
 

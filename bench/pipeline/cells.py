@@ -28,7 +28,9 @@ from bench.config import (
 )
 from bench.checks import is_int
 from bench.errors import BenchError
-from bench.pipeline.footprint import Footprint, device_memory, estimate, require_fit
+from bench.executor_config import ExecutorConfig
+from bench.pipeline.footprint import (Footprint, device_memory, estimate, require_fit,
+                                      require_shared_micro_batches)
 from bench.runtime.distributed import world
 from bench.metrics.generative import GenerativeSet
 from bench.store.gridfile import cell_label
@@ -266,16 +268,32 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         with torch.device("meta"):
             backbone = make_backbone(cell, shape)
         cfg = cell.train_cfg
-        cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision)
+        if cfg.activation_checkpointing:  # a backbone that cannot recompute says so now, not mid-grid
+            backbone.enable_activation_checkpointing()
+        cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision,
+                                  cfg.sharding, cfg.activation_checkpointing)
         built.append(cell)
     return built
 
 
-def require_fits(cells: list[BuiltCell], device_memory_gib: Optional[float]) -> None:
-    """Refuse (one line, with a way out) a grid whose cell cannot train on one device."""
-    gib, what = device_memory(device_memory_gib)
+def place(cells: list[BuiltCell], config: ExecutorConfig) -> list[BuiltCell]:
+    """The cells with their footprints on the processes they will train on: this launch's, or the
+    executor's jobs of `executor.nodes` x `executor.tasks_per_node` processes."""
+    processes = max(world(), config.processes)
     for cell in cells:
         if cell.footprint is not None:
+            cell.footprint = cell.footprint.on(processes)
+    return cells
+
+
+def require_fits(cells: list[BuiltCell], config: ExecutorConfig) -> None:
+    """Refuse (one line, with a way out) a grid whose cell cannot train on the devices it will run
+    on (`executor.device_memory_gib`, else this machine's first GPU, else its RAM)."""
+    place(cells, config)
+    gib, what = device_memory(config.device_memory_gib)
+    for cell in cells:
+        if cell.footprint is not None:
+            require_shared_micro_batches(cell.spec.label, cell.footprint)
             require_fit(cell.spec.label, cell.footprint, gib, what)
 
 

@@ -4,7 +4,8 @@ Every method trains with the same optimiser, schedule and batches; only `method.
 source and conditions it uses) differs. All random draws come from one CPU generator seeded by
 the cell seed, so a run is reproducible on any device. A checkpoint (every `train.checkpoint_minutes`
 of training, by default 10, and/or every `train.checkpoint_every` steps) holds the whole
-TrainState, so a killed run resumes from it and continues bit for bit.
+TrainState, so a killed run resumes from it and continues bit for bit. With `train.sharding='fsdp'`
+the model is sharded across the processes (bench.pipeline.sharding) and so are its checkpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from bench.pipeline import sharding
 from bench.runtime import distributed, progress
 from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
 from bench.checks import is_int, is_real
@@ -61,6 +63,12 @@ class TrainConfig:
     # is less than `convergence_tol` (relative) below that of the window before (bench.pipeline.convergence)
     convergence_window: float = FRACTION
     convergence_tol: float = TOL
+    # 'fsdp' shards weights, gradients and AdamW state across the cell's processes (FSDP2, one unit
+    # per transformer block; bench.pipeline.sharding); 'none' keeps a whole copy per process (DDP)
+    sharding: str = "none"
+    # recompute each block's activations in the backward pass instead of keeping them: less memory
+    # for about a third more compute, same results (FLUX backbones; not part of the config hash)
+    activation_checkpointing: bool = False
 
     def __post_init__(self):
         """One-line errors at `bench validate` time, before anything trains."""
@@ -89,6 +97,20 @@ class TrainConfig:
                              f"train.micro_batches={self.micro_batches} equal parts; use a multiple")
         if self.mixed_precision not in PRECISIONS:
             raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise BenchError(f"train.activation_checkpointing={self.activation_checkpointing!r}: use True or False")
+        self._check_sharding()
+
+    def _check_sharding(self) -> None:
+        """What sharded training supports: bf16 (not fp16, whose loss scaler FSDP does not share)
+        and no EMA (its shadow weights would need sharding too)."""
+        if self.sharding not in sharding.SHARDINGS:
+            raise BenchError(f"train.sharding={self.sharding!r}: use one of {', '.join(sharding.SHARDINGS)}")
+        if self.sharding == "fsdp" and self.mixed_precision == "fp16":
+            raise BenchError("train.sharding='fsdp' trains in bf16, not fp16: set train.mixed_precision='bf16'")
+        if self.sharding == "fsdp" and self.ema_decay > 0:
+            raise BenchError("train.sharding='fsdp' does not keep an EMA of the sharded weights yet: "
+                             "set train.ema_decay=0 or train.sharding='none'")
 
 
 @dataclass
@@ -148,20 +170,25 @@ class TrainState:
     window: list = field(default_factory=list)  # losses since the last trace entry
     history: list = field(default_factory=list)  # every step's loss, for the convergence check
     seconds: float = 0.0
+    sharded: bool = False  # FSDP: weights and AdamW state live in shards (bench.pipeline.sharding)
 
     @property
     def weights(self) -> dict:
-        """The model's state dict (unwrapped from accelerate)."""
+        """The model's whole state dict (unwrapped from accelerate; gathered from the shards, a
+        collective, when sharded)."""
+        if self.sharded:
+            return sharding.full_weights(self.model)
         return self.accelerator.unwrap_model(self.model).state_dict()
 
     def state_dict(self) -> dict:
         """The non-weight state, as nested dicts of tensors and JSON values."""
         scaler = self.accelerator.scaler
-        out = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-               "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
+        out = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
                "torch_rng": torch.get_rng_state(), "sampler": self.batches.state_dict(),
                "loss_trace": self.loss_trace, "window": self.window, "history": self.history,
                "seconds": self.seconds}
+        if not self.sharded:  # sharded AdamW state is written with the weight shards
+            out["optimizer"] = self.optimizer.state_dict()
         if self.ema is not None:
             out["ema"] = self.ema.state_dict()
         if scaler is not None and scaler.is_enabled():
@@ -171,17 +198,21 @@ class TrainState:
         return out
 
     # what every checkpoint holds (`state_dict` above); "ema" too when EMA is on
-    REQUIRED = ("optimizer", "scheduler", "rng", "torch_rng", "sampler", "step", "seconds", "loss_trace", "window")
+    REQUIRED = ("scheduler", "rng", "torch_rng", "sampler", "step", "seconds", "loss_trace", "window")
 
-    def check_state(self, state, weights: dict) -> None:
+    def check_state(self, state, weights: Optional[dict]) -> None:
         """ValueError unless a checkpoint can be loaded whole: every key present, the weights
         those of this model (same names and shapes) and finite. Checked before anything is
-        loaded, so a damaged checkpoint is skipped without leaving a half-restored state."""
+        loaded, so a damaged checkpoint is skipped without leaving a half-restored state.
+        Sharded weights (`weights` None) are checked as they are read (bench.pipeline.sharding)."""
         if not isinstance(state, dict):
             raise ValueError(f"trainer state is a {type(state).__name__}, not a mapping")
-        missing = [k for k in self.REQUIRED + (("ema",) if self.ema is not None else ()) if k not in state]
+        expected = self.REQUIRED + (() if self.sharded else ("optimizer",)) + (("ema",) if self.ema is not None else ())
+        missing = [k for k in expected if k not in state]
         if missing:
             raise ValueError(f"trainer state lacks {', '.join(missing)}")
+        if weights is None:
+            return
         own = self.accelerator.unwrap_model(self.model).state_dict()
         wrong = sorted(set(own) ^ set(weights)) or [k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
         if wrong:
@@ -189,10 +220,12 @@ class TrainState:
         if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
             raise ValueError("a weight is NaN or infinite")
 
-    def load_state_dict(self, state: dict, weights: dict) -> None:
-        """Continue exactly where `state_dict` (and the weights) were taken."""
-        self.accelerator.unwrap_model(self.model).load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_state_dict(self, state: dict, weights: Optional[dict]) -> None:
+        """Continue exactly where `state_dict` (and the weights) were taken; sharded weights and
+        AdamW state are loaded from their shards beforehand (`_resume`)."""
+        if not self.sharded:
+            self.accelerator.unwrap_model(self.model).load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -225,8 +258,9 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
         torch.set_num_threads(cfg.threads)
     state = _setup(backbone, cfg, seed, len(labels))
     if state.batches.batch_size < cfg.batch_size:
-        log.warning("train.batch_size=%d exceeds the %d training samples: every step uses all %d "
-                    "(recorded as the batch size that ran)", cfg.batch_size, len(labels), len(labels))
+        log.warning("train.batch_size=%d exceeds the %d training samples: every step uses %d of them, a "
+                    "multiple of train.micro_batches=%d (recorded as the batch size that ran)", cfg.batch_size,
+                    len(labels), state.batches.batch_size, cfg.micro_batches)
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
@@ -241,11 +275,11 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
             state.window = []
         if clock.due(state.step):
             state.seconds = seconds_before + time.perf_counter() - t0
-            if state.accelerator.is_main_process:  # ranks hold identical weights: one writer
-                _save_checkpoint(checkpoint_dir, config_hash, state)
-            state.accelerator.wait_for_everyone()
+            _checkpoint(checkpoint_dir, config_hash, state)
     if state.ema is not None:
         state.ema.copy_to(backbone.parameters())
+    if state.sharded:  # the trained shards, gathered into the plain backbone on every process
+        backbone.load_state_dict(state.weights)
     seconds = seconds_before + time.perf_counter() - t0
     return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
                        convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
@@ -279,15 +313,58 @@ class CheckpointClock:
 
 
 def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
-    """The optimiser, warm-up schedule, EMA, seeded generator and sampler of a fresh run."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The model (DDP through accelerate, or sharded), optimiser, warm-up schedule, EMA, seeded
+    generator and sampler of a fresh run."""
+    accelerator = _accelerator(cfg.mixed_precision)
+    if cfg.activation_checkpointing:
+        _enable_activation_checkpointing(backbone)
+    sharded = cfg.sharding == "fsdp" and accelerator.num_processes > 1
+    if cfg.sharding == "fsdp" and not sharded:
+        log.info("train.sharding='fsdp' on one process: nothing to shard, training unsharded")
+    if sharded:
+        model = sharding.shard(backbone, accelerator.device, cfg.mixed_precision)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        model, optimizer = accelerator.prepare(backbone, optimizer)
     warmup = max(cfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    model, optimizer = accelerator.prepare(backbone, optimizer)
     generator = torch.Generator().manual_seed(seed)
     return TrainState(accelerator, model, optimizer, scheduler, _make_ema(backbone, cfg.ema_decay),
-                      generator, EpochSampler(n, cfg.batch_size, generator))
+                      generator, EpochSampler(n, runnable_batch(cfg, n), generator), sharded=sharded)
+
+
+def runnable_batch(cfg: TrainConfig, n: int) -> int:
+    """train.batch_size, or for a smaller training set the most of its n rows that split into
+    train.micro_batches equal parts."""
+    if cfg.batch_size <= n:
+        return cfg.batch_size
+    if n < cfg.micro_batches:
+        raise BenchError(f"the {n} training samples cannot fill train.micro_batches={cfg.micro_batches} parts; "
+                         f"set train.micro_batches to at most {n}")
+    return n // cfg.micro_batches * cfg.micro_batches
+
+
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator at this cell's precision. accelerate fixes the precision once per process and
+    refuses another; a grid whose cells train at different precisions (the real datasets' bf16
+    preset beside an fp32 dataset) resets that part of its state between them. The process state
+    (devices, torch.distributed) is kept."""
+    from accelerate.state import AcceleratorState
+
+    held = AcceleratorState._shared_state
+    if held and held.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+
+
+def _enable_activation_checkpointing(backbone) -> None:
+    """Switch on the backbone's gradient checkpointing, or say that it has none."""
+    enable = getattr(backbone, "enable_activation_checkpointing", None)
+    if enable is None:
+        raise BenchError(f"train.activation_checkpointing=True: the {type(backbone).__name__} backbone "
+                         "cannot recompute its activations; set train.activation_checkpointing=False")
+    enable()
 
 
 def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
@@ -307,7 +384,7 @@ def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float
     scale, total = accelerator.num_processes / m, torch.zeros(())
     for j, (k, rows) in enumerate(parts):
         last = j == len(parts) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(state.model):
+        with contextlib.nullcontext() if last or state.sharded else accelerator.no_sync(state.model):
             gen = torch.Generator().manual_seed(seeds[k]) if seeds else generator
             loss = _micro_loss(method, state, latents[full[rows]], labels[full[rows]], full[rows],
                                eps[rows], t[rows], gen)
@@ -319,7 +396,9 @@ def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float
     if not math.isfinite(value):
         raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
                          "lower train.lr or enable train.grad_clip")
-    if cfg.grad_clip > 0:
+    if cfg.grad_clip > 0 and state.sharded:  # the norm of the whole gradient, over every shard
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    elif cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     state.optimizer.step()
     state.scheduler.step()
@@ -361,6 +440,16 @@ def _make_ema(backbone, decay: float):
 
 
 # -- checkpoints ---------------------------------------------------------------------------
+def _checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
+    """Write a checkpoint: the main process alone (every process holds the same weights), or every
+    process its shards (sharded training); the others wait until it is complete."""
+    if state.sharded:
+        _save_sharded_checkpoint(folder, config_hash, state)
+    elif state.accelerator.is_main_process:
+        _save_checkpoint(folder, config_hash, state)
+    state.accelerator.wait_for_everyone()
+
+
 def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
     """Write a resumable checkpoint atomically (safetensors + JSON), then drop older ones.
 
@@ -374,6 +463,29 @@ def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
     with stage_dir(target, config_hash, step=state.step) as tmp:
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
         save_state(tmp, "trainer_state", state.state_dict())
+    _drop_older(folder, target)
+
+
+def _save_sharded_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
+    """Every process writes its shards into the main process's staging folder; the main process
+    adds the trainer state and publishes the folder once all shards are on disk."""
+    if not sharding.all_true(sharding.local_weights_finite(state.model)):
+        raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
+                         "enable train.grad_clip")
+    main, target = state.accelerator.is_main_process, Path(folder) / f"step_{state.step:08d}"
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(stage_dir(target, config_hash, step=state.step, sharded=True)) if main else None
+        tmp = Path(distributed.agree(str(tmp) if main else None))
+        sharding.save_shards(tmp, state.model, state.optimizer)
+        if main:
+            save_state(tmp, "trainer_state", state.state_dict())
+        state.accelerator.wait_for_everyone()  # every shard written before the folder is published
+    if main:
+        _drop_older(folder, target)
+
+
+def _drop_older(folder: Path, target: Path) -> None:
+    """Discard the checkpoints before `target`: only the newest is needed to resume."""
     for old in sorted(Path(folder).glob("step_*")):
         if old != target and old.is_dir():
             discard(old)
@@ -391,8 +503,7 @@ def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
     done = [p for p in sorted(Path(folder).glob("step_*")) if is_complete(p, config_hash)]
     for latest in reversed(done):
         try:  # read everything before touching `state`, so a damaged file changes nothing
-            saved = load_state(latest, "trainer_state"), load_file(str(latest / "model.safetensors"))
-            state.check_state(*saved)
+            saved = _read_checkpoint(latest, state)
         except Exception as exc:  # safetensors, JSON and OS errors alike
             log.warning("checkpoint %s is unreadable (%s: %s); skipped", latest,
                         type(exc).__name__, (str(exc).splitlines() or [""])[0])
@@ -401,3 +512,23 @@ def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
         log.info("resumed training from %s (step %d)", latest, state.step)
         return state.step
     return None
+
+
+def _read_checkpoint(folder: Path, state: TrainState) -> tuple:
+    """(trainer state, weights) of a checkpoint, checked whole; for sharded training the weights
+    and AdamW state are restored from the shards here (None in their place), once every process
+    has read and checked its part."""
+    if not state.sharded:
+        saved = load_state(folder, "trainer_state"), load_file(str(folder / "model.safetensors"))
+        state.check_state(*saved)
+        return saved
+    trainer_state, error = None, None
+    try:
+        trainer_state = load_state(folder, "trainer_state")
+        state.check_state(trainer_state, None)
+    except Exception as exc:
+        error = exc
+    if not sharding.all_true(error is None):  # every process skips this checkpoint together
+        raise error or ValueError("another process could not read its part")
+    sharding.load_shards(folder, state.model, state.optimizer)
+    return trainer_state, None

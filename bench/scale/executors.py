@@ -14,9 +14,11 @@ the same cell, which skips its finished stages and resumes training from its new
 `run_grid` treats them alike; a job that raised or was killed becomes a failed outcome with a
 one-line reason and its trace in the cell's failure.json.
 
-`executor.tasks_per_node=N` runs each cell on N processes (one per GPU on a GPU node): the job
-exports torch.distributed's variables from submitit's task environment and the cell trains with
-DDP and samples sharded (bench.runtime.distributed). Inline, launch bench itself on N processes instead
+`executor.tasks_per_node=N` runs each cell on N processes (one per GPU on a GPU node), and with
+`executor.nodes=M` (slurm) on N processes on each of M nodes: every task exports torch.distributed's
+variables from submitit's task environment (the first node hosts the rendezvous) and the cell
+trains with DDP, or sharded with `train.sharding='fsdp'`, and samples sharded
+(bench.runtime.distributed). Inline, launch bench itself on N processes instead
 (`torchrun --nproc_per_node N -m bench run ...`).
 
 The settings of the local and slurm executors are the gin bindings `executor.<param>=value` of
@@ -60,6 +62,9 @@ def get_executor(request: RunRequest):
     load_plugins()  # gin locks its registry at the first parse: every configurable must exist
     parse([], request.executor_bindings)  # only the executor's bindings: none reach a cell
     config = ExecutorConfig()
+    if config.nodes > 1 and request.executor != "slurm":
+        raise BenchError(f"executor.nodes={config.nodes} applies to executor=slurm (one cell across nodes); "
+                         f"executor={request.executor} runs on this machine: drop executor.nodes")
     if request.executor == "inline":
         if config.tasks_per_node > 1:
             raise BenchError("executor.tasks_per_node applies to executor=local or slurm; to run "
@@ -98,8 +103,7 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def __call__(self, spec: CellSpec) -> CellOutcome:
         _job_logging()
-        if submitit.JobEnvironment().num_tasks > 1:  # this task is one rank of the cell
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        join_cell_processes()
         log.info("%s: running", spec.label)
         try:
             outcome = execute_cell(spec, self.request)
@@ -113,6 +117,14 @@ class CellJob(submitit.helpers.Checkpointable):
         """Resubmit the cell: it resumes from its finished stages and its training checkpoint."""
         log.warning("%s: preempted or timed out; requeued", spec.label)
         return submitit.helpers.DelayedSubmission(CellJob(self.request), spec)
+
+
+def join_cell_processes() -> None:
+    """Make this task one rank of its cell when the job has several (executor.tasks_per_node on
+    each of executor.nodes): torch.distributed's variables from submitit's task environment, the
+    rendezvous on the job's first node, every GPU visible (accelerate picks the local rank's)."""
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def _job_logging() -> None:

@@ -35,7 +35,7 @@ def run_grid(request: RunRequest) -> GridResult:
     """
     executor = get_executor(request)
     cells = validate(request)
-    require_fits(cells, executor.config.device_memory_gib)
+    require_fits(cells, executor.config)
     distributed.on_main(lambda: declare_cells(request.results_dir, request.experiment, cells))
     specs = [cell.spec for cell in cells]
     result = GridResult()
