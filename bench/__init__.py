@@ -8,7 +8,7 @@ from pathlib import Path as _Path
 
 
 def _in_source_checkout() -> None:
-    """Resolve bench.methods, bench.datasets, bench.evaluators and bench.gin in a source checkout.
+    """Resolve bench.methods, bench.datasets, bench.evaluators, bench.remedies and bench.gin in a source checkout.
 
     In a wheel, setuptools' package-dir puts the repository's top-level methods/, datasets/,
     evaluators/ and gin/ folders inside the bench package. Where bench is imported from the
@@ -34,6 +34,7 @@ from bench.registry import (  # noqa: E402
     register_encoder,
     register_evaluator,
     register_method,
+    register_remedy,
 )
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ _LAZY = {
     "Encoder": "bench.encoder",
     "Condition": "bench.method",
     "Prior": "bench.prior",
+    "Remedy": "bench.remedy",
 }
 
 __all__ = [
@@ -58,11 +60,13 @@ __all__ = [
     "Encoder",
     "Condition",
     "Prior",
+    "Remedy",
     "register_method",
     "register_dataset",
     "register_evaluator",
     "register_backbone",
     "register_encoder",
+    "register_remedy",
 ]
 
 

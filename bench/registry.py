@@ -134,11 +134,13 @@ datasets = Registry("dataset", "bench.datasets")
 evaluators = Registry("evaluator", "bench.evaluators")
 backbones = Registry("backbone", "bench.backbones")
 encoders = Registry("encoder", "bench.encoders")
+remedies = Registry("remedy", "bench.remedies")
 
-REGISTRIES = {r.group.split(".")[-1]: r for r in (methods, datasets, evaluators, backbones, encoders)}
+REGISTRIES = {r.group.split(".")[-1]: r for r in (methods, datasets, evaluators, backbones, encoders, remedies)}
 
 register_method = methods.register
 register_dataset = datasets.register
 register_evaluator = evaluators.register
 register_backbone = backbones.register
 register_encoder = encoders.register
+register_remedy = remedies.register

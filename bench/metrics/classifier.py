@@ -9,7 +9,9 @@ vector for every architecture.
 
 `fit` is the LongTailCXR protocol: Adam, cross-entropy on mini-batches, model selection by
 balanced accuracy on a validation set with early stopping after `patience` epochs without
-improvement, and the best weights restored. Everything random comes from seeded generators, so a
+improvement, and the best weights restored. A long-tail remedy (bench.remedy) changes the epoch's
+rows, the loss or a phase of it, never the selection; `retrain_head` is decoupled re-training
+(cRT) of the last layer on frozen features. Everything random comes from seeded generators, so a
 run on the CPU is reproducible bit for bit.
 """
 
@@ -29,6 +31,7 @@ from bench.runtime import progress
 from bench.checks import is_int
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
+from bench.remedy import Remedy, class_balanced_order
 
 ARCHS = ("small_cnn", "densenet121", "resnet50")
 _HEAD = {"small_cnn": "fc", "densenet121": "class_layers.out", "resnet50": "fc"}
@@ -159,11 +162,13 @@ class RecallStats:
 
 
 @torch.no_grad()
-def validation_bacc(model: Classifier, x, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Balanced accuracy of `model` on (x, y), computed on the model's device (RecallStats)."""
+def validation_bacc(model: nn.Module, x, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Balanced accuracy of `model` (a Classifier, or a last layer on features) on (x, y),
+    computed on the model's device (RecallStats)."""
     model.eval()
     device = _device(model)
-    stats = RecallStats(model.head.out_features, device)
+    n_classes = model.out_features if isinstance(model, nn.Linear) else model.head.out_features
+    stats = RecallStats(n_classes, device)
     for i, xb in enumerate(_batches(x, batch_size)):
         stats.update(model(xb.to(device)).argmax(1), y[i * batch_size : (i + 1) * batch_size])
     return stats.balanced_accuracy()
@@ -219,52 +224,93 @@ class History:
         return {**asdict(self), "best_val_bacc": self.best_val_bacc}
 
 
+class _Balanced(Remedy):
+    """`class_balanced_sampling=True`: plain cross-entropy on class-balanced draws."""
+
+    def epoch_order(self, y: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        return class_balanced_order(y, generator)
+
+
+def plain(protocol: Protocol) -> Remedy:
+    """The protocol's own training: cross-entropy over permutations, or over class-balanced draws."""
+    return _Balanced() if protocol.class_balanced_sampling else Remedy()
+
+
 def fit(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor,
-        protocol: Protocol, seed: int) -> tuple[Classifier, History]:
+        protocol: Protocol, seed: int, remedy: Optional[Remedy] = None) -> tuple[Classifier, History]:
     """Train in place with early stopping on validation balanced accuracy; restore the best weights.
 
-    `train_x` / `val_x` are tensors or lazy ImageFiles (indexed one mini-batch at a time).
+    `train_x` / `val_x` are tensors or lazy ImageFiles (indexed one mini-batch at a time). `remedy`
+    (set up with the training counts) chooses each epoch's rows and the loss; default `plain`.
     """
+    remedy = remedy or plain(protocol)
     device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    history, best_state, waited = History(), None, 0
-    for epoch in progress.bar(range(protocol.max_epochs), "classifier", unit="epoch"):
-        history.train_loss.append(_epoch(model, optimizer, train_x, train_y, protocol, generator, device))
-        history.val_bacc.append(validation_bacc(model, val_x, val_y, protocol.batch_size))
-        if best_state is None or history.val_bacc[-1] > history.best_val_bacc:
-            history.best_epoch, best_state, waited = epoch, copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= protocol.patience:
-                break
-    model.load_state_dict(best_state)
+    history = early_stopping(model, optimizer, protocol, remedy,
+                             lambda epoch: _epoch(model, optimizer, train_x, train_y, protocol, generator,
+                                                  device, remedy, epoch),
+                             lambda: validation_bacc(model, val_x, val_y, protocol.batch_size))
     return model, history
 
 
-def _epoch(model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, device) -> float:
-    """One pass of mini-batches; returns the mean loss. Batches of one row are skipped
-    (batch norm needs two values per channel once the spatial size is 1x1)."""
+def retrain_head(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor,
+                 protocol: Protocol, seed: int, remedy: Remedy) -> tuple[Classifier, History]:
+    """Decoupled re-training (cRT): a copy of `model` whose last layer is re-initialised (from
+    `seed`) and trained alone on the frozen penultimate features, under `remedy` and the protocol's
+    optimiser and early stopping. The features are computed once, in evaluation mode."""
+    features = [torch.from_numpy(embed(model, x, protocol.batch_size)).float() for x in (train_x, val_x)]
+    old = model.head
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(old.in_features, old.out_features).to(_device(model))
+    optimizer = torch.optim.Adam(head.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    history = early_stopping(head, optimizer, protocol, remedy,
+                             lambda epoch: _epoch(head, optimizer, features[0], train_y, protocol, generator,
+                                                  _device(head), remedy, epoch),
+                             lambda: validation_bacc(head, features[1], val_y, protocol.batch_size))
+    out = copy.deepcopy(model)
+    out.head.load_state_dict(head.state_dict())
+    return out, history
+
+
+def early_stopping(module: nn.Module, optimizer, protocol: Protocol, remedy: Remedy,
+                   train_epoch, validate) -> History:
+    """Epochs of `train_epoch(epoch)` until `patience` epochs bring no better `validate()` (not
+    before `remedy.min_epochs`; a remedy's new phase restarts the count); the best weights restored."""
+    history, best_state, waited = History(), None, 0
+    for epoch in progress.bar(range(protocol.max_epochs), "classifier", unit="epoch"):
+        if remedy.begin_epoch(epoch, optimizer):
+            waited = 0
+        history.train_loss.append(train_epoch(epoch))
+        history.val_bacc.append(validate())
+        if best_state is None or history.val_bacc[-1] > history.best_val_bacc:
+            history.best_epoch, best_state, waited = epoch, copy.deepcopy(module.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= protocol.patience and epoch + 1 >= remedy.min_epochs:
+                break
+    module.load_state_dict(best_state)
+    return history
+
+
+def _epoch(model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, device, remedy: Remedy,
+           epoch: int) -> float:
+    """One pass of mini-batches over the remedy's rows; returns the mean loss. Batches of one row
+    are skipped (batch norm needs two values per channel once the spatial size is 1x1)."""
     model.train()
     losses = []
-    for idx in _epoch_order(y, protocol.class_balanced_sampling, generator).split(protocol.batch_size):
+    for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size):
         if len(idx) < 2:
             continue
         idx = idx.sort().values  # sorted reads are kinder to lazy image files; order is irrelevant
-        loss = nn.functional.cross_entropy(model(x[idx].float().to(device)), y[idx].to(device))
+        loss = remedy.loss(model(x[idx].float().to(device)), y[idx].to(device), epoch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
-
-
-def _epoch_order(y: torch.Tensor, balanced: bool, generator: torch.Generator) -> torch.Tensor:
-    """Row indices for one epoch: a permutation, or len(y) draws with probability 1 / n_class."""
-    if not balanced:
-        return torch.randperm(len(y), generator=generator)
-    weights = 1.0 / torch.bincount(y).double()[y]
-    return torch.multinomial(weights, len(y), replacement=True, generator=generator)
 
 
 def stratified_holdout(y: torch.Tensor, fraction: float = 0.1,

@@ -1,0 +1,1 @@
+"""Built-in long-tail remedies for the downstream classifier (bench.remedy)."""
