@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,7 +39,7 @@ class CellContext:
     induced subclass of every training row in `prior.tensors["assignment"]` and its transport
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
     (bench.data.targets.ClassTarget per class). `shared` names where the dataset's method-independent
-    results (the no-augmentation classifiers) are stored once for every method. `features(name)` gives domain features from the
+    results (the no-augmentation and remedy classifiers) are stored once for every method. `features(name)` gives domain features from the
     cell's feature extractor (built on first use, cached per dataset on disk and per cell in
     memory). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
     values that tables and figures need beyond the flat metrics (per-seed scores, per-class
@@ -60,10 +61,17 @@ class CellContext:
     targets: Optional[list] = None
     extractor: Optional[Callable[[], object]] = None  # returns a bench.metrics.features.FeatureExtractor
     # (folder, config hash) where results that do not depend on the method are shared by the
-    # dataset's cells (the downstream no-augmentation classifiers); None: compute them per cell
+    # dataset's cells (the downstream classifiers on real data alone); None: compute them per cell
     shared: Optional[tuple[Path, str]] = None
+    # `timer(name)`: a context manager that records the seconds of a part of an evaluator's work as
+    # the stage `evaluate/<name>` of the record (None: not recorded)
+    timer: Optional[Callable[[str], AbstractContextManager]] = None
     details: dict = field(default_factory=dict)
     _features: dict = field(default_factory=dict, repr=False)
+
+    def timed(self, name: str) -> AbstractContextManager:
+        """Time a part of an evaluator's work as the record's stage `evaluate/<name>`."""
+        return self.timer(name) if self.timer is not None else nullcontext()
 
     @property
     def class_names(self) -> list[str]:

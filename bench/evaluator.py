@@ -15,12 +15,15 @@ class Evaluator:
     output folder) and returns a flat dict of float metrics. `higher_is_better` maps every
     metric name the evaluator can return to its direction, so tables can mark the best entry.
     `applies_to` says which dataset kinds it handles ("vector", "image"); the runner skips it
-    elsewhere.
+    elsewhere. `version` says what its records hold: raise it when the evaluator computes something
+    new or different, and every stored record it wrote is evaluated again on the next run (the
+    trained backbone and the samples are reused).
     """
 
     name = "evaluator"
     applies_to: tuple[str, ...] = ("vector", "image")
     higher_is_better: dict[str, bool] = {}
+    version = 1
 
     def evaluate(self, cell) -> dict[str, float]:
         """Metrics for one cell."""

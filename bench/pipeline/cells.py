@@ -230,7 +230,10 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
     # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
     sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))
-    cell = digest(sample, bindings_text(), spec)
+    # evaluators that changed what they compute (`Evaluator.version`) re-evaluate stored records;
+    # a cell whose evaluators are all at version 1 keeps the hash it had before versions existed
+    versions = {ev.name: ev.version for ev in evaluators if ev.version != 1}
+    cell = digest(sample, bindings_text(), spec, *([versions] if versions else []))
     features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
     # the no-augmentation classifiers see real data only: the dataset, the split scored on, the
     # downstream protocol and the generative seed (their seeds derive from it), never the method

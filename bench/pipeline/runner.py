@@ -104,9 +104,10 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
                               generative=generative_x, synthetic_source=source_x,
                               latents=z, prior=prior, targets=plan,
-                              shared=(Path(results_dir) / "cache" / "no_aug" /
+                              shared=(Path(results_dir) / "cache" / "downstream" /
                                       f"{cell.spec.dataset}-{cell.stage_hashes['no_aug']}",
                                       cell.stage_hashes["no_aug"]),
+                              timer=lambda name: times.stage(f"evaluate/{name}"),
                               extractor=feature_extractor(cell, train_split, Path(results_dir))
                               if ds.kind == "image" else None)  # domain features: an image CNN
             metrics, higher = evaluate(cell, ctx, times)

@@ -1,0 +1,79 @@
+"""Classifier runs shared by every cell of a dataset: the no-augmentation classifiers and the
+long-tail remedies trained on the real data alone (evaluators/downstream.py).
+
+They depend on the dataset, its splits, the classifier protocol and the classifier seeds, never on
+the generative method, so each is trained once per dataset (and generative seed's classifier
+seeds) and reused by every method's cell. One folder per unit (`no_aug`, `reweight`, ...) under the
+dataset's shared folder, each a complete stage (bench.store.artifacts) whose key hashes what its
+runs depend on: the shared basis (architecture, protocol, seeds, data fingerprints) plus the
+unit's own settings. A unit stored for another basis is replaced, never reused, so a stale
+baseline is never paired with new augmented runs. The no-augmentation unit also keeps each
+classifier's weights (safetensors), so a remedy that starts from it (cRT) can be added later
+without retraining it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.store.artifacts import is_complete, stage_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+RUNS = "runs.json"
+
+
+class BaselineStore:
+    """The shared units of one dataset under `folder`, keyed by `key` and `basis`."""
+
+    def __init__(self, folder: Path, key: str, basis: dict):
+        self.folder, self.key, self.basis = Path(folder), key, basis
+
+    def unit_key(self, unit: str, settings: dict) -> str:
+        """The stage key of a unit: the dataset key and a digest of the basis and the unit's settings."""
+        text = json.dumps({**self.basis, "unit": unit, "settings": settings}, sort_keys=True)
+        return f"{self.key}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+    def load(self, unit: str, settings: dict) -> Optional[list[dict]]:
+        """The stored runs of `unit` for these settings, or None (missing, incomplete or stale)."""
+        folder = self.folder / unit
+        if not is_complete(folder, self.unit_key(unit, settings)):
+            return None
+        try:
+            runs = json.loads((folder / RUNS).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("downstream: %s is unreadable (%s); retrained", folder / RUNS, exc)
+            return None
+        return runs if isinstance(runs, list) else None
+
+    def save(self, unit: str, settings: dict, runs: list[dict], models: Optional[list] = None) -> None:
+        """Store `unit`'s runs (and its classifiers' weights) as one complete stage."""
+        with stage_dir(self.folder / unit, self.unit_key(unit, settings), basis=self.basis,
+                       settings=settings) as tmp:
+            write_json_atomic(tmp / RUNS, runs)
+            for i, model in enumerate(models or []):
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                          str(tmp / f"model_{i}.safetensors"))
+
+    def models(self, unit: str, settings: dict, build: Callable[[int], torch.nn.Module]) -> Optional[list]:
+        """The stored classifiers of `unit` (`build(i)` makes the i-th, weights are loaded into it),
+        or None when the unit or a weight file is missing or does not fit."""
+        folder = self.folder / unit
+        if not is_complete(folder, self.unit_key(unit, settings)):
+            return None
+        out = []
+        for i in range(len(self.basis.get("seeds", []))):
+            model = build(i)
+            try:
+                model.load_state_dict(load_file(str(folder / f"model_{i}.safetensors")))
+            except Exception as exc:  # missing file, wrong shapes, damaged safetensors alike
+                log.warning("downstream: %s classifier %d unusable (%s); retrained", unit, i, exc)
+                return None
+            out.append(model)
+        return out
