@@ -53,7 +53,8 @@ def test_the_headline_command_runs_on_a_fabricated_nih_tree_with_the_cpu_preset(
                for m in ("optprior", "cbfm")}
     for method, record in records.items():
         metrics = record["metrics"]
-        for key in ("fid/tail", "irs_inf/tail", "bacc", "macro_f1", "kid/tail"):
+        for key in ("fid/tail", "irs_inf/tail", "bacc", "macro_f1", "kid/tail", "bacc/no_aug", "bacc/crt",
+                    "bacc/ldam_drw", "macro_f1/aug+reweight"):
             assert key in metrics and np.isfinite(metrics[key]), (method, key)
         assert record["n"]["train"] == sum(TRAIN_PER_CLASS) and record["encoder"] == "pixel"
     assert "knn_purity/latent" in records["optprior"]["metrics"]  # optprior induced subclasses

@@ -102,6 +102,9 @@ def test_bad_feature_path_is_one_line_bench_error(tmp_path, what):
     assert "\n" not in str(err.value) and "features." in str(err.value)
 
 
+PLAIN = dict(remedies=[], with_augmentation=[])  # the no-augmentation protocol alone (remedies: test_remedies.py)
+
+
 def cell(tmp_path, synthetic: Split, seed: int = 0) -> CellContext:
     ds = Blobs()
     return CellContext(ds, ds.load("train"), ds.load("test"), synthetic, tmp_path, seed)
@@ -116,10 +119,10 @@ def noisy_tail_copies(seed: int) -> Split:
 
 
 def test_downstream_returns_every_metric_and_writes_per_seed_details(tmp_path):
-    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
     metrics = evaluator.evaluate(cell(tmp_path, noisy_tail_copies(0)))
-    assert set(metrics) == set(Downstream.higher_is_better)
-    assert not Downstream.higher_is_better["bacc_std"] and Downstream.higher_is_better["bacc_gain"]
+    assert set(metrics) == set(evaluator.higher_is_better)
+    assert not evaluator.higher_is_better["bacc_std"] and evaluator.higher_is_better["bacc_gain"]
     for k in ("bacc", "macro_f1", "bacc/no_aug", "macro_f1/no_aug"):
         assert 0.0 <= metrics[k] <= 1.0
     assert metrics["bacc_gain"] == pytest.approx(metrics["bacc"] - metrics["bacc/no_aug"])
@@ -134,7 +137,7 @@ def test_downstream_returns_every_metric_and_writes_per_seed_details(tmp_path):
 
 
 def test_no_aug_baseline_does_not_depend_on_the_synthetic_set(tmp_path):
-    evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
     empty = Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
     runs = [evaluator.evaluate(cell(tmp_path / str(i), s)) for i, s in
             enumerate([noisy_tail_copies(0), noisy_tail_copies(1), empty])]
@@ -161,8 +164,8 @@ def classifier_fits(monkeypatch):
 
 
 def test_no_aug_classifiers_are_trained_once_per_dataset_and_seed(tmp_path, classifier_fits):
-    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2)
-    shared = (tmp_path / "cache" / "no_aug" / "blobs-k", "k")
+    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
+    shared = (tmp_path / "cache" / "downstream" / "blobs-k", "k")
     alone = evaluator.evaluate(cell(tmp_path / "alone", noisy_tail_copies(0)))  # computes its own
     assert len(classifier_fits) == 4
     methods = []
@@ -175,19 +178,20 @@ def test_no_aug_classifiers_are_trained_once_per_dataset_and_seed(tmp_path, clas
     for key in ("bacc/no_aug", "macro_f1/no_aug"):
         assert methods[1][key] == alone[key]
     second = json.loads((tmp_path / "method1" / "downstream.json").read_text())
-    assert second["no_aug_from"] == str(shared[0])
-    assert second["runs"]["no_aug"] == json.loads((shared[0] / "runs.json").read_text())
+    assert second["shared_from"] == str(shared[0]) and second["reused"] == ["no_aug"]
+    assert second["runs"]["no_aug"] == json.loads((shared[0] / "no_aug" / "runs.json").read_text())
 
 
 def test_a_stored_no_aug_baseline_of_other_data_or_protocol_is_not_reused(tmp_path, classifier_fits):
     shared = (tmp_path / "no_aug", "k")
-    fast = dict(max_epochs=2, patience=1, batch_size=16, lr=1e-2)
+    fast = dict(max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
 
     def run(ds, evaluator, name):
         ctx = CellContext(ds, ds.load("train"), ds.load("test"), noisy_tail_copies(0), tmp_path / name, 0,
                           shared=shared)
         evaluator.evaluate(ctx)
-        return json.loads((tmp_path / name / "downstream.json").read_text())["no_aug_from"]
+        details = json.loads((tmp_path / name / "downstream.json").read_text())
+        return details["shared_from"] if details["reused"] else None
 
     assert run(Blobs(), Downstream(n_seeds=1, **fast), "a") is None and len(classifier_fits) == 2
     assert run(Reordered(), Downstream(n_seeds=1, **fast), "b") is None  # same hash, reordered rows
@@ -204,7 +208,7 @@ def test_downstream_rejects_bad_settings_and_mismatched_synthetic_shapes(tmp_pat
         Downstream(patience=0)
     wrong = Split(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(BenchError, match="synthetic images have shape"):
-        Downstream(n_seeds=1).evaluate(cell(tmp_path, wrong))
+        Downstream(n_seeds=1, **PLAIN).evaluate(cell(tmp_path, wrong))
 
 
 def test_paper_preset_binds_the_longtailcxr_protocol():
@@ -227,13 +231,13 @@ def test_the_test_split_never_reaches_fitting_or_model_selection(tmp_path, monke
     seen = []
     real_fit = downstream.fit
 
-    def spy(model, x, y, val_x, val_y, protocol, seed):
+    def spy(model, x, y, val_x, val_y, protocol, seed, remedy=None):
         seen.append((torch.as_tensor(x[:]).reshape(len(y), -1), torch.as_tensor(val_x[:]).reshape(len(val_y), -1)))
-        return real_fit(model, x, y, val_x, val_y, protocol, seed)
+        return real_fit(model, x, y, val_x, val_y, protocol, seed, remedy)
 
     monkeypatch.setattr(downstream, "fit", spy)
     ctx = cell(tmp_path, noisy_tail_copies(0))
-    Downstream(n_seeds=2, max_epochs=1, patience=1, batch_size=16).evaluate(ctx)
+    Downstream(n_seeds=2, max_epochs=1, patience=1, batch_size=16, **PLAIN).evaluate(ctx)
     test_rows = ctx.test.x.reshape(len(ctx.test), -1)
     assert len(seen) == 4  # two seeds, with and without augmentation
     for train_rows, val_rows in seen:

@@ -113,3 +113,13 @@ def test_surprising_numbers_get_one_line_each():
     assert all("\n" not in n for n in notes)
     quiet = reading_notes(_image_records(gain_cpd=0.01, n_fid=5000.0, seeds=(0, 1, 2)))
     assert quiet == [quiet[0]] and quiet[0].startswith("cpd: its source alone")
+
+
+def test_the_best_remedy_and_the_methods_above_it_get_one_line():
+    shared = {"bacc/no_aug": 0.60, "bacc/reweight": 0.64, "bacc/crt": 0.70, "bacc/aug+reweight": 0.75}
+    records = [rec("phantom_lt", "fm", 0, bacc=0.62, **shared), rec("phantom_lt", "optprior", 0, bacc=0.72, **shared)]
+    notes = [n for n in reading_notes(records) if n.startswith("best long-tail remedy")]
+    assert notes == ["best long-tail remedy without synthetic images: crt (bacc 0.7); methods above it: optprior "
+                     "(every remedy and method + remedy: `bench tables`, downstream table)."]
+    records[1]["metrics"]["bacc"] = 0.69
+    assert "no method's synthetic images beat it" in [n for n in reading_notes(records) if "remedy" in n][0]

@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.report.collect import load_experiment
 from bench.report.render import combined, csv_rows, latex_document, render
 from bench.report.table import MISSING, NOT_APPLICABLE
-from bench.report.tables import TableOptions, build_tables
+from bench.report.tables import TableOptions, build_tables, downstream_table
 from records_fixture import bacc_runs, fid_value, make_experiment, no_aug_runs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -371,3 +371,37 @@ def test_cli_offers_the_seed_level_tests(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tables", str(folder), "--test", "bootstrap"])
     assert exc.value.code == 2
+
+
+def add_remedy_runs(folder):
+    """Shared remedy runs (the same in every method's record of a seed) and reweight on top of augmentation."""
+    def change(rec):
+        s, d = rec["seed"], rec["details"]["downstream"]
+        for name, base in (("reweight", 0.52), ("crt", 0.56)):
+            d[f"bacc/{name}"] = [base + 0.01 * s + 0.001 * i for i in range(3)]
+            rec["metrics"][f"bacc/{name}"] = float(np.mean(d[f"bacc/{name}"]))
+        d["bacc/aug+reweight"] = [b + 0.03 for b in d["bacc"]]
+        rec["metrics"]["bacc/aug+reweight"] = float(np.mean(d["bacc/aug+reweight"]))
+    edit_records(folder, change)
+
+
+def test_remedies_form_a_block_above_the_methods_and_combinations_follow_each_method(tmp_path):
+    folder = make_experiment(tmp_path, methods=("fm", "optprior"))
+    add_remedy_runs(folder)
+    log = []
+    t = downstream_table(load_experiment(folder), TableOptions(), log)
+    assert [labels[0] for labels, _ in t.rows] == [
+        "no augmentation", "crt (real data only)", "reweight (real data only)",
+        "fm", "fm + reweight", "optprior", "optprior + reweight"]
+    crt = row(t, "crt (real data only)")[0]
+    assert crt.mean == pytest.approx(np.mean([np.mean([0.56 + 0.01 * s + 0.001 * i for i in range(3)])
+                                              for s in range(3)]))
+    combined = row(t, "optprior + reweight")[0]
+    assert combined.mean == pytest.approx(np.mean([np.mean(bacc_runs("optprior", s)) + 0.03 for s in range(3)]))
+    assert row(tables_by_name(folder)["downstream"], "optprior + reweight")[0].best  # the table's highest bAcc
+    # every row is tested against no augmentation; only the methods' own rows against fm
+    against = {(where[2], ref) for name, *where, ref, _ in log if name == "downstream" and where[1] == "bAcc"}
+    assert ("crt (real data only)", "no augmentation") in against
+    assert ("optprior + reweight", "no augmentation") in against
+    assert {w for w, ref in against if ref == "fm"} == {"optprior"}
+    assert "long-tail remedy on real data alone" in t.caption

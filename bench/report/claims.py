@@ -1,4 +1,5 @@
-"""`bench claims`: the paper's four claims judged from the stored records of the claims experiment.
+"""`bench claims`: the paper's four claims, and whether generative augmentation beats the cheap
+long-tail remedies at all, judged from the stored records of the claims experiment.
 
 The document (docs/claims.md by default) holds, for each claim, the claim in one sentence, a
 verdict per dataset and overall, the tables the verdict rests on (mean ± sample std over
@@ -22,7 +23,7 @@ from bench.report.claim_records import (
     seed_differences, seed_values,
 )
 from bench.report.claim_rules import (
-    NOT_MEASURED, SE_FACTOR, GeometrySeed, RiskEstimate, Verdict, bayes_verdict, better, combine,
+    NOT_MEASURED, SE_FACTOR, GeometrySeed, RiskEstimate, Verdict, any_beats_verdict, bayes_verdict, better, combine,
     comparison_verdict, geometry_verdict, not_measured, number,
 )
 from bench.report.claims_provenance import (
@@ -36,6 +37,7 @@ from bench.report.tables import ABLATION_ROLES
 OURS = "optprior"
 BASELINES = ("fm", "cbfm", "cpd")
 NO_AUG = "no augmentation"
+AUG = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
 # the claims experiment's grid (gin/experiments/claims.gin): reported as missing when not run
 CLAIM_METHODS = ("fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt")
 CLAIM_DATASETS = ("synthetic2d", "phantom_lt", "digits_lt")
@@ -232,11 +234,17 @@ def claim_b(exp: Experiment) -> Section:
 # ---- claims (c), (d): optprior against references --------------------------------------------------
 
 def no_aug_values(exp: Experiment, dataset: str, metric: str) -> dict[int, float]:
-    """{seed: no-augmentation score}: optprior's own record of the seed first (the pairing), else the first
-    method's (every cell of a seed trains the same no-augmentation classifiers)."""
+    """{seed: no-augmentation score} (`real_only_values` of `<metric>/no_aug`)."""
+    return real_only_values(exp, dataset, metric + "/no_aug")
+
+
+def real_only_values(exp: Experiment, dataset: str, metric: str) -> dict[int, float]:
+    """{seed: score} of a classifier trained without synthetic data (`<metric>/no_aug`,
+    `<metric>/<remedy>`): optprior's own record of the seed first (the pairing), else the first
+    method's (every cell of a seed holds the same shared classifiers)."""
     out: dict[int, float] = {}
     for m in [OURS] + [m for m in exp.methods if m != OURS]:
-        for s, v in seed_values(exp, dataset, m, metric + "/no_aug").items():
+        for s, v in seed_values(exp, dataset, m, metric).items():
             out.setdefault(s, v)
     return out
 
@@ -365,6 +373,84 @@ def claim_d(exp: Experiment, options: ClaimsOptions) -> Section:
                    rule, verdicts, body, trained=True)
 
 
+# ---- question (e): generative augmentation against the cheap remedies ------------------------------
+
+def remedies_of(exp: Experiment, dataset: str) -> tuple[list[str], list[str]]:
+    """(remedies on real data alone, remedies on top of augmentation) the dataset's records hold as
+    `bacc/<remedy>` and `bacc/aug+<remedy>`, each sorted."""
+    keys = {k[len("bacc/"):] for r in exp.records(dataset) for k in r.get("metrics", {}) if k.startswith("bacc/")}
+    keys -= {"no_aug"}
+    alone = sorted(k for k in keys if not k.startswith(AUG) and "@" not in k)
+    return alone, sorted(k[len(AUG):] for k in keys if k.startswith(AUG))
+
+
+def candidates(exp: Experiment, dataset: str, metric: str, combined: list[str]) -> dict[str, dict[int, float]]:
+    """{name: {seed: score}} of every generative method, then each method + remedy on its synthetic set."""
+    out = {m: seed_values(exp, dataset, m, metric) for m in exp.methods_of(dataset)}
+    out |= {f"{m} + {r}": seed_values(exp, dataset, m, f"{metric}/{AUG}{r}")
+            for m in exp.methods_of(dataset) for r in combined}
+    return {name: values for name, values in out.items() if values}
+
+
+def remedy_section(exp: Experiment, dataset: str, alone: list[str], combined: list[str],
+                   options: ClaimsOptions) -> tuple[list[str], Verdict]:
+    """One dataset of question (e): every score, the best remedy, each candidate against it."""
+    metric, label = DOWNSTREAM[0]
+    remedies = {r: real_only_values(exp, dataset, f"{metric}/{r}") for r in alone}
+    best = max(remedies, key=lambda r: sum(remedies[r].values()) / max(len(remedies[r]), 1))
+    scored = {NO_AUG: no_aug_values(exp, dataset, metric), **{f"{r} (real data only)": v for r, v in remedies.items()},
+              **candidates(exp, dataset, metric, combined)}
+    macro = {NO_AUG: no_aug_values(exp, dataset, "macro_f1"),
+             **{f"{r} (real data only)": real_only_values(exp, dataset, f"macro_f1/{r}") for r in alone},
+             **candidates(exp, dataset, "macro_f1", combined)}
+    n = max(len(v) for v in scored.values())
+    body = [f"#### {dataset}", "", f"Mean ± sample std over {n_caption([len(v) for v in scored.values()])}.", "",
+            *md_table(["classifier", f"{label} {arrow(exp, metric)}", f"macro-F1 {arrow(exp, 'macro_f1')}"],
+                      [[name, mean_std(v.values(), n), mean_std(macro.get(name, {}).values(), n)]
+                       for name, v in scored.items()])]
+    higher, rows, results = higher_is_better(exp, metric), [], {}
+    for name, values in candidates(exp, dataset, metric, combined).items():
+        c = results[name] = compare(as_runs(values), as_runs(remedies[best]), options.test, options.alpha)
+        if c is not None:
+            interval = f" [{number(c.low)}, {number(c.high)}]" if c.low is not None else ""
+            rows.append([name, str(c.n), per_seed(dict(c.diffs)), f"{number(c.mean_diff)}{interval}",
+                         "undefined" if c.p is None else f"{c.p:.3g}",
+                         f"{sum(better(d, higher) for _, d in c.diffs)}/{c.n}"])
+    body += [f"Best remedy by mean {label}: **{best}** (chosen on these same test scores, which favours the "
+             f"remedy). Candidate − {best} per paired generative seed ({describe(options.test)}):", "",
+             *md_table(["candidate", "n", "per-seed difference", "mean difference [t interval]", "p",
+                        "candidate better in"], rows)]
+    verdict = any_beats_verdict(results, f"{best} (real data only)", higher, options.test, options.alpha)
+    return body + [f"- {label}: **{verdict.label}**" + (f" ({verdict.why})" if verdict.why else ""), ""], verdict
+
+
+def claim_e(exp: Experiment, options: ClaimsOptions) -> Section:
+    """Does any generative method (alone or with a remedy) beat the best cheap long-tail remedy?"""
+    body, verdicts = [], {}
+    for d in datasets_of(exp):
+        alone, combined = remedies_of(exp, d)
+        if not in_scope(exp, d, ["bacc"]):
+            verdicts[d] = None
+            body += [f"#### {d}", "", "Out of scope: no downstream classifiers (vector data).", ""]
+        elif not alone or not candidates(exp, d, "bacc", combined):
+            verdicts[d] = not_measured("no remedy runs (downstream.remedies) or no method's bAcc")
+            body += [f"#### {d}", "", "Not measured: no record holds both a remedy's and a method's bAcc.", ""]
+        else:
+            more, verdicts[d] = remedy_section(exp, d, alone, combined, options)
+            body += more
+    rule = (f"Per dataset, the remedy with the best mean bAcc on real data alone is the reference; every generative "
+            f"method, and every method + remedy on its synthetic set, is paired with it by generative seed (one "
+            f"difference per seed of the records' mean over classifier seeds) and tested with the "
+            f"{describe(options.test)} (p < {options.alpha:g}). **holds**: some candidate is better in the mean and "
+            "significantly (the best such is named); **does not hold**: the best remedy is better than every "
+            "candidate in every paired seed; otherwise **inconclusive at n = N**. Choosing the best remedy on the "
+            "test scores favours the remedies, so a **holds** is conservative.")
+    return Section("e", "Generative augmentation beats the best cheap remedy",
+                   "A classifier trained with some method's synthetic images (alone or with a long-tail remedy) has "
+                   "a better balanced accuracy than the best classical remedy (re-weighting, re-sampling, focal loss, "
+                   "LDAM-DRW, cRT) trained on the real data alone.", rule, verdicts, body, trained=True)
+
+
 # ---- ablation ----------------------------------------------------------------------------------
 
 def ablation_lines(exp: Experiment) -> list[str]:
@@ -422,8 +508,8 @@ def section_lines(exp: Experiment, s: Section) -> list[str]:
 
 def claims_document(exp: Experiment, results: Path, out: Path, options: ClaimsOptions) -> tuple[str, list]:
     """The whole Markdown document and its sections."""
-    sections = [claim_a(exp), claim_b(exp), claim_c(exp, options), claim_d(exp, options)]
-    lines = [f"# The paper's four claims, measured (experiment `{exp.name}`)", "", *analysis_block(out), "",
+    sections = [claim_a(exp), claim_b(exp), claim_c(exp, options), claim_d(exp, options), claim_e(exp, options)]
+    lines = [f"# The paper's four claims and the remedies question, measured (experiment `{exp.name}`)", "", *analysis_block(out), "",
              "Hand-written analysis belongs between the two markers above: `bench claims` copies it unchanged "
              "into the regenerated file. Everything else is generated from the stored records alone; every "
              "number is a record field or arithmetic on record fields.", "",

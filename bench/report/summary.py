@@ -191,6 +191,7 @@ def reading_notes(records: list[dict]) -> list[str]:
     for rec in records:
         by_method.setdefault(rec["method"], []).append(rec)
     notes = [_seeds_note(records), _small_fid_note(records), _negative_gain_note(by_method),
+             _remedy_note(records, by_method),
              *(_source_note(m, recs, headline_columns(records)) for m, recs in by_method.items())]
     return [n for n in notes if n]
 
@@ -224,6 +225,20 @@ def _negative_gain_note(by_method: dict[str, list[dict]]) -> Optional[str]:
     named = ", ".join(f"{m} ({g:+.3g})" for m, g in worse.items())
     return (f"bacc_gain < 0 for {named}: adding its synthetic images lowered balanced accuracy below the "
             f"classifiers trained without them" + (f" (bacc/no_aug {base:.3g})" if base is not None else "") + ".")
+
+
+def _remedy_note(records: list[dict], by_method: dict[str, list[dict]]) -> Optional[str]:
+    """The best cheap long-tail remedy on real data alone (`bacc/<remedy>`) and the methods above it."""
+    names = {k[len("bacc/"):] for r in records for k in r.get("metrics", {}) if k.startswith("bacc/")}
+    remedies = {n: _mean(records, f"bacc/{n}") for n in names - {"no_aug"} if not n.startswith("aug+") and "@" not in n}
+    remedies = {n: v for n, v in remedies.items() if v is not None}
+    if not remedies:
+        return None
+    best = max(remedies, key=remedies.get)
+    above = [m for m, recs in by_method.items() if (_mean(recs, "bacc") or float("-inf")) > remedies[best]]
+    return (f"best long-tail remedy without synthetic images: {best} (bacc {remedies[best]:.3g}); "
+            + (f"methods above it: {', '.join(above)}" if above else "no method's synthetic images beat it")
+            + " (every remedy and method + remedy: `bench tables`, downstream table).")
 
 
 def _source_note(method: str, records: list[dict], columns: list[str]) -> Optional[str]:

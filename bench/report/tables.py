@@ -3,7 +3,9 @@
 Tables (each written only when the records hold its metrics):
 `datasets` (dataset statistics), `generative` (Tab. 5: FID / IRS, or SWD / coverage for vector
 data, each method followed by its "(source only)" line when the records hold `<metric>@source`),
-`downstream` (Tab. 4: bAcc and macro-F1 with the no-augmentation row), `geometry` (Tab. 2, with
+`downstream` (Tab. 4: bAcc and macro-F1; a "no generative augmentation" block of the
+no-augmentation row and one row per long-tail remedy on real data alone, then each method followed
+by its "+ remedy" rows, the remedy applied on top of its synthetic set), `geometry` (Tab. 2, with
 the Bayes-risk reduction), `confounder` (Tab. 3), `ablation` (Tab. 7: Sub x Opt with kNN
 purity), one `all_<dataset>` table per dataset with every headline metric (metrics as rows,
 `@source` / `@init` lines under their plain metric) and `significance` (every paired comparison
@@ -34,6 +36,9 @@ from bench.report.table import (
 CHECK = "✓"
 NO_AUG_ROW = "no augmentation"
 NO_AUG_SUFFIX = "/no_aug"
+AUG_PREFIX = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
+REMEDY_ROW = "{} (real data only)"  # a long-tail remedy without generative augmentation
+COMBINED_ROW = "{} + {}"  # method + remedy
 SOURCE = "@source"
 RUNS = "Mean ± sample std over runs"  # caption placeholder, replaced once every entry is known
 VARIANT_CAPTIONS = {"@source": "\"(source only)\": the method's source samples decoded with no flow.",
@@ -214,13 +219,23 @@ def _seed_notes(cells: list) -> str:
     return "; ".join(f"{', '.join(seeds)}: {note}" for note, seeds in by_note.items())
 
 
-def no_aug_entry(exp: Experiment, dataset: str, metric: str) -> Entry:
-    """The no-augmentation runs of a dataset: every cell retrains them, the first cell of each key wins."""
+def real_only_entry(exp: Experiment, dataset: str, metric: str) -> Entry:
+    """Runs of a classifier trained without synthetic data (`<metric>/no_aug`, `<metric>/<remedy>`):
+    every cell of a dataset holds the same shared runs, the first cell of each key wins."""
     runs: dict = {}
     for rec in exp.records(dataset):
-        for key, value in runs_of(rec, metric + NO_AUG_SUFFIX).items():
+        for key, value in runs_of(rec, metric).items():
             runs.setdefault(key, value)
     return Entry(runs=runs) if runs else _absent(exp, dataset)
+
+
+def remedy_names(exp: Experiment) -> tuple[list[str], list[str]]:
+    """(remedies run on real data alone, remedies run on top of augmentation) that the records hold
+    as `bacc/<remedy>` and `bacc/aug+<remedy>`, each sorted by name."""
+    names = {k[len("bacc/"):] for r in exp.records() for k in r.get("metrics", {}) if k.startswith("bacc/")}
+    names -= {NO_AUG_SUFFIX[1:]}
+    alone = sorted(n for n in names if not n.startswith(AUG_PREFIX) and "@" not in n)
+    return alone, sorted(n[len(AUG_PREFIX):] for n in names if n.startswith(AUG_PREFIX))
 
 
 def _absent(exp: Experiment, dataset: str) -> Entry:
@@ -360,37 +375,65 @@ def _add_source_rows(exp: Experiment, table: Table, cols: list) -> bool:
     return added
 
 
-def _mark_vs_baseline(table: Table, cols: list, options: TableOptions, marker: Marker) -> None:
-    """`†` on each non-baseline method entry that differs from the baseline's, then the footnote."""
+def _mark_vs_baseline(table: Table, cols: list, options: TableOptions, marker: Marker,
+                      skip: frozenset = frozenset()) -> None:
+    """`†` on each method entry (not the baseline's, nor the rows in `skip`) that differs from the
+    baseline's, then the footnote."""
     base_row = next((entries for labels, entries in table.rows if labels[0] == options.baseline), None)
     if base_row is not None:
         for labels, entries in table.rows:
-            if labels[0] not in (options.baseline, NO_AUG_ROW):
+            if labels[0] not in (options.baseline, NO_AUG_ROW, *skip):
                 for entry, base, (d, _, title) in zip(entries, base_row, cols):
                     marker.mark(entry, base.runs, MARK_FM, (d, title, labels[0]))
     marker.footnote()
 
 
 def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Optional[Table]:
-    """Tab. 4: balanced accuracy and macro-F1 with the no-augmentation row, marked vs both references."""
-    built = _method_table(exp, "downstream", "Downstream classification",
-                          _runs_caption("Balanced accuracy and macro-F1 on the held-out split of classifiers "
-                                        "trained on real data plus each method's synthetic set."),
+    """Tab. 4: balanced accuracy and macro-F1. First the "no generative augmentation" block (no
+    augmentation, then each long-tail remedy on real data alone), then each method and its
+    "+ remedy" rows; every row marked vs no augmentation, the methods' own rows vs the baseline too."""
+    alone, combined = remedy_names(exp)
+    caption = ("Balanced accuracy and macro-F1 on the held-out split of classifiers trained on real data plus "
+               "each method's synthetic set")
+    if alone or combined:
+        caption += ("; above the methods, classifiers without generative augmentation (plain, and each long-tail "
+                    "remedy on real data alone); \"<method> + <remedy>\": the remedy on top of the method's "
+                    "synthetic set; all with the same classifier seeds, splits and early stopping")
+    built = _method_table(exp, "downstream", "Downstream classification", _runs_caption(caption + "."),
                           DOWNSTREAM, lambda e: e.methods, trained=True)
     if built is None:
         return None
     table, cols = built
-    table.rows.insert(0, ([NO_AUG_ROW], [no_aug_entry(exp, d, m) for d, m, _ in cols]))
+    head = [([NO_AUG_ROW], [real_only_entry(exp, d, m + NO_AUG_SUFFIX) for d, m, _ in cols])]
+    head += [([REMEDY_ROW.format(r)], [real_only_entry(exp, d, f"{m}/{r}") for d, m, _ in cols]) for r in alone]
+    rows = []
+    for labels, entries in table.rows:
+        rows.append((labels, entries))
+        rows += [([COMBINED_ROW.format(labels[0], r)],
+                  [method_entry(exp, table, d, labels[0], f"{m}/{AUG_PREFIX}{r}", trained=True) for d, m, _ in cols])
+                 for r in combined if any(f"bacc/{AUG_PREFIX}{r}" in rec.get("metrics", {})
+                                          for rec in exp.records(method=labels[0]))]
+    table.rows = head + rows
     marker = Marker(options, table, log)
     for labels, entries in table.rows[1:]:
         for entry, (d, m, title) in zip(entries, cols):
-            own = {}
-            for rec in exp.records(d, labels[0]):
-                # the same record's no-augmentation classifiers: same data split and generative seed
-                own |= runs_of(rec, m + NO_AUG_SUFFIX)
-            marker.mark(entry, own, MARK_NO_AUG, (d, title, labels[0]))
-    _mark_vs_baseline(table, cols, options, marker)
+            # the same records' no-augmentation classifiers: same data split, generative and classifier seeds
+            marker.mark(entry, _no_aug_runs(exp, d, labels[0], m), MARK_NO_AUG, (d, title, labels[0]))
+    skip = frozenset(labels[0] for labels, _ in table.rows if labels[0] not in exp.methods)
+    _mark_vs_baseline(table, cols, options, marker, skip)
     return table
+
+
+def _no_aug_runs(exp: Experiment, dataset: str, row: str, metric: str) -> dict:
+    """The no-augmentation runs a downstream row pairs with: its method's own records', or for a
+    remedy row those of the dataset's records."""
+    method = row.split(" + ")[0]
+    if method not in exp.methods:  # a remedy on real data alone
+        return real_only_entry(exp, dataset, metric + NO_AUG_SUFFIX).runs or {}
+    own = {}
+    for rec in exp.records(dataset, method):
+        own |= runs_of(rec, metric + NO_AUG_SUFFIX)
+    return own
 
 
 def geometry_table(exp: Experiment) -> Optional[Table]:
