@@ -29,6 +29,7 @@ paper's ResNet-50 protocol.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import numpy as np
 import torch
@@ -115,36 +116,42 @@ class Downstream(Evaluator):
     def _baselines(self, cell, store, train, val, seeds: list[int]) -> tuple[dict, list[str]]:
         """The runs on real data alone: no augmentation and each remedy, from the store when it
         holds them for this basis (their names listed as reused), else trained and stored."""
-        runs, reused, models = {}, [], None
-        stored = store.load("no_aug", {}) if store else None
-        if stored is None:
-            trained = [self._train(cell, train.x, train.y, val, seed, plain(self.protocol)) for seed in seeds]
-            runs["no_aug"], models = [r for r, _ in trained], [m for _, m in trained]
-            if store:
-                store.save("no_aug", {}, runs["no_aug"], models)
-        else:
-            runs["no_aug"] = stored
+        runs, reused = {}, []
+        runs["no_aug"], models = self._no_aug(cell, store, train, val, seeds)
+        if models is None:
             reused.append("no_aug")
         for name in self.remedies:
             remedy = self._remedy(name, train.y, cell.dataset.n_classes)
-            settings = remedy.describe()
-            got = store.load(name, settings) if store else None
-            if got is not None:
-                runs[name] = got
+            stored = store.load(name, remedy.describe()) if store else None
+            if stored is not None:
+                runs[name] = stored
                 reused.append(name)
                 continue
             if remedy.retrains_head and models is None:
-                models = store.models("no_aug", {}, lambda i: self._classifier(cell, train.x, seeds[i])) \
-                    if store else None
-                if models is None:  # weights lost: retrain the no-augmentation classifiers themselves
-                    models = [self._train(cell, train.x, train.y, val, s, plain(self.protocol))[1] for s in seeds]
+                models = self._no_aug_models(cell, store, train, val, seeds)
             runs[name] = [self._apply(cell, remedy, train.x, train.y, val, seed, models[i] if models else None)
                           for i, seed in enumerate(seeds)]
             if store:
-                store.save(name, settings, runs[name])
+                store.save(name, remedy.describe(), runs[name])
         if reused:
             log.info("downstream: %s classifiers reused from %s", ", ".join(reused), store.folder)
         return runs, reused
+
+    def _no_aug(self, cell, store, train, val, seeds: list[int]) -> tuple[list[dict], Optional[list]]:
+        """The no-augmentation runs, and their classifiers when trained here (None: from the store)."""
+        stored = store.load("no_aug", {}) if store else None
+        if stored is not None:
+            return stored, None
+        trained = [self._train(cell, train.x, train.y, val, seed, plain(self.protocol)) for seed in seeds]
+        runs, models = [r for r, _ in trained], [m for _, m in trained]
+        if store:
+            store.save("no_aug", {}, runs, models)
+        return runs, models
+
+    def _no_aug_models(self, cell, store, train, val, seeds: list[int]) -> list:
+        """The stored no-augmentation classifiers (cRT's stage 1), retrained when their weights are lost."""
+        models = store.models("no_aug", {}, lambda i: self._classifier(cell, train.x, seeds[i])) if store else None
+        return models or [self._train(cell, train.x, train.y, val, s, plain(self.protocol))[1] for s in seeds]
 
     def _augmented(self, cell, x, y: torch.Tensor, val, seeds: list[int]) -> dict:
         """The runs on real plus synthetic data: plain, then each remedy on top of it."""
