@@ -23,7 +23,8 @@ from bench.priors.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
-from bench.priors.source_opt import OBJECTIVE_SCALES, ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams, displacements, fixed_caps,
+                                     normal_like, optimize_sources)
 from bench.runtime.stopwatch import Stopwatch
 from bench.priors.subclass import check_subclass_config, induce_subclasses
 
@@ -102,7 +103,7 @@ class OptPrior(Method):
         clock = Stopwatch()
         x = latents.reshape(len(latents), -1).float()
         means = class_means(x, labels, n_classes)
-        fits = self._induce(x - means[labels], labels, n_classes, seed)
+        fits = self._induce(x, means, labels, n_classes, seed)
         sub = _assignment(fits, labels)
         clock.lap("induction")
         group = labels * self.k_max + sub
@@ -129,11 +130,12 @@ class OptPrior(Method):
                    "prototype": torch.nn.functional.normalize(params.prototype, dim=1), "caps": caps}
         return SubclassPrior(tensors, info)
 
-    def _induce(self, residuals, labels, n_classes, seed) -> list:
-        """One SubclassFit per class (K = 1 everywhere when subclasses are switched off)."""
+    def _induce(self, x, means, labels, n_classes, seed) -> list:
+        """One SubclassFit per class (K = 1 everywhere when subclasses are switched off), each from
+        its class's residuals x - m_c (one class's at a time in memory)."""
         fits = []
         for c in range(n_classes):
-            r = residuals[labels == c].double().numpy()
+            r = (x[labels == c] - means[c]).double().numpy()
             if len(r) == 0:
                 raise BenchError(f"class {c} has no training samples; optprior needs at least one per class")
             fit = induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
@@ -145,16 +147,21 @@ class OptPrior(Method):
         return fits
 
     def _initial_sources(self, x, labels, group, means, n_groups, seed):
-        """Class-mean or standard initialisation per class, by the paper's rule (logged)."""
+        """Class-mean or standard initialisation per class, by the paper's rule (logged).
+
+        Every displacement set is written into one reused (n, D) buffer (`displacements`).
+        """
         d_dim = x.shape[1]
         mu = torch.zeros(n_groups, d_dim)
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        eps, buffer = normal_like(x, seed), torch.empty_like(x)
         parent = torch.arange(n_groups) // self.k_max
         decisions = []
         for c in range(len(means)):
-            rows = labels == c
-            standard = displacement_geometry(x[rows] - eps[rows], group[rows], parent=parent)
-            centred = displacement_geometry(x[rows] - means[c] - eps[rows], group[rows], parent=parent)
+            rows = torch.nonzero(labels == c).flatten()
+            standard = displacement_geometry(displacements(x, eps, labels, rows=rows, out=buffer),
+                                             group[rows], parent=parent)
+            centred = displacement_geometry(displacements(x, eps, labels, means, rows=rows, out=buffer),
+                                            group[rows], parent=parent)
             use_mean = _lowers(centred, standard)
             if use_mean and self.learned_source:
                 mu[c * self.k_max:(c + 1) * self.k_max] = means[c]
@@ -164,19 +171,20 @@ class OptPrior(Method):
                               "radial_std_standard": standard["radial_std"],
                               "radial_std_class_mean": centred["radial_std"]})
             log.info("optprior: class %d source init: %s", c, decisions[-1]["init"])
-        prototype = mean_directions(x - mu[group] - eps, group, n_groups).float()
+        prototype = mean_directions(displacements(x, eps, group, mu, out=buffer), group, n_groups).float()
         return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
 
     def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
-        """Table 2 numbers for the standard source, the initial and the optimised sources."""
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
+        """Table 2 numbers for the standard source, the initial and the optimised sources, all with
+        the same noise; the displacements of each go into one reused (n, D) buffer."""
+        eps, buffer = normal_like(x, seed + 1), torch.empty_like(x)
         parent = torch.arange(n_classes * self.k_max) // self.k_max
         out = {}
-        standard = SourceParams(torch.zeros_like(init.mu), torch.zeros_like(init.log_sigma), init.prototype)
         # before optimisation the prototypes are the groups' mean directions; after, the learned ones
-        for name, p, protos in (("standard", standard, None), ("init", init, None),
-                                ("optimised", params, params.prototype)):
-            d = x - (p.mu[group] + p.log_sigma[group].exp() * eps)
+        for name, mu, sigma, protos in (("standard", None, None, None),
+                                        ("init", init.mu, init.log_sigma.exp(), None),
+                                        ("optimised", params.mu, params.log_sigma.exp(), params.prototype)):
+            d = displacements(x, eps, group, mu, sigma, out=buffer)
             out[name] = displacement_geometry(d, group, protos, parent)
         return out
 

@@ -6,10 +6,12 @@ proxy_gradients gives the groups shared noise (the j-th batch row of each group 
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+from bench.priors import source_opt
 from bench.priors.source_opt import (NOISE_BLOCK_ELEMENTS, ProxyConfig, SourceParams, Workers, fixed_caps,
                                      group_members, noise_rows, optimize_sources, proxy_gradients, proxy_terms,
                                      standard_normal)
@@ -244,3 +246,28 @@ def test_a_groups_sources_do_not_depend_on_other_groups_data():
     assert not torch.equal(a.mu[0], b.mu[0])
     for name in ("mu", "log_sigma", "prototype"):
         assert torch.equal(getattr(a, name)[1:], getattr(b, name)[1:])
+
+
+@pytest.mark.parametrize("chunk", [2**22, 40])  # one chunk; chunks of 1 row at D = 32
+def test_displacements_equal_the_plain_formula_on_any_rows(monkeypatch, chunk):
+    monkeypatch.setattr(source_opt, "DISPLACEMENT_CHUNK_ELEMENTS", chunk)
+    params, x, group, noise, _ = problem(torch.float32)
+    eps, sigma = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)), params.log_sigma.exp()
+    rows = torch.tensor([5, 0, 63, 7, 7])
+    want = x[rows] - (params.mu[group[rows]] + sigma[group[rows]] * eps[rows])
+    assert torch.equal(source_opt.displacements(x, eps, group, params.mu, sigma, rows=rows), want)
+    out = torch.full((70, x.shape[1]), float("nan"))
+    assert torch.equal(source_opt.displacements(x, eps, group, out=out), x - eps)
+    assert torch.equal(out[:64], x - eps) and out[64:].isnan().all()  # written into out's first rows
+    assert torch.equal(source_opt.displacements(x, eps, group, params.mu), x - (params.mu[group] + eps))
+
+
+def test_caps_are_each_groups_quantile_of_the_distance_to_its_class_mean(monkeypatch):
+    monkeypatch.setattr(source_opt, "DISPLACEMENT_CHUNK_ELEMENTS", 96)  # chunks of 3 rows
+    _, x, group, _, _ = problem()
+    label = group // 2
+    means = torch.stack([x[label == c].mean(0) for c in range(2)])
+    caps = fixed_caps(x, means, label, group, 5, 0.9)
+    dist = np.linalg.norm(x.numpy() - means.numpy()[label.numpy()], axis=1)
+    want = [np.quantile(dist[group.numpy() == g], 0.9) for g in range(4)] + [0.0]
+    np.testing.assert_allclose(caps.numpy(), want, rtol=1e-12)

@@ -121,10 +121,41 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
     return ProxyTerms(total, ang, cap, scale)
 
 
+# Rows per chunk of `displacements`: 256 rows at D = 16,384 (a 16 MB table gather per chunk).
+DISPLACEMENT_CHUNK_ELEMENTS = 2**22
+
+
+def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, mu: torch.Tensor | None = None,
+                  sigma: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """d = x - (mu[table_row] + sigma[table_row] * eps) on `rows` of x and eps (all when None).
+
+    mu and sigma are (T, D) tables (a group's source, or a class mean) picked per row by
+    table_row (n,); None stands for 0 and 1. d is written a chunk of rows at a time into the
+    first rows of `out` (a new tensor when None), so the (n, D) temporaries of the plain formula
+    (mu[table_row], sigma[table_row], their product) never exist: at n = 20,000, D = 16,384
+    each is 1.3 GB.
+    """
+    rows = torch.arange(len(x)) if rows is None else rows
+    out = torch.empty(len(rows), x.shape[1], dtype=x.dtype) if out is None else out[:len(rows)]
+    step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
+    for start in range(0, len(rows), step):
+        r, d = rows[start:start + step], out[start:start + step]
+        torch.index_select(eps, 0, r, out=d)
+        if sigma is not None:
+            d.mul_(sigma[table_row[r]])
+        if mu is not None:
+            d.add_(mu[table_row[r]])
+        torch.sub(torch.index_select(x, 0, r), d, out=d)
+    return out
+
+
 def fixed_caps(x: torch.Tensor, class_mean: torch.Tensor, label: torch.Tensor, group: torch.Tensor,
                n_groups: int, quantile: float) -> torch.Tensor:
-    """r_g: the `quantile` of ||x - m_c|| over the samples of group g, computed once."""
-    dist = (x - class_mean[label]).norm(dim=1)
+    """r_g: the `quantile` of ||x - m_c|| over the samples of group g, computed once (a chunk of
+    rows at a time: x - class_mean[label] whole would be two more (n, D) tensors)."""
+    step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
+    dist = torch.cat([(x[s:s + step] - class_mean[label[s:s + step]]).norm(dim=1) for s in range(0, len(x), step)])
     caps = torch.zeros(n_groups, dtype=x.dtype)
     for g in group.unique().tolist():
         caps[g] = torch.quantile(dist[group == g].double(), quantile).to(x.dtype)
@@ -237,6 +268,13 @@ def standard_normal(generator: torch.Generator, out: torch.Tensor, workers: Work
 
     workers.map(fill, list(zip(starts, seeds)))
     return out
+
+
+def normal_like(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """N(0, 1) values of x's shape (n, D) and dtype, from standard_normal's parallel streams
+    seeded with `seed` on torch.get_num_threads() threads (the same values for any number)."""
+    with Workers(torch.get_num_threads(), x.shape[1], x.dtype, rows=1) as workers, torch_threads(1):
+        return standard_normal(torch.Generator().manual_seed(seed), torch.empty_like(x), workers)
 
 
 def noise_rows(group: torch.Tensor) -> int:
