@@ -12,10 +12,12 @@ tokens with the N(0, I) source, `optprior_opt` keeps the learned source with K =
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from bench.priors.bayes_risk import fm_risk_decomposition
 from bench.errors import BenchError
@@ -132,18 +134,28 @@ class OptPrior(Method):
 
     def _induce(self, x, means, labels, n_classes, seed) -> list:
         """One SubclassFit per class (K = 1 everywhere when subclasses are switched off), each from
-        its class's residuals x - m_c (one class's at a time in memory)."""
-        fits = []
-        for c in range(n_classes):
+        its class's residuals x - m_c.
+
+        The classes are fitted on torch.get_num_threads() threads, largest first, each fit with
+        one BLAS and one OpenMP thread: sklearn's EM is partly serial numpy, so classes side by
+        side keep the cores busy where one fit's threads would not, and the fits do not depend on
+        the number of threads. Each thread holds one class's float64 residuals at a time.
+        """
+        def fit(c: int):
             r = (x[labels == c] - means[c]).double().numpy()
             if len(r) == 0:
                 raise BenchError(f"class {c} has no training samples; optprior needs at least one per class")
-            fit = induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
-                                    seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init,
-                                    owner=self.name)
-            log.info("optprior: class %d: K=%d sizes %s%s", c, fit.k, fit.sizes,
-                     f" ({fit.note})" if fit.note else "")
-            fits.append(fit)
+            with threadpool_limits(limits=1, user_api="openmp"):  # this thread's OpenMP (sklearn's k-means)
+                return induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
+                                         seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init, owner=self.name)
+
+        counts = torch.bincount(labels, minlength=n_classes).tolist()
+        order = sorted(range(n_classes), key=lambda c: -counts[c])
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            done = dict(zip(order, pool.map(fit, order)))
+        fits = [done[c] for c in range(n_classes)]
+        for c, f in enumerate(fits):
+            log.info("optprior: class %d: K=%d sizes %s%s", c, f.k, f.sizes, f" ({f.note})" if f.note else "")
         return fits
 
     def _initial_sources(self, x, labels, group, means, n_groups, seed):
@@ -176,16 +188,18 @@ class OptPrior(Method):
 
     def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
         """Table 2 numbers for the standard source, the initial and the optimised sources, all with
-        the same noise; the displacements of each go into one reused (n, D) buffer."""
+        the same noise. The displacements of each go into one reused (n, D) buffer, their rows
+        ordered by group, so that a chunk of them meets only its own groups' prototypes."""
         eps, buffer = normal_like(x, seed + 1), torch.empty_like(x)
         parent = torch.arange(n_classes * self.k_max) // self.k_max
+        order = torch.argsort(group, stable=True)
         out = {}
         # before optimisation the prototypes are the groups' mean directions; after, the learned ones
         for name, mu, sigma, protos in (("standard", None, None, None),
                                         ("init", init.mu, init.log_sigma.exp(), None),
                                         ("optimised", params.mu, params.log_sigma.exp(), params.prototype)):
-            d = displacements(x, eps, group, mu, sigma, out=buffer)
-            out[name] = displacement_geometry(d, group, protos, parent)
+            d = displacements(x, eps, group, mu, sigma, rows=order, out=buffer)
+            out[name] = displacement_geometry(d, group[order], protos, parent)
         return out
 
     def _bayes_risk(self, x, labels, sub, group, params, seed) -> dict:

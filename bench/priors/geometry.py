@@ -134,16 +134,30 @@ def _sibling_mask(parent: torch.Tensor | None, present: torch.Tensor, n_groups: 
 
 
 def _cosines(d, rho, group, units, siblings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample: <dhat, own prototype> and the max over sibling prototypes (-inf if none)."""
+    """Per sample: <dhat, own prototype> and the max over sibling prototypes (-inf if none).
+
+    A chunk is multiplied only with the prototypes it needs (its rows' groups and their
+    siblings): with rows ordered by group, that is a few of optprior's C * k_max columns.
+    """
     units = units.to(d.device)
     own, best = [], []
     for rows in _row_chunks(d):
         dhat = d[rows].to(torch.float64) / rho[rows].clamp(min=_EPS).unsqueeze(1)
-        cos = dhat @ units.T
         g = group[rows]
-        own.append(cos.gather(1, g.unsqueeze(1)).squeeze(1))
-        best.append(cos.masked_fill(~siblings[g], float("-inf")).max(dim=1).values)
+        cols = _needed_groups(g, siblings)
+        cos = dhat @ units[cols].T
+        column = torch.full((len(units),), -1, dtype=torch.long, device=g.device)
+        column[cols] = torch.arange(len(cols), device=g.device)
+        own.append(cos.gather(1, column[g].unsqueeze(1)).squeeze(1))
+        best.append(cos.masked_fill(~siblings[g][:, cols], float("-inf")).max(dim=1).values)
     return torch.cat(own), torch.cat(best)
+
+
+def _needed_groups(g: torch.Tensor, siblings: torch.Tensor) -> torch.Tensor:
+    """The ids of the groups in g and of their siblings, ascending."""
+    present = torch.zeros(len(siblings), dtype=torch.bool, device=g.device)
+    present[g] = True
+    return torch.nonzero(present | siblings[present].any(dim=0)).flatten()
 
 
 def _radial_spread(rho: torch.Tensor, group: torch.Tensor, n_groups: int) -> dict:
