@@ -121,8 +121,8 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
     return ProxyTerms(total, ang, cap, scale)
 
 
-# Rows per chunk of `displacements`: 256 rows at D = 16,384 (a 16 MB table gather per chunk).
-DISPLACEMENT_CHUNK_ELEMENTS = 2**22
+# Rows per chunk of `displacements` and `fixed_caps`: 64 rows at D = 16,384 (4 MB temporaries).
+DISPLACEMENT_CHUNK_ELEMENTS = 2**20
 
 
 def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, mu: torch.Tensor | None = None,
