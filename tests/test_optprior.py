@@ -192,3 +192,22 @@ def test_source_path_and_loss_match_the_closed_form(shape):
     target = x1.reshape(4, -1).numpy() - x0
     assert float(loss) == pytest.approx(np.mean(target ** 2), rel=1e-5)
     assert backbone.seen[1].tolist() == [[1, 1 + 2 + 0 * 3 + 1], [2, 1 + 2 + 3 + 0], [1, 3], [2, 6]]
+
+
+def test_same_seed_gives_the_same_prior_bit_for_bit_for_any_number_of_threads():
+    from bench.perf.offline import long_tailed_latents
+
+    z, labels = long_tailed_latents(600, 300, 4)
+    before, priors = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            priors.append(OptPrior(steps=30, risk_samples=0, batch_size=256).fit_prior(z, labels, 4, seed=5))
+    finally:
+        torch.set_num_threads(before)
+    for other in priors[1:]:
+        assert other.tensors.keys() == priors[0].tensors.keys()
+        for name, tensor in priors[0].tensors.items():
+            assert torch.equal(other.tensors[name], tensor), name
+        for key in ("k", "init", "geometry", "loss_trace"):
+            assert other.info[key] == priors[0].info[key], key
