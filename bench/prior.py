@@ -85,6 +85,9 @@ def require_finite(latents: torch.Tensor, ids=None) -> None:
                          "check those images and the encoder, then delete the latent cache")
 
 
+MEAN_CHUNK_ELEMENTS = 2**22  # values per float64 chunk in class_means (32 MB)
+
+
 def class_means(latents: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """m_c: the mean training latent of each class, shape (n_classes, *latent_shape).
 
@@ -92,8 +95,11 @@ def class_means(latents: torch.Tensor, labels: torch.Tensor, n_classes: int) -> 
     Non-finite latents are refused, naming the rows, since one would poison its class mean.
     """
     require_finite(latents)
-    flat = latents.reshape(len(latents), -1).double()
-    sums = torch.zeros(n_classes, flat.shape[1], dtype=torch.float64).index_add_(0, labels, flat)
+    flat = latents.reshape(len(latents), -1)
+    sums = torch.zeros(n_classes, flat.shape[1], dtype=torch.float64)
+    step = max(1, MEAN_CHUNK_ELEMENTS // max(1, flat.shape[1]))
+    for start in range(0, len(flat), step):  # float64 a chunk at a time, not a float64 copy of all
+        sums.index_add_(0, labels[start:start + step], flat[start:start + step].double())
     counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
     return (sums / counts).float().reshape(n_classes, *latents.shape[1:])
 

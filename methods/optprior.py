@@ -12,10 +12,12 @@ tokens with the N(0, I) source, `optprior_opt` keeps the learned source with K =
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from bench.priors.bayes_risk import fm_risk_decomposition
 from bench.errors import BenchError
@@ -23,7 +25,8 @@ from bench.priors.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
-from bench.priors.source_opt import OBJECTIVE_SCALES, ProxyConfig, SourceParams, fixed_caps, optimize_sources
+from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams, displacements, fixed_caps,
+                                     normal_like, optimize_sources)
 from bench.runtime.stopwatch import Stopwatch
 from bench.priors.subclass import check_subclass_config, induce_subclasses
 
@@ -102,7 +105,7 @@ class OptPrior(Method):
         clock = Stopwatch()
         x = latents.reshape(len(latents), -1).float()
         means = class_means(x, labels, n_classes)
-        fits = self._induce(x - means[labels], labels, n_classes, seed)
+        fits = self._induce(x, means, labels, n_classes, seed)
         sub = _assignment(fits, labels)
         clock.lap("induction")
         group = labels * self.k_max + sub
@@ -129,32 +132,48 @@ class OptPrior(Method):
                    "prototype": torch.nn.functional.normalize(params.prototype, dim=1), "caps": caps}
         return SubclassPrior(tensors, info)
 
-    def _induce(self, residuals, labels, n_classes, seed) -> list:
-        """One SubclassFit per class (K = 1 everywhere when subclasses are switched off)."""
-        fits = []
-        for c in range(n_classes):
-            r = residuals[labels == c].double().numpy()
+    def _induce(self, x, means, labels, n_classes, seed) -> list:
+        """One SubclassFit per class (K = 1 everywhere when subclasses are switched off), each from
+        its class's residuals x - m_c.
+
+        The classes are fitted on torch.get_num_threads() threads, largest first, each fit with
+        one BLAS and one OpenMP thread: sklearn's EM is partly serial numpy, so classes side by
+        side keep the cores busy where one fit's threads would not, and the fits do not depend on
+        the number of threads. Each thread holds one class's float64 residuals at a time.
+        """
+        def fit(c: int):
+            r = (x[labels == c] - means[c]).double().numpy()
             if len(r) == 0:
                 raise BenchError(f"class {c} has no training samples; optprior needs at least one per class")
-            fit = induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
-                                    seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init,
-                                    owner=self.name)
-            log.info("optprior: class %d: K=%d sizes %s%s", c, fit.k, fit.sizes,
-                     f" ({fit.note})" if fit.note else "")
-            fits.append(fit)
+            with threadpool_limits(limits=1, user_api="openmp"):  # this thread's OpenMP (sklearn's k-means)
+                return induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
+                                         seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init, owner=self.name)
+
+        counts = torch.bincount(labels, minlength=n_classes).tolist()
+        order = sorted(range(n_classes), key=lambda c: -counts[c])
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            done = dict(zip(order, pool.map(fit, order)))
+        fits = [done[c] for c in range(n_classes)]
+        for c, f in enumerate(fits):
+            log.info("optprior: class %d: K=%d sizes %s%s", c, f.k, f.sizes, f" ({f.note})" if f.note else "")
         return fits
 
     def _initial_sources(self, x, labels, group, means, n_groups, seed):
-        """Class-mean or standard initialisation per class, by the paper's rule (logged)."""
+        """Class-mean or standard initialisation per class, by the paper's rule (logged).
+
+        Every displacement set is written into one reused (n, D) buffer (`displacements`).
+        """
         d_dim = x.shape[1]
         mu = torch.zeros(n_groups, d_dim)
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        eps, buffer = normal_like(x, seed), torch.empty_like(x)
         parent = torch.arange(n_groups) // self.k_max
         decisions = []
         for c in range(len(means)):
-            rows = labels == c
-            standard = displacement_geometry(x[rows] - eps[rows], group[rows], parent=parent)
-            centred = displacement_geometry(x[rows] - means[c] - eps[rows], group[rows], parent=parent)
+            rows = torch.nonzero(labels == c).flatten()
+            standard = displacement_geometry(displacements(x, eps, labels, rows=rows, out=buffer),
+                                             group[rows], parent=parent)
+            centred = displacement_geometry(displacements(x, eps, labels, means, rows=rows, out=buffer),
+                                            group[rows], parent=parent)
             use_mean = _lowers(centred, standard)
             if use_mean and self.learned_source:
                 mu[c * self.k_max:(c + 1) * self.k_max] = means[c]
@@ -164,20 +183,23 @@ class OptPrior(Method):
                               "radial_std_standard": standard["radial_std"],
                               "radial_std_class_mean": centred["radial_std"]})
             log.info("optprior: class %d source init: %s", c, decisions[-1]["init"])
-        prototype = mean_directions(x - mu[group] - eps, group, n_groups).float()
+        prototype = mean_directions(displacements(x, eps, group, mu, out=buffer), group, n_groups).float()
         return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
 
     def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
-        """Table 2 numbers for the standard source, the initial and the optimised sources."""
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
+        """Table 2 numbers for the standard source, the initial and the optimised sources, all with
+        the same noise. The displacements of each go into one reused (n, D) buffer, their rows
+        ordered by group, so that a chunk of them meets only its own groups' prototypes."""
+        eps, buffer = normal_like(x, seed + 1), torch.empty_like(x)
         parent = torch.arange(n_classes * self.k_max) // self.k_max
+        order = torch.argsort(group, stable=True)
         out = {}
-        standard = SourceParams(torch.zeros_like(init.mu), torch.zeros_like(init.log_sigma), init.prototype)
         # before optimisation the prototypes are the groups' mean directions; after, the learned ones
-        for name, p, protos in (("standard", standard, None), ("init", init, None),
-                                ("optimised", params, params.prototype)):
-            d = x - (p.mu[group] + p.log_sigma[group].exp() * eps)
-            out[name] = displacement_geometry(d, group, protos, parent)
+        for name, mu, sigma, protos in (("standard", None, None, None),
+                                        ("init", init.mu, init.log_sigma.exp(), None),
+                                        ("optimised", params.mu, params.log_sigma.exp(), params.prototype)):
+            d = displacements(x, eps, group, mu, sigma, rows=order, out=buffer)
+            out[name] = displacement_geometry(d, group[order], protos, parent)
         return out
 
     def _bayes_risk(self, x, labels, sub, group, params, seed) -> dict:

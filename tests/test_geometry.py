@@ -96,7 +96,7 @@ def test_random_case_matches_the_numpy_reference_also_when_chunked(monkeypatch):
     group = rng.integers(0, 5, 300)
     d = rng.standard_normal((300, 7)) + rng.standard_normal((5, 7))[group] * 2
     parent = np.array([0, 0, 0, 1, 1])
-    expected = _numpy_reference(d, group, parent)
+    expected, original = _numpy_reference(d, group, parent), d.copy()
     args = (torch.from_numpy(d), torch.from_numpy(group))
     whole = displacement_geometry(*args, parent=torch.from_numpy(parent))
     monkeypatch.setattr(bench.priors.geometry, "_CHUNK_ELEMENTS", 50)  # chunks of 7 rows
@@ -104,6 +104,7 @@ def test_random_case_matches_the_numpy_reference_also_when_chunked(monkeypatch):
     for key, value in expected.items():
         assert whole[key] == pytest.approx(value, rel=1e-10)
         assert chunked[key] == pytest.approx(value, rel=1e-10)
+    assert np.array_equal(d, original)  # float64 input (sharing d's memory) is never divided in place
 
 
 def test_zero_displacement_does_not_give_nan():

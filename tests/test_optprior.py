@@ -8,7 +8,9 @@ from bench.datasets.synthetic2d import Synthetic2D
 from bench.errors import BenchError
 from bench.method import Condition
 from bench.methods.optprior import OptPrior, OptPriorOpt, OptPriorSub
+from bench.prior import class_means
 from bench.priors.source_opt import ProxyConfig, SourceParams, optimize_sources, proxy_terms
+from bench.priors.subclass import induce_subclasses
 
 FAST = dict(steps=300, risk_samples=200)
 
@@ -69,6 +71,26 @@ def test_prior_recovers_the_true_subclass_counts_of_well_sampled_classes(data, f
     idx = torch.arange(len(train))
     cond = fitted.training_condition(train.y, idx)
     assert torch.equal(cond.subclass, fitted.prior.tensors["assignment"])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_classes_induced_in_parallel_equal_one_serial_fit_per_class(threads):
+    rng = np.random.default_rng(1)
+    labels = torch.tensor(rng.integers(0, 4, 600))
+    sub = rng.integers(0, 2, 600)
+    x = torch.tensor(rng.normal(size=(4, 2, 40))[labels.numpy(), sub] * 4 + rng.normal(size=(600, 40)),
+                     dtype=torch.float32)
+    means = class_means(x, labels, 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fits = OptPrior(**FAST)._induce(x, means, labels, 4, seed=3)
+    finally:
+        torch.set_num_threads(before)
+    for c, fit in enumerate(fits):
+        want = induce_subclasses((x[labels == c] - means[c]).double().numpy(), seed=3)
+        assert fit.k == want.k == 2 and fit.ebic == want.ebic
+        np.testing.assert_array_equal(fit.assignment, want.assignment)
 
 
 def test_optimisation_tightens_directions_and_radii(fitted):
@@ -170,3 +192,22 @@ def test_source_path_and_loss_match_the_closed_form(shape):
     target = x1.reshape(4, -1).numpy() - x0
     assert float(loss) == pytest.approx(np.mean(target ** 2), rel=1e-5)
     assert backbone.seen[1].tolist() == [[1, 1 + 2 + 0 * 3 + 1], [2, 1 + 2 + 3 + 0], [1, 3], [2, 6]]
+
+
+def test_same_seed_gives_the_same_prior_bit_for_bit_for_any_number_of_threads():
+    from bench.perf.offline import long_tailed_latents
+
+    z, labels = long_tailed_latents(600, 300, 4)
+    before, priors = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            priors.append(OptPrior(steps=30, risk_samples=0, batch_size=256).fit_prior(z, labels, 4, seed=5))
+    finally:
+        torch.set_num_threads(before)
+    for other in priors[1:]:
+        assert other.tensors.keys() == priors[0].tensors.keys()
+        for name, tensor in priors[0].tensors.items():
+            assert torch.equal(other.tensors[name], tensor), name
+        for key in ("k", "init", "geometry", "loss_trace"):
+            assert other.info[key] == priors[0].info[key], key

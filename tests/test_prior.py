@@ -1,12 +1,16 @@
 """Prior storage and class means against numpy."""
 
 import numpy as np
+import pytest
 import torch
 
+import bench.prior
 from bench.prior import Prior, class_means
 
 
-def test_class_means_match_numpy_and_keep_the_latent_shape():
+@pytest.mark.parametrize("chunk", [2**22, 24])  # all rows at once; chunks of 3 rows
+def test_class_means_match_numpy_and_keep_the_latent_shape(monkeypatch, chunk):
+    monkeypatch.setattr(bench.prior, "MEAN_CHUNK_ELEMENTS", chunk)
     rng = np.random.default_rng(0)
     z, y = rng.normal(size=(50, 2, 2, 2)), rng.integers(0, 3, 50)
     m = class_means(torch.tensor(z, dtype=torch.float32), torch.tensor(y), 4)

@@ -3,7 +3,7 @@
 Subclass induction + source initialisation + 2,500 source-optimisation steps (optprior's
 defaults; the Bayes-risk analysis is off, it is no part of the stage) on n = 20,000 latents of
 d = 16,384 (FLUX VAE at 256 x 256) in 20 long-tailed classes, each class two shifted Gaussian
-subclasses. Targets: <= 600 s and <= 8 GiB on 2 cores.
+subclasses. Targets: <= 600 s and <= 6 GiB on 2 cores (issue 18; 8 GiB before it).
 
 The stage runs in a fresh child process, so its peak resident memory (ru_maxrss, latents
 included) is the stage's own. The optimisation is a fixed number of identical steps (fixed batch

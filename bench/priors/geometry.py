@@ -13,8 +13,9 @@ import torch
 from bench.errors import BenchError
 
 # Rows are processed in chunks of about this many float64 values so that latents with tens of
-# thousands of dimensions are never copied to float64 whole.
-_CHUNK_ELEMENTS = 1 << 24
+# thousands of dimensions are never copied to float64 whole; 8 MB, small enough for the allocator
+# to reuse (chunks of 128 MB were mapped afresh, and page-faulted, every time).
+_CHUNK_ELEMENTS = 1 << 20
 _EPS = 1e-12
 
 
@@ -64,11 +65,18 @@ def per_sample_geometry(d: torch.Tensor, group: torch.Tensor,
 
 def _rho_and_units(d: torch.Tensor, group: torch.Tensor, n_groups: int,
                    prototypes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Path lengths of all rows and the unit prototype of every group (given or estimated)."""
-    rho = torch.cat([_rho(d[rows]) for rows in _row_chunks(d)])
-    if prototypes is None:
-        return rho, _mean_directions(d, rho, group, n_groups)
-    return rho, _unit(prototypes.reshape(len(prototypes), -1).to(torch.float64))
+    """Path lengths of all rows and the unit prototype of every group: the given prototypes, or
+    u_g = the normalised mean of dhat over the group's samples (zero for empty groups), both
+    from one float64 pass over d."""
+    sums = torch.zeros(n_groups, d.shape[1], dtype=torch.float64, device=d.device) if prototypes is None else None
+    rho = []
+    for rows in _row_chunks(d):
+        chunk = d[rows].to(torch.float64, copy=True)  # divided in place below
+        rho.append(torch.linalg.vector_norm(chunk, dim=1))
+        if sums is not None:
+            sums.index_add_(0, group[rows], chunk.div_(rho[-1].clamp(min=_EPS).unsqueeze(1)))
+    units = sums if prototypes is None else prototypes.reshape(len(prototypes), -1).to(torch.float64)
+    return torch.cat(rho), _unit(units)
 
 
 def _check_inputs(d: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,11 +106,6 @@ def _row_chunks(d: torch.Tensor):
         yield slice(start, start + step)
 
 
-def _rho(chunk: torch.Tensor) -> torch.Tensor:
-    """Path lengths ||d|| of a chunk of rows, in float64."""
-    return torch.linalg.vector_norm(chunk.to(torch.float64), dim=1)
-
-
 def _unit(v: torch.Tensor) -> torch.Tensor:
     """Rows of v scaled to unit length (zero rows stay zero)."""
     return v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp(min=_EPS)
@@ -111,17 +114,7 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 def mean_directions(d: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Unit mean displacement direction of each of `n_groups` groups (float64; zero if empty)."""
     d, group = _check_inputs(d, group)
-    rho = torch.cat([_rho(d[rows]) for rows in _row_chunks(d)])
-    return _mean_directions(d, rho, group, n_groups)
-
-
-def _mean_directions(d: torch.Tensor, rho: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """u_g = normalised mean of dhat over each group's samples (zero for empty groups)."""
-    sums = torch.zeros(n_groups, d.shape[1], dtype=torch.float64, device=d.device)
-    for rows in _row_chunks(d):
-        dhat = d[rows].to(torch.float64) / rho[rows].clamp(min=_EPS).unsqueeze(1)
-        sums.index_add_(0, group[rows], dhat)
-    return _unit(sums)
+    return _rho_and_units(d, group, n_groups, None)[1]
 
 
 def _sibling_mask(parent: torch.Tensor | None, present: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -134,16 +127,30 @@ def _sibling_mask(parent: torch.Tensor | None, present: torch.Tensor, n_groups: 
 
 
 def _cosines(d, rho, group, units, siblings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample: <dhat, own prototype> and the max over sibling prototypes (-inf if none)."""
+    """Per sample: <dhat, own prototype> and the max over sibling prototypes (-inf if none).
+
+    A chunk is multiplied only with the prototypes it needs (its rows' groups and their
+    siblings): with rows ordered by group, that is a few of optprior's C * k_max columns.
+    """
     units = units.to(d.device)
     own, best = [], []
     for rows in _row_chunks(d):
-        dhat = d[rows].to(torch.float64) / rho[rows].clamp(min=_EPS).unsqueeze(1)
-        cos = dhat @ units.T
+        dhat = d[rows].to(torch.float64, copy=True).div_(rho[rows].clamp(min=_EPS).unsqueeze(1))
         g = group[rows]
-        own.append(cos.gather(1, g.unsqueeze(1)).squeeze(1))
-        best.append(cos.masked_fill(~siblings[g], float("-inf")).max(dim=1).values)
+        cols = _needed_groups(g, siblings)
+        cos = dhat @ units[cols].T
+        column = torch.full((len(units),), -1, dtype=torch.long, device=g.device)
+        column[cols] = torch.arange(len(cols), device=g.device)
+        own.append(cos.gather(1, column[g].unsqueeze(1)).squeeze(1))
+        best.append(cos.masked_fill(~siblings[g][:, cols], float("-inf")).max(dim=1).values)
     return torch.cat(own), torch.cat(best)
+
+
+def _needed_groups(g: torch.Tensor, siblings: torch.Tensor) -> torch.Tensor:
+    """The ids of the groups in g and of their siblings, ascending."""
+    present = torch.zeros(len(siblings), dtype=torch.bool, device=g.device)
+    present[g] = True
+    return torch.nonzero(present | siblings[present].any(dim=0)).flatten()
 
 
 def _radial_spread(rho: torch.Tensor, group: torch.Tensor, n_groups: int) -> dict:

@@ -26,10 +26,11 @@ proxy_gradients, the same loss with its gradients in closed form, which at the p
 
 from __future__ import annotations
 
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -120,10 +121,41 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
     return ProxyTerms(total, ang, cap, scale)
 
 
+# Rows per chunk of `displacements` and `fixed_caps`: 64 rows at D = 16,384 (4 MB temporaries).
+DISPLACEMENT_CHUNK_ELEMENTS = 2**20
+
+
+def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, mu: torch.Tensor | None = None,
+                  sigma: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """d = x - (mu[table_row] + sigma[table_row] * eps) on `rows` of x and eps (all when None).
+
+    mu and sigma are (T, D) tables (a group's source, or a class mean) picked per row by
+    table_row (n,); None stands for 0 and 1. d is written a chunk of rows at a time into the
+    first rows of `out` (a new tensor when None), so the (n, D) temporaries of the plain formula
+    (mu[table_row], sigma[table_row], their product) never exist: at n = 20,000, D = 16,384
+    each is 1.3 GB.
+    """
+    rows = torch.arange(len(x)) if rows is None else rows
+    out = torch.empty(len(rows), x.shape[1], dtype=x.dtype) if out is None else out[:len(rows)]
+    step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
+    for start in range(0, len(rows), step):
+        r, d = rows[start:start + step], out[start:start + step]
+        torch.index_select(eps, 0, r, out=d)
+        if sigma is not None:
+            d.mul_(sigma[table_row[r]])
+        if mu is not None:
+            d.add_(mu[table_row[r]])
+        torch.sub(torch.index_select(x, 0, r), d, out=d)
+    return out
+
+
 def fixed_caps(x: torch.Tensor, class_mean: torch.Tensor, label: torch.Tensor, group: torch.Tensor,
                n_groups: int, quantile: float) -> torch.Tensor:
-    """r_g: the `quantile` of ||x - m_c|| over the samples of group g, computed once."""
-    dist = (x - class_mean[label]).norm(dim=1)
+    """r_g: the `quantile` of ||x - m_c|| over the samples of group g, computed once (a chunk of
+    rows at a time: x - class_mean[label] whole would be two more (n, D) tensors)."""
+    step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
+    dist = torch.cat([(x[s:s + step] - class_mean[label[s:s + step]]).norm(dim=1) for s in range(0, len(x), step)])
     caps = torch.zeros(n_groups, dtype=x.dtype)
     for g in group.unique().tolist():
         caps[g] = torch.quantile(dist[group == g].double(), quantile).to(x.dtype)
@@ -138,13 +170,24 @@ def fixed_caps(x: torch.Tensor, class_mean: torch.Tensor, label: torch.Tensor, g
 #     dL/dmu_g        = -sum_{i in g} (a_i d_i + b_i u_g)
 #     dL/dlog sigma_g = -sigma_g * sum_{i in g} (a_i d_i + b_i u_g) * eps_i  (+ the scale term's)
 #     dL/du_g         =  sum_{i in g} b_i d_i   (then through u = p / ||p|| to the prototype).
-# Computing these directly, a chunk of rows at a time through small reused buffers, reads each
+# Computing these directly, a chunk of rows at a time through a small reused buffer, reads each
 # latent and noise row once; autograd instead materialises about ten (B, D) temporaries.
+#
+# Groups are independent: group g's parameters get gradients from g's rows only, and Adam is
+# elementwise. So each group is one task (`group_sums`) on a worker thread, summing its chunks in
+# a fixed order, and the result does not depend on the number of threads. The same independence
+# lets the groups share the noise: the j-th row of every group in a batch gets noise row j, so a
+# step draws as many noise rows as its largest group has (about 480 of B = 4,096 in the offline
+# case) instead of B. Each group still sees fresh independent N(0, I) rows at every step, exactly
+# as with B separate rows, so every group's optimisation has the same distribution as before;
+# only the groups' noise is now correlated with each other's, which no group's update sees.
 
 TINY = 1e-12  # the norm clamp of proxy_terms and F.normalize
 # Elements of a chunk buffer: 32 rows at D = 16,384, small enough to stay in the CPU's caches;
 # there 32 to 128 rows per chunk measured equally fast and 8 slower (per-call overhead).
 CHUNK_ELEMENTS = 2**19
+# Values per noise stream (`standard_normal`): 64 rows at D = 16,384, a few per step and thread.
+NOISE_BLOCK_ELEMENTS = 2**20
 
 
 def row_terms(rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyConfig,
@@ -173,93 +216,147 @@ def normalize_backward(prototype: torch.Tensor, grad_u: torch.Tensor) -> torch.T
     return (grad_u - radial * u) / norm.clamp_min(TINY)
 
 
-class ChunkBuffers:
-    """Two (rows, D) work buffers (d and eps of a chunk), reused by every chunk of every step;
-    rows defaults to CHUNK_ELEMENTS / D."""
+class Workers:
+    """Worker threads, each with a (rows, D) chunk buffer of its own; a context manager.
 
-    def __init__(self, d: int, dtype: torch.dtype, rows: int | None = None):
-        rows = rows or max(1, CHUNK_ELEMENTS // d)
-        self.d, self.eps = torch.empty(rows, d, dtype=dtype), torch.empty(rows, d, dtype=dtype)
+    map(fn, items) returns [fn(item, buffer) for item in items], in order, each call holding a
+    buffer no other running call holds; with one thread the calls run in the caller's thread.
+    rows defaults to CHUNK_ELEMENTS / D. torch ops release the GIL, so the threads run in parallel.
+    """
+
+    def __init__(self, threads: int, dim: int, dtype: torch.dtype, rows: int | None = None):
+        rows = rows or max(1, CHUNK_ELEMENTS // dim)
+        self.buffers = queue.SimpleQueue()
+        for _ in range(threads):
+            self.buffers.put(torch.empty(rows, dim, dtype=dtype))
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def map(self, fn: Callable, items: list) -> list:
+        """fn(item, buffer) of every item, in the items' order."""
+        def call(item):
+            buffer = self.buffers.get()
+            try:
+                return fn(item, buffer)
+            finally:
+                self.buffers.put(buffer)
+        return list(self.pool.map(call, items)) if self.pool else [call(item) for item in items]
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool:
+            self.pool.shutdown()
 
 
-def group_chunks(group: torch.Tensor, n_groups: int, rows: int) -> tuple[torch.Tensor, list]:
-    """The batch's row order sorted by group, and (group, start, end) chunks of that order with
-    one group each and at most `rows` rows."""
+def standard_normal(generator: torch.Generator, out: torch.Tensor, workers: Workers) -> torch.Tensor:
+    """out (rows, D) filled with N(0, 1) values drawn as parallel streams, and returned.
+
+    Each block of NOISE_BLOCK_ELEMENTS / D rows comes from a torch generator of its own, seeded
+    with a 63-bit seed that `generator` draws (one per block, in block order), and the blocks
+    are filled on the workers: torch's CPU randn is serial per generator (about 4.5 ns a value
+    on the 2-core machine), and the values do not depend on the number of threads.
+    """
+    rows = max(1, NOISE_BLOCK_ELEMENTS // out.shape[1])
+    starts = list(range(0, len(out), rows))
+    seeds = torch.randint(0, 2**63 - 1, (len(starts),), generator=generator).tolist()
+
+    def fill(block: tuple[int, int], _buffer) -> None:
+        start, seed = block
+        part = out[start:start + rows]
+        torch.randn(part.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype, out=part)
+
+    workers.map(fill, list(zip(starts, seeds)))
+    return out
+
+
+def normal_like(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """N(0, 1) values of x's shape (n, D) and dtype, from standard_normal's parallel streams
+    seeded with `seed` on torch.get_num_threads() threads (the same values for any number)."""
+    with Workers(torch.get_num_threads(), x.shape[1], x.dtype, rows=1) as workers, torch_threads(1):
+        return standard_normal(torch.Generator().manual_seed(seed), torch.empty_like(x), workers)
+
+
+def noise_rows(group: torch.Tensor) -> int:
+    """How many noise rows a batch with these groups needs: its largest group's row count."""
+    return int(torch.bincount(group).max()) if len(group) else 0
+
+
+def group_members(group: torch.Tensor, idx: torch.Tensor | None, n_groups: int) -> list[torch.Tensor]:
+    """Per group, the rows of x of its batch rows, in batch order (batch row i is x row idx[i])."""
     order = torch.argsort(group, stable=True)
-    chunks, start = [], 0
-    for g, count in enumerate(torch.bincount(group, minlength=n_groups).tolist()):
-        chunks += [(g, s, min(s + rows, start + count)) for s in range(start, start + count, rows)]
-        start += count
-    return order, chunks
+    rows = order if idx is None else idx[order]
+    return list(torch.split(rows, torch.bincount(group, minlength=n_groups).tolist()))
 
 
-def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps: torch.Tensor,
+@dataclass
+class GroupSums:
+    """One group's sums over its batch rows: sums (4, D) = [sum a_i d_i, sum b_i d_i,
+    sum a_i d_i * eps_i, sum b_i eps_i], b = sum b_i, and each row's hinge and squared cap excess."""
+
+    sums: torch.Tensor
+    b: torch.Tensor
+    hinge: torch.Tensor
+    capped: torch.Tensor
+
+
+def group_sums(x: torch.Tensor, rows: torch.Tensor, noise: torch.Tensor, source: tuple, cap: torch.Tensor,
+               cfg: ProxyConfig, batch: int, buffer: torch.Tensor) -> GroupSums:
+    """GroupSums of the group whose batch rows are x[rows], the j-th with noise row j; source is
+    the group's (mu, sigma, u). Taken `buffer`'s rows at a time, so mu, sigma and u are broadcast
+    rows and the sums are vector-matrix products."""
+    mu, sigma, u = source
+    n, dim = len(rows), x.shape[1]
+    sums, b_sum = torch.zeros(4, dim, dtype=x.dtype), torch.zeros((), dtype=x.dtype)
+    hinge, capped = torch.empty(n, dtype=x.dtype), torch.empty(n, dtype=x.dtype)
+    for s in range(0, n, len(buffer)):
+        e = min(s + len(buffer), n)
+        eps = noise[s:e]
+        d = torch.index_select(x, 0, rows[s:e], out=buffer[:e - s])
+        d.sub_(mu).addcmul_(eps, sigma, value=-1)  # d = x - mu_g - sigma_g * eps
+        rho, t = torch.linalg.vector_norm(d, dim=1), d @ u
+        hinge[s:e], capped[s:e], a, b = row_terms(rho, t, cap, cfg, batch, dim)
+        sums[:2].addmm_(torch.stack([a, b]), d)
+        sums[3].addmv_(eps.T, b)
+        sums[2].addmv_(d.mul_(eps).T, a)
+        b_sum += b.sum()
+    return GroupSums(sums, b_sum, hinge, capped)
+
+
+def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, noise: torch.Tensor,
                     caps: torch.Tensor, cfg: ProxyConfig, idx: torch.Tensor | None = None,
-                    buffers: ChunkBuffers | None = None) -> tuple[ProxyTerms, SourceParams]:
-    """proxy_terms on the batch (rows `idx` of x and group; all rows when None) and the gradients
-    of its total w.r.t. params (as a SourceParams), without autograd and without (B, D) temporaries.
+                    workers: Workers | None = None) -> tuple[ProxyTerms, SourceParams]:
+    """proxy_terms on a batch and the gradients of its total w.r.t. params (as a SourceParams),
+    without autograd and without (B, D) temporaries.
 
-    The batch is taken a chunk of rows of one group g at a time, so mu_g, sigma_g and u_g are
-    single broadcast rows and the group sums are vector-matrix products.
+    The batch is rows `idx` of x and group (all rows when None). The groups share `noise`: the
+    j-th batch row of each group (in batch order) has noise row j, so noise needs noise_rows(batch
+    groups) rows. One group_sums task per group runs on `workers` (one serial worker when None).
     """
     gb = group if idx is None else group[idx]
-    batch, dim = eps.shape
-    buffers = buffers or ChunkBuffers(dim, eps.dtype)
+    batch, dim = len(gb), x.shape[1]
+    pool = workers or Workers(1, dim, x.dtype)  # one thread: nothing to shut down
     with torch.no_grad():
         mu, log_sigma, prototype = params.mu.detach(), params.log_sigma.detach(), params.prototype.detach()
         sigma, u = log_sigma.exp(), F.normalize(prototype, dim=1)
-        order, chunks = group_chunks(gb, len(mu), len(buffers.d))
-        rows = order if idx is None else idx[order]
-        sum_ad, sum_bd, sum_ade, sum_be = (torch.zeros_like(mu) for _ in range(4))
-        sum_b = torch.zeros(len(mu), dtype=mu.dtype)
-        hinge, capped = torch.empty(batch, dtype=eps.dtype), torch.empty(batch, dtype=eps.dtype)
-        for g, s, e in chunks:
-            d = torch.index_select(x, 0, rows[s:e], out=buffers.d[:e - s])
-            ec = torch.index_select(eps, 0, order[s:e], out=buffers.eps[:e - s])
-            d.sub_(mu[g]).addcmul_(ec, sigma[g], value=-1)  # d = x - mu_g - sigma_g * eps
-            rho, t = torch.linalg.vector_norm(d, dim=1), d @ u[g]
-            hinge[s:e], capped[s:e], a, b = row_terms(rho, t, caps[g], cfg, batch, dim)
-            ad, bd = torch.stack([a, b]) @ d
-            sum_ad[g].add_(ad)
-            sum_bd[g].add_(bd)
-            sum_ade[g].add_(a @ d.mul_(ec))
-            sum_be[g].add_(b @ ec)
-            sum_b[g] += b.sum()
-        # dL/dd_i = a_i d_i + b_i u_g, summed over the rows of each group (see above)
-        grad_mu = sum_ad.add_(u * sum_b[:, None]).neg_()
-        grad_ls = sum_ade.addcmul_(u, sum_be).mul_(sigma).neg_()
+        members = group_members(gb, idx, len(mu))
+        tasks = sorted((g for g in range(len(mu)) if len(members[g])), key=lambda g: -len(members[g]))
+        done = pool.map(lambda g, buffer: group_sums(x, members[g], noise, (mu[g], sigma[g], u[g]), caps[g],
+                                                     cfg, batch, buffer), tasks)  # largest first: balanced
+        parts = dict(zip(tasks, done))
+        grad_mu, grad_ls, grad_u = (torch.zeros_like(mu) for _ in range(3))
+        for g, part in parts.items():  # dL/dd_i = a_i d_i + b_i u_g, summed over the group (see above)
+            grad_mu[g] = -(part.sums[0] + u[g] * part.b)
+            grad_ls[g] = -(part.sums[2] + u[g] * part.sums[3]) * sigma[g]
+            grad_u[g] = part.sums[1]
         counts = torch.bincount(gb, minlength=len(log_sigma)).to(log_sigma)
         grad_ls.add_(log_sigma * counts[:, None], alpha=2 * cfg.lambda_scale / (batch * dim))
         scale = (counts @ log_sigma.pow(2).mean(dim=1)) / batch
-        ang, cap = hinge.mean(), capped.mean() * cap_scale(cfg, dim)
+        ang = torch.cat([parts[g].hinge for g in sorted(parts)]).mean()
+        cap = torch.cat([parts[g].capped for g in sorted(parts)]).mean() * cap_scale(cfg, dim)
         total = ang + cfg.lambda_cap * cap + cfg.lambda_scale * scale
-    grads = SourceParams(grad_mu, grad_ls, normalize_backward(prototype, sum_bd))
+    grads = SourceParams(grad_mu, grad_ls, normalize_backward(prototype, grad_u))
     return ProxyTerms(total, ang, cap, scale), grads
-
-
-def noise_draws(generator: torch.Generator, n: int, batch_size: int, dim: int, dtype: torch.dtype,
-                steps: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor]]:
-    """(idx, eps) of each step: randperm (when n > batch_size) then randn of the batch's shape.
-
-    The draws do not depend on the parameters, so a worker thread makes step k + 1's while the
-    caller uses step k's: torch's randn is serial and costs about as much as a whole step of
-    proxy_gradients. eps alternates between two reused buffers (a fresh (B, D) tensor costs
-    page faults on every step); step k's buffer is refilled only once step k + 1 is asked for.
-    """
-    buffers = [torch.empty(min(n, batch_size), dim, dtype=dtype) for _ in range(2)]
-
-    def draw(step: int) -> tuple[torch.Tensor | None, torch.Tensor]:
-        idx = torch.randperm(n, generator=generator)[:batch_size] if n > batch_size else None
-        eps = buffers[step % 2]
-        return idx, torch.randn(eps.shape, generator=generator, dtype=dtype, out=eps)
-
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        pending = worker.submit(draw, 0)
-        for step in range(steps):
-            current = pending.result()
-            if step + 1 < steps:
-                pending = worker.submit(draw, step + 1)
-            yield current
 
 
 @contextmanager
@@ -275,23 +372,50 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def optimize_sources(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor,
                      cfg: ProxyConfig, seed: int) -> OptimResult:
-    """Adam on the proxy objective from `init`; minibatches and noise from a seeded generator.
+    """Adam on the proxy objective from `init`; batches and noise from a seeded generator.
 
-    The gradients come from proxy_gradients, the draws from noise_draws' worker thread. The
-    gradients run on one torch thread meanwhile: with two cores, one draws and one computes,
-    whereas two intra-op threads beside the worker oversubscribe the cores, and torch's
-    threads then wait for each other at every one of the many small chunk operations.
+    Only the groups that have rows are optimised (compacted to the front): a group without rows
+    has zero gradients at every step, on which Adam's update is exactly 0, so its parameters
+    stay at `init` either way, and the per-step work on (G, D) tables shrinks to the live groups
+    (optprior's G = C * k_max is mostly empty: K_c < k_max).
+    """
+    live = torch.unique(group)
+    index = torch.zeros(len(init.mu), dtype=torch.long)
+    index[live] = torch.arange(len(live))
+    compact = SourceParams(*(v[live] for v in (init.mu, init.log_sigma, init.prototype)))
+    result = _optimize(compact, x, index[group], caps[live], cfg, seed)
+    params = init.detached()
+    for full, part in zip((params.mu, params.log_sigma, params.prototype),
+                          (result.params.mu, result.params.log_sigma, result.params.prototype)):
+        full[live] = part
+    return OptimResult(params, result.trace)
+
+
+def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor,
+              cfg: ProxyConfig, seed: int) -> OptimResult:
+    """optimize_sources' loop over every group of `init`.
+
+    Each step draws its batch (randperm, when n > batch_size) and then the groups' shared noise
+    (standard_normal) from the generator, and takes its gradients from proxy_gradients. Noise and
+    gradients run on torch.get_num_threads() worker threads with one torch thread each: the work
+    is many small chunk operations, at which torch's own threads would wait for each other. The
+    result is the same, bit for bit, for any number of threads.
     """
     params = SourceParams(*(v.clone().requires_grad_(True)
                             for v in (init.mu, init.log_sigma, init.prototype)))
     leaves = [params.mu, params.log_sigma, params.prototype]
     optimizer = torch.optim.Adam(leaves, lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
-    trace, buffers = [], ChunkBuffers(x.shape[1], x.dtype)
-    draws = noise_draws(generator, len(x), cfg.batch_size, x.shape[1], x.dtype, cfg.steps)
-    with torch_threads(1):
-        for step, (idx, eps) in enumerate(draws):
-            terms, grads = proxy_gradients(params, x, group, eps, caps, cfg, idx, buffers)
+    n, dim = x.shape
+    trace, noise = [], torch.empty(0, dim, dtype=x.dtype)
+    with Workers(torch.get_num_threads(), dim, x.dtype) as workers, torch_threads(1):
+        for step in range(cfg.steps):
+            idx = torch.randperm(n, generator=generator)[:cfg.batch_size] if n > cfg.batch_size else None
+            rows = noise_rows(group if idx is None else group[idx])
+            if len(noise) < rows:  # grown with room, so that it is rarely reallocated
+                noise = torch.empty(rows + rows // 4, dim, dtype=x.dtype)
+            eps = standard_normal(generator, noise[:rows], workers)
+            terms, grads = proxy_gradients(params, x, group, eps, caps, cfg, idx, workers)
             for leaf, grad in zip(leaves, (grads.mu, grads.log_sigma, grads.prototype)):
                 leaf.grad = grad
             optimizer.step()

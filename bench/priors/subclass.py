@@ -14,7 +14,8 @@ Cost: each EM step of a diagonal GMM is O(n K D) in time and O(n D + n K) in mem
 D = 16,384 without PCA fits in memory (n = 5,000: a few float64 n x D copies of about 0.7 GB each
 inside sklearn). What grows is time (fitting K = 1..8 costs the EM time of 36 single components),
 which is what the optional `pca_dim` is for: n = 5,000, D = 16,384, pca_dim = 64 takes under half a minute on
-2 CPU cores, mostly the randomized PCA.
+2 CPU cores, mostly the randomized PCA. optprior leaves it off: it changes the subclasses, most on
+small classes (measurements in docs/methods.md).
 
 Why P = p_{2 k_max} [our choice] and not p_{k_max} (the form in NOTES): log C(P, p) rises only
 up to p = P / 2 and falls back to 0 at p = P. With P = p_{k_max} the gamma term therefore
