@@ -2,7 +2,8 @@
 
 Each epoch draws as many rows as the training set holds, with replacement, each with probability
 proportional to 1 / n_class: PyTorch's WeightedRandomSampler with LongTailCXR's instance weights
-n / n_c (its cRT and balanced-MixUp sampler), here for the whole training run.
+n / n_c (its cRT and balanced-MixUp sampler), here for the whole training run: a remedy of its
+own that LongTailCXR does not run [our default].
 """
 
 from __future__ import annotations
