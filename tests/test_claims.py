@@ -460,6 +460,7 @@ def test_question_e_names_the_best_remedy_and_a_combination_that_beats_it(tmp_pa
     assert "Best remedy by mean bAcc: **crt**" in e
     v = claims["e"].verdicts["phantom_lt"]
     assert v.word == HOLDS and v.why.startswith("optprior + reweight better than crt (real data only)")
+    assert "(Bonferroni over 12 candidates)" in v.why  # 6 methods, each alone and + reweight
     rows = {r[0]: r for r in table_rows(dataset_part(e, "phantom_lt"), "candidate | n")}
     assert set(rows) == {m for m in METHODS} | {f"{m} + reweight" for m in METHODS}
     diffs = values(folder, "phantom_lt", "optprior", "bacc/aug+reweight", range(6)) - \
@@ -481,3 +482,18 @@ def test_question_e_does_not_hold_when_the_best_remedy_wins_every_seed(tmp_path)
 def test_question_e_is_not_measured_without_remedy_runs(tmp_path):
     _, claims = report(make_claims(tmp_path, datasets=("phantom_lt",)), tmp_path)
     assert claims["e"].verdicts["phantom_lt"].word == "not measured"
+
+
+def test_any_candidate_must_pass_alpha_over_the_number_of_candidates():
+    from bench.metrics.significance import Comparison
+    from bench.report.claim_rules import any_beats_verdict
+
+    def cmp(p, diff=0.02):
+        return Comparison(n=6, mean_diff=diff, diffs=tuple((s, diff) for s in range(6)), p=p, significant=p < 0.05)
+
+    # p = 0.03 < 0.05 would count alone; with two candidates each is held to 0.025
+    assert any_beats_verdict({"a": cmp(0.03)}, "crt", True, "ttest", 0.05).word == HOLDS
+    assert any_beats_verdict({"a": cmp(0.03), "b": cmp(0.4, -0.01)}, "crt", True, "ttest", 0.05).word == INCONCLUSIVE
+    assert any_beats_verdict({"a": cmp(0.02), "b": cmp(0.4, -0.01)}, "crt", True, "ttest", 0.05).word == HOLDS
+    losing = {"a": cmp(0.01, -0.02), "b": cmp(0.01, -0.03)}  # the reference wins every seed against both
+    assert any_beats_verdict(losing, "crt", True, "ttest", 0.05).word == FAILS

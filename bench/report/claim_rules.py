@@ -186,16 +186,20 @@ def comparison_verdict(comparisons: dict[str, Optional[Comparison]], higher_is_b
 
 def any_beats_verdict(comparisons: dict[str, Optional[Comparison]], reference: str, higher_is_better: bool,
                       test: str, alpha: float) -> Verdict:
-    """Holds when some candidate beats `reference` in the mean paired difference and significantly
-    (the best such named); does not hold when the reference beats every candidate in every paired seed."""
+    """Holds when some candidate beats `reference` in the mean paired difference with p below alpha
+    divided by the number of candidates (Bonferroni: any one of k may win, so each is held to
+    alpha / k), the best such named; does not hold when the reference beats every candidate in every
+    paired seed."""
     done = {name: c for name, c in comparisons.items() if c is not None}
     if not done:
         return not_measured(f"no paired seeds with {reference}")
-    n = min(c.n for c in done.values())
-    winners = [name for name, c in done.items() if better(c.mean_diff, higher_is_better) and c.significant]
+    n, level = min(c.n for c in done.values()), alpha / len(done)
+    winners = [name for name, c in done.items()
+               if better(c.mean_diff, higher_is_better) and c.p is not None and c.p < level]
     if winners:
         best = max(winners, key=lambda name: done[name].mean_diff * (1 if higher_is_better else -1))
-        return holds(done[best].n, f"{best} better than {reference} in the mean and p < {alpha:g}")
+        return holds(done[best].n, f"{best} better than {reference} in the mean and p < {alpha:g}/{len(done)} "
+                                   f"(Bonferroni over {len(done)} candidates)")
     if all(all(better(-d, higher_is_better) for _, d in c.diffs) for c in done.values()):
         return fails(n, f"{reference} better than every generative candidate in every paired seed")
     return inconclusive(n, floor_text(test, n, alpha))

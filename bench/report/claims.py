@@ -417,7 +417,8 @@ def remedy_section(exp: Experiment, dataset: str, alone: list[str], combined: li
                          "undefined" if c.p is None else f"{c.p:.3g}",
                          f"{sum(better(d, higher) for _, d in c.diffs)}/{c.n}"])
     body += [f"Best remedy by mean {label}: **{best}** (chosen on these same test scores, which favours the "
-             f"remedy). Candidate − {best} per paired generative seed ({describe(options.test)}):", "",
+             f"remedy). Candidate − {best} per paired generative seed ({describe(options.test)}; a candidate "
+             f"counts at p < {options.alpha:g} / {len(rows)}):", "",
              *md_table(["candidate", "n", "per-seed difference", "mean difference [t interval]", "p",
                         "candidate better in"], rows)]
     verdict = any_beats_verdict(results, f"{best} (real data only)", higher, options.test, options.alpha)
@@ -441,10 +442,10 @@ def claim_e(exp: Experiment, options: ClaimsOptions) -> Section:
     rule = (f"Per dataset, the remedy with the best mean bAcc on real data alone is the reference; every generative "
             f"method, and every method + remedy on its synthetic set, is paired with it by generative seed (one "
             f"difference per seed of the records' mean over classifier seeds) and tested with the "
-            f"{describe(options.test)} (p < {options.alpha:g}). **holds**: some candidate is better in the mean and "
-            "significantly (the best such is named); **does not hold**: the best remedy is better than every "
-            "candidate in every paired seed; otherwise **inconclusive at n = N**. Choosing the best remedy on the "
-            "test scores favours the remedies, so a **holds** is conservative.")
+            f"{describe(options.test)}. **holds**: some candidate is better in the mean with p < {options.alpha:g} / k, "
+            "k the number of candidates (Bonferroni: any one of them may win), the best such named; **does not "
+            "hold**: the best remedy is better than every candidate in every paired seed; otherwise "
+            "**inconclusive at n = N**. Choosing the best remedy on the same test scores favours the remedies.")
     return Section("e", "Generative augmentation beats the best cheap remedy",
                    "A classifier trained with some method's synthetic images (alone or with a long-tail remedy) has "
                    "a better balanced accuracy than the best classical remedy (re-weighting, re-sampling, focal loss, "
