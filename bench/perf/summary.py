@@ -98,8 +98,8 @@ def _busy(result: dict) -> list[str]:
 def _gpu(result: dict) -> list[str]:
     if not result.get("gpu"):
         reason = result.get("details", {}).get("gpu", {}).get("skipped", "the gpu case did not run")
-        return ["", "## GPU (FLUX.1 size, bf16, SDPA)", "", f"Not measured: {reason}."]
+        return ["", "## GPU (the one-GPU preset, bf16, SDPA)", "", f"Not measured: {reason}."]
     step, mfu = result.get("gpu_step_s") or {}, result.get("gpu_mfu") or {}
     rows = [f"| {k} | {_num(step.get(k))} | {_num(mfu.get(k))} |" for k in ("eager", "compiled")]
-    return ["", f"## GPU: {result['gpu']} (FLUX.1 size, bf16, SDPA)", "", "| mode | s/step | MFU |",
+    return ["", f"## GPU: {result['gpu']} (the one-GPU preset, bf16, SDPA)", "", "| mode | s/step | MFU |",
             "|---|---|---|"] + rows
