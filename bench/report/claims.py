@@ -32,12 +32,12 @@ from bench.report.claims_provenance import (
 from bench.report.collect import Experiment, load_experiment
 from bench.errors import BenchError
 from bench.metrics.significance import check_test, compare, describe
+from bench.report.summary import AUG_PREFIX, remedies_in
 from bench.report.tables import ABLATION_ROLES
 
 OURS = "optprior"
 BASELINES = ("fm", "cbfm", "cpd")
 NO_AUG = "no augmentation"
-AUG = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
 # the claims experiment's grid (gin/experiments/claims.gin): reported as missing when not run
 CLAIM_METHODS = ("fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt")
 CLAIM_DATASETS = ("synthetic2d", "phantom_lt", "digits_lt")
@@ -375,19 +375,10 @@ def claim_d(exp: Experiment, options: ClaimsOptions) -> Section:
 
 # ---- question (e): generative augmentation against the cheap remedies ------------------------------
 
-def remedies_of(exp: Experiment, dataset: str) -> tuple[list[str], list[str]]:
-    """(remedies on real data alone, remedies on top of augmentation) the dataset's records hold as
-    `bacc/<remedy>` and `bacc/aug+<remedy>`, each sorted."""
-    keys = {k[len("bacc/"):] for r in exp.records(dataset) for k in r.get("metrics", {}) if k.startswith("bacc/")}
-    keys -= {"no_aug"}
-    alone = sorted(k for k in keys if not k.startswith(AUG) and "@" not in k)
-    return alone, sorted(k[len(AUG):] for k in keys if k.startswith(AUG))
-
-
 def candidates(exp: Experiment, dataset: str, metric: str, combined: list[str]) -> dict[str, dict[int, float]]:
     """{name: {seed: score}} of every generative method, then each method + remedy on its synthetic set."""
     out = {m: seed_values(exp, dataset, m, metric) for m in exp.methods_of(dataset)}
-    out |= {f"{m} + {r}": seed_values(exp, dataset, m, f"{metric}/{AUG}{r}")
+    out |= {f"{m} + {r}": seed_values(exp, dataset, m, f"{metric}/{AUG_PREFIX}{r}")
             for m in exp.methods_of(dataset) for r in combined}
     return {name: values for name, values in out.items() if values}
 
@@ -429,7 +420,7 @@ def claim_e(exp: Experiment, options: ClaimsOptions) -> Section:
     """Does any generative method (alone or with a remedy) beat the best cheap long-tail remedy?"""
     body, verdicts = [], {}
     for d in datasets_of(exp):
-        alone, combined = remedies_of(exp, d)
+        alone, combined = remedies_in(exp.records(d))
         if not in_scope(exp, d, ["bacc"]):
             verdicts[d] = None
             body += [f"#### {d}", "", "Out of scope: no downstream classifiers (vector data).", ""]

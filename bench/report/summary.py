@@ -227,10 +227,21 @@ def _negative_gain_note(by_method: dict[str, list[dict]]) -> Optional[str]:
             f"classifiers trained without them" + (f" (bacc/no_aug {base:.3g})" if base is not None else "") + ".")
 
 
+AUG_PREFIX = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
+
+
+def remedies_in(records: Iterable[dict]) -> tuple[list[str], list[str]]:
+    """(remedies run on real data alone, remedies run on top of augmentation) that the records hold
+    as `bacc/<remedy>` and `bacc/aug+<remedy>` (the downstream evaluator's keys), each sorted."""
+    names = {k[len("bacc/"):] for r in records for k in r.get("metrics", {}) if k.startswith("bacc/")}
+    names -= {"no_aug"}
+    alone = sorted(n for n in names if not n.startswith(AUG_PREFIX) and "@" not in n)
+    return alone, sorted(n[len(AUG_PREFIX):] for n in names if n.startswith(AUG_PREFIX))
+
+
 def _remedy_note(records: list[dict], by_method: dict[str, list[dict]]) -> Optional[str]:
     """The best cheap long-tail remedy on real data alone (`bacc/<remedy>`) and the methods above it."""
-    names = {k[len("bacc/"):] for r in records for k in r.get("metrics", {}) if k.startswith("bacc/")}
-    remedies = {n: _mean(records, f"bacc/{n}") for n in names - {"no_aug"} if not n.startswith("aug+") and "@" not in n}
+    remedies = {n: _mean(records, f"bacc/{n}") for n in remedies_in(records)[0]}
     remedies = {n: v for n, v in remedies.items() if v is not None}
     if not remedies:
         return None

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from bench.report.collect import OK, Experiment
 from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
-from bench.report.summary import VARIANTS, convergence_text, split_variant, unconverged
+from bench.report.summary import AUG_PREFIX, VARIANTS, convergence_text, remedies_in, split_variant, unconverged
 from bench.report.table import (
     MARK_FM, MARK_NO_AUG, MARK_PARTIAL, MARK_UNCONVERGED, MARK_UNRELIABLE, MISSING, NOT_APPLICABLE, Column,
     Entry, Table, mark_best,
@@ -36,7 +36,6 @@ from bench.report.table import (
 CHECK = "✓"
 NO_AUG_ROW = "no augmentation"
 NO_AUG_SUFFIX = "/no_aug"
-AUG_PREFIX = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
 REMEDY_ROW = "{} (real data only)"  # a long-tail remedy without generative augmentation
 COMBINED_ROW = "{} + {}"  # method + remedy
 SOURCE = "@source"
@@ -229,15 +228,6 @@ def real_only_entry(exp: Experiment, dataset: str, metric: str) -> Entry:
     return Entry(runs=runs) if runs else _absent(exp, dataset)
 
 
-def remedy_names(exp: Experiment) -> tuple[list[str], list[str]]:
-    """(remedies run on real data alone, remedies run on top of augmentation) that the records hold
-    as `bacc/<remedy>` and `bacc/aug+<remedy>`, each sorted by name."""
-    names = {k[len("bacc/"):] for r in exp.records() for k in r.get("metrics", {}) if k.startswith("bacc/")}
-    names -= {NO_AUG_SUFFIX[1:]}
-    alone = sorted(n for n in names if not n.startswith(AUG_PREFIX) and "@" not in n)
-    return alone, sorted(n[len(AUG_PREFIX):] for n in names if n.startswith(AUG_PREFIX))
-
-
 def _absent(exp: Experiment, dataset: str) -> Entry:
     """No runs: missing when the dataset has no usable record at all, else not applicable."""
     return Entry(state=NOT_APPLICABLE if exp.records(dataset) else MISSING)
@@ -392,7 +382,7 @@ def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Optio
     """Tab. 4: balanced accuracy and macro-F1. First the "no generative augmentation" block (no
     augmentation, then each long-tail remedy on real data alone), then each method and its
     "+ remedy" rows; every row marked vs no augmentation, the methods' own rows vs the baseline too."""
-    alone, combined = remedy_names(exp)
+    alone, combined = remedies_in(exp.records())
     caption = ("Balanced accuracy and macro-F1 on the held-out split of classifiers trained on real data plus "
                "each method's synthetic set")
     if alone or combined:
