@@ -48,7 +48,11 @@ class LDAMDRW(Remedy):
             raise BenchError(f"ldam_drw.beta={beta!r}: use a number in (0, 1) (LongTailCXR: 0.9999)")
         self.max_margin, self.scale, self.drw_epoch = float(max_margin), float(scale), int(drw_epoch)
         self.beta, self.lr_factor = float(beta), float(lr_factor)
-        self.min_epochs = self.drw_epoch + 1
+
+    @property
+    def min_epochs(self) -> int:
+        """Training reaches the deferred phase before early stopping may end it."""
+        return self.drw_epoch + 1
 
     def check(self, protocol) -> None:
         if self.drw_epoch >= protocol.max_epochs:

@@ -317,7 +317,7 @@ def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
     generator and sampler of a fresh run."""
     accelerator = _accelerator(cfg.mixed_precision)
     if cfg.activation_checkpointing:
-        _enable_activation_checkpointing(backbone)
+        backbone.enable_activation_checkpointing()  # a backbone that cannot says so (bench.backbone)
     sharded = cfg.sharding == "fsdp" and accelerator.num_processes > 1
     if cfg.sharding == "fsdp" and not sharded:
         log.info("train.sharding='fsdp' on one process: nothing to shard, training unsharded")
@@ -356,15 +356,6 @@ def _accelerator(mixed_precision: str) -> Accelerator:
     if held and held.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state()
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
-
-
-def _enable_activation_checkpointing(backbone) -> None:
-    """Switch on the backbone's gradient checkpointing, or say that it has none."""
-    enable = getattr(backbone, "enable_activation_checkpointing", None)
-    if enable is None:
-        raise BenchError(f"train.activation_checkpointing=True: the {type(backbone).__name__} backbone "
-                         "cannot recompute its activations; set train.activation_checkpointing=False")
-    enable()
 
 
 def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
