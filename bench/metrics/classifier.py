@@ -13,6 +13,11 @@ improvement, and the best weights restored. A long-tail remedy (bench.remedy) ch
 rows, the loss or a phase of it, never the selection; `retrain_head` is decoupled re-training
 (cRT) of the last layer on frozen features. Everything random comes from seeded generators, so a
 run on the CPU is reproducible bit for bit.
+
+Mini-batches come through bench.metrics.batches: DataLoader workers, pinned memory and uint8
+image-cache rows where configured, the same values either way; on CUDA the networks run in
+channels_last with cuDNN's autotuner, training and prediction under bf16 autocast, features in
+float32. The loss is read from the device once per epoch, not once per batch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from torchmetrics.classification import MulticlassStatScores
 from torch import nn
 
+from bench.metrics.batches import autocast, device_batches, prepare_model
 from bench.runtime import progress
 from bench.checks import is_int
 from bench.dataset import Dataset, Split
@@ -108,21 +114,24 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _batches(x, batch_size: int):
-    """Consecutive row blocks of a tensor or lazy ImageFiles, as float tensors."""
-    for i in range(0, len(x), batch_size):
-        yield x[i : i + batch_size].float()
+def _batches(x, batch_size: int, device: torch.device):
+    """Consecutive row blocks of a tensor, lazy ImageFiles or RowConcat, as float tensors on `device`."""
+    yield from device_batches(x, [slice(i, i + batch_size) for i in range(0, len(x), batch_size)], device)
 
 
 @torch.no_grad()
 def embed(model: Classifier, x, batch_size: int = 256) -> np.ndarray:
-    """(N, d) float64 penultimate features (the pooled input of the final linear layer)."""
+    """(N, d) float64 penultimate features (the pooled input of the final linear layer).
+
+    Computed in float32 even on CUDA (no autocast): the metrics compare feature statistics, and
+    one pass over a set is cheap next to training."""
     model.eval()
+    prepare_model(model)
     captured: list[torch.Tensor] = []
-    hook = model.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().cpu()))
+    hook = model.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float().cpu()))
     try:
-        for xb in _batches(x, batch_size):
-            model(xb.to(_device(model)))
+        for xb in _batches(x, batch_size, _device(model)):
+            model(xb)
     finally:
         hook.remove()
     if not captured:
@@ -134,7 +143,10 @@ def embed(model: Classifier, x, batch_size: int = 256) -> np.ndarray:
 def predict(model: Classifier, x, batch_size: int = 256) -> np.ndarray:
     """(N,) int64 predicted class of every row."""
     model.eval()
-    out = [model(xb.to(_device(model))).argmax(1).cpu() for xb in _batches(x, batch_size)]
+    prepare_model(model)
+    device = _device(model)
+    with autocast(device):
+        out = [model(xb).argmax(1).cpu() for xb in _batches(x, batch_size, device)]
     return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
 
 
@@ -169,8 +181,9 @@ def validation_bacc(model: nn.Module, x, y: torch.Tensor, batch_size: int = 256)
     device = _device(model)
     n_classes = model.out_features if isinstance(model, nn.Linear) else model.head.out_features
     stats = RecallStats(n_classes, device)
-    for i, xb in enumerate(_batches(x, batch_size)):
-        stats.update(model(xb.to(device)).argmax(1), y[i * batch_size : (i + 1) * batch_size])
+    with autocast(device):
+        for i, xb in enumerate(_batches(x, batch_size, device)):
+            stats.update(model(xb).argmax(1), y[i * batch_size : (i + 1) * batch_size])
     return stats.balanced_accuracy()
 
 
@@ -244,6 +257,7 @@ def fit(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.T
     (set up with the training counts) chooses each epoch's rows and the loss; default `plain`.
     """
     remedy = remedy or plain(protocol)
+    prepare_model(model)
     device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -298,19 +312,24 @@ def early_stopping(module: nn.Module, optimizer, protocol: Protocol, remedy: Rem
 def _epoch(model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, device, remedy: Remedy,
            epoch: int) -> float:
     """One pass of mini-batches over the remedy's rows; returns the mean loss. Batches of one row
-    are skipped (batch norm needs two values per channel once the spatial size is 1x1)."""
+    are skipped (batch norm needs two values per channel once the spatial size is 1x1). The
+    losses stay on the device until the epoch ends (no host sync per batch)."""
     model.train()
+    # sorted reads are kinder to lazy image files; the order within a batch is irrelevant
+    blocks = [idx.sort().values for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size)
+              if len(idx) >= 2]
     losses = []
-    for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size):
-        if len(idx) < 2:
-            continue
-        idx = idx.sort().values  # sorted reads are kinder to lazy image files; order is irrelevant
-        loss = remedy.loss(model(x[idx].float().to(device)), y[idx].to(device), epoch)
+    for idx, xb in zip(blocks, device_batches(x, blocks, device)):
+        with autocast(device):
+            logits = model(xb)
+        # the remedies' losses (margins, focal weights) in float32 whatever the autocast
+        loss = remedy.loss(logits.float(), y[idx].to(device, non_blocking=True), epoch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return float(np.mean(losses)) if losses else float("nan")
+        losses.append(loss.detach())
+    # float64 mean of the float32 losses, as numpy computed it from the per-batch .item() values
+    return float(np.mean(torch.stack(losses).cpu().double().numpy())) if losses else float("nan")
 
 
 def stratified_holdout(y: torch.Tensor, fraction: float = 0.1,
