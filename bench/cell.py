@@ -15,6 +15,7 @@ from bench.dataset import Dataset, Split
 
 log = logging.getLogger(__name__)
 FEATURE_SETS = ("train", "test", "synthetic", "synthetic_init", "synthetic_source", "generative")
+REAL_SETS = ("train", "test")  # their features do not depend on the cell's method: shared across cells
 INIT = "@init"  # metric suffix: the untrained backbone's samples (sample.init_reference)
 SOURCE = "@source"  # metric suffix: the method's source draws x0, decoded with no flow
 REFERENCE_SETS = ((INIT, "synthetic_init"), (SOURCE, "synthetic_source"))
@@ -41,7 +42,7 @@ class CellContext:
     (bench.data.targets.ClassTarget per class). `shared` names where the dataset's method-independent
     results (the no-augmentation and remedy classifiers) are stored once for every method. `features(name)` gives domain features from the
     cell's feature extractor (built on first use, cached per dataset on disk and per cell in
-    memory). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
+    memory; the real sets' features also on disk across cells, bench.metrics.features). Evaluators may write files (figures) into `out_dir`, and put small JSON-able
     values that tables and figures need beyond the flat metrics (per-seed scores, per-class
     values, histograms) into `details[<evaluator name>]`: the runner stores them in the record,
     so reports are built from records alone.
@@ -119,5 +120,9 @@ class CellContext:
         if name not in self._features:
             if self.extractor is None:
                 raise ValueError("this cell has no feature extractor")
-            self._features[name] = np.asarray(self.extractor().embed(self.split(name).x), dtype=np.float64)
+            extractor, split = self.extractor(), self.split(name)
+            if name in REAL_SETS and hasattr(extractor, "embed_split"):  # stored across cells
+                self._features[name] = np.asarray(extractor.embed_split(split), dtype=np.float64)
+            else:
+                self._features[name] = np.asarray(extractor.embed(split.x), dtype=np.float64)
         return self._features[name]

@@ -7,6 +7,13 @@ configuration) and caches it, or loads the user's weights from `features.path`. 
 pooled penultimate activations (bench.metrics.classifier.embed): 128-d for small_cnn, 1024-d for
 densenet121, 2048-d for resnet50.
 
+Features of the real splits (train, test) are the same in every cell of a dataset that shares
+the extractor: `FeatureExtractor.embed_split` stores them once under
+`results/cache/real_features/<extractor digest>-<split key>/features.npy` (the extractor digest
+covers its architecture, weights and device type; the split key the data fingerprint,
+bench.store.fingerprint, the preprocessing and whether the rows come from the uint8 image
+cache), so the second cell of a grid reads them instead of running the network over the split.
+
 What `features.path` accepts:
 - a folder written by bench (a trained-extractor cache folder): `manifest.json` with `arch`,
   `in_channels` and `n_classes`, and `model.safetensors`; `features.arch` is then ignored;
@@ -19,7 +26,10 @@ What `features.path` accepts:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +38,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.store.artifacts import is_complete, read_manifest, stage_dir
+from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.fingerprint import split_fingerprint
 from bench.metrics.classifier import (
     ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
 )
@@ -36,6 +47,7 @@ from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 
 WEIGHTS = "model.safetensors"
+FEATURES = "features.npy"
 _HEAD_WEIGHT = {"small_cnn": "fc.weight", "densenet121": "class_layers.out.weight", "resnet50": "fc.weight"}
 
 
@@ -65,8 +77,24 @@ class FeatureConfig:
 class FeatureExtractor:
     """A classifier used as an embedding: `embed(x)` gives (N, dim) float64 pooled features."""
 
-    def __init__(self, model: Classifier, name: str, batch_size: int = 256):
+    def __init__(self, model: Classifier, name: str, batch_size: int = 256, cache_dir: Optional[Path] = None):
         self.model, self.name, self.batch_size = model.eval(), name, batch_size
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+
+    def with_cache(self, cache_dir: Path) -> "FeatureExtractor":
+        """Self, storing the features of real splits under `cache_dir` (`embed_split`)."""
+        self.cache_dir = Path(cache_dir)
+        return self
+
+    @cached_property
+    def digest(self) -> str:
+        """What this extractor computes: architecture, every weight and buffer, device type."""
+        h = hashlib.sha256(f"{self.model.arch}|{next(self.model.parameters()).device.type}".encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def dim(self) -> int:
@@ -76,6 +104,36 @@ class FeatureExtractor:
     def embed(self, x) -> np.ndarray:
         """Features of a tensor or lazy ImageFiles in [0, 1], read one batch at a time."""
         return embed(self.model, x, self.batch_size)
+
+    def embed_split(self, split: Split) -> np.ndarray:
+        """Features of a real split, read from the cross-cell cache when this extractor already
+        embedded the same data (see the module docstring); computed and stored otherwise."""
+        if self.cache_dir is None:
+            return self.embed(split.x)
+        key = split_key(split)
+        folder = self.cache_dir / f"{self.digest}-{key}"
+        if is_complete(folder, key):
+            try:
+                stored = np.load(folder / FEATURES)
+                if stored.shape == (len(split), self.dim):
+                    return stored
+            except (OSError, ValueError):
+                pass
+            discard(folder)  # damaged or of another shape: computed again
+        features = self.embed(split.x)
+        with stage_dir(folder, key, extractor=self.name, n=len(split), dim=self.dim) as tmp:
+            np.save(tmp / FEATURES, features)
+        return features
+
+
+def split_key(split: Split) -> str:
+    """The data a split's features depend on: its fingerprint, and for lazy image files the
+    preprocessing and whether they are read from the uint8 image cache."""
+    x = split.x
+    reading = {"preprocess": x.preprocess.describe(), "uint8_cache": x.cache is not None} \
+        if hasattr(x, "preprocess") else {}
+    extra = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{split_fingerprint(split)}-{extra}"
 
 
 def build_extractor(config: FeatureConfig, dataset: Dataset, train: Split, val: Optional[Split],

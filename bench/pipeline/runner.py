@@ -32,6 +32,8 @@ from bench.pipeline.cells import BuiltCell, full_config, make_backbone, operativ
 from bench.dataset import Split
 from bench.store.fingerprint import split_fingerprint
 from bench.pipeline.latent_cache import cache_folder, cached_latents
+from bench.data.image_cache import prepare as prepare_images
+from bench.data.imagefiles import ImageFiles
 from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
 from bench.pipeline.sampler import draw_sources, generate
 from bench.data.targets import plan_records
@@ -76,6 +78,9 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         log.info("%s: record exists for this config and data, skipped", cell.spec.label)
         return cached
     distributed.on_main(lambda: write_skipped(folder, getattr(ds, "skipped", [])))
+    if isinstance(train_split.x, ImageFiles):  # real images: decoded once per split, then memory-mapped
+        with times.stage("image_cache"):
+            distributed.main_first(lambda: prepare_images(ds, Path(results_dir)))
     with times.stage("encode"):
         z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
     with times.stage("fit_prior"):
@@ -181,7 +186,8 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
     """A zero-argument builder of the cell's domain feature extractor, run on first use only.
 
     Evaluators that need no features never train or load it; the trained extractor is cached
-    once per (dataset configuration, feature configuration) under results/cache/features/.
+    once per (dataset configuration, feature configuration) under results/cache/features/, and
+    the features of the real splits under results/cache/real_features/ (FeatureExtractor.embed_split).
     """
     @functools.cache
     def build():
@@ -192,7 +198,9 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
         name = cell.config_stage_hashes.get("features", key)  # one folder per configuration
         folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{name}"
         val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
-        return build_extractor(config, ds, train_split, val, folder, key, seed=0)
+        extractor = build_extractor(config, ds, train_split, val, folder, key, seed=0)
+        # the real splits' features, shared by every cell that uses this extractor on the same data
+        return extractor.with_cache(Path(results_dir) / "cache" / "real_features")
 
     return build
 
