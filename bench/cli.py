@@ -152,10 +152,16 @@ def _request(args):
     from bench.pipeline.cells import RunRequest
     from bench.overrides import parse_overrides, split_executor_bindings
 
+    from bench.default_experiment import default_experiment
+
     ov = parse_overrides(args.overrides)
     bindings, executor_bindings = split_executor_bindings(ov.bindings + list(args.gin_param))
+    # no experiment=: chosen from the datasets (quick for the embedded ones, paper_1gpu for the real
+    # benchmarks); a mix is refused by run / validate, whose results folder it decides
+    experiment = ov.options.get("experiment") or default_experiment(
+        ov.axes.get("datasets"), args.gin_file, strict=args.command in ("run", "validate"))
     return RunRequest(
-        experiment=ov.options.get("experiment", "quick"),
+        experiment=experiment,
         results_dir=Path(ov.options.get("results_dir", "results")),
         gin_files=list(args.gin_file),
         bindings=bindings,
@@ -307,13 +313,17 @@ def cmd_run(args, dry: bool) -> int:
         from bench.pipeline.cells import place, require_fits, validate
         from bench.scale.executors import get_executor
 
+        from bench.pipeline.preview import describe, validate_lines
+
         executor = get_executor(request)  # the executor's name and settings, as `bench run` checks them
         cells = place(validate(request), executor.config)
-        for cell in cells:
+        views, assumptions = describe(cells, request)
+        for cell, view in zip(cells, views):
             print(f"ok  {cell.spec.label}  config {cell.config_hash}")
             print(f"    {cell.footprint.describe()}")
+            print("\n".join(validate_lines(view)))
         require_fits(cells, executor.config)
-        print(f"{len(cells)} cell(s) valid")
+        print(f"{len(cells)} cell(s) valid (experiment {request.experiment}); GPU-hours {assumptions.describe()}")
         return 0
     from bench.runtime import distributed
     from bench.scale.grid import run_grid

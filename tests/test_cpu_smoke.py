@@ -49,7 +49,7 @@ def test_the_headline_command_runs_on_a_fabricated_nih_tree_with_the_cpu_preset(
     finally:
         gin.clear_config()
     assert code == 0
-    records = {m: json.loads((res / "quick" / "nih_lt" / m / "seed0" / "record.json").read_text())
+    records = {m: json.loads((res / "cpu_smoke" / "nih_lt" / m / "seed0" / "record.json").read_text())
                for m in ("optprior", "cbfm")}
     for method, record in records.items():
         metrics = record["metrics"]

@@ -125,6 +125,7 @@ def load_plugins() -> None:
     """Import every advertised plugin so each gin configurable exists before parsing."""
     import bench.executor_config  # noqa: F401 -- registers `executor` (gin locks its registry after a parse)
     import bench.metrics.features  # noqa: F401 -- registers the `features` gin configurable
+    import bench.pipeline.budget  # noqa: F401 -- registers `budget` (the throughput GPU-hours assume)
 
     for reg in registry.REGISTRIES.values():
         reg.load_all()

@@ -36,6 +36,7 @@ def run_grid(request: RunRequest) -> GridResult:
     executor = get_executor(request)
     cells = validate(request)
     require_fits(cells, executor.config)
+    distributed.on_main(lambda: print_preview(cells, request))
     distributed.on_main(lambda: declare_cells(request.results_dir, request.experiment, cells))
     specs = [cell.spec for cell in cells]
     result = GridResult()
@@ -48,6 +49,15 @@ def run_grid(request: RunRequest) -> GridResult:
             log.warning("%s not run here (%s): %s", spec.label, outcome.status, outcome.reason)
     distributed.on_main(lambda: write_summary(result, Path(request.results_dir) / request.experiment))
     return result
+
+
+def print_preview(cells: list, request: RunRequest) -> None:
+    """The grid this run will train, with each cell's estimated GPU-hours, peak memory and disk
+    (bench.pipeline.preview), printed before anything trains."""
+    from bench.pipeline.preview import describe, grid_preview
+
+    views, assumptions = describe(cells, request)
+    print(grid_preview(views, assumptions, request.experiment), flush=True)
 
 
 def write_summary(result: GridResult, experiment_dir: Path) -> None:

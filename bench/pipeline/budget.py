@@ -1,0 +1,258 @@
+"""What each cell of a grid will cost before it trains: GPU-hours, peak memory and disk.
+
+`bench validate` prints these per cell and `bench run` prints the grid with them before anything
+trains, so nobody starts a 40-hour job by accident. Every figure is an estimate from the cell's
+configuration and its dataset's split sizes, never a measurement (docs/gpu.md says which were
+checked on hardware):
+
+- GPU-hours = FLOPs / sustained throughput, the throughput being an assumed peak x MFU
+  (`budget.peak_tflops`, default 989: an H100 SXM's dense bf16 peak; `budget.mfu`, default 0.35,
+  for the transformer; `budget.cnn_mfu`, default 0.08, for the CNNs) [our defaults]. Counted:
+  training (the footprint's FLOPs per step x `train.steps`), sampling (one forward per sample and
+  ODE step, twice with classifier-free guidance, the forward taken as a third of a training
+  step's FLOPs per sample), the domain feature network (trained once per dataset, at most
+  `features.epochs`; embedding the synthetic and generative sets per cell) and the downstream
+  classifiers (at most `downstream.max_epochs` each: early stopping usually ends them sooner, so
+  this term is an upper bound; the real-data runs are shared by a dataset's cells of one seed and
+  counted on the first of them). CNN FLOPs are counted by torch's FlopCounterMode on the meta
+  device. Not counted: VAE encoding (once per dataset) and decoding, the prior fit (CPU), kNN /
+  IRS / memorisation searches, image decoding, and activation checkpointing's extra forward.
+- Peak memory per device: the training step's footprint (bench.pipeline.footprint), plus the
+  inference peaks where bench estimates them (bench.pipeline.inference_memory, if present).
+- Disk: resumable checkpoints (fp32 weights and AdamW state, two while the newer is written;
+  removed once the backbone is saved), the saved backbone (fp32), the sample sets (fp32 latents),
+  and per dataset (shared by its cells, marked [dataset]) the latent cache (fp32) and the uint8
+  image cache (bench.data.image_cache) of the splits a cell reads.
+
+The `budget.*` settings say how fast a device is assumed to be, never what a cell computes: they
+feed no hash (bench.config.NEVER_HASHED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import gin
+
+from bench.checks import is_real
+from bench.errors import BenchError
+
+GIB = 2**30
+FP32 = 4
+CHECKPOINT_BYTES = 4 + 8  # fp32 weights + the two AdamW moments, per parameter
+CPU_SIZED_GPU_HOURS = 0.01  # below this a cell is CPU-sized: `bench run` prints no estimate for it
+
+
+@gin.configurable("budget")
+@dataclass
+class Assumptions:
+    """The device throughput GPU-hours are computed at (overridable: budget.mfu=0.5)."""
+
+    peak_tflops: float = 989.0  # H100 SXM dense bf16 peak (NVIDIA's datasheet, without sparsity)
+    mfu: float = 0.35  # [our default] sustained fraction for the transformer (training and sampling)
+    cnn_mfu: float = 0.08  # [our default] for the CNNs: ResNet-50 trains at a few thousand images/s
+
+    def __post_init__(self):
+        if not is_real(self.peak_tflops) or self.peak_tflops <= 0:
+            raise BenchError(f"budget.peak_tflops={self.peak_tflops!r}: use the device's peak TFLOP/s, e.g. 989")
+        for name in ("mfu", "cnn_mfu"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0 < value <= 1:
+                raise BenchError(f"budget.{name}={value!r}: use a fraction of the peak in (0, 1], e.g. 0.35")
+
+    def describe(self) -> str:
+        return (f"at {self.peak_tflops:,.0f} TFLOP/s peak x MFU {self.mfu:g} (CNNs {self.cnn_mfu:g}); "
+                "budget.peak_tflops / budget.mfu / budget.cnn_mfu change it")
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a cell's estimate needs of its dataset: split sizes and sample shapes."""
+
+    n_train: int
+    n_eval: int
+    n_val: int
+    image_shape: tuple  # (C, H, W)
+    latent_shape: tuple
+    train_counts: tuple  # per class
+
+
+@dataclass
+class CellEstimate:
+    """One cell's estimated GPU-hours (by term), peak memory per device and disk (GiB, by item)."""
+
+    label: str
+    gpu_hours: dict = field(default_factory=dict)
+    peak_gib: dict = field(default_factory=dict)
+    disk_gib: dict = field(default_factory=dict)
+    shared: set = field(default_factory=set)  # the terms shared by the dataset's cells
+    processes: int = 1
+
+    @property
+    def total_gpu_hours(self) -> float:
+        return sum(v for v in self.gpu_hours.values() if math.isfinite(v))
+
+    @property
+    def cpu_sized(self) -> bool:
+        return self.total_gpu_hours < CPU_SIZED_GPU_HOURS
+
+    def describe(self) -> str:
+        """One line: GPU-hours by term, peak memory, disk by item."""
+        def part(name, value):
+            shown = f"{value:,.2f}" if math.isfinite(value) else "not estimated"
+            return f"{name} {shown}" + (" [dataset]" if name in self.shared else "")
+
+        hours = ", ".join(part(k, v) for k, v in self.gpu_hours.items())
+        wall = f", ~{self.total_gpu_hours / self.processes:,.1f} h on {self.processes} GPUs" \
+            if self.processes > 1 else ""
+        peak = ", ".join(f"{k} {v:,.1f}" for k, v in self.peak_gib.items())
+        disk = ", ".join(part(k, v) for k, v in self.disk_gib.items())
+        return (f"~{self.total_gpu_hours:,.2f} GPU-h ({hours}{wall}); peak GiB per device: {peak}; "
+                f"disk ~{sum(self.disk_gib.values()):,.1f} GiB ({disk})")
+
+
+def facts(cell) -> DatasetFacts:
+    """Split sizes and shapes of the cell's dataset (the loaders' own indexes, no image decoded)."""
+    ds = cell.dataset
+    train = ds.load(ds.train_split)
+    n_eval = len(ds.load(cell.eval_split))
+    n_val = 0
+    if getattr(ds, "val_split", None) and ds.val_split not in (ds.train_split, cell.eval_split):
+        try:
+            n_val = len(ds.load(ds.val_split))
+        except Exception:  # noqa: BLE001 - a dataset without that split: held out of train instead
+            n_val = 0
+    image = tuple(int(s) for s in train.x.shape[1:])
+    latent = tuple(int(s) for s in cell.encoder.latent_shape(image))
+    return DatasetFacts(len(train), n_eval, n_val, image, latent,
+                        tuple(int(c) for c in train.counts(ds.n_classes).tolist()))
+
+
+@functools.cache
+def cnn_forward_flops(arch: str, image_shape: tuple, n_classes: int) -> float:
+    """FLOPs of one image's forward pass through a bench classifier (FlopCounterMode, meta device);
+    NaN where the network cannot take the image (a DenseNet-121 on 8 x 8 pixels): not estimated."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.metrics.classifier import build_classifier
+
+    try:
+        with torch.device("meta"):
+            model = build_classifier(arch, image_shape[0], n_classes)
+            x = torch.empty(1, *image_shape)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001 - the cell says so when it runs; the estimate leaves the term out
+        return math.nan
+    return float(counter.get_total_flops())
+
+
+def sample_counts(cell, f: DatasetFacts) -> tuple[int, int]:
+    """(synthetic set, generative set) sizes of the cell, as the runner will sample them."""
+    plan = cell.targets.plan(list(f.train_counts), cell.dataset.class_names)
+    n = cell.sample_cfg.n_per_class
+    if n == "targets":
+        synthetic = sum(t.synthetic for t in plan)
+    elif n is not None:
+        synthetic = int(n) * cell.dataset.n_classes
+    else:
+        synthetic = f.n_eval
+    with _quiet("bench.metrics.generative"):  # its notes are logged once, when the cell runs
+        generative = sum(cell.generative.n_per_class(plan) or [])
+    return synthetic, generative
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """A logger silenced below WARNING for the duration."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, first_of_dataset: bool,
+             first_of_seed: bool) -> CellEstimate:
+    """The cell's estimate; `first_of_*` put the work a dataset's cells share on its first cell."""
+    fp = cell.footprint
+    out = CellEstimate(cell.spec.label, processes=getattr(fp, "processes", 1) or 1)
+    synthetic, generative = sample_counts(cell, f)
+    if cell.sample_cfg.init_reference:
+        synthetic *= 2  # the untrained backbone samples the same set again
+    transformer = assumptions.peak_tflops * 1e12 * assumptions.mfu
+    cnn = assumptions.peak_tflops * 1e12 * assumptions.cnn_mfu
+    if fp is not None:
+        out.gpu_hours["train"] = fp.flops_per_step * cell.train_cfg.steps / transformer / 3600
+        forward = fp.flops_per_step / (3 * max(1, fp.batch_size))  # forward + backward = 3 forwards
+        guidance = 2 if cell.sample_cfg.guidance_scale != 1.0 else 1
+        out.gpu_hours["sampling"] = (synthetic + generative) * cell.sample_cfg.nfe * guidance * forward \
+            / transformer / 3600
+    names = {ev.name: ev for ev in cell.evaluators}
+    n_classes = cell.dataset.n_classes
+    if cell.dataset.kind == "image" and names.keys() & {"fid", "kid", "irs", "knn_purity", "memorisation"} \
+            and features_cfg is not None and not features_cfg.path:
+        per_image = cnn_forward_flops(features_cfg.arch, f.image_shape, n_classes)
+        flops = per_image * (synthetic + 2 * generative)  # generated sets and the @source draws
+        if first_of_dataset:
+            flops += per_image * (3 * features_cfg.epochs * f.n_train + f.n_train + f.n_eval)
+            out.shared.add("features")
+        out.gpu_hours["features"] = flops / cnn / 3600
+    if "downstream" in names:
+        out.gpu_hours["downstream"] = _downstream_flops(names["downstream"], f, synthetic, first_of_seed) / cnn / 3600
+    if fp is not None:
+        out.peak_gib["train"] = fp.total_gib
+    out.peak_gib.update(_inference_peaks(cell, f))
+    _disk(out, cell, f, synthetic, generative, first_of_dataset)
+    return out
+
+
+def _downstream_flops(ev, f: DatasetFacts, synthetic: int, shared: bool) -> float:
+    """Upper bound: every classifier runs `max_epochs` (3 forwards per image and epoch)."""
+    from bench import registry
+
+    def full(names) -> int:  # cRT re-trains a head on frozen features: not counted
+        return sum(1 for n in names if not getattr(registry.remedies.get(n), "retrains_head", False))
+
+    per_epoch = 3 * cnn_forward_flops(ev.arch, f.image_shape, len(f.train_counts)) * ev.protocol.max_epochs
+    flops = ev.n_seeds * (1 + full(ev.with_augmentation)) * (f.n_train + synthetic) * per_epoch
+    if shared:  # no augmentation and the remedies on real data: once per dataset and seed
+        flops += ev.n_seeds * (1 + full(ev.remedies)) * f.n_train * per_epoch
+    return flops
+
+
+def _inference_peaks(cell, f: DatasetFacts) -> dict:
+    """Sampling / VAE / classifier peaks, where bench estimates them (an optional module)."""
+    try:
+        from bench.pipeline import inference_memory
+    except ImportError:
+        return {}
+    peaks = getattr(inference_memory, "cell_peaks", None)
+    if peaks is None:
+        return {}
+    try:
+        return {k: float(v) for k, v in peaks(cell).items()}
+    except Exception:  # noqa: BLE001 - an estimate that cannot be made is left out, never fatal
+        return {}
+
+
+def _disk(out: CellEstimate, cell, f: DatasetFacts, synthetic: int, generative: int, first: bool) -> None:
+    params = getattr(cell.footprint, "parameters", 0) or 0
+    ema = FP32 if getattr(cell.train_cfg, "ema_decay", 0) else 0
+    latent = math.prod(f.latent_shape) * FP32
+    out.disk_gib["checkpoints while training"] = 2 * params * (CHECKPOINT_BYTES + ema) / GIB
+    out.disk_gib["backbone"] = params * FP32 / GIB
+    out.disk_gib["samples"] = (synthetic + generative) * latent / GIB
+    if first:
+        out.disk_gib["latent cache"] = f.n_train * latent / GIB
+        if getattr(cell.dataset, "preprocess", None) is not None:  # file-backed: the uint8 image cache
+            out.disk_gib["image cache"] = (f.n_train + f.n_eval + f.n_val) * math.prod(f.image_shape) / GIB
+        out.shared |= {"latent cache", "image cache"}
