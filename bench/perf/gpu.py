@@ -1,4 +1,5 @@
-"""GPU training step: the one-GPU preset's flow matching in bf16, eager vs torch.compile, MFU.
+"""GPU training step: the one-GPU preset's flow matching in bf16, eager vs torch.compile, MFU
+(the suite's `gpu_compile` case; the GPU check itself, `gpu`, is bench.perf.gpu_check).
 
 The step is bench's own: `bench.pipeline.trainer.train` (accelerate bf16 autocast, AdamW, clipping) with
 vanilla flow matching's loss on bench's FluxBackbone, whose FluxTransformer2DModel attends through
@@ -280,7 +281,7 @@ def measure_here(scale: str) -> dict:
     preset_flops = flux_train_flops({**preset, "in_channels": 4 * c}, sc.batch, image_tokens, text_tokens)
     steady = {m: runs[m].get("steady_step_s") for m in MODES}
     mfu = {m: (flops / steady[m] / peak if peak and steady[m] else None) for m in MODES}
-    keys = {"gpu_step_s": steady, "gpu_mfu": mfu, "gpu": name}
+    keys = {"gpu_compile_step_s": steady, "gpu_compile_mfu": mfu}
     details = {
         "scale": scale, "device": name or "cpu", "precision": "bf16 autocast (accelerate), fp32 master weights",
         "batch": sc.batch, "latent_shape": list(sc.latent_shape), "image_tokens": image_tokens,
@@ -306,7 +307,7 @@ def measure_here(scale: str) -> dict:
 # -- the case (parent process) -------------------------------------------------------------------
 def skipped(reason: str) -> Measurement:
     """The keys with None values and why, built without touching a model."""
-    return Measurement({"gpu_step_s": dict.fromkeys(MODES), "gpu_mfu": dict.fromkeys(MODES), "gpu": None},
+    return Measurement({"gpu_compile_step_s": dict.fromkeys(MODES), "gpu_compile_mfu": dict.fromkeys(MODES)},
                        {"skipped": reason})
 
 

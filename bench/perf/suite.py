@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 # case name -> module with measure(scale, workdir); in the order
 CASES = {"overhead": "bench.perf.overhead", "offline": "bench.perf.offline", "fid": "bench.perf.frechet",
          "quick_run": "bench.perf.quickrun", "nfe": "bench.perf.nfe", "threads": "bench.perf.threads",
-         "busy": "bench.perf.busy", "gpu": "bench.perf.gpu"}
+         "busy": "bench.perf.busy", "gpu": "bench.perf.gpu_check", "gpu_compile": "bench.perf.gpu"}
 # the keys each case must write (None when it failed or does not apply)
 KEYS = {"overhead": ["harness_overhead_ratio"], "offline": ["offline_stage_s", "offline_stage_peak_gib"],
         "fid": ["fid_speedup_vs_sqrtm", "fid_rel_diff"], "quick_run": ["quick_run_s", "quick_run_stages_s", "quick_rerun_s", "quick_rerun_ratio"],
-        "nfe": ["nfe_to_match"], "threads": ["threads"], "busy": ["busy"], "gpu": ["gpu", "gpu_step_s", "gpu_mfu"]}
+        "nfe": ["nfe_to_match"], "threads": ["threads"], "busy": ["busy"], "gpu": ["gpu", "gpu_step_s", "gpu_mfu", "gpu_estimates"],
+        "gpu_compile": ["gpu_compile_step_s", "gpu_compile_mfu"]}
 
 
 @dataclass(frozen=True)

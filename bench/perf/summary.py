@@ -18,7 +18,7 @@ def markdown(result: dict) -> str:
         shown = "not measured" if value is None else _num(value)
         word = "–" if verdict is None else ("met" if verdict["met"] else f"**missed**: {verdict['miss']}")
         lines.append(f"| `{key}` | {shown} | {target.op} {target.value:g} | {word} |")
-    lines += _stages(result) + _nfe(result) + _threads(result) + _busy(result) + _gpu(result)
+    lines += _stages(result) + _nfe(result) + _threads(result) + _busy(result) + _gpu(result) + _gpu_compile(result)
     if result["errors"]:
         lines += ["", "## Errors", ""] + [f"- {name}: {msg}" for name, msg in result["errors"].items()]
     return "\n".join(lines) + "\n"
@@ -95,11 +95,40 @@ def _busy(result: dict) -> list[str]:
     return lines + ([f"\nbench's defaults: {defaults}."] if defaults else [])
 
 
+def _shown(x) -> str:
+    """A number, or a dash where none was measured or estimated."""
+    return "–" if x is None else _num(x)
+
+
 def _gpu(result: dict) -> list[str]:
-    if not result.get("gpu"):
-        reason = result.get("details", {}).get("gpu", {}).get("skipped", "the gpu case did not run")
-        return ["", "## GPU (the one-GPU preset, bf16, SDPA)", "", f"Not measured: {reason}."]
-    step, mfu = result.get("gpu_step_s") or {}, result.get("gpu_mfu") or {}
-    rows = [f"| {k} | {_num(step.get(k))} | {_num(mfu.get(k))} |" for k in ("eager", "compiled")]
-    return ["", f"## GPU: {result['gpu']} (the one-GPU preset, bf16, SDPA)", "", "| mode | s/step | MFU |",
-            "|---|---|---|"] + rows
+    """The GPU check: the preset's step and MFU, then each estimate measured against (bench.perf.gpu_check)."""
+    details = result.get("details", {}).get("gpu")
+    if details is None:
+        return []
+    title = "## GPU check (the one-GPU preset, bf16; `bench bench --only gpu`)"
+    if "skipped" in details or "parts" not in details:
+        return ["", title, "", f"Not measured: {details.get('skipped', 'the gpu case did not run')}."]
+    train = details["parts"].get("train", {}).get("details", {})
+    lines = ["", title, "", f"Device: {details['device']} ({details['size']} size). Training step "
+             f"({train.get('micro_batches')} micro-batches of {train.get('micro_batch')}): "
+             f"{_shown(result.get('gpu_step_s'))} s, MFU {_shown(result.get('gpu_mfu'))}.", "",
+             "| part | estimate | measured | estimated | measured / estimated |", "|---|---|---|---|---|"]
+    for r in details.get("comparisons", []):
+        lines.append(f"| {r['part']} | {r['what']} ({r['unit']}) | {_shown(r['measured'])} | {_shown(r['estimated'])} "
+                     f"| {_shown(r['ratio'])}: {r['verdict']} |")
+    failed = [f"- {name}: {part['error']}" for name, part in details["parts"].items() if "error" in part]
+    return lines + (["", "Parts that failed:", ""] + failed if failed else [])
+
+
+def _gpu_compile(result: dict) -> list[str]:
+    """The preset's micro-batch step eager vs compiled (bench.perf.gpu)."""
+    details = result.get("details", {}).get("gpu_compile")
+    if details is None:
+        return []
+    if "skipped" in details:
+        return ["", "## GPU, eager vs torch.compile (the one-GPU preset, bf16, SDPA)", "",
+                f"Not measured: {details['skipped']}."]
+    step, mfu = result.get("gpu_compile_step_s") or {}, result.get("gpu_compile_mfu") or {}
+    rows = [f"| {k} | {_shown(step.get(k))} | {_shown(mfu.get(k))} |" for k in ("eager", "compiled")]
+    return ["", f"## GPU: {details.get('device')}, eager vs torch.compile (the one-GPU preset, bf16, SDPA)", "",
+            "| mode | s/step | MFU |", "|---|---|---|"] + rows
