@@ -230,7 +230,7 @@ def _parameters(scope: str) -> list[str]:
 
 # Settings that say where and how often work is done, never what it computes: they feed no hash,
 # so moving a grid to Slurm or checkpointing more often reuses every finished stage.
-NEVER_HASHED = ("executor.", "train.checkpoint_", "train.activation_checkpointing",
+NEVER_HASHED = ("executor.", "train.checkpoint_", "train.activation_checkpointing", "train.sync_every",
                 "loader.", "budget.")  # no effect on results (loader: how classifier batches are read;
 # budget: the device throughput a cell's GPU-hours are estimated at, bench.pipeline.budget)
 

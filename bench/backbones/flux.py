@@ -122,6 +122,10 @@ class FluxBackbone(Backbone):
         self.register_buffer("img_ids", image_ids(h, w), persistent=False)
         self.register_buffer("txt_ids", torch.zeros(self.n_tokens, 3), persistent=False)
 
+    def repeated_blocks(self) -> list:
+        """FLUX's double-stream and single-stream transformer blocks (`train.compile` compiles them)."""
+        return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
+
     def conditioning(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Condition tokens (B, n_tokens) -> (encoder_hidden_states, pooled_projections)."""
         return self.token_embedding(tokens), self.pooled_embedding(tokens).mean(dim=1)

@@ -16,11 +16,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import gin
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import load_file, save_file
 
 from bench.pipeline import sharding
@@ -69,11 +69,20 @@ class TrainConfig:
     # recompute each block's activations in the backward pass instead of keeping them: less memory
     # for about a third more compute, same results (FLUX backbones; not part of the config hash)
     activation_checkpointing: bool = False
+    # steps between reads of the loss on the host (each read waits for the device to finish its
+    # queued work): the loss trace and convergence rule see every step's loss all the same, and a
+    # non-finite loss stops training at the read after it, within this many steps. 10 matches the
+    # interval at which several processes already agree on the checkpoint clock (one collective
+    # per 10 steps) and costs under 1% of a run's steps if a NaN must be found. Not hashed.
+    sync_every: int = 10
+    # torch.compile each repeated block of the backbone (FLUX's transformer blocks; a backbone
+    # without them says so): faster steps after a compilation of about a minute
+    compile: bool = False
 
     def __post_init__(self):
         """One-line errors at `bench validate` time, before anything trains."""
         ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1,
-                "threads": 0, "micro_batches": 1}
+                "threads": 0, "micro_batches": 1, "sync_every": 1}
         for name, low in ints.items():
             value = getattr(self, name)
             if not is_int(value) or value < low:
@@ -97,8 +106,9 @@ class TrainConfig:
                              f"train.micro_batches={self.micro_batches} equal parts; use a multiple")
         if self.mixed_precision not in PRECISIONS:
             raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
-        if not isinstance(self.activation_checkpointing, bool):
-            raise BenchError(f"train.activation_checkpointing={self.activation_checkpointing!r}: use True or False")
+        for name in ("activation_checkpointing", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise BenchError(f"train.{name}={getattr(self, name)!r}: use True or False")
         self._check_sharding()
 
     def _check_sharding(self) -> None:
@@ -171,13 +181,13 @@ class TrainState:
     history: list = field(default_factory=list)  # every step's loss, for the convergence check
     seconds: float = 0.0
     sharded: bool = False  # FSDP: weights and AdamW state live in shards (bench.pipeline.sharding)
+    shard_writer: Optional[sharding.AsyncShardWriter] = None  # sharded checkpoints, written in the background
+    checkpoint_seconds: float = 0.0  # how long the last checkpoint held training up (CheckpointClock)
 
     @property
     def weights(self) -> dict:
-        """The model's whole state dict (unwrapped from accelerate; gathered from the shards, a
-        collective, when sharded)."""
-        if self.sharded:
-            return sharding.full_weights(self.model)
+        """The model's whole state dict (unwrapped from accelerate; unsharded training only: a
+        sharded model's weights are gathered by `sharding.gather_into`)."""
         return self.accelerator.unwrap_model(self.model).state_dict()
 
     def state_dict(self) -> dict:
@@ -249,13 +259,16 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
 
     With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
     every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the
-    newest complete one for `config_hash`, continuing bit for bit as if never interrupted (weights and loss trace). A non-finite loss raises CellFailed and keeps
+    newest complete one for `config_hash`, continuing bit for bit as if never interrupted (weights and loss trace). A non-finite loss raises CellFailed at the
+    next read of the losses (every `cfg.sync_every` steps and before every checkpoint) and keeps
     the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
     wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
     (`micro_batch_rows`) and the ranks keep identical weights; only the main process writes checkpoints.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if cfg.compile:
+        backbone.compile_blocks()  # a backbone without repeated blocks says so (bench.backbone)
     state = _setup(backbone, cfg, seed, len(labels))
     if state.batches.batch_size < cfg.batch_size:
         log.warning("train.batch_size=%d exceeds the %d training samples: every step uses %d of them, a "
@@ -264,22 +277,30 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
-    clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None)
+    clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None, cost=lambda: state.checkpoint_seconds)
+    draws, losses = None, []  # the next step's batch drawn ahead; losses not yet read on the host
     for step in progress.bar(range(state.step, cfg.steps), "train", total=cfg.steps, unit="step",
                              initial=state.step):
-        state.window.append(_step(method, state, latents, labels, cfg))
-        state.history.append(state.window[-1])
-        state.step = step + 1
-        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-            state.loss_trace.append((state.step, sum(state.window) / len(state.window)))
-            state.window = []
-        if clock.due(state.step):
+        if draws is None:
+            draws = _draw(method, state, latents, labels, cfg)
+        losses.append(_step(method, state, draws, cfg))
+        state.step, draws = step + 1, None
+        checkpoint = clock.due(state.step)
+        if not checkpoint and state.step < cfg.steps:  # a checkpoint holds the generator before them
+            draws = _draw(method, state, latents, labels, cfg)  # while the device runs this step
+        if checkpoint or state.step % cfg.sync_every == 0 or state.step == cfg.steps:
+            _read_losses(losses, state, cfg)  # raises on a non-finite loss, before any checkpoint
+        if checkpoint:
             state.seconds = seconds_before + time.perf_counter() - t0
             _checkpoint(checkpoint_dir, config_hash, state)
+    if cfg.compile:  # sampling runs the blocks eagerly, at its own batch sizes and precision
+        backbone.uncompile_blocks()
     if state.ema is not None:
         state.ema.copy_to(backbone.parameters())
+    if state.shard_writer is not None:  # the last checkpoint on disk before anyone moves on
+        state.shard_writer.close()
     if state.sharded:  # the trained shards, gathered into the plain backbone on every process
-        backbone.load_state_dict(state.weights)
+        sharding.gather_into(state.model, backbone)
     seconds = seconds_before + time.perf_counter() - t0
     return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
                        convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
@@ -290,23 +311,37 @@ class CheckpointClock:
     """When to write a checkpoint: every `checkpoint_every` steps, and once `checkpoint_minutes`
     of wall time have passed since the last one (or the start of this process's training).
 
+    The time rule also keeps checkpoints under BUDGET (2 %) of the training time: the next one is
+    due no sooner than the last one's measured cost (`cost()`: the seconds it held training up)
+    divided by BUDGET, since the last one began. A sharded checkpoint holds training up only while
+    the shards are copied to host memory (they are written in the background), so the 10 minutes
+    rule; a large unsharded one, written synchronously, stretches the interval to stay in budget.
+    Checkpoints asked for by step (`checkpoint_every`) are written when asked, whatever they cost.
+
     The time rule is decided on the main process and shared (`distributed.agree`), so all ranks
     checkpoint at the same step whatever their clocks say; with several processes it is looked at
     every AGREE_EVERY steps only, so the shared decision costs one small broadcast per that many steps.
     """
 
     AGREE_EVERY = 10
+    BUDGET = 0.02  # the most of the training time that time-based checkpoints may hold it up
 
-    def __init__(self, cfg: TrainConfig, enabled: bool = True):
+    def __init__(self, cfg: TrainConfig, enabled: bool = True, cost: Callable[[], float] = lambda: 0.0):
         self.every = cfg.checkpoint_every if enabled else 0
         self.seconds = 60.0 * cfg.checkpoint_minutes if enabled else 0.0
+        self.cost = cost
         self._last = time.perf_counter()
+
+    def interval(self) -> float:
+        """Seconds from the start of one time-based checkpoint to the next: the configured minutes,
+        or longer where the last checkpoint's cost would exceed BUDGET of them."""
+        return max(self.seconds, self.cost() / self.BUDGET)
 
     def due(self, step: int) -> bool:
         """Whether to checkpoint after `step`; restarts the timer when it says yes."""
         by_steps = bool(self.every) and step % self.every == 0
         look = bool(self.seconds) and (distributed.world() == 1 or step % self.AGREE_EVERY == 0)
-        by_time = look and distributed.agree(time.perf_counter() - self._last >= self.seconds)
+        by_time = look and distributed.agree(time.perf_counter() - self._last >= self.interval())
         if by_steps or by_time:
             self._last = time.perf_counter()
         return by_steps or by_time
@@ -323,9 +358,9 @@ def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
         log.info("train.sharding='fsdp' on one process: nothing to shard, training unsharded")
     if sharded:
         model = sharding.shard(backbone, accelerator.device, cfg.mixed_precision)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = _adamw(model.parameters(), cfg, accelerator.device)
     else:
-        optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = _adamw(backbone.parameters(), cfg, accelerator.device)
         model, optimizer = accelerator.prepare(backbone, optimizer)
     warmup = max(cfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -355,52 +390,140 @@ def _accelerator(mixed_precision: str) -> Accelerator:
     held = AcceleratorState._shared_state
     if held and held.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    # DDP's gradients as views into its all-reduce buckets: one copy of the gradients, not two
+    buckets = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+                       kwargs_handlers=[buckets])
 
 
-def _step(method, state: TrainState, latents, labels, cfg: TrainConfig) -> float:
-    """One optimisation step over the global batch; returns its mean loss.
+def _adamw(params, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused on a GPU: one kernel over all parameters, without the foreach path's
+    parameter-sized temporaries (and its step counters on the device, so no host read). On the
+    CPU torch's default per-parameter loop, the one every CPU result so far was computed with."""
+    fused = True if device.type == "cuda" else None
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
-    Every rank draws the whole batch's randomness (so all ranks stay in step), then trains on its
-    micro-batches (`micro_batch_rows`), each loss scaled so the gradients sum to the batch mean's;
-    DDP averages over ranks. A non-finite loss stops the cell before the optimiser touches the weights.
+
+@dataclass
+class Draws:
+    """One step's batch and randomness, drawn ahead of it: this rank's rows on the device."""
+
+    x1: torch.Tensor  # latents of this rank's rows
+    labels: torch.Tensor
+    index: torch.Tensor  # their training-set row indices
+    eps: torch.Tensor
+    t: torch.Tensor
+    parts: list  # (micro-batch number, its rows among the above), `micro_batch_rows`
+    seeds: Optional[list]  # one generator seed per micro-batch when there are several
+
+
+def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws:
+    """The next step's batch indices, noise, times and micro-batch seeds, from the run's generator.
+
+    The draws are those of the whole global batch, in this fixed order, on every rank (so all
+    ranks stay in step); only this rank's rows go to the device. `train` calls it right after the
+    previous step, while the device still runs that step, and after the step's loss has drawn
+    whatever it draws from the same generator: the order of draws, hence every number, is that of
+    a loop drawing at the start of each step.
     """
-    accelerator, generator, m = state.accelerator, state.generator, cfg.micro_batches
+    generator, m, device = state.generator, cfg.micro_batches, state.accelerator.device
     full = state.batches.next()
     eps = torch.randn((len(full), *latents.shape[1:]), generator=generator)
     t = method.sample_time(len(full), generator)
     # a loss that draws randomness gets one generator per micro-batch, whichever rank runs it
     seeds = torch.randint(0, 2**62, (m,), generator=generator).tolist() if m > 1 else None
-    parts = micro_batch_rows(len(full), m, accelerator.process_index, accelerator.num_processes)
-    scale, total = accelerator.num_processes / m, torch.zeros(())
-    for j, (k, rows) in enumerate(parts):
-        last = j == len(parts) - 1
+    parts = micro_batch_rows(len(full), m, state.accelerator.process_index, state.accelerator.num_processes)
+    mine = slice(parts[0][1].start, parts[-1][1].stop)  # a rank's micro-batches are contiguous
+    local = [(k, slice(rows.start - mine.start, rows.stop - mine.start)) for k, rows in parts]
+    rows = full[mine]
+    return Draws(_gather(latents, rows, device), _to_device(labels[rows], device), _to_device(rows, device),
+                 _to_device(eps[mine], device), _to_device(t[mine], device), local, seeds)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`. A CPU tensor bound for a GPU goes through pinned memory with a non-blocking
+    copy: a copy from pageable memory would wait for all the work queued on the device first.
+    PyTorch's pinned-memory cache keeps the buffer until the copy is done. On the CPU: `x` itself."""
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
+def _gather(data: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """data[rows] on `device`; from CPU data bound for a GPU, gathered straight into pinned memory.
+    The latents stay on the host: resident on the GPU they would take the whole training set's
+    size of device memory to save one batch-sized copy per step that overlaps the previous step."""
+    if device.type != "cuda" or data.device.type != "cpu":
+        return data[rows.to(data.device)].to(device)
+    out = torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype, pin_memory=True)
+    return torch.index_select(data, 0, rows, out=out).to(device, non_blocking=True)
+
+
+def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Tensor:
+    """One optimisation step over the global batch; returns this rank's summed micro-batch losses,
+    on the device, unread (`_read_losses` reads them every `train.sync_every` steps).
+
+    Each rank trains on its micro-batches (`micro_batch_rows`), each loss scaled so the gradients
+    sum to the batch mean's; DDP averages over ranks. Nothing here waits for the device: a
+    non-finite loss is found at the next read, which stops the cell before any checkpoint.
+    """
+    accelerator, m = state.accelerator, cfg.micro_batches
+    scale, total = accelerator.num_processes / m, None
+    for j, (k, rows) in enumerate(draws.parts):
+        last = j == len(draws.parts) - 1
         with contextlib.nullcontext() if last or state.sharded else accelerator.no_sync(state.model):
-            gen = torch.Generator().manual_seed(seeds[k]) if seeds else generator
-            loss = _micro_loss(method, state, latents[full[rows]], labels[full[rows]], full[rows],
-                               eps[rows], t[rows], gen)
+            gen = torch.Generator().manual_seed(draws.seeds[k]) if draws.seeds else state.generator
+            loss = _micro_loss(method, state, draws.x1[rows], draws.labels[rows], draws.index[rows],
+                               draws.eps[rows], draws.t[rows], gen)
             accelerator.backward(loss * scale if scale != 1 else loss)
-        total = total + loss.detach().float().cpu()
-    if accelerator.num_processes > 1:
-        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
-    value = float(total / m) if m > 1 else float(total)
-    if not math.isfinite(value):
-        raise CellFailed(f"non-finite training loss ({value}) at step {state.step + 1}; "
-                         "lower train.lr or enable train.grad_clip")
+        part = loss.detach().float()
+        total = part if total is None else total + part
     if cfg.grad_clip > 0 and state.sharded:  # the norm of the whole gradient, over every shard
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     elif cfg.grad_clip > 0:
         accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     state.optimizer.step()
     state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
+    # DDP: the gradients are views into its all-reduce buckets (`_accelerator`); zeroed in place they
+    # stay so, where set to None the next micro-batches would allocate a second copy beside them
+    state.optimizer.zero_grad(set_to_none=not _ddp(state))
     if state.ema is not None:
         state.ema.step(state.model.parameters())
-    return value
+    return total
+
+
+def _ddp(state: TrainState) -> bool:
+    """Whether accelerate wrapped the model in DDP (several processes, unsharded)."""
+    return state.accelerator.num_processes > 1 and not state.sharded
+
+
+def _read_losses(losses: list, state: TrainState, cfg: TrainConfig) -> None:
+    """Read the unread steps' losses on the host (one wait for the device, and with several
+    processes one all-reduce, for all of them) and file them as each step would have: the window
+    of the loss trace, the history the convergence rule reads, a trace entry every `log_every`
+    steps. The first non-finite one stops the cell, named by its step. Empties `losses`."""
+    if not losses:
+        return
+    totals, m = torch.stack(losses), cfg.micro_batches
+    if state.accelerator.num_processes > 1:
+        totals = state.accelerator.reduce(totals, "sum")
+    values = (totals / m if m > 1 else totals).tolist()  # the float32 mean, as a step's float() read it
+    first = state.step - len(values) + 1
+    losses.clear()
+    for step, value in enumerate(values, first):
+        if not math.isfinite(value):
+            raise CellFailed(f"non-finite training loss ({value}) at step {step}; "
+                             "lower train.lr or enable train.grad_clip")
+        state.window.append(value)
+        state.history.append(value)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            state.loss_trace.append((step, sum(state.window) / len(state.window)))
+            state.window = []
 
 
 def _micro_loss(method, state: TrainState, x1, y, idx, eps, t, generator) -> torch.Tensor:
-    """`method.loss` on one micro-batch (rows `idx` of the data)."""
+    """`method.loss` on one micro-batch (rows `idx` of the data). The loop hands its tensors over
+    on the device already (`_draw`); CPU ones are moved there."""
     device = state.accelerator.device
     cond = method.training_condition(y, idx).to(device)
     with state.accelerator.autocast():
@@ -432,13 +555,18 @@ def _make_ema(backbone, decay: float):
 
 # -- checkpoints ---------------------------------------------------------------------------
 def _checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
-    """Write a checkpoint: the main process alone (every process holds the same weights), or every
-    process its shards (sharded training); the others wait until it is complete."""
+    """Write a checkpoint: the main process alone (every process holds the same weights; the others
+    wait until it is complete), or every process its shards, in the background (sharded training).
+    Records how long training was held up (`state.checkpoint_seconds`, for CheckpointClock)."""
+    start = time.perf_counter()
     if state.sharded:
         _save_sharded_checkpoint(folder, config_hash, state)
-    elif state.accelerator.is_main_process:
-        _save_checkpoint(folder, config_hash, state)
-    state.accelerator.wait_for_everyone()
+    else:
+        if state.accelerator.is_main_process:
+            _save_checkpoint(folder, config_hash, state)
+        state.accelerator.wait_for_everyone()
+    state.checkpoint_seconds = time.perf_counter() - start
+    log.debug("checkpoint of step %d held training up for %.3f s", state.step, state.checkpoint_seconds)
 
 
 def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
@@ -458,21 +586,38 @@ def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
 
 
 def _save_sharded_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
-    """Every process writes its shards into the main process's staging folder; the main process
-    adds the trainer state and publishes the folder once all shards are on disk."""
+    """Every process stages its shards for the main process's staging folder and writes them in the
+    background (`sharding.AsyncShardWriter`); the main process adds the trainer state now, and its
+    writer thread publishes the folder (manifest, then rename: atomic as ever) once every shard is
+    on disk, then drops the older checkpoints. A kill before that leaves the previous checkpoint."""
+    if state.shard_writer is None:  # a collective, at the same step on every rank
+        state.shard_writer = sharding.AsyncShardWriter()
+    state.shard_writer.wait()  # the previous checkpoint published (or its error raised) first
     if not sharding.all_true(sharding.local_weights_finite(state.model)):
         raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
                          "enable train.grad_clip")
     main, target = state.accelerator.is_main_process, Path(folder) / f"step_{state.step:08d}"
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(stage_dir(target, config_hash, step=state.step, sharded=True)) if main else None
+    staged = contextlib.ExitStack()  # the main process's staging folder, open until the writer ends it
+    try:
+        tmp = staged.enter_context(stage_dir(target, config_hash, step=state.step, sharded=True)) if main else None
         tmp = Path(distributed.agree(str(tmp) if main else None))
-        sharding.save_shards(tmp, state.model, state.optimizer)
         if main:
             save_state(tmp, "trainer_state", state.state_dict())
-        state.accelerator.wait_for_everyone()  # every shard written before the folder is published
-    if main:
-        _drop_older(folder, target)
+        state.shard_writer.start(tmp, state.model, state.optimizer,
+                                 lambda error: _end_staged(staged, folder, target, error) if main else None)
+    except BaseException as exc:
+        staged.__exit__(type(exc), exc, exc.__traceback__)  # the staging folder removed
+        raise
+
+
+def _end_staged(staged: contextlib.ExitStack, folder: Path, target: Path, error: Optional[BaseException]) -> None:
+    """Publish a staged sharded checkpoint (manifest, rename) and drop the older ones, or on
+    `error` remove its staging folder. Runs in the main process's writer thread."""
+    if error is not None:
+        staged.__exit__(type(error), error, error.__traceback__)
+        return
+    staged.close()
+    _drop_older(folder, target)
 
 
 def _drop_older(folder: Path, target: Path) -> None:
