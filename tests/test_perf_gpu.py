@@ -127,10 +127,9 @@ def test_peak_flops_by_device_name(name, flops):
 
 
 def test_preset_reader_agrees_with_gin():
-    import bench.pipeline.trainer  # noqa: F401  (the preset also binds train.*)
-
     ours = gpu.preset_hyperparameters()
-    gin.parse_config_file(str(gin_dir() / gpu.PRESET))
+    # the preset also binds train.*, sample.*, ...: only its flux.* bindings are compared
+    gin.parse_config_file(str(gin_dir() / gpu.PRESET), skip_unknown=True)
     try:
         theirs = {name: gin.query_parameter(f"flux.{name}") for name in ours}
     finally:

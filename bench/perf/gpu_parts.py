@@ -103,25 +103,28 @@ def transformer_config(backbone) -> dict:
 
 
 # -- (a) + (b): the training step --------------------------------------------------------------
-def _clocked_method(probe_call: int):
-    """Vanilla FM whose loss stamps the clock at every micro-batch; at call `probe_call` (1-based)
-    it also records the device memory the forward pass kept for backward."""
+def _clocked_method(micro_batches: int, probe_call: int):
+    """Vanilla FM whose loss stamps the clock at the first micro-batch of every step (one device
+    sync per step, where the trainer's own loop may have none); at call `probe_call` (1-based) it
+    also records the device memory that the forward kept for backward."""
     from bench.methods.fm import FlowMatching
 
     class Clocked(FlowMatching):
-        """`stamps[i]`: when loss call i began (device synced); `saved_gib`: memory the probed
-        forward added (activations saved for backward, autocast's bf16 weight copies included)."""
+        """`stamps[k]`: when step k's first loss call began (device synced); `saved_gib`: memory
+        the probed forward added (activations saved for backward, autocast's bf16 weight copies)."""
 
         def __init__(self):
             super().__init__()
-            self.stamps: list[float] = []
+            self.calls, self.stamps = 0, []
             self.saved_gib: Optional[float] = None
 
         def loss(self, backbone, batch):
-            self.stamps.append(dev.clock())
-            before = dev.allocated_gib()
+            self.calls += 1
+            if (self.calls - 1) % micro_batches == 0:
+                self.stamps.append(dev.clock())
+            before = dev.allocated_gib()  # the allocator's own count: exact without a sync
             out = super().loss(backbone, batch)
-            if len(self.stamps) == probe_call and before is not None:
+            if self.calls == probe_call and before is not None:
                 self.saved_gib = dev.allocated_gib() - before
             return out
 
@@ -176,7 +179,7 @@ def train(sz: Sizes, workdir: Path) -> dict:
 
     m, steps = sz.micro_batches, sz.warmup_steps + sz.timed_steps
     fp = footprint_of(sz, sz.batch_size, m, "none")
-    method = _clocked_method(probe_call=(steps - 1) * m + 1)  # the last step's first micro-batch
+    method = _clocked_method(m, probe_call=(steps - 1) * m + 1)  # the last step's first micro-batch
     backbone = flux_backbone(sz, method, dev.device())
     g = torch.Generator().manual_seed(0)
     latents = torch.randn((2 * sz.batch_size, *sz.latent_shape), generator=g)
@@ -189,7 +192,7 @@ def train(sz: Sizes, workdir: Path) -> dict:
         bench_train(method, backbone, latents, labels, cfg, seed=0)
     end = dev.clock()
     peak, reserved = dev.peak_gib(), dev.peak_reserved_gib()
-    starts = method.stamps[::m] + [end]
+    starts = method.stamps + [end]
     step_s = [b - a for a, b in zip(starts, starts[1:])]
     optimiser_s = [b - a for a, b in zip(pre, post)]
     counted = counted_flops(backbone, sz) * m
