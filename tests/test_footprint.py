@@ -1,70 +1,125 @@
-"""The training footprint `bench validate` prints and checks, against hand computations."""
-
-from types import SimpleNamespace
+"""The training footprint `bench validate` prints and checks: how the traced step composes over
+processes, DDP and FSDP, against hand computations from the trace's parts."""
 
 import pytest
 import torch
 
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
-from bench.pipeline.footprint import GIB, Footprint, devices_needed, estimate, require_fit
 from bench.errors import BenchError
+from bench.pipeline.footprint import GIB, Footprint, devices_needed, estimate, micro_batches_needed, require_fit
+
+HP = dict(num_layers=1, num_single_layers=2, attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
+          pooled_projection_dim=32, axes_dims_rope=(8, 12, 12))
 
 
-def test_mlp_state_is_16_bytes_a_parameter_and_6_flops_a_parameter_and_sample():
+@pytest.fixture(scope="module")
+def flux():
+    with torch.device("meta"):
+        return FluxBackbone((4, 16, 16), 11, 1, **HP)
+
+
+def test_mlp_is_traced_too_state_16_bytes_a_parameter():
     with torch.device("meta"):
         backbone = MLPBackbone((2,), 2, 1)
     n = sum(p.numel() for p in backbone.parameters())
     fp = estimate(backbone, batch_size=512, micro_batches=1, processes=1, mixed_precision="no")
     assert fp.parameters == n
     assert (fp.weights_gib, fp.gradients_gib, fp.optimiser_gib) == pytest.approx((4 * n / GIB, 4 * n / GIB, 8 * n / GIB))
-    assert fp.activations_gib is None and "activations not estimated" in fp.describe()
-    assert fp.flops_per_step == pytest.approx(6 * n * 512)
+    assert fp.activations_gib > 0 and fp.total_gib > 16 * n / GIB
+    assert fp.flops_per_step > 0
 
 
-def test_flux_activations_and_flops_follow_tokens_width_and_layers():
-    hp = dict(num_layers=2, num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-              pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
-    with torch.device("meta"):
-        backbone = FluxBackbone((1, 16, 16), 11, 1, **hp)
-    n = sum(p.numel() for p in backbone.parameters())
-    tokens, hidden, layers = 8 * 8 + 1, 2 * 16, 3  # 2x2 patches of a 16x16 latent, one condition token
-    fp = estimate(backbone, batch_size=32, micro_batches=2, processes=2, mixed_precision="bf16")
-    assert fp.batch == 8  # 32 split into 2 micro-batches on each of 2 processes
-    assert fp.activations_gib == pytest.approx(8 * tokens * hidden * layers * 34 / GIB)
-    assert fp.flops_per_step == pytest.approx(32 * (6 * n * tokens + 12 * layers * tokens**2 * hidden))
-    fp32 = estimate(backbone, batch_size=32, micro_batches=2, processes=2, mixed_precision="no")
-    assert fp32.activations_gib == pytest.approx(2 * fp.activations_gib)
+def test_an_untraceable_backbone_gets_the_parameter_terms_and_says_so():
+    class Opaque(torch.nn.Module):  # no sample_shape: the trace cannot feed it
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 4)
+
+    fp = estimate(Opaque(), batch_size=8, micro_batches=1, processes=1, mixed_precision="no")
+    assert fp.trace is None and fp.total_gib == pytest.approx(16 * 20 / GIB)
+    assert "activations not estimated (its step does not trace under fake tensors" in fp.describe()
+    assert fp.flops_per_step == 6 * 20 * 8
+
+
+def test_one_process_is_the_trace_and_accumulation_holds_every_gradient(flux):
+    one = estimate(flux, batch_size=32, micro_batches=1, processes=1, mixed_precision="bf16")
+    acc = estimate(flux, batch_size=64, micro_batches=2, processes=1, mixed_precision="bf16")
+    assert one.batch == acc.batch == 32 and one.trace is acc.trace  # same micro-batch: one (cached) trace
+    assert one.total_gib * GIB == pytest.approx(max(sum(one.trace.first.values()), sum(one.trace.optimiser_step.values())))
+    assert acc.total_gib * GIB == pytest.approx(sum(acc.trace.accumulating.values()))
+    assert acc.trace.accumulating["gradients"] == acc.trace.gradients > acc.trace.first["gradients"]
+    assert acc.flops_per_step == pytest.approx(2 * one.flops_per_step)
+    # the bf16 copies of the weights are told apart, and only exist under autocast
+    assert one.weight_copies_gib > 0
+    assert estimate(flux, 32, 1, 1, "no").weight_copies_gib == 0
+
+
+def test_sharded_activations_are_a_whole_micro_batch_per_rank(flux):
+    """`executor.tasks_per_node=8 train.sharding='fsdp'`: 8 micro-batches of 32, one per rank."""
+    fp = estimate(flux, batch_size=256, micro_batches=8, processes=1, mixed_precision="bf16", sharding="fsdp").on(8)
+    assert fp.batch == 32 and not fp.accumulating
+    assert fp.activations_gib * GIB == fp.trace.activations_most  # the traced micro-batch of 32, whole
+    assert fp.trace.rows == 32
+    n = fp.parameters
+    assert fp.weights_gib == pytest.approx(4 * n / 8 / GIB) and fp.optimiser_gib == pytest.approx(8 * n / 8 / GIB)
+    expected = 16 * n / 8 / GIB + fp.activations_gib + fp.gathered_gib
+    assert fp.total_gib == pytest.approx(max(expected, fp.optimiser_step_gib))
+
+
+def test_gathered_units_are_two_bf16_blocks_their_gradients_and_the_fp32_reduce_copy():
+    fp = Footprint(parameters=1000 * 2**20, largest_unit=100 * 2**20, batch_size=8, micro_batches=1, processes=4,
+                   mixed_precision="bf16", sharded=True, root_parameters=10 * 2**20)
+    assert fp.gathered_gib == pytest.approx((100 * (2 * 2 + 2 + 4) + 10 * 2) / 1024)
+    assert (fp.weights_gib, fp.gradients_gib, fp.optimiser_gib) == pytest.approx((1000 * 4 / 4 / 1024,
+                                                                                  1000 * 4 / 4 / 1024,
+                                                                                  1000 * 8 / 4 / 1024))
+    fp32 = Footprint(**{**fp.__dict__, "mixed_precision": "no"})
+    assert fp32.gathered_gib == pytest.approx((100 * (2 * 4 + 4) + 10 * 4) / 1024)
+
+
+def test_ddp_fsdp_and_checkpointing_order(flux):
+    args = dict(batch_size=64, micro_batches=2, mixed_precision="bf16")
+    single = estimate(flux, processes=1, **args)
+    ddp = estimate(flux, processes=2, **args)
+    copies = estimate(flux, processes=2, bucket_view=False, **args)
+    fsdp = estimate(flux, processes=2, sharding="fsdp", **args)
+    recomputed = estimate(flux, processes=1, activation_checkpointing=True, **args)
+    # DDP over 2: one micro-batch each, gradients born in the backward; buckets only as copies
+    assert ddp.total_gib < single.total_gib
+    assert copies.total_gib == pytest.approx(ddp.total_gib + ddp.parameters * 4 / GIB)
+    assert fsdp.weights_gib == pytest.approx(single.weights_gib / 2)
+    assert fsdp.activations_gib >= ddp.activations_gib  # no fewer activations than the unsharded rank
+    assert recomputed.activations_gib < 0.5 * single.activations_gib
+    assert recomputed.flops_per_step > 1.2 * single.flops_per_step  # the second forward counted
+    ema = estimate(flux, processes=1, ema=True, **args)
+    assert ema.total_gib == pytest.approx(single.total_gib + single.parameters * 4 / GIB)
 
 
 def test_a_step_larger_than_the_device_is_refused_with_ways_out():
     fp = Footprint(parameters=10 * 2**30, largest_unit=2**28, batch_size=8, micro_batches=1, processes=1,
                    mixed_precision="bf16")
-    assert fp.total_gib == pytest.approx(160.0)  # 16 B a parameter, activations not estimated
+    assert fp.total_gib == pytest.approx(160.0)  # 16 B a parameter: not traced, activations not estimated
     require_fit("d/m/seed0", fp, 256.0, "GPU")
     with pytest.raises(BenchError, match=r"d/m/seed0 needs ~160 GiB .* more than the 80 GiB of GPU; shard it "
                                          r"over 3 or more such devices \(train.sharding='fsdp' and "
                                          r"train.micro_batches=3 with executor.tasks_per_node=3.*use a smaller "
-                                         r"backbone preset"):
+                                         r"backbone preset \(--gin_file presets/flux_1gpu.gin"):
         require_fit("d/m/seed0", fp, 80.0, "GPU")
     # 4 micro-batches: 3 devices would fit but cannot share them; 4 can
     assert devices_needed(Footprint(**{**fp.__dict__, "micro_batches": 4}), 80.0) == 4
 
 
-def test_sharding_splits_the_state_and_adds_one_gathered_block():
-    fp = Footprint(parameters=1000 * 2**20, largest_unit=100 * 2**20, batch_size=8, micro_batches=1, processes=1,
-                   mixed_precision="bf16", sharded=True)
-    assert fp.total_gib == pytest.approx(1000 * 16 / 1024)  # one process: nothing sharded, nothing gathered
-    four = fp.on(4)
-    assert (four.weights_gib, four.gradients_gib, four.optimiser_gib) == pytest.approx(
-        (1000 * 4 / 4 / 1024, 1000 * 4 / 4 / 1024, 1000 * 8 / 4 / 1024))
-    assert four.gathered_gib == pytest.approx(100 * 2 * 2 / 1024)  # bf16 weights + gradients of one block
-    assert devices_needed(fp, four.total_gib) == 4
-
-
-def test_activation_checkpointing_keeps_block_inputs_and_one_block():
-    shape = (65, 32, 3)
-    plain = Footprint(10, 10, 32, 2, 2, "bf16", shape=shape)
-    recomputed = Footprint(10, 10, 32, 2, 2, "bf16", activation_checkpointing=True, shape=shape)
-    assert recomputed.activations_gib == pytest.approx(8 * 65 * 32 * (3 * 2 + 34) / GIB)
-    assert recomputed.activations_gib < plain.activations_gib
+def test_ways_out_of_a_traced_step_name_checkpointing_and_smaller_micro_batches(flux):
+    fp = estimate(flux, batch_size=256, micro_batches=1, processes=1, mixed_precision="bf16")
+    state = fp.micro_batch_gib - fp.activations_gib
+    device = state + 0.3 * fp.activations_gib  # the activations of a third of the batch fit beside the state
+    with pytest.raises(BenchError) as refused:
+        require_fit("d/m/seed0", fp, device, "GPU")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "train.activation_checkpointing=True" in message
+    micro = micro_batches_needed(fp, device)
+    assert micro == 4 and "train.micro_batches=4: 64 rows each" in message
+    # a small model is not told to use the preset it could only grow into
+    assert "presets/flux_1gpu.gin" not in message and "fewer flux.num_layers" in message

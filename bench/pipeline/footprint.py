@@ -1,21 +1,33 @@
-"""What one training step of a cell costs: parameters, memory per device, FLOPs. Estimates, from
-the backbone built on the meta device (no weights allocated), printed by `bench validate` and
-checked before anything runs, so a configuration that cannot fit its device is refused in one
-line instead of failing hours later.
+"""What one training step of a cell costs on each device: memory by part, and FLOPs, from a trace
+of the configured backbone (`bench.pipeline.step_trace`: fake tensors, nothing allocated), printed
+by `bench validate` and checked before anything runs, so a configuration that cannot fit its
+device is refused in one line, with the change that makes it fit, instead of failing hours later.
 
-Memory per process for AdamW training (accelerate keeps fp32 master weights under mixed
-precision): weights 4 B, gradients 4 B and the two AdamW moments 8 B per parameter, plus the
-activations kept for the backward pass. For the FLUX transformer those are estimated as
-34 B (16-bit) or 68 B (fp32) per token, hidden unit and layer per sample (Korthikanti et al. 2022,
-"Reducing activation recomputation", without the attention-score term that PyTorch's fused
-attention does not store), for the per-process micro-batch. With `train.activation_checkpointing`
-only each block's input is kept (2 B or 4 B per token and hidden unit) plus one block's
-activations while it is recomputed. With `train.sharding='fsdp'` each of the N processes holds
-1/N of the weights, gradients and AdamW state, plus the largest block gathered whole (its
-weights and gradients at the training precision) while it runs. FLOPs per step: 6 per parameter
-and token (forward + backward), plus the attention products, 12 x layers x tokens^2 x hidden
-(activation checkpointing adds one more forward, not counted).
-Other backbones get the parameter-based terms only (activations not estimated: said so).
+The trace runs one micro-batch of `train.batch_size // train.micro_batches` rows (each process
+trains whole micro-batches: sharding never splits one) through the loss, backward and the AdamW
+step, on one unsharded process, and reads what is live at the peak: fp32 weights (accelerate
+keeps fp32 master weights under mixed precision), gradients, AdamW's two moments, autocast's
+bf16 weight copies, and the activations and temporaries. Under gradient accumulation (more than
+one micro-batch per process) every gradient is held through the later micro-batches; with one,
+they are born during the backward. The step's peak is the larger of the micro-batch's and the
+AdamW step's (fused AdamW, as the trainer uses on a GPU; the foreach path adds a
+parameter-sized temporary, `fused_adamw=False`).
+
+Composed from the trace, per device:
+- one process, or DDP over N: the trace, plus a second copy of the gradients for DDP's buckets
+  unless `gradient_as_bucket_view` (the trainer sets it: `bucket_view=True`), plus an fp32 EMA
+  copy of the weights when `train.ema_decay > 0`;
+- FSDP over N (`train.sharding='fsdp'`): weights, gradients and AdamW state / N; activations of a
+  whole micro-batch (no autocast copies: FSDP gathers bf16 weights itself); the largest unit's
+  weights gathered twice (the unit that runs and the next, prefetched), its unsharded gradients
+  and, under bf16, their fp32 copy for the reduce-scatter; the root unit's weights, unsharded
+  from forward to backward.
+FLOPs per step: `FlopCounterMode`'s count of the traced micro-batch (forward + backward, and
+activation checkpointing's second forward, since it runs) times `train.micro_batches`.
+
+Not counted: kernels' workspaces, the CUDA context and allocator fragmentation (a few GiB on a
+GPU), the training data when it is resident on the device, and collective buffers. A backbone
+that cannot run under fake tensors gets the parameter terms only, and says so.
 """
 
 from __future__ import annotations
@@ -25,9 +37,11 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from bench.errors import BenchError
+from bench.pipeline.step_trace import StepTrace, trace_step
 
 GIB = 2**30
 BYTES_PER_PARAMETER = {"weights": 4, "gradients": 4, "optimiser": 8}  # fp32 AdamW
+ONE_GPU_PRESET_PARAMETERS = 2.24e9  # presets/flux_1gpu.gin at 16 x 32 x 32 latents
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,11 @@ class Footprint:
     mixed_precision: str
     sharded: bool = False
     activation_checkpointing: bool = False
-    shape: Optional[tuple[int, int, int]] = None  # (tokens, hidden width, layers) of a transformer
+    trace: Optional[StepTrace] = None  # None: not traced (the backbone does not run under fake tensors)
+    root_parameters: int = 0  # parameters outside every FSDP unit (the root unit)
+    bucket_view: bool = True  # DDP's gradient_as_bucket_view (the trainer's setting)
+    ema: bool = False  # train.ema_decay > 0: an fp32 copy of the weights
+    untraced: str = ""  # why there is no trace
 
     def on(self, processes: int) -> "Footprint":
         """The same step on `processes` processes (where the cell's job will run)."""
@@ -50,12 +68,20 @@ class Footprint:
 
     @property
     def batch(self) -> int:
-        """Samples per process and micro-batch."""
-        return max(1, self.batch_size // max(1, self.micro_batches) // max(1, self.processes))
+        """Rows of one micro-batch: what a process holds activations for, however many processes."""
+        return max(1, self.batch_size // max(1, self.micro_batches))
+
+    @property
+    def accumulating(self) -> bool:
+        """Whether a process runs more than one micro-batch a step (gradients held across them)."""
+        return self.micro_batches // max(1, self.processes) > 1
+
+    @property
+    def _shards(self) -> int:
+        return self.processes if self.sharded else 1
 
     def _state_gib(self, part: str) -> float:
-        share = self.processes if self.sharded else 1
-        return self.parameters * BYTES_PER_PARAMETER[part] / share / GIB
+        return self.parameters * BYTES_PER_PARAMETER[part] / self._shards / GIB
 
     @property
     def weights_gib(self) -> float:
@@ -70,69 +96,119 @@ class Footprint:
         return self._state_gib("optimiser")
 
     @property
-    def gathered_gib(self) -> float:
-        """FSDP: the largest block's weights and gradients, whole, at the training precision."""
-        if not self.sharded or self.processes == 1:
-            return 0.0
-        return self.largest_unit * 2 * self._value_bytes / GIB
+    def _peak_parts(self) -> Optional[dict]:
+        """The traced micro-batch's parts at its peak (bytes), unsharded."""
+        if self.trace is None:
+            return None
+        return self.trace.accumulating if self.accumulating else self.trace.first
 
     @property
-    def _value_bytes(self) -> int:
-        return 2 if self.mixed_precision in ("fp16", "bf16") else 4
+    def weight_copies_gib(self) -> float:
+        """Autocast's low-precision copies of the weights live at the peak (none under FSDP,
+        which gathers bf16 weights itself: `gathered_gib`)."""
+        if self.sharded or self._peak_parts is None:
+            return 0.0
+        return self._peak_parts["weight_copies"] / GIB
 
     @property
     def activations_gib(self) -> Optional[float]:
-        if self.shape is None:
+        """Activations and temporaries of one whole micro-batch at the peak."""
+        if self.trace is None:
             return None
-        tokens, hidden, layers = self.shape
-        per_value = 17 * self._value_bytes  # 34 B at 16 bits, 68 B in fp32
-        if self.activation_checkpointing:  # block inputs, plus one block recomputed
-            return self.batch * tokens * hidden * (layers * self._value_bytes + per_value) / GIB
-        return self.batch * tokens * hidden * layers * per_value / GIB
+        if self.sharded:
+            return self.trace.activations_most / GIB
+        return self._peak_parts["activations"] / GIB
 
     @property
-    def flops_per_step(self) -> float:
-        if self.shape is None:
-            return 6.0 * self.parameters * self.batch_size
-        tokens, hidden, layers = self.shape
-        return self.batch_size * (6.0 * self.parameters * tokens + 12.0 * layers * tokens**2 * hidden)
+    def gathered_gib(self) -> float:
+        """FSDP: the largest unit's weights gathered for the unit that runs and the next
+        (prefetched), its unsharded gradients (and their fp32 copy for the reduce-scatter under
+        bf16), and the root unit's weights, unsharded from forward to backward."""
+        if not self.sharded:
+            return 0.0
+        low = self.mixed_precision == "bf16"
+        value = 2 if low else 4
+        per_unit = 2 * value + value + (4 if low else 0)
+        return (self.largest_unit * per_unit + self.root_parameters * value) / GIB
+
+    @property
+    def ddp_buckets_gib(self) -> float:
+        """DDP's gradient buckets: a second copy of the gradients unless they are views of them."""
+        if self.sharded or self.processes == 1 or self.bucket_view:
+            return 0.0
+        return self.parameters * 4 / GIB
+
+    @property
+    def ema_gib(self) -> float:
+        return self.parameters * 4 / GIB if self.ema and not self.sharded else 0.0
+
+    @property
+    def optimiser_step_gib(self) -> Optional[float]:
+        """The peak of the AdamW step (its temporaries included), on this device."""
+        if self.trace is None:
+            return None
+        step = StepTrace.total(self.trace.optimiser_step) / GIB
+        return step / self._shards + self.ddp_buckets_gib + self.ema_gib
+
+    @property
+    def micro_batch_gib(self) -> float:
+        """The peak of a micro-batch's forward and backward on this device."""
+        if self.trace is None:  # parameter terms only
+            return self.weights_gib + self.gradients_gib + self.optimiser_gib + self.gathered_gib
+        if self.sharded:
+            return (self.weights_gib + self.gradients_gib + self.optimiser_gib + self.activations_gib
+                    + self.gathered_gib)
+        return StepTrace.total(self._peak_parts) / GIB + self.ddp_buckets_gib + self.ema_gib
 
     @property
     def total_gib(self) -> float:
-        return (self.weights_gib + self.gradients_gib + self.optimiser_gib + self.gathered_gib
-                + (self.activations_gib or 0.0))
+        """The step's peak per device: its micro-batch's or its AdamW step's, whichever is larger."""
+        return max(self.micro_batch_gib, self.optimiser_step_gib or 0.0)
+
+    @property
+    def flops_per_step(self) -> float:
+        """FLOPs of the whole step (every micro-batch, all processes), counted by the trace."""
+        if self.trace is None:
+            return 6.0 * self.parameters * self.batch_size
+        return float(self.trace.flops) * self.batch_size / self.trace.rows
 
     def describe(self) -> str:
         """One line: parameters, memory per device by part, FLOPs per step."""
-        act = "activations not estimated" if self.activations_gib is None else \
-            f"activations {self.activations_gib:,.2f} at batch {self.batch}" + \
-            (" recomputed" if self.activation_checkpointing else "")
-        shard = f"sharded over {self.processes} processes, " if self.sharded and self.processes > 1 else ""
-        gathered = f", gathered block {self.gathered_gib:,.2f}" if self.gathered_gib else ""
+        shard = f"sharded over {self.processes} processes, " if self.sharded else ""
+        if self.trace is None:
+            act = f"activations not estimated ({self.untraced or 'not traced'})"
+        else:
+            act = (f"activations {self.activations_gib:,.2f} of a micro-batch of {self.batch}"
+                   + (" recomputed" if self.activation_checkpointing else ""))
+        extra = [f"{what} {gib:,.2f}" for what, gib in (
+            ("autocast weight copies", self.weight_copies_gib), ("gathered units", self.gathered_gib),
+            ("DDP buckets", self.ddp_buckets_gib), ("EMA", self.ema_gib)) if gib]
+        step = "" if self.optimiser_step_gib is None else f"; AdamW step {self.optimiser_step_gib:,.2f}"
+        flops = "counted" if self.trace is not None else "6 per parameter and sample"
         return (f"{self.parameters / 1e6:,.1f} M parameters; ~{self.total_gib:,.2f} GiB per device ({shard}weights "
-                f"{self.weights_gib:,.2f}, gradients {self.gradients_gib:,.2f}, AdamW {self.optimiser_gib:,.2f}"
-                f"{gathered}, {act}); ~{self.flops_per_step / 1e9:,.1f} GFLOP per step")
+                f"{self.weights_gib:,.2f}, gradients {self.gradients_gib:,.2f}, AdamW {self.optimiser_gib:,.2f}, "
+                + "".join(f"{e}, " for e in extra) + f"{act}{step}); ~{self.flops_per_step / 1e9:,.1f} GFLOP "
+                f"per step ({flops})")
 
 
 def estimate(backbone, batch_size: int, micro_batches: int, processes: int, mixed_precision: str,
-             sharding: str = "none", activation_checkpointing: bool = False) -> Footprint:
-    """The footprint of training `backbone` (built on the meta device) at this batch."""
+             sharding: str = "none", activation_checkpointing: bool = False, ema: bool = False,
+             bucket_view: bool = True, fused_adamw: bool = True) -> Footprint:
+    """The footprint of training `backbone` (built on the meta device) at this batch: one
+    micro-batch traced under fake tensors (cached per backbone config and micro-batch)."""
     from bench.pipeline.sharding import shard_units
 
     units = [sum(p.numel() for p in unit.parameters()) for unit in shard_units(backbone)]
     params = sum(p.numel() for p in backbone.parameters())
-    return Footprint(params, max(units, default=params), batch_size, micro_batches, processes, mixed_precision,
-                     sharding == "fsdp", bool(activation_checkpointing), _transformer_shape(backbone))
-
-
-def _transformer_shape(backbone) -> Optional[tuple[int, int, int]]:
-    """(tokens, hidden width, layers) of a FLUX backbone; None for others."""
-    hp = getattr(backbone, "hyperparameters", None)
-    shape = getattr(backbone, "sample_shape", None)
-    if not hp or "num_attention_heads" not in hp or shape is None or len(shape) != 3:
-        return None
-    tokens = (shape[1] // 2) * (shape[2] // 2) + int(getattr(backbone, "n_tokens", 0))
-    return tokens, hp["num_attention_heads"] * hp["attention_head_dim"], hp["num_layers"] + hp["num_single_layers"]
+    rows = max(1, batch_size // max(1, micro_batches))
+    trace, why = None, ""
+    try:
+        trace = trace_step(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
+    except Exception as error:  # noqa: BLE001 -- any backbone that fake tensors cannot run: parameter terms
+        why = f"its step does not trace under fake tensors: {type(error).__name__}"
+    return Footprint(params, max(units, default=0), batch_size, micro_batches, processes, mixed_precision,
+                     sharding == "fsdp", bool(activation_checkpointing), trace, params - sum(units),
+                     bucket_view, ema, why)
 
 
 def device_memory(configured: Optional[float]) -> tuple[float, str]:
@@ -162,8 +238,8 @@ def require_fit(label: str, footprint: Footprint, device_gib: float, what: str) 
 
 
 def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
-    """What would make the step fit: sharding over enough devices, recomputing activations, a
-    smaller preset."""
+    """What would make the step fit: sharding over enough devices, recomputing activations,
+    smaller micro-batches, a smaller backbone (never the one in use)."""
     ways = []
     n = devices_needed(footprint, device_gib)
     if n is not None:
@@ -171,9 +247,17 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
         ways.append(f"shard it over {n} or more such devices (train.sharding='fsdp'{micro} with "
                     f"executor.tasks_per_node={n}, or torchrun --nproc_per_node {n})")
     if footprint.activations_gib and not footprint.activation_checkpointing:
-        ways.append("recompute activations (train.activation_checkpointing=True) or use more train.micro_batches")
-    ways.append("use a smaller backbone preset (--gin_file presets/flux_1gpu.gin fits one 80 GB GPU, "
-                "presets/tiny.gin a CPU)")
+        ways.append("recompute activations (train.activation_checkpointing=True)")
+    micro = micro_batches_needed(footprint, device_gib)
+    if micro is not None:
+        ways.append(f"train smaller micro-batches (train.micro_batches={micro}: {footprint.batch_size // micro} rows "
+                    "each, same batch)")
+    if footprint.parameters > 1.1 * ONE_GPU_PRESET_PARAMETERS:
+        ways.append("use a smaller backbone preset (--gin_file presets/flux_1gpu.gin, ~2.2B parameters, fits one "
+                    "80 GB GPU)")
+    else:
+        ways.append("use a smaller backbone (fewer flux.num_layers or flux.num_single_layers, or fewer "
+                    "flux.num_attention_heads; presets/tiny.gin fits a CPU)")
     return ways
 
 
@@ -184,6 +268,25 @@ def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) ->
     fits = [n for n in range(max(2, footprint.processes + 1), most + 1) if sharded.on(n).total_gib <= device_gib]
     even = [n for n in fits if footprint.micro_batches % n == 0]
     return (even or fits or [None])[0]
+
+
+def micro_batches_needed(footprint: Footprint, device_gib: float) -> Optional[int]:
+    """The fewest `train.micro_batches` (dividing the batch, shared by the processes) at which the
+    step fits, activations scaled with the micro-batch's rows (they are proportional to it); None
+    if no split fits or activations are not estimated."""
+    act = footprint.activations_gib
+    if not act:
+        return None
+    fixed = footprint.micro_batch_gib - act
+    for m in range(footprint.micro_batches + 1, footprint.batch_size + 1):
+        if footprint.batch_size % m or m % footprint.processes:
+            continue
+        smaller = replace(footprint, micro_batches=m)  # a later micro-batch holds every gradient
+        fixed_m = smaller.micro_batch_gib - smaller.activations_gib if smaller.trace is not None else fixed
+        if fixed_m + act * (footprint.batch_size // m) / footprint.batch <= device_gib \
+                and (smaller.optimiser_step_gib or 0.0) <= device_gib:
+            return m
+    return None
 
 
 def require_shared_micro_batches(label: str, footprint: Footprint) -> None:

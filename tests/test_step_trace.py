@@ -1,0 +1,111 @@
+"""The traced training step (bench.pipeline.step_trace, bench.pipeline.footprint) against
+independent measurements of the same step: PyTorch's own `MemTracker` over fake tensors (its
+own storage accounting, model built separately, the step written out here) for memory, and
+`FlopCounterMode` for FLOPs."""
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from bench.backbones.flux import FluxBackbone
+from bench.method import Condition, Method, TrainBatch
+from bench.pipeline.footprint import GIB, estimate
+
+SHAPE = (4, 16, 16)  # 64 patch tokens + 1 class token
+
+
+def flux_config(double=1, single=2, heads=2, head_dim=32):
+    rope = (8, (head_dim - 8) // 2, (head_dim - 8) // 2)
+    return dict(num_layers=double, num_single_layers=single, attention_head_dim=head_dim, num_attention_heads=heads,
+                joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=rope)
+
+
+def meta_flux(**config):
+    with torch.device("meta"):
+        return FluxBackbone(SHAPE, 11, 1, **config)
+
+
+def memtracker_peak(config, rows, precision, checkpointing, accumulating) -> dict:
+    """Peak bytes by MemTracker category of one micro-batch and the AdamW step, as the trainer
+    runs them: gradients held from earlier micro-batches when `accumulating`."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    with FakeTensorMode():
+        model = FluxBackbone(SHAPE, 11, 1, **config)
+        if checkpointing:
+            model.enable_activation_checkpointing()
+        opt = torch.optim.AdamW(model.parameters(), fused=True)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        if not accumulating:
+            opt.zero_grad(set_to_none=True)
+        tracker = MemTracker()
+        tracker.track_external(model, opt)
+        with tracker:
+            batch = TrainBatch(x1=torch.randn(rows, *SHAPE), cond=Condition(torch.randint(0, 10, (rows,))),
+                               eps=torch.randn(rows, *SHAPE), t=torch.rand(rows))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = Method().loss(model, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return next(iter(tracker.get_tracker_snapshot("peak").values()))
+
+
+@pytest.mark.parametrize("precision, checkpointing, rows, micro_batches", [
+    ("bf16", False, 32, 4),   # a later micro-batch under accumulation: every gradient held
+    ("no", False, 16, 1),     # one micro-batch a step: gradients born during the backward
+    ("bf16", True, 64, 2),    # activation checkpointing
+])
+def test_peak_matches_memtracker_within_15_percent(precision, checkpointing, rows, micro_batches):
+    config = flux_config()
+    fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=1,
+                  mixed_precision=precision, activation_checkpointing=checkpointing)
+    peak = memtracker_peak(config, rows, precision, checkpointing, accumulating=micro_batches > 1)
+    assert fp.total_gib * GIB == pytest.approx(peak["Total"], rel=0.15)
+    # the state is exact: fp32 weights, gradients, AdamW's two moments
+    n = sum(p.numel() for p in meta_flux(**config).parameters())
+    assert fp.trace.optimiser >= 8 * n and fp.trace.optimiser - 8 * n < 1024  # + the step counters
+    assert fp.trace.gradients == 4 * n
+
+
+def test_peak_matches_memtracker_on_a_wider_deeper_model():
+    config = flux_config(double=2, single=3, heads=4, head_dim=32)
+    fp = estimate(meta_flux(**config), batch_size=16, micro_batches=2, processes=1, mixed_precision="bf16")
+    peak = memtracker_peak(config, 8, "bf16", False, accumulating=True)
+    assert fp.total_gib * GIB == pytest.approx(peak["Total"], rel=0.15)
+
+
+def counted_flops(config, rows, checkpointing) -> int:
+    """FlopCounterMode's count of one micro-batch's forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FakeTensorMode():
+        model = FluxBackbone(SHAPE, 11, 1, **config)
+        if checkpointing:
+            model.enable_activation_checkpointing()
+        batch = TrainBatch(x1=torch.randn(rows, *SHAPE), cond=Condition(torch.zeros(rows, dtype=torch.long)),
+                           eps=torch.randn(rows, *SHAPE), t=torch.rand(rows))
+        with FlopCounterMode(display=False) as counter:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = Method().loss(model, batch)
+            loss.backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("config, rows, micro_batches, checkpointing", [
+    (flux_config(), 8, 4, False),
+    (flux_config(double=2, single=1, heads=4), 16, 2, False),
+    (flux_config(double=1, single=3, heads=2, head_dim=64), 32, 1, True),  # recomputation's forward counted
+])
+def test_flops_per_step_within_2_percent_of_flop_counter(config, rows, micro_batches, checkpointing):
+    fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=4,
+                  mixed_precision="bf16", activation_checkpointing=checkpointing)
+    assert fp.flops_per_step == pytest.approx(micro_batches * counted_flops(config, rows, checkpointing), rel=0.02)
+
+
+def test_checkpointing_adds_one_forward_of_flops():
+    config = flux_config(double=1, single=3, heads=2, head_dim=64)
+    plain, recomputed = counted_flops(config, 32, False), counted_flops(config, 32, True)
+    assert 1.25 < recomputed / plain < 1.34  # forward is ~1/3 of forward + backward; the embedders are not recomputed
