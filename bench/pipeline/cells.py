@@ -274,8 +274,9 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         cfg = cell.train_cfg
         if cfg.activation_checkpointing:  # a backbone that cannot recompute says so now, not mid-grid
             backbone.enable_activation_checkpointing()
+        # traced under fake tensors (bench.pipeline.step_trace), once per backbone config and micro-batch
         cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision,
-                                  cfg.sharding, cfg.activation_checkpointing)
+                                  cfg.sharding, cfg.activation_checkpointing, ema=cfg.ema_decay > 0)
         built.append(cell)
     return built
 
