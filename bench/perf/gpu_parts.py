@@ -7,14 +7,17 @@ the check turns into ratios) and "details" (settings). Each runs bench's own cod
 - train: `bench.pipeline.trainer.train` on the one-GPU preset at its real accumulation (8
   micro-batches of 32, bf16): peak memory (`torch.cuda.max_memory_allocated`) vs
   `bench.pipeline.footprint.estimate`; the memory one micro-batch's forward keeps for its backward
-  vs the estimate's activations; FLOPs counted by torch's FlopCounterMode on one micro-batch (x 8) vs
+  vs the estimate's activations and autocast weight copies; FLOPs counted by torch's FlopCounterMode on one micro-batch (x 8) vs
   the estimate's FLOPs per step; step time, optimiser time apart (global optimiser-step hooks),
-  and MFU = the estimate's FLOPs per step / step time / the GPU's dense bf16 peak.
-- sampling: `bench.pipeline.sampler.generate` (Euler) in bf16 on a random-weight preset backbone.
+  and MFU = the estimate's FLOPs per step / step time / the GPU's dense bf16 peak; step time vs
+  the GPU-hours model's (bench.pipeline.budget: assumed peak x MFU).
+- sampling: `bench.pipeline.sampler.generate` (Euler) in bf16 on a random-weight preset backbone:
+  peak vs bench.pipeline.inference_memory's traced peak, time vs the GPU-hours model.
 - vae: `bench.encoders.flux_vae.FluxVAEEncoder` on a random-weight AutoencoderKL of FLUX.1-dev's
-  architecture, saved to the scratch folder (nothing downloaded): encode and decode throughput.
+  architecture, saved to the scratch folder (nothing downloaded): encode and decode throughput,
+  peaks vs inference_memory's.
 - downstream: one `bench.metrics.classifier.fit` epoch of the paper's ResNet-50 on random uint8
-  images.
+  images from a memory-mapped image cache (the DataLoader path): time vs the GPU-hours model.
 The 1-process FSDP run is bench.perf.gpu_fsdp.
 """
 
@@ -70,6 +73,11 @@ def footprint_terms(fp) -> dict:
     terms = {n: getattr(fp, n) for n in names}
     terms["flops_per_step"] = fp.flops_per_step
     return {k: v for k, v in terms.items() if v is None or isinstance(v, (int, float))}
+
+
+def _sum(*terms) -> Optional[float]:
+    """The sum of estimate terms, None if any is missing."""
+    return None if any(t is None for t in terms) else float(sum(terms))
 
 
 def row(what: str, unit: str, measured, estimated, estimate_of: str) -> dict:
@@ -206,8 +214,9 @@ def train(sz: Sizes, workdir: Path) -> dict:
                 "forward_backward_s": steady - optimiser, "mfu": mfu,
                 "mfu_counted_flops": counted / steady / peak_flops_s if peak_flops_s else None}
     compare = [row("training step peak memory", "GiB", peak, fp.total_gib, "footprint total_gib"),
-               row("one micro-batch's saved activations", "GiB", method.saved_gib, fp.activations_gib,
-                   "footprint activations_gib"),
+               row("one micro-batch's forward (activations + autocast weight copies)", "GiB", method.saved_gib,
+                   _sum(fp.activations_gib, fp.weight_copies_gib),
+                   "footprint activations_gib + weight_copies_gib"),
                row("FLOPs per training step", "GFLOP", counted / 1e9, fp.flops_per_step / 1e9,
                    "footprint flops_per_step"),
                row("training step seconds", "s", on_gpu(steady), fp.flops_per_step / rate,
