@@ -372,7 +372,7 @@ CASES = [
          r"cell nih_lt/fm/seed0 failed: nih_lt: cannot read image 00000003_000\.png .*check_images='decode' and "
          r"nih_lt\.on_bad_image='skip' .*\(details: \S+failure\.json", code=1,
          setup=_nih_image(_truncated_body),
-         leaves=("res/quick/grid.json", "res/quick/.grid.lock", "res/quick/nih_lt/fm/seed0/failure.json")),
+         leaves=("res/cpu_smoke/grid.json", "res/cpu_smoke/.grid.lock", "res/cpu_smoke/nih_lt/fm/seed0/failure.json")),
     Case("nih-no-eval-split", NIH, r"no nih-cxr-lt_single-label_balanced-test\.csv", setup=nih_tree),
     Case("nih-bad-setting", (*NIH, "nih_lt.on_bad_row=ignore"),
          r"nih_lt\.on_bad_row='ignore' is not one of \['error', 'skip'\]", setup=nih_tree),

@@ -270,7 +270,7 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
                     "sample.nfe=2", "sample.n_per_class=targets", "sample.init_reference=False",
                     "--gin_file", str(gin_dir() / "presets" / "tiny.gin"), f"results_dir={res}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    cell = res / "quick" / "nih_lt" / "fm" / "seed0"
+    cell = res / "cpu_smoke" / "nih_lt" / "fm" / "seed0"  # presets/tiny.gin on real data: a CPU check
     skipped = pd.read_csv(cell / "skipped.csv")
     assert skipped.to_dict("records") == [{"split": "train", "id": corrupt, "reason": "image unreadable (UnidentifiedImageError)"}]
     rec = json.loads((cell / "record.json").read_text())

@@ -72,7 +72,7 @@ def test_a_label_file_saved_in_another_order_re_encodes_and_reruns_the_cell(tmp_
     train_csv = root / "nih-cxr-lt_single-label_train.csv"
     shutil.copy(train_csv, root / "nih-cxr-lt_single-label_balanced-test.csv")
     assert main(_nih_run(root, res)) == 0
-    cell = res / "quick" / "nih_lt" / "fm" / "seed0"
+    cell = res / "cpu_smoke" / "nih_lt" / "fm" / "seed0"  # presets/tiny.gin on real data: a CPU check
     first = json.loads((cell / "record.json").read_text())
     [cache] = (res / "cache" / "latents").iterdir()
 

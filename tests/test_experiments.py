@@ -219,7 +219,8 @@ def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindin
     assert sorted(keys) == ["ct_rate.root", "flux_vae.path", "mimic_lt.root", "nih_lt.root"]
     args = ["validate", "experiment=paper", "seeds=[0]", f"flux_vae.path={vae}",
             f"nih_lt.root={roots['nih']}", f"mimic_lt.root={roots['mimic']}",
-            f"ct_rate.root={roots['ct']}", f"results_dir={tmp_path / 'res'}"]
+            f"ct_rate.root={roots['ct']}", f"results_dir={tmp_path / 'res'}",
+            "budget.trace_inference=False"]  # 3 FLUX.1-size sampling traces: tests/test_real_protocol.py has one
     # FLUX.1 size needs ~200 GiB per device unsharded: refused for an 80 GiB GPU, valid on a larger one
     assert main([*args, "executor.device_memory_gib=80"]) == 2
     assert "more than the 80 GiB" in capsys.readouterr().err
@@ -238,7 +239,8 @@ def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharde
     headline command runs the paper's three generative seeds: 2 methods x 3 seeds."""
     (tmp_path / "nih").mkdir()
     args = ["validate", "methods=[optprior,cbfm]", "datasets=[nih_lt]", f"nih_lt.root={_nih_root(tmp_path / 'nih')}",
-            f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}", "executor.device_memory_gib=80"]
+            f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}", "executor.device_memory_gib=80",
+            "budget.trace_inference=False"]
     assert main(args) == 0
     out = capsys.readouterr().out
     estimates = re.findall(r"([\d,.]+) M parameters; ~([\d,.]+) GiB per device", out)

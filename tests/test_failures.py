@@ -81,7 +81,7 @@ def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, caps
     (root / "images" / "00000003_000.png").unlink()
     (root / "images" / "00000003_000.tif").rename(root / "images" / "00000003_000.png")
     try:
-        code = main(["run", "datasets=[nih_lt,synthetic2d]", "pipeline.encoder=pixel", "nih_lt.metadata_file=None",
+        code = main(["run", "experiment=quick", "datasets=[nih_lt,synthetic2d]", "pipeline.encoder=pixel", "nih_lt.metadata_file=None",
                      "nih_lt.size=8", f"nih_lt.root={root}", *TINY_NIH_RUN, "synthetic2d.n_max=400",
                      "synthetic2d.n_test_per_class=10", f"results_dir={res}"])
     finally:

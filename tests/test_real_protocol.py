@@ -109,7 +109,7 @@ def test_the_user_narrows_the_protocol_by_binding_gin_file_or_dataset_scope(tmp_
                                                             "fid.reference": "test"}
     smoke = _bound("cpu_smoke", "nih_lt", files=["presets/cpu_smoke.gin"])
     assert smoke == {**PROTOCOL, "features.arch": "small_cnn", "downstream.arch": "small_cnn",
-                     "downstream.n_seeds": 1, "generative.n_total": 200}
+                     "downstream.n_seeds": 1, "generative.n_total": 200, "sample.n_per_class": None}
 
 
 def test_budget_settings_feed_no_hash():
@@ -173,6 +173,11 @@ def test_validate_estimates_gpu_hours_memory_and_disk_from_the_footprint(nih_val
         assert sampling == pytest.approx(n_generative * nfe * flops * 1e9 / (3 * batch) / throughput / 3600, abs=0.006)
         peak = float(re.search(r"peak GiB per device: train ([\d.]+)", line)[1])
         assert 2 < peak < 80
+        # one solver step and the VAE's decoding traced under fake tensors (inference_memory), at
+        # batch 1 where the batch is chosen to fit the device at run time (the one-GPU preset's)
+        sampling = float(re.search(r"sampling@1 ([\d.]+)", line)[1])
+        assert n * 2 / 2**30 < sampling < peak  # more than bf16 weights, less than training
+        assert re.search(r"vae decode@1 [\d.]+", line)
         backbone = float(re.search(r"backbone ([\d.]+)", line)[1])
         # printed parameters are rounded to 0.1 M; fp32 weights
         assert backbone == pytest.approx(n * 4 / 2**30, rel=1e-3)

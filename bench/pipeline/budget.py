@@ -17,8 +17,10 @@ checked on hardware):
   counted on the first of them). CNN FLOPs are counted by torch's FlopCounterMode on the meta
   device. Not counted: VAE encoding (once per dataset) and decoding, the prior fit (CPU), kNN /
   IRS / memorisation searches, image decoding, and activation checkpointing's extra forward.
-- Peak memory per device: the training step's footprint (bench.pipeline.footprint), plus the
-  inference peaks where bench estimates them (bench.pipeline.inference_memory, if present).
+- Peak memory per device: the training step's footprint (bench.pipeline.footprint), and one
+  sampling step's and the VAE decoder's peaks traced under fake tensors
+  (bench.pipeline.inference_memory; `budget.trace_inference=False` skips the traces). Not
+  estimated here: the CNNs' (feature network, downstream classifiers) training peaks.
 - Disk: resumable checkpoints (fp32 weights and AdamW state, two while the newer is written;
   removed once the backbone is saved), the saved backbone (fp32), the sample sets (fp32 latents),
   and per dataset (shared by its cells, marked [dataset]) the latent cache (fp32) and the uint8
@@ -56,6 +58,8 @@ class Assumptions:
     peak_tflops: float = 989.0  # H100 SXM dense bf16 peak (NVIDIA's datasheet, without sparsity)
     mfu: float = 0.35  # [our default] sustained fraction for the transformer (training and sampling)
     cnn_mfu: float = 0.08  # [our default] for the CNNs: ResNet-50 trains at a few thousand images/s
+    # trace sampling's and the VAE's peak memory (seconds per dataset for a large backbone)
+    trace_inference: bool = True
 
     def __post_init__(self):
         if not is_real(self.peak_tflops) or self.peak_tflops <= 0:
@@ -210,7 +214,8 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
         out.gpu_hours["downstream"] = _downstream_flops(names["downstream"], f, synthetic, first_of_seed) / cnn / 3600
     if fp is not None:
         out.peak_gib["train"] = fp.total_gib
-    out.peak_gib.update(_inference_peaks(cell, f))
+    if not out.cpu_sized:  # the embedded quick run's cells are not traced
+        out.peak_gib.update(_inference_peaks(cell, f, assumptions))
     _disk(out, cell, f, synthetic, generative, first_of_dataset)
     return out
 
@@ -229,19 +234,57 @@ def _downstream_flops(ev, f: DatasetFacts, synthetic: int, shared: bool) -> floa
     return flops
 
 
-def _inference_peaks(cell, f: DatasetFacts) -> dict:
-    """Sampling / VAE / classifier peaks, where bench estimates them (an optional module)."""
+def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions) -> dict:
+    """Peaks of sampling (one solver step) and of the VAE's decoding, traced under fake tensors by
+    bench.pipeline.inference_memory at the configured batch (at batch 1 where the batch is chosen
+    to fit the device at run time: the peak then grows to the device's budget by design). Traced
+    once per dataset and backbone size (methods differ only in their token table); a peak that
+    cannot be traced is left out, never fatal."""
+    if not assumptions.trace_inference:
+        return {}
+    peaks = {}
     try:
-        from bench.pipeline import inference_memory
+        from bench.pipeline.inference_memory import sampling_peak_gib, vae_peak_gib
     except ImportError:
-        return {}
-    peaks = getattr(inference_memory, "cell_peaks", None)
-    if peaks is None:
-        return {}
-    try:
-        return {k: float(v) for k, v in peaks(cell).items()}
-    except Exception:  # noqa: BLE001 - an estimate that cannot be made is left out, never fatal
-        return {}
+        return peaks
+    cfg = cell.sample_cfg
+    precision = getattr(cfg, "precision", "fp32")
+    if cell.footprint is not None and hasattr(cell.backbone_cls, "config"):  # a backbone the tracer rebuilds
+        batch = cfg.batch_size or 1
+        key = ("sampling", cell.stage_hashes["encode"], cell.pipeline.backbone, batch, precision, cfg.solver,
+               cfg.guidance_scale)
+        peaks[f"sampling@{batch}"] = _traced(key, lambda: sampling_peak_gib(
+            _meta_backbone(cell, f), batch, precision, cfg.solver, cfg.guidance_scale))
+    encoder = cell.encoder
+    if callable(getattr(encoder, "config", None)) and hasattr(encoder, "dtype"):
+        batch = getattr(encoder, "batch_size", None) or 1
+        key = ("vae", cell.stage_hashes["encode"], batch, precision)
+        peaks[f"vae decode@{batch}"] = _traced(key, lambda: vae_peak_gib(
+            encoder.config(), f.image_shape, batch, precision, "decode", dtype=encoder.dtype))
+    return {k: v for k, v in peaks.items() if v is not None}
+
+
+_TRACES: dict = {}
+
+
+def _traced(key, trace) -> Optional[float]:
+    """A traced peak in GiB, memoised for this process; None when the trace fails."""
+    if key not in _TRACES:
+        try:
+            _TRACES[key] = float(trace())
+        except Exception:  # noqa: BLE001 - an estimate that cannot be made is left out
+            _TRACES[key] = None
+    return _TRACES[key]
+
+
+def _meta_backbone(cell, f: DatasetFacts):
+    """The cell's backbone on the meta device (no weights allocated)."""
+    import torch
+
+    from bench.pipeline.cells import make_backbone
+
+    with torch.device("meta"):
+        return make_backbone(cell, f.latent_shape)
 
 
 def _disk(out: CellEstimate, cell, f: DatasetFacts, synthetic: int, generative: int, first: bool) -> None:
