@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--scale", choices=["full", "smoke"], default="full",
                       help="full: the sizes the targets are stated for; smoke: tiny, seconds")
     perf.add_argument("--only", default="", metavar="CASES",
-                      help="comma-separated cases (default all: overhead, offline, fid, quick_run, nfe, threads, busy, gpu)")
+                      help="comma-separated cases (default all: overhead, offline, fid, quick_run, nfe, threads, busy, gpu, "
+                      "gpu_compile)")
     perf.add_argument("--workdir", help="scratch folder kept for inspection (default: a temporary one)")
     ls = sub.add_parser("ls", help="list plugins and where each comes from")
     ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
