@@ -188,4 +188,4 @@ def test_the_budget_cuts_a_part_short_or_skips_it(monkeypatch, tmp_path):
     assert gpu_check.part_limit(sz, "b", deadline=None) is None
     monkeypatch.setattr(gpu_check, "in_child", lambda *a: pytest.fail("a part with no time left is not started"))
     part = gpu_check.run_part("fake:part", sz, tmp_path, limit=gpu_check.MIN_PART_S - 1, isolate=True)
-    assert part["error"] == f"not started: {gpu_check.MIN_PART_S - 1} s left of the check's 50 s budget"
+    assert part["error"].startswith(f"not started: {gpu_check.MIN_PART_S - 1} s left of the check's budget")

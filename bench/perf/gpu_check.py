@@ -63,7 +63,7 @@ def run_check(sz: Sizes, workdir: Path, isolate: bool, parts: Optional[dict] = N
     deadline = time.monotonic() + sz.budget_s if sz.budget_s else None
     result = {"size": sz.name, "device": dev.name() or "cpu", "torch": torch.__version__,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": sz.budget_s,
-              "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "parts": {}}
+              "limits_s": sz.limits_s, "parts": {}}
     for name, spec in parts.items():
         limit = part_limit(sz, name, deadline)
         result["parts"][name] = run_part(spec, sz, workdir / name, limit, isolate)
@@ -88,7 +88,8 @@ def run_part(spec: str, sz: Sizes, workdir: Path, limit: Optional[float], isolat
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if limit is not None and limit < MIN_PART_S:
-        return {"error": f"not started: {limit:.0f} s left of the check's {sz.budget_s:.0f} s budget", "seconds": 0.0}
+        return {"error": f"not started: {limit:.0f} s left of the check's budget (a part needs {MIN_PART_S} s)",
+                "seconds": 0.0}
     try:
         out = in_child(spec, sz.name, workdir, limit) if isolate else call(spec, sz, workdir)
     except Exception as exc:  # a failing part must not lose the others' numbers
