@@ -26,6 +26,11 @@ class Encoder:
         """Shape of one latent given the shape of one data sample."""
         raise NotImplementedError
 
+    def compute_device(self) -> torch.device:
+        """The device `encode` / `decode` compute on, which autocast must target (a caller's bf16
+        decode: bench.pipeline.runner.decode); the CPU unless the encoder moves data elsewhere."""
+        return torch.device("cpu")
+
     def missing_settings(self) -> list[str]:
         """Settings the user must give before this encoder can run (see Dataset.missing_settings)."""
         return []

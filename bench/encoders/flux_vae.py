@@ -31,23 +31,29 @@ class FluxVAEEncoder(Encoder):
 
     Images are (N, C, H, W) in [0, 1] with C = 1 (repeated to RGB) or the VAE's input channels;
     decoded images come back in [0, 1] with the channel count last seen by `encode` or
-    `latent_shape`. The VAE is loaded on first use and runs frozen, in chunks of `batch_size`.
+    `latent_shape`. The VAE is loaded on first use and runs frozen, in chunks of `batch_size`;
+    None (the default) picks on CUDA the largest chunk whose traced peak fits the GPU's free
+    memory (bench.pipeline.inference_memory), at the precision in effect (a caller's bf16
+    autocast, e.g. the runner decoding under `sample.precision='bf16'`), and CPU_BATCH elsewhere.
     """
+
+    CPU_BATCH = 16  # batch_size=None off CUDA
 
     def __init__(
         self,
         path: Optional[str] = None,
-        batch_size: int = 16,
+        batch_size: Optional[int] = None,
         device: str = "auto",
         dtype: str = "float32",
         subfolder: Optional[str] = None,
     ):
         if dtype not in DTYPES:
             raise BenchError(f"flux_vae.dtype={dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-        if int(batch_size) < 1:
-            raise BenchError(f"flux_vae.batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and int(batch_size) < 1:
+            raise BenchError(f"flux_vae.batch_size must be >= 1 or None (the largest that fits), got {batch_size}")
         self.path = path
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._chunks: dict = {}  # (mode, precision, shape) -> the chunk size chosen for batch_size=None
         self.device = device
         self.dtype = dtype
         self.subfolder = subfolder
@@ -115,6 +121,10 @@ class FluxVAEEncoder(Encoder):
         except RuntimeError as exc:
             raise BenchError(f"flux_vae.device={self.device!r} is not a torch device; use auto, cpu or cuda") from exc
 
+    def compute_device(self) -> torch.device:
+        """Where the VAE computes (Encoder hook: autocast must target this device type)."""
+        return self.torch_device()
+
     def vae(self):
         """The frozen AutoencoderKL, loaded from disk on first call."""
         if self._vae is None:
@@ -155,11 +165,39 @@ class FluxVAEEncoder(Encoder):
             raise BenchError(f"flux_vae encodes (N, C, H, W) images, got shape {tuple(x.shape)}")
         self._check_channels(x.shape[1])
         self._channels = x.shape[1]
-        return torch.cat([self._encode_chunk(chunk).to(x.device) for chunk in x.split(self.batch_size)])
+        chunk_size = self.chunk_size("encode", tuple(x.shape[1:]), len(x))
+        return torch.cat([self._encode_chunk(chunk).to(x.device) for chunk in x.split(chunk_size)])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1], float32 on z's device, with the data's channel count."""
-        return torch.cat([self._decode_chunk(chunk).to(z.device) for chunk in z.split(self.batch_size)])
+        if not len(z):
+            return torch.cat([self._decode_chunk(z).to(z.device)])
+        f = self.downsampling()
+        image_shape = (self._channels or self.vae().config.in_channels, z.shape[2] * f, z.shape[3] * f)
+        chunk_size = self.chunk_size("decode", image_shape, len(z))
+        return torch.cat([self._decode_chunk(chunk).to(z.device) for chunk in z.split(chunk_size)])
+
+    def chunk_size(self, mode: str, image_shape: tuple, n: int) -> int:
+        """Images per VAE call: `batch_size`, or for None the largest chunk that fits (on CUDA,
+        traced once per mode, precision and image shape; capped at the `n` images of the call)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        device = self.torch_device()
+        if device.type != "cuda":
+            return self.CPU_BATCH
+        precision = "bf16" if torch.is_autocast_enabled("cuda") else "fp32"
+        key = (mode, precision, tuple(image_shape))
+        if key not in self._chunks:
+            from bench.pipeline import inference_memory as memory
+
+            resident = sum(t.numel() * t.element_size() for t in self.vae().parameters())
+            budget = memory.cuda_budget(device, resident)
+            self._chunks[key] = memory.largest_batch(
+                lambda b: memory.vae_peak_bytes(self.config(), image_shape, b, precision, mode,
+                                                dtype=self.dtype), budget,
+                memory.MAX_VAE_BATCH)
+            log.info("flux_vae.batch_size=None: %s in chunks of %d (%s)", mode, self._chunks[key], precision)
+        return max(1, min(self._chunks[key], n))
 
     def cache_key(self) -> dict:
         """Which weights, normalisation and precision produced the latents."""

@@ -227,7 +227,8 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
     # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
     lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
     prior = digest(encode, bindings_text(include=lineage), spec.seed)
-    no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features."] + scopes(*evaluators)
+    no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features.",
+               "source."] + scopes(*evaluators)  # source.: which draws @source scores (sampler.SourceSubset)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
     # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
     sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))

@@ -6,6 +6,7 @@ so the synthetic set is the same whatever the batch size or the number of proces
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -16,7 +17,9 @@ import torch
 from bench.runtime import progress
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
+from bench.pipeline.inference_precision import check_precision, forward_precision, inference_scope
 
+log = logging.getLogger(__name__)
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Trace = Callable[[torch.Tensor], None]  # receives every solver state x_t, t = 0 first, t = 1 last
 
@@ -31,7 +34,12 @@ class SampleConfig:
     # None: as many as the held-out split has of each class; "targets": the augmentation targets
     # (bench.data.targets: only ULT/LT/MT classes); an int: that many for every class
     n_per_class: Optional[Union[int, str]] = None
-    batch_size: int = 1024
+    # None: the largest batch that fits the device (bench.pipeline.inference_memory), on CUDA;
+    # AUTO_CPU_BATCH on the CPU, where a larger batch is no faster
+    batch_size: Optional[int] = 1024
+    # "fp32", or "bf16": the velocity under bf16 autocast (TF32 on), the ODE state in fp32; the
+    # synthetic sets are decoded at the same precision (bench.pipeline.inference_precision)
+    precision: str = "fp32"
     guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = plain conditional sampling
     # also sample the untrained backbone, as a sanity floor (`@init` metrics); opt-in: it costs
     # as much as the real synthetic set. The source-only reference (`@source`) is always scored.
@@ -45,8 +53,10 @@ class SampleConfig:
             raise BenchError(f"sample.nfe={self.nfe!r}: use an integer >= 1 (velocity evaluations per sample)")
         if self.solver == "heun" and self.nfe % 2:
             raise BenchError(f"sample.nfe={self.nfe}: the heun solver needs an even number of evaluations")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise BenchError(f"sample.batch_size={self.batch_size!r}: use an integer >= 1")
+        if self.batch_size is not None and (not is_int(self.batch_size) or self.batch_size < 1):
+            raise BenchError(f"sample.batch_size={self.batch_size!r}: use an integer >= 1, or None "
+                             "(the largest batch that fits the GPU)")
+        check_precision(self.precision)
         if not is_real(self.guidance_scale):
             raise BenchError(f"sample.guidance_scale={self.guidance_scale!r}: use a finite number (1.0 = no guidance)")
         if not is_int(self.keep_paths) or self.keep_paths < 0:
@@ -54,23 +64,62 @@ class SampleConfig:
                              "of samples per class whose ODE path is stored; 0 stores none)")
 
 
+@gin.configurable("source")
+@dataclass
+class SourceSubset:
+    """Which source draws the `@source` reference scores (gin scope `source`; evaluation only:
+    no stage but the cell's record depends on it).
+
+    The reference is sized like the set the generative metrics score, 50,000 samples in the
+    paper's setting: decoding as many source draws again (620 GFLOP per 256 x 256 image through
+    the FLUX VAE) buys a reference line nothing the metrics compare needs. Each class keeps its
+    first `max_per_class` draws (per-class sample indices 0, 1, ...: the x0 of the scored set's
+    first samples of that class, so no random draw is involved). [our default] 2,000: twice the
+    1,024 features of the paper's DenseNet-121, so a class's feature covariance has full rank;
+    IRS's queries (capped by the eval split's count) and KID's subsets (<= 1,000) use fewer. None
+    keeps the whole set.
+    """
+
+    max_per_class: Optional[int] = 2000
+
+    def __post_init__(self):
+        if self.max_per_class is not None and (not is_int(self.max_per_class) or self.max_per_class < 2):
+            raise BenchError(f"source.max_per_class={self.max_per_class!r}: use an integer >= 2 (source draws "
+                             "per class the @source reference scores) or None (all of them)")
+
+    def counts(self, scored: Sequence[int]) -> list[int]:
+        """Per class, the number of source draws to score for a scored set with `scored` per class."""
+        cap = self.max_per_class
+        return [int(n) if cap is None else min(int(n), cap) for n in scored]
+
+
 class ConditionedVelocity:
-    """The one wrapper through which solvers call a backbone: v(x, t) for fixed tokens."""
+    """The one wrapper through which solvers call a backbone: v(x, t) for fixed tokens.
+
+    Under `precision='bf16'` each backbone call runs under bf16 autocast and its velocity comes
+    back as fp32, so the solver's state stays fp32 whatever the forward's precision.
+    """
 
     def __init__(self, backbone, tokens: torch.Tensor, guidance_scale: float = 1.0,
-                 tick: Optional[Callable[[], object]] = None):
+                 tick: Optional[Callable[[], object]] = None, precision: str = "fp32"):
         self.backbone, self.tokens, self.guidance_scale = backbone, tokens, guidance_scale
         self.tick = tick  # called once per evaluation (a progress bar's update)
+        self.precision = precision
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t.expand(x.shape[0])
-        v = self.backbone(x, tt, self.tokens)
+        v = self._forward(x, tt, self.tokens)
         if self.tick is not None:
             self.tick()
         if self.guidance_scale == 1.0:
             return v
-        v_null = self.backbone(x, tt, torch.zeros_like(self.tokens))
+        v_null = self._forward(x, tt, torch.zeros_like(self.tokens))
         return v_null + self.guidance_scale * (v - v_null)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        with forward_precision(self.precision, x.device):
+            v = self.backbone(x, t, tokens)
+        return v.float()
 
 
 def euler(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] = None) -> torch.Tensor:
@@ -167,9 +216,11 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     labels, index = plan(n_per_class)
     backbone.eval()
     method.to(device)
-    starts = list(range(0, len(labels), cfg.batch_size))
-    with progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar:
-        mine = {s: _batch(method, backbone, labels, index, s, latent_shape, seed, cfg, device, bar.update)
+    batch = sampling_batch(backbone, cfg, device, len(labels), world)
+    starts = list(range(0, len(labels), batch))
+    with progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar, \
+            inference_scope(cfg.precision):
+        mine = {s: _batch(method, backbone, labels, index, s, batch, latent_shape, seed, cfg, device, bar.update)
                 for s in starts[rank::world]}
     if world > 1:
         import torch.distributed as dist
@@ -199,8 +250,9 @@ def draw_sources(method, n_per_class: Sequence[int], latent_shape, seed: int, cf
     """
     labels, index = plan(n_per_class)
     method.to(device)
-    parts = [_source_batch(method, labels[s : s + cfg.batch_size], index[s : s + cfg.batch_size],
-                           latent_shape, seed, device) for s in range(0, len(labels), cfg.batch_size)]
+    batch = cfg.batch_size or AUTO_CPU_BATCH  # no network runs: any batch fits
+    parts = [_source_batch(method, labels[s : s + batch], index[s : s + batch],
+                           latent_shape, seed, device) for s in range(0, len(labels), batch)]
     out = {"z": torch.cat([x0.float().cpu() for _, x0 in parts]) if parts else torch.empty(0, *latent_shape),
            "y": labels}
     subclasses = [cond.subclass.cpu() for cond, _ in parts if cond.subclass is not None]
@@ -216,12 +268,13 @@ def _source_batch(method, y: torch.Tensor, i: torch.Tensor, latent_shape, seed: 
     return cond, method.sample_source(cond.to(device), eps.to(device))
 
 
-def _batch(method, backbone, labels, index, start: int, latent_shape, seed: int, cfg: SampleConfig,
-           device, tick: Optional[Callable[[], object]] = None) -> dict:
+def _batch(method, backbone, labels, index, start: int, batch: int, latent_shape, seed: int,
+           cfg: SampleConfig, device, tick: Optional[Callable[[], object]] = None) -> dict:
     """One batch of the plan, from its per-sample seeded noise: {"z", "subclass"?, "paths"?}."""
-    y, i = labels[start : start + cfg.batch_size], index[start : start + cfg.batch_size]
+    y, i = labels[start : start + batch], index[start : start + batch]
     cond, x0 = _source_batch(method, y, i, latent_shape, seed, device)
-    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale, tick)
+    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale, tick,
+                                   cfg.precision)
     keep, states = i < cfg.keep_paths, []
     trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
     out = {"z": get_solver(cfg.solver)(velocity, x0, cfg.nfe, trace=trace).float().cpu()}
@@ -235,3 +288,30 @@ def _batch(method, backbone, labels, index, start: int, latent_shape, seed: int,
 def _path_recorder(rows: torch.Tensor, states: list) -> Trace:
     """A trace that appends the states of the selected `rows` (float32, on the CPU) to `states`."""
     return lambda x: states.append(x[rows].float().cpu())
+
+
+AUTO_CPU_BATCH = 1024  # sample.batch_size=None off CUDA: a CPU gains nothing from a larger batch
+
+
+def sampling_batch(backbone, cfg: SampleConfig, device, n: int, world: int = 1) -> int:
+    """The batch `generate` integrates: `sample.batch_size`, or when it is None the largest
+    batch whose traced peak (bench.pipeline.inference_memory) fits this CUDA device, at most each
+    process's share of the `n` samples; AUTO_CPU_BATCH elsewhere."""
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    share = max(1, -(-n // max(world, 1)))
+    if torch.device(device).type != "cuda":
+        return min(AUTO_CPU_BATCH, share)
+    from bench.pipeline import inference_memory as memory
+
+    resident = sum(t.numel() * t.element_size() for t in [*backbone.parameters(), *backbone.buffers()])
+    budget, peaks = memory.cuda_budget(device, resident), {}
+
+    def peak(b: int) -> int:
+        peaks[b] = memory.sampling_peak_bytes(backbone, b, cfg.precision, cfg.solver, cfg.guidance_scale)
+        return peaks[b]
+
+    batch = memory.largest_batch(peak, budget, share)
+    log.info("sample.batch_size=None: batch %d (traced peak %.2f GiB, budget %.2f GiB)", batch,
+             peaks.get(batch, 0) / memory.GIB, budget / memory.GIB)
+    return batch
