@@ -35,7 +35,8 @@ from bench.pipeline.latent_cache import cache_folder, cached_latents
 from bench.data.image_cache import prepare as prepare_images
 from bench.data.imagefiles import ImageFiles
 from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
-from bench.pipeline.sampler import draw_sources, generate
+from bench.pipeline.inference_precision import forward_precision, inference_scope
+from bench.pipeline.sampler import SourceSubset, draw_sources, generate
 from bench.data.targets import plan_records
 from bench.pipeline.trainer import train
 
@@ -118,6 +119,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             metrics, higher = evaluate(cell, ctx, times)
         times["total"] = round(time.perf_counter() - t_start, 4)
         extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),
+                 "source_per_class": source_x.counts(ds.n_classes).tolist(),  # the @source subset
                  "augmentation": plan_records(plan),
                  "skipped": len(getattr(ds, "skipped", []))}
         if generative is not None:
@@ -160,11 +162,16 @@ def source_set(cell: BuiltCell, shape: tuple, scored) -> dict:
     per-class counts, or that set itself), drawn exactly as the sampler starts from them.
 
     No network runs: these are the `@source` reference, what the source alone gives before any
-    flow. Cheap to redraw, so they are not stored.
+    flow. Cheap to redraw, so they are not stored. Each class keeps its first
+    `source.max_per_class` draws (sampler.SourceSubset; the record's `source_per_class`).
     """
     counts = scored if isinstance(scored, list) else \
         torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
-    return draw_sources(cell.method, counts, shape, cell.spec.seed, cell.sample_cfg, device=device())
+    kept = SourceSubset().counts(counts)
+    if kept != list(counts):
+        log.info("%s: @source scores %d of the %d source draws (source.max_per_class=%s)",
+                 cell.spec.label, sum(kept), sum(counts), SourceSubset().max_per_class)
+    return draw_sources(cell.method, kept, shape, cell.spec.seed, cell.sample_cfg, device=device())
 
 
 def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
@@ -314,12 +321,20 @@ def _save_samples(cell: BuiltCell, target: Path, key: str, out: dict) -> None:
         save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
 
 
+DECODE_CHUNK = 4096  # latents handed to the encoder at a time; it splits them into its own batches
+
+
 def decode(cell: BuiltCell, out: dict | None) -> Split | None:
-    """A synthetic set decoded to data space (the encoder's decoder, 256 latents at a time)."""
+    """A synthetic set decoded to data space by the encoder's decoder, at `sample.precision`
+    (bf16 autocast on the encoder's device, TF32 on; bench.pipeline.inference_precision)."""
     if out is None:
         return None
-    x = torch.cat([cell.encoder.decode(out["z"][i : i + 256]) for i in range(0, len(out["z"]), 256)]) \
-        if len(out["z"]) else out["z"]
+    if not len(out["z"]):
+        return Split(x=out["z"], y=out["y"], subclass=out.get("subclass"))
+    precision, z = cell.sample_cfg.precision, out["z"]
+    with inference_scope(precision), forward_precision(precision, cell.encoder.compute_device()):
+        x = torch.cat([cell.encoder.decode(z[i : i + DECODE_CHUNK]).float()
+                       for i in range(0, len(z), DECODE_CHUNK)])
     return Split(x=x, y=out["y"], subclass=out.get("subclass"))
 
 
