@@ -82,7 +82,7 @@ def test_dry_estimates_are_bench_footprint_and_ratios_follow(dry):
     assert dry.keys["gpu_estimates"]["FLOPs per training step"] == flops["ratio"]
     # memory and time are not measured on the CPU: listed, never compared
     for what in ("training step peak memory", "training step seconds", "sampling peak memory",
-                 "VAE decode peak memory", "downstream small_cnn epoch", "1-process FSDP step peak memory"):
+                 "VAE decode peak memory", "downstream small_cnn epoch", "downstream small_cnn peak memory", "1-process FSDP step peak memory"):
         assert rows[what]["measured"] is None and rows[what]["ratio"] is None, what
         assert rows[what]["estimated"] > 0, what
 

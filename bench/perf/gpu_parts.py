@@ -17,7 +17,8 @@ the check turns into ratios) and "details" (settings). Each runs bench's own cod
   architecture, saved to the scratch folder (nothing downloaded): encode and decode throughput,
   peaks vs inference_memory's.
 - downstream: one `bench.metrics.classifier.fit` epoch of the paper's ResNet-50 on random uint8
-  images from a memory-mapped image cache (the DataLoader path): time vs the GPU-hours model.
+  images from a memory-mapped image cache (the DataLoader path): time vs the GPU-hours model,
+  peak vs bench.pipeline.classifier_memory's traced training step.
 The 1-process FSDP run is bench.perf.gpu_fsdp.
 """
 
@@ -375,6 +376,7 @@ def downstream(sz: Sizes, workdir: Path) -> dict:
     from bench.metrics.batches import LoaderConfig
     from bench.metrics.classifier import Protocol, build_classifier, fit
     from bench.pipeline.budget import cnn_forward_flops
+    from bench.pipeline.classifier_memory import classifier_step_gib
 
     n, side = sz.downstream_images, sz.image_size
     files = cached_images(sz, workdir)
@@ -391,13 +393,16 @@ def downstream(sz: Sizes, workdir: Path) -> dict:
     rate, rate_words = assumed_rate("cnn_mfu")
     # as bench.pipeline.budget counts a downstream epoch: 3 forwards per training image
     estimated_s = 3 * cnn_forward_flops(sz.downstream_arch, (1, side, side), N_CLASSES) * (n - held) / rate
-    measured = {"epoch_s": seconds, "images_per_s": (n - held) / seconds, "peak_gib": dev.peak_gib(),
+    estimated_peak = classifier_step_gib(sz.downstream_arch, 1, N_CLASSES, side, sz.downstream_batch, PRECISION)
+    peak = dev.peak_gib()
+    measured = {"epoch_s": seconds, "images_per_s": (n - held) / seconds, "peak_gib": peak,
                 "train_loss": history.train_loss[0]}
-    return {"measured": measured, "estimated": {"epoch_s": estimated_s},
+    return {"measured": measured, "estimated": {"epoch_s": estimated_s, "peak_gib": estimated_peak},
             "compare": [row(f"downstream {sz.downstream_arch} epoch", "s", on_gpu(seconds), estimated_s,
-                            f"GPU-hours model ({rate_words})")],
+                            f"GPU-hours model ({rate_words})"),
+                        row(f"downstream {sz.downstream_arch} peak memory", "GiB", peak, estimated_peak,
+                            "classifier_memory.classifier_step_gib (traced training step)")],
             "details": {"arch": sz.downstream_arch, "images": n - held, "validation_images": held, "image_size": side,
                         "channels": 1, "batch": sz.downstream_batch, "stored": "uint8 image cache (memory-mapped)",
                         "loader_workers": LoaderConfig().workers_for(device),
-                        "timed": "the whole fit call: one training epoch, its validation pass, the best-weights copy",
-                        "memory_estimate": "none: bench does not estimate the downstream network's memory"}}
+                        "timed": "the whole fit call: one training epoch, its validation pass, the best-weights copy"}}
