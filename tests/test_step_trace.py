@@ -109,3 +109,18 @@ def test_checkpointing_adds_one_forward_of_flops():
     config = flux_config(double=1, single=3, heads=2, head_dim=64)
     plain, recomputed = counted_flops(config, 32, False), counted_flops(config, 32, True)
     assert 1.25 < recomputed / plain < 1.34  # forward is ~1/3 of forward + backward; the embedders are not recomputed
+
+
+@pytest.mark.parametrize("precision, checkpointing", [("bf16", False), ("no", True)])
+def test_a_deep_backbone_extrapolated_from_shallow_traces_matches_its_full_trace(precision, checkpointing):
+    from bench.pipeline import step_trace
+
+    config = flux_config(double=3, single=4)
+    backbone = meta_flux(**config)
+    full = step_trace._trace(backbone, 32, precision, checkpointing, True)
+    fast = step_trace._by_depth(backbone, {"num_layers": 3, "num_single_layers": 4}, 32, precision, checkpointing, True)
+    for peak in ("first", "accumulating", "optimiser_step"):
+        assert sum(getattr(fast, peak).values()) == pytest.approx(sum(getattr(full, peak).values()), rel=0.01)
+    assert fast.flops == full.flops and fast.gradients == full.gradients
+    # with recomputation the most activations at once moves between blocks: 10 % (one block of the stack)
+    assert fast.activations_most == pytest.approx(full.activations_most, rel=0.01 if not checkpointing else 0.1)
