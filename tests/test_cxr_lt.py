@@ -292,8 +292,8 @@ def test_validate_checks_the_paper_size_backbone_without_allocating_it(nih_root,
     # on a 24 GB machine and writes nothing (footprints are estimated: the default fits an 80 GiB
     # device, FLUX.1 size only a 1,000 GiB one)
     root, _ = nih_root
-    args = ("validate", "datasets=[nih_lt]", "methods=[fm]", f"nih_lt.root={root}", "nih_lt.size=32",
-            "pipeline.encoder=pixel", f"results_dir={tmp_path / 'res'}")
+    args = ("validate", "datasets=[nih_lt]", "methods=[fm]", "seeds=[0]", f"nih_lt.root={root}", "nih_lt.size=32",
+            "pipeline.encoder=pixel", f"results_dir={tmp_path / 'res'}", "budget.trace_inference=False")
     out = bench_cli(*args, "executor.device_memory_gib=80", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "1 cell(s) valid" in out.stdout and "2,238.6 M parameters" in out.stdout
