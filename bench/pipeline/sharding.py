@@ -7,20 +7,33 @@ to GPU processes (a CPU launch stays plain multi-CPU data parallel), so through 
 sharded path could not be tested without a GPU; called directly, CPU (gloo) and GPU (NCCL)
 processes run the same code. Each block a diffusers model names in `_no_split_modules` (FLUX's
 double- and single-stream blocks) is one FSDP unit, gathered just before it runs and freed after;
-the rest of the backbone is the root unit. Under `train.mixed_precision='bf16'` the units gather
-bf16 weights and reduce gradients in fp32, over fp32 master shards.
+the rest of the backbone is the root unit.
 
-The trained model is a sharded copy of the backbone; at the end its full weights are gathered
-into the original, plain backbone on every process (sampling shards batches, not weights), which
-`save_pretrained` writes as usual. Checkpoints are sharded (torch.distributed.checkpoint: one file
-per process and a metadata file), so resuming never needs the whole model on one process.
+As FSDP's users do it:
+- the sharded model is built on the meta device (no storage) and its shards are filled from rank
+  0's backbone, one tensor at a time; only rank 0 builds the seeded full model (the other ranks
+  build theirs on the meta device, `build_device`), so the trained weights are those of one process
+  trained from the same seed;
+- under `train.mixed_precision='bf16'` the units gather bf16 weights and reduce gradients in fp32
+  over fp32 master shards, and cast nothing they are given (`cast_forward_inputs=False`): autocast
+  casts per operation, exactly as in unsharded training, so the time `t` reaches the backbone in
+  fp32 (FSDP's default would round it to bf16 before FLUX's `1 - t` and timestep embedding, which
+  sampling computes in fp32);
+- at the end the full weights are gathered into the plain backbone one tensor at a time, through
+  the CPU (`gather_into`): every rank gets them, since every rank samples its share of batches;
+- checkpoints are sharded (torch.distributed.checkpoint: one file per process and a metadata file)
+  and written in the background (`AsyncShardWriter`): training stops only while this process's
+  shards are copied to host memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 import warnings
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -36,33 +49,107 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
+def receives_weights(sharding: str) -> bool:
+    """Whether this process takes its initial weights from rank 0 (a rank other than 0 of a sharded
+    launch) and so may build its backbone without them."""
+    from bench.runtime import distributed
+
+    return sharding == "fsdp" and distributed.world() > 1 and distributed.rank() != 0
+
+
+def build_device(sharding: str):
+    """The context to construct the backbone in: the meta device (no memory, no random draws) on
+    the ranks that receive rank 0's weights (`receives_weights`), the default elsewhere."""
+    return torch.device("meta") if receives_weights(sharding) else contextlib.nullcontext()
+
+
+def mixed_precision_policy(mixed_precision: str):
+    """FSDP2's policy: bf16 gathers over fp32 master shards with fp32 gradient reduction, and no
+    casting of forward inputs (autocast casts per operation, as unsharded training does)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if mixed_precision == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                    cast_forward_inputs=False)
+    return MixedPrecisionPolicy(cast_forward_inputs=False)
+
+
 def shard(backbone: nn.Module, device: torch.device, mixed_precision: str) -> nn.Module:
-    """A copy of `backbone`, sharded across the launched processes and moved to `device`."""
+    """A sharded twin of `backbone` on `device`, holding rank 0's weights (a collective).
+
+    The twin is built on the meta device and sharded before it gets any storage, so no process
+    holds a second full copy; `backbone` itself may be on the meta device on ranks other than 0.
+    """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
     # FLUX's single-stream blocks return views (a split of one tensor), which FSDP2 warns about in
     # case a later in-place op drops its backward hook; diffusers does none, and the sharded training
     # matches the unsharded one (tests/test_fsdp.py), so the warning would only alarm the user
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-    model = copy.deepcopy(backbone)
+    model = _meta_twin(backbone)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if mixed_precision == "bf16" else MixedPrecisionPolicy()
+    policy = mixed_precision_policy(mixed_precision)
     for unit in reversed(shard_units(model)):  # innermost first, as FSDP2 requires
         fully_shard(unit, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model.to(device)
+    model.to_empty(device=device)
+    _fill_from_first(model, backbone, device)
+    _share_rng()
+    return model
 
 
-def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The whole state dict of a sharded model, gathered on every process, on the CPU.
-    A collective: every process calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _meta_twin(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` whose parameters and buffers are on the meta device: the structure
+    (and settings such as activation checkpointing) without copying any storage."""
+    memo = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    return copy.deepcopy(module, memo)
 
-    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-    return {k: v.detach().cpu() for k, v in weights.items()}
+
+@torch.no_grad()
+def _fill_from_first(model: nn.Module, backbone: nn.Module, device: torch.device) -> None:
+    """Copy rank 0's `backbone` into the sharded `model`: each parameter scattered to its shards,
+    each buffer broadcast whole (FSDP shards no buffers), one tensor on the device at a time."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import distribute_tensor
+
+    first = dist.get_rank() == 0
+    params, buffers = dict(backbone.named_parameters()), dict(backbone.named_buffers())
+    for name, param in model.named_parameters():
+        full = params[name].to(device) if first else torch.empty(param.shape, dtype=param.dtype, device=device)
+        param.to_local().copy_(distribute_tensor(full, param.device_mesh, param.placements).to_local())
+    for name, buffer in model.named_buffers():
+        if first:
+            buffer.copy_(buffers[name])
+        dist.broadcast(buffer, src=0)
+
+
+def _share_rng() -> None:
+    """Give every rank rank 0's CPU generator state: ranks that built their backbone on the meta
+    device drew no random numbers, and every rank must continue with the same ones."""
+    import torch.distributed as dist
+
+    state = torch.get_rng_state().to(_backend_device())
+    dist.broadcast(state, src=0)
+    torch.set_rng_state(state.cpu())
+
+
+@torch.no_grad()
+def gather_into(model: nn.Module, backbone: nn.Module) -> None:
+    """Copy the sharded `model`'s full weights into the plain `backbone` on the CPU of every
+    process (a collective), one parameter at a time: no process ever holds a second full copy on
+    its device. A `backbone` built on the meta device gets its storage here."""
+    if any(t.is_meta for t in [*backbone.parameters(), *backbone.buffers()]):
+        backbone.to_empty(device="cpu")
+    params, buffers = dict(backbone.named_parameters()), dict(backbone.named_buffers())
+    for name, param in model.named_parameters():
+        params[name].copy_(param.full_tensor())  # every rank samples, so every rank needs the weights
+    for name, buffer in model.named_buffers():
+        buffers[name].copy_(buffer)
 
 
 def local_weights_finite(model: nn.Module) -> bool:
@@ -74,27 +161,86 @@ def all_true(flag: bool) -> bool:
     """Whether `flag` holds on every process (a collective)."""
     import torch.distributed as dist
 
-    value = torch.tensor([1 if flag else 0], dtype=torch.int64)
-    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    value = value.to(backend_device)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_backend_device())
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
 
 
-def save_shards(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Write this process's shards of the weights and AdamW state under `folder`/shards (a
-    collective: every process writes its own file; the first also writes the metadata)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+def _backend_device() -> str:
+    """Where the default process group's collectives take their tensors."""
+    import torch.distributed as dist
 
-    weights, optim = get_state_dict(model, optimizer)
-    dcp.save({"model": weights, "optim": optim}, checkpoint_id=str(Path(folder) / SHARDS_DIR))
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+class AsyncShardWriter:
+    """Writes the shards of the weights and AdamW state in the background
+    (`torch.distributed.checkpoint.async_save`).
+
+    `start` blocks only while this process's shards are copied to host memory (pinned and reused
+    across checkpoints on a GPU); a background thread writes them, and rank 0's thread then calls
+    `publish(error)` (so the folder appears on disk the moment all shards are written, with no
+    collective on the training's critical path). One write at a time: `start` first waits for the
+    previous one. The background collectives run on a gloo group of their own: DCP needs a CPU
+    group, and a shared one would interleave them with training's collectives.
+    """
+
+    def __init__(self):
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+        self.group = dist.new_group(backend="gloo")  # a collective: every rank constructs one
+        cuda = torch.cuda.is_available()
+        self.stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                   use_async_staging=False, use_non_blocking_copy=cuda))
+        self._done: Optional[threading.Event] = None
+        self._error: Optional[BaseException] = None
+
+    def start(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+              publish: Callable[[Optional[BaseException]], None]) -> None:
+        """Stage this process's shards and write them under `folder`/shards in the background (a
+        collective); `publish(None)` follows on success, `publish(error)` on failure."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        self.wait()
+        weights, optim = get_state_dict(model, optimizer)
+        done = threading.Event()
+
+        def finish(future) -> None:  # runs in the writer's thread
+            try:
+                error = future.exception()
+                publish(error)
+            except BaseException as exc:  # a failed publish is a failed checkpoint too
+                error = exc
+            self._error = error
+            done.set()
+
+        future = dcp.async_save({"model": weights, "optim": optim}, checkpoint_id=str(Path(folder) / SHARDS_DIR),
+                                process_group=self.group, async_stager=self.stager)
+        self._done = done
+        future.add_done_callback(finish)
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is written and published; raise its error."""
+        if self._done is not None:
+            self._done.wait()
+            self._done, error, self._error = None, self._error, None
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Finish the write in flight and free the staging memory."""
+        try:
+            self.wait()
+        finally:
+            self.stager.close()
 
 
 def load_shards(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Restore what `save_shards` wrote into `model` and `optimizer` (a collective). A missing or
-    damaged shard, or a weight that is not finite, raises on every process (torch.distributed.checkpoint
-    shares its errors) and leaves `model` and `optimizer` untouched."""
+    """Restore what `AsyncShardWriter` wrote into `model` and `optimizer` (a collective). A missing
+    or damaged shard, or a weight that is not finite, raises on every process
+    (torch.distributed.checkpoint shares its errors) and leaves `model` and `optimizer` untouched."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
