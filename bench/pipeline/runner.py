@@ -37,6 +37,7 @@ from bench.data.imagefiles import ImageFiles
 from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
 from bench.pipeline.inference_precision import forward_precision, inference_scope
 from bench.pipeline.sampler import SourceSubset, draw_sources, generate
+from bench.pipeline import sharding
 from bench.data.targets import plan_records
 from bench.pipeline.trainer import train
 
@@ -255,7 +256,9 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
         with torch.device("meta"):
             make_backbone(cell, tuple(z.shape[1:]))
         return loaded.to(device()), read_manifest(target)["train"]
-    backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
+    # sharded training takes its initial weights from rank 0: the other ranks build no full copy
+    with sharding.build_device(cell.train_cfg.sharding):
+        backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
     with times.stage("train"):
         result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
                        checkpoint_dir=folder / "checkpoints", config_hash=key)
