@@ -10,7 +10,8 @@ the very code that runs at inference is run once on them, bench's own solver ste
 `torch.no_grad`. `PeakTracker` adds up the bytes of every tensor storage alive after each op
 (rounded up to the CUDA caching allocator's 512-byte blocks) and keeps the maximum: weights,
 inputs, the activations still referenced, and the outputs. Pinned in tests/test_inference_memory.py
-to PyTorch's own `MemTracker` on the same trace, and to a real CPU run's allocations.
+to PyTorch's own `MemTracker` on the same trace (equal to the byte with 1-byte blocks), and to the
+same code run on real CPU tensors.
 
 What a trace cannot see is left to the margin (`MARGIN_FRACTION` of the device, at least
 `MARGIN_MIN_GIB`): cuBLAS / cuDNN workspaces, the caching allocator's fragmentation, other
@@ -21,6 +22,7 @@ under CPU autocast, whose policy differs for a few ops (normalisations).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import weakref
@@ -82,6 +84,11 @@ class PeakTracker(TorchDispatchMode):
         return out
 
 
+# traced peaks of this process, by what determines them (a batch search and the run preview
+# trace the same points again)
+_PEAKS: dict = {}
+
+
 def trace_device() -> torch.device:
     """The device fake tensors are made on: CUDA's where CUDA is available, else the CPU's."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,6 +141,10 @@ def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: s
     from bench.pipeline.sampler import ConditionedVelocity, get_solver
 
     kind, config = type(backbone), backbone.config()
+    key = ("sampling", kind.__module__, kind.__qualname__, json.dumps(config, sort_keys=True, default=str), batch,
+           precision, solver, guidance_scale, str(device))
+    if key in _PEAKS:
+        return _PEAKS[key]
 
     def run(model, dev):
         x0 = torch.empty((batch, *model.sample_shape), device=dev)
@@ -144,7 +155,8 @@ def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: s
     def trace(dev):
         return traced_peak(lambda: kind(**config).eval(), run, dev)
 
-    return trace(device) if device is not None else _with_cpu_fallback(trace)
+    _PEAKS[key] = trace(device) if device is not None else _with_cpu_fallback(trace)
+    return _PEAKS[key]
 
 
 def sampling_peak_gib(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
@@ -171,6 +183,10 @@ def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: 
         raise ValueError(f"mode must be 'encode' or 'decode', got {mode!r}")
     config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
     channels, height, width = image_shape
+    key = ("vae", json.dumps(config, sort_keys=True, default=str), tuple(image_shape), batch, precision, mode,
+           str(device), dtype)
+    if key in _PEAKS:
+        return _PEAKS[key]
 
     def run(vae, dev):
         shell = FluxVAEEncoder(batch_size=batch, device=str(dev), dtype=dtype)
@@ -192,7 +208,8 @@ def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: 
 
         return traced_peak(build, run, dev)
 
-    return trace(device) if device is not None else _with_cpu_fallback(trace)
+    _PEAKS[key] = trace(device) if device is not None else _with_cpu_fallback(trace)
+    return _PEAKS[key]
 
 
 def vae_peak_gib(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
@@ -267,3 +284,21 @@ def largest_batch(peak: Callable[[int], int], budget: int, cap: int) -> int:
             hi = guess
         step += 1
     return fits[-1]
+
+
+def chosen_sampling_batch(backbone, total_gib: float, precision: str = "fp32", solver: str = "euler",
+                          guidance_scale: float = 1.0, n: int = 50_000, used_by_others_gib: float = 0.0) -> int:
+    """The batch `sample.batch_size=None` picks for `n` samples on a device of `total_gib` GiB of
+    which `used_by_others_gib` are taken (for the run preview: the device need not be here)."""
+    budget = budget_bytes(int(total_gib * GIB), int(used_by_others_gib * GIB))
+    return largest_batch(lambda b: sampling_peak_bytes(backbone, b, precision, solver, guidance_scale),
+                         budget, n)
+
+
+def chosen_vae_batch(vae_config: dict, image_shape: tuple, total_gib: float, precision: str = "fp32",
+                     mode: str = "decode", used_by_others_gib: float = 0.0, dtype: str = "float32") -> int:
+    """The chunk `flux_vae.batch_size=None` picks on a device of `total_gib` GiB of which
+    `used_by_others_gib` are taken (when decoding, the trained backbone's weights stay resident)."""
+    budget = budget_bytes(int(total_gib * GIB), int(used_by_others_gib * GIB))
+    return largest_batch(lambda b: vae_peak_bytes(vae_config, image_shape, b, precision, mode, dtype=dtype),
+                         budget, MAX_VAE_BATCH)
