@@ -146,3 +146,31 @@ def test_tf32_is_on_inside_and_restored_after(monkeypatch):
     assert matmul.fp32_precision == before
     with inference_precision.inference_scope("fp32"):
         assert matmul.fp32_precision == before
+
+
+class RecordingDecoder:
+    """An encoder whose decoder notes whether bf16 autocast was on and returns a bf16 tensor."""
+
+    def __init__(self):
+        self.seen = []
+
+    def compute_device(self):
+        return torch.device("cpu")
+
+    def decode(self, z):
+        self.seen.append((torch.is_autocast_enabled("cpu"), len(z)))
+        return torch.nn.functional.linear(z, torch.eye(z.shape[1]))  # bf16 under autocast
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sets_are_decoded_at_the_sample_precision(precision):
+    from types import SimpleNamespace
+
+    from bench.pipeline import runner
+
+    encoder = RecordingDecoder()
+    cell = SimpleNamespace(encoder=encoder, sample_cfg=SampleConfig(precision=precision))
+    z = torch.randn(5000, 3)
+    split = runner.decode(cell, {"z": z, "y": torch.zeros(5000, dtype=torch.long)})
+    assert encoder.seen == [(precision == "bf16", runner.DECODE_CHUNK), (precision == "bf16", 5000 - runner.DECODE_CHUNK)]
+    assert split.x.dtype == torch.float32 and torch.allclose(split.x, z, atol=2e-2)

@@ -1,13 +1,16 @@
 """ODE solvers against closed-form solutions; seeded noise independent of batch size."""
 
 import math
+from types import SimpleNamespace
 
+import gin
 import pytest
 import torch
 
 from bench.errors import BenchError
 from bench.method import Condition, Method
-from bench.pipeline.sampler import SampleConfig, draw_sources, euler, generate, heun, sample_noise
+from bench.pipeline import runner
+from bench.pipeline.sampler import SampleConfig, SourceSubset, draw_sources, euler, generate, heun, sample_noise
 
 
 def linear_field(a: float):
@@ -122,3 +125,35 @@ def test_source_draws_are_the_points_the_ode_starts_from(batch):
     larger = draw_sources(method, [5, 2, 6], (2,), 5, cfg)
     for c, n in enumerate(counts):
         assert torch.equal(larger["z"][larger["y"] == c][:n], source["z"][source["y"] == c])
+
+
+def test_source_subset_keeps_each_class_first_draws_up_to_the_cap():
+    assert SourceSubset(max_per_class=3).counts([5, 2, 0, 3]) == [3, 2, 0, 3]
+    assert SourceSubset(max_per_class=None).counts([5000, 2]) == [5000, 2]
+    with pytest.raises(BenchError, match=r"source.max_per_class=1: use an integer >= 2"):
+        SourceSubset(max_per_class=1)
+
+
+@pytest.fixture
+def source_cap():
+    """`source.max_per_class = 3` bound in gin for one test."""
+    gin.clear_config()
+    gin.parse_config("source.max_per_class = 3")
+    yield
+    gin.clear_config()
+
+
+def test_source_set_scores_the_scored_sets_first_draws_of_each_class(source_cap):
+    method = SubclassShift()
+    method.setup(n_classes=3)
+    cell = SimpleNamespace(method=method, dataset=SimpleNamespace(n_classes=3), spec=SimpleNamespace(seed=5, label="c"),
+                           sample_cfg=SampleConfig(nfe=4, batch_size=2))
+    scored = {"y": torch.tensor([0] * 5 + [1] * 2 + [2] * 4)}  # the generative set's labels
+    subset = runner.source_set(cell, (2,), scored)
+    assert torch.bincount(subset["y"], minlength=3).tolist() == [3, 2, 3]
+    full = draw_sources(method, [5, 2, 4], (2,), 5, cell.sample_cfg)  # what @source scored before the cap
+    for c in range(3):  # no random choice: the first draws of each class, i.e. the scored set's first x0
+        mine = subset["z"][subset["y"] == c]
+        assert torch.equal(mine, full["z"][full["y"] == c][: len(mine)])
+        assert torch.equal(subset["subclass"][subset["y"] == c], full["subclass"][full["y"] == c][: len(mine)])
+    assert torch.equal(runner.source_set(cell, (2,), [1, 2, 9])["y"], torch.tensor([0, 1, 1, 2, 2, 2]))
