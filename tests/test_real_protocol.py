@@ -178,6 +178,9 @@ def test_validate_estimates_gpu_hours_memory_and_disk_from_the_footprint(nih_val
         sampling = float(re.search(r"sampling@1 ([\d.]+)", line)[1])
         assert n * 2 / 2**30 < sampling < peak  # more than bf16 weights, less than training
         assert re.search(r"vae decode@1 [\d.]+", line)
+        # one training step of each CNN at its batch (classifier_memory): more than its weights
+        assert float(re.search(r"downstream resnet50@256 ([\d.]+)", line)[1]) > 23.5e6 * 4 / 2**30
+        assert float(re.search(r"features densenet121@64 ([\d.]+)", line)[1]) > 7e6 * 4 / 2**30
         backbone = float(re.search(r"backbone ([\d.]+)", line)[1])
         # printed parameters are rounded to 0.1 M; fp32 weights
         assert backbone == pytest.approx(n * 4 / 2**30, rel=1e-3)

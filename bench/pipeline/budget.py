@@ -19,8 +19,9 @@ checked on hardware):
   IRS / memorisation searches, image decoding, and activation checkpointing's extra forward.
 - Peak memory per device: the training step's footprint (bench.pipeline.footprint), and one
   sampling step's and the VAE decoder's peaks traced under fake tensors
-  (bench.pipeline.inference_memory; `budget.trace_inference=False` skips the traces). Not
-  estimated here: the CNNs' (feature network, downstream classifiers) training peaks.
+  (bench.pipeline.inference_memory), and one training step's peak of the feature network and of
+  the downstream classifier at their batch sizes (bench.pipeline.classifier_memory);
+  `budget.trace_inference=False` skips these traces.
 - Disk: resumable checkpoints (fp32 weights and AdamW state, two while the newer is written;
   removed once the backbone is saved), the saved backbone (fp32), the sample sets (fp32 latents),
   and per dataset (shared by its cells, marked [dataset]) the latent cache (fp32) and the uint8
@@ -215,7 +216,7 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
     if fp is not None:
         out.peak_gib["train"] = fp.total_gib
     if not out.cpu_sized:  # the embedded quick run's cells are not traced
-        out.peak_gib.update(_inference_peaks(cell, f, assumptions))
+        out.peak_gib.update(_inference_peaks(cell, f, assumptions, features_cfg))
     _disk(out, cell, f, synthetic, generative, first_of_dataset)
     return out
 
@@ -234,7 +235,7 @@ def _downstream_flops(ev, f: DatasetFacts, synthetic: int, shared: bool) -> floa
     return flops
 
 
-def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions) -> dict:
+def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions, features_cfg=None) -> dict:
     """Peaks of sampling (one solver step) and of the VAE's decoding, traced under fake tensors by
     bench.pipeline.inference_memory at the configured batch (at batch 1 where the batch is chosen
     to fit the device at run time: the peak then grows to the device's budget by design). Traced
@@ -261,7 +262,27 @@ def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions) -> dict:
         key = ("vae", cell.stage_hashes["encode"], batch, precision)
         peaks[f"vae decode@{batch}"] = _traced(key, lambda: vae_peak_gib(
             encoder.config(), f.image_shape, batch, precision, "decode", dtype=encoder.dtype))
+    peaks.update(_classifier_peaks(cell, f, features_cfg))
     return {k: v for k, v in peaks.items() if v is not None}
+
+
+def _classifier_peaks(cell, f: DatasetFacts, features_cfg) -> dict:
+    """One training step's peak of the feature network and of the downstream classifier at their
+    batch sizes (bench.pipeline.classifier_memory, bf16 autocast as on a GPU)."""
+    try:
+        from bench.pipeline.classifier_memory import classifier_step_gib
+    except ImportError:
+        return {}
+    channels, size = f.image_shape[0], f.image_shape[-1]
+    n_classes = cell.dataset.n_classes
+    nets = {}
+    if features_cfg is not None and not features_cfg.path:
+        nets[f"features {features_cfg.arch}@{features_cfg.batch_size}"] = (features_cfg.arch, features_cfg.batch_size)
+    down = next((ev for ev in cell.evaluators if ev.name == "downstream"), None)
+    if down is not None:
+        nets[f"downstream {down.arch}@{down.protocol.batch_size}"] = (down.arch, down.protocol.batch_size)
+    return {name: _traced(("cnn", arch, channels, n_classes, size, batch), lambda a=arch, b=batch: classifier_step_gib(
+        a, channels, n_classes, size, b)) for name, (arch, batch) in nets.items()}
 
 
 _TRACES: dict = {}
