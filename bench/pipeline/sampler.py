@@ -1,7 +1,8 @@
 """Fixed-step ODE samplers and seeded generation of a synthetic set.
 
 Each synthetic sample's noise comes from its own generator seeded by (cell seed, class, index),
-so the synthetic set is the same whatever the batch size or the number of processes.
+so the synthetic set is the same whatever the batch size or the number of processes (under
+`sample.precision='bf16'`, to bf16 rounding: GPU kernels may round differently at another batch).
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     backbone.eval()
     method.to(device)
     batch = sampling_batch(backbone, cfg, device, len(labels), world)
+    if cfg.batch_size is None:  # chosen from each process's free memory: all must cut alike
+        batch = _agreed(batch, world)
     starts = list(range(0, len(labels), batch))
     with progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar, \
             inference_scope(cfg.precision):
@@ -288,6 +291,18 @@ def _batch(method, backbone, labels, index, start: int, batch: int, latent_shape
 def _path_recorder(rows: torch.Tensor, states: list) -> Trace:
     """A trace that appends the states of the selected `rows` (float32, on the CPU) to `states`."""
     return lambda x: states.append(x[rows].float().cpu())
+
+
+def _agreed(batch: int, world: int) -> int:
+    """The smallest of every process's batch: each may see other free memory, and all must cut the
+    plan into the same batches (a batch is integrated by one rank and gathered by all)."""
+    if world <= 1:
+        return batch
+    import torch.distributed as dist
+
+    batches: list = [None] * world
+    dist.all_gather_object(batches, batch)
+    return min(batches)
 
 
 AUTO_CPU_BATCH = 1024  # sample.batch_size=None off CUDA: a CPU gains nothing from a larger batch
