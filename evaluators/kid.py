@@ -42,7 +42,9 @@ def kid(fake: np.ndarray, real: np.ndarray, seed: int = 0, max_subset: int = 100
         raise ValueError(f"KID needs at least 2 samples per side, got {len(fake)} and {len(real)}")
     with warnings.catch_warnings():  # "will save all extracted features": that is the point, here
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        metric = KernelInceptionDistance(feature=Features(fake.shape[1]), subsets=subsets, subset_size=size)
+        # sync_on_compute=False: on a launched cell rank 0 alone computes it; torchmetrics would all-gather
+        metric = KernelInceptionDistance(feature=Features(fake.shape[1]), subsets=subsets, subset_size=size,
+                                         sync_on_compute=False)
     metric.update(torch.as_tensor(real, dtype=torch.float64), real=True)
     metric.update(torch.as_tensor(fake, dtype=torch.float64), real=False)
     with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator

@@ -162,7 +162,9 @@ class RecallStats:
     the targets (a class predicted but absent does not count), checked against it in the tests."""
 
     def __init__(self, n_classes: int, device):
-        self.stats = MulticlassStatScores(num_classes=n_classes, average=None).to(device)
+        # sync_on_compute=False: torchmetrics would otherwise all-gather the counts of every launched rank,
+        # each validating its own classifier (bench.runtime.distributed.spread)
+        self.stats = MulticlassStatScores(num_classes=n_classes, average=None, sync_on_compute=False).to(device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         self.stats.update(pred, target.to(pred.device))
