@@ -4,7 +4,9 @@ The reference here re-implements, in the plainest form, the loop the trainer ran
 reading the loss every step and drew each batch ahead (issue 24): one CPU generator drawing, per
 step, the batch indices, the noise, the times and (with several micro-batches) one seed per
 micro-batch, in that order, and the loss drawing any further randomness after them. The trainer
-must reproduce its weights, loss trace and convergence verdict bit for bit on the CPU.
+must reproduce its weights, loss trace and convergence verdict bit for bit on the CPU. (The reference
+was checked to agree bit for bit with the trainer of commit 34992a5, before the change, on the
+four cases below.)
 """
 
 import math

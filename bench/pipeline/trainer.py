@@ -455,7 +455,7 @@ def _gather(data: torch.Tensor, rows: torch.Tensor, device: torch.device) -> tor
     The latents stay on the host: resident on the GPU they would take the whole training set's
     size of device memory to save one batch-sized copy per step that overlaps the previous step."""
     if device.type != "cuda" or data.device.type != "cpu":
-        return data[rows.to(data.device)].to(device)
+        return data[_to_device(rows, data.device)].to(device)
     out = torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype, pin_memory=True)
     return torch.index_select(data, 0, rows, out=out).to(device, non_blocking=True)
 
