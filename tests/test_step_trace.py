@@ -53,13 +53,15 @@ def memtracker_peak(config, rows, precision, checkpointing, accumulating) -> dic
     return next(iter(tracker.get_tracker_snapshot("peak").values()))
 
 
-@pytest.mark.parametrize("precision, checkpointing, rows, micro_batches", [
-    ("bf16", False, 32, 4),   # a later micro-batch under accumulation: every gradient held
-    ("no", False, 16, 1),     # one micro-batch a step: gradients born during the backward
-    ("bf16", True, 64, 2),    # activation checkpointing
+WIDE = flux_config(double=2, single=3, heads=4)
+
+
+@pytest.mark.parametrize("config, precision, checkpointing, rows, micro_batches", [
+    (flux_config(), "bf16", False, 32, 4),  # a later micro-batch under accumulation: every gradient held
+    (WIDE, "no", False, 8, 1),              # one micro-batch a step: gradients born during the backward
+    (flux_config(), "bf16", True, 64, 2),   # activation checkpointing
 ])
-def test_peak_matches_memtracker_within_15_percent(precision, checkpointing, rows, micro_batches):
-    config = flux_config()
+def test_peak_matches_memtracker_within_15_percent(config, precision, checkpointing, rows, micro_batches):
     fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=1,
                   mixed_precision=precision, activation_checkpointing=checkpointing)
     peak = memtracker_peak(config, rows, precision, checkpointing, accumulating=micro_batches > 1)
@@ -68,13 +70,6 @@ def test_peak_matches_memtracker_within_15_percent(precision, checkpointing, row
     n = sum(p.numel() for p in meta_flux(**config).parameters())
     assert fp.trace.optimiser >= 8 * n and fp.trace.optimiser - 8 * n < 1024  # + the step counters
     assert fp.trace.gradients == 4 * n
-
-
-def test_peak_matches_memtracker_on_a_wider_deeper_model():
-    config = flux_config(double=2, single=3, heads=4, head_dim=32)
-    fp = estimate(meta_flux(**config), batch_size=16, micro_batches=2, processes=1, mixed_precision="bf16")
-    peak = memtracker_peak(config, 8, "bf16", False, accumulating=True)
-    assert fp.total_gib * GIB == pytest.approx(peak["Total"], rel=0.15)
 
 
 def counted_flops(config, rows, checkpointing) -> int:
@@ -103,12 +98,6 @@ def test_flops_per_step_within_2_percent_of_flop_counter(config, rows, micro_bat
     fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=4,
                   mixed_precision="bf16", activation_checkpointing=checkpointing)
     assert fp.flops_per_step == pytest.approx(micro_batches * counted_flops(config, rows, checkpointing), rel=0.02)
-
-
-def test_checkpointing_adds_one_forward_of_flops():
-    config = flux_config(double=1, single=3, heads=2, head_dim=64)
-    plain, recomputed = counted_flops(config, 32, False), counted_flops(config, 32, True)
-    assert 1.25 < recomputed / plain < 1.34  # forward is ~1/3 of forward + backward; the embedders are not recomputed
 
 
 @pytest.mark.parametrize("precision, checkpointing", [("bf16", False), ("no", True)])
