@@ -209,4 +209,5 @@ def test_the_run_preview_is_one_line_for_cpu_sized_grids_and_a_table_otherwise()
     table = grid_preview([big, *small], Assumptions(), "paper_1gpu").splitlines()
     assert table[0].startswith("experiment paper_1gpu: 3 cell(s); estimates at 989 TFLOP/s peak x MFU 0.35")
     assert re.match(r"\s+nih_lt/fm/seed0\s+3\.5\s+46\.2\s+11\.0\s+r/paper_1gpu/nih_lt/fm/seed0$", table[2])
+    assert re.match(r"\s+total\s+3\.5\s+11\.0  kept, plus up to 0\.0 GiB of checkpoints", table[3])
     assert table[-1] == "  and 2 CPU-sized cell(s)"

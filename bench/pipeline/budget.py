@@ -48,6 +48,7 @@ from bench.errors import BenchError
 GIB = 2**30
 FP32 = 4
 CHECKPOINT_BYTES = 4 + 8  # fp32 weights + the two AdamW moments, per parameter
+CHECKPOINTS = "checkpoints while training"  # the disk item removed once the backbone is saved
 CPU_SIZED_GPU_HOURS = 0.01  # below this a cell is CPU-sized: `bench run` prints no estimate for it
 
 
@@ -312,7 +313,7 @@ def _disk(out: CellEstimate, cell, f: DatasetFacts, synthetic: int, generative: 
     params = getattr(cell.footprint, "parameters", 0) or 0
     ema = FP32 if getattr(cell.train_cfg, "ema_decay", 0) else 0
     latent = math.prod(f.latent_shape) * FP32
-    out.disk_gib["checkpoints while training"] = 2 * params * (CHECKPOINT_BYTES + ema) / GIB
+    out.disk_gib[CHECKPOINTS] = 2 * params * (CHECKPOINT_BYTES + ema) / GIB
     out.disk_gib["backbone"] = params * FP32 / GIB
     out.disk_gib["samples"] = (synthetic + generative) * latent / GIB
     if first:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.pipeline.budget import Assumptions, CellEstimate, estimate, facts
+from bench.pipeline.budget import CHECKPOINTS, Assumptions, CellEstimate, estimate, facts
 
 
 @dataclass
@@ -104,9 +104,12 @@ def grid_preview(views: list[CellView], assumptions: Assumptions, experiment: st
         rows.append(f"  {v.label:<{width}}  {e.total_gpu_hours:>8,.1f}  {max(e.peak_gib.values(), default=0):>8,.1f}  "
                     f"{sum(e.disk_gib.values()):>8,.1f}  {v.folder}")
     total = sum(v.estimate.total_gpu_hours for v in big)
-    disk = sum(sum(v.estimate.disk_gib.values()) for v in big)
-    rows.append(f"  {'total':<{width}}  {total:>8,.1f}  {'':>8}  {disk:>8,.1f}  (checkpoints are removed once "
-                "each backbone is saved; `bench validate` itemises every cell)")
+    # checkpoints live only while their cell trains: kept files add up, checkpoints do not
+    checkpoints = [v.estimate.disk_gib.get(CHECKPOINTS, 0.0) for v in big]
+    kept = sum(sum(v.estimate.disk_gib.values()) for v in big) - sum(checkpoints)
+    rows.append(f"  {'total':<{width}}  {total:>8,.1f}  {'':>8}  {kept:>8,.1f}  kept, plus up to "
+                f"{max(checkpoints):,.1f} GiB of checkpoints per cell while it trains (`bench validate` "
+                "itemises every cell)")
     if len(big) < len(views):
         rows.append(f"  and {len(views) - len(big)} CPU-sized cell(s)")
     return "\n".join(rows)
