@@ -17,12 +17,15 @@ class Evaluator:
     `applies_to` says which dataset kinds it handles ("vector", "image"); the runner skips it
     elsewhere. `version` says what its records hold: raise it when the evaluator computes something
     new or different, and every stored record it wrote is evaluated again on the next run (the
-    trained backbone and the samples are reused).
+    trained backbone and the samples are reused). `spreads_over_ranks`: on a cell launched on
+    several processes, `evaluate` runs on every rank and shares its work among them through
+    bench.runtime.distributed (the downstream classifiers); the others run on rank 0 alone.
     """
 
     name = "evaluator"
     applies_to: tuple[str, ...] = ("vector", "image")
     higher_is_better: dict[str, bool] = {}
+    spreads_over_ranks = False
     version = 1
 
     def evaluate(self, cell) -> dict[str, float]:

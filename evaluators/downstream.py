@@ -22,6 +22,13 @@ per (dataset, eval split, protocol, classifier seeds) and shared by that dataset
 (bench.metrics.baseline_store, under `cell.shared`), each unit recomputed whenever what it was trained
 on differs; the time they take shows as the stage `evaluate/downstream/baselines` (near zero when
 reused). Per-seed scores, per-class recalls and training histories go to `<cell>/downstream.json`.
+
+Every run (a run name and a classifier seed) is an independent task, so a cell launched on several
+processes shares them among its ranks (bench.runtime.distributed.spread): each rank trains its
+share on its own device, the scores are gathered to every rank, and the results are those of one
+process, since every run depends on its seed alone. A run that retrains another's head (cRT) goes
+in that run's task. The no-augmentation weights the store keeps are written by the rank that trained
+them and moved into the store by rank 0, which writes every file.
 Defaults are sized for 32x32 images on a CPU (small_cnn); gin/presets/downstream_paper.gin sets the
 paper's ResNet-50 protocol.
 """
@@ -29,7 +36,8 @@ paper's ResNet-50 protocol.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,12 +47,13 @@ from bench.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.evaluators.cond_accuracy import per_class_recall
-from bench.metrics.baseline_store import BaselineStore
+from bench.metrics.baseline_store import BaselineStore, save_weights
 from bench.metrics.classifier import (
-    Protocol, balanced_accuracy, build_classifier, concat_rows, default_device, fit, macro_f1, plain, predict,
-    retrain_head, selection_splits,
+    Protocol, balanced_accuracy, build_classifier, concat_rows, fit, macro_f1, plain, predict, retrain_head,
+    selection_splits,
 )
 from bench.registry import register_evaluator
+from bench.runtime import distributed
 from bench.store.artifacts import write_json_atomic
 from bench.store.fingerprint import split_fingerprint
 
@@ -53,6 +62,8 @@ NO_AUG = "/no_aug"
 AUG = "aug"
 REMEDIES = ("reweight", "resample", "focal", "ldam_drw", "crt")
 WITH_AUGMENTATION = ("reweight", "crt")
+STORED = "stored no_aug"  # the task that retrains heads on the stored no-augmentation classifier
+PARTS = "downstream.parts"  # in the cell folder: no-aug weights each rank leaves for the store
 MEANS = ("bacc", "macro_f1", f"bacc{NO_AUG}", f"macro_f1{NO_AUG}", "bacc_gain")
 STDS = ("bacc_std", "macro_f1_std")
 
@@ -73,6 +84,7 @@ class Downstream(Evaluator):
     synthetic set, and the synthetic set with remedies."""
 
     applies_to = ("image",)
+    spreads_over_ranks = True  # its classifier runs are shared among a launched cell's ranks
     version = 2  # 2: the long-tail remedies and their combinations with augmentation
 
     def __init__(self, arch: str = "small_cnn", n_seeds: int = 3, lr: float = 1e-3, batch_size: int = 64,
@@ -92,7 +104,11 @@ class Downstream(Evaluator):
                                  **{f"{m}{r}": True for m in ("bacc", "macro_f1") for r in runs}}
 
     def evaluate(self, cell) -> dict[str, float]:
-        """Train the classifiers, score them on cell.test, write downstream.json."""
+        """Train the classifiers, score them on cell.test, write downstream.json.
+
+        Launched on several processes, every rank calls this (`spreads_over_ranks`): the classifier
+        runs are shared among the ranks (bench.runtime.distributed.spread), each on its own device,
+        and every rank returns the metrics; rank 0 alone writes the files."""
         train, val = selection_splits(cell.dataset, cell.train)
         synth = cell.synthetic
         if tuple(synth.x.shape[1:]) != tuple(train.x.shape[1:]):
@@ -105,64 +121,86 @@ class Downstream(Evaluator):
             runs, reused = self._baselines(cell, store, train, val, seeds)
         aug_x, aug_y = concat_rows([train.x, synth.x]), torch.cat([train.y, synth.y.long()])
         runs |= self._augmented(cell, aug_x, aug_y, val, seeds)
-        write_json_atomic(cell.out_dir / "downstream.json", {
+        distributed.on_main(lambda: write_json_atomic(cell.out_dir / "downstream.json", {
             "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
             "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs,
-            "shared_from": str(store.folder) if store else None, "reused": reused})
+            "shared_from": str(store.folder) if store else None, "reused": reused}))
         cell.details["downstream"] = per_seed(runs)
         return summarise(runs)
 
     # -- the runs ------------------------------------------------------------------------------
     def _baselines(self, cell, store, train, val, seeds: list[int]) -> tuple[dict, list[str]]:
         """The runs on real data alone: no augmentation and each remedy, from the store when it
-        holds them for this basis (their names listed as reused), else trained and stored."""
-        runs, reused = {}, []
-        runs["no_aug"], models = self._no_aug(cell, store, train, val, seeds)
-        if models is None:
-            reused.append("no_aug")
-        for name in self.remedies:
-            remedy = self._remedy(name, train.y, cell.dataset.n_classes)
-            stored = store.load(name, remedy.describe()) if store else None
-            if stored is not None:
-                runs[name] = stored
-                reused.append(name)
-                continue
-            if remedy.retrains_head and models is None:
-                models = self._no_aug_models(cell, store, train, val, seeds)
-            runs[name] = [self._apply(cell, remedy, train.x, train.y, val, seed, models[i] if models else None)
-                          for i, seed in enumerate(seeds)]
-            if store:
-                store.save(name, remedy.describe(), runs[name])
+        holds them for this basis (their names listed as reused), else trained and stored.
+
+        One task per (run, seed); a remedy that retrains the no-augmentation classifier's head (cRT)
+        runs in that classifier's task (or, when the store holds it, in a task that loads it)."""
+        remedies = {name: self._remedy(name, train.y, cell.dataset.n_classes) for name in self.remedies}
+        units = {"no_aug": {}, **{name: remedy.describe() for name, remedy in remedies.items()}}
+        # rank 0 reads the store: every rank plans the same tasks, whatever another job writes meanwhile
+        stored = distributed.on_main(lambda: {u: store.load(u, s) if store else None for u, s in units.items()})
+        missing = [u for u in units if stored[u] is None]
+        heads = {n: remedies[n] for n in missing if n != "no_aug" and remedies[n].retrains_head}
+        bases = ["no_aug"] if "no_aug" in missing else [STORED] if heads else []
+        fresh = [n for n in missing if n != "no_aug" and n not in heads]
+        parts = cell.out_dir / PARTS
+
+        def run(task: tuple[str, int]) -> dict:
+            name, i = task
+            if name in ("no_aug", STORED):
+                return self._no_aug_and_heads(cell, store, train, val, seeds, i, heads, name == STORED, parts)
+            return {name: self._train(cell, train.x, train.y, val, seeds[i], remedies[name])[0]}
+
+        tasks = [(name, i) for name in (*bases, *fresh) for i in range(len(seeds))]
+        trained = _by_run(missing, tasks, distributed.spread(tasks, run), len(seeds))
+        runs = {u: trained[u] if stored[u] is None else stored[u] for u in units}
+        if store and missing:
+            distributed.on_main(lambda: self._save(store, units, missing, runs, parts))
+        reused = [u for u in units if stored[u] is not None]
         if reused:
             log.info("downstream: %s classifiers reused from %s", ", ".join(reused), store.folder)
         return runs, reused
 
-    def _no_aug(self, cell, store, train, val, seeds: list[int]) -> tuple[list[dict], Optional[list]]:
-        """The no-augmentation runs, and their classifiers when trained here (None: from the store)."""
-        stored = store.load("no_aug", {}) if store else None
-        if stored is not None:
-            return stored, None
-        trained = [self._train(cell, train.x, train.y, val, seed, plain(self.protocol)) for seed in seeds]
-        runs, models = [r for r, _ in trained], [m for _, m in trained]
-        if store:
-            store.save("no_aug", {}, runs, models)
-        return runs, models
+    def _no_aug_and_heads(self, cell, store, train, val, seeds: list[int], i: int, heads: dict,
+                          from_store: bool, parts: Path) -> dict:
+        """Seed i's no-augmentation run (trained; its weights left in `parts` for the store) and the
+        remedies that retrain its head; `from_store`: only the latter, from the stored classifier
+        (retrained when its weights are lost)."""
+        seed, out = seeds[i], {}
+        model = store.model("no_aug", {}, i, lambda: self._classifier(cell, train.x, seed)) if from_store else None
+        if model is None:
+            run, model = self._train(cell, train.x, train.y, val, seed, plain(self.protocol))
+            if not from_store:
+                out["no_aug"] = run
+                if store:
+                    save_weights(model, parts / f"no_aug_{i}.safetensors")
+        return out | {name: self._apply(cell, remedy, train.x, train.y, val, seed, model)
+                      for name, remedy in heads.items()}
 
-    def _no_aug_models(self, cell, store, train, val, seeds: list[int]) -> list:
-        """The stored no-augmentation classifiers (cRT's stage 1), retrained when their weights are lost."""
-        models = store.models("no_aug", {}, lambda i: self._classifier(cell, train.x, seeds[i])) if store else None
-        return models or [self._train(cell, train.x, train.y, val, s, plain(self.protocol))[1] for s in seeds]
+    def _save(self, store, units: dict, missing: list[str], runs: dict, parts: Path) -> None:
+        """Store the units trained here (rank 0, once every rank's runs are in); the no-augmentation
+        unit with the weight files its ranks left in `parts`."""
+        for unit in missing:
+            models = [parts / f"no_aug_{i}.safetensors" for i in range(self.n_seeds)] if unit == "no_aug" else None
+            store.save(unit, units[unit], runs[unit], models)
+        shutil.rmtree(parts, ignore_errors=True)
 
     def _augmented(self, cell, x, y: torch.Tensor, val, seeds: list[int]) -> dict:
-        """The runs on real plus synthetic data: plain, then each remedy on top of it."""
-        runs = {AUG: [], **{combined(r): [] for r in self.with_augmentation}}
+        """The runs on real plus synthetic data: plain, then each remedy on top of it (one task per
+        run and seed; a remedy that retrains the head runs in the plain classifier's task)."""
         remedies = {r: self._remedy(r, y, cell.dataset.n_classes) for r in self.with_augmentation}
-        for seed in seeds:
-            run, model = self._train(cell, x, y, val, seed, plain(self.protocol))
-            runs[AUG].append(run)
-            for name, remedy in remedies.items():
-                runs[combined(name)].append(self._apply(cell, remedy, x, y, val, seed, model))
-        return runs
+        heads = {name: remedy for name, remedy in remedies.items() if remedy.retrains_head}
+
+        def run(task: tuple[str, int]) -> dict:
+            name, i = task
+            if name == AUG:
+                result, model = self._train(cell, x, y, val, seeds[i], plain(self.protocol))
+                return {AUG: result} | {combined(h): self._apply(cell, remedy, x, y, val, seeds[i], model)
+                                        for h, remedy in heads.items()}
+            return {combined(name): self._train(cell, x, y, val, seeds[i], remedies[name])[0]}
+
+        tasks = [(name, i) for name in (AUG, *(r for r in remedies if r not in heads)) for i in range(len(seeds))]
+        return _by_run([AUG, *map(combined, remedies)], tasks, distributed.spread(tasks, run), len(seeds))
 
     def _apply(self, cell, remedy, x, y, val, seed: int, base) -> dict:
         """One remedy run: re-train `base`'s last layer (cRT), or train a fresh classifier with it."""
@@ -179,7 +217,7 @@ class Downstream(Evaluator):
 
     def _classifier(self, cell, x, seed: int):
         """A fresh classifier for images shaped like `x`'s, initialised from `seed`."""
-        return build_classifier(self.arch, int(x.shape[1]), cell.dataset.n_classes, seed=seed).to(default_device())
+        return build_classifier(self.arch, int(x.shape[1]), cell.dataset.n_classes, seed=seed).to(distributed.device())
 
     def _score(self, cell, model, seed: int, history) -> dict:
         n_classes = cell.dataset.n_classes
@@ -213,6 +251,15 @@ def _names(setting: str, names) -> tuple[str, ...]:
     for name in names:
         registry.remedies.get(name)  # unknown: one line with a did-you-mean
     return tuple(dict.fromkeys(names))
+
+
+def _by_run(names: list[str], tasks: list[tuple[str, int]], done: list[dict], n_seeds: int) -> dict:
+    """{run name: its runs in seed order} of `names`, from each (name, seed index) task's {name: run}."""
+    out = {name: [None] * n_seeds for name in names}
+    for (_, i), result in zip(tasks, done):
+        for name, run in result.items():
+            out[name][i] = run
+    return out
 
 
 def per_seed(runs: dict[str, list[dict]]) -> dict:

@@ -9,7 +9,9 @@ runs depend on: the shared basis (architecture, protocol, seeds, data fingerprin
 unit's own settings. A unit stored for another basis is replaced, never reused, so a stale
 baseline is never paired with new augmented runs. The no-augmentation unit also keeps each
 classifier's weights (safetensors), so a remedy that starts from it (cRT) can be added later
-without retraining it.
+without retraining it. On several processes each weight file is written by the rank that trained
+the classifier (`save_weights`, into the cell's own folder) and moved into the unit by rank 0,
+which writes the unit once every rank's runs are in (evaluators/downstream.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -52,28 +56,40 @@ class BaselineStore:
             return None
         return runs if isinstance(runs, list) else None
 
-    def save(self, unit: str, settings: dict, runs: list[dict], models: Optional[list] = None) -> None:
-        """Store `unit`'s runs (and its classifiers' weights) as one complete stage."""
+    def save(self, unit: str, settings: dict, runs: list[dict],
+             models: Optional[list[Union[torch.nn.Module, Path]]] = None) -> None:
+        """Store `unit`'s runs and its classifiers' weights (each a model, or a file `save_weights`
+        wrote, moved in) as one complete stage."""
         with stage_dir(self.folder / unit, self.unit_key(unit, settings), basis=self.basis,
                        settings=settings) as tmp:
             write_json_atomic(tmp / RUNS, runs)
             for i, model in enumerate(models or []):
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                          str(tmp / f"model_{i}.safetensors"))
+                target = tmp / f"model_{i}.safetensors"
+                if isinstance(model, torch.nn.Module):
+                    save_weights(model, target)
+                else:
+                    shutil.move(str(model), str(target))  # a rename on one file system
 
-    def models(self, unit: str, settings: dict, build: Callable[[int], torch.nn.Module]) -> Optional[list]:
-        """The stored classifiers of `unit` (`build(i)` makes the i-th, weights are loaded into it),
-        or None when the unit or a weight file is missing or does not fit."""
+    def model(self, unit: str, settings: dict, i: int, build: Callable[[], torch.nn.Module]):
+        """The i-th stored classifier of `unit` (`build()` makes it, the weights are loaded into it),
+        or None when the unit or its weight file is missing or does not fit."""
         folder = self.folder / unit
         if not is_complete(folder, self.unit_key(unit, settings)):
             return None
-        out = []
-        for i in range(len(self.basis.get("seeds", []))):
-            model = build(i)
-            try:
-                model.load_state_dict(load_file(str(folder / f"model_{i}.safetensors")))
-            except Exception as exc:  # missing file, wrong shapes, damaged safetensors alike
-                log.warning("downstream: %s classifier %d unusable (%s); retrained", unit, i, exc)
-                return None
-            out.append(model)
-        return out
+        model = build()
+        try:
+            model.load_state_dict(load_file(str(folder / f"model_{i}.safetensors")))
+        except Exception as exc:  # missing file, wrong shapes, damaged safetensors alike
+            log.warning("downstream: %s classifier %d unusable (%s); retrained", unit, i, exc)
+            return None
+        return model
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """A classifier's weights as safetensors at `path`, written under another name and renamed, so a
+    reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)

@@ -9,8 +9,10 @@ a manifest naming its config hash; a stage whose artifact is complete for the sa
 skipped, so a rerun only does what is missing. The record is written last.
 
 Launched on several processes (bench.runtime.distributed), every rank loads the data, trains (DDP) and
-samples (sharded); rank 0 alone writes the artifacts, decodes, evaluates and writes the record,
-and every check-then-write goes through `main_first` / `on_main` so all ranks take one branch.
+samples (sharded); rank 0 alone writes the artifacts and the record, and every check-then-write goes
+through `main_first` / `on_main` so all ranks take one branch. Evaluation uses every rank: each
+decodes the synthetic set and the evaluators that share their work (downstream's classifier runs)
+run on all of them; rank 0 then runs the others while the rest wait without a collective (`evaluate`).
 """
 
 from __future__ import annotations
@@ -102,22 +104,30 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
                                  cell.stage_hashes["sample"] + "-init")
 
-    def evaluate_and_record() -> dict:  # rank 0 only
+    def scored_sets() -> tuple:
+        """Rank 0: every set the evaluators score, decoded; the other ranks: the synthetic set alone,
+        which the evaluators that spread over the ranks (downstream's classifiers) train on."""
+        if not distributed.is_main():
+            return decode(cell, synth), None, None, None
         with times.stage("source"):
             source = source_set(cell, shape, n_per_class if generative is None else generative)
         with times.stage("decode"):
-            synth_x, init_x, generative_x, source_x = (decode(cell, s) for s in (synth, init, generative, source))
-        with times.stage("evaluate"):
-            ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
-                              generative=generative_x, synthetic_source=source_x,
-                              latents=z, prior=prior, targets=plan,
-                              shared=(Path(results_dir) / "cache" / "downstream" /
-                                      f"{cell.spec.dataset}-{cell.stage_hashes['no_aug']}",
-                                      cell.stage_hashes["no_aug"]),
-                              timer=lambda name: times.stage(f"evaluate/{name}"),
-                              extractor=feature_extractor(cell, train_split, Path(results_dir))
-                              if ds.kind == "image" else None)  # domain features: an image CNN
-            metrics, higher = evaluate(cell, ctx, times)
+            return tuple(decode(cell, s) for s in (synth, init, generative, source))
+
+    synth_x, init_x, generative_x, source_x = distributed.together(scored_sets)
+    ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
+                      generative=generative_x, synthetic_source=source_x,
+                      latents=z, prior=prior, targets=plan,
+                      shared=(Path(results_dir) / "cache" / "downstream" /
+                              f"{cell.spec.dataset}-{cell.stage_hashes['no_aug']}",
+                              cell.stage_hashes["no_aug"]),
+                      timer=lambda name: times.stage(f"evaluate/{name}"),
+                      extractor=feature_extractor(cell, train_split, Path(results_dir))
+                      if ds.kind == "image" else None)  # domain features: an image CNN
+    with times.stage("evaluate"):  # every rank: see `evaluate`
+        metrics, higher = evaluate(cell, ctx, times)
+
+    def record() -> dict:  # rank 0 only
         times["total"] = round(time.perf_counter() - t_start, 4)
         extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),
                  "source_per_class": source_x.counts(ds.n_classes).tolist(),  # the @source subset
@@ -127,7 +137,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
         return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
 
-    return distributed.on_main(evaluate_and_record)
+    return distributed.on_main(record)
 
 
 def is_current(record: dict | None, cell: BuiltCell) -> bool:
@@ -362,18 +372,33 @@ def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) ->
     """Run every evaluator that applies to the dataset's kind; merge their metrics.
 
     Each evaluator's seconds go to `times` as `evaluate/<name>` (the first to use the feature
-    extractor also pays for building it).
+    extractor also pays for building it). On several processes the evaluators that share their
+    work among the ranks (`spreads_over_ranks`: downstream's classifier runs) run first, on every
+    rank; the others then run on rank 0 alone while the other ranks wait for it by polling, in no
+    collective (bench.runtime.distributed.on_main). Every rank returns the metrics, merged in the
+    evaluators' order.
     """
-    metrics, higher, times = {}, {}, Timings() if times is None else times
+    times = Timings() if times is None else times
+    evaluators = []
     for ev in cell.evaluators:
-        if cell.dataset.kind not in ev.applies_to:
+        if cell.dataset.kind in ev.applies_to:
+            evaluators.append(ev)
+        elif distributed.is_main():
             log.info("%s: evaluator %s does not apply to %s data, skipped",
                      cell.spec.label, ev.name, cell.dataset.kind)
-            continue
+
+    def run(ev) -> dict:
         with times.stage(f"evaluate/{ev.name}"):
-            out = ev.evaluate(ctx)
-        metrics.update({k: float(v) for k, v in out.items()})
-        higher.update({k: ev.higher_is_better[k] for k in out if k in ev.higher_is_better})
+            return {k: float(v) for k, v in ev.evaluate(ctx).items()}
+
+    # every rank, and a failure on one rank fails the others too (they may be past its last collective)
+    outputs = {i: distributed.together(lambda ev=ev: run(ev))
+               for i, ev in enumerate(evaluators) if getattr(ev, "spreads_over_ranks", False)}
+    outputs |= distributed.on_main(lambda: {i: run(ev) for i, ev in enumerate(evaluators) if i not in outputs})
+    metrics, higher = {}, {}
+    for i, ev in enumerate(evaluators):
+        metrics.update(outputs[i])
+        higher.update({k: ev.higher_is_better[k] for k in outputs[i] if k in ev.higher_is_better})
     return metrics, higher
 
 
