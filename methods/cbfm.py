@@ -19,6 +19,7 @@ from bench.method import Condition, Method, TrainBatch
 from bench.path import linear_path
 from bench.prior import Prior
 from bench.registry import register_method
+from bench.transfer import to_device
 
 TARGET_PRIORS = ("empirical", "uniform")
 WEIGHTS = ("1-t", "constant", "eps")
@@ -55,6 +56,14 @@ class ClassBalancedFM(Method):
             raise BenchError("cbfm has no fitted prior; call fit_prior and setup before training")
         return self.prior.tensors["class_prior"]
 
+    def _prior_on_cpu(self) -> torch.Tensor:
+        """`balancing_prior` on the CPU, where y' is drawn: read from the device once per prior, not
+        at every training step (each read waits for the device)."""
+        probs = self.balancing_prior()
+        if getattr(self, "_cpu_prior", (None,))[0] is not probs:
+            self._cpu_prior = (probs, probs.detach().cpu())
+        return self._cpu_prior[1]
+
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
         """w(t): CBDM weights toward noise, which is t = 0 in our convention.
 
@@ -72,9 +81,10 @@ class ClassBalancedFM(Method):
     def loss(self, backbone, batch: TrainBatch) -> torch.Tensor:
         """FM regression plus tau * w(t) * (balancing + 1/4 commitment) on conditional samples."""
         n, device = len(batch.x1), batch.x1.device
-        # Draw order is fixed (dropout, then y') so a seeded generator reproduces a run.
-        keep = (torch.rand(n, generator=batch.generator) >= self.label_dropout).to(device)
-        y_bal = sample_categorical(self.balancing_prior(), n, batch.generator).to(device)
+        # Draw order is fixed (dropout, then y') so a seeded generator reproduces a run. Both are
+        # drawn on the CPU and copied without waiting for the device (bench.transfer).
+        keep = to_device(torch.rand(n, generator=batch.generator) >= self.label_dropout, device)
+        y_bal = to_device(sample_categorical(self._prior_on_cpu(), n, batch.generator), device)
         x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))
         path = linear_path(x0, batch.x1, batch.t.to(batch.x1))
         label = torch.where(keep, batch.cond.label, torch.full_like(batch.cond.label, -1))

@@ -224,11 +224,11 @@ def test_gpu_settings_fused_adamw_and_ddp_bucket_views():
 
 
 def test_copies_to_the_cpu_are_the_tensors_themselves():
-    from bench.pipeline.trainer import _gather, _to_device
+    from bench.transfer import gather, to_device
 
     x = torch.arange(12.0).reshape(6, 2)
-    assert _to_device(x, torch.device("cpu")) is x
-    assert torch.equal(_gather(x, torch.tensor([4, 1]), torch.device("cpu")), x[[4, 1]])
+    assert to_device(x, torch.device("cpu")) is x
+    assert torch.equal(gather(x, torch.tensor([4, 1]), torch.device("cpu")), x[[4, 1]])
 
 
 def test_sync_every_feeds_no_hash():

@@ -30,6 +30,7 @@ from bench.checks import is_int, is_real
 from bench.pipeline.convergence import FRACTION, TOL, convergence
 from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
+from bench.transfer import gather, to_device
 
 log = logging.getLogger(__name__)
 
@@ -437,27 +438,11 @@ def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws
     mine = slice(parts[0][1].start, parts[-1][1].stop)  # a rank's micro-batches are contiguous
     local = [(k, slice(rows.start - mine.start, rows.stop - mine.start)) for k, rows in parts]
     rows = full[mine]
-    return Draws(_gather(latents, rows, device), _to_device(labels[rows], device), _to_device(rows, device),
-                 _to_device(eps[mine], device), _to_device(t[mine], device), local, seeds)
-
-
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`x` on `device`. A CPU tensor bound for a GPU goes through pinned memory with a non-blocking
-    copy: a copy from pageable memory would wait for all the work queued on the device first.
-    PyTorch's pinned-memory cache keeps the buffer until the copy is done. On the CPU: `x` itself."""
-    if device.type != "cuda" or x.device.type != "cpu":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
-
-
-def _gather(data: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """data[rows] on `device`; from CPU data bound for a GPU, gathered straight into pinned memory.
-    The latents stay on the host: resident on the GPU they would take the whole training set's
-    size of device memory to save one batch-sized copy per step that overlaps the previous step."""
-    if device.type != "cuda" or data.device.type != "cpu":
-        return data[_to_device(rows, data.device)].to(device)
-    out = torch.empty((len(rows), *data.shape[1:]), dtype=data.dtype, pin_memory=True)
-    return torch.index_select(data, 0, rows, out=out).to(device, non_blocking=True)
+    # pinned, non-blocking copies (bench.transfer). The latents stay on the host: resident on the
+    # GPU they would take the training set's size of device memory, to save one batch-sized copy
+    # per step that overlaps the step before
+    return Draws(gather(latents, rows, device), to_device(labels[rows], device), to_device(rows, device),
+                 to_device(eps[mine], device), to_device(t[mine], device), local, seeds)
 
 
 def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Tensor:
