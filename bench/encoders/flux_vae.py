@@ -53,7 +53,7 @@ class FluxVAEEncoder(Encoder):
             raise BenchError(f"flux_vae.batch_size must be >= 1 or None (the largest that fits), got {batch_size}")
         self.path = path
         self.batch_size = None if batch_size is None else int(batch_size)
-        self._chunks: dict = {}  # (mode, precision, shape) -> the chunk size chosen for batch_size=None
+        self._chunks: dict = {}  # (mode, precision, shape, budget) -> the chunk chosen for batch_size=None
         self.device = device
         self.dtype = dtype
         self.subfolder = subfolder
@@ -179,19 +179,20 @@ class FluxVAEEncoder(Encoder):
 
     def chunk_size(self, mode: str, image_shape: tuple, n: int) -> int:
         """Images per VAE call: `batch_size`, or for None the largest chunk that fits (on CUDA,
-        traced once per mode, precision and image shape; capped at the `n` images of the call)."""
+        searched once per mode, precision, image shape and GiB of budget; capped at the `n` images
+        of the call)."""
         if self.batch_size is not None:
             return self.batch_size
-        device = self.torch_device()
+        device = self.compute_device()
         if device.type != "cuda":
             return self.CPU_BATCH
-        precision = "bf16" if torch.is_autocast_enabled("cuda") else "fp32"
-        key = (mode, precision, tuple(image_shape))
-        if key not in self._chunks:
-            from bench.pipeline import inference_memory as memory
+        from bench.pipeline import inference_memory as memory
 
-            resident = sum(t.numel() * t.element_size() for t in self.vae().parameters())
-            budget = memory.cuda_budget(device, resident)
+        precision = "bf16" if torch.is_autocast_enabled("cuda") else "fp32"
+        resident = sum(t.numel() * t.element_size() for t in self.vae().parameters())
+        budget = memory.cuda_budget(device, resident)
+        key = (mode, precision, tuple(image_shape), budget // memory.GIB)  # again if the free memory changed
+        if key not in self._chunks:
             self._chunks[key] = memory.largest_batch(
                 lambda b: memory.vae_peak_bytes(self.config(), image_shape, b, precision, mode,
                                                 dtype=self.dtype), budget,

@@ -142,7 +142,7 @@ def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: s
 
     kind, config = type(backbone), backbone.config()
     key = ("sampling", kind.__module__, kind.__qualname__, json.dumps(config, sort_keys=True, default=str), batch,
-           precision, solver, guidance_scale, str(device))
+           precision, solver, guidance_scale, str(device or trace_device()))
     if key in _PEAKS:
         return _PEAKS[key]
 
@@ -184,7 +184,7 @@ def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: 
     config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
     channels, height, width = image_shape
     key = ("vae", json.dumps(config, sort_keys=True, default=str), tuple(image_shape), batch, precision, mode,
-           str(device), dtype)
+           str(device or trace_device()), dtype)
     if key in _PEAKS:
         return _PEAKS[key]
 
