@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
-from bench.pipeline.sharding import shard_units
+from bench.pipeline.sharding import _meta_twin, build_device, mixed_precision_policy, shard_units
 from bench.pipeline.trainer import TrainConfig
 
 # the tiny preset (gin/presets/tiny.gin) on 8 x 8 single-channel latents
@@ -198,6 +198,29 @@ def test_the_units_are_flux_blocks():
     names = [type(m).__name__ for m in shard_units(backbone)]
     assert names == ["FluxTransformerBlock"] * 2 + ["FluxSingleTransformerBlock"] * 2
     assert shard_units(MLPBackbone((2,), 3, 1)) == []
+
+
+def test_the_sharded_twin_copies_no_storage():
+    torch.manual_seed(0)
+    backbone = FluxBackbone((1, 8, 8), 3, 1, **TINY)
+    backbone.enable_activation_checkpointing()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    twin = _meta_twin(backbone)
+    assert all(t.is_meta for t in [*twin.parameters(), *twin.buffers()])
+    assert [(n, p.shape, p.requires_grad) for n, p in twin.named_parameters()] == \
+        [(n, p.shape, p.requires_grad) for n, p in backbone.named_parameters()]
+    assert twin.transformer.gradient_checkpointing  # settings travel with the structure
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())  # the original untouched
+    with build_device("fsdp"):  # one process: nothing to receive, the backbone is built for real
+        assert not FluxBackbone((1, 8, 8), 3, 1, **TINY).img_ids.is_meta
+
+
+def test_bf16_sharding_casts_no_inputs():
+    # autocast casts per operation; FSDP's default would round the time to bf16 before FLUX's 1 - t
+    policy = mixed_precision_policy("bf16")
+    assert (policy.param_dtype, policy.reduce_dtype, policy.cast_forward_inputs) == \
+        (torch.bfloat16, torch.float32, False)
+    assert mixed_precision_policy("no").param_dtype is None
 
 
 def test_activation_checkpointing_recomputes_the_same_gradients():
