@@ -275,6 +275,8 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         cfg = cell.train_cfg
         if cfg.activation_checkpointing:  # a backbone that cannot recompute says so now, not mid-grid
             backbone.enable_activation_checkpointing()
+        if cfg.compile and not backbone.repeated_blocks():  # refused now, not mid-grid; nothing compiled
+            backbone.compile_blocks()
         # traced under fake tensors (bench.pipeline.step_trace), once per backbone config and micro-batch
         cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision,
                                   cfg.sharding, cfg.activation_checkpointing, ema=cfg.ema_decay > 0)
