@@ -101,13 +101,13 @@ def test_a_step_larger_than_the_device_is_refused_with_ways_out():
                    mixed_precision="bf16")
     assert fp.total_gib == pytest.approx(160.0)  # 16 B a parameter: not traced, activations not estimated
     require_fit("d/m/seed0", fp, 256.0, "GPU")
+    # 3 devices would hold the state, but cannot share a batch of 8: 4 devices, 4 micro-batches
     with pytest.raises(BenchError, match=r"d/m/seed0 needs ~160 GiB .* more than the 80 GiB of GPU; shard it "
-                                         r"over 3 or more such devices \(train.sharding='fsdp' and "
-                                         r"train.micro_batches=3 with executor.tasks_per_node=3.*use a smaller "
+                                         r"over 4 or more such devices \(train.sharding='fsdp' and "
+                                         r"train.micro_batches=4 with executor.tasks_per_node=4.*use a smaller "
                                          r"backbone preset \(--gin_file presets/flux_1gpu.gin"):
         require_fit("d/m/seed0", fp, 80.0, "GPU")
-    # 4 micro-batches: 3 devices would fit but cannot share them; 4 can
-    assert devices_needed(Footprint(**{**fp.__dict__, "micro_batches": 4}), 80.0) == 4
+    assert devices_needed(Footprint(**{**fp.__dict__, "batch_size": 6, "micro_batches": 3}), 80.0) == (3, 3)
 
 
 def test_ways_out_of_a_traced_step_name_checkpointing_and_smaller_micro_batches(flux):
@@ -118,8 +118,24 @@ def test_ways_out_of_a_traced_step_name_checkpointing_and_smaller_micro_batches(
         require_fit("d/m/seed0", fp, device, "GPU")
     message = str(refused.value)
     assert "\n" not in message
+    recomputed = fp.recomputed()
+    assert recomputed.activation_checkpointing and recomputed.activations_gib < fp.activations_gib
     assert "train.activation_checkpointing=True" in message
     micro = micro_batches_needed(fp, device)
     assert micro == 4 and "train.micro_batches=4: 64 rows each" in message
+    # a quarter of the rows: a quarter of the activations
+    four = estimate(flux, batch_size=256, micro_batches=4, processes=1, mixed_precision="bf16")
+    assert four.activations_gib == pytest.approx(fp.activations_gib / 4, rel=0.1)
     # a small model is not told to use the preset it could only grow into
     assert "presets/flux_1gpu.gin" not in message and "fewer flux.num_layers" in message
+
+
+def test_sharding_way_out_picks_micro_batches_the_devices_share(flux):
+    """Sharded ranks run whole micro-batches: the suggestion shares the batch and fits, activations
+    of the smaller micro-batch included."""
+    fp = estimate(flux, batch_size=64, micro_batches=1, processes=1, mixed_precision="bf16")
+    device = 0.5 * fp.total_gib
+    n, micro = devices_needed(fp, device)
+    assert micro % n == 0 and 64 % micro == 0 and micro >= 1
+    sharded = estimate(flux, batch_size=64, micro_batches=micro, processes=n, mixed_precision="bf16", sharding="fsdp")
+    assert sharded.total_gib <= device * 1.1  # the traced micro-batch agrees with the scaled one

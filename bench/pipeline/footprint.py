@@ -33,7 +33,7 @@ that cannot run under fake tensors gets the parameter terms only, and says so.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from bench.errors import BenchError
@@ -61,6 +61,9 @@ class Footprint:
     bucket_view: bool = True  # DDP's gradient_as_bucket_view (the trainer's setting)
     ema: bool = False  # train.ema_decay > 0: an fp32 copy of the weights
     untraced: str = ""  # why there is no trace
+    fused_adamw: bool = True  # the trainer's fused AdamW on a GPU (no foreach temporary)
+    scale: float = 1.0  # activations relative to the trace's micro-batch (`ways_out`'s smaller micro-batches)
+    backbone: object = field(default=None, compare=False, repr=False)  # the meta backbone, to trace variants
 
     def on(self, processes: int) -> "Footprint":
         """The same step on `processes` processes (where the cell's job will run)."""
@@ -116,8 +119,8 @@ class Footprint:
         if self.trace is None:
             return None
         if self.sharded:
-            return self.trace.activations_most / GIB
-        return self._peak_parts["activations"] / GIB
+            return self.scale * self.trace.activations_most / GIB
+        return self.scale * self._peak_parts["activations"] / GIB
 
     @property
     def gathered_gib(self) -> float:
@@ -158,7 +161,18 @@ class Footprint:
         if self.sharded:
             return (self.weights_gib + self.gradients_gib + self.optimiser_gib + self.activations_gib
                     + self.gathered_gib)
-        return StepTrace.total(self._peak_parts) / GIB + self.ddp_buckets_gib + self.ema_gib
+        traced = StepTrace.total(self._peak_parts) / GIB - self._peak_parts["activations"] / GIB
+        return traced + self.activations_gib + self.ddp_buckets_gib + self.ema_gib
+
+    def recomputed(self) -> Optional["Footprint"]:
+        """The same step with activation checkpointing (traced again), if the backbone can recompute."""
+        if self.backbone is None or self.trace is None:
+            return None
+        try:
+            trace = trace_step(self.backbone, self.trace.rows, self.mixed_precision, True, self.fused_adamw)
+        except Exception:  # noqa: BLE001 -- a backbone without checkpointing: not a way out
+            return None
+        return replace(self, activation_checkpointing=True, trace=trace)
 
     @property
     def total_gib(self) -> float:
@@ -208,7 +222,7 @@ def estimate(backbone, batch_size: int, micro_batches: int, processes: int, mixe
         why = f"its step does not trace under fake tensors: {type(error).__name__}"
     return Footprint(params, max(units, default=0), batch_size, micro_batches, processes, mixed_precision,
                      sharding == "fsdp", bool(activation_checkpointing), trace, params - sum(units),
-                     bucket_view, ema, why)
+                     bucket_view, ema, why, fused_adamw, backbone=backbone)
 
 
 def device_memory(configured: Optional[float]) -> tuple[float, str]:
@@ -238,16 +252,23 @@ def require_fit(label: str, footprint: Footprint, device_gib: float, what: str) 
 
 
 def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
-    """What would make the step fit: sharding over enough devices, recomputing activations,
-    smaller micro-batches, a smaller backbone (never the one in use)."""
+    """What would make the step fit: sharding over enough devices (with the micro-batches that
+    lets them share), recomputing activations (alone or with sharding), smaller micro-batches, a
+    smaller backbone (never the preset in use)."""
     ways = []
-    n = devices_needed(footprint, device_gib)
-    if n is not None:
-        micro = "" if footprint.micro_batches % n == 0 else f" and train.micro_batches={n}"
-        ways.append(f"shard it over {n} or more such devices (train.sharding='fsdp'{micro} with "
-                    f"executor.tasks_per_node={n}, or torchrun --nproc_per_node {n})")
-    if footprint.activations_gib and not footprint.activation_checkpointing:
-        ways.append("recompute activations (train.activation_checkpointing=True)")
+    shard = devices_needed(footprint, device_gib)
+    if shard is not None:
+        ways.append(_shard_text(footprint, *shard))
+    recomputed = footprint.recomputed() if footprint.activations_gib and not footprint.activation_checkpointing \
+        else None
+    if recomputed is not None and recomputed.total_gib <= device_gib:
+        ways.append(f"recompute activations (train.activation_checkpointing=True: ~{_gib(recomputed.total_gib)} GiB)")
+    elif recomputed is not None and devices_needed(recomputed, device_gib) is not None:
+        ways.append("recompute activations (train.activation_checkpointing=True) and "
+                    + _shard_text(recomputed, *devices_needed(recomputed, device_gib)))
+    elif recomputed is not None and micro_batches_needed(recomputed, device_gib) is not None:
+        ways.append("recompute activations (train.activation_checkpointing=True) and train smaller micro-batches "
+                    f"(train.micro_batches={micro_batches_needed(recomputed, device_gib)})")
     micro = micro_batches_needed(footprint, device_gib)
     if micro is not None:
         ways.append(f"train smaller micro-batches (train.micro_batches={micro}: {footprint.batch_size // micro} rows "
@@ -261,31 +282,43 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
     return ways
 
 
-def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) -> Optional[int]:
-    """The fewest processes (one per device) over which the sharded step fits, if any up to `most`;
-    among them, one that shares out `train.micro_batches` evenly where one does."""
+def _shard_text(footprint: Footprint, n: int, micro: int) -> str:
+    micro_text = "" if micro == footprint.micro_batches else f" and train.micro_batches={micro}"
+    return (f"shard it over {n} or more such devices (train.sharding='fsdp'{micro_text} with "
+            f"executor.tasks_per_node={n}, or torchrun --nproc_per_node {n})")
+
+
+def _with_micro_batches(footprint: Footprint, micro: int) -> Footprint:
+    """The step split into `micro` micro-batches: the traced activations scaled to its rows
+    (activations are proportional to a micro-batch's rows)."""
+    rows = max(1, footprint.batch_size // micro)
+    return replace(footprint, micro_batches=micro, scale=footprint.scale * rows / footprint.batch)
+
+
+def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) -> Optional[tuple[int, int]]:
+    """(devices, train.micro_batches): the fewest processes (one per device) over which the sharded
+    step fits, if any up to `most`, with the fewest micro-batches they can share (a multiple of
+    the devices dividing the batch, no fewer than configured) at which it fits."""
     sharded = replace(footprint, sharded=True)
-    fits = [n for n in range(max(2, footprint.processes + 1), most + 1) if sharded.on(n).total_gib <= device_gib]
-    even = [n for n in fits if footprint.micro_batches % n == 0]
-    return (even or fits or [None])[0]
+    for n in range(max(2, footprint.processes + 1), most + 1):
+        for micro in range(footprint.micro_batches, footprint.batch_size + 1):
+            if micro % n or footprint.batch_size % micro:
+                continue
+            if _with_micro_batches(sharded, micro).on(n).total_gib <= device_gib:
+                return n, micro
+    return None
 
 
 def micro_batches_needed(footprint: Footprint, device_gib: float) -> Optional[int]:
     """The fewest `train.micro_batches` (dividing the batch, shared by the processes) at which the
-    step fits, activations scaled with the micro-batch's rows (they are proportional to it); None
-    if no split fits or activations are not estimated."""
-    act = footprint.activations_gib
-    if not act:
+    step fits on its processes; None if none does or activations are not estimated."""
+    if not footprint.activations_gib:
         return None
-    fixed = footprint.micro_batch_gib - act
-    for m in range(footprint.micro_batches + 1, footprint.batch_size + 1):
-        if footprint.batch_size % m or m % footprint.processes:
+    for micro in range(footprint.micro_batches + 1, footprint.batch_size + 1):
+        if footprint.batch_size % micro or micro % footprint.processes:
             continue
-        smaller = replace(footprint, micro_batches=m)  # a later micro-batch holds every gradient
-        fixed_m = smaller.micro_batch_gib - smaller.activations_gib if smaller.trace is not None else fixed
-        if fixed_m + act * (footprint.batch_size // m) / footprint.batch <= device_gib \
-                and (smaller.optimiser_step_gib or 0.0) <= device_gib:
-            return m
+        if _with_micro_batches(footprint, micro).total_gib <= device_gib:
+            return micro
     return None
 
 

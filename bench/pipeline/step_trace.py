@@ -218,9 +218,16 @@ def _micro_loss(model, rows: int, mixed_precision: str) -> torch.Tensor:
     inputs made here so that they count."""
     from bench.method import Condition, Method, TrainBatch
 
+    class Tokens(Method):
+        """Vanilla flow matching with as many condition tokens as the backbone takes (a method
+        with subclass tokens feeds two)."""
+
+        def tokens(self, cond):
+            return torch.ones(len(cond.label), int(getattr(model, "n_tokens", 1)), dtype=torch.long)
+
     shape = tuple(model.sample_shape)
     x1, eps = torch.randn(rows, *shape), torch.randn(rows, *shape)
     batch = TrainBatch(x1=x1, cond=Condition(torch.zeros(rows, dtype=torch.long)), eps=eps, t=torch.rand(rows))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        return Method().loss(model, batch)
+        return Tokens().loss(model, batch)
