@@ -28,7 +28,7 @@ from bench.default_experiment import default_experiment
 from bench.errors import BenchError
 from bench.pipeline.budget import Assumptions, CellEstimate, cnn_forward_flops
 from bench.pipeline.cells import CellSpec, RunRequest, config_files, load_plugins
-from bench.pipeline.preview import CellView, grid_preview
+from bench.pipeline.preview import CellView, grid_preview, validate_lines
 from test_experiments import _nih_root, _tiny_flux_vae
 
 REAL = ["nih_lt", "mimic_lt", "ct_rate"]
@@ -211,3 +211,9 @@ def test_the_run_preview_is_one_line_for_cpu_sized_grids_and_a_table_otherwise()
     assert re.match(r"\s+nih_lt/fm/seed0\s+3\.5\s+46\.2\s+11\.0\s+r/paper_1gpu/nih_lt/fm/seed0$", table[2])
     assert re.match(r"\s+total\s+3\.5\s+11\.0  kept, plus up to 0\.0 GiB of checkpoints", table[3])
     assert table[-1] == "  and 2 CPU-sized cell(s)"
+
+
+def test_a_cell_the_estimates_cannot_describe_says_so_in_one_line():
+    view = CellView("x/fm/seed0", Path("r/x/fm/seed0"), "not described (KeyError)", CellEstimate("x/fm/seed0"))
+    assert validate_lines(view) == ["    results: r/x/fm/seed0", "    protocol: not described (KeyError)",
+                                    "    estimate: not available (the warning above says why)"]

@@ -10,10 +10,13 @@ generative samples vs the train split`) and the generative seeds (`generative se
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.pipeline.budget import CHECKPOINTS, Assumptions, CellEstimate, estimate, facts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,15 +48,21 @@ def describe(cells: list, request) -> tuple[list[CellView], Assumptions]:
         parse(config_files(spec, request), request.bindings, spec.dataset, registry.datasets.names())
         features_cfg, assumptions = FeatureConfig(), Assumptions()
         key = cell.stage_hashes["encode"]
-        if key not in known:
-            known[key] = facts(cell)
         first_dataset = key not in seen_datasets
         first_seed = (key, spec.seed) not in seen_seeds
         seen_datasets.add(key)
         seen_seeds.add((key, spec.seed))
-        views.append(CellView(spec.label, spec.folder(request.results_dir),
-                              protocol(cell, seeds[(spec.dataset, spec.method)], features_cfg, known[key]),
-                              estimate(cell, known[key], features_cfg, assumptions, first_dataset, first_seed)))
+        try:
+            if key not in known:
+                known[key] = facts(cell)
+            view = CellView(spec.label, spec.folder(request.results_dir),
+                            protocol(cell, seeds[(spec.dataset, spec.method)], features_cfg, known[key]),
+                            estimate(cell, known[key], features_cfg, assumptions, first_dataset, first_seed))
+        except Exception as exc:  # noqa: BLE001 - a plugin the estimates do not know: said, never fatal
+            log.warning("%s: no estimate (%s: %s)", spec.label, type(exc).__name__, exc)
+            view = CellView(spec.label, spec.folder(request.results_dir),
+                            f"not described ({type(exc).__name__})", CellEstimate(spec.label))
+        views.append(view)
     return views, assumptions
 
 
@@ -85,8 +94,9 @@ def protocol(cell, seeds: list, features_cfg, f) -> str:
 
 def validate_lines(view: CellView) -> list[str]:
     """The lines `bench validate` prints under a cell's `ok` line."""
-    return [f"    results: {view.folder}", f"    protocol: {view.protocol}",
-            f"    estimate: {view.estimate.describe()}"]
+    e = view.estimate
+    cost = e.describe() if e.gpu_hours or e.disk_gib else "not available (the warning above says why)"
+    return [f"    results: {view.folder}", f"    protocol: {view.protocol}", f"    estimate: {cost}"]
 
 
 def grid_preview(views: list[CellView], assumptions: Assumptions, experiment: str) -> str:
