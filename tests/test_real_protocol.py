@@ -217,3 +217,12 @@ def test_a_cell_the_estimates_cannot_describe_says_so_in_one_line():
     view = CellView("x/fm/seed0", Path("r/x/fm/seed0"), "not described (KeyError)", CellEstimate("x/fm/seed0"))
     assert validate_lines(view) == ["    results: r/x/fm/seed0", "    protocol: not described (KeyError)",
                                     "    estimate: not available (the warning above says why)"]
+
+
+def test_an_embedded_dataset_validates_under_quick_with_the_small_networks(tmp_path, capsys):
+    assert main(["validate", "datasets=[phantom_lt]", "methods=[fm]", f"results_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert f"    results: {tmp_path / 'quick' / 'phantom_lt' / 'fm' / 'seed0'}\n" in out
+    assert ("    protocol: feature network small_cnn; downstream network small_cnn, 3 classifier seeds; no separate "
+            "generative set") in out
+    assert "generative seed [0]\n" in out and "1 cell(s) valid (experiment quick)" in out

@@ -207,7 +207,8 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
     if cell.dataset.kind == "image" and names.keys() & {"fid", "kid", "irs", "knn_purity", "memorisation"} \
             and features_cfg is not None and not features_cfg.path:
         per_image = cnn_forward_flops(features_cfg.arch, f.image_shape, n_classes)
-        flops = per_image * (synthetic + 2 * generative)  # generated sets and the @source draws
+        source = generative or synthetic  # the @source draws are sized like the set FID / IRS score
+        flops = per_image * (synthetic + generative + source)
         if first_of_dataset:
             flops += per_image * (3 * features_cfg.epochs * f.n_train + f.n_train + f.n_eval)
             out.shared.add("features")
