@@ -249,10 +249,13 @@ def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharde
     flux1 = [*args, "--gin_file", "presets/flux1.gin"]
     assert main(flux1) == 2
     err = capsys.readouterr().err.strip()
-    needed = re.search(r"shard it over (\d+) or more such devices \(train.sharding='fsdp' with "
+    # the first way out: sharding, with the micro-batches the devices can share where it says so
+    needed = re.search(r"more than the 80 GiB of executor.device_memory_gib; shard it over (\d+) or more such "
+                       r"devices \(train.sharding='fsdp'(?: and train.micro_batches=(\d+))? with "
                        r"executor.tasks_per_node=\1", err)
     assert err.startswith("bench: error: nih_lt/") and "\n" not in err and needed, err
-    sharded = [*flux1, "train.sharding='fsdp'", "executor=local", f"executor.tasks_per_node={needed[1]}"]
+    micro = [f"train.micro_batches={needed[2]}"] if needed[2] else []
+    sharded = [*flux1, "train.sharding='fsdp'", *micro, "executor=local", f"executor.tasks_per_node={needed[1]}"]
     assert main(sharded) == 0
     assert f"sharded over {needed[1]} processes" in capsys.readouterr().out
 
