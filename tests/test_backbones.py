@@ -13,6 +13,8 @@ import torch
 from bench.backbones.flux import FluxBackbone, image_ids, pack_patches, unpack_patches
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
+import bench.pipeline.sampler  # noqa: F401 -- registers `sample` (the FLUX presets bind sample.precision)
+import bench.pipeline.trainer  # noqa: F401 -- registers `train` (the presets bind train.*): the file runs alone
 
 VOCAB, N_TOKENS = 7, 2
 
