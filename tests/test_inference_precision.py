@@ -137,16 +137,17 @@ def test_unknown_precision_is_one_line():
         SampleConfig(precision="fp16")
 
 
-def test_tf32_is_on_inside_and_restored_after(monkeypatch):
-    matmul = torch.backends.cuda.matmul
-    before = matmul.fp32_precision
+def test_tf32_is_on_under_bf16_off_under_fp32_and_restored_after(monkeypatch):
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with inference_precision.inference_scope("bf16"):
-        assert matmul.fp32_precision == "tf32"
-    assert matmul.fp32_precision == before
-    with inference_precision.inference_scope("fp32"):
-        assert matmul.fp32_precision == before
-
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        assert (matmul.fp32_precision, cudnn.conv.fp32_precision) == ("tf32", "tf32")  # the new API agrees
+    assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    with inference_precision.inference_scope("fp32"):  # exact: not even cuDNN's default TF32 convolutions
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
+    assert (matmul.allow_tf32, cudnn.allow_tf32) == before
 
 class RecordingDecoder:
     """An encoder whose decoder notes whether bf16 autocast was on and returns a bf16 tensor."""

@@ -5,11 +5,11 @@
 does, so a model is sampled at the precision it was trained at; the ODE state x_t and the time t
 stay fp32 (the solver integrates in fp32, only the velocity is evaluated in bf16). Autocast's
 weight cache is disabled: it would keep a bf16 copy of every weight for as long as the region
-lasts (half the fp32 weights again: 24 GiB for the paper-size model); casting each weight when
+lasts (half the fp32 weights again: 22 GiB for the paper-size model); casting each weight when
 it is used costs one read of the weights per forward, little beside the forward's FLOPs. On CUDA
 'bf16' also lets the fp32 matmuls and convolutions that autocast leaves in fp32 use TF32.
-'fp32' is exact fp32, TF32 off: the reference the bf16 path is tested against
-(tests/test_inference_precision.py).
+'fp32' is exact fp32, TF32 off (cuDNN's convolutions included, which PyTorch lets use TF32 by
+default): the reference the bf16 path is tested against (tests/test_inference_precision.py).
 """
 
 from __future__ import annotations
@@ -46,33 +46,26 @@ def forward_precision(precision: str, device):
 
 @contextmanager
 def tf32(enabled: bool):
-    """TF32 for CUDA fp32 matmuls and convolutions while the block runs (restored after).
+    """CUDA fp32 matmuls and convolutions in TF32 (`enabled`) or in full fp32 (not) while the block
+    runs, restored after. (PyTorch's own default lets cuDNN convolutions use TF32 and matmuls not.)
 
-    Uses torch's `fp32_precision` settings where they exist (torch >= 2.9), else `allow_tf32`.
-    A no-op when `enabled` is False or CUDA is not available.
+    Set through `allow_tf32`: torch 2.13 reads it back either way, while after a `fp32_precision =
+    'tf32'` a read of `allow_tf32` (accelerate's, say) raises on "mixed legacy and new APIs".
+    A no-op when CUDA is not available.
     """
-    if not enabled or not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         yield
         return
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv if hasattr(
-        torch.backends.cudnn, "conv") else None
-    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
-        saved = (matmul.fp32_precision, conv.fp32_precision)
-        matmul.fp32_precision, conv.fp32_precision = "tf32", "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision, conv.fp32_precision = saved
-        return
-    saved = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def inference_scope(precision: str):
-    """The context a whole inference stage runs in: TF32 on under 'bf16' (on CUDA), else nothing."""
+    """The context a whole inference stage runs in: on CUDA, TF32 on under 'bf16', off under 'fp32'."""
     check_precision(precision)
     return tf32(precision == "bf16")
