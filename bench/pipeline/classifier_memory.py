@@ -13,6 +13,7 @@ weights. Traced with CPU autocast (the GPU path's bf16 convolutions); kernels' w
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -26,6 +27,12 @@ def classifier_step_gib(arch: str, in_channels: int, n_classes: int, size: int, 
                         precision: str = "bf16") -> float:
     """GiB at the peak of one training step of `arch` on `batch` images of size x size
     (`precision`: 'bf16' autocast as on a GPU, or 'no' for float32)."""
+    with warnings.catch_warnings():  # the CPU trace's warnings are not the user's
+        warnings.simplefilter("ignore")
+        return _traced_gib(arch, in_channels, n_classes, size, batch, precision)
+
+
+def _traced_gib(arch: str, in_channels: int, n_classes: int, size: int, batch: int, precision: str) -> float:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from bench.metrics.classifier import build_classifier

@@ -17,8 +17,8 @@ Composed from the trace, per device:
 - one process, or DDP over N: the trace, plus a second copy of the gradients for DDP's buckets
   unless `gradient_as_bucket_view` (the trainer sets it: `bucket_view=True`), plus an fp32 EMA
   copy of the weights when `train.ema_decay > 0`;
-- FSDP over N (`train.sharding='fsdp'`): weights, gradients and AdamW state / N; activations of a
-  whole micro-batch (no autocast copies: FSDP gathers bf16 weights itself); the largest unit's
+- FSDP over N (`train.sharding='fsdp'`): weights, gradients and AdamW state / N (the gradient
+  shards at the activations' peak only under accumulation); activations of a whole micro-batch (no autocast copies: FSDP gathers bf16 weights itself); the largest unit's
   weights gathered twice (the unit that runs and the next, prefetched), its unsharded gradients
   and, under bf16, their fp32 copy for the reduce-scatter; the root unit's weights, unsharded
   from forward to backward.
@@ -158,9 +158,9 @@ class Footprint:
         """The peak of a micro-batch's forward and backward on this device."""
         if self.trace is None:  # parameter terms only
             return self.weights_gib + self.gradients_gib + self.optimiser_gib + self.gathered_gib
-        if self.sharded:
-            return (self.weights_gib + self.gradients_gib + self.optimiser_gib + self.activations_gib
-                    + self.gathered_gib)
+        if self.sharded:  # the gradient shards exist at the activations' peak only if held from earlier micro-batches
+            held = self.gradients_gib if self.accumulating else 0.0
+            return self.weights_gib + held + self.optimiser_gib + self.activations_gib + self.gathered_gib
         traced = StepTrace.total(self._peak_parts) / GIB - self._peak_parts["activations"] / GIB
         return traced + self.activations_gib + self.ddp_buckets_gib + self.ema_gib
 
@@ -263,7 +263,7 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
         else None
     if recomputed is not None and recomputed.total_gib <= device_gib:
         ways.append(f"recompute activations (train.activation_checkpointing=True: ~{_gib(recomputed.total_gib)} GiB)")
-    elif recomputed is not None and devices_needed(recomputed, device_gib) is not None:
+    elif recomputed is not None and _fewer(devices_needed(recomputed, device_gib), shard):
         ways.append("recompute activations (train.activation_checkpointing=True) and "
                     + _shard_text(recomputed, *devices_needed(recomputed, device_gib)))
     elif recomputed is not None and micro_batches_needed(recomputed, device_gib) is not None:
@@ -280,6 +280,11 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
         ways.append("use a smaller backbone (fewer flux.num_layers or flux.num_single_layers, or fewer "
                     "flux.num_attention_heads; presets/tiny.gin fits a CPU)")
     return ways
+
+
+def _fewer(devices: Optional[tuple[int, int]], than: Optional[tuple[int, int]]) -> bool:
+    """Whether a sharding (devices, micro-batches) exists and needs fewer devices than `than`."""
+    return devices is not None and (than is None or devices[0] < than[0])
 
 
 def _shard_text(footprint: Footprint, n: int, micro: int) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +127,15 @@ def _by_depth(backbone, depth: dict, rows, mixed_precision, activation_checkpoin
 
 def _trace(backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
            ) -> StepTrace:
+    # what the traced ops warn about (e.g. CPU autocast's bf16 input to an fp32 RMSNorm weight) is
+    # about the CPU trace, not the user's job: not shown
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _trace_quietly(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
+
+
+def _trace_quietly(backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
+                   ) -> StepTrace:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode()
