@@ -1,6 +1,8 @@
 """The training footprint `bench validate` prints and checks: how the traced step composes over
 processes, DDP and FSDP, against hand computations from the trace's parts."""
 
+import re
+
 import pytest
 import torch
 
@@ -143,3 +145,22 @@ def test_sharding_way_out_picks_micro_batches_the_devices_share(flux):
     assert micro % n == 0 and 64 % micro == 0 and micro >= 1
     sharded = estimate(flux, batch_size=64, micro_batches=micro, processes=n, mixed_precision="bf16", sharding="fsdp")
     assert sharded.total_gib <= device * 1.1  # the traced micro-batch agrees with the scaled one
+
+
+def test_validate_prints_a_whole_micro_batch_of_activations_per_sharded_rank(capsys):
+    """`bench validate ... executor.tasks_per_node=8 train.sharding='fsdp'`: phantom_lt's batch of 32
+    in 8 micro-batches, one per rank: each rank's activations are those of 4 rows, as on one process."""
+    from bench.cli import main
+
+    common = ["validate", "datasets=[phantom_lt]", "methods=[fm]", "seeds=[0]", "train.micro_batches=8",
+              "train.mixed_precision='bf16'", "budget.trace_inference=False"]
+    assert main([*common, "executor=local", "executor.tasks_per_node=8", "train.sharding='fsdp'"]) == 0
+    sharded = capsys.readouterr().out
+    assert main(common) == 0
+    single = capsys.readouterr().out
+    pattern = r"activations ([\d.]+) of a micro-batch of (\d+)"
+    assert "sharded over 8 processes" in sharded
+    (act_sharded, rows_sharded), (act_single, rows_single) = (re.findall(pattern, sharded)[0],
+                                                              re.findall(pattern, single)[0])
+    assert rows_sharded == rows_single == "4"
+    assert float(act_sharded) >= float(act_single) > 0  # a sharded rank holds no fewer activations
