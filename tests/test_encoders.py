@@ -255,20 +255,21 @@ def test_unset_batch_size_picks_on_cuda_the_largest_chunk_that_fits(saved_vae, m
     """flux_vae.batch_size=None: the chunk comes from the traced peak and the device's budget
     (the CUDA device and its budget faked here), per mode and precision; the result is unchanged."""
     from bench.pipeline import inference_memory as memory
+    from bench.encoders import flux_vae as vae_memory
 
     path, vae = saved_vae
     encoder = FluxVAEEncoder(path=str(path), device="cpu")
     z = encoder.encode(images(n=40, channels=1))
     expected = encoder.decode(z)  # CPU: chunks of CPU_BATCH
     shape = (1, 16, 16)
-    budget = memory.vae_peak_bytes(encoder.config(), shape, 12, "fp32", "decode", device=torch.device("cpu"))
+    budget = vae_memory.vae_peak_bytes(encoder.config(), shape, 12, "fp32", "decode", device=torch.device("cpu"))
     monkeypatch.setattr(memory, "cuda_budget", lambda device, resident=0: budget)
-    monkeypatch.setattr(memory, "MAX_VAE_BATCH", 64)  # fewer traces (each ~0.5 s)
+    monkeypatch.setattr(vae_memory, "MAX_VAE_BATCH", 64)  # fewer traces (each ~0.5 s)
     monkeypatch.setattr(encoder, "compute_device", lambda: torch.device("cuda"))  # computes on the CPU still
     monkeypatch.setattr(encoder, "_decode_chunk", lambda z, run=encoder._decode_chunk: seen.append(len(z)) or run(z))
     seen = []
     chunk = encoder.chunk_size("decode", shape, 1000)
     assert 12 - 12 // 64 <= chunk < 40
-    assert memory.vae_peak_bytes(encoder.config(), shape, chunk, "fp32", "decode") <= budget
+    assert vae_memory.vae_peak_bytes(encoder.config(), shape, chunk, "fp32", "decode") <= budget
     assert torch.allclose(encoder.decode(z), expected, atol=1e-6)
     assert seen == [chunk] * (40 // chunk) + ([40 % chunk] if 40 % chunk else [])

@@ -13,6 +13,8 @@ from bench.backbones.mlp import MLPBackbone
 from bench.encoders.flux_vae import FluxVAEEncoder
 from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
+from bench.pipeline import sampler
+from bench.encoders import flux_vae as vae_memory
 from bench.pipeline.sampler import AUTO_CPU_BATCH, ConditionedVelocity, SampleConfig, euler, sampling_batch
 
 CPU = torch.device("cpu")
@@ -61,7 +63,7 @@ def test_sampling_trace_equals_pytorchs_memtracker(precision, batch):
     ours = memory.traced_peak(tiny_flux, run, CPU, block=1)
     assert ours == memtracker_peak(tiny_flux, run)
     # the public estimate is that trace with CUDA's 512-byte blocks: a little more, never less
-    estimate = memory.sampling_peak_bytes(tiny_flux(), batch, precision, device=CPU)
+    estimate = sampler.sampling_peak_bytes(tiny_flux(), batch, precision, device=CPU)
     assert ours <= estimate <= ours + 512 * 200
 
 
@@ -77,14 +79,14 @@ def test_sampling_trace_equals_a_real_run():
 
 def test_bf16_needs_less_and_the_peak_grows_with_the_batch():
     model = small_mlp()
-    peak = {(p, b): memory.sampling_peak_bytes(model, b, p, device=CPU) for p in ("fp32", "bf16") for b in (8, 4096)}
+    peak = {(p, b): sampler.sampling_peak_bytes(model, b, p, device=CPU) for p in ("fp32", "bf16") for b in (8, 4096)}
     weights = sum(p.numel() * 4 for p in model.parameters())
     assert peak["fp32", 8] > weights  # fp32 weights stay resident under autocast (its cache is off)
     # bf16 halves the activations, and adds a transient bf16 copy of the weight of the layer that
     # runs: more at a batch of 8 (the copy outweighs the activations), less at a large batch
     assert peak["bf16", 8] > peak["fp32", 8] and peak["bf16", 4096] < peak["fp32", 4096]
     assert peak["fp32", 8] < peak["fp32", 4096] and peak["bf16", 8] < peak["bf16", 4096]
-    assert memory.sampling_peak_bytes(model, 4096, "fp32", "heun", device=CPU) > peak["fp32", 4096]  # holds v0
+    assert sampler.sampling_peak_bytes(model, 4096, "fp32", "heun", device=CPU) > peak["fp32", 4096]  # holds v0
 
 
 @pytest.mark.parametrize("mode,precision", [("encode", "fp32"), ("decode", "bf16")])
@@ -105,7 +107,7 @@ def test_vae_trace_equals_pytorchs_memtracker(mode, precision):
     build = lambda: AutoencoderKL.from_config(VAE).eval()  # noqa: E731
     reference = memtracker_peak(build, run)
     assert memory.traced_peak(build, run, CPU, block=1) == reference
-    estimate = memory.vae_peak_bytes(VAE, shape, batch, precision, mode, device=CPU)
+    estimate = vae_memory.vae_peak_bytes(VAE, shape, batch, precision, mode, device=CPU)
     assert reference <= estimate <= reference + 512 * 400
 
 
@@ -143,10 +145,10 @@ def test_sampling_batch_uses_the_setting_else_the_trace(monkeypatch):
     assert sampling_batch(model, SampleConfig(batch_size=None), CPU, 100) == 100
     assert sampling_batch(model, SampleConfig(batch_size=None), CPU, 10**6) == AUTO_CPU_BATCH
     # on CUDA: the largest batch whose traced peak fits the device's budget, at most each rank's share
-    budget = memory.sampling_peak_bytes(model, 300, "bf16")
+    budget = sampler.sampling_peak_bytes(model, 300, "bf16")
     monkeypatch.setattr(memory, "cuda_budget", lambda device, resident=0: budget)
     chosen = sampling_batch(model, SampleConfig(batch_size=None, precision="bf16"), "cuda", 10**4)
-    assert memory.sampling_peak_bytes(model, chosen, "bf16") <= budget
+    assert sampler.sampling_peak_bytes(model, chosen, "bf16") <= budget
     assert chosen >= 300 - 300 // 64  # 300 fits: the answer is within 1/64 of it or above
     assert sampling_batch(model, SampleConfig(batch_size=None), "cuda", 60, world=4) == 15
 

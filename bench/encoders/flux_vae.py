@@ -11,6 +11,8 @@ import torch
 
 from bench.encoder import Encoder
 from bench.errors import BenchError
+from bench.pipeline import inference_memory as memory
+from bench.pipeline.inference_precision import forward_precision
 from bench.registry import register_encoder
 
 log = logging.getLogger(__name__)
@@ -186,19 +188,21 @@ class FluxVAEEncoder(Encoder):
         device = self.compute_device()
         if device.type != "cuda":
             return self.CPU_BATCH
-        from bench.pipeline import inference_memory as memory
-
         precision = "bf16" if torch.is_autocast_enabled("cuda") else "fp32"
         resident = sum(t.numel() * t.element_size() for t in self.vae().parameters())
         budget = memory.cuda_budget(device, resident)
         key = (mode, precision, tuple(image_shape), budget // memory.GIB)  # again if the free memory changed
         if key not in self._chunks:
             self._chunks[key] = memory.largest_batch(
-                lambda b: memory.vae_peak_bytes(self.config(), image_shape, b, precision, mode,
-                                                dtype=self.dtype), budget,
-                memory.MAX_VAE_BATCH)
+                lambda b: vae_peak_bytes(self.config(), image_shape, b, precision, mode, dtype=self.dtype),
+                budget, MAX_VAE_BATCH)
             log.info("flux_vae.batch_size=None: %s in chunks of %d (%s)", mode, self._chunks[key], precision)
         return max(1, min(self._chunks[key], n))
+
+    def peak_gib(self, image_shape: tuple, batch: int, precision: str = "fp32", mode: str = "decode") -> float:
+        """Traced peak GiB of encoding or decoding `batch` images of `image_shape` (C, H, W) at
+        `precision` (the run preview's figure)."""
+        return vae_peak_gib(self.config(), image_shape, batch, precision, mode, dtype=self.dtype)
 
     def cache_key(self) -> dict:
         """Which weights, normalisation and precision produced the latents."""
@@ -235,3 +239,66 @@ class FluxVAEEncoder(Encoder):
         if self._channels == 1:
             image = image.mean(dim=1, keepdim=True)
         return image
+
+
+# -- peak memory of a chunk, traced by bench.pipeline.inference_memory -----------------------
+MAX_VAE_BATCH = 1024  # the largest VAE chunk chosen for flux_vae.batch_size=None
+
+
+def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
+                   mode: str = "decode", device: Optional[torch.device] = None, dtype: str = "float32") -> int:
+    """Peak bytes of the FLUX VAE encoding (`mode='encode'`) or decoding `batch` images of
+    `image_shape` (C, H, W): the weights (at `dtype`, flux_vae.dtype), the chunk's input and
+    output and the network's activations, through `FluxVAEEncoder`'s own chunk code.
+
+    `vae_config` is the VAE's config.json (`FluxVAEEncoder.config()`, read without weights).
+    """
+    from diffusers import AutoencoderKL
+
+
+    if mode not in ("encode", "decode"):
+        raise ValueError(f"mode must be 'encode' or 'decode', got {mode!r}")
+    config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
+    channels, height, width = image_shape
+    key = ("vae", json.dumps(config, sort_keys=True, default=str), tuple(image_shape), batch, precision, mode,
+           str(device or memory.trace_device()), dtype)
+    if key in memory.PEAKS:
+        return memory.PEAKS[key]
+
+    def run(vae, dev):
+        shell = FluxVAEEncoder(batch_size=batch, device=str(dev), dtype=dtype)
+        shell._vae, shell._channels = vae, channels
+        shell._factors = (config.get("scaling_factor") or FLUX_SCALING_FACTOR,
+                          config.get("shift_factor") or FLUX_SHIFT_FACTOR)
+        f = 2 ** (len(vae.config.block_out_channels) - 1)
+        with forward_precision(precision, dev):
+            if mode == "decode":
+                shell._decode_chunk(torch.empty(batch, vae.config.latent_channels, height // f, width // f,
+                                                device=dev))
+            else:
+                shell._encode_chunk(torch.empty(batch, channels, height, width, device=dev))
+
+    def trace(dev):
+        def build():
+            vae = AutoencoderKL.from_config(config).eval()
+            return vae if dtype == "float32" else vae.to(DTYPES[dtype])
+
+        return memory.traced_peak(build, run, dev)
+
+    memory.PEAKS[key] = trace(device) if device is not None else memory.with_cpu_fallback(trace)
+    return memory.PEAKS[key]
+
+
+def vae_peak_gib(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
+                 mode: str = "decode", dtype: str = "float32") -> float:
+    """`vae_peak_bytes` in GiB (for the run preview)."""
+    return vae_peak_bytes(vae_config, image_shape, batch, precision, mode, dtype=dtype) / memory.GIB
+
+
+def chosen_vae_batch(vae_config: dict, image_shape: tuple, total_gib: float, precision: str = "fp32",
+                     mode: str = "decode", used_by_others_gib: float = 0.0, dtype: str = "float32") -> int:
+    """The chunk `flux_vae.batch_size=None` picks on a device of `total_gib` GiB of which
+    `used_by_others_gib` are taken (when decoding, the trained backbone's weights stay resident)."""
+    budget = memory.budget_bytes(int(total_gib * memory.GIB), int(used_by_others_gib * memory.GIB))
+    return memory.largest_batch(lambda b: vae_peak_bytes(vae_config, image_shape, b, precision, mode, dtype=dtype),
+                         budget, MAX_VAE_BATCH)

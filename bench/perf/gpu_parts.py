@@ -264,7 +264,7 @@ def sampling(sz: Sizes, workdir: Path) -> dict:
     """Euler sampling of the preset backbone (random weights) in bf16: samples and evaluations per
     second, peak memory, against bench's traced sampling peak and its GPU-hour throughput."""
     from bench.perf.gpu import flux_forward_flops
-    from bench.pipeline.inference_memory import sampling_peak_gib
+    from bench.pipeline.sampler import sampling_peak_gib
     from bench.pipeline.sampler import generate
 
     method, device = fm_method(), dev.device()
@@ -292,7 +292,7 @@ def sampling(sz: Sizes, workdir: Path) -> dict:
                 "mfu": flops / seconds / peak_flops_s if peak_flops_s else None,
                 "finite": bool(torch.isfinite(out["z"]).all())}
     compare = [row("sampling peak memory", "GiB", peak, estimated_peak,
-                   "inference_memory.sampling_peak_gib (traced one Euler step)"),
+                   "sampler.sampling_peak_gib (traced one Euler step)"),
                row("sampling seconds", "s", on_gpu(seconds), budget_flops / rate, f"GPU-hours model ({rate_words})")]
     return {"measured": measured, "estimated": {"peak_gib": estimated_peak, "seconds": budget_flops / rate},
             "compare": compare,
@@ -318,7 +318,7 @@ def vae_encoder(sz: Sizes, workdir: Path):
 def vae(sz: Sizes, workdir: Path) -> dict:
     """Encode and decode `vae_images` grayscale images of `image_size` under bf16 autocast (as
     bench decodes at sample.precision='bf16'): images per second and peaks, against bench's traced peaks."""
-    from bench.pipeline.inference_memory import vae_peak_gib
+    from bench.encoders.flux_vae import vae_peak_gib
     from bench.pipeline.inference_precision import forward_precision, inference_scope
 
     encoder = vae_encoder(sz, workdir)
@@ -340,7 +340,7 @@ def vae(sz: Sizes, workdir: Path) -> dict:
     measured = {"encode_s": encode_s, "encode_images_per_s": sz.vae_images / encode_s, "encode_peak_gib": encode_peak,
                 "decode_s": decode_s, "decode_images_per_s": sz.vae_images / decode_s, "decode_peak_gib": decode_peak,
                 "latent_shape": list(z.shape[1:]), "finite": bool(torch.isfinite(images).all())}
-    how = "inference_memory.vae_peak_gib (traced one chunk)"
+    how = "flux_vae.vae_peak_gib (traced one chunk)"
     compare = [row("VAE encode peak memory", "GiB", encode_peak, estimated["encode"], how),
                row("VAE decode peak memory", "GiB", decode_peak, estimated["decode"], how)]
     return {"measured": measured, "estimated": {f"{m}_peak_gib": v for m, v in estimated.items()}, "compare": compare,

@@ -247,7 +247,7 @@ def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions, features_c
         return {}
     peaks = {}
     try:
-        from bench.pipeline.inference_memory import sampling_peak_gib, vae_peak_gib
+        from bench.pipeline.sampler import sampling_peak_gib
     except ImportError:
         return peaks
     cfg = cell.sample_cfg
@@ -259,11 +259,11 @@ def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions, features_c
         peaks[f"sampling@{batch}"] = _traced(key, lambda: sampling_peak_gib(
             _meta_backbone(cell, f), batch, precision, cfg.solver, cfg.guidance_scale))
     encoder = cell.encoder
-    if callable(getattr(encoder, "config", None)) and hasattr(encoder, "dtype"):
+    if callable(getattr(encoder, "peak_gib", None)):  # an encoder that traces its own peak (flux_vae)
         batch = getattr(encoder, "batch_size", None) or 1
         key = ("vae", cell.stage_hashes["encode"], batch, precision)
-        peaks[f"vae decode@{batch}"] = _traced(key, lambda: vae_peak_gib(
-            encoder.config(), f.image_shape, batch, precision, "decode", dtype=encoder.dtype))
+        peaks[f"vae decode@{batch}"] = _traced(key, lambda: encoder.peak_gib(f.image_shape, batch, precision,
+                                                                             "decode"))
     peaks.update(_classifier_peaks(cell, f, features_cfg))
     return {k: v for k, v in peaks.items() if v is not None}
 
@@ -304,10 +304,8 @@ def _meta_backbone(cell, f: DatasetFacts):
     """The cell's backbone on the meta device (no weights allocated)."""
     import torch
 
-    from bench.pipeline.cells import make_backbone
-
-    with torch.device("meta"):
-        return make_backbone(cell, f.latent_shape)
+    with torch.device("meta"):  # as cells.make_backbone builds it (not imported: cells imports this module)
+        return cell.backbone_cls(tuple(f.latent_shape), cell.method.vocab_size, cell.method.n_tokens)
 
 
 def _disk(out: CellEstimate, cell, f: DatasetFacts, synthetic: int, generative: int, first: bool) -> None:

@@ -1,8 +1,10 @@
 """Peak device memory of inference, traced under fake tensors, and the largest batch that fits.
 
-The sampler and the VAE pick their batch from here when the user leaves it unset
+The sampler and the VAE pick their batch with this tracer when the user leaves it unset
 (`sample.batch_size=None`, `flux_vae.batch_size=None`), and `bench run`'s preview reports the
-same figures (`sampling_peak_gib`, `vae_peak_gib`). Nothing is guessed from a formula: the model
+same figures (`bench.pipeline.sampler.sampling_peak_gib`, `FluxVAEEncoder.peak_gib` in
+bench.encoders.flux_vae: each traced by the code that knows what it runs, so this module imports
+neither). Nothing is guessed from a formula: the model
 is rebuilt on the meta device, materialised as fake tensors (shapes and dtypes, no memory) and
 the very code that runs at inference is run once on them, bench's own solver step
 (`sampler.ConditionedVelocity` + `euler` / `heun`) or the VAE encoder's chunk
@@ -41,7 +43,7 @@ GIB = 2**30
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to 512 bytes
 MARGIN_FRACTION = 0.10  # [our default] of the device's memory kept free for what a trace cannot see
 MARGIN_MIN_GIB = 2.0  # [our default] and at least this much
-MAX_VAE_BATCH = 1024  # the largest VAE chunk chosen for flux_vae.batch_size=None
+
 
 
 class PeakTracker(TorchDispatchMode):
@@ -86,7 +88,7 @@ class PeakTracker(TorchDispatchMode):
 
 # traced peaks of this process, by what determines them (a batch search and the run preview
 # trace the same points again)
-_PEAKS: dict = {}
+PEAKS: dict = {}
 
 
 def trace_device() -> torch.device:
@@ -115,7 +117,7 @@ def traced_peak(build: Callable[[], torch.nn.Module], run: Callable[[torch.nn.Mo
     return tracker.peak
 
 
-def _with_cpu_fallback(trace: Callable[[Optional[torch.device]], int]) -> int:
+def with_cpu_fallback(trace: Callable[[Optional[torch.device]], int]) -> int:
     """`trace()` on the default trace device; on a CUDA machine, a failed CUDA trace is retried on
     the CPU (logged) rather than failing the stage it sizes."""
     try:
@@ -128,94 +130,6 @@ def _with_cpu_fallback(trace: Callable[[Optional[torch.device]], int]) -> int:
         log.warning("memory trace on fake CUDA tensors failed (%s: %s); traced on the CPU instead",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return trace(torch.device("cpu"))
-
-
-# -- sampling -----------------------------------------------------------------------------------
-def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
-                        guidance_scale: float = 1.0, device: Optional[torch.device] = None) -> int:
-    """Peak bytes of one solver step of `backbone` on `batch` samples: the fp32 weights, the
-    fp32 state, one step's velocity evaluations (2 for heun, 2 forwards each under guidance).
-
-    `backbone` may be a real or a meta module: it is rebuilt from its `config()`.
-    """
-    from bench.pipeline.sampler import ConditionedVelocity, get_solver
-
-    kind, config = type(backbone), backbone.config()
-    key = ("sampling", kind.__module__, kind.__qualname__, json.dumps(config, sort_keys=True, default=str), batch,
-           precision, solver, guidance_scale, str(device or trace_device()))
-    if key in _PEAKS:
-        return _PEAKS[key]
-
-    def run(model, dev):
-        x0 = torch.empty((batch, *model.sample_shape), device=dev)
-        tokens = torch.zeros((batch, model.n_tokens), dtype=torch.long, device=dev)
-        velocity = ConditionedVelocity(model, tokens, guidance_scale, precision=precision)
-        get_solver(solver)(velocity, x0, 2 if solver == "heun" else 1)
-
-    def trace(dev):
-        return traced_peak(lambda: kind(**config).eval(), run, dev)
-
-    _PEAKS[key] = trace(device) if device is not None else _with_cpu_fallback(trace)
-    return _PEAKS[key]
-
-
-def sampling_peak_gib(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
-                      guidance_scale: float = 1.0) -> float:
-    """`sampling_peak_bytes` in GiB (for the run preview)."""
-    return sampling_peak_bytes(backbone, batch, precision, solver, guidance_scale) / GIB
-
-
-# -- the VAE ------------------------------------------------------------------------------------
-def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
-                   mode: str = "decode", device: Optional[torch.device] = None, dtype: str = "float32") -> int:
-    """Peak bytes of the FLUX VAE encoding (`mode='encode'`) or decoding `batch` images of
-    `image_shape` (C, H, W): the weights (at `dtype`, flux_vae.dtype), the chunk's input and
-    output and the network's activations, through `FluxVAEEncoder`'s own chunk code.
-
-    `vae_config` is the VAE's config.json (`FluxVAEEncoder.config()`, read without weights).
-    """
-    from diffusers import AutoencoderKL
-
-    from bench.encoders.flux_vae import DTYPES, FLUX_SCALING_FACTOR, FLUX_SHIFT_FACTOR, FluxVAEEncoder
-    from bench.pipeline.inference_precision import forward_precision
-
-    if mode not in ("encode", "decode"):
-        raise ValueError(f"mode must be 'encode' or 'decode', got {mode!r}")
-    config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
-    channels, height, width = image_shape
-    key = ("vae", json.dumps(config, sort_keys=True, default=str), tuple(image_shape), batch, precision, mode,
-           str(device or trace_device()), dtype)
-    if key in _PEAKS:
-        return _PEAKS[key]
-
-    def run(vae, dev):
-        shell = FluxVAEEncoder(batch_size=batch, device=str(dev), dtype=dtype)
-        shell._vae, shell._channels = vae, channels
-        shell._factors = (config.get("scaling_factor") or FLUX_SCALING_FACTOR,
-                          config.get("shift_factor") or FLUX_SHIFT_FACTOR)
-        f = 2 ** (len(vae.config.block_out_channels) - 1)
-        with forward_precision(precision, dev):
-            if mode == "decode":
-                shell._decode_chunk(torch.empty(batch, vae.config.latent_channels, height // f, width // f,
-                                                device=dev))
-            else:
-                shell._encode_chunk(torch.empty(batch, channels, height, width, device=dev))
-
-    def trace(dev):
-        def build():
-            vae = AutoencoderKL.from_config(config).eval()
-            return vae if dtype == "float32" else vae.to(DTYPES[dtype])
-
-        return traced_peak(build, run, dev)
-
-    _PEAKS[key] = trace(device) if device is not None else _with_cpu_fallback(trace)
-    return _PEAKS[key]
-
-
-def vae_peak_gib(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
-                 mode: str = "decode", dtype: str = "float32") -> float:
-    """`vae_peak_bytes` in GiB (for the run preview)."""
-    return vae_peak_bytes(vae_config, image_shape, batch, precision, mode, dtype=dtype) / GIB
 
 
 # -- the batch that fits ------------------------------------------------------------------------
@@ -284,21 +198,3 @@ def largest_batch(peak: Callable[[int], int], budget: int, cap: int) -> int:
             hi = guess
         step += 1
     return fits[-1]
-
-
-def chosen_sampling_batch(backbone, total_gib: float, precision: str = "fp32", solver: str = "euler",
-                          guidance_scale: float = 1.0, n: int = 50_000, used_by_others_gib: float = 0.0) -> int:
-    """The batch `sample.batch_size=None` picks for `n` samples on a device of `total_gib` GiB of
-    which `used_by_others_gib` are taken (for the run preview: the device need not be here)."""
-    budget = budget_bytes(int(total_gib * GIB), int(used_by_others_gib * GIB))
-    return largest_batch(lambda b: sampling_peak_bytes(backbone, b, precision, solver, guidance_scale),
-                         budget, n)
-
-
-def chosen_vae_batch(vae_config: dict, image_shape: tuple, total_gib: float, precision: str = "fp32",
-                     mode: str = "decode", used_by_others_gib: float = 0.0, dtype: str = "float32") -> int:
-    """The chunk `flux_vae.batch_size=None` picks on a device of `total_gib` GiB of which
-    `used_by_others_gib` are taken (when decoding, the trained backbone's weights stay resident)."""
-    budget = budget_bytes(int(total_gib * GIB), int(used_by_others_gib * GIB))
-    return largest_batch(lambda b: vae_peak_bytes(vae_config, image_shape, b, precision, mode, dtype=dtype),
-                         budget, MAX_VAE_BATCH)

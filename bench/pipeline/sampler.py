@@ -7,6 +7,7 @@ so the synthetic set is the same whatever the batch size or the number of proces
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -18,6 +19,7 @@ import torch
 from bench.runtime import progress
 from bench.checks import is_int, is_real
 from bench.errors import BenchError
+from bench.pipeline import inference_memory as memory
 from bench.pipeline.inference_precision import check_precision, forward_precision, inference_scope
 
 log = logging.getLogger(__name__)
@@ -317,16 +319,56 @@ def sampling_batch(backbone, cfg: SampleConfig, device, n: int, world: int = 1) 
     share = max(1, -(-n // max(world, 1)))
     if torch.device(device).type != "cuda":
         return min(AUTO_CPU_BATCH, share)
-    from bench.pipeline import inference_memory as memory
-
     resident = sum(t.numel() * t.element_size() for t in [*backbone.parameters(), *backbone.buffers()])
     budget, peaks = memory.cuda_budget(device, resident), {}
 
     def peak(b: int) -> int:
-        peaks[b] = memory.sampling_peak_bytes(backbone, b, cfg.precision, cfg.solver, cfg.guidance_scale)
+        peaks[b] = sampling_peak_bytes(backbone, b, cfg.precision, cfg.solver, cfg.guidance_scale)
         return peaks[b]
 
     batch = memory.largest_batch(peak, budget, share)
     log.info("sample.batch_size=None: batch %d (traced peak %.2f GiB, budget %.2f GiB)", batch,
              peaks.get(batch, 0) / memory.GIB, budget / memory.GIB)
     return batch
+
+
+# -- peak memory of sampling (traced by bench.pipeline.inference_memory) -------------------------
+def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
+                        guidance_scale: float = 1.0, device: Optional[torch.device] = None) -> int:
+    """Peak bytes of one solver step of `backbone` on `batch` samples: the fp32 weights, the
+    fp32 state, one step's velocity evaluations (2 for heun, 2 forwards each under guidance).
+
+    `backbone` may be a real or a meta module: it is rebuilt from its `config()`.
+    """
+    kind, config = type(backbone), backbone.config()
+    key = ("sampling", kind.__module__, kind.__qualname__, json.dumps(config, sort_keys=True, default=str), batch,
+           precision, solver, guidance_scale, str(device or memory.trace_device()))
+    if key in memory.PEAKS:
+        return memory.PEAKS[key]
+
+    def run(model, dev):
+        x0 = torch.empty((batch, *model.sample_shape), device=dev)
+        tokens = torch.zeros((batch, model.n_tokens), dtype=torch.long, device=dev)
+        velocity = ConditionedVelocity(model, tokens, guidance_scale, precision=precision)
+        get_solver(solver)(velocity, x0, 2 if solver == "heun" else 1)
+
+    def trace(dev):
+        return memory.traced_peak(lambda: kind(**config).eval(), run, dev)
+
+    memory.PEAKS[key] = trace(device) if device is not None else memory.with_cpu_fallback(trace)
+    return memory.PEAKS[key]
+
+
+def sampling_peak_gib(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
+                      guidance_scale: float = 1.0) -> float:
+    """`sampling_peak_bytes` in GiB (for the run preview)."""
+    return sampling_peak_bytes(backbone, batch, precision, solver, guidance_scale) / memory.GIB
+
+
+def chosen_sampling_batch(backbone, total_gib: float, precision: str = "fp32", solver: str = "euler",
+                          guidance_scale: float = 1.0, n: int = 50_000, used_by_others_gib: float = 0.0) -> int:
+    """The batch `sample.batch_size=None` picks for `n` samples on a device of `total_gib` GiB of
+    which `used_by_others_gib` are taken (for the run preview: the device need not be here)."""
+    budget = memory.budget_bytes(int(total_gib * memory.GIB), int(used_by_others_gib * memory.GIB))
+    return memory.largest_batch(lambda b: sampling_peak_bytes(backbone, b, precision, solver, guidance_scale),
+                         budget, n)
