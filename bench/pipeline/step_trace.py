@@ -120,7 +120,8 @@ def _by_depth(backbone, depth: dict, rows, mixed_precision, activation_checkpoin
 
     accumulating = parts("accumulating")
     accumulating["activations"] += largest - base.largest_gradient  # the in-place add's temporary
-    return StepTrace(rows, *(int(extrapolate(lambda t, f=f: getattr(t, f))) for f in ("weights", "gradients", "optimiser")),
+    state = (int(extrapolate(lambda t, f=f: getattr(t, f))) for f in ("weights", "gradients", "optimiser"))
+    return StepTrace(rows, *state,
                      largest, parts("first"), accumulating, int(extrapolate(lambda t: t.activations_most)),
                      parts("optimiser_step"), int(extrapolate(lambda t: t.flops)))
 
