@@ -196,6 +196,10 @@ def test_validate_estimates_gpu_hours_memory_and_disk_from_the_footprint(nih_val
 def test_cnn_flops_are_counted_on_the_meta_device():
     # ResNet-50 at 224 x 224 and 3 channels: 4.1 G multiply-adds (torchvision), 2 FLOPs each
     assert cnn_forward_flops("resnet50", (3, 224, 224), 1000) == pytest.approx(2 * 4.1e9, rel=0.03)
+    # small images too (the CPU smoke sizes): a ResNet-50's last map is 1 x 1 at 32 x 32, and its
+    # convolutions scale with the pixels, so 32 x 32 costs about a quarter of 64 x 64
+    small, larger = cnn_forward_flops("resnet50", (1, 32, 32), 8), cnn_forward_flops("resnet50", (1, 64, 64), 8)
+    assert 0 < small < larger and small == pytest.approx(larger / 4, rel=0.05)
     assert cnn_forward_flops("densenet121", (1, 8, 8), 20) != cnn_forward_flops("densenet121", (1, 8, 8), 20)  # NaN
 
 

@@ -149,8 +149,8 @@ def cnn_forward_flops(arch: str, image_shape: tuple, n_classes: int) -> float:
     from bench.metrics.classifier import build_classifier
 
     try:
-        with torch.device("meta"):
-            model = build_classifier(arch, image_shape[0], n_classes)
+        with torch.device("meta"):  # eval mode: train-mode batch norm refuses one image's 1 x 1 map
+            model = build_classifier(arch, image_shape[0], n_classes).eval()
             x = torch.empty(1, *image_shape)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
