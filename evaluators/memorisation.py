@@ -105,7 +105,10 @@ class Memorisation(Evaluator):
         return metrics
 
     def _distances(self, cell, name: str) -> np.ndarray:
-        """Nearest-training-sample distances of the named set's rows in the configured space."""
+        """Nearest-training-sample distances of the named set's rows in the configured space (none
+        for an empty set: a plan that augments no class gives NaN metrics, not a failed cell)."""
+        if not len(cell.split(name).y):
+            return np.zeros(0)
         if self.space == "features":
             return nearest_distances(torch.from_numpy(cell.features(name)), cell.features("train"))
         return nearest_distances(as_tensor(cell.split(name).x), cell.train.x)

@@ -11,7 +11,7 @@ from sklearn.neighbors import NearestNeighbors
 from bench.cell import CellContext
 from bench.dataset import Split
 from bench.errors import BenchError
-from bench.evaluators.memorisation import Memorisation, copy_statistics, nearest_distances
+from bench.evaluators.memorisation import SPACES, Memorisation, copy_statistics, nearest_distances
 from bench.data.targets import ClassTarget
 
 Q = 0.05
@@ -123,6 +123,15 @@ def test_evaluator_on_held_out_images_matches_pixels_and_features(tmp_path):
         below.extend(d < np.quantile(d, Q))
     assert by_features["memo_copy_share"] == pytest.approx(np.mean(below)) and abs(np.mean(below) - Q) < 0.01
     assert by_features["memo_nn_ratio"] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_an_empty_synthetic_set_gives_nan_not_a_failure(tmp_path, space):
+    """A plan that augments no class (a small real dataset) samples nothing: NaN, written, no crash."""
+    nothing = lambda train, test: train.subset(train.y > 99)  # noqa: E731
+    m = Memorisation(space=space).evaluate(_image_cell(tmp_path, nothing))
+    assert np.isnan(m["memo_copy_share"]) and np.isnan(m["memo_nn_ratio"]) and m["memo_copy_share_expected"] == Q
+    assert json.loads((tmp_path / "cell" / "memorisation.json").read_text())["per_class"] == {}
 
 
 @pytest.mark.parametrize("kwargs", [dict(space="latents"), dict(quantile=0.0), dict(quantile=1.5)])
