@@ -182,9 +182,24 @@ def _trace_quietly(backbone, rows: int, mixed_precision: str, activation_checkpo
                      counter.flops)
 
 
+def _cpu_attention(func, args) -> int | None:
+    """FLOPs of the CPU flash-attention kernels, which FlopCounterMode has no formula for (it
+    counts the CUDA kernels, and the math backend's matmuls): the same formulas as the CUDA
+    ones, so the count is the step's on the GPU it trains on, not zero attention on a CPU."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    name = func._overloadpacket.__name__
+    if name == "_scaled_dot_product_flash_attention_for_cpu":
+        return sdpa_flop_count(*(a.shape for a in args[:3]))
+    if name == "_scaled_dot_product_flash_attention_for_cpu_backward":
+        return sdpa_backward_flop_count(*(a.shape for a in args[:4]))
+    return None
+
+
 class FlopTally(TorchDispatchMode):
     """The FLOPs `torch.utils.flop_counter.FlopCounterMode` counts (its formulas), without its
-    module tracking, which keeps activation checkpointing's recomputed tensors alive."""
+    module tracking, which keeps activation checkpointing's recomputed tensors alive; attention
+    included on the CPU too (`_cpu_attention`)."""
 
     def __init__(self):
         super().__init__()
@@ -198,6 +213,8 @@ class FlopTally(TorchDispatchMode):
         count = flop_registry.get(func._overloadpacket)
         if count is not None:
             self.flops += int(count(*args, **kwargs, out_val=out))
+        else:
+            self.flops += _cpu_attention(func, args) or 0
         return out
 
 
