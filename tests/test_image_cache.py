@@ -90,6 +90,21 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
     assert torch.equal(again[:], expected)
 
 
+def test_a_nan_image_is_a_one_line_error_not_a_level_and_leaves_no_cache(tmp_path):
+    """uint8 has no NaN: quantising would turn the bad pixel into level 0 and hide it from every
+    later check, so the build refuses the image instead."""
+    from bench.errors import BenchError
+
+    files = _files(tmp_path, Preprocess(size=8), n=4)
+    pixels = np.full((23, 31), 0.5, np.float32)
+    pixels[2, 3] = np.nan
+    Image.fromarray(pixels, mode="F").save(tmp_path / "2.tif")
+    os.replace(tmp_path / "2.tif", files.paths[2])
+    with pytest.raises(BenchError, match=r"toy: image 2.png .* NaN or infinite value; replace or remove"):
+        attach(tmp_path / "cache", files)
+    assert not (tmp_path / "cache" / IMAGES).exists()
+
+
 def test_prepare_caches_every_split_a_cell_reads(tmp_path):
     from test_cpu_smoke import nih_tree
     from bench.datasets.nih_lt import NIHLT

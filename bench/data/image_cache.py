@@ -142,4 +142,15 @@ def _write(path: Path, files: ImageFiles, threads: int) -> None:
                                                  "shape": tuple(uncached.shape)})
         for i in bar:
             rows = uncached.raw(slice(i, i + BUILD_BATCH), threads=threads).numpy()
+            _require_finite(rows, uncached, i)
             f.write(np.ascontiguousarray(quantise(rows)).tobytes())
+
+
+def _require_finite(rows: np.ndarray, files: ImageFiles, start: int) -> None:
+    """A NaN or infinite pixel is bad data, not a level: uint8 has no NaN, so quantising would hide
+    it (as 0) from every check after the cache. One line naming the first such image."""
+    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+    if bad.any():
+        i = start + int(np.flatnonzero(bad)[0])
+        raise BenchError(f"{files.owner}: image {files.ids[i]} ({files.paths[i]}) holds a NaN or infinite "
+                         "value; replace or remove the file")
