@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from bench.data.imagefiles import ImageFiles, quantise
 from bench.errors import BenchError
 from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.fingerprint import file_identity
 from bench.threads import usable_cores
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,8 @@ def cache_key(files: ImageFiles) -> str:
     """The key of the cached content: format version, preprocessing, every file's identity in order."""
     h = hashlib.sha256(json.dumps({"version": VERSION, **files.preprocess.describe()}, sort_keys=True).encode())
     for path in files.paths:
-        h.update(_identity(path).encode())
+        h.update(file_identity(path).encode())
     return h.hexdigest()[:16]
-
-
-def _identity(path) -> str:
-    """`path|size|mtime_ns` (bench.store.fingerprint's file identity), `path|missing` if absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}|missing\0"
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}\0"
 
 
 def _digest(obj) -> str:

@@ -34,7 +34,7 @@ def split_fingerprint(split) -> str:
     paths = getattr(split.x, "paths", None)
     if paths is not None:  # lazy image files: their identity on disk, not their pixels
         for path in paths:
-            h.update(_file_identity(path).encode())
+            h.update(file_identity(path).encode())
     else:
         _update_array(h, split.x)
     return h.hexdigest()[:DIGITS]
@@ -50,7 +50,7 @@ def _update_array(h, tensor) -> None:
     h.update(array.tobytes())
 
 
-def _file_identity(path) -> str:
+def file_identity(path) -> str:
     """`path|size|mtime_ns`, or `path|missing` (a missing file fails later, where it is read)."""
     try:
         st = os.stat(path)
