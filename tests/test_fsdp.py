@@ -63,6 +63,8 @@ SCRIPT = textwrap.dedent(f'''
     (out / f"rank{{rank}}.json").write_text(json.dumps({{"loss_trace": result.loss_trace,
                                                           "resumed_from": result.resumed_from,
                                                           "time_dtypes": sorted(seen)}}))
+    distributed.finish()
+    distributed.leave(0)  # as bench's launched ranks leave: no teardown for gloo's threads to abort
 ''')
 ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
