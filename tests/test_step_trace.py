@@ -140,3 +140,28 @@ def test_a_deep_backbone_extrapolated_from_shallow_traces_matches_its_full_trace
     assert fast.flops == full.flops and fast.gradients == full.gradients
     # with recomputation the most activations at once moves between blocks: 10 % (one block of the stack)
     assert fast.activations_most == pytest.approx(full.activations_most, rel=0.01 if not checkpointing else 0.1)
+
+
+def test_the_issues_577m_configuration_is_counted_as_flop_counter_mode_counts_it():
+    """The issue's own case: FLUX blocks of the one-GPU preset's width, 2 + 4 blocks (577M
+    parameters), 8 micro-batches of 32 at 256 + 1 tokens. FlopCounterMode counts 119,561 GFLOP on
+    the CPU (no attention: the CPU kernel has no formula); the old 6 N tokens formula said 230,372.
+    The trace is that count plus attention, a few percent at this width."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = dict(num_layers=2, num_single_layers=4, attention_head_dim=128, num_attention_heads=16,
+                  joint_attention_dim=2048, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
+    shape = (16, 32, 32)
+    with torch.device("meta"):
+        backbone = FluxBackbone(shape, 21, 1, **config)
+    fp = estimate(backbone, batch_size=256, micro_batches=8, processes=1, mixed_precision="bf16")
+    with FakeTensorMode(), FlopCounterMode(display=False) as counter:
+        model = FluxBackbone(shape, 21, 1, **config)
+        batch = TrainBatch(x1=torch.randn(32, *shape), cond=Condition(torch.zeros(32, dtype=torch.long)),
+                           eps=torch.randn(32, *shape), t=torch.rand(32))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = Method().loss(model, batch)
+        loss.backward()
+    on_cpu = 8 * counter.get_total_flops()
+    assert on_cpu / 1e9 == pytest.approx(119_561, rel=0.001)
+    assert 1.0 < fp.flops_per_step / on_cpu < 1.03
