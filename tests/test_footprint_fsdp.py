@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from bench.backbones.flux import FluxBackbone
-from bench.method import Condition, Method, TrainBatch
+from test_step_trace import micro_batch
 from bench.pipeline.footprint import GIB, estimate
 from bench.pipeline.sharding import shard_units
 
@@ -48,11 +48,7 @@ def fsdp_peak(mesh, rows: int, precision: str) -> int:
         tracker = FSDPMemTracker(model, opt)
         with tracker:
             for step in range(2):
-                batch = TrainBatch(x1=torch.randn(rows, *SHAPE), cond=Condition(torch.zeros(rows, dtype=torch.long)),
-                                   eps=torch.randn(rows, *SHAPE), t=torch.rand(rows))
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = Method().loss(model, batch)
-                loss.backward()
+                micro_batch(model, rows, precision)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 if step == 0:

@@ -25,6 +25,17 @@ def meta_flux(**config):
         return FluxBackbone(SHAPE, 11, 1, **config)
 
 
+def micro_batch(model, rows: int, precision: str = "bf16", shape=SHAPE, labels=None) -> None:
+    """One training micro-batch as the trainer runs it: the flow-matching loss under autocast
+    (bf16 when `precision` says so), then backward; class 0 for every row unless `labels`."""
+    labels = torch.zeros(rows, dtype=torch.long) if labels is None else labels
+    batch = TrainBatch(x1=torch.randn(rows, *shape), cond=Condition(labels), eps=torch.randn(rows, *shape),
+                       t=torch.rand(rows))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = Method().loss(model, batch)
+    loss.backward()
+
+
 def memtracker_peak(config, rows, precision, checkpointing, accumulating) -> dict:
     """Peak bytes by MemTracker category of one micro-batch and the AdamW step, as the trainer
     runs them: gradients held from earlier micro-batches when `accumulating`."""
@@ -43,11 +54,7 @@ def memtracker_peak(config, rows, precision, checkpointing, accumulating) -> dic
         tracker = MemTracker()
         tracker.track_external(model, opt)
         with tracker:
-            batch = TrainBatch(x1=torch.randn(rows, *SHAPE), cond=Condition(torch.randint(0, 10, (rows,))),
-                               eps=torch.randn(rows, *SHAPE), t=torch.rand(rows))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = Method().loss(model, batch)
-            loss.backward()
+            micro_batch(model, rows, precision, labels=torch.randint(0, 10, (rows,)))
             opt.step()
             opt.zero_grad(set_to_none=True)
     return next(iter(tracker.get_tracker_snapshot("peak").values()))
@@ -83,12 +90,8 @@ def counted_flops(config, rows, checkpointing) -> int:
         model = FluxBackbone(SHAPE, 11, 1, **config)
         if checkpointing:
             model.enable_activation_checkpointing()
-        batch = TrainBatch(x1=torch.randn(rows, *SHAPE), cond=Condition(torch.zeros(rows, dtype=torch.long)),
-                           eps=torch.randn(rows, *SHAPE), t=torch.rand(rows))
         with FlopCounterMode(display=False) as counter:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = Method().loss(model, batch)
-            loss.backward()
+            micro_batch(model, rows)
     return counter.get_total_flops()
 
 
@@ -121,9 +124,7 @@ def test_attention_is_counted_on_the_cpu_as_on_a_gpu():
 
     with FakeTensorMode(), FlopCounterMode(display=False) as counter:  # the CPU kernel: no attention
         model = FluxBackbone(SHAPE, 11, 1, **config)
-        batch = TrainBatch(x1=torch.randn(8, *SHAPE), cond=Condition(torch.zeros(8, dtype=torch.long)),
-                           eps=torch.randn(8, *SHAPE), t=torch.rand(8))
-        Method().loss(model, batch).backward()
+        micro_batch(model, 8, "no")
     assert fp.flops_per_step == counter.get_total_flops() + 2 * attention  # 2 blocks
 
 
@@ -157,11 +158,7 @@ def test_the_issues_577m_configuration_is_counted_as_flop_counter_mode_counts_it
     fp = estimate(backbone, batch_size=256, micro_batches=8, processes=1, mixed_precision="bf16")
     with FakeTensorMode(), FlopCounterMode(display=False) as counter:
         model = FluxBackbone(shape, 21, 1, **config)
-        batch = TrainBatch(x1=torch.randn(32, *shape), cond=Condition(torch.zeros(32, dtype=torch.long)),
-                           eps=torch.randn(32, *shape), t=torch.rand(32))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = Method().loss(model, batch)
-        loss.backward()
+        micro_batch(model, 32, shape=shape)
     on_cpu = 8 * counter.get_total_flops()
     assert on_cpu / 1e9 == pytest.approx(119_561, rel=0.001)
     assert 1.0 < fp.flops_per_step / on_cpu < 1.03

@@ -293,12 +293,3 @@ def vae_peak_gib(vae_config: dict, image_shape: tuple, batch: int, precision: st
                  mode: str = "decode", dtype: str = "float32") -> float:
     """`vae_peak_bytes` in GiB (for the run preview)."""
     return vae_peak_bytes(vae_config, image_shape, batch, precision, mode, dtype=dtype) / memory.GIB
-
-
-def chosen_vae_batch(vae_config: dict, image_shape: tuple, total_gib: float, precision: str = "fp32",
-                     mode: str = "decode", used_by_others_gib: float = 0.0, dtype: str = "float32") -> int:
-    """The chunk `flux_vae.batch_size=None` picks on a device of `total_gib` GiB of which
-    `used_by_others_gib` are taken (when decoding, the trained backbone's weights stay resident)."""
-    budget = memory.budget_bytes(int(total_gib * memory.GIB), int(used_by_others_gib * memory.GIB))
-    return memory.largest_batch(lambda b: vae_peak_bytes(vae_config, image_shape, b, precision, mode, dtype=dtype),
-                         budget, MAX_VAE_BATCH)

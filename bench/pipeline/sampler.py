@@ -363,12 +363,3 @@ def sampling_peak_gib(backbone, batch: int, precision: str = "fp32", solver: str
                       guidance_scale: float = 1.0) -> float:
     """`sampling_peak_bytes` in GiB (for the run preview)."""
     return sampling_peak_bytes(backbone, batch, precision, solver, guidance_scale) / memory.GIB
-
-
-def chosen_sampling_batch(backbone, total_gib: float, precision: str = "fp32", solver: str = "euler",
-                          guidance_scale: float = 1.0, n: int = 50_000, used_by_others_gib: float = 0.0) -> int:
-    """The batch `sample.batch_size=None` picks for `n` samples on a device of `total_gib` GiB of
-    which `used_by_others_gib` are taken (for the run preview: the device need not be here)."""
-    budget = memory.budget_bytes(int(total_gib * memory.GIB), int(used_by_others_gib * memory.GIB))
-    return memory.largest_batch(lambda b: sampling_peak_bytes(backbone, b, precision, solver, guidance_scale),
-                         budget, n)
