@@ -9,6 +9,10 @@ over the dataset's val split (else a stratified 10% of train, seed 0, held out o
 are scored on the held-out eval split (balanced-test). Metrics are means over classifier seeds of
 balanced accuracy (mean per-class recall) and macro-F1 over all classes (zero_division=0),
 `bacc_gain` = bacc - bacc/no_aug, and the sample standard deviations over seeds (NaN for one seed).
+The record's details also keep, for the augmented and no-augmentation runs, every classifier seed's
+predicted class ids in test-set order and the test labels once (`predictions`), so an interval can
+resample test images as well as seeds (bench.metrics.hierarchical_bootstrap); a stored
+no-augmentation unit written before predictions were kept is retrained.
 
 Classical long-tail remedies (bench.remedy; `remedies`, default all five built-in: reweight,
 resample, focal, ldam_drw, crt) are trained the same way on the real data alone, with the same
@@ -125,7 +129,7 @@ class Downstream(Evaluator):
             "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
             "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs,
             "shared_from": str(store.folder) if store else None, "reused": reused}))
-        cell.details["downstream"] = per_seed(runs)
+        cell.details["downstream"] = per_seed(runs) | {"predictions": predictions(runs, cell.test.y)}
         return summarise(runs)
 
     # -- the runs ------------------------------------------------------------------------------
@@ -139,6 +143,8 @@ class Downstream(Evaluator):
         units = {"no_aug": {}, **{name: remedy.describe() for name, remedy in remedies.items()}}
         # rank 0 reads the store: every rank plans the same tasks, whatever another job writes meanwhile
         stored = distributed.on_main(lambda: {u: store.load(u, s) if store else None for u, s in units.items()})
+        if stored["no_aug"] is not None and not all("pred" in r for r in stored["no_aug"]):
+            stored["no_aug"] = None  # stored before predictions were kept: retrained to record them
         missing = [u for u in units if stored[u] is None]
         heads = {n: remedies[n] for n in missing if n != "no_aug" and remedies[n].retrains_head}
         bases = ["no_aug"] if "no_aug" in missing else [STORED] if heads else []
@@ -224,7 +230,8 @@ class Downstream(Evaluator):
         truth, pred = cell.test.y.numpy(), predict(model, cell.test.x, self.protocol.batch_size)
         recall = per_class_recall(truth, pred, range(n_classes))
         return {"seed": seed, "bacc": balanced_accuracy(truth, pred), "macro_f1": macro_f1(truth, pred, n_classes),
-                "recall": [recall.get(c) for c in range(n_classes)], "history": history.to_dict()}
+                "recall": [recall.get(c) for c in range(n_classes)], "history": history.to_dict(),
+                "pred": [int(p) for p in pred]}
 
     def _remedy(self, name: str, y: torch.Tensor, n_classes: int):
         """The remedy `name` as configured, set up with the class counts of the labels `y` it trains on."""
@@ -275,6 +282,14 @@ def per_seed(runs: dict[str, list[dict]]) -> dict:
         out |= {f"{key}{suffix}": [float(r[key]) for r in runs[name]] for key in ("bacc", "macro_f1")}
         out[f"recall{suffix}"] = recall(name)
     return out
+
+
+def predictions(runs: dict[str, list[dict]], labels: torch.Tensor) -> dict:
+    """The test labels (test-set order) and, per classifier seed, the predicted class ids of the
+    augmented (`aug`) and no-augmentation (`no_aug`) runs: what a test-image bootstrap recomputes
+    bAcc and macro-F1 from. Ints only, a few thousand per cell on digits_lt."""
+    return {"labels": [int(v) for v in labels.tolist()],
+            **{name: [r["pred"] for r in runs[name]] for name in (AUG, "no_aug") if name in runs}}
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict[str, float]:

@@ -136,6 +136,39 @@ def test_downstream_returns_every_metric_and_writes_per_seed_details(tmp_path):
     assert [np.mean(r["recall"]) for r in aug] == pytest.approx(baccs)  # test has every class
 
 
+def test_details_keep_test_predictions_that_reproduce_every_seed_metric(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    evaluator = Downstream(n_seeds=2, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
+    ctx = cell(tmp_path, noisy_tail_copies(0))
+    evaluator.evaluate(ctx)
+    details = json.loads(json.dumps(ctx.details["downstream"]))  # as record.json holds it
+    pred = details["predictions"]
+    assert pred["labels"] == Blobs().load("test").y.tolist()
+    for name, suffix in (("aug", ""), ("no_aug", "/no_aug")):
+        assert len(pred[name]) == 2 and all(len(p) == 18 and all(type(v) is int for v in p) for p in pred[name])
+        assert [balanced_accuracy_score(pred["labels"], p) for p in pred[name]] == pytest.approx(
+            details[f"bacc{suffix}"])
+        assert [f1_score(pred["labels"], p, average="macro", labels=[0, 1, 2], zero_division=0)
+                for p in pred[name]] == pytest.approx(details[f"macro_f1{suffix}"])
+
+
+def test_a_stored_no_aug_unit_without_predictions_is_retrained(tmp_path, classifier_fits):
+    evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
+    shared = (tmp_path / "cache", "k")
+    first = cell(tmp_path / "a", noisy_tail_copies(0))
+    first.shared = shared
+    evaluator.evaluate(first)
+    runs_file = shared[0] / "no_aug" / "runs.json"
+    old = [{k: v for k, v in r.items() if k != "pred"} for r in json.loads(runs_file.read_text())]
+    runs_file.write_text(json.dumps(old))  # as written before predictions were kept
+    second = cell(tmp_path / "b", noisy_tail_copies(0))
+    second.shared = shared
+    evaluator.evaluate(second)
+    assert len(classifier_fits) == 2 + 2  # no_aug retrained alongside the augmented run
+    assert second.details["downstream"]["predictions"]["no_aug"] == first.details["downstream"]["predictions"]["no_aug"]
+
+
 def test_no_aug_baseline_does_not_depend_on_the_synthetic_set(tmp_path):
     evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
     empty = Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
