@@ -52,6 +52,10 @@ class Dataset:
     eval_split = "test"
     val_split: str | None = None
     class_names: list[str] = []
+    # True where the splits are drawn from a seed (embedded datasets), so data_split.tie_to_seed can
+    # draw them from the generative seed (bench.data.split_seed); False: an official fixed split
+    draws_split = False
+    tied_split_seed: Optional[int] = None  # set by bench.data.split_seed.tie_split_seed, else None
 
     @property
     def n_classes(self) -> int:
@@ -67,6 +71,13 @@ class Dataset:
         is)`; validation reports all of a grid's at once. Embedded datasets need none."""
         return []
 
+    def split_seed(self, data_seed: int) -> int:
+        """The seed a drawing dataset draws its splits from: its data seed, or the generative seed
+        when data_split.tie_to_seed tied them (`tied_split_seed`)."""
+        return data_seed if self.tied_split_seed is None else self.tied_split_seed
+
     def describe(self) -> dict:
-        """A JSON-able description of the configuration, stored in records."""
-        return {"name": self.name, "kind": self.kind, "n_classes": self.n_classes}
+        """A JSON-able description of the configuration, stored in records (`split_seed` only when
+        the split is tied to the generative seed, so untied descriptions and hashes are unchanged)."""
+        tied = {} if self.tied_split_seed is None else {"split_seed": self.tied_split_seed}
+        return {"name": self.name, "kind": self.kind, "n_classes": self.n_classes, **tied}

@@ -23,10 +23,12 @@ class DigitsLT(Dataset):
     `seed`) is taken first, so it is the same whatever the imbalance; the rest of each class is
     then subsampled to the exponential profile with class 0 (digit 0) as the head and
     `n_max` = all remaining digit-0 images unless set. `ids` are row indices into
-    `sklearn.datasets.load_digits()`, so train and test can be checked for overlap.
+    `sklearn.datasets.load_digits()`, so train and test can be checked for overlap. With
+    data_split.tie_to_seed the splits are drawn from the generative seed instead of `seed`.
     """
 
     kind = "image"
+    draws_split = True
     class_names = [str(c) for c in range(10)]
 
     def __init__(
@@ -60,7 +62,7 @@ class DigitsLT(Dataset):
     def _indices(self) -> dict[str, np.ndarray]:
         """Row indices of each split, drawn once per configuration."""
         _, y = self._data
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.split_seed(self.seed))
         pools = [rng.permutation(np.flatnonzero(y == c)) for c in range(self.n_classes)]
         if min(len(p) for p in pools) <= self.n_test_per_class:
             raise BenchError(f"digits_lt: n_test_per_class={self.n_test_per_class} leaves no train data")

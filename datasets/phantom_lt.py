@@ -50,10 +50,12 @@ class PhantomLT(Dataset):
     depends on loading another. Subtype shares inside a class are fixed (see
     bench.data.phantom.CATALOGUE) and every subtype occurs in every split. `confounding` in [0, 1]
     sets how strongly a subtype shifts the odds of an AP view and of its preferred scanner;
-    `noise` scales every scanner's noise level. `seed` is the data seed.
+    `noise` scales every scanner's noise level. `seed` is the data seed (with
+    data_split.tie_to_seed, the generative seed draws the splits instead).
     """
 
     kind = "image"
+    draws_split = True
     train_split = "train"
     eval_split = "balanced-test"
     val_split = "balanced-val"
@@ -117,7 +119,8 @@ class PhantomLT(Dataset):
     def _generate(self, split: str) -> _Generated:
         """Labels, patients, acquisition and pixels of one split from its own random stream."""
         stream = SPLITS.index(split) + 1
-        rng = np.random.default_rng([self.seed, stream])
+        seed = self.split_seed(self.seed)
+        rng = np.random.default_rng([seed, stream])
         y, sub = self._labels(split)
         order = rng.permutation(len(y))  # images reach patients in random class order
         y, sub = y[order], sub[order]
@@ -127,7 +130,7 @@ class PhantomLT(Dataset):
         exposure = around(1.0, 0.03, len(y), rng)  # technique varies from film to film
         anatomy = image_anatomy(patients, patient, ap, rng)
         density = self._render(anatomy, y, sub, rng)
-        noise_rng = np.random.default_rng([self.seed, stream, _NOISE])
+        noise_rng = np.random.default_rng([seed, stream, _NOISE])
         x = acquire(density, scanner, exposure, self.noise, noise_rng)
         meta, ids = self._records(stream, patients, patient, ap, scanner)
         return _Generated(x[:, None], y, sub, meta, ids)

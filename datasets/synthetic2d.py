@@ -67,11 +67,14 @@ class Synthetic2D(Dataset):
     Train counts follow the exponential profile (class 0 the head); the test split is balanced
     (`n_test_per_class` per class). Subclass counts within a class are fixed by `allocate`, so
     every subclass of every class has at least one train and one test sample. `seed` is the
-    data seed, independent of the training seed, so every grid cell sees the same data.
+    data seed, independent of the training seed, so every grid cell sees the same data; with
+    data_split.tie_to_seed the train, val and test draws come from the generative seed instead
+    (the mixture's geometry stays that of `seed`).
     `mixture[c]` holds the true means, stds and weights of class c for evaluators and tests.
     """
 
     kind = "vector"
+    draws_split = True
     val_split = "val"  # balanced like test, its own stream: for choosing settings (pipeline.eval_on=val)
 
     def __init__(
@@ -111,11 +114,11 @@ class Synthetic2D(Dataset):
         """The train split (long-tailed profile), or the balanced test or validation split
         (`n_test_per_class` per class each, independent draws)."""
         if split == "train":
-            return self._draw(self.train_counts, np.random.default_rng([self.seed, _TRAIN]))
+            return self._draw(self.train_counts, np.random.default_rng([self.split_seed(self.seed), _TRAIN]))
         streams = {"test": _TEST, "val": _VAL}
         if split in streams:
             balanced = [self.n_test_per_class] * self.n_classes
-            return self._draw(balanced, np.random.default_rng([self.seed, streams[split]]))
+            return self._draw(balanced, np.random.default_rng([self.split_seed(self.seed), streams[split]]))
         raise BenchError(f"synthetic2d has splits 'train', 'val' and 'test', not {split!r}")
 
     def sample(self, n_per_class: int, seed: int = 0) -> Split:
