@@ -120,3 +120,84 @@ def test_mismatched_inputs_raise_bench_error():
         displacement_geometry(d, torch.zeros(3, dtype=torch.long))
     with pytest.raises(BenchError):
         displacement_geometry(d, torch.tensor([0, 1, 2, 2]), prototypes=torch.ones(2, 2))
+
+
+# --- claim (b): several sources by one held-out prototype rule (bench.priors.source_geometry) ---
+
+from bench.priors.source_geometry import (draw_seed, held_out_geometry, matched_spread,  # noqa: E402
+                                          matched_spreads)
+from bench.priors.source_opt import normal_like  # noqa: E402
+
+
+def test_matched_spread_at_the_class_mean_is_the_closed_form():
+    """x = m_c (r = 0): ||r - s eps|| = s ||eps||, so s = target / mean ||eps||."""
+    eps = np.random.default_rng(0).standard_normal((3, 50, 16))
+    c = (eps ** 2).sum(2)
+    s, reached = matched_spread(np.zeros(50), np.zeros((3, 50)), c, 7.0)
+    assert reached and s == pytest.approx(7.0 / np.sqrt(c).mean(), rel=1e-10)
+
+
+def test_matched_source_path_length_equals_the_target_per_class():
+    """s_c from matched_spreads, put back into explicit displacements x - m_c - s_c eps on the same
+    draws, gives each class the target source's mean path length, recomputed here in numpy."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(90) % 3
+    x = torch.randn(3, 12, generator=g)[labels] * 4 + torch.randn(90, 12, generator=g)
+    means = torch.stack([x[labels == c].mean(0) for c in range(3)])
+    mu, sigma = torch.randn(3, 12, generator=g), 0.5 + torch.rand(3, 12, generator=g)
+    spreads, unreached, targets = matched_spreads(x, labels, means, (mu, sigma), labels, seed=4, draws=3)
+    assert unreached == []
+    eps = np.stack([normal_like(x, draw_seed(4, j)).numpy() for j in (1, 2, 3)]).astype(np.float64)
+    xn, yn = x.numpy().astype(np.float64), labels.numpy()
+    target_rho = np.linalg.norm(xn - mu.numpy()[yn] - sigma.numpy()[yn] * eps, axis=2)
+    matched_rho = np.linalg.norm(xn - means.numpy()[yn] - np.array(spreads)[yn, None] * eps, axis=2)
+    for c in range(3):
+        assert targets[c] == pytest.approx(target_rho[:, yn == c].mean(), rel=1e-6)
+        assert matched_rho[:, yn == c].mean() == pytest.approx(targets[c], rel=1e-6)
+
+
+def test_a_target_shorter_than_any_isotropic_source_gives_zero_and_says_so():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(4, 9, 40)  # |r|^2: the spread-0 source already has mean path ~2.5
+    eps = rng.standard_normal((2, 40, 8))
+    r = rng.standard_normal((40, 8))
+    r *= np.sqrt(a)[:, None] / np.linalg.norm(r, axis=1, keepdims=True)
+    s, reached = matched_spread(a, (r * eps).sum(2), (eps ** 2).sum(2), 0.5)
+    assert (s, reached) == (0.0, False)
+
+
+def test_held_out_prototypes_give_alignment_one_for_parallel_displacements():
+    """A source with zero spread at the origin: every displacement is a positive multiple of one
+    direction, so every draw's alignment is 1 and the SE over draws is 0."""
+    v = torch.tensor([1.0, 2.0, -2.0])
+    x = torch.linspace(0.5, 3.0, 20).unsqueeze(1) * v
+    group = torch.zeros(20, dtype=torch.long)
+    got = held_out_geometry(x, group, torch.zeros(1, dtype=torch.long),
+                            {"still": (torch.zeros(1, 3), torch.zeros(1, 1))}, seed=0, draws=3)["still"]
+    assert got["alignment"] == pytest.approx(1.0, abs=1e-12) and got["alignment_se"] == pytest.approx(0, abs=1e-12)
+    assert got["draws"] == 3 and got["prototypes"] == "held_out"
+
+
+def test_held_out_prototypes_do_not_reward_pure_noise():
+    """Displacements that are pure noise (x = 0, N(0, I) source) have no direction: a prototype
+    from an independent draw gives alignment 0 up to its SE, while the in-sample mean direction
+    of a small group fits its own noise (alignment ~ 1 / sqrt(n_g) > 0)."""
+    x = torch.zeros(200, 32)
+    group = torch.arange(200) % 20  # 20 groups of 10
+    parent = torch.arange(20) // 2
+    got = held_out_geometry(x, group, parent, {"standard": (None, None)}, seed=1, draws=8)["standard"]
+    assert abs(got["alignment"]) < 4 * got["alignment_se"] + 1e-3
+    in_sample = displacement_geometry(-normal_like(x, draw_seed(1, 1)), group)["alignment"]
+    assert in_sample > 0.2 > abs(got["alignment"]) + 0.1
+
+
+def test_standard_error_over_draws_shrinks_as_one_over_root_draws():
+    g = torch.Generator().manual_seed(2)
+    group = torch.arange(60) % 3
+    x = torch.randn(3, 10, generator=g)[group] * 3
+    sources = {"standard": (None, None)}
+    parent = torch.zeros(3, dtype=torch.long)
+    few = held_out_geometry(x, group, parent, sources, seed=3, draws=16)["standard"]
+    many = held_out_geometry(x, group, parent, sources, seed=3, draws=256)["standard"]
+    for stat in ("path_length", "radial_std", "alignment"):
+        assert 2.5 < few[f"{stat}_se"] / many[f"{stat}_se"] < 6.5, stat  # sqrt(256 / 16) = 4
