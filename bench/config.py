@@ -31,6 +31,7 @@ _UNKNOWN_PARAMETER = re.compile(r"^Configurable '([^']+)' doesn't have a paramet
 
 
 EVAL_ON = ("test", "val")
+STOP_AFTER = (None, "prior")
 
 
 @gin.configurable("pipeline")
@@ -44,6 +45,10 @@ class PipelineConfig:
     # The split evaluators score against: "test" (the dataset's held-out eval split) or "val"
     # (its validation split), so settings such as cbfm.tau are chosen without touching test.
     eval_on: str = "test"
+    # "prior": stop each cell after the method's offline stage and record only what the evaluators
+    # that read no samples (`Evaluator.reads_samples = False`: geometry) measure from the prior; for
+    # analyses of the prior alone (claims (a) and (b)) at many seeds without training a flow.
+    stop_after: Optional[str] = None
 
     def __post_init__(self):
         # a bare string would be iterated letter by letter ("unknown evaluator 's'")
@@ -52,6 +57,9 @@ class PipelineConfig:
             if not isinstance(value, str):
                 raise BenchError(f"pipeline.{key} takes one name, got {value!r}; "
                                  f"e.g. pipeline.{key}={getattr(type(self), key)}")
+        if self.stop_after not in STOP_AFTER:
+            raise BenchError(f"pipeline.stop_after={self.stop_after!r}: use None (every stage) or 'prior' "
+                             "(the offline stage alone, recorded by the evaluators that read no samples)")
         if self.eval_on not in EVAL_ON:
             raise BenchError(f"pipeline.eval_on={self.eval_on!r}: use 'test' (held-out split) or 'val' "
                              "(validation split, for choosing settings)")

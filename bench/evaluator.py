@@ -27,6 +27,9 @@ class Evaluator:
     higher_is_better: dict[str, bool] = {}
     spreads_over_ranks = False
     version = 1
+    # False: evaluate() reads only the data, the latents and the prior, never the synthetic sets, so
+    # it also runs on a cell stopped after its offline stage (`pipeline.stop_after = 'prior'`)
+    reads_samples = True
 
     def evaluate(self, cell) -> dict[str, float]:
         """Metrics for one cell."""

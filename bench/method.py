@@ -44,6 +44,14 @@ class Method:
     """Vanilla flow matching: class-token conditioning and an N(0, I) source."""
 
     name = "fm"
+    # What a method's stored artifacts hold. Raise `prior_version` when `fit_prior` computes something
+    # new or different (its sources, or the analysis numbers it records), `train_version` when the
+    # loss or the conditioning changes: the stage is redone on the next run (its hash changes), the
+    # record says which versions wrote it (`stage_versions`), and `bench claims` refuses to mix
+    # records of one method written by different versions. Version 1 keeps the hashes bench had
+    # before versions existed.
+    prior_version = 1
+    train_version = 1
 
     def __init__(self):
         self.n_classes = 0

@@ -35,6 +35,7 @@ from bench.runtime.distributed import world
 from bench.metrics.generative import GenerativeSet
 from bench.store.gridfile import cell_label
 from bench.pipeline.sampler import SampleConfig, check_n_per_class, get_solver
+from bench.data.split_seed import tie_split_seed
 from bench.data.targets import AugmentationTargets
 from bench.pipeline.trainer import TrainConfig
 
@@ -190,7 +191,7 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     load_plugins()
     parse(config_files(spec, request), request.bindings, spec.dataset, registry.datasets.names())
     pipe = PipelineConfig()
-    dataset = registry.datasets.get(spec.dataset)()
+    dataset = tie_split_seed(registry.datasets.get(spec.dataset)(), spec.seed)  # data_split.tie_to_seed
     method = registry.methods.get(spec.method)()
     encoder = registry.encoders.get(pipe.encoder)()
     backbone_cls = registry.backbones.get(pipe.backbone)
@@ -226,10 +227,13 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
                     dataset.describe(), encoder.cache_key())
     # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
     lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
-    prior = digest(encode, bindings_text(include=lineage), spec.seed)
+    # a method whose offline stage or training changed (`Method.prior_version` / `train_version`) redoes it
+    prior = digest(encode, bindings_text(include=lineage), spec.seed,
+                   *([f"prior_version={method.prior_version}"] if method.prior_version != 1 else []))
     no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features.",
                "source."] + scopes(*evaluators)  # source.: which draws @source scores (sampler.SourceSubset)
-    train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed)
+    train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed,
+                   *([f"train_version={method.train_version}"] if method.train_version != 1 else []))
     # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
     sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))
     # evaluators that changed what they compute (`Evaluator.version`) re-evaluate stored records;

@@ -90,6 +90,9 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     with times.stage("fit_prior"):
         prior = distributed.main_first(lambda: prior_stage(cell, folder, z, train_split.y))
     cell.method.setup(ds.n_classes, prior)
+    if cell.pipeline.stop_after == "prior":
+        return distributed.on_main(lambda: prior_only_record(cell, folder, (train_split, test_split), z, prior,
+                                                             times, t_start))
     plan = cell.targets.plan(train_split.counts(ds.n_classes).tolist(), ds.class_names)
     n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
     backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
@@ -368,7 +371,8 @@ def _load_or_discard(target: Path, load):
         return None
 
 
-def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) -> tuple[dict, dict]:
+def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None,
+             chosen: list | None = None) -> tuple[dict, dict]:
     """Run every evaluator that applies to the dataset's kind; merge their metrics.
 
     Each evaluator's seconds go to `times` as `evaluate/<name>` (the first to use the feature
@@ -376,11 +380,11 @@ def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) ->
     work among the ranks (`spreads_over_ranks`: downstream's classifier runs) run first, on every
     rank; the others then run on rank 0 alone while the other ranks wait for it by polling, in no
     collective (bench.runtime.distributed.on_main). Every rank returns the metrics, merged in the
-    evaluators' order.
+    evaluators' order. `chosen`: run only these of the cell's evaluators.
     """
     times = Timings() if times is None else times
     evaluators = []
-    for ev in cell.evaluators:
+    for ev in cell.evaluators if chosen is None else chosen:
         if cell.dataset.kind in ev.applies_to:
             evaluators.append(ev)
         elif distributed.is_main():
@@ -402,13 +406,34 @@ def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None) ->
     return metrics, higher
 
 
+def prior_only_record(cell: BuiltCell, folder: Path, splits: tuple, z, prior, times: Timings,
+                      t_start: float) -> dict:
+    """The record of a cell stopped after its offline stage (`pipeline.stop_after = 'prior'`): the
+    metrics of the evaluators that read no samples (the prior's geometry and Bayes risk), nothing trained."""
+    train_split, test_split = splits
+    ctx = CellContext(cell.dataset, train_split, test_split, None, folder, cell.spec.seed, latents=z, prior=prior,
+                      timer=lambda name: times.stage(f"evaluate/{name}"))
+    readers = [ev for ev in cell.evaluators if not getattr(ev, "reads_samples", True)]
+    skipped = [ev.name for ev in cell.evaluators if ev not in readers]
+    if skipped:
+        log.info("%s: stopped after the prior; evaluators that score samples skipped: %s", cell.spec.label,
+                 ", ".join(skipped))
+    with times.stage("evaluate"):
+        metrics, higher = evaluate(cell, ctx, times, readers)
+    times["total"] = round(time.perf_counter() - t_start, 4)
+    extra = {"eval_split": cell.eval_split, "stop_after": "prior", "skipped_evaluators": skipped,
+             "skipped": len(getattr(cell.dataset, "skipped", []))}
+    return _finish(cell, folder, metrics, higher, times, {}, ctx, extra)
+
+
 def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: dict) -> dict:
     """Write operative_config.gin and the record (last, atomically)."""
     operative = operative_config()
     write_text_atomic(folder / "operative_config.gin",
                       f"# bench cell {cell.spec.label}, git {git_hash()}\n"
                       f"# config_hash {cell.config_hash}\n{operative}")
-    n = {"train": len(ctx.train), "test": len(ctx.test), "synthetic": len(ctx.synthetic)}
+    n = {"train": len(ctx.train), "test": len(ctx.test),
+         "synthetic": 0 if ctx.synthetic is None else len(ctx.synthetic)}
     if ctx.generative is not None:
         n["generative"] = len(ctx.generative)
     extra = {
@@ -417,6 +442,8 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
         **extra_info,
         "dataset_info": cell.dataset.describe(),
         "method_info": cell.method.describe(),
+        # which versions of the method's offline stage and training wrote it (bench.method.Method)
+        "stage_versions": {"prior": cell.method.prior_version, "train": cell.method.train_version},
         "backbone": cell.pipeline.backbone,
         "plugins": plugin_origins(cell),
         "encoder": cell.encoder.name,

@@ -22,15 +22,18 @@ FIGURES = (("samples", "generated samples"), ("trajectories", "sampling trajecto
 
 # ---- regeneration ---------------------------------------------------------------------------------
 
-def commands(results: Path, out: Path, test: str, alpha: float) -> list[str]:
-    """The three commands that rerun the experiment and rewrite its report and this document."""
+def commands(results: Path, out: Path, test: str, alpha: float, parts: tuple = ()) -> list[str]:
+    """The commands that rerun the experiment (one per part when `results` unites several experiments,
+    bench.report.claim_experiments) and rewrite its report and this document."""
     results = Path(results)
-    run = f"bench run experiment={results.name}"
-    if results.parent.as_posix() != "results":
-        run += f" results_dir={results.parent.as_posix()}"
+    if parts:
+        runs = [f"bench run experiment={p} results_dir={results.as_posix()}" for p in parts]
+    else:
+        runs = [f"bench run experiment={results.name}"
+                + (f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else "")]
     options = (f" --test {test}" if test != "permutation" else "") + (f" --alpha {alpha:g}" if alpha != 0.05 else "")
     report = (results / "report").as_posix()
-    return [run, f"bench report {results.as_posix()} --out {report}",
+    return [*runs, f"bench report {results.as_posix()} --out {report}",
             f"bench claims {results.as_posix()} --out {Path(out).as_posix()}{options}"]
 
 
@@ -118,8 +121,9 @@ def unconverged_datasets(exp: Experiment) -> list[str]:
 
 def adequacy_lines(exp: Experiment) -> list[str]:
     """Cells whose training did not converge, with the loss change that decided it."""
-    bad = unconverged(exp.records())
-    unknown = sum((r.get("train") or {}).get("converged") is None for r in exp.records())
+    trained = [r for r in exp.records() if r.get("stop_after") != "prior"]  # prior-only cells train nothing
+    bad = unconverged(trained)
+    unknown = sum((r.get("train") or {}).get("converged") is None for r in trained)
     lines = ["A cell's training counts as converged when its smoothed loss changed by less than the "
              "threshold over the last window of steps (`record[\"train\"][\"convergence\"]`)."
              + (f" {unknown} usable cell(s) state no convergence (too few steps or older records)." if unknown else ""),

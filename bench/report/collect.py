@@ -53,6 +53,7 @@ class Experiment:
     cells: dict = field(default_factory=dict)  # (dataset, method, seed) -> CellResult
     has_grid: bool = True
     expected_metrics: dict = field(default_factory=dict)  # dataset -> {metric: higher_is_better}
+    parts: list = field(default_factory=list)  # experiments united into this one (bench.report.claim_experiments)
 
     def records(self, dataset: Optional[str] = None, method: Optional[str] = None) -> list[dict]:
         """The usable records (status ok), in dataset, method, seed order, optionally filtered."""
