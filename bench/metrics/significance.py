@@ -9,18 +9,23 @@ per seed, and tested (gin-free, chosen on the command line):
 - `permutation` (default): exact two-sided sign-flip permutation test of the mean paired
   difference: under the null each difference is as likely negative as positive, so p is the share
   of the 2^n sign assignments whose |mean| is at least the observed one (the identity counted).
-  Exact for n <= EXACT_MAX seeds, beyond that 2^EXACT_MAX seeded random flips. With n seeds the
-  smallest attainable p is 2 / 2^n (`min_p`): 3 seeds give 0.25, so fewer than 6 seeds can never
-  reach p < 0.05.
+  Exact for n <= EXACT_MAX seeds, beyond that 2^EXACT_MAX seeded random flips. A zero difference
+  has no sign: it is dropped (flipping it changes no flipped sum, so p is the same either way) and
+  n counts the nonzero differences. With n of them the smallest attainable p is 2 / 2^n (`min_p`),
+  one-sided 1 / 2^n: 3 seeds give 0.25, so fewer than 6 seeds can never reach p < 0.05.
 - `ttest`: two-sided paired t-test (scipy.stats.ttest_1samp of the differences against 0); no
   floor on p, but it rests on n - 1 degrees of freedom and on roughly normal differences, which
   3 seeds cannot check. Differences without spread leave t undefined: never significant.
 - `wilcoxon`: scipy.stats.wilcoxon, two-sided, exact for small n (zero differences dropped); the
   same 2 / 2^n floor as the sign-flip test.
 
-Every comparison also reports the mean difference with its (1 - alpha) Student-t interval
-(95 % at the default alpha). The former `bootstrap` option is gone: resampling 3 per-seed
-differences that share a sign gives an interval that always excludes 0.
+Every comparison also carries the chosen test's two one-sided p-values (`p_greater`: method >
+reference, `p_less`: method < reference; the claims report's verdicts use these, Holm-corrected,
+`holm`), the two-sided t-test p as a cross-check (`t_p`), and the mean difference with its
+(1 - alpha) Student-t interval (95 % at the default alpha). `seeds_for_power` gives the paired
+seeds an observed effect would need for 80 % power, never fewer than an exact test's floor allows.
+The former `bootstrap` option is gone: resampling 3 per-seed differences that share a sign gives
+an interval that always excludes 0.
 """
 
 from __future__ import annotations
@@ -52,6 +57,19 @@ class Comparison:
     low: Optional[float] = None  # (1 - alpha) t interval of the mean difference (None below 2 seeds)
     high: Optional[float] = None
     significant: bool = False
+    p_greater: Optional[float] = None  # one-sided p, alternative: method - reference > 0
+    p_less: Optional[float] = None  # one-sided p, alternative: method - reference < 0
+    t_p: Optional[float] = None  # two-sided paired t-test p (a cross-check column, whatever the test)
+
+    @property
+    def nonzero(self) -> int:
+        """Paired seeds whose difference is not exactly 0 (the ones an exact sign test can use)."""
+        return sum(d != 0 for _, d in self.diffs)
+
+    @property
+    def sd(self) -> Optional[float]:
+        """Sample std of the paired differences (None below 2 seeds)."""
+        return float(np.std([d for _, d in self.diffs], ddof=1)) if self.n > 1 else None
 
 
 def seed_means(runs: dict) -> dict:
@@ -77,11 +95,18 @@ def compare(a: dict, b: dict, test: str = DEFAULT_TEST, alpha: float = 0.05, see
     d = x - y
     if len(d) == 0:
         return None
-    p = {"permutation": lambda: sign_flip_p(d, seed), "ttest": lambda: ttest_p(d),
-         "wilcoxon": lambda: wilcoxon_p(d)}[test]()
+    p, greater, less = (paired_p(d, test, side, seed) for side in ("two-sided", "greater", "less"))
     low, high = t_interval(d, alpha)
     return Comparison(len(d), float(d.mean()), tuple(zip(seeds, d.tolist())), p, low, high,
-                      significant=p is not None and p < alpha)
+                      significant=p is not None and p < alpha, p_greater=greater, p_less=less, t_p=ttest_p(d))
+
+
+def paired_p(d: np.ndarray, test: str, alternative: str = "two-sided", seed: int = 0) -> Optional[float]:
+    """p of differences `d` under `test` for `alternative` ("two-sided", "greater": mean > 0, "less")."""
+    check_test(test)
+    if test == "permutation":
+        return sign_flip_p(d, seed, alternative)
+    return ttest_p(d, alternative) if test == "ttest" else wilcoxon_p(d, alternative)
 
 
 def check_test(test: str) -> None:
@@ -90,35 +115,43 @@ def check_test(test: str) -> None:
         raise BenchError(f"unknown significance test {test!r}; use one of {', '.join(TESTS)}")
 
 
-def sign_flip_p(d: np.ndarray, seed: int = 0) -> float:
-    """Two-sided p of the mean of `d` under random sign flips: exact up to EXACT_MAX values."""
+def sign_flip_p(d: np.ndarray, seed: int = 0, alternative: str = "two-sided") -> float:
+    """p of the mean of `d` under random sign flips (exact up to EXACT_MAX nonzero values):
+    two-sided |sum| >= |observed|, "greater" sum >= observed, "less" sum <= observed. Zero
+    differences are dropped first (they have no sign and leave every flipped sum unchanged, so p is
+    the same with them; dropping them keeps the enumeration exact); all zeros give p = 1."""
     d = np.asarray(d, dtype=float)
+    d = d[d != 0]
     n = len(d)
+    if n == 0:
+        return 1.0
     if n <= EXACT_MAX:
         signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # row 0 is the identity
     else:  # Monte Carlo: the identity plus random flips, p = (1 + hits) / (1 + draws)
         rng = np.random.default_rng(seed)
         signs = np.vstack([np.ones((1, n), int), rng.choice([-1, 1], size=(2**EXACT_MAX - 1, n))])
-    means = np.abs(signs @ d) / n
-    observed = abs(d.mean())
-    return float(np.mean(means >= observed - _REL_TOL * np.abs(d).mean()))
+    sums, observed, tol = signs @ d, d.sum(), _REL_TOL * np.abs(d).sum()
+    hits = {"two-sided": lambda: np.abs(sums) >= abs(observed) - tol, "greater": lambda: sums >= observed - tol,
+            "less": lambda: sums <= observed + tol}[alternative]()
+    return float(np.mean(hits))
 
 
-def ttest_p(d: np.ndarray) -> Optional[float]:
-    """Two-sided one-sample t-test p of `d` against 0 (None for one value or differences without spread)."""
+def ttest_p(d: np.ndarray, alternative: str = "two-sided") -> Optional[float]:
+    """One-sample t-test p of `d` against 0 (None for one value or differences without spread)."""
     d = np.asarray(d, dtype=float)
     if len(d) < 2 or np.ptp(d) <= _REL_TOL * np.abs(d).mean():
         return None  # scipy would return nan, or a spurious tiny p from rounding noise
-    return float(stats.ttest_1samp(d, 0.0).pvalue)
+    return float(stats.ttest_1samp(d, 0.0, alternative=alternative).pvalue)
 
 
-def wilcoxon_p(d: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p of differences `d` (1.0 when every difference is 0)."""
+def wilcoxon_p(d: np.ndarray, alternative: str = "two-sided") -> float:
+    """Wilcoxon signed-rank p of differences `d`, zeros dropped (1.0 when every difference is 0)."""
+    d = np.asarray(d, dtype=float)
     if not np.any(d != 0):
         return 1.0
     with warnings.catch_warnings():  # scipy warns when it falls back to the normal approximation
         warnings.simplefilter("ignore")
-        return float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+        return float(stats.wilcoxon(d, alternative=alternative, zero_method="wilcox").pvalue)
 
 
 def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[Optional[float], Optional[float]]:
@@ -130,15 +163,63 @@ def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[Optional[float], Opt
     return float(d.mean() - half), float(d.mean() + half)
 
 
-def min_p(n: int) -> float:
-    """The smallest two-sided p an exact sign-flip or Wilcoxon test can give with n nonzero pairs: 2 / 2^n."""
-    return min(1.0, 2.0 / 2.0**n)
+def min_p(n: int, two_sided: bool = True) -> float:
+    """The smallest p an exact sign-flip or Wilcoxon test can give with n NONZERO paired differences
+    (zeros are dropped, see `sign_flip_p`): 2 / 2^n two-sided, 1 / 2^n one-sided."""
+    return min(1.0, (2.0 if two_sided else 1.0) / 2.0**n)
 
 
-def seeds_needed(alpha: float) -> int:
-    """The fewest seeds whose smallest attainable sign-flip p is below alpha (6 for 0.05)."""
+def nonzero(diffs) -> int:
+    """How many differences are not exactly 0: the n an exact sign test's floor depends on."""
+    return int(np.count_nonzero(np.asarray(list(diffs), dtype=float)))
+
+
+def seeds_needed(alpha: float, two_sided: bool = True) -> int:
+    """The fewest nonzero paired differences whose smallest attainable exact p is below alpha
+    (two-sided: 6 for 0.05, 8 for 0.05 / 3; one-sided: 5 for 0.05, 6 for 0.05 / 3)."""
     n = 1
-    while min_p(n) >= alpha:
+    while min_p(n, two_sided) >= alpha:
+        n += 1
+    return n
+
+
+def holm(pvalues: dict) -> dict:
+    """Holm's step-down adjusted p-values of a family {name: p} (None, an undefined p, counts as 1).
+
+    Sorted ascending p_(1) <= ... <= p_(m), the i-th adjusted value is max over j <= i of
+    min(1, (m - j + 1) p_(j)); rejecting where it is below alpha holds the chance of any false
+    rejection in the family at alpha whatever the dependence between the tests."""
+    ranked = sorted(pvalues, key=lambda k: 1.0 if pvalues[k] is None else pvalues[k])
+    m, running, out = len(ranked), 0.0, {}
+    for i, key in enumerate(ranked):
+        p = 1.0 if pvalues[key] is None else pvalues[key]
+        running = max(running, min(1.0, (m - i) * p))
+        out[key] = running
+    return out
+
+
+POWER = 0.8
+
+
+def seeds_for_power(mean: float, sd: Optional[float], alpha: float, power: float = POWER,
+                    exact: bool = True) -> Optional[int]:
+    """The fewest paired seeds at which a one-sided test at level `alpha` detects the effect
+    d_z = |mean| / sd with probability `power`; None when there is no effect (mean 0) or no sd.
+
+    Power is the paired t-test's, from the noncentral t: P(T_{n-1, d_z sqrt(n)} > t_{1-alpha, n-1})
+    (the sign-flip test of the mean has the same large-sample power). With `exact` (sign-flip,
+    Wilcoxon) n is also at least the fewest seeds whose one-sided floor 1 / 2^n is below alpha:
+    below that no effect, however large, can be shown. Differences without spread (sd 0) need just
+    that floor."""
+    floor_n = seeds_needed(alpha, two_sided=False) if exact else 2
+    if sd is None or mean == 0 or not math.isfinite(mean):
+        return None
+    if sd == 0:
+        return max(floor_n, 2)
+    dz = abs(mean) / sd
+    z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
+    n = max(2, floor_n, int((z / dz) ** 2))  # the z-test's n: the t-test never needs fewer
+    while stats.nct.sf(stats.t.ppf(1 - alpha, n - 1), n - 1, dz * math.sqrt(n)) < power:
         n += 1
     return n
 

@@ -24,14 +24,14 @@ from bench.report.claim_records import (
 )
 from bench.report.claim_rules import (
     NOT_MEASURED, SE_FACTOR, GeometrySeed, RiskEstimate, Verdict, any_beats_verdict, bayes_verdict, better, combine,
-    comparison_verdict, geometry_verdict, not_measured, number,
+    comparison_verdict, geometry_verdict, holm_family, not_measured, number, tested,
 )
 from bench.report.claims_provenance import (
     adequacy_lines, analysis_block, commands, figure_lines, grid_lines, provenance_lines, unconverged_datasets,
 )
 from bench.report.collect import Experiment, load_experiment
 from bench.errors import BenchError
-from bench.metrics.significance import check_test, compare, describe
+from bench.metrics.significance import POWER, check_test, compare, describe
 from bench.report.summary import AUG_PREFIX, remedies_in
 from bench.report.tables import ABLATION_ROLES
 
@@ -50,6 +50,10 @@ TAIL = (("fid/tail", "FID tail"), ("irs_inf/tail", "IRS∞ tail"), ("swd/tail", 
 DOWNSTREAM = (("bacc", "bAcc"), ("macro_f1", "macro-F1"))
 LABELS = dict(TAIL + DOWNSTREAM)
 HEADLINE_TAIL = ("fid/tail", "swd/tail")  # the ablation's tail metric: image data, else vector data
+PRIMARY_C = HEADLINE_TAIL  # (c)'s pre-registered primary metric: tail FID on image data, tail SWD on vector data
+PRIMARY_D = ("bacc",)  # (d1), (d2): bAcc; macro-F1 is reported, not voted
+PRIMARY_TESTS = {"permutation": "exact sign-flip permutation test of the mean paired difference",
+                 "ttest": "paired t-test", "wilcoxon": "exact Wilcoxon signed-rank test"}
 ABLATION = ("fm", "optprior_sub", "optprior_opt", "optprior")
 SOURCE = "@source"
 UNCONVERGED = "‡"
@@ -81,8 +85,8 @@ class Section:
         return combine({d: v for d, v in self.verdicts.items() if v is not None})
 
 
-COMBINE_RULE = ("A dataset's verdict combines its metrics, and the overall verdict its datasets: **does not "
-                "hold** when any does not hold (a counterexample), **holds** when every measured one holds, "
+COMBINE_RULE = ("The overall verdict combines the datasets' (a (c)/(d) dataset's verdict is its primary metric's): "
+                "**does not hold** when any does not hold (a counterexample), **holds** when every measured one holds, "
                 "**not measured** when none is measured, otherwise **inconclusive**.")
 
 
@@ -267,21 +271,32 @@ def score_rows(exp: Experiment, dataset: str, metrics: list, no_aug: bool, sourc
     return rows
 
 
-def comparison_rows(exp: Experiment, dataset: str, metric: str, label: str, refs: tuple,
-                    options: ClaimsOptions) -> tuple[list[list[str]], Verdict]:
-    """Paired comparisons of optprior with each reference on one metric, and the verdict they give."""
-    ours, higher, rows, results = seed_values(exp, dataset, OURS, metric), higher_is_better(exp, metric), [], {}
+def comparisons(exp: Experiment, dataset: str, metric: str, refs: tuple, options: ClaimsOptions) -> dict:
+    """{reference: Tested or None}: optprior paired with each reference on one metric (None: no pairs)."""
+    ours, higher, out = seed_values(exp, dataset, OURS, metric), higher_is_better(exp, metric), {}
     for ref in refs:
-        other = reference_values(exp, dataset, metric, ref)
-        c = results[ref] = compare(as_runs(ours), as_runs(other), options.test, options.alpha) if ours else None
-        if c is None:
-            rows.append([label, ref, "0", DASH, DASH, DASH, "no paired seeds"])
+        c = compare(as_runs(ours), as_runs(reference_values(exp, dataset, metric, ref)), options.test,
+                    options.alpha) if ours else None
+        out[ref] = None if c is None else tested(c, higher)
+    return out
+
+
+def comparison_rows(label: str, results: dict, higher: bool, primary: bool) -> list[list[str]]:
+    """One row per reference: per-seed differences, mean [t interval], the one-sided p-values
+    (Holm-adjusted in brackets on the primary metric), the t-test's two-sided p and the seed count."""
+    rows, name = [], f"{label} (primary)" if primary else label
+    for ref, t in results.items():
+        if t is None:
+            rows.append([name, ref, "0", DASH, DASH, DASH, DASH, DASH, "no paired seeds"])
             continue
-        wins = sum(better(d, higher) for _, d in c.diffs)
+        c = t.comparison
         interval = f" [{number(c.low)}, {number(c.high)}]" if c.low is not None else ""
-        rows.append([label, ref, str(c.n), per_seed(dict(c.diffs)), f"{number(c.mean_diff)}{interval}",
-                     "undefined" if c.p is None else f"{c.p:.3g}", f"{wins}/{c.n}"])
-    return rows, comparison_verdict(results, higher, options.test, options.alpha)
+        p_better, p_worse = (f"{p:.3g}" + (f" (Holm {adj:.3g})" if primary else "")
+                             for p, adj in ((t.p_better, t.adj_better), (t.p_worse, t.adj_worse)))
+        rows.append([name, ref, str(c.n), per_seed(dict(c.diffs)), f"{number(c.mean_diff)}{interval}", p_better,
+                     p_worse, "undefined" if c.t_p is None else f"{c.t_p:.3g}",
+                     f"{sum(better(d, higher) for _, d in c.diffs)}/{c.n}"])
+    return rows
 
 
 def flow_rows(exp: Experiment, dataset: str, metrics: list) -> list[list[str]]:
@@ -295,78 +310,122 @@ def flow_rows(exp: Experiment, dataset: str, metrics: list) -> list[list[str]]:
     return rows
 
 
-def comparison_section(exp: Experiment, dataset: str, metrics: list, refs: tuple, options: ClaimsOptions,
-                       no_aug: bool) -> tuple[list[str], Verdict]:
-    """One dataset of claim (c) or (d): scores, paired comparisons, what the flow adds, verdicts."""
+def primary_metric(metrics: list, primaries: tuple) -> Optional[tuple[str, str]]:
+    """The pre-registered primary metric among a dataset's (metric, label) pairs: the first of `primaries` held."""
+    return next(((m, label) for p in primaries for m, label in metrics if m == p), None)
+
+
+def comparison_section(exp: Experiment, dataset: str, metrics: list, results: dict, primary: tuple,
+                       verdict: Verdict, no_aug: bool) -> list[str]:
+    """One dataset of claim (c), (d1) or (d2): scores, paired comparisons, what the flow adds, verdict."""
     header = [f"{label} {arrow(exp, m)}" for m, label in metrics]
     scores = score_rows(exp, dataset, metrics, no_aug, sources=not no_aug)
     counts = [len(seed_values(exp, dataset, m, metric)) for m in exp.methods for metric, _ in metrics]
     source = "" if no_aug else "; \"(source only)\": the method's source draws decoded with no flow (`<metric>@source`)"
     body = [f"#### {dataset}", "", f"Mean ± sample std over {n_caption(counts)}{source}.", "",
             *md_table(["method", *header], scores)]
-    rows, verdicts = [], {}
-    for metric, label in metrics:
-        more, verdicts[label] = comparison_rows(exp, dataset, metric, label, refs, options)
-        rows += more
-    body += [f"optprior − reference per paired generative seed ({describe(options.test)}; mean difference with "
-             f"its {100 * (1 - options.alpha):g} % t interval):", ""]
-    body += md_table(["metric", "reference", "n", "per-seed difference", "mean difference [t interval]", "p",
-                      "optprior better in"], rows)
+    rows = [row for metric, label in metrics
+            for row in comparison_rows(label, results[metric], higher_is_better(exp, metric), metric == primary[0])]
+    body += ["optprior − reference per paired generative seed (mean difference with its t interval; one-sided p "
+             "of the primary test that optprior is better and that the reference is better, Holm-adjusted over "
+             "the claim's family on the primary metric; the t-test's two-sided p as a cross-check):", ""]
+    body += md_table(["metric", "reference", "n", "per-seed difference", "mean difference [t interval]",
+                      "p optprior better", "p reference better", "t-test p", "optprior better in"], rows)
     flows = flow_rows(exp, dataset, metrics) if not no_aug else []
     if flows:
         body += ["What the flow adds: metric − metric@source per seed, mean ± sample std (for ↓ metrics a "
                  "negative value means the flow improves on its own source draws):", ""]
         body += md_table(["method", *header], flows)
-    body += [f"- {label}: **{v.label}**" + (f" ({v.why})" if v.why and v.why not in v.label else "")
-             for label, v in verdicts.items()] + [""]
-    return body, combine(verdicts)
+    others = [label for m, label in metrics if m != primary[0]]
+    body += [f"- {primary[1]} (primary): **{verdict.label}**"
+             + (f" ({verdict.why})" if verdict.why and verdict.why not in verdict.label else "")]
+    return body + ([f"- {', '.join(others)}: reported, not voted"] if others else []) + [""]
 
 
-def comparison_claim(exp: Experiment, options: ClaimsOptions, specs: tuple, refs: tuple,
-                     no_aug: bool) -> tuple[list[str], dict]:
-    """Body and per-dataset verdicts of a claim judged by comparison_verdict on `specs`' metrics."""
-    body, verdicts = [], {}
+def comparison_claim(exp: Experiment, options: ClaimsOptions, specs: tuple, refs: tuple, no_aug: bool,
+                     primaries: tuple) -> tuple[list[str], dict]:
+    """Body and per-dataset verdicts of a claim judged on each dataset's primary metric, the p-values
+    Holm-adjusted over every (dataset, reference) comparison of the claim."""
+    body, verdicts, found = {}, {}, {}
     for d in datasets_of(exp):
         metrics = [(m, label) for m, label in specs if holds_metric(exp, d, m)]
+        primary = primary_metric(metrics, primaries)
         if not in_scope(exp, d, [m for m, _ in specs]):
             verdicts[d] = None
-            body += [f"#### {d}", "", "Out of scope: its evaluators record none of these metrics.", ""]
-        elif not metrics:
-            verdicts[d] = not_measured()
-            body += [f"#### {d}", "", "Not measured: no usable record.", ""]
+            body[d] = [f"#### {d}", "", "Out of scope: its evaluators record none of these metrics.", ""]
+        elif primary is None:
+            verdicts[d], body[d] = not_measured(), [f"#### {d}", "", "Not measured: no usable record of its primary "
+                                                    f"metric ({' or '.join(f'`{m}`' for m in primaries)}).", ""]
         else:
-            more, verdicts[d] = comparison_section(exp, d, metrics, refs, options, no_aug)
-            body += more
-    return body, verdicts
+            found[d] = (metrics, primary, {m: comparisons(exp, d, m, refs, options) for m, _ in metrics})
+    family = holm_family({(d, ref): t for d, (_, primary, results) in found.items()
+                          for ref, t in results[primary[0]].items() if t is not None})
+    for d, (metrics, primary, results) in found.items():
+        results[primary[0]] = {ref: family.get((d, ref)) for ref in results[primary[0]]}
+        verdicts[d] = comparison_verdict(results[primary[0]], len(family), options.test, options.alpha)
+        body[d] = comparison_section(exp, d, metrics, results, primary, verdicts[d], no_aug)
+    return [line for d in verdicts for line in body[d]], verdicts
 
 
-def comparison_rule(refs: str, options: ClaimsOptions) -> str:
-    return (f"Per metric and dataset, optprior is paired by generative seed with each reference ({refs}): one "
-            f"difference optprior − reference per seed, tested with the {describe(options.test)} (p < "
-            f"{options.alpha:g}); the mean difference comes with its {100 * (1 - options.alpha):g} % Student-t "
-            "interval. **holds**: optprior is better than every reference in the mean paired difference and "
-            "p < alpha against each; **does not hold**: some reference is better than optprior in every paired "
-            "seed (named); otherwise **inconclusive at n = N**, with the smallest p that n allows: the exact "
-            "sign-flip test cannot go below 2/2^n, 0.25 for n = 3, so no claim of this kind can be confirmed "
-            "with 3 seeds (p < 0.05 needs at least 6).")
+def comparison_rule(refs: str, primaries: str, options: ClaimsOptions) -> str:
+    level = f"{options.alpha:g}"
+    return (f"Pre-registered primary metric per dataset: {primaries}; the other metrics are reported, never voted, "
+            f"and a dataset's verdict is its primary metric's. On it, optprior is paired by generative seed with each "
+            f"reference ({refs}): one difference optprior − reference per seed. The primary test is the "
+            f"{PRIMARY_TESTS[options.test]}, one-sided in each direction"
+            + (" (exact: it assumes only that under the null each seed's difference is as likely negative as "
+               "positive, which a handful of seeds cannot check for normality; the t-test's two-sided p is a "
+               "column, not a second verdict)" if options.test == "permutation" else "")
+            + f". The p-values of every (dataset, reference) comparison of the claim are Holm-adjusted as one family, "
+            f"each direction on its own. **does not hold**: some reference is better than optprior at adjusted "
+            f"p < {level} (named); **holds**: optprior is better than every reference at adjusted p < {level}; "
+            "otherwise **inconclusive at n = N**, with each undecided reference's mean paired difference, its "
+            f"{100 * (1 - options.alpha):g} % t interval and the n that observed effect would need for "
+            f"{100 * POWER:g} % power (paired t-test power at d_z = mean / sd, at {level} / K for a family of K, "
+            "Holm's strictest step; never fewer than the seeds whose exact one-sided floor 1/2^n is below that "
+            "level: 3 seeds give 0.125, so no claim of this kind can be decided either way with 3 seeds). A zero "
+            "difference has no sign and is dropped by the exact test.")
 
 
 def claim_c(exp: Experiment, options: ClaimsOptions) -> Section:
-    """optprior gives the best tail FID / IRS (vector data: tail SWD)."""
-    body, verdicts = comparison_claim(exp, options, TAIL, BASELINES, no_aug=False)
+    """optprior gives the best tail FID / IRS (vector data: tail SWD), judged on tail FID / tail SWD."""
+    body, verdicts = comparison_claim(exp, options, TAIL, BASELINES, no_aug=False, primaries=PRIMARY_C)
+    rule = comparison_rule(", ".join(BASELINES), "tail FID (`fid/tail`) on image data, tail SWD (`swd/tail`) on "
+                           "vector data", options)
     return Section("c", "optprior gives the best tail FID / IRS",
                    "optprior's synthetic tail classes have the best FID and IRS of all methods (on vector data: the "
-                   "best tail sliced Wasserstein distance).",
-                   comparison_rule(", ".join(BASELINES), options), verdicts, body, trained=True)
+                   "best tail sliced Wasserstein distance).", rule, verdicts, body, trained=True)
+
+
+DOWNSTREAM_NOTE = (" Each seed's score is the record's plain metric: the mean over its classifier seeds, which share "
+                   "one synthetic set; the unit is the generative seed.")
+
+
+def claim_d1(exp: Experiment, options: ClaimsOptions) -> Section:
+    """optprior's synthetic images beat no augmentation in bAcc (image data)."""
+    body, verdicts = comparison_claim(exp, options, DOWNSTREAM, (NO_AUG,), no_aug=True, primaries=PRIMARY_D)
+    rule = comparison_rule(f"{NO_AUG}: the `<metric>/no_aug` of optprior's own record of the seed", "bAcc (`bacc`)",
+                           options) + DOWNSTREAM_NOTE
+    return Section("d1", "optprior beats no augmentation",
+                   "A classifier trained with optprior's synthetic images has a better balanced accuracy than one "
+                   "trained on the real data alone.", rule, verdicts, body, trained=True)
+
+
+def claim_d2(exp: Experiment, options: ClaimsOptions) -> Section:
+    """optprior gives the best bAcc of the generative methods (image data)."""
+    body, verdicts = comparison_claim(exp, options, DOWNSTREAM, BASELINES, no_aug=True, primaries=PRIMARY_D)
+    rule = comparison_rule(", ".join(BASELINES), "bAcc (`bacc`)", options) + DOWNSTREAM_NOTE
+    return Section("d2", "optprior is the best method in bAcc / macro-F1",
+                   "A classifier trained with optprior's synthetic images has the best balanced accuracy and "
+                   "macro-F1 of all generative methods.", rule, verdicts, body, trained=True)
 
 
 def claim_d(exp: Experiment, options: ClaimsOptions) -> Section:
-    """optprior gives the best bAcc / macro-F1 and beats no augmentation (image data)."""
-    body, verdicts = comparison_claim(exp, options, DOWNSTREAM, (*BASELINES, NO_AUG), no_aug=True)
+    """(d) as one section until the document lists (d1) and (d2): every reference in one family."""
+    body, verdicts = comparison_claim(exp, options, DOWNSTREAM, (*BASELINES, NO_AUG), no_aug=True,
+                                      primaries=PRIMARY_D)
     rule = comparison_rule(f"{', '.join(BASELINES)} and {NO_AUG}: the `<metric>/no_aug` of optprior's own record "
-                           "of the seed", options)
-    rule += (" Each seed's score is the record's plain metric: the mean over its classifier seeds, which share one "
-             "synthetic set; the unit is the generative seed.")
+                           "of the seed", "bAcc (`bacc`)", options) + DOWNSTREAM_NOTE
     return Section("d", "optprior gives the best bAcc / macro-F1 and beats no augmentation",
                    "A classifier trained with optprior's synthetic images has the best balanced accuracy and "
                    "macro-F1 of all methods, and beats one trained on the real data alone.",
