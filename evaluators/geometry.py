@@ -13,9 +13,18 @@ With d = x1 - x0 (x1 a training latent, x0 its source draw) the statistics are t
 Which coupling the plain names describe depends on the prior:
 
 - a prior that recorded its own geometry (`prior.info["geometry"]`, optprior): the recorded values,
-  computed by the method on all its training latents with its subclass groups; `geom_<stat>` is the
-  stage "optimised" (the source it samples from), `geom_<stat>/prior_init` the initial source and
-  `geom_<stat>/prior_standard` N(0, I) with the same subclass groups. No tail breakdown is recorded.
+  computed by the method on all its training latents with its subclass groups, every source scored
+  by one rule (`bench.priors.source_geometry`: prototypes = each group's mean direction on a
+  held-out noise draw; mean over `optprior.geometry_draws` scoring draws); `geom_<stat>` is the
+  stage "optimised" (the source it samples from), `geom_<stat>/prior_init` the initial source,
+  `geom_<stat>/prior_standard` N(0, I) and `geom_<stat>/prior_matched` the isotropic class-mean
+  source whose spread matches the optimised path length per class, all with the same subclass
+  groups; `geom_<stat>/prior_optimised_kappa<k>` the sources optimised with hinge margin k
+  (`optprior.kappa_sweep`; directions declared for k in SWEEP_KAPPAS). Each has its standard error
+  over the draws, `geom_<stat>_se<suffix>` (e.g. `geom_radial_cv_se/prior_init`; lower is better),
+  and the optimised stages `geom_alignment_learned<suffix>`, the alignment to their learned
+  prototypes (higher is better). Older records hold the stages' single-draw values without SE
+  (in-sample prototypes for N(0, I) and the init). No tail breakdown is recorded.
 - a class-mean prior that states its spread (`tensors["class_mean"]`, `info["sigma"]`, cpd):
   x0 ~ N(m_c, sigma^2 I), grouped by class, computed here, also over the tail (`geom_<stat>/tail`).
 - no prior (fm, cbfm): x0 ~ N(0, I), grouped by class, computed here with `/tail`.
@@ -42,6 +51,16 @@ standard errors `<key>_se` (lower is better), plus the estimate's reliability
 draws of sum_j w_j^2; higher is better), `bayes_risk/<source>/identity_gap` (largest relative
 violation of the law of total variance over the draws; lower is better) and
 `bayes_risk/<source>/reliable` (1.0 or 0.0; judged here by the same rule for a record without it).
+That estimate is the risk of the empirical training distribution and collapses in high dimension
+(issue 25); the Gaussian-mixture estimate (`bench.priors.bayes_risk_gmm`, recorded under
+`info["bayes_risk"]["gmm"][source]`) adds `bayes_risk/gmm/<source>/<key>` and `<key>_se` for the
+same keys and directions (no reliability numbers: nothing collapses). Claim (a)'s null, the
+induced partition against size-matched random partitions scored with the same draws
+(`info["bayes_risk"]["random_partitions"]`, standard source), adds
+`bayes_risk/random/standard/reduction_mean` and `reduction_std` (the random partitions' GMM
+reductions; lower is better: the part of the reduction any partition gets), `excess` (induced
+minus random mean; higher is better), `p_rank` ((1 + #{random >= induced}) / (1 + R); lower is
+better) and `n_partitions` (R).
 Everything, with the recorded dicts, goes to out_dir/geometry.json.
 
 For figures, `cell.details["geometry"]["histograms"]` holds, per computed source ("method" for the
@@ -69,11 +88,21 @@ from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
 
 STATS = ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap")
-STAGES = {"optimised": "", "init": "/prior_init", "standard": "/prior_standard"}  # recorded stage -> suffix
+STAGES = {"optimised": "", "init": "/prior_init", "standard": "/prior_standard",
+          "matched": "/prior_matched"}  # recorded stage -> suffix
+SWEEP = "optimised_kappa"  # optprior.kappa_sweep's stages optimised_kappa<k> -> suffix /prior_optimised_kappa<k>
+SWEEP_KAPPAS = (0.5, 0.7, 0.9)  # the swept margins whose metrics are declared (others are recorded too)
+SE = "_se"  # geom_<stat>_se<suffix>: the standard error over the recorded noise draws
+LEARNED = "alignment_learned"  # a recorded stage's alignment against its learned prototypes
 GAUSS = "_gauss"
 TAIL = "/tail"
 RISK_KEYS = ("risk_class", "risk_subclass", "reduction")
 RISK_SOURCES = ("standard", "learned")
+GMM = "gmm"  # info["bayes_risk"]["gmm"][source]: the Gaussian-mixture estimate (bench.priors.bayes_risk_gmm)
+RANDOM = "random_partitions"  # info["bayes_risk"][RANDOM]: the size-matched random-partition null
+# random-partition metric bayes_risk/random/standard/<name> -> (key in the recorded dict, higher is better)
+RANDOM_KEYS = {"reduction_mean": ("reduction_mean", False), "reduction_std": ("reduction_std", False),
+               "excess": ("excess", True), "p_rank": ("p_rank", False), "n_partitions": ("n_partitions", True)}
 # reliability metric -> (key in the recorded Bayes-risk dict, higher is better)
 RISK_RELIABILITY = {"ess": ("ess", True), "identity_gap": ("max_identity_gap", False)}
 # comparison vs N(0, I) -> (stat, "gain" = difference or "ratio", higher is better)
@@ -90,9 +119,13 @@ def _stat_direction(stat: str) -> bool:
 def _names() -> dict[str, bool]:
     """Every metric name the evaluator can return, with its direction."""
     names = {}
+    recorded = (*STAGES.values(), *(f"/prior_{SWEEP}{k:g}" for k in SWEEP_KAPPAS))
     for stat in STATS:
-        for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *STAGES.values()):
+        for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *recorded):
             names[f"geom_{stat}{suffix}"] = _stat_direction(stat)
+        names |= {f"geom_{stat}{SE}{suffix}": False for suffix in recorded}
+    for suffix in ("", *recorded[len(STAGES):]):
+        names[f"geom_{LEARNED}{suffix}"], names[f"geom_{LEARNED}{SE}{suffix}"] = True, False
     for name, (_, _, higher) in VS_STANDARD.items():
         names[f"geom_{name}_vs_standard"] = names[f"geom_{name}_vs_standard{TAIL}"] = higher
     for source in RISK_SOURCES:
@@ -101,6 +134,10 @@ def _names() -> dict[str, bool]:
             names[f"bayes_risk/{source}/{key}_se"] = False
         names |= {f"bayes_risk/{source}/{key}": higher for key, (_, higher) in RISK_RELIABILITY.items()}
         names[f"bayes_risk/{source}/reliable"] = True
+        for key in RISK_KEYS:
+            names[f"bayes_risk/{GMM}/{source}/{key}"] = key == "reduction"
+            names[f"bayes_risk/{GMM}/{source}/{key}_se"] = False
+    names |= {f"bayes_risk/random/standard/{name}": higher for name, (_, higher) in RANDOM_KEYS.items()}
     return names
 
 
@@ -186,20 +223,28 @@ def subclass_source(prior, labels: torch.Tensor, n_classes: int) -> Optional[Sou
 
 
 def recorded_metrics(info: dict) -> dict[str, float]:
-    """geom_<stat><stage suffix> from info["geometry"] and bayes_risk/... from info["bayes_risk"]."""
+    """geom_<stat>[_se]<stage suffix> from info["geometry"] and bayes_risk/... from info["bayes_risk"]."""
     out = {}
-    for stage, suffix in STAGES.items():
-        values = (info.get("geometry") or {}).get(stage) or {}
-        out |= {f"geom_{s}{suffix}": float(values[s]) for s in STATS if values.get(s) is not None}
+    geometry = info.get("geometry") or {}
+    stages = STAGES | {stage: f"/prior_{stage}" for stage in geometry if stage.startswith(SWEEP)}
+    for stage, suffix in stages.items():
+        values = geometry.get(stage) or {}
+        out |= {f"geom_{s}{se}{suffix}": float(values[s + se])
+                for s in (*STATS, LEARNED) for se in ("", SE) if _number(values.get(s + se))}
     for source in RISK_SOURCES:
         values = (info.get("bayes_risk") or {}).get(source) or {}
         out |= risk_metrics(f"bayes_risk/{source}/", values)
+        values = ((info.get("bayes_risk") or {}).get(GMM) or {}).get(source) or {}
+        out |= risk_metrics(f"bayes_risk/{GMM}/{source}/", values)
+    values = (info.get("bayes_risk") or {}).get(RANDOM) or {}
+    out |= {f"bayes_risk/random/standard/{name}": float(values[key])
+            for name, (key, _) in RANDOM_KEYS.items() if _number(values.get(key))}
     return out
 
 
 def risk_metrics(prefix: str, values: dict) -> dict[str, float]:
-    """One source's recorded Bayes-risk numbers and their reliability, as `prefix<key>` metrics."""
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    """One source's recorded Bayes-risk numbers and their reliability (when recorded), as `prefix<key>` metrics."""
+    number = _number
     out = {f"{prefix}{key}": float(values[key])
            for key in (k + se for k in RISK_KEYS for se in ("", "_se")) if number(values.get(key))}
     out |= {f"{prefix}{name}": float(values[key])
@@ -209,6 +254,11 @@ def risk_metrics(prefix: str, values: dict) -> dict[str, float]:
     elif number(values.get("ess")) and number(values.get("max_identity_gap")):
         out[f"{prefix}reliable"] = float(reliable(values["ess"], values["max_identity_gap"]))
     return out
+
+
+def _number(value) -> bool:
+    """A recorded int or float (not a bool, not None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def vs_standard(metrics: dict[str, float], reference: str) -> dict[str, float]:
@@ -231,6 +281,7 @@ class TransportGeometry(Evaluator):
     """Directional alignment, radial spread and path length of the cell's source coupling (Tab. 2)."""
 
     higher_is_better = _names()
+    reads_samples = False  # the prior and the training latents only: runs on prior-only cells too
 
     def __init__(self, max_rows: int = 4096, seed: int = 0, bins: int = 40):
         if not is_int(bins) or bins < 1:

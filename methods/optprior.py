@@ -11,6 +11,7 @@ tokens with the N(0, I) source, `optprior_opt` keeps the learned source with K =
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -20,6 +21,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bench.priors.bayes_risk import fm_risk_decomposition
+from bench.priors.bayes_risk_gmm import gmm_risk_decomposition, random_partition_null
 from bench.errors import BenchError
 from bench.priors.geometry import displacement_geometry, mean_directions
 from bench.method import Condition, Method
@@ -28,6 +30,7 @@ from bench.registry import register_method
 from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams, displacements, fixed_caps,
                                      normal_like, optimize_sources)
 from bench.runtime.stopwatch import Stopwatch
+from bench.priors.source_geometry import held_out_geometry, matched_spreads
 from bench.priors.subclass import check_subclass_config, induce_subclasses
 
 log = logging.getLogger(__name__)
@@ -63,13 +66,17 @@ class OptPrior(Method):
 
     subclasses_default = True
     learned_source_default = True
+    # 2: the offline stage records the Gaussian-mixture Bayes risk against random partitions and the
+    # geometry against the initialisation and a length-matched source (issue 25); sources unchanged
+    prior_version = 2
 
     def __init__(self, k_max: int = 8, gamma: float = 0.5, min_size: int = 10,
                  pca_dim: Optional[int] = None, gmm_n_init: int = 1, kappa: float = 0.5, lambda_cap: float = 1.0,
                  lambda_scale: float = 0.1, steps: int = 2500, lr: float = 1e-2,
                  batch_size: int = 4096, cap_quantile: float = 0.99, objective_scale: str = "per_dim",
                  subclasses: Optional[bool] = None, learned_source: Optional[bool] = None,
-                 risk_samples: int = 1000):
+                 risk_samples: int = 1000, risk_gmm_samples: int = 2000, risk_partitions: int = 20,
+                 risk_empirical_max_dim: Optional[int] = 256, geometry_draws: int = 5, kappa_sweep: tuple = ()):
         super().__init__()
         self.subclasses = self.subclasses_default if subclasses is None else bool(subclasses)
         self.learned_source = self.learned_source_default if learned_source is None else bool(learned_source)
@@ -81,6 +88,9 @@ class OptPrior(Method):
                                  objective_scale=objective_scale)
         _check_proxy(self.proxy)
         self.risk_samples = risk_samples
+        self.risk_gmm_samples, self.risk_partitions = risk_gmm_samples, risk_partitions
+        self.risk_empirical_max_dim = risk_empirical_max_dim
+        self.geometry_draws, self.kappa_sweep = _check_geometry(geometry_draws, kappa_sweep)
 
     def check_data(self, train_counts: list) -> None:
         """k_max subclasses of min_size samples must fit in the largest class."""
@@ -187,29 +197,68 @@ class OptPrior(Method):
         return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
 
     def _geometry(self, x, labels, group, init, params, n_classes, seed) -> dict:
-        """Table 2 numbers for the standard source, the initial and the optimised sources, all with
-        the same noise. The displacements of each go into one reused (n, D) buffer, their rows
-        ordered by group, so that a chunk of them meets only its own groups' prototypes."""
-        eps, buffer = normal_like(x, seed + 1), torch.empty_like(x)
-        parent = torch.arange(n_classes * self.k_max) // self.k_max
-        order = torch.argsort(group, stable=True)
-        out = {}
-        # before optimisation the prototypes are the groups' mean directions; after, the learned ones
-        for name, mu, sigma, protos in (("standard", None, None, None),
-                                        ("init", init.mu, init.log_sigma.exp(), None),
-                                        ("optimised", params.mu, params.log_sigma.exp(), params.prototype)):
-            d = displacements(x, eps, group, mu, sigma, rows=order, out=buffer)
-            out[name] = displacement_geometry(d, group[order], protos, parent)
+        """Table 2 numbers of every source, scored by one rule over `geometry_draws` noise draws
+        (bench.priors.source_geometry: each group's prototype is its unit mean direction on a
+        held-out draw; mean and SE over the scoring draws), grouped by subclass:
+
+        "standard" N(0, I); "init" the initial sources (the paper's before); "matched" the
+        isotropic class-mean source N(m_c, s_c^2 I) with s_c tuned so that its mean path length
+        in class c equals the optimised source's ("spread" lists s_c, "unreached" the classes
+        where no s_c >= 0 does, s_c = 0 there); "optimised" the learned sources, with
+        `alignment_learned` against the learned prototypes; and "optimised_kappa<kappa>" for each
+        hinge margin of `kappa_sweep`, optimised again from the same init. None of it feeds the
+        flow: training uses `params` only.
+        """
+        if self.geometry_draws < 1:
+            return {}
+        n_groups = n_classes * self.k_max
+        parent = torch.arange(n_groups) // self.k_max
+        means = class_means(x, labels, n_classes)
+        optimised = (params.mu, params.log_sigma.exp())
+        spreads, unreached, targets = matched_spreads(x, labels, means, optimised, group, seed,
+                                                      self.geometry_draws)
+        sources = {"standard": (None, None), "init": (init.mu, init.log_sigma.exp()),
+                   "matched": (means[parent], torch.tensor(spreads, dtype=x.dtype)[parent].unsqueeze(1)),
+                   "optimised": optimised}
+        learned = {"optimised": params.prototype}
+        caps = fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile) if self.kappa_sweep else None
+        for kappa in self.kappa_sweep if self.learned_source else ():
+            name = f"optimised_kappa{kappa:g}"
+            swept = params if kappa == self.proxy.kappa else optimize_sources(
+                init, x, group, caps, dataclasses.replace(self.proxy, kappa=kappa), seed).params
+            sources[name], learned[name] = (swept.mu, swept.log_sigma.exp()), swept.prototype
+        out = held_out_geometry(x, group, parent, sources, seed, self.geometry_draws, learned)
+        out["matched"].update(spread=spreads, unreached=unreached, target_path_length=targets)
+        for name in out:
+            if name.startswith("optimised_kappa"):
+                out[name]["kappa"] = float(name[len("optimised_kappa"):])
         return out
 
     def _bayes_risk(self, x, labels, sub, group, params, seed) -> dict:
-        """Eq. 1-2: Bayes FM risk and its reduction by subclass conditioning, per source."""
+        """Eq. 1-2: Bayes FM risk and its reduction by subclass conditioning, per source.
+
+        "standard" / "learned": the empirical-distribution estimate (`bench.priors.bayes_risk`,
+        risk_samples draws), skipped when D > risk_empirical_max_dim (None: never skipped): at
+        D = 1024 (phantom_lt) it costs ~30 ms a draw, ~60 s for both sources, and its posterior has
+        collapsed (effective size ~1). "gmm": {"standard", "learned"}, the Gaussian-mixture estimate
+        (`bench.priors.bayes_risk_gmm`, risk_gmm_samples draws; claim (a)'s primary estimate).
+        "random_partitions": the induced reduction against risk_partitions size-matched random
+        partitions, standard source, the same draws as gmm/standard. risk_samples <= 0 skips all.
+        """
         if self.risk_samples <= 0:
             return {}
+        sources = (("standard", torch.zeros_like(x), torch.ones_like(x)),
+                   ("learned", params.mu[group], params.log_sigma[group].exp()))
         out = {}
-        for name, mu, sigma in (("standard", torch.zeros_like(x), torch.ones_like(x)),
-                                ("learned", params.mu[group], params.log_sigma[group].exp())):
-            out[name] = fm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_samples, seed=seed)
+        if self.risk_empirical_max_dim is None or x.shape[1] <= self.risk_empirical_max_dim:
+            for name, mu, sigma in sources:
+                out[name] = fm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_samples, seed=seed)
+        if self.risk_gmm_samples > 1:
+            out["gmm"] = {name: gmm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_gmm_samples,
+                                                       seed=seed) for name, mu, sigma in sources}
+            if self.risk_partitions > 0:
+                out["random_partitions"] = random_partition_null(x, labels, sub, self.risk_partitions,
+                                                                 n_mc=self.risk_gmm_samples, seed=seed)
         return out
 
     # -- conditioning -------------------------------------------------------------------
@@ -291,6 +340,19 @@ def _check_proxy(cfg: ProxyConfig) -> None:
     if cfg.objective_scale not in OBJECTIVE_SCALES:
         raise BenchError(f"optprior.objective_scale must be one of {', '.join(map(repr, OBJECTIVE_SCALES))}, "
                          f"got {cfg.objective_scale!r}")
+
+
+def _check_geometry(draws, kappas) -> tuple[int, tuple]:
+    """geometry_draws (int >= 0; 0 skips the geometry) and kappa_sweep (hinge margins in [0, 1))."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+        raise BenchError(f"optprior.geometry_draws={draws!r}: use an integer >= 0 (2 or more for an SE; 0 skips it)")
+    try:
+        kappas = tuple(float(k) for k in kappas)
+    except (TypeError, ValueError):
+        raise BenchError(f"optprior.kappa_sweep={kappas!r}: use a tuple of hinge margins, e.g. (0.5, 0.7, 0.9)")
+    if any(not 0 <= k < 1 for k in kappas):
+        raise BenchError(f"optprior.kappa_sweep={kappas!r}: every hinge margin must be in [0, 1)")
+    return draws, kappas
 
 
 def _lowers(centred: dict, standard: dict) -> bool:

@@ -139,3 +139,27 @@ def test_bad_arguments_raise_bench_error(change):
     args = dict(x1=x1, labels=labels, subclass=k, source_mu=torch.zeros(2), source_sigma=torch.ones(2)) | change
     with pytest.raises(BenchError):
         gmm_risk_decomposition(**args)
+
+
+def test_optprior_records_the_gmm_and_its_null_shared_with_optprior_sub_and_the_evaluator_names_them():
+    from bench.evaluators.geometry import _names, recorded_metrics
+    from bench.methods.optprior import OptPrior, OptPriorSub
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200, 6, generator=g)
+    z[100:] += 3
+    z[50:100, 5] += 6  # two subclasses in class 0
+    labels = torch.repeat_interleave(torch.arange(2), 100)
+    args = dict(k_max=2, min_size=10, steps=5, risk_samples=20, risk_gmm_samples=100, risk_partitions=5)
+    info = OptPrior(**args).fit_prior(z, labels, 2, seed=0).info["bayes_risk"]
+    sub = OptPriorSub(**args).fit_prior(z, labels, 2, seed=0).info["bayes_risk"]
+    assert info["gmm"]["standard"] == sub["gmm"]["standard"] and info["random_partitions"] == sub["random_partitions"]
+    assert info["random_partitions"]["observed"] == info["gmm"]["standard"]["reduction"]
+    assert info["random_partitions"]["n_partitions"] == 5 and "standard" in info  # D = 6 <= 256: empirical kept
+    metrics, names = recorded_metrics({"bayes_risk": info}), _names()
+    assert metrics["bayes_risk/gmm/standard/reduction"] == info["gmm"]["standard"]["reduction"]
+    assert metrics["bayes_risk/gmm/learned/risk_class"] == info["gmm"]["learned"]["risk_class"]
+    assert metrics["bayes_risk/random/standard/p_rank"] == info["random_partitions"]["p_rank"]
+    assert set(metrics) <= set(names)
+    assert names["bayes_risk/random/standard/excess"] and not names["bayes_risk/random/standard/p_rank"]
+    skipped = OptPrior(**args, risk_empirical_max_dim=4).fit_prior(z, labels, 2, seed=0).info["bayes_risk"]
+    assert "standard" not in skipped and skipped["gmm"] == info["gmm"]

@@ -211,3 +211,49 @@ def test_same_seed_gives_the_same_prior_bit_for_bit_for_any_number_of_threads():
             assert torch.equal(other.tensors[name], tensor), name
         for key in ("k", "init", "geometry", "loss_trace"):
             assert other.info[key] == priors[0].info[key], key
+
+
+def test_geometry_scores_every_source_with_one_rule_and_a_length_matched_reference(fitted):
+    """Claim (b)'s stages: each with its SE over the draws; the matched isotropic class-mean
+    source has the optimised source's path length (tuned per class, so also overall)."""
+    geo = fitted.prior.info["geometry"]
+    assert {"standard", "init", "matched", "optimised"} <= set(geo)
+    for stage in ("standard", "init", "matched", "optimised"):
+        assert geo[stage]["prototypes"] == "held_out" and geo[stage]["draws"] == fitted.geometry_draws
+        assert all(geo[stage][f"{s}_se"] >= 0 for s in ("alignment", "radial_std", "radial_cv", "path_length"))
+    assert geo["matched"]["path_length"] == pytest.approx(geo["optimised"]["path_length"], rel=1e-6)
+    assert len(geo["matched"]["spread"]) == len(geo["matched"]["target_path_length"]) == fitted.n_classes
+    assert -1 <= geo["optimised"]["alignment_learned"] <= 1
+
+
+def test_kappa_sweep_records_one_stage_per_margin_and_every_metric_is_declared(data):
+    from bench.evaluators.geometry import TransportGeometry, recorded_metrics
+
+    ds, train = data
+    method = OptPrior(steps=30, risk_samples=0, geometry_draws=2, kappa=0.5, kappa_sweep=(0.5, 0.9))
+    geo = method.fit_prior(train.x, train.y, ds.n_classes, seed=0).info["geometry"]
+    assert geo["optimised_kappa0.5"]["kappa"] == 0.5 and geo["optimised_kappa0.9"]["kappa"] == 0.9
+    same = {k: v for k, v in geo["optimised_kappa0.5"].items() if k != "kappa"}
+    assert same == geo["optimised"]  # the run's own margin: the same sources, not optimised twice
+    assert geo["optimised_kappa0.9"]["alignment_learned"] != geo["optimised"]["alignment_learned"]
+    metrics = recorded_metrics({"geometry": geo})
+    assert {"geom_radial_cv/prior_matched", "geom_radial_cv_se/prior_init",
+            "geom_alignment/prior_optimised_kappa0.9", "geom_alignment_learned"} <= set(metrics)
+    assert set(metrics) <= set(TransportGeometry.higher_is_better)
+    assert TransportGeometry.higher_is_better["geom_alignment/prior_matched"]
+    assert not TransportGeometry.higher_is_better["geom_radial_std_se/prior_optimised_kappa0.7"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(geometry_draws=-1), "geometry_draws"), (dict(geometry_draws=2.5), "geometry_draws"),
+    (dict(kappa_sweep=(0.5, 1.2)), "kappa_sweep"), (dict(kappa_sweep="high"), "kappa_sweep"),
+])
+def test_bad_geometry_configuration_is_rejected_at_construction(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        OptPrior(**kwargs)
+
+
+def test_geometry_draws_zero_skips_the_geometry(data):
+    ds, train = data
+    assert OptPrior(steps=5, risk_samples=0, geometry_draws=0).fit_prior(
+        train.x, train.y, ds.n_classes, seed=0).info["geometry"] == {}

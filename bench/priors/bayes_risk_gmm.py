@@ -203,7 +203,10 @@ def random_partition_null(x1, labels, subclass, n_partitions: int = 20, n_mc: in
         raise BenchError("random_partition_null takes a shared (D,) source only; leave it out for N(0, I)")
     lab, sub = _as_numpy(labels).reshape(-1).astype(np.int64), _as_numpy(subclass).reshape(-1).astype(np.int64)
     draws = make_draws(len(x), dim, n_mc, t_max, seed)
-    score = lambda s: summarise(risk_draws(fit_mixture(x, lab, s, mu, sigma), draws), dim, t_max)["reduction"]  # noqa: E731
+
+    def score(partition: np.ndarray) -> float:
+        return summarise(risk_draws(fit_mixture(x, lab, partition, mu, sigma), draws), dim, t_max)["reduction"]
+
     observed = score(sub)
     rng = np.random.default_rng([seed, 1])
     reductions = [score(_permute_within(lab, sub, rng)) for _ in range(n_partitions)]

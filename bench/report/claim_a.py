@@ -142,7 +142,8 @@ def dataset_row(exp, dataset: str, method: str, seeds: list[PartitionSeed]) -> l
 def seed_row(exp, dataset: str, method: str, s: PartitionSeed) -> list[str]:
     se = seed_values(exp, dataset, method, GMM + "reduction_se").get(s.seed)
     std = seed_values(exp, dataset, method, RANDOM + "reduction_std").get(s.seed)
-    emp, ok, ess = (seed_values(exp, dataset, method, EMPIRICAL + k).get(s.seed) for k in ("reduction", "reliable", "ess"))
+    emp, ok, ess = (seed_values(exp, dataset, method, EMPIRICAL + k).get(s.seed)
+                    for k in ("reduction", "reliable", "ess"))
     cross = DASH if emp is None else (number(emp) if ok == 1.0 else f"unreliable (ess {number(ess)})")
     return [dataset, str(s.seed), number(s.risk_class), f"{number(s.reduction)} ± {number(se)}",
             f"{number(s.random_mean)} ± {number(std)}", number(s.excess), f"{100 * s.relative_excess:.3g}",
