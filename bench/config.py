@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import re
 import tokenize
 from dataclasses import dataclass
@@ -188,6 +189,35 @@ def _parse_all(files: Sequence[Path], bindings: Sequence[str], dataset: Optional
 def _add_search_path() -> None:
     """bench's gin folder on gin's `include` search path, once (gin keeps the list across clears)."""
     gin.add_config_file_search_path(str(gin_dir()))
+    _guard_package_reader()
+
+
+def _guard_package_reader() -> None:
+    """gin's package reader answers "no such file" instead of crashing on a namespace package.
+
+    For `include 'methods/optprior.gin'` gin first asks its package reader whether `methods` is an
+    importable package holding the file. Where the repository root is on sys.path (`python -m
+    pytest` or `python -m bench` run there), its plugin folder methods/ is a namespace package
+    without a file, and gin's check raises TypeError instead of returning False, so every method
+    gin file with an include (optprior_opt.gin) failed to parse. The check is wrapped once.
+    """
+    readers = getattr(gin.config, "_FILE_READERS", None)
+    if not isinstance(readers, list):
+        return
+    for i, (reader, exists) in enumerate(readers):
+        if exists is not os.path.isfile and not getattr(exists, "_bench_guarded", False):
+            readers[i] = (reader, _guarded(exists))
+
+
+def _guarded(exists):
+    """`exists`, answering False where it raises TypeError (a namespace package has no origin)."""
+    def check(path) -> bool:
+        try:
+            return exists(path)
+        except TypeError:
+            return False
+    check._bench_guarded = True
+    return check
 
 
 def gin_error_message(exc: Exception) -> str:

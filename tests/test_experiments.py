@@ -46,6 +46,9 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
     "ablation": (["fm", "optprior_sub", "optprior_opt", "optprior"], PAPER_DATASETS, [0, 1, 2]),
     "claims": (["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"],
                ["synthetic2d", "phantom_lt", "digits_lt"], [0, 1, 2]),
+    "claims_prior": (["optprior", "optprior_opt"], ["synthetic2d", "digits_lt", "phantom_lt"], list(range(10))),
+    "claims_vectors": (["fm", "cbfm", "cpd", "optprior"], ["synthetic2d"], list(range(12))),
+    "claims_images": (["fm", "cpd", "optprior"], ["digits_lt"], list(range(10))),
 }
 PAPER_EVALUATORS = ["sample_grid", "fid", "irs", "downstream", "knn_purity", "confounder",
                     "geometry", "memorisation"]
