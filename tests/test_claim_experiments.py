@@ -91,3 +91,30 @@ def test_a_prior_only_cell_records_the_prior_and_trains_nothing(tmp_path):
 def test_stop_after_takes_only_prior(capsys):
     assert main(["validate", "methods=[fm]", "datasets=[synthetic2d]", "pipeline.stop_after='train'"]) == 2
     assert "pipeline.stop_after='train'" in capsys.readouterr().err
+
+
+def test_a_part_that_has_not_run_yet_lists_its_cells_as_missing_and_an_empty_folder_is_refused(tmp_path):
+    write_part(tmp_path, "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
+    pending, grid = tmp_path / "flows", GridFile("flows")
+    grid.add("toy", "fm", 0, "flows-toy-fm-0", metrics={})
+    pending.mkdir()
+    (pending / "grid.json").write_text(json.dumps(grid.to_json()))
+    exp = load_claims(tmp_path)
+    assert exp.parts == ["flows", "prior"] and len(exp.records()) == 1
+    assert [c.label for c in exp.problems()] == ["toy/fm/seed0"]
+    (tmp_path / "prior/toy/optprior/seed0/record.json").unlink()
+    with pytest.raises(BenchError, match="no cell has a usable record"):
+        load_claims(tmp_path)
+
+
+def test_the_analysis_block_comes_from_the_results_folder_so_a_fresh_clone_writes_the_same_document(tmp_path):
+    from bench.report.claims import write_claims
+
+    write_part(tmp_path / "res", "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
+    block = "<!-- analysis -->\nFrom the tables: nothing yet.\n<!-- /analysis -->"
+    (tmp_path / "res" / "analysis.md").write_text(block + "\n")
+    first, _ = write_claims(tmp_path / "res", tmp_path / "a.md")
+    second, _ = write_claims(tmp_path / "res", tmp_path / "elsewhere" / "b.md")
+    a, b = first.read_text().splitlines(), second.read_text().splitlines()
+    assert "\n".join(a).count(block) == 1
+    assert [x for x, y in zip(a, b) if x != y] == [a[2]] and a[2].startswith("Generated on ")  # only the date line

@@ -10,9 +10,7 @@ Why this estimate: the empirical estimator (`bench.priors.bayes_risk`) collapses
 random partitions are scored by it with the same draws (`bayes_risk/random/standard/...`).
 
 The verdict rule `partition_verdict` takes plain per-seed numbers (`PartitionSeed`), so it is
-tested without records; `claim_a(exp)` builds the report section from an experiment's records
-with the same signature as `bench.report.claims.claim_a` (it imports from that module lazily, so
-claims.py can import this one).
+tested without records; `claim_a(exp)` builds the report section (bench.report.claim_section).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Optional
 import numpy as np
 from scipy import stats
 
+from bench.report.claim_section import Section, datasets_of
 from bench.report.claim_records import DASH, md_table, mean_std, seed_values
 from bench.report.claim_rules import Verdict, fails, holds, inconclusive, not_measured, number
 
@@ -152,7 +151,6 @@ def seed_row(exp, dataset: str, method: str, s: PartitionSeed) -> list[str]:
 
 def claim_a(exp):
     """Claim (a) against size-matched random partitions, GMM estimate primary (see the module docstring)."""
-    from bench.report.claims import Section, datasets_of  # lazy: claims.py imports this module
     rows, seed_rows, verdicts = [], [], {}
     for d in datasets_of(exp):
         method = primary_method(exp, d)

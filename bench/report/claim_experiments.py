@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.report.collect import OK, CellResult, Experiment, load_experiment
+from bench.report.collect import OK, CellResult, Experiment, load_experiment, require_a_record
 from bench.store.gridfile import read_grid
 
 AGREE = 1e-9  # relative tolerance of a metric two records of one cell both hold (float rounding)
@@ -35,7 +35,8 @@ def load_claims(folder: Path) -> Experiment:
     if not parts:
         exp = load_experiment(folder)
     else:
-        exp = merge([load_experiment(p) for p in parts], folder)
+        exp = merge([load_experiment(p, require=False) for p in parts], folder)  # a part may not have run yet
+        require_a_record(exp)
     check_stage_versions(exp)
     return exp
 

@@ -4,12 +4,9 @@ A verdict is one of "holds", "does not hold", "inconclusive at n = N" (or inconc
 reason, e.g. an unreliable Monte-Carlo estimate) and "not measured" (no data behind it). The rules
 take plain per-seed values, never records, so each can be tested on numbers whose answer is known:
 
-- `bayes_verdict` (claim a): every estimate's reduction > 2 x its standard error and reliable:
-  holds; every one <= 2 x SE and reliable: does not hold; any unreliable one: inconclusive (with
-  its effective posterior size and identity gap); otherwise inconclusive at n.
-- `geometry_verdict` (claim b): in every seed alignment above N(0, I)'s, radial CV below and
-  path length not above: holds; the alignment condition failing in every seed, or the
-  radial-spread condition failing in every seed: does not hold; otherwise inconclusive at n.
+- claims (a) and (b) have rules of their own: `bench.report.claim_a.partition_verdict` (the induced
+  subclasses against size-matched random partitions) and `bench.report.claim_b.geometry_verdict`
+  (the optimised sources against their initialisation).
 - `comparison_verdict` (claims c, d1, d2), on one pre-registered primary metric per dataset: a
   reference better than optprior at one-sided p < alpha after Holm's correction over the claim's
   family of comparisons: does not hold; optprior better than every reference, each Holm-adjusted
@@ -27,7 +24,6 @@ from typing import Optional
 from bench.metrics.significance import POWER, Comparison, holm, min_p, seeds_for_power, seeds_needed
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
-SE_FACTOR = 2.0  # a Bayes-risk reduction counts as positive above 2 standard errors (about 95 %)
 
 
 @dataclass(frozen=True)
@@ -60,106 +56,6 @@ def not_measured(why: str = "no record holds the metrics it rests on") -> Verdic
 def number(value: Optional[float]) -> str:
     """4 significant digits, the precision of every number in the claims report ("n/a" for None)."""
     return "n/a" if value is None else f"{value:.4g}"
-
-
-# ---- claim (a): Bayes-risk reduction ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class RiskEstimate:
-    """One seed's Bayes-risk reduction estimate (N(0, I) source) and its reliability."""
-
-    method: str
-    seed: int
-    reduction: float
-    se: float
-    reliable: Optional[bool]  # None: the record states no reliability
-    ess: Optional[float] = None
-    gap: Optional[float] = None
-
-    @property
-    def positive(self) -> bool:
-        """The reduction is above SE_FACTOR standard errors."""
-        return self.reduction > SE_FACTOR * self.se
-
-
-def bayes_verdict(estimates: list[RiskEstimate]) -> Verdict:
-    """Holds when every estimate is reliable and > 2 SE; does not hold when every one is reliable
-    and <= 2 SE; an unreliable (or unstated) one makes it inconclusive, naming why."""
-    if not estimates:
-        return not_measured()
-    n, where = len({e.seed for e in estimates}), f"{len(estimates)} estimate(s)"
-    shaky = [e for e in estimates if not e.reliable]
-    if shaky:
-        why = "unreliable Monte-Carlo estimate: " + _unreliable_text(shaky, len(estimates))
-        return Verdict(INCONCLUSIVE, f"inconclusive ({why})", 0, why)
-    above = sum(e.positive for e in estimates)
-    if above == len(estimates):
-        return holds(n, f"reduction > {SE_FACTOR:g} SE in all {where}")
-    if above == 0:
-        return fails(n, f"reduction <= {SE_FACTOR:g} SE in all {where}")
-    return inconclusive(n, f"reduction > {SE_FACTOR:g} SE in {above} of {where}")
-
-
-def _unreliable_text(shaky: list[RiskEstimate], total: int) -> str:
-    """One estimate in full; several as their count and the range of their reliability numbers."""
-    if len(shaky) == 1 or any(e.reliable is None for e in shaky):
-        return "; ".join(map(_unreliable, shaky))
-    ess, gap = [e.ess for e in shaky], [e.gap for e in shaky]
-    return (f"{len(shaky)} of {total} estimates, effective posterior size {number(min(ess))} to "
-            f"{number(max(ess))}, identity gap up to {number(max(gap))} "
-            f"({', '.join(sorted({e.method for e in shaky}))}; seeds {', '.join(str(s) for s in sorted({e.seed for e in shaky}))})")
-
-
-def _unreliable(e: RiskEstimate) -> str:
-    if e.reliable is None:
-        return f"reliability not recorded for {e.method} seed {e.seed}"
-    return f"effective posterior size {number(e.ess)}, identity gap {number(e.gap)} ({e.method} seed {e.seed})"
-
-
-# ---- claim (b): transport geometry -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GeometrySeed:
-    """One seed's geometry of the optimised source and of N(0, I) (same subclass groups)."""
-
-    method: str
-    seed: int
-    alignment: float
-    alignment_std: float
-    radial_cv: float
-    radial_cv_std: float
-    path_length: float
-    path_length_std: float
-
-    @property
-    def aligns(self) -> bool:
-        return self.alignment > self.alignment_std
-
-    @property
-    def tightens(self) -> bool:
-        return self.radial_cv < self.radial_cv_std
-
-    @property
-    def no_inflation(self) -> bool:
-        return self.path_length <= self.path_length_std
-
-
-def geometry_verdict(seeds: list[GeometrySeed]) -> Verdict:
-    """Holds when every seed aligns better, spreads less radially and has no longer paths than
-    N(0, I); does not hold when the alignment condition, or the radial-spread one, fails in every seed."""
-    if not seeds:
-        return not_measured()
-    n, where = len({s.seed for s in seeds}), f"{len(seeds)} seed(s)"
-    met = sum(s.aligns and s.tightens and s.no_inflation for s in seeds)
-    if met == len(seeds):
-        return holds(n, f"all three conditions met in all {where}")
-    failed = [name for name, met_in in (("alignment", [s.aligns for s in seeds]),
-                                        ("radial-spread", [s.tightens for s in seeds])) if not any(met_in)]
-    if failed:
-        one = len(failed) == 1
-        return fails(n, f"the {' and the '.join(failed)} condition{'' if one else 's'} fail{'s' if one else ''} "
-                        f"in all {where}")
-    return inconclusive(n, f"all three conditions met in {met} of {where}")
 
 
 # ---- claims (c), (d): optprior against references ----------------------------------------------

@@ -1,19 +1,24 @@
 """`bench claims`: the paper's four claims, and whether generative augmentation beats the cheap
-long-tail remedies at all, judged from the stored records of the claims experiment.
+long-tail remedies at all, judged from stored records.
 
-The document (docs/claims.md by default) holds, for each claim, the claim in one sentence, a
-verdict per dataset and overall, the tables the verdict rests on (mean ± sample std over
-generative seeds, n stated; per-seed values where the rule is per seed) and the rule that decided
-it (bench.report.claim_rules). Then training adequacy, the Sub x Opt ablation, links to the figures
-`bench report` drew, the commands that regenerate everything, the commits and the wall time of
-the records. Nothing is recomputed: every number is a record field or arithmetic on record fields.
-A partial grid is fine: missing cells are listed and verdicts use what exists ("not measured"
-where nothing does). A hand-written analysis block survives regeneration (bench.report.claims_provenance).
+The records are one experiment folder or a folder of several (the claims protocol's
+claims_prior, claims_vectors, claims_images: bench.report.claim_experiments.load_claims). The
+document (docs/claims.md by default) holds, for each claim ((a) bench.report.claim_a, (b)
+bench.report.claim_b, (c), (d1), (d2) and question (e) here), the claim in one sentence, a verdict
+per dataset and overall, the tables the verdict rests on (mean ± sample std over generative
+seeds, n stated; per-seed values where the rule is per seed) and the rule that decided it
+(bench.report.claim_rules). Then what a seed varies, training adequacy, the Sub x Opt ablation,
+links to the figures `bench report` drew, the commands that regenerate everything, the commits
+and the wall time of the records. Nothing is recomputed except (d)'s bootstrap intervals, from the
+predictions the records store. A partial grid is fine: missing cells are listed and verdicts use
+what exists ("not measured" where nothing does). A hand-written analysis block survives
+regeneration (bench.report.claims_provenance, `analysis`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Optional
 
@@ -22,14 +27,20 @@ from bench.report.claim_records import (
     DASH, arrow, as_runs, higher_is_better, holds_metric, md_table, mean_std, n_caption, per_seed,
     seed_differences, seed_values,
 )
+from bench.report.claim_a import claim_a
+from bench.report.claim_b import claim_b
+from bench.report.claim_bootstrap import bootstrap_lines, replication_lines
+from bench.report.claim_experiments import load_claims
+from bench.report.claim_section import CLAIM_DATASETS, Section, datasets_of
 from bench.report.claim_rules import (
-    NOT_MEASURED, SE_FACTOR, GeometrySeed, RiskEstimate, Verdict, any_beats_verdict, bayes_verdict, better, combine,
-    comparison_verdict, geometry_verdict, holm_family, not_measured, number, tested,
+    NOT_MEASURED, Verdict, any_beats_verdict, better, comparison_verdict, holm_family, not_measured, number,
+    tested,
 )
 from bench.report.claims_provenance import (
-    adequacy_lines, analysis_block, commands, figure_lines, grid_lines, provenance_lines, unconverged_datasets,
+    adequacy_lines, analysis_block, commands, figure_lines, grid_lines, part_figure_lines, provenance_lines,
+    unconverged_datasets,
 )
-from bench.report.collect import Experiment, load_experiment
+from bench.report.collect import Experiment
 from bench.errors import BenchError
 from bench.metrics.significance import POWER, check_test, compare, describe
 from bench.report.summary import AUG_PREFIX, remedies_in
@@ -40,12 +51,6 @@ BASELINES = ("fm", "cbfm", "cpd")
 NO_AUG = "no augmentation"
 # the claims experiment's grid (gin/experiments/claims.gin): reported as missing when not run
 CLAIM_METHODS = ("fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt")
-CLAIM_DATASETS = ("synthetic2d", "phantom_lt", "digits_lt")
-RISK_METHODS = ("optprior", "optprior_sub")  # methods with induced subclasses: a Bayes-risk estimate
-GEOMETRY_METHODS = ("optprior", "optprior_opt")  # methods with optimised sources
-RISK_SOURCES = {"standard": "N(0, I)", "learned": "learned"}
-RISK_COLUMNS = (("reduction", "reduction ↑"), ("reduction_se", "SE"), ("risk_class", "risk (class only)"))
-GEOMETRY_STATS = (("alignment", "alignment"), ("radial_cv", "radial CV"), ("path_length", "path length"))
 TAIL = (("fid/tail", "FID tail"), ("irs_inf/tail", "IRS∞ tail"), ("swd/tail", "SWD tail"))
 DOWNSTREAM = (("bacc", "bAcc"), ("macro_f1", "macro-F1"))
 LABELS = dict(TAIL + DOWNSTREAM)
@@ -58,6 +63,7 @@ ABLATION = ("fm", "optprior_sub", "optprior_opt", "optprior")
 SOURCE = "@source"
 UNCONVERGED = "‡"
 CHECK = "✓"
+ANALYSIS_FILE = "analysis.md"  # the analysis block's source inside the results folder, when present
 
 
 @dataclass(frozen=True)
@@ -68,171 +74,15 @@ class ClaimsOptions:
     alpha: float = 0.05
 
 
-@dataclass
-class Section:
-    """One claim: its sentence, rule, verdicts (dataset -> Verdict, None: out of scope) and body."""
-
-    key: str
-    title: str
-    claim: str
-    rule: str
-    verdicts: dict
-    body: list = field(default_factory=list)
-    trained: bool = False  # rests on trained networks: unconverged training qualifies it
-
-    @property
-    def overall(self) -> Verdict:
-        return combine({d: v for d, v in self.verdicts.items() if v is not None})
-
-
 COMBINE_RULE = ("The overall verdict combines the datasets' (a (c)/(d) dataset's verdict is its primary metric's): "
                 "**does not hold** when any does not hold (a counterexample), **holds** when every measured one holds, "
                 "**not measured** when none is measured, otherwise **inconclusive**.")
-
-
-def datasets_of(exp: Experiment) -> list[str]:
-    """The experiment's datasets, then the claims' datasets it never ran."""
-    return list(exp.datasets) + [d for d in CLAIM_DATASETS if d not in exp.datasets]
 
 
 def in_scope(exp: Experiment, dataset: str, metrics) -> bool:
     """The dataset can measure one of `metrics` (a dataset with nothing recorded may: not measured)."""
     known = bool(exp.records(dataset)) or bool(exp.expected_metrics.get(dataset))
     return not known or any(holds_metric(exp, dataset, m) for m in metrics)
-
-
-# ---- claim (a): the Bayes FM risk ---------------------------------------------------------------
-
-def risk_estimates(exp: Experiment, dataset: str, method: str) -> list[RiskEstimate]:
-    """One N(0, I)-source estimate per seed that records a reduction and its standard error."""
-    p = "bayes_risk/standard/"
-    red, se, ok, ess, gap = (seed_values(exp, dataset, method, p + k)
-                             for k in ("reduction", "reduction_se", "reliable", "ess", "identity_gap"))
-    return [RiskEstimate(method, s, red[s], se[s], None if s not in ok else bool(ok[s]), ess.get(s), gap.get(s))
-            for s in sorted(set(red) & set(se))]
-
-
-def risk_row(exp: Experiment, dataset: str, method: str, source: str) -> Optional[list[str]]:
-    """Mean ± std of one (method, source)'s Bayes-risk numbers, relative reduction and reliability."""
-    p = f"bayes_risk/{source}/"
-    values = {k: seed_values(exp, dataset, method, p + k) for k in
-              ("reduction", "reduction_se", "risk_class", "reliable", "ess", "identity_gap")}
-    n = len(values["reduction"])
-    if not n:
-        return None
-    relative = {s: r / values["risk_class"][s] for s, r in values["reduction"].items()
-                if values["risk_class"].get(s)}
-    reliable = f"{sum(v == 1.0 for v in values['reliable'].values())}/{len(values['reliable'])}" \
-        if values["reliable"] else "not stated"
-    cells = [mean_std(values[k].values(), n) for k, _ in RISK_COLUMNS]
-    return [dataset, method, RISK_SOURCES[source], str(n), *cells, mean_std(relative.values(), n), reliable,
-            mean_std(values["ess"].values(), n), mean_std(values["identity_gap"].values(), n)]
-
-
-def risk_seed_row(dataset: str, e: RiskEstimate) -> list[str]:
-    reliable = "not stated" if e.reliable is None else "yes" if e.reliable else "no"
-    ratio = number(e.reduction / e.se) if e.se else "n/a"
-    return [dataset, e.method, str(e.seed), number(e.reduction), number(e.se), ratio,
-            "yes" if e.positive else "no", reliable, number(e.ess), number(e.gap)]
-
-
-def claim_a(exp: Experiment) -> Section:
-    """Subclass conditioning lowers the Bayes FM risk (optprior, optprior_sub)."""
-    rows, seed_rows, verdicts = [], [], {}
-    for d in datasets_of(exp):
-        estimates = []
-        for m in RISK_METHODS:
-            rows += [r for source in RISK_SOURCES if (r := risk_row(exp, d, m, source))]
-            estimates += risk_estimates(exp, d, m)
-        seed_rows += [risk_seed_row(d, e) for e in estimates]
-        verdicts[d] = bayes_verdict(estimates)
-    body = [f"Mean ± sample std over the generative seeds (n per row); relative reduction = reduction / risk "
-            "(class only), per seed; reliable = seeds whose estimate is flagged reliable.", ""]
-    header = ["dataset", "method", "source", "n", *(t for _, t in RISK_COLUMNS), "relative reduction",
-              "reliable", "effective posterior size", "identity gap"]
-    body += md_table(header, rows) if rows else ["No record holds a Bayes-risk estimate.", ""]
-    if seed_rows:
-        body += ["Per seed, N(0, I) source (the estimates the verdict uses):", ""]
-        body += md_table(["dataset", "method", "seed", "reduction", "SE", "reduction / SE",
-                          f"> {SE_FACTOR:g} SE", "reliable", "effective posterior size", "identity gap"], seed_rows)
-    rule = (f"Per dataset, every N(0, I)-source estimate `bayes_risk/standard/reduction` of {', '.join(RISK_METHODS)} "
-            f"(one per method and generative seed) is compared with {SE_FACTOR:g} x its standard error "
-            "`bayes_risk/standard/reduction_se`. **holds**: every estimate is reliable (`bayes_risk/standard/"
-            f"reliable` = 1) and its reduction > {SE_FACTOR:g} SE; **does not hold**: every estimate is reliable "
-            f"and its reduction <= {SE_FACTOR:g} SE; any unreliable estimate: **inconclusive** (with its effective "
-            "posterior size `.../ess` and identity gap `.../identity_gap`); otherwise **inconclusive at n = N**. "
-            "The learned-source estimates (`bayes_risk/learned/...`) are shown, not judged: Eq. 1-2 are stated "
-            "for the standard source.")
-    return Section("a", "Subclass conditioning lowers the Bayes FM risk",
-                   "Conditioning the velocity field on the induced subclass as well as the class lowers the "
-                   "Bayes-optimal flow-matching risk E[Var(x1 - x0 | x_t, c)] (paper Eq. 1-2).", rule, verdicts, body)
-
-
-# ---- claim (b): transport geometry ---------------------------------------------------------------
-
-def geometry_seeds(exp: Experiment, dataset: str, method: str) -> list[GeometrySeed]:
-    """Per seed recording all six numbers: the optimised source's statistics and N(0, I)'s."""
-    v = {(stat, ref): seed_values(exp, dataset, method, f"geom_{stat}{ref}")
-         for stat, _ in GEOMETRY_STATS for ref in ("", "/prior_standard")}
-    seeds = sorted(set.intersection(*(set(x) for x in v.values())))
-    return [GeometrySeed(method, s, *(v[(stat, ref)][s] for stat, _ in GEOMETRY_STATS
-                                      for ref in ("", "/prior_standard"))) for s in seeds]
-
-
-def geometry_row(exp: Experiment, dataset: str, method: str, stat: str, label: str) -> Optional[list[str]]:
-    """Optimised, N(0, I) and class-mean-init values of one statistic, and the seeds where the optimised wins."""
-    own, std, init = (seed_values(exp, dataset, method, f"geom_{stat}{ref}")
-                      for ref in ("", "/prior_standard", "/prior_init"))
-    if not own:
-        return None
-    diffs = seed_differences(own, std)
-    wins = sum(d <= 0 if stat == "path_length" else better(d, stat == "alignment") for d in diffs.values())
-    n = len(own)
-    return [dataset, method, f"{label} {'↑' if stat == 'alignment' else '↓'}", str(n), mean_std(own.values(), n),
-            mean_std(std.values(), n), mean_std(init.values(), n), f"{wins}/{len(diffs)}" if diffs else DASH]
-
-
-def geometry_seed_row(dataset: str, g: GeometrySeed) -> list[str]:
-    return [dataset, g.method, str(g.seed), f"{number(g.alignment)} / {number(g.alignment_std)} {_mark(g.aligns)}",
-            f"{number(g.radial_cv)} / {number(g.radial_cv_std)} {_mark(g.tightens)}",
-            f"{number(g.path_length)} / {number(g.path_length_std)} {_mark(g.no_inflation)}",
-            "yes" if g.aligns and g.tightens and g.no_inflation else "no"]
-
-
-def _mark(ok: bool) -> str:
-    return CHECK if ok else "✗"
-
-
-def claim_b(exp: Experiment) -> Section:
-    """Optimised sources raise alignment and cut radial spread against N(0, I) without norm inflation."""
-    rows, seed_rows, verdicts = [], [], {}
-    for d in datasets_of(exp):
-        seeds = []
-        for m in GEOMETRY_METHODS:
-            rows += [r for stat, label in GEOMETRY_STATS if (r := geometry_row(exp, d, m, stat, label))]
-            seeds += geometry_seeds(exp, d, m)
-        seed_rows += [geometry_seed_row(d, g) for g in seeds]
-        verdicts[d] = geometry_verdict(seeds)
-    body = ["Mean ± sample std over the generative seeds (n per row). Optimised: the source the method samples "
-            "from (`geom_<stat>`); N(0, I): the standard source with the same subclass groups "
-            "(`geom_<stat>/prior_standard`); init: the class-mean initialisation (`geom_<stat>/prior_init`); "
-            "wins: seeds where the optimised source beats N(0, I) (path length: is not longer).", ""]
-    body += md_table(["dataset", "method", "statistic", "n", "optimised", "N(0, I)", "init (class mean)", "wins"],
-                     rows) if rows else ["No record holds the prior's recorded geometry.", ""]
-    if seed_rows:
-        body += ["Per seed, optimised / N(0, I) (✓: the condition of the rule is met):", ""]
-        body += md_table(["dataset", "method", "seed", "alignment ↑", "radial CV ↓", "path length ↓",
-                          "all three"], seed_rows)
-    rule = (f"Per dataset, per generative seed of {', '.join(GEOMETRY_METHODS)}: the optimised source against "
-            "N(0, I) grouped by the same subclasses. **holds**: in every seed alignment(optimised) > "
-            "alignment(N(0, I)), radial CV(optimised) < radial CV(N(0, I)) and path length(optimised) <= path "
-            "length(N(0, I)) (no norm inflation); **does not hold**: the alignment condition fails in every "
-            "seed, or the radial-spread condition fails in every seed; otherwise **inconclusive at n = N**. The class-mean initialisation "
-            "is shown for reference and does not enter the verdict.")
-    return Section("b", "Optimised sources raise alignment and cut radial spread without norm inflation",
-                   "Optimised subclass sources align the source-to-data directions better and spread their "
-                   "lengths less than the standard N(0, I) source, without making the paths longer.",
-                   rule, verdicts, body)
 
 
 # ---- claims (c), (d): optprior against references --------------------------------------------------
@@ -401,9 +251,17 @@ DOWNSTREAM_NOTE = (" Each seed's score is the record's plain metric: the mean ov
                    "one synthetic set; the unit is the generative seed.")
 
 
+def test_set_intervals(exp: Experiment, verdicts: dict, refs, alpha: float) -> list[str]:
+    """Per measured dataset, the seed-level interval next to the bootstrap over seeds and test images
+    (bench.report.claim_bootstrap) for optprior against `refs(dataset)`; shown, not voted."""
+    return [line for d, v in verdicts.items() if v is not None and v.word != NOT_MEASURED and refs(d)
+            for line in bootstrap_lines(exp, d, refs(d), alpha)]
+
+
 def claim_d1(exp: Experiment, options: ClaimsOptions) -> Section:
     """optprior's synthetic images beat no augmentation in bAcc (image data)."""
     body, verdicts = comparison_claim(exp, options, DOWNSTREAM, (NO_AUG,), no_aug=True, primaries=PRIMARY_D)
+    body += test_set_intervals(exp, verdicts, lambda d: (NO_AUG,), options.alpha)
     rule = comparison_rule(f"{NO_AUG}: the `<metric>/no_aug` of optprior's own record of the seed", "bAcc (`bacc`)",
                            options) + DOWNSTREAM_NOTE
     return Section("d1", "optprior beats no augmentation",
@@ -414,22 +272,12 @@ def claim_d1(exp: Experiment, options: ClaimsOptions) -> Section:
 def claim_d2(exp: Experiment, options: ClaimsOptions) -> Section:
     """optprior gives the best bAcc of the generative methods (image data)."""
     body, verdicts = comparison_claim(exp, options, DOWNSTREAM, BASELINES, no_aug=True, primaries=PRIMARY_D)
+    body += test_set_intervals(exp, verdicts, lambda d: tuple(m for m in BASELINES if m in exp.methods_of(d)),
+                               options.alpha)
     rule = comparison_rule(", ".join(BASELINES), "bAcc (`bacc`)", options) + DOWNSTREAM_NOTE
     return Section("d2", "optprior is the best method in bAcc / macro-F1",
                    "A classifier trained with optprior's synthetic images has the best balanced accuracy and "
                    "macro-F1 of all generative methods.", rule, verdicts, body, trained=True)
-
-
-def claim_d(exp: Experiment, options: ClaimsOptions) -> Section:
-    """(d) as one section until the document lists (d1) and (d2): every reference in one family."""
-    body, verdicts = comparison_claim(exp, options, DOWNSTREAM, (*BASELINES, NO_AUG), no_aug=True,
-                                      primaries=PRIMARY_D)
-    rule = comparison_rule(f"{', '.join(BASELINES)} and {NO_AUG}: the `<metric>/no_aug` of optprior's own record "
-                           "of the seed", "bAcc (`bacc`)", options) + DOWNSTREAM_NOTE
-    return Section("d", "optprior gives the best bAcc / macro-F1 and beats no augmentation",
-                   "A classifier trained with optprior's synthetic images has the best balanced accuracy and "
-                   "macro-F1 of all methods, and beats one trained on the real data alone.",
-                   rule, verdicts, body, trained=True)
 
 
 # ---- question (e): generative augmentation against the cheap remedies ------------------------------
@@ -559,21 +407,34 @@ def section_lines(exp: Experiment, s: Section) -> list[str]:
 
 def claims_document(exp: Experiment, results: Path, out: Path, options: ClaimsOptions) -> tuple[str, list]:
     """The whole Markdown document and its sections."""
-    sections = [claim_a(exp), claim_b(exp), claim_c(exp, options), claim_d(exp, options), claim_e(exp, options)]
-    lines = [f"# The paper's four claims and the remedies question, measured (experiment `{exp.name}`)", "", *analysis_block(out), "",
+    sections = [claim_a(exp), claim_b(exp), claim_c(exp, options), claim_d1(exp, options), claim_d2(exp, options),
+                claim_e(exp, options)]
+    *runs, claims_command = commands(results, out, options.test, options.alpha, tuple(exp.parts))
+    lines = [f"# The paper's four claims and the remedies question, measured (experiment `{exp.name}`)", "",
+             f"Generated on {date.today().isoformat()} by `{claims_command}`.", "", *analysis(results, out), "",
              "Hand-written analysis belongs between the two markers above: `bench claims` copies it unchanged "
-             "into the regenerated file. Everything else is generated from the stored records alone; every "
-             "number is a record field or arithmetic on record fields.", "",
-             "## How to regenerate", "", "```bash", *commands(results, out, options.test, options.alpha), "```",
-             "", *provenance_lines(exp), "## Verdicts", "", *glance_lines(exp, sections),
+             f"from `{(Path(results) / ANALYSIS_FILE).as_posix()}` when that file exists, else from the file it "
+             "rewrites. Everything else is generated from the stored records alone; every number is a record field "
+             "or arithmetic on record fields.", "",
+             "## How to regenerate", "", "```bash", *runs, "```", "",
+             "then the command on the \"Generated\" line above.", "", *provenance_lines(exp),
+             *replication_lines(exp), "", "## Verdicts", "", *glance_lines(exp, sections),
              "## Grid", "", *grid_lines(exp, CLAIM_METHODS, CLAIM_DATASETS)]
     for s in sections:
         lines += section_lines(exp, s)
     lines += ["## Training adequacy", "", *adequacy_lines(exp), "## Ablation (Sub x Opt)", "", *ablation_lines(exp),
-              "## Figures", "", *figure_lines(Path(results) / "report", Path(out).parent, exp.datasets)]
+              "## Figures", "", *(part_figure_lines(results, exp.parts) if exp.parts else
+                                  figure_lines(Path(results) / "report", Path(out).parent, exp.datasets))]
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n", sections
+
+
+def analysis(results: Path, out: Path) -> list[str]:
+    """The hand-written analysis block: `<results>/analysis.md` (committed beside the records, so a
+    fresh clone regenerates the same document) when it exists, else the block of the file rewritten."""
+    source = Path(results) / ANALYSIS_FILE
+    return analysis_block(source if source.is_file() else out)
 
 
 def write_claims(results: Path, out: Path, options: ClaimsOptions = ClaimsOptions()) -> tuple[Path, list]:
@@ -581,7 +442,7 @@ def write_claims(results: Path, out: Path, options: ClaimsOptions = ClaimsOption
     check_test(options.test)
     if not 0.0 < options.alpha < 1.0:
         raise BenchError(f"--alpha must be between 0 and 1, got {options.alpha}")
-    exp = load_experiment(Path(results))
+    exp = load_claims(Path(results))
     text, sections = claims_document(exp, Path(results), Path(out), options)
     write_text_atomic(Path(out), text)
     return Path(out), sections

@@ -26,15 +26,15 @@ def commands(results: Path, out: Path, test: str, alpha: float, parts: tuple = (
     """The commands that rerun the experiment (one per part when `results` unites several experiments,
     bench.report.claim_experiments) and rewrite its report and this document."""
     results = Path(results)
-    if parts:
-        runs = [f"bench run experiment={p} results_dir={results.as_posix()}" for p in parts]
+    options = (f" --test {test}" if test != "permutation" else "") + (f" --alpha {alpha:g}" if alpha != 0.05 else "")
+    claims = f"bench claims {results.as_posix()} --out {Path(out).as_posix()}{options}"
+    if parts:  # each part's `bench run` writes its own report (<results>/<part>/report/)
+        return [*(f"bench run experiment={p} results_dir={results.as_posix()}" for p in parts), claims]
     else:
         runs = [f"bench run experiment={results.name}"
                 + (f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else "")]
-    options = (f" --test {test}" if test != "permutation" else "") + (f" --alpha {alpha:g}" if alpha != 0.05 else "")
     report = (results / "report").as_posix()
-    return [*runs, f"bench report {results.as_posix()} --out {report}",
-            f"bench claims {results.as_posix()} --out {Path(out).as_posix()}{options}"]
+    return [*runs, f"bench report {results.as_posix()} --out {report}", claims]
 
 
 def commits(exp: Experiment) -> list[str]:
@@ -149,6 +149,14 @@ def _percent(value) -> str:
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
+
+def part_figure_lines(results: Path, parts: list[str]) -> list[str]:
+    """Where the figures of a folder of experiments are: each part's own report, written by its
+    `bench run` and not committed, so the document links none (it must not depend on which exist)."""
+    where = ", ".join(f"`{(Path(results) / p / 'report').as_posix()}/index.html`" for p in parts)
+    return [f"Each part's `bench run` writes its report with the figures: {where}. They are outputs, not "
+            "committed; this document links none, so that it is the same wherever it is regenerated.", ""]
+
 
 def figure_lines(report_dir: Path, out_dir: Path, datasets: list[str]) -> list[str]:
     """Relative links to the figures `bench report` wrote under report_dir/figures (none are drawn here)."""

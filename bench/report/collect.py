@@ -73,9 +73,10 @@ class Experiment:
         return [m for m in self.methods if any(k[:2] == (dataset, m) for k in self.cells)]
 
 
-def load_experiment(folder: Path, warn: bool = True) -> Experiment:
-    """Collect the records of `<results_dir>/<experiment>` (a clear error if it holds none);
-    `warn` logs every missing or refused cell."""
+def load_experiment(folder: Path, warn: bool = True, require: bool = True) -> Experiment:
+    """Collect the records of `<results_dir>/<experiment>` (a clear error if it holds none, unless
+    `require` is off: one part of several, bench.report.claim_experiments); `warn` logs every
+    missing or refused cell."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchError(f"{folder}: no such results folder; pass an experiment folder such as results/quick")
@@ -87,13 +88,14 @@ def load_experiment(folder: Path, warn: bool = True) -> Experiment:
         raise BenchError(f"{folder} holds no bench records; pass an experiment folder such as "
                          f"results/quick{hint}")
     exp = _from_grid(folder, grid) if grid else _from_records(folder, found)
-    _require_a_record(exp)
+    if require:
+        require_a_record(exp)
     for cell in exp.problems() if warn else []:
         log.warning("%s: %s", cell.label, cell.note)
     return exp
 
 
-def _require_a_record(exp: Experiment) -> None:
+def require_a_record(exp: Experiment) -> None:
     """One error naming the first problem when no cell is usable (instead of a warning per cell)."""
     problems = exp.problems()
     if exp.records() or not problems:
