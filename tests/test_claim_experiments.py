@@ -118,3 +118,10 @@ def test_the_analysis_block_comes_from_the_results_folder_so_a_fresh_clone_write
     a, b = first.read_text().splitlines(), second.read_text().splitlines()
     assert "\n".join(a).count(block) == 1
     assert [x for x, y in zip(a, b) if x != y] == [a[2]] and a[2].startswith("Generated on ")  # only the date line
+
+
+def test_an_experiment_of_its_own_above_the_parts_is_refused_with_what_to_do(tmp_path):
+    write_part(tmp_path, "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
+    (tmp_path / "grid.json").write_text(json.dumps(GridFile("claims").to_json()))
+    with pytest.raises(BenchError, match="another results_dir"):
+        load_claims(tmp_path)

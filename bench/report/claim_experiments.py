@@ -21,7 +21,6 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.report.collect import OK, CellResult, Experiment, load_experiment, require_a_record
-from bench.store.gridfile import read_grid
 
 AGREE = 1e-9  # relative tolerance of a metric two records of one cell both hold (float rounding)
 UNSTATED = "not recorded"
@@ -30,8 +29,11 @@ UNSTATED = "not recorded"
 def load_claims(folder: Path) -> Experiment:
     """The experiment in `folder`, or the union of the experiments in its sub-folders (see module)."""
     folder = Path(folder)
-    parts = sorted(p for p in folder.iterdir() if (p / "grid.json").is_file()) \
-        if folder.is_dir() and read_grid(folder) is None else []
+    parts = sorted(p for p in folder.iterdir() if (p / "grid.json").is_file()) if folder.is_dir() else []
+    if parts and (folder / "grid.json").is_file():
+        raise BenchError(f"{folder} holds an experiment of its own (grid.json) and the experiments "
+                         f"{', '.join(p.name for p in parts)} below it; run that one with another results_dir "
+                         "(e.g. `bench run experiment=claims results_dir=results/claims3`) and delete its cells here")
     if not parts:
         exp = load_experiment(folder)
     else:
