@@ -49,6 +49,7 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
     "claims_prior": (["optprior", "optprior_opt"], ["synthetic2d", "digits_lt", "phantom_lt"], list(range(10))),
     "claims_vectors": (["fm", "cbfm", "cpd", "optprior"], ["synthetic2d"], list(range(12))),
     "claims_images": (["fm", "cpd", "optprior"], ["digits_lt"], list(range(10))),
+    "claims_phantom": (["fm", "cbfm", "cpd", "optprior"], ["phantom_lt"], list(range(10))),
 }
 PAPER_EVALUATORS = ["sample_grid", "fid", "irs", "downstream", "knn_purity", "confounder",
                     "geometry", "memorisation"]
