@@ -195,3 +195,14 @@ def test_question_e_states_the_seed_floor_at_the_level_its_p_is_held_to():
     zeros = [0.0, 0.0, 0.01, 0.02, 0.01, -0.01]
     v = any_beats_verdict({"fm": candidate(zeros, 0.5)}, "crt", True, "permutation", 0.05)
     assert "with n = 4 nonzero paired differences" in v.why and "2/2^4 = 0.125 >= 0.05" in v.why
+
+
+def test_a_rounding_difference_between_equal_scores_is_a_zero_difference():
+    """bAcc 0.9 computed along two paths can differ by 1e-16; the exact test must not count its sign."""
+    from bench.metrics.significance import compare
+
+    runs = lambda values: {(seed, 0): v for seed, v in values.items()}  # noqa: E731  (seed, run) -> value
+    c = compare(runs({0: 0.9, 1: 0.95, 2: 0.93}), runs({0: 0.9 + 1.11e-16, 1: 0.90, 2: 0.91}))
+    assert dict(c.diffs)[0] == 0.0 and c.nonzero == 2
+    without = compare(runs({1: 0.95, 2: 0.93}), runs({1: 0.90, 2: 0.91}))
+    assert c.p_greater == without.p_greater == 0.25

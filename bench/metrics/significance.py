@@ -44,6 +44,7 @@ TESTS = ("permutation", "ttest", "wilcoxon")
 DEFAULT_TEST = "permutation"
 EXACT_MAX = 16  # seeds up to which every sign flip is enumerated (2^16 = 65,536 flips)
 _REL_TOL = 1e-10  # |mean| ties within float rounding count as "at least as extreme"
+ZERO_TOL = 1e-12  # a paired difference this small is float rounding of two equal scores (e.g. 1.1e-16 between equal bAccs)
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,20 @@ def paired(a: dict, b: dict) -> tuple[list, np.ndarray, np.ndarray]:
     return seeds, np.array([ma[s] for s in seeds], dtype=float), np.array([mb[s] for s in seeds], dtype=float)
 
 
+def difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x - y with rounding noise set to exactly 0: two equal scores computed along different paths (a
+    bAcc of 0.9 as a mean of per-class recalls) can differ by 1e-16, and an exact test would count that
+    as a signed difference. Below ZERO_TOL in absolute value no metric bench records means anything."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    d[np.abs(d) <= ZERO_TOL] = 0.0
+    return d
+
+
 def compare(a: dict, b: dict, test: str = DEFAULT_TEST, alpha: float = 0.05, seed: int = 0) -> Optional[Comparison]:
     """Paired comparison of run dicts `a` (method) and `b` (reference) by generative seed; None without pairs."""
     check_test(test)
     seeds, x, y = paired(a, b)
-    d = x - y
+    d = difference(x, y)
     if len(d) == 0:
         return None
     p, greater, less = (paired_p(d, test, side, seed) for side in ("two-sided", "greater", "less"))
