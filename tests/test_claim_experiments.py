@@ -107,21 +107,20 @@ def test_a_part_that_has_not_run_yet_lists_its_cells_as_missing_and_an_empty_fol
         load_claims(tmp_path)
 
 
-def test_the_analysis_block_comes_from_the_results_folder_so_a_fresh_clone_writes_the_same_document(tmp_path):
+def test_a_fresh_out_takes_the_analysis_of_the_document_generated_from_the_same_records(tmp_path, monkeypatch):
     from bench.report.claims import write_claims
 
+    monkeypatch.chdir(tmp_path)
     write_part(tmp_path / "res", "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
+    (tmp_path / "docs").mkdir()
+    write_claims(Path("res"), Path("docs/claims.md"))
     block = "<!-- analysis -->\nFrom the tables: nothing yet.\n<!-- /analysis -->"
-    (tmp_path / "res" / "analysis.md").write_text(block + "\n")
-    first, _ = write_claims(tmp_path / "res", tmp_path / "a.md")
-    second, _ = write_claims(tmp_path / "res", tmp_path / "elsewhere" / "b.md")
-    a, b = first.read_text().splitlines(), second.read_text().splitlines()
-    assert "\n".join(a).count(block) == 1
+    document = Path("docs/claims.md")
+    document.write_text(document.read_text().replace("<!-- analysis -->\n<!-- /analysis -->", block))
+    fresh, _ = write_claims(Path("res"), tmp_path / "elsewhere" / "b.md")
+    a, b = document.read_text().splitlines(), fresh.read_text().splitlines()
+    assert "\n".join(b).count(block) == 1
     assert [x for x, y in zip(a, b) if x != y] == [a[2]] and a[2].startswith("Generated on ")  # only the date line
-
-
-def test_an_experiment_of_its_own_above_the_parts_is_refused_with_what_to_do(tmp_path):
-    write_part(tmp_path, "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
-    (tmp_path / "grid.json").write_text(json.dumps(GridFile("claims").to_json()))
-    with pytest.raises(BenchError, match="another results_dir"):
-        load_claims(tmp_path)
+    write_part(tmp_path / "other", "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
+    unrelated, _ = write_claims(Path("other"), tmp_path / "c.md")  # docs/claims.md is not its document
+    assert block not in unrelated.read_text()

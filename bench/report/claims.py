@@ -37,7 +37,7 @@ from bench.report.claim_rules import (
     tested,
 )
 from bench.report.claims_provenance import (
-    adequacy_lines, analysis_block, commands, figure_lines, grid_lines, part_figure_lines, provenance_lines,
+    ANALYSIS_END, ANALYSIS_START, adequacy_lines, analysis_block, commands, figure_lines, grid_lines, part_figure_lines, provenance_lines,
     unconverged_datasets,
 )
 from bench.report.collect import Experiment
@@ -63,7 +63,7 @@ ABLATION = ("fm", "optprior_sub", "optprior_opt", "optprior")
 SOURCE = "@source"
 UNCONVERGED = "‡"
 CHECK = "✓"
-ANALYSIS_FILE = "analysis.md"  # the analysis block's source inside the results folder, when present
+DOCUMENT = Path("docs/claims.md")  # `bench claims --out`'s default: the document the analysis is kept in
 
 
 @dataclass(frozen=True)
@@ -413,8 +413,8 @@ def claims_document(exp: Experiment, results: Path, out: Path, options: ClaimsOp
     lines = [f"# The paper's four claims and the remedies question, measured (experiment `{exp.name}`)", "",
              f"Generated on {date.today().isoformat()} by `{claims_command}`.", "", *analysis(results, out), "",
              "Hand-written analysis belongs between the two markers above: `bench claims` copies it unchanged "
-             f"from `{(Path(results) / ANALYSIS_FILE).as_posix()}` when that file exists, else from the file it "
-             "rewrites. Everything else is generated from the stored records alone; every number is a record field "
+             f"from the file it rewrites, else from `{DOCUMENT.as_posix()}` when that was generated from the same "
+             "records folder. Everything else is generated from the stored records alone; every number is a record field "
              "or arithmetic on record fields.", "",
              "## How to regenerate", "", "```bash", *runs, "```", "",
              "then the command on the \"Generated\" line above.", "", *provenance_lines(exp),
@@ -431,10 +431,16 @@ def claims_document(exp: Experiment, results: Path, out: Path, options: ClaimsOp
 
 
 def analysis(results: Path, out: Path) -> list[str]:
-    """The hand-written analysis block: `<results>/analysis.md` (committed beside the records, so a
-    fresh clone regenerates the same document) when it exists, else the block of the file rewritten."""
-    source = Path(results) / ANALYSIS_FILE
-    return analysis_block(source if source.is_file() else out)
+    """The hand-written analysis block of the file rewritten; where that has none (a fresh `--out`), the
+    block of DOCUMENT when its "Generated on" line names the same records folder, so `bench claims
+    results/claims --out X` on a fresh clone writes the committed document (results/ holds records only)."""
+    own = analysis_block(out)
+    if own != [ANALYSIS_START, ANALYSIS_END] or not DOCUMENT.is_file():
+        return own
+    generated = f"by `bench claims {Path(results).as_posix()} "
+    head = DOCUMENT.read_text(encoding="utf-8").split("\n", 4)[:4]
+    return analysis_block(DOCUMENT) if any(line.startswith("Generated on ") and generated in line
+                                           for line in head) else own
 
 
 def write_claims(results: Path, out: Path, options: ClaimsOptions = ClaimsOptions()) -> tuple[Path, list]:
