@@ -239,8 +239,9 @@ class OptPrior(Method):
 
         "standard" / "learned": the empirical-distribution estimate (`bench.priors.bayes_risk`,
         risk_samples draws), skipped when D > risk_empirical_max_dim (None: never skipped): at
-        D = 1024 (phantom_lt) it costs ~30 ms a draw, ~60 s for both sources, and its posterior has
-        collapsed (effective size ~1). "gmm": {"standard", "learned"}, the Gaussian-mixture estimate
+        D = 1024 with phantom_lt's 3,723 training rows it costs ~10 ms a draw, ~20 s for both
+        sources (timed on random data, 2 idle cores), and in high dimension its posterior collapses
+        (effective size ~2 on digits_lt at D = 64). "gmm": {"standard", "learned"}, the Gaussian-mixture estimate
         (`bench.priors.bayes_risk_gmm`, risk_gmm_samples draws; claim (a)'s primary estimate).
         "random_partitions": the induced reduction against risk_partitions size-matched random
         partitions, standard source, the same draws as gmm/standard. risk_samples <= 0 skips all.

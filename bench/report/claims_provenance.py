@@ -30,11 +30,9 @@ def commands(results: Path, out: Path, test: str, alpha: float, parts: tuple = (
     claims = f"bench claims {results.as_posix()} --out {Path(out).as_posix()}{options}"
     if parts:  # each part's `bench run` writes its own report (<results>/<part>/report/)
         return [*(f"bench run experiment={p} results_dir={results.as_posix()}" for p in parts), claims]
-    else:
-        runs = [f"bench run experiment={results.name}"
-                + (f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else "")]
-    report = (results / "report").as_posix()
-    return [*runs, f"bench report {results.as_posix()} --out {report}", claims]
+    run = f"bench run experiment={results.name}" + (
+        f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else "")
+    return [run, f"bench report {results.as_posix()} --out {(results / 'report').as_posix()}", claims]
 
 
 def commits(exp: Experiment) -> list[str]:
