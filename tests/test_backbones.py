@@ -81,6 +81,34 @@ def test_pack_matches_numpy_reference_and_round_trips():
     assert torch.equal(unpacked, x)
 
 
+def test_larger_patches_are_space_to_depth_tokens():
+    """p x p packing: token (i, j) holds x[c, p i + dy, p j + dx] at slot c p^2 + dy p + dx."""
+    x = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    for p in (1, 2, 4):
+        packed = pack_patches(x, p)
+        assert packed.shape == (2, (8 // p) * (12 // p), 3 * p * p)
+        ref = np.zeros(packed.shape, dtype=np.float32)
+        for i, j, c, dy, dx in np.ndindex(8 // p, 12 // p, 3, p, p):
+            ref[:, i * (12 // p) + j, c * p * p + dy * p + dx] = x[:, c, p * i + dy, p * j + dx].numpy()
+        np.testing.assert_array_equal(packed.numpy(), ref)
+        assert torch.equal(unpack_patches(packed, 3, 8, 12, p), x)
+    ids = image_ids(8, 12, 4).numpy()
+    np.testing.assert_array_equal(ids, np.array([[0, i, j] for i in range(2) for j in range(3)], dtype=np.float32))
+
+
+def test_flux_with_patch_size_four_runs_on_a_quarter_of_the_tokens(tmp_path):
+    torch.manual_seed(0)
+    model = FluxBackbone((1, 8, 8), VOCAB, N_TOKENS, patch_size=4)
+    assert model.transformer.config.in_channels == 16 and tuple(model.img_ids.shape) == (4, 3)
+    x, t, tokens = inputs(model)
+    out = model(x, t, tokens)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    model.save_pretrained(tmp_path)
+    back = FluxBackbone.from_pretrained(tmp_path)
+    assert back.patch_size == 4 and torch.equal(back(x, t, tokens), out)
+    assert "patch_size" not in FluxBackbone((1, 8, 8), VOCAB, N_TOKENS).hyperparameters  # FLUX's 2: config as before
+
+
 def test_image_ids_hold_patch_row_and_column():
     ids = image_ids(4, 6).numpy()
     expected = np.array([[0, i, j] for i in range(2) for j in range(3)], dtype=np.float32)
@@ -107,8 +135,13 @@ def test_flux_adapter_equals_manual_transformer_call():
 
 
 def test_flux_rejects_bad_shapes_and_rope_split():
-    with pytest.raises(BenchError, match="2x2 patch packing needs even latent height and width, got 5x6"):
+    with pytest.raises(BenchError, match="2x2 patch packing .* divisible by 2, got 5x6"):
         FluxBackbone((3, 5, 6), VOCAB, N_TOKENS)
+    with pytest.raises(BenchError, match="4x4 patch packing .* divisible by 4, got 4x6"):
+        FluxBackbone((3, 4, 6), VOCAB, N_TOKENS, axes_dims_rope=(4, 4, 8), patch_size=4)
+    for bad in (0, 2.0, True):
+        with pytest.raises(BenchError, match="flux.patch_size must be a positive integer"):
+            FluxBackbone((3, 4, 6), VOCAB, N_TOKENS, patch_size=bad)
     with pytest.raises(BenchError, match=r"axes_dims_rope \(4, 4, 4\) must be even numbers summing to"):
         FluxBackbone((3, 4, 6), VOCAB, N_TOKENS, axes_dims_rope=(4, 4, 4))
     with pytest.raises(BenchError, match=r"needs latents of shape \(C, H, W\)"):

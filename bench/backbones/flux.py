@@ -1,7 +1,7 @@
 """FLUX backbone: diffusers' FluxTransformer2DModel wrapped in bench's velocity convention.
 
-The adapter alone knows FLUX's conventions: latents travel as 2x2 patches with rotary position
-ids, conditions are a short token sequence plus a pooled vector, and FLUX's time runs backwards
+The adapter alone knows FLUX's conventions: latents travel as p x p patches (FLUX's 2 x 2 by
+default; `flux.patch_size`) with rotary position ids, conditions are a short token sequence plus a pooled vector, and FLUX's time runs backwards
 (sigma = 1 is noise) with a target of noise - data. Bench's t = 0 is noise and its target is
 data - noise, so `forward` feeds timestep = 1 - t and negates the output.
 """
@@ -22,29 +22,30 @@ CONDITIONING_NAME = "conditioning.safetensors"
 TRANSFORMER_DIR = "transformer"
 
 
-def pack_patches(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) latents -> (B, H/2 * W/2, 4C) tokens, FluxPipeline's 2x2 packing order."""
+def pack_patches(x: torch.Tensor, patch: int = 2) -> torch.Tensor:
+    """(B, C, H, W) latents -> (B, H/p * W/p, p*p*C) tokens, FluxPipeline's packing order (p = 2
+    is FLUX's own 2x2 packing; a larger p is space-to-depth: p*p/4 times fewer tokens)."""
     b, c, h, w = x.shape
-    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
-def unpack_patches(tokens: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of `pack_patches`: (B, H/2 * W/2, 4C) tokens -> (B, C, H, W) latents."""
+def unpack_patches(tokens: torch.Tensor, channels: int, height: int, width: int, patch: int = 2) -> torch.Tensor:
+    """Inverse of `pack_patches`: (B, H/p * W/p, p*p*C) tokens -> (B, C, H, W) latents."""
     b = tokens.shape[0]
-    x = tokens.reshape(b, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    x = tokens.reshape(b, height // patch, width // patch, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(b, channels, height, width)
 
 
-def image_ids(height: int, width: int) -> torch.Tensor:
-    """Rotary ids (H/2 * W/2, 3) of the patches: channel 1 = patch row, channel 2 = column."""
-    rows, cols = torch.meshgrid(torch.arange(height // 2), torch.arange(width // 2), indexing="ij")
-    ids = torch.zeros(height // 2, width // 2, 3)
+def image_ids(height: int, width: int, patch: int = 2) -> torch.Tensor:
+    """Rotary ids (H/p * W/p, 3) of the patches: channel 1 = patch row, channel 2 = column."""
+    rows, cols = torch.meshgrid(torch.arange(height // patch), torch.arange(width // patch), indexing="ij")
+    ids = torch.zeros(height // patch, width // patch, 3)
     ids[..., 1], ids[..., 2] = rows, cols
     return ids.reshape(-1, 3)
 
 
-def check_flux_config(sample_shape, attention_head_dim: int, axes_dims_rope) -> None:
+def check_flux_config(sample_shape, attention_head_dim: int, axes_dims_rope, patch_size: int = 2) -> None:
     """Reject shapes and rope splits that diffusers would only fail on deep inside attention."""
     if len(sample_shape) != 3:
         raise BenchError(
@@ -52,10 +53,12 @@ def check_flux_config(sample_shape, attention_head_dim: int, axes_dims_rope) -> 
             "use the mlp backbone for vector data"
         )
     _, h, w = sample_shape
-    if h % 2 or w % 2:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise BenchError(f"flux.patch_size must be a positive integer, got {patch_size!r}")
+    if h % patch_size or w % patch_size:
         raise BenchError(
-            f"2x2 patch packing needs even latent height and width, got {h}x{w}; "
-            "resize the images or pick another encoder"
+            f"{patch_size}x{patch_size} patch packing (flux.patch_size) needs latent height and width "
+            f"divisible by {patch_size}, got {h}x{w}; resize the images, pick another encoder or another patch size"
         )
     if sum(axes_dims_rope) != attention_head_dim or any(d % 2 for d in axes_dims_rope):
         raise BenchError(
@@ -70,7 +73,9 @@ class FluxBackbone(Backbone):
 
     Each condition token gets a learned text-stream embedding (the encoder_hidden_states FLUX
     attends to) and a learned pooled embedding, averaged over tokens, that modulates every block.
-    Defaults are the smallest config that runs (diffusers' own test config).
+    Defaults are the smallest config that runs (diffusers' own test config). `patch_size` p packs
+    p x p latent pixels into one token (FLUX: 2); the same pixels in p*p/4 times fewer tokens cost
+    about as many times fewer FLOPs a step (the quick run's phantom_lt uses 4: gin/experiments/quick.gin).
     """
 
     config_name = "backbone.json"  # config.json belongs to the diffusers transformer folder
@@ -87,11 +92,12 @@ class FluxBackbone(Backbone):
         joint_attention_dim: int = 32,
         pooled_projection_dim: int = 32,
         axes_dims_rope=(4, 4, 8),
+        patch_size: int = 2,
     ):
         super().__init__()
         sample_shape = tuple(int(s) for s in sample_shape)
         axes_dims_rope = tuple(int(d) for d in axes_dims_rope)
-        check_flux_config(sample_shape, attention_head_dim, axes_dims_rope)
+        check_flux_config(sample_shape, attention_head_dim, axes_dims_rope, patch_size)
         self._bind_config(
             sample_shape,
             vocab_size,
@@ -103,6 +109,7 @@ class FluxBackbone(Backbone):
             joint_attention_dim=joint_attention_dim,
             pooled_projection_dim=pooled_projection_dim,
             axes_dims_rope=list(axes_dims_rope),
+            **({} if patch_size == 2 else {"patch_size": patch_size}),  # FLUX's 2: stored configs unchanged
         )
         self.transformer = self._build_transformer()
         self.token_embedding = nn.Embedding(self.vocab_size, joint_attention_dim)
@@ -113,13 +120,19 @@ class FluxBackbone(Backbone):
         from diffusers import FluxTransformer2DModel  # slow import; only when a FLUX is built
 
         return FluxTransformer2DModel(
-            patch_size=1, in_channels=4 * self.sample_shape[0], guidance_embeds=False, **self.hyperparameters
+            patch_size=1, in_channels=self.patch_size ** 2 * self.sample_shape[0], guidance_embeds=False,
+            **{k: v for k, v in self.hyperparameters.items() if k != "patch_size"},
         )
+
+    @property
+    def patch_size(self) -> int:
+        """Latent pixels per token side (FLUX's 2 unless `flux.patch_size` says otherwise)."""
+        return int(self.hyperparameters.get("patch_size", 2))
 
     def _register_ids(self) -> None:
         # Fixed by the shape, so built once; non-persistent keeps them out of checkpoints.
         _, h, w = self.sample_shape
-        self.register_buffer("img_ids", image_ids(h, w), persistent=False)
+        self.register_buffer("img_ids", image_ids(h, w, self.patch_size), persistent=False)
         self.register_buffer("txt_ids", torch.zeros(self.n_tokens, 3), persistent=False)
 
     def repeated_blocks(self) -> list:
@@ -136,7 +149,7 @@ class FluxBackbone(Backbone):
         encoder_hidden_states, pooled = self.conditioning(tokens)
         sigma = 1.0 - t.reshape(-1).expand(x_t.shape[0])  # FLUX: sigma = 1 is noise
         v_flux = self.transformer(
-            hidden_states=pack_patches(x_t),
+            hidden_states=pack_patches(x_t, self.patch_size),
             encoder_hidden_states=encoder_hidden_states,
             pooled_projections=pooled,
             timestep=sigma,
@@ -144,7 +157,7 @@ class FluxBackbone(Backbone):
             txt_ids=self.txt_ids,
             return_dict=False,
         )[0]
-        return -unpack_patches(v_flux, c, h, w)  # FLUX predicts noise - data
+        return -unpack_patches(v_flux, c, h, w, self.patch_size)  # FLUX predicts noise - data
 
     def save_pretrained(self, directory) -> None:
         """Write the transformer (plain-diffusers loadable), the embeddings and backbone.json."""
