@@ -36,9 +36,13 @@ class ExecutorConfig:
     # memory of one device a cell trains on, checked against each cell's estimated footprint
     # before anything runs (bench.pipeline.footprint); default: the first GPU's, else the RAM
     device_memory_gib: Optional[float] = None
+    # executor=inline: cells run side by side in worker processes, each on its share of the cores
+    # (bench.scale.pool); default (None) automatic: on a CPU-only machine min(cells, cores, 4), else 1
+    cells_at_once: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node", "nodes"):
+        for name in ("timeout_min", "array_parallelism", "cpus_per_task", "tasks_per_node", "nodes",
+                     "cells_at_once"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 1, "a positive integer")
         for name in ("timeout_requeues", "gpus_per_node"):
             _check(name, getattr(self, name), is_int, lambda v: v >= 0, "a non-negative integer")

@@ -50,12 +50,19 @@ def _load() -> float:
         return 0.0
 
 
+CORES_ENV = "BENCH_CORES"  # a cell's share of the cores when cells run side by side (bench.scale.pool)
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    """The cores this process may run on (its CPU affinity where the OS tells it), at most
+    BENCH_CORES when set: a worker running one of several cells side by side gets its share, so
+    its own thread pools (image decoding, per-class GMM fits) do not oversubscribe the machine."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    share = os.environ.get(CORES_ENV, "")
+    return min(cores, int(share)) if share.isdigit() and int(share) >= 1 else cores
 
 
 def read_threads() -> int:

@@ -39,6 +39,7 @@ paper's ResNet-50 protocol.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -59,6 +60,7 @@ from bench.metrics.classifier import (
 from bench.registry import register_evaluator
 from bench.runtime import distributed
 from bench.store.artifacts import write_json_atomic
+from bench.store.filelock import building
 from bench.store.fingerprint import split_fingerprint
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,11 @@ class Downstream(Evaluator):
         self.higher_is_better = {**{k: True for k in MEANS}, **{k: False for k in STDS},
                                  **{f"{m}{r}": True for m in ("bacc", "macro_f1") for r in runs}}
 
+    def describe(self) -> dict:
+        """The protocol the classifiers were trained by (what a comparison's header states)."""
+        return {"arch": self.arch, "n_seeds": self.n_seeds, **self.protocol.describe(),
+                "remedies": list(self.remedies), "with_augmentation": list(self.with_augmentation)}
+
     def evaluate(self, cell) -> dict[str, float]:
         """Train the classifiers, score them on cell.test, write downstream.json.
 
@@ -121,7 +128,7 @@ class Downstream(Evaluator):
                              "data space")
         seeds = [classifier_seed(cell.seed, i) for i in range(self.n_seeds)]
         store = self._store(cell, train, val, seeds)
-        with cell.timed("downstream/baselines"):
+        with cell.timed("downstream/baselines"), _shared(store):
             runs, reused = self._baselines(cell, store, train, val, seeds)
         aug_x, aug_y = concat_rows([train.x, synth.x]), torch.cat([train.y, synth.y.long()])
         runs |= self._augmented(cell, aug_x, aug_y, val, seeds)
@@ -129,7 +136,8 @@ class Downstream(Evaluator):
             "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
             "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs,
             "shared_from": str(store.folder) if store else None, "reused": reused}))
-        cell.details["downstream"] = per_seed(runs) | {"predictions": predictions(runs, cell.test.y)}
+        cell.details["downstream"] = per_seed(runs) | {"predictions": predictions(runs, cell.test.y),
+                                                       "protocol": self.describe()}
         return summarise(runs)
 
     # -- the runs ------------------------------------------------------------------------------
@@ -248,6 +256,15 @@ class Downstream(Evaluator):
                  "data": {name: split_fingerprint(split) for name, split in
                           (("train", train), ("val", val), ("test", cell.test))}}
         return BaselineStore(folder, key, basis)
+
+
+def _shared(store):
+    """The lock of the shared runs on real data while they are read or trained, so cells running
+    side by side (bench.scale.pool) train them once: the second waits, then reuses them. A cell on
+    several processes takes none (its ranks meet in collectives while training them)."""
+    if store is None or distributed.world() > 1:
+        return contextlib.nullcontext()
+    return building(store.folder)
 
 
 def _names(setting: str, names) -> tuple[str, ...]:

@@ -11,6 +11,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# cells one at a time in this process, in every `bench run` a test makes (tests/test_pool.py runs
+# them side by side): monkeypatches reach them, and two cores are not shared by worker start-ups
+os.environ["BENCH_CELLS_AT_ONCE"] = "1"
 # Shared test helpers (e.g. records_fixture.py) live beside the tests; with --import-mode=importlib
 # the tests folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -29,6 +29,7 @@ from bench.data.imagefiles import ImageFiles, quantise
 from bench.errors import BenchError
 from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.filelock import building
 from bench.store.fingerprint import file_identity
 from bench.threads import usable_cores
 
@@ -63,7 +64,13 @@ def _digest(obj) -> str:
 
 def cached_images(folder: Path, files: ImageFiles, threads: int | None = None) -> np.ndarray:
     """The (N, C, size, size) uint8 cache of `files`, built (decoding on `threads` threads, default
-    every usable core) when missing, stale or damaged, then memory-mapped read-only."""
+    every usable core) when missing, stale or damaged, then memory-mapped read-only. Cells side by
+    side build it once (bench.store.filelock.building)."""
+    with building(folder):
+        return _cached_images(folder, files, threads)
+
+
+def _cached_images(folder: Path, files: ImageFiles, threads: int | None) -> np.ndarray:
     key = cache_key(files)
     if is_complete(folder, key):
         cached = _readable(folder, files)

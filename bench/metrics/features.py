@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.filelock import building
 from bench.store.fingerprint import split_fingerprint
 from bench.metrics.classifier import (
     ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
@@ -112,6 +113,11 @@ class FeatureExtractor:
             return self.embed(split.x)
         key = split_key(split)
         folder = self.cache_dir / f"{self.digest}-{key}"
+        with building(folder):  # computed once by cells side by side
+            return self._stored_or_embedded(split, folder, key)
+
+    def _stored_or_embedded(self, split: Split, folder: Path, key: str) -> np.ndarray:
+        """The features stored in `folder` for `key`, else computed and stored there."""
         if is_complete(folder, key):
             try:
                 stored = np.load(folder / FEATURES)
@@ -152,6 +158,13 @@ def build_extractor(config: FeatureConfig, dataset: Dataset, train: Split, val: 
     if config.arch not in ARCHS:
         raise BenchError(f"features.arch={config.arch!r} is not one of {list(ARCHS)}")
     cache_folder = Path(cache_folder)
+    with building(cache_folder):  # cells side by side train it once; the others wait and load it
+        return _trained_extractor(config, dataset, train, val, cache_folder, key, seed, in_channels)
+
+
+def _trained_extractor(config, dataset, train, val, cache_folder: Path, key: str, seed: int,
+                       in_channels: int) -> "FeatureExtractor":
+    """The extractor stored in `cache_folder` for `key`, else trained and stored there."""
     if is_complete(cache_folder, key):
         return _load_folder(cache_folder)
     protocol = config.protocol()

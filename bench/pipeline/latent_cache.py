@@ -15,6 +15,7 @@ import torch
 
 from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.filelock import building
 from bench.prior import require_finite
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,14 @@ def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None
                    batch_size: int = 256, info: dict | None = None) -> torch.Tensor:
     """Latents of `x` (a tensor or a lazy ImageFiles), encoded once per `key` and then reused.
 
-    `info` goes into the cache's manifest (which dataset and encoder made it).
+    `info` goes into the cache's manifest (which dataset and encoder made it). Cells running side
+    by side encode it once (bench.store.filelock.building): the others wait and load it.
     """
+    with building(folder):
+        return _cached_latents(folder, key, encoder, x, y, ids, batch_size, info)
+
+
+def _cached_latents(folder: Path, key: str, encoder, x, y, ids, batch_size: int, info: dict | None):
     if is_complete(folder, key):
         cached = _readable(folder, len(y), _expected_shape(encoder, x))
         if cached is not None:

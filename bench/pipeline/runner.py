@@ -17,6 +17,7 @@ run on all of them; rank 0 then runs the others while the rest wait without a co
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import time
@@ -141,6 +142,16 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
 
     return distributed.on_main(record)
+
+
+def stored_record(cell: BuiltCell, results_dir: Path) -> dict | None:
+    """The cell's record when one is stored for this configuration and data (what `run_cell`
+    would return at once), else None. Reads the splits to fingerprint them; `cell` is unchanged."""
+    keyed, ds = copy.copy(cell), cell.dataset
+    train_split, test_split = ds.load(ds.train_split), ds.load(cell.eval_split)
+    keyed.key_by_data({"train": split_fingerprint(train_split), "eval": split_fingerprint(test_split)})
+    record = read_record(cell.spec.folder(results_dir))
+    return record if is_current(record, keyed) else None
 
 
 def is_current(record: dict | None, cell: BuiltCell) -> bool:
@@ -280,6 +291,7 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
             "converged": None if result.convergence is None else result.convergence["converged"],
             "convergence": result.convergence,
             "n_parameters": sum(p.numel() for p in backbone.parameters()),
+            "backbone_config": dict(getattr(backbone, "hyperparameters", {})),  # e.g. FLUX's width, patch size
             "processes": distributed.world()}
     distributed.on_main(lambda: _save_backbone(backbone, target, key, info))
     return backbone.to(device()), info

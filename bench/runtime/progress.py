@@ -6,7 +6,10 @@ belongs to ("[3/8] phantom_lt/cbfm/seed0 train"); a bar disappears when its loop
 (stderr redirected to a file, a Slurm job) bars are off, since their carriage returns make a log
 unreadable; the runner writes instead one line per finished stage with its duration
 (`stage_line`) and one line per finished cell with its headline metric (`cell_line`), both at
-INFO, so both kinds of output say which stage runs and how long things take.
+INFO, so both kinds of output say which stage runs and how long things take. Cells that run
+side by side in worker processes (bench.scale.pool) switch their bars off (`set_bars`): two
+processes redrawing bars on one terminal garble it; their stage and cell lines carry the cell's
+label and are each written whole.
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ from tqdm.auto import tqdm
 
 from bench.evaluator import HEADLINE_COLUMNS
 
-_cell = {"title": ""}  # "[i/N] dataset/method/seed<k>" of the cell running in this process
+_cell = {"title": "", "bars": True}  # "[i/N] dataset/method/seed<k>" of the cell running in this process
 
 
 def set_cell(title: str) -> None:
     """Name the cell whose bars follow (the executors call this before each cell)."""
     _cell["title"] = title
+
+
+def set_bars(on: bool) -> None:
+    """Allow (default) or forbid progress bars in this process."""
+    _cell["bars"] = bool(on)
 
 
 def bar(iterable: Optional[Iterable] = None, stage: str = "", total: Optional[int] = None,
@@ -32,7 +40,7 @@ def bar(iterable: Optional[Iterable] = None, stage: str = "", total: Optional[in
     from bench.runtime import distributed
 
     title = f"{_cell['title']} {stage}".strip()
-    off = disable or not distributed.is_main()
+    off = disable or not distributed.is_main() or not _cell["bars"]
     return tqdm(iterable, desc=title, total=total, unit=unit, initial=initial, leave=False,
                 dynamic_ncols=True, disable=True if off else None)
 

@@ -42,6 +42,7 @@ import submitit
 from submitit.core.utils import FailedJobError
 
 from bench.runtime import distributed, progress
+from bench.scale import pool
 from bench.store.artifacts import write_json_atomic
 from bench.pipeline.cellrun import FAILURE, CellOutcome, execute_cell
 from bench.pipeline.cells import CellSpec, RunRequest, load_plugins
@@ -81,12 +82,20 @@ def get_executor(request: RunRequest):
 
 @dataclass
 class InlineExecutor:
-    """The cells one after another in this process."""
+    """The cells on this machine: one after another in this process, or `executor.cells_at_once`
+    of them side by side in worker processes (bench.scale.pool; by default on a CPU-only machine)."""
 
     request: RunRequest
     config: ExecutorConfig = field(default_factory=ExecutorConfig)
 
-    def run(self, specs: list[CellSpec]) -> list[CellOutcome]:
+    def run(self, specs: list[CellSpec], start_order: Optional[list[CellSpec]] = None) -> list[CellOutcome]:
+        """Each cell's outcome, in the order of `specs`; side by side, the cells start in
+        `start_order` (longest first, bench.scale.pool.longest_first), one at a time in grid order."""
+        k = pool.cells_at_once(self.config.cells_at_once, len(specs), launched=distributed.launched())
+        if k > 1:
+            order = start_order or specs
+            done = dict(zip(order, pool.run_side_by_side(order, self.request, k)))
+            return [done[spec] for spec in specs]
         outcomes = []
         for i, spec in enumerate(specs, 1):
             log.info("[%d/%d] %s", i, len(specs), spec.label)
@@ -157,8 +166,9 @@ class SubmititExecutor:
             raise BenchError(f"executor settings: {str(exc).splitlines()[0]}") from None
         return executor
 
-    def run(self, specs: list[CellSpec]) -> list[CellOutcome]:
-        """Submit the cells (the local executor `array_parallelism` at a time); wait for all."""
+    def run(self, specs: list[CellSpec], start_order: Optional[list[CellSpec]] = None) -> list[CellOutcome]:
+        """Submit the cells (the local executor `array_parallelism` at a time); wait for all.
+        (`start_order` is ignored: submitit decides when each job starts.)"""
         backend, job = self.backend(), CellJob(self.request)
         window = len(specs) if self.cluster == "slurm" else (self.config.array_parallelism or 1)
         log.info("%d cell(s) as %s jobs; job logs in %s", len(specs), self.cluster, self.folder)

@@ -11,6 +11,7 @@ from bench.store.artifacts import write_text_atomic
 from bench.pipeline.cells import RunRequest, require_fits, validate
 from bench.report.collect import load_experiment
 from bench.scale.executors import get_executor
+from bench.scale.pool import longest_first
 from bench.store.gridfile import declare_cells
 from bench.report.summary import summary_table
 
@@ -40,7 +41,7 @@ def run_grid(request: RunRequest) -> GridResult:
     distributed.on_main(lambda: declare_cells(request.results_dir, request.experiment, cells))
     specs = [cell.spec for cell in cells]
     result = GridResult()
-    for spec, outcome in zip(specs, executor.run(specs)):
+    for spec, outcome in zip(specs, executor.run(specs, [c.spec for c in longest_first(cells)])):
         if outcome.status == "ok":
             result.records.append(outcome.record)
         elif outcome.status == "failed":
