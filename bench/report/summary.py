@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 from tabulate import tabulate
 
 from bench.evaluator import HEADLINE_COLUMNS
+from bench.report.protocol import protocol_line
 
 # metric-name suffix -> label of the reference line it belongs to, in display order
 VARIANTS = {"@source": "source only", "@init": "untrained"}
@@ -179,7 +180,9 @@ def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 1
             header, rows = transposed(header, rows)
         table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
         notes = summary_notes(recs) + ([] if full else reading_notes(recs))
-        blocks.append(f"### {dataset}\n\n{table}" + "".join(f"\n\n{n}" for n in notes))
+        protocol = protocol_line(recs)  # how these cells were trained and scored (bench.report.protocol)
+        blocks.append(f"### {dataset}\n\n" + (f"{protocol}\n\n" if protocol else "") + table
+                      + "".join(f"\n\n{n}" for n in notes))
     return "\n\n".join(blocks)
 
 
