@@ -22,7 +22,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -117,17 +117,30 @@ class Probe(LogisticRegression):
         return np.full(len(x), self.single_) if self.single_ is not None else super().predict(x)
 
 
-def out_of_fold_bacc(frame: pd.DataFrame, numeric: list[str], categorical: list[str], y: np.ndarray,
-                     folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Balanced accuracy of the out-of-fold predictions (`cross_val_predict`) of the design +
-    probe pipeline over `folds`."""
+def fold_designs(frame: pd.DataFrame, numeric: list[str], categorical: list[str],
+                 folds: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
+    """Per fold (train rows, test rows, their design matrices), the design fitted on the training
+    fold alone. The design is unsupervised (imputation, scaling, one-hot), so the real labels and
+    every shuffle share it: fitted once per fold instead of once per fold and shuffle."""
+    out = []
+    with warnings.catch_warnings():  # a level seen only in a test fold is encoded as all zeros
+        warnings.filterwarnings("ignore", message="Found unknown categories")
+        for train, test in folds:
+            fitted = design(numeric, categorical).fit(frame.iloc[train])
+            out.append((train, test, fitted.transform(frame.iloc[train]), fitted.transform(frame.iloc[test])))
+    return out
+
+
+def out_of_fold_bacc(designs: list[tuple], y: np.ndarray) -> float:
+    """Balanced accuracy of the out-of-fold predictions of the probe over the folds of `designs`
+    (`fold_designs`): what scikit-learn's cross_val_predict of the design + probe pipeline gives."""
+    predicted = np.empty_like(y)
     # newton-cholesky: few metadata features, many rows; ~20x faster than lbfgs here
-    model = make_pipeline(design(numeric, categorical),
-                          Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"))
-    with warnings.catch_warnings():  # a level seen only in a test fold is encoded as all zeros, and
-        warnings.filterwarnings("ignore", message="Found unknown categories")  # a tiny fold's Newton
-        warnings.filterwarnings("ignore", message="Line search of Newton solver")  # step falls back to lbfgs
-        predicted = cross_val_predict(model, frame, y, cv=folds)
+    with warnings.catch_warnings():  # a tiny fold's Newton step falls back to lbfgs
+        warnings.filterwarnings("ignore", message="Line search of Newton solver")
+        for train, test, x_train, x_test in designs:
+            probe = Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced")
+            predicted[test] = probe.fit(x_train, y[train]).predict(x_test)
     return float(balanced_accuracy_score(y, predicted))
 
 
@@ -154,11 +167,10 @@ def confounder_probe(meta: pd.DataFrame, subclass: np.ndarray, groups: np.ndarra
     if reason:
         return row | {"skipped": reason}
     frame, numeric, categorical = probe_frame(meta.reset_index(drop=True), columns)
-    splits = grouped_folds(subclass, groups, folds, seed)
-    bacc = out_of_fold_bacc(frame, numeric, categorical, subclass, splits)
+    designs = fold_designs(frame, numeric, categorical, grouped_folds(subclass, groups, folds, seed))
+    bacc = out_of_fold_bacc(designs, subclass)
     # shuffles reuse the folds (still patient-grouped; a shuffle is stratified on average)
-    perm = np.array([out_of_fold_bacc(frame, numeric, categorical,
-                                      np.random.default_rng([seed, j]).permutation(subclass), splits)
+    perm = np.array([out_of_fold_bacc(designs, np.random.default_rng([seed, j]).permutation(subclass))
                      for j in range(n_permutations)])
     return row | {
         "folds": folds, "chance": 1.0 / row["subclasses"], "bacc": bacc, "perm_bacc": float(perm.mean()),

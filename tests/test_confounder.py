@@ -13,7 +13,8 @@ from bench.cell import CellContext
 from bench.dataset import Dataset, Split
 from bench.datasets.phantom_lt import PhantomLT
 from bench.evaluators.confounder import (
-    ConfounderProbe, confounder_probe, design_matrix, grouped_folds, metadata_columns, usable_folds,
+    ConfounderProbe, Probe, confounder_probe, design, design_matrix, fold_designs, grouped_folds, metadata_columns,
+    out_of_fold_bacc, probe_frame, usable_folds,
 )
 from bench.registry import evaluators
 
@@ -139,3 +140,31 @@ def test_evaluator_without_metadata_or_subclasses(tmp_path):
 
 def test_confounder_is_the_registered_plugin():
     assert evaluators.get("confounder") is ConfounderProbe
+
+
+def test_out_of_fold_bacc_equals_sklearn_cross_val_predict_of_the_pipeline():
+    """The per-fold designs shared by the real labels and every shuffle give what a fresh
+    design + probe pipeline per fit gives (scikit-learn's cross_val_predict)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(3)
+    n = 240
+    meta = pd.DataFrame({"age": rng.normal(50, 10, n), "sex": rng.choice(["F", "M", ""], n),
+                         "view": rng.choice(["AP", "PA", "LL"], n), "scanner": rng.choice(["a", "b", "c", "d"], n)})
+    meta.loc[rng.choice(n, 20, replace=False), "age"] = np.nan
+    sub = (meta["view"].eq("AP").to_numpy() ^ (rng.random(n) < 0.3)).astype(int) + 2 * (rng.random(n) < 0.3)
+    groups = rng.integers(0, 60, n)
+    frame, numeric, categorical = probe_frame(meta, list(meta.columns))
+    folds = grouped_folds(sub, groups, 4, seed=0)
+    designs = fold_designs(frame, numeric, categorical, folds)
+    for y in (sub, rng.permutation(sub)):
+        pipeline = make_pipeline(design(numeric, categorical),
+                                 Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = balanced_accuracy_score(y, cross_val_predict(pipeline, frame, y, cv=folds))
+        assert out_of_fold_bacc(designs, y) == reference
