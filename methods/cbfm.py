@@ -88,20 +88,11 @@ class ClassBalancedFM(Method):
         x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))
         path = linear_path(x0, batch.x1, batch.t.to(batch.x1))
         label = torch.where(keep, batch.cond.label, torch.full_like(batch.cond.label, -1))
-        v, v_bal = self.both_velocities(backbone, path, Condition(label, batch.cond.subclass), Condition(y_bal))
+        v = backbone(path.x_t, path.t, self.tokens(Condition(label, batch.cond.subclass)).to(device))
+        v_bal = backbone(path.x_t, path.t, self.tokens(Condition(y_bal)).to(device))
         fm = (v - path.u).pow(2).mean()
         balance = sample_mse(v, v_bal.detach()) + COMMITMENT * sample_mse(v.detach(), v_bal)
         return fm + self.tau * (self.time_weight(path.t) * keep * balance).mean()
-
-    def both_velocities(self, backbone, path, cond: Condition, balancing: Condition):
-        """v(x_t, y) and v(x_t, y') from one forward over the batch stacked twice: the same
-        computation per sample as two forwards (to float rounding), with one call's fixed cost
-        (kernel launches, Python) instead of two. On the CPU the step is compute-bound and the
-        gain small: 0.114-0.166 s against 0.124-0.179 s a step for the quick run's phantom_lt
-        (tiny FLUX, 16 tokens, batch 32, 1 thread, best of 3-5 on a loaded machine; issue 26)."""
-        tokens = torch.cat([self.tokens(cond), self.tokens(balancing)]).to(path.x_t.device)
-        both = backbone(torch.cat([path.x_t, path.x_t]), torch.cat([path.t, path.t]), tokens)
-        return both[: len(path.x_t)], both[len(path.x_t):]
 
     def describe(self) -> dict:
         """Name and regulariser settings."""
