@@ -75,9 +75,17 @@ def test_problem_covers_every_branch_of_the_objective():
     assert 10 < (rho > caps[group]).sum() < len(x) - 10
 
 
+@pytest.fixture(params=["flat", "grouped"])
+def path(request, monkeypatch):
+    """Both ways proxy_gradients sums the groups: all at once (small batches) or a task per group."""
+    if request.param == "grouped":
+        monkeypatch.setattr(source_opt, "FLAT_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("rows", [3, 8, 64])
-def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows, scale):
+def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows, scale, path):
     params, x, group, noise, caps = problem()
     cfg = config(scale)
     ref, ref_grads = autograd_reference(params, x, group, noise, caps, cfg)
@@ -92,7 +100,7 @@ def test_loss_and_gradients_equal_autograd_of_proxy_terms(rows, scale):
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_float32_gradients_match_to_float_rounding(scale):
+def test_float32_gradients_match_to_float_rounding(scale, path):
     params, x, group, noise, caps = problem(torch.float32, n=200, dim=300)
     cfg = config(scale)
     ref, ref_grads = autograd_reference(params, x, group, noise, caps, cfg)
@@ -193,7 +201,7 @@ def reference_optimisation(init, x, group, caps, cfg, seed):
 
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("batch_size", [48, 200])  # minibatches of 48 of 64 rows; the full batch
-def test_twenty_steps_equal_the_autograd_loop(batch_size, scale):
+def test_twenty_steps_equal_the_autograd_loop(batch_size, scale, path):
     init, x, group, _, caps = problem(torch.float32)
     cfg = config(scale, steps=20, lr=0.05, batch_size=batch_size, log_every=5)
     want, want_trace = reference_optimisation(init, x, group, caps, cfg, seed=7)
@@ -233,6 +241,22 @@ def test_optimisation_is_the_same_bit_for_bit_for_any_number_of_threads():
         for name in ("mu", "log_sigma", "prototype"):
             assert torch.equal(getattr(other.params, name), getattr(results[0].params, name))
         assert other.trace == results[0].trace
+
+
+@pytest.mark.parametrize("dim", [2, 37, 256])
+@pytest.mark.parametrize("batch_size", [150, 400])  # minibatches; the full batch
+def test_flat_group_sums_give_the_grouped_optimisation_bit_for_bit(monkeypatch, dim, batch_size):
+    """All groups at once (flat_group_sums, small batches) against a task per group (group_sums):
+    the same sources and trace, bit for bit, at sizes that pad the groups' segments."""
+    init, x, group, _, caps = problem(torch.float32, n=300, dim=dim)
+    cfg = config("per_dim", steps=30, lr=0.05, batch_size=batch_size, log_every=10)
+    assert source_opt.flat_fits(group, len(init.mu), dim)
+    flat = optimize_sources(init, x, group, caps, cfg, seed=5)
+    monkeypatch.setattr(source_opt, "FLAT_ELEMENTS", 0)
+    grouped = optimize_sources(init, x, group, caps, cfg, seed=5)
+    for name in ("mu", "log_sigma", "prototype"):
+        assert torch.equal(getattr(flat.params, name), getattr(grouped.params, name)), name
+    assert flat.trace == grouped.trace
 
 
 def test_a_groups_sources_do_not_depend_on_other_groups_data():

