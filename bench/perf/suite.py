@@ -33,7 +33,9 @@ CASES = {"overhead": "bench.perf.overhead", "offline": "bench.perf.offline", "fi
          "busy": "bench.perf.busy", "gpu": "bench.perf.gpu_check", "gpu_compile": "bench.perf.gpu"}
 # the keys each case must write (None when it failed or does not apply)
 KEYS = {"overhead": ["harness_overhead_ratio"], "offline": ["offline_stage_s", "offline_stage_peak_gib"],
-        "fid": ["fid_speedup_vs_sqrtm", "fid_rel_diff"], "quick_run": ["quick_run_s", "quick_run_stages_s", "quick_rerun_s", "quick_rerun_ratio"],
+        "fid": ["fid_speedup_vs_sqrtm", "fid_rel_diff"],
+        "quick_run": ["quick_run_s", "quick_run_stages_s", "quick_run_cells_s", "quick_run_side_by_side",
+                      "quick_rerun_s", "quick_rerun_ratio"],
         "nfe": ["nfe_to_match"], "threads": ["threads"], "busy": ["busy"], "gpu": ["gpu", "gpu_step_s", "gpu_mfu", "gpu_estimates"],
         "gpu_compile": ["gpu_compile_step_s", "gpu_compile_mfu"]}
 
