@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -31,9 +30,19 @@ from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams
                                      normal_like, optimize_sources)
 from bench.runtime.stopwatch import Stopwatch
 from bench.priors.source_geometry import held_out_geometry, matched_spreads
-from bench.priors.subclass import check_subclass_config, induce_subclasses
+from bench.checks import is_real
+from bench.priors.subclass import check_subclass_config, induce_subclasses, induction_peak_bytes, run_within_budget
 
 log = logging.getLogger(__name__)
+
+# [our default] GiB of induction memory in flight: the sum of the running classes' estimates
+# (bench.priors.subclass.induction_peak_bytes). At the offline case's shape (n = 20,000, D = 16,384,
+# 20 classes of 4,339 down to 43 rows) the induction starts with 1.6 GiB resident (latents 1.25 GiB +
+# the process): 1.6 + 2.5 = 4.1 GiB is no more than the stage's other parts (initialisation 4.1,
+# geometry 4.3 GiB), and leaves 1.9 GiB of the 6 GiB target for the estimate's error and for the
+# allocator's retained pages. 2.5 keeps only the two largest classes (1.64 + 1.29 GiB) apart; on
+# 2 threads that cost no time (induction 68.7 / 72.8 s against 68.4 / 69.6 s without a budget).
+INDUCTION_MEMORY_GIB = 2.5
 
 
 class SubclassPrior(Prior):
@@ -76,7 +85,8 @@ class OptPrior(Method):
                  batch_size: int = 4096, cap_quantile: float = 0.99, objective_scale: str = "per_dim",
                  subclasses: Optional[bool] = None, learned_source: Optional[bool] = None,
                  risk_samples: int = 1000, risk_gmm_samples: int = 2000, risk_partitions: int = 20,
-                 risk_empirical_max_dim: Optional[int] = 256, geometry_draws: int = 5, kappa_sweep: tuple = ()):
+                 risk_empirical_max_dim: Optional[int] = 256, geometry_draws: int = 5, kappa_sweep: tuple = (),
+                 induction_memory_gib: Optional[float] = INDUCTION_MEMORY_GIB):
         super().__init__()
         self.subclasses = self.subclasses_default if subclasses is None else bool(subclasses)
         self.learned_source = self.learned_source_default if learned_source is None else bool(learned_source)
@@ -91,6 +101,7 @@ class OptPrior(Method):
         self.risk_gmm_samples, self.risk_partitions = risk_gmm_samples, risk_partitions
         self.risk_empirical_max_dim = risk_empirical_max_dim
         self.geometry_draws, self.kappa_sweep = _check_geometry(geometry_draws, kappa_sweep)
+        self.induction_memory_gib = _check_budget(induction_memory_gib)
 
     def check_data(self, train_counts: list) -> None:
         """k_max subclasses of min_size samples must fit in the largest class."""
@@ -148,8 +159,12 @@ class OptPrior(Method):
 
         The classes are fitted on torch.get_num_threads() threads, largest first, each fit with
         one BLAS and one OpenMP thread: sklearn's EM is partly serial numpy, so classes side by
-        side keep the cores busy where one fit's threads would not, and the fits do not depend on
-        the number of threads. Each thread holds one class's float64 residuals at a time.
+        side keep the cores busy where one fit's threads would not. A fit holds about
+        induction_peak_bytes(n_c, D) at its peak (its float64 residuals and sklearn's copies), and
+        a class starts only while the estimates in flight plus its own stay within
+        `induction_memory_gib` (a class alone always runs): the induction's peak is bounded by
+        the budget, not by how the fits happen to overlap. The fits depend neither on the number
+        of threads nor on the order nor on the budget.
         """
         def fit(c: int):
             r = (x[labels == c] - means[c]).double().numpy()
@@ -161,8 +176,10 @@ class OptPrior(Method):
 
         counts = torch.bincount(labels, minlength=n_classes).tolist()
         order = sorted(range(n_classes), key=lambda c: -counts[c])
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(torch.get_num_threads()) as pool:
-            done = dict(zip(order, pool.map(fit, order)))
+        cost = {c: induction_peak_bytes(counts[c], x.shape[1]) for c in order}
+        budget = None if self.induction_memory_gib is None else self.induction_memory_gib * 2**30
+        with threadpool_limits(limits=1, user_api="blas"):
+            done = run_within_budget(fit, order, cost, budget, torch.get_num_threads())
         fits = [done[c] for c in range(n_classes)]
         for c, f in enumerate(fits):
             log.info("optprior: class %d: K=%d sizes %s%s", c, f.k, f.sizes, f" ({f.note})" if f.note else "")
@@ -341,6 +358,14 @@ def _check_proxy(cfg: ProxyConfig) -> None:
     if cfg.objective_scale not in OBJECTIVE_SCALES:
         raise BenchError(f"optprior.objective_scale must be one of {', '.join(map(repr, OBJECTIVE_SCALES))}, "
                          f"got {cfg.objective_scale!r}")
+
+
+def _check_budget(gib):
+    """induction_memory_gib: None (no limit) or a finite number of GiB > 0."""
+    if gib is not None and (not is_real(gib) or gib <= 0):
+        raise BenchError(f"optprior.induction_memory_gib={gib!r}: use a number of GiB > 0 (the estimated memory "
+                         f"of the classes induced at once), or None for no limit")
+    return gib
 
 
 def _check_geometry(draws, kappas) -> tuple[int, tuple]:

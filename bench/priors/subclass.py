@@ -11,9 +11,11 @@ is skipped for the next-best K by EBIC (K = 1 always qualifies), and a class wit
 2 * min_size samples gets K = 1 without fitting anything larger.
 
 Cost: each EM step of a diagonal GMM is O(n K D) in time and O(n D + n K) in memory, so even
-D = 16,384 without PCA fits in memory (n = 5,000: a few float64 n x D copies of about 0.7 GB each
-inside sklearn). What grows is time (fitting K = 1..8 costs the EM time of 36 single components),
-which is what the optional `pca_dim` is for: n = 5,000, D = 16,384, pca_dim = 64 takes under half a minute on
+D = 16,384 without PCA fits in memory: a fit peaks at INDUCTION_COPY_FACTOR (3.1, measured)
+float64 n x D arrays, the residuals and sklearn's copies (n = 5,000: about 2 GB); optprior adds
+these estimates up to induce several classes at once within a memory budget (`run_within_budget`).
+What grows is time (fitting K = 1..8 costs the EM time of 36 single components), which is what
+the optional `pca_dim` is for: n = 5,000, D = 16,384, pca_dim = 64 takes under half a minute on
 2 CPU cores, mostly the randomized PCA. optprior leaves it off: it changes the subclasses, most on
 small classes (measurements in docs/methods.md).
 
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Optional
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -40,6 +44,13 @@ from bench.checks import is_int, is_real
 from bench.errors import BenchError
 
 _SHOWN_ROWS = 5  # how many offending row indices a non-finite error names
+
+# Peak memory of one class's induction (optprior's `_induce` closure: the float32 slice, its float64
+# residuals r, then k-means' copy of r and np.var's temporary inside sklearn), in float64 (n_c, D)
+# arrays over the resident memory before it. Measured in a child process by ru_maxrss, one class of
+# two Gaussian subclasses at D = 16,384, K = 1..8 fitted, no PCA: 3.10 (n_c = 1,000), 3.05 (2,000),
+# 3.02 (4,339, the offline case's largest class), i.e. 3.0 arrays plus ~12 MB of fixed overhead.
+INDUCTION_COPY_FACTOR = 3.1
 
 
 @dataclass
@@ -70,6 +81,43 @@ def ebic(log_likelihood: float, n: int, d: int, k: int, k_max: int, gamma: float
     p, big_p = n_free_parameters(k, d), n_free_parameters(2 * k_max, d)
     log_choose = math.lgamma(big_p + 1) - math.lgamma(p + 1) - math.lgamma(big_p - p + 1)
     return -2.0 * log_likelihood + p * math.log(n) + 2.0 * gamma * log_choose
+
+
+def induction_peak_bytes(n: int, d: int) -> int:
+    """Estimated peak bytes of inducing one class of n residuals in d dims (no PCA): the measured
+    INDUCTION_COPY_FACTOR float64 (n, d) arrays. What optprior's induction budget adds up."""
+    return int(INDUCTION_COPY_FACTOR * n * d * 8)
+
+
+def run_within_budget(fn: Callable, items: Iterable[Hashable], cost: dict, budget: Optional[float],
+                      workers: int, on_start: Optional[Callable] = None) -> dict:
+    """{item: fn(item)} for every item, on `workers` threads, under a memory budget.
+
+    Items start in the given order, each once a thread is free and the costs in flight plus its
+    own are <= budget (None: no limit); an item that does not fit waits while a later one that
+    fits may start, so small items keep the threads busy beside a large one. An item always
+    starts when nothing is in flight, even alone over budget. The sum of the costs in flight is
+    therefore <= max(budget, the largest single cost) at every moment, whatever the timing.
+    `on_start(item, in_flight)` is called at each start with the cost then in flight (its own
+    included). The first exception of fn is raised after the items in flight have finished.
+    """
+    pending, running, results = list(items), {}, {}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        while pending or running:
+            for item in list(pending):
+                held = sum(cost[i] for i in running.values())
+                if len(running) >= max(1, workers):
+                    break
+                if running and budget is not None and held + cost[item] > budget:
+                    continue
+                pending.remove(item)
+                if on_start is not None:
+                    on_start(item, held + cost[item])
+                running[pool.submit(fn, item)] = item
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[running.pop(future)] = future.result()
+    return results
 
 
 def check_subclass_config(k_max, gamma, min_size, pca_dim, owner: str = "optprior") -> None:
