@@ -28,6 +28,7 @@ from bench.prior import Prior, class_means
 from bench.registry import register_method
 from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams, displacements, fixed_caps,
                                      normal_like, optimize_sources)
+from bench.runtime.heap import release_freed_memory
 from bench.runtime.stopwatch import Stopwatch
 from bench.priors.source_geometry import held_out_geometry, matched_spreads
 from bench.checks import is_real
@@ -126,8 +127,10 @@ class OptPrior(Method):
         clock = Stopwatch()
         x = latents.reshape(len(latents), -1).float()
         means = class_means(x, labels, n_classes)
+        release_freed_memory()  # each phase starts without what the one before freed (bench.runtime.heap)
         fits = self._induce(x, means, labels, n_classes, seed)
         sub = _assignment(fits, labels)
+        release_freed_memory()
         clock.lap("induction")
         group = labels * self.k_max + sub
         n_groups = n_classes * self.k_max
@@ -138,12 +141,15 @@ class OptPrior(Method):
                 "notes": [f.note for f in fits], "init": decisions,
                 "subclasses": self.subclasses, "learned_source": self.learned_source}
         params = init
+        release_freed_memory()
         clock.lap("init")
         if self.learned_source:
             result = optimize_sources(init, x, group, caps, self.proxy, seed)
             params, info["loss_trace"] = result.params, result.trace
+        release_freed_memory()
         clock.lap("optimisation")
         info["geometry"] = self._geometry(x, labels, group, init, params, n_classes, seed)
+        release_freed_memory()
         clock.lap("geometry")
         info["bayes_risk"] = self._bayes_risk(x, labels, sub, group, params, seed)
         clock.lap("bayes_risk")
