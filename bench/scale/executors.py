@@ -1,6 +1,8 @@
 """Executors of `bench run`: where the cells of a validated grid run.
 
-- `inline` (default): one cell after another in this process.
+- `inline` (default): the cells on this machine, one after another in this process, or
+  `executor.cells_at_once` side by side in worker processes (bench.scale.pool; by default on a
+  machine without a GPU).
 - `local`: each cell in its own subprocess (submitit's LocalExecutor), `executor.array_parallelism`
   of them at a time (default 1), so a crash, a leak or a kill in one cell spares the others.
 - `slurm`: one Slurm array task per cell (submitit's AutoExecutor), at most
