@@ -3,6 +3,7 @@ processes, DDP and FSDP, against hand computations from the trace's parts."""
 
 import re
 
+import gin
 import pytest
 import torch
 
@@ -155,11 +156,15 @@ def test_validate_prints_a_whole_micro_batch_of_activations_per_sharded_rank(cap
     from bench.cli import main
 
     common = ["validate", "datasets=[phantom_lt]", "methods=[fm]", "seeds=[0]", "train.micro_batches=8",
-              "train.mixed_precision='bf16'", "budget.trace_inference=False"]
-    assert main([*common, "executor=local", "executor.tasks_per_node=8", "train.sharding='fsdp'"]) == 0
-    sharded = capsys.readouterr().out
-    assert main(common) == 0
-    single = capsys.readouterr().out
+              "train.mixed_precision='bf16'", "budget.trace_inference=False",
+              "flux.patch_size=2"]  # 64 tokens (the quick run's 4 x 4 patches: too few activations to print)
+    try:
+        assert main([*common, "executor=local", "executor.tasks_per_node=8", "train.sharding='fsdp'"]) == 0
+        sharded = capsys.readouterr().out
+        assert main(common) == 0
+        single = capsys.readouterr().out
+    finally:
+        gin.clear_config()  # the parsed bindings (flux.patch_size among them) stay out of later tests
     pattern = r"activations ([\d.]+) of a micro-batch of (\d+)"
     assert "sharded over 8 processes" in sharded
     (act_sharded, rows_sharded), (act_single, rows_single) = (re.findall(pattern, sharded)[0],

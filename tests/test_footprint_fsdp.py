@@ -2,6 +2,7 @@
 FSDPMemTracker: FSDP2 over a fake process group of N ranks, on fake tensors, the step the
 trainer runs on one rank (bench.pipeline.sharding's units, bf16 gathers under bf16)."""
 
+import gin
 import pytest
 import torch
 import torch.distributed as dist
@@ -54,6 +55,14 @@ def fsdp_peak(mesh, rows: int, precision: str) -> int:
                 if step == 0:
                     tracker.reset_mod_stats()
     return next(iter(tracker.get_tracker_snapshot("peak").values()))["Total"]
+
+
+@pytest.fixture(autouse=True)
+def no_gin_bindings():
+    """FluxBackbone is gin-configurable: bindings an earlier test parsed (e.g. the quick run's
+    phantom_lt/flux.patch_size = 4) must not reach the backbones built here."""
+    gin.clear_config()
+    yield
 
 
 @pytest.mark.parametrize("world, rows, precision", [(4, 32, "bf16"), (2, 16, "no")])

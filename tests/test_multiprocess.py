@@ -32,7 +32,8 @@ METHODS = ("cbfm", "optprior")
 IMAGE_GRID = ["methods=[fm]", "datasets=[digits_lt]", "seeds=[0]", "train.steps=4", "train.batch_size=64",
               "train.micro_batches=2", "pipeline.evaluators=['downstream','cond_accuracy']",
               "digits_lt.n_test_per_class=5", "digits_lt.n_max=40", "sample.nfe=2", "downstream.n_seeds=2",
-              "downstream.max_epochs=2", "downstream.patience=1", "downstream.remedies=['reweight','crt']"]
+              "downstream.max_epochs=2", "downstream.patience=1", "downstream.remedies=['reweight','crt']",
+              "downstream.with_augmentation=['reweight','crt']"]
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def fresh(method_cls=Method):
 
 def reference_run(method, model, x, y, cfg: TrainConfig, seed: int):
     """(loss trace, per-step losses) of the plain loop, training `model` in place."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # as bench's
     warmup = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     g = torch.Generator().manual_seed(seed)
@@ -222,8 +222,9 @@ def test_gpu_settings_fused_adamw_and_ddp_bucket_views():
 
     assert _accelerator("no").ddp_handler.gradient_as_bucket_view
     p = [torch.nn.Parameter(torch.zeros(2))]
-    assert not _adamw(p, TrainConfig(), torch.device("cpu")).defaults["fused"]  # the CPU's bit-identical loop
+    assert _adamw(p, TrainConfig(), torch.device("cpu")).defaults["fused"]  # fused on the CPU too (issue 26)
     assert _adamw(p, TrainConfig(), torch.device("cuda")).defaults["fused"]  # (torch fuses CPU tensors too)
+    assert not _adamw(p, TrainConfig(), torch.device("cpu"), sharded=True).defaults["fused"]  # FSDP on gloo
 
 
 def test_copies_to_the_cpu_are_the_tensors_themselves():

@@ -230,8 +230,11 @@ def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSe
     # a method whose offline stage or training changed (`Method.prior_version` / `train_version`) redoes it
     prior = digest(encode, bindings_text(include=lineage), spec.seed,
                    *([f"prior_version={method.prior_version}"] if method.prior_version != 1 else []))
+    # every evaluator's settings, not only the cell's own: an experiment that binds downstream.* for
+    # its image datasets must not change the train hash of its vector cells, which run no downstream
     no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features.",
-               "source."] + scopes(*evaluators)  # source.: which draws @source scores (sampler.SourceSubset)
+               "source."] + sorted({*scopes(*evaluators), *(f"{name}." for name in registry.evaluators.names())})
+    # (source.: which draws @source scores, sampler.SourceSubset)
     train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed,
                    *([f"train_version={method.train_version}"] if method.train_version != 1 else []))
     # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
