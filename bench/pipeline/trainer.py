@@ -402,8 +402,7 @@ def _adamw(params, cfg: TrainConfig, device: torch.device, sharded: bool = False
     """AdamW, fused: one kernel over all parameters instead of a Python loop of small ops per
     parameter. On a GPU it also avoids the foreach path's parameter-sized temporaries and reads
     no step counter back to the host; on the CPU it took the tiny FLUX's optimiser step (110
-    tensors) from 14.7 to 4.5 ms (1 thread, issue 26), a third of a quick-run phantom_lt step's
-    fixed cost. The same update to float rounding; CPU results before issue 26 were computed with
+    tensors) from 14.7 to 4.5 ms (1 thread, issue 26). The same update to float rounding; CPU results before issue 26 were computed with
     the per-parameter loop. Sharded weights (DTensors of FSDP on gloo) keep torch's default there."""
     fused = None if sharded and device.type != "cuda" else True
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
