@@ -24,9 +24,9 @@ def _in_source_checkout() -> None:
 
 _in_source_checkout()
 
-from bench.threads import set_defaults  # noqa: E402
+from bench.runtime.threads import set_defaults  # noqa: E402
 
-set_defaults()  # before anything imports torch: OpenMP reads its wait policy once (bench.threads)
+set_defaults()  # before anything imports torch: OpenMP reads its wait policy once (bench.runtime.threads)
 
 from bench.registry import (  # noqa: E402
     register_backbone,

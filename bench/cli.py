@@ -150,10 +150,10 @@ def cmd_ls(kind: str | None) -> int:
 
 
 def _request(args):
-    from bench.pipeline.cells import RunRequest
-    from bench.overrides import parse_overrides, split_executor_bindings
+    from bench.pipeline.assemble import RunRequest
+    from bench.config.overrides import parse_overrides, split_executor_bindings
 
-    from bench.default_experiment import default_experiment
+    from bench.config.default_experiment import default_experiment
 
     ov = parse_overrides(args.overrides)
     bindings, executor_bindings = split_executor_bindings(ov.bindings + list(args.gin_param))
@@ -174,7 +174,7 @@ def _request(args):
 
 def cmd_data_stats(args) -> int:
     """`bench data stats datasets=[...]`: print each dataset's table in Markdown."""
-    from bench.pipeline.cells import build_dataset
+    from bench.pipeline.assemble import build_dataset
     from bench.data.datastats import dataset_stats, markdown
 
     request = _request(args)
@@ -190,7 +190,7 @@ def cmd_data_stats(args) -> int:
 
 def cmd_prepare(args) -> int:
     """`bench prepare ct_rate --root R --out O`: slices + manifest, resumable; exit 1 if a volume failed."""
-    from bench.data.ctrate import prepare_ct_rate
+    from bench.datasets.ct_rate.ctrate import prepare_ct_rate
 
     summary = prepare_ct_rate(Path(args.root), output_folder(args.out), size=args.size,
                               slices_per_volume=args.slices_per_volume, workers=args.workers)
@@ -275,7 +275,7 @@ def run_report(experiment_dir: Path) -> Optional[Path]:
 
 def cmd_claims(args) -> int:
     """`bench claims RESULTS_DIR`: the claims report (verdicts, tables, rules) from stored records."""
-    from bench.report.claims import ClaimsOptions, write_claims
+    from bench.paper.claims import ClaimsOptions, write_claims
 
     out, sections = write_claims(Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha))
     verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
@@ -289,7 +289,7 @@ def cmd_bench(args) -> int:
 
     from bench.store.artifacts import write_text_atomic
     from bench.perf.suite import CASES, check_cases, run_suite
-    from bench.perf.summary import markdown
+    from bench.perf.markdown import markdown
 
     asked = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.only.strip() and not asked:
@@ -311,7 +311,7 @@ def cmd_run(args, dry: bool) -> int:
     """`bench run` / `bench validate`."""
     request = _request(args)
     if dry:
-        from bench.pipeline.cells import place, require_fits, validate
+        from bench.pipeline.assemble import place, require_fits, validate
         from bench.scale.executors import get_executor
 
         from bench.pipeline.preview import describe, validate_lines

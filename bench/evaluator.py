@@ -11,7 +11,7 @@ HEADLINE_COLUMNS = ("fid/tail", "fid/pooled", "kid/tail", "irs_adjusted/tail", "
 class Evaluator:
     """Base class for evaluators.
 
-    `evaluate(cell)` receives a `bench.cell.CellContext` (dataset, real splits, synthetic set,
+    `evaluate(cell)` receives a `bench.context.CellContext` (dataset, real splits, synthetic set,
     output folder) and returns a flat dict of float metrics. `higher_is_better` maps every
     metric name the evaluator can return to its direction, so tables can mark the best entry.
     `applies_to` says which dataset kinds it handles ("vector", "image"); the runner skips it

@@ -2,7 +2,7 @@
 
 A remedy changes how the downstream classifier is trained, never the data it sees or how it is
 selected and scored: the same architecture, splits, seeds, optimiser, early stopping on validation
-balanced accuracy and test scoring as the no-augmentation classifiers (bench.metrics.classifier.fit).
+balanced accuracy and test scoring as the no-augmentation classifiers (bench.classify.fit.fit).
 A plugin subclasses `Remedy` and overrides only the hooks it changes; one that overrides nothing
 trains plain cross-entropy, i.e. the no-augmentation classifier itself. The hooks:
 
@@ -34,7 +34,7 @@ class Remedy:
     min_epochs = 0  # early stopping never stops training before this many epochs
 
     def check(self, protocol) -> None:
-        """Refuse, in one line, a training protocol (bench.metrics.classifier.Protocol) it cannot follow."""
+        """Refuse, in one line, a training protocol (bench.classify.fit.Protocol) it cannot follow."""
 
     def setup(self, counts) -> None:
         """Remember the per-class training counts (index = class) the remedy is applied to."""

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from bench.dataset import Dataset, Split
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.data.imagefiles import Preprocess
 from bench.data.longtail import exponential_profile

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.checks import is_int, is_real, require
+from bench.config.checks import is_int, is_real, require
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.data.longtail import allocate, exponential_profile

@@ -15,8 +15,8 @@ from sklearn.metrics import recall_score
 from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
 
-from bench.cell import INIT, SOURCE
-from bench.checks import is_int, is_real
+from bench.context import INIT, SOURCE
+from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.data.imagefiles import flat_float64

@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from bench.checks import is_int, is_real
+from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.priors.subclass import split_classes

@@ -23,7 +23,7 @@ of that seed in the tables' significance tests.
 
 The no-augmentation and remedy classifiers do not depend on the method, so they are trained once
 per (dataset, eval split, protocol, classifier seeds) and shared by that dataset's cells
-(bench.metrics.baseline_store, under `cell.shared`), each unit recomputed whenever what it was trained
+(bench.classify.baseline_store, under `cell.shared`), each unit recomputed whenever what it was trained
 on differs; the time they take shows as the stage `evaluate/downstream/baselines` (near zero when
 reused). Per-seed scores, per-class recalls and training histories go to `<cell>/downstream.json`.
 
@@ -48,12 +48,12 @@ import numpy as np
 import torch
 
 from bench import registry
-from bench.checks import is_int
+from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.evaluators.cond_accuracy import per_class_recall
-from bench.metrics.baseline_store import BaselineStore, save_weights
-from bench.metrics.classifier import (
+from bench.classify.baseline_store import BaselineStore, save_weights
+from bench.classify.fit import (
     Protocol, balanced_accuracy, build_classifier, concat_rows, fit, macro_f1, plain, predict, retrain_head,
     selection_splits,
 )

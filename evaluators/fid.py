@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.cell import INIT, SOURCE
+from bench.context import INIT, SOURCE
 from bench.evaluators.swd import equal_size
 from bench.registry import register_evaluator
 

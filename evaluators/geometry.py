@@ -1,7 +1,7 @@
 """Transport geometry of a cell's source-to-data coupling in latent space (paper Tab. 2, NOTES 1.8).
 
 With d = x1 - x0 (x1 a training latent, x0 its source draw) the statistics are those of
-`bench.priors.geometry.displacement_geometry`, grouped by the groups the velocity field is conditioned on:
+`bench.priors.displacement.displacement_geometry`, grouped by the groups the velocity field is conditioned on:
 
 - `geom_alignment`: mean cosine of dhat to its group's unit prototype (higher is better),
 - `geom_radial_std` / `geom_radial_cv`: sample-weighted within-group std of rho = ||d|| and its
@@ -80,10 +80,10 @@ import numpy as np
 import torch
 
 from bench.priors.bayes_risk import reliable
-from bench.checks import is_int
+from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
-from bench.priors.geometry import displacement_geometry, per_sample_geometry
+from bench.priors.displacement import displacement_geometry, per_sample_geometry
 from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
 
@@ -172,7 +172,7 @@ STANDARD = Source("standard")
 def coupling_displacements(latents: torch.Tensor, group: torch.Tensor, source: Source, seed: int) -> torch.Tensor:
     """d = x1 - x0 (n, D), x0 drawn from `source` with a generator seeded by `seed`.
 
-    float32 here (latents can have 16k dimensions); bench.priors.geometry reduces in float64.
+    float32 here (latents can have 16k dimensions); bench.priors.displacement reduces in float64.
     """
     x1 = latents.reshape(len(latents), -1).float()
     eps = torch.randn(x1.shape, generator=torch.Generator().manual_seed(seed))

@@ -26,7 +26,7 @@ import logging
 import numpy as np
 from scipy.special import gammaln, lambertw, logsumexp
 
-from bench.cell import INIT, SOURCE
+from bench.context import INIT, SOURCE
 from bench.evaluator import Evaluator
 from bench.evaluators.fid import equal_n_pairs, evaluated_classes, synthetic_sets
 from bench.metrics.neighbours import nearest

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from bench.cell import INIT, SOURCE
-from bench.checks import is_int
+from bench.context import INIT, SOURCE
+from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.evaluators.fid import REFERENCES, per_class_distance

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from bench.checks import is_int
+from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.priors.subclass import split_classes

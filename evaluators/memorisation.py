@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.data.imagefiles import as_tensor

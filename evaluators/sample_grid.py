@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench.checks import is_int
+from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator
 from bench.registry import register_evaluator

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cell import INIT, SOURCE
-from bench.checks import is_int
+from bench.context import INIT, SOURCE
+from bench.config.checks import is_int
 from bench.dataset import Split
 from bench.errors import BenchError
 from bench.evaluator import Evaluator

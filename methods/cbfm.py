@@ -13,13 +13,13 @@ from typing import Optional
 
 import torch
 
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.method import Condition, Method, TrainBatch
 from bench.path import linear_path
 from bench.prior import Prior
 from bench.registry import register_method
-from bench.transfer import to_device
+from bench.runtime.transfer import to_device
 
 TARGET_PRIORS = ("empirical", "uniform")
 WEIGHTS = ("1-t", "constant", "eps")
@@ -82,7 +82,7 @@ class ClassBalancedFM(Method):
         """FM regression plus tau * w(t) * (balancing + 1/4 commitment) on conditional samples."""
         n, device = len(batch.x1), batch.x1.device
         # Draw order is fixed (dropout, then y') so a seeded generator reproduces a run. Both are
-        # drawn on the CPU and copied without waiting for the device (bench.transfer).
+        # drawn on the CPU and copied without waiting for the device (bench.runtime.transfer).
         keep = to_device(torch.rand(n, generator=batch.generator) >= self.label_dropout, device)
         y_bal = to_device(sample_categorical(self._prior_on_cpu(), n, batch.generator), device)
         x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means

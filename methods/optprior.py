@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from bench.priors.bayes_risk import fm_risk_decomposition
 from bench.priors.bayes_risk_gmm import gmm_risk_decomposition, random_partition_null
 from bench.errors import BenchError
-from bench.priors.geometry import displacement_geometry, mean_directions
+from bench.priors.displacement import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
 from bench.registry import register_method
@@ -31,7 +31,7 @@ from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams
 from bench.runtime.heap import release_freed_memory
 from bench.runtime.stopwatch import Stopwatch
 from bench.priors.source_geometry import held_out_geometry, matched_spreads
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.priors.subclass import check_subclass_config, induce_subclasses, induction_peak_bytes, run_within_budget
 
 log = logging.getLogger(__name__)

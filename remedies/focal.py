@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.registry import register_remedy
 from bench.remedy import Remedy

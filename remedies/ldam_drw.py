@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bench.checks import is_int, is_real
+from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.registry import register_remedy
 from bench.remedy import Remedy, effective_number_weights

@@ -1,9 +1,9 @@
 """Write docs/bad-inputs.md from the messages the bad-input catalogue's cases actually printed.
 
-    BENCH_CATALOGUE_OUT=/tmp/catalogue.jsonl pytest tests/test_bad_inputs.py -k one_line
+    BENCH_CATALOGUE_OUT=/tmp/catalogue.jsonl pytest tests/cli/test_bad_inputs.py -k one_line
     python tests/catalogue_doc.py /tmp/catalogue.jsonl docs/bad-inputs.md
 
-tests/test_bad_inputs.py checks that the document lists every case and that each message
+tests/cli/test_bad_inputs.py checks that the document lists every case and that each message
 it shows still matches the case, so the page cannot drift from what bench prints.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 HEAD = """# Bad input: what bench answers
 
-Every case of the bad-input catalogue (tests/test_bad_inputs.py): the command (`{tmp}` is a
+Every case of the bad-input catalogue (tests/cli/test_bad_inputs.py): the command (`{tmp}` is a
 scratch folder the case sets up, long arguments cut), its exit status and the one line bench
 prints. Every case writes nothing (or only the files the test names). Regenerate with the two
 commands in tests/catalogue_doc.py.

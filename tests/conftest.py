@@ -11,7 +11,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-# cells one at a time in this process, in every `bench run` a test makes (tests/test_pool.py runs
+# cells one at a time in this process, in every `bench run` a test makes (tests/scale/test_pool.py runs
 # them side by side): monkeypatches reach them, and two cores are not shared by worker start-ups
 os.environ["BENCH_CELLS_AT_ONCE"] = "1"
 # Shared test helpers (e.g. records_fixture.py) live beside the tests; with --import-mode=importlib

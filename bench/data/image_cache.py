@@ -31,7 +31,7 @@ from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.store.filelock import building
 from bench.store.fingerprint import file_identity
-from bench.threads import usable_cores
+from bench.runtime.threads import usable_cores
 
 log = logging.getLogger(__name__)
 IMAGES = "images.npy"

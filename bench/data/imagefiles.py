@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.threads import read_threads
+from bench.runtime.threads import read_threads
 
 NORMALISE = ("unit", "minmax")
 MAX_SIZE = 8192  # 256 MiB per float32 RGB image: beyond it a typo, not a resolution anyone trains at

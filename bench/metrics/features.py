@@ -4,7 +4,7 @@ The paper computes image metrics in the feature space of a DenseNet-121 trained 
 real training split. `build_extractor` trains such a classifier (`features.arch`: 'small_cnn' on
 CPU by default, 'densenet121' for the paper) once per (dataset configuration, feature
 configuration) and caches it, or loads the user's weights from `features.path`. Features are the
-pooled penultimate activations (bench.metrics.classifier.embed): 128-d for small_cnn, 1024-d for
+pooled penultimate activations (bench.classify.fit.embed): 128-d for small_cnn, 1024-d for
 densenet121, 2048-d for resnet50.
 
 Features of the real splits (train, test) are the same in every cell of a dataset that shares
@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.store.filelock import building
 from bench.store.fingerprint import split_fingerprint
-from bench.metrics.classifier import (
+from bench.classify.fit import (
     ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
 )
 from bench.dataset import Dataset, Split

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import gin
 import numpy as np
 
-from bench.checks import is_int
+from bench.config.checks import is_int
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)

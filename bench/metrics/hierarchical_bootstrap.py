@@ -20,7 +20,7 @@ of the replicates; the estimate is the observed difference. A resample is a coun
 matrix products; deterministic given `seed`.
 
 Resampling both levels counts the seed-by-image noise more than once, so the interval errs wide:
-in tests/test_hierarchical_bootstrap.py's simulation (8 seeds, 200 shared test images, a known
+in tests/metrics/test_hierarchical_bootstrap.py's simulation (8 seeds, 200 shared test images, a known
 difference) the 95 % interval covered it in 98 % of studies, the seed-level one in 72 %.
 """
 

@@ -14,7 +14,7 @@ is read once when the OpenMP runtime starts:
 
 Per setting it reports the median seconds per step over the repeats (per-step time =
 (T(k2 steps) - T(k1 steps)) / (k2 - k1) in one child, which cancels start-up), and the defaults
-bench uses (`bench.threads`), so the choice they encode is checked on every run of the suite.
+bench uses (`bench.runtime.threads`), so the choice they encode is checked on every run of the suite.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def timed_child(threads: int, policy: str, sc: Scale) -> float:
 
 def measure(scale: str, workdir: Path) -> Measurement:
     """busy: median seconds per step per (load, wait policy, threads), and bench's defaults."""
-    from bench.threads import defaults
+    from bench.runtime.threads import defaults
 
     sc, cores = SCALES[scale], os.cpu_count() or 1
     loads = {"idle": 0, "loaded": 2 * cores}

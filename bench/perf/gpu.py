@@ -102,7 +102,7 @@ SCALES = {
 def preset_hyperparameters(path: Optional[Path] = None) -> dict:
     """The `flux.NAME = VALUE` bindings of the case's preset (PRESET, or `path`), as a dict."""
     if path is None:
-        from bench.config import gin_dir
+        from bench.config.gin_config import gin_dir
 
         path = gin_dir() / PRESET
     out = {}

@@ -16,7 +16,7 @@ the check turns into ratios) and "details" (settings). Each runs bench's own cod
 - vae: `bench.encoders.flux_vae.FluxVAEEncoder` on a random-weight AutoencoderKL of FLUX.1-dev's
   architecture, saved to the scratch folder (nothing downloaded): encode and decode throughput,
   peaks vs inference_memory's.
-- downstream: one `bench.metrics.classifier.fit` epoch of the paper's ResNet-50 on random uint8
+- downstream: one `bench.classify.fit.fit` epoch of the paper's ResNet-50 on random uint8
   images from a memory-mapped image cache (the DataLoader path): time vs the GPU-hours model,
   peak vs bench.pipeline.classifier_memory's traced training step.
 The 1-process FSDP run is bench.perf.gpu_fsdp.
@@ -370,11 +370,11 @@ def cached_images(sz: Sizes, workdir: Path):
 
 
 def downstream(sz: Sizes, workdir: Path) -> dict:
-    """One epoch of the paper's ResNet-50 (`downstream_arch`; bench.metrics.classifier.fit,
+    """One epoch of the paper's ResNet-50 (`downstream_arch`; bench.classify.fit.fit,
     max_epochs=1) on random uint8 images, a sixteenth of them held out for its validation pass;
     against bench's GPU-hours model of a downstream epoch."""
-    from bench.metrics.batches import LoaderConfig
-    from bench.metrics.classifier import Protocol, build_classifier, fit
+    from bench.classify.batches import LoaderConfig
+    from bench.classify.fit import Protocol, build_classifier, fit
     from bench.pipeline.budget import cnn_forward_flops
     from bench.pipeline.classifier_memory import classifier_step_gib
 

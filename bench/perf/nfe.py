@@ -23,12 +23,12 @@ from typing import Optional
 
 import gin
 
-from bench.cell import CellContext
-from bench.pipeline.cells import BuiltCell, RunRequest, build_cell, expand_grid
+from bench.context import CellContext
+from bench.pipeline.assemble import BuiltCell, RunRequest, build_cell, expand_grid
 from bench.errors import BenchError
 from bench.report.figures import DPI, PANEL_IN
 from bench.scale.grid import run_grid
-from bench.overrides import parse_overrides
+from bench.config.overrides import parse_overrides
 from bench.perf.case import SCALES, Measurement
 from bench.store.records import read_record
 from bench.pipeline.runner import Timings, decode, device, encode_stage, feature_extractor, prior_stage, train_stage

@@ -73,8 +73,8 @@ def gin_parsed(names: Sequence[str]) -> Iterator[None]:
 
     Clearing keeps the bindings from leaking into later code that builds a TrainConfig().
     """
-    from bench.pipeline.cells import load_plugins
-    from bench.config import gin_dir, parse
+    from bench.pipeline.assemble import load_plugins
+    from bench.config.gin_config import gin_dir, parse
 
     load_plugins()
     parse([gin_dir() / name for name in names], [])

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # case name -> module with measure(scale, workdir); in the order
 CASES = {"overhead": "bench.perf.overhead", "offline": "bench.perf.offline", "fid": "bench.perf.frechet",
-         "quick_run": "bench.perf.quickrun", "nfe": "bench.perf.nfe", "threads": "bench.perf.threads",
+         "quick_run": "bench.perf.quickrun", "nfe": "bench.perf.nfe", "threads": "bench.perf.thread_scaling",
          "busy": "bench.perf.busy", "gpu": "bench.perf.gpu_check", "gpu_compile": "bench.perf.gpu"}
 # the keys each case must write (None when it failed or does not apply)
 KEYS = {"overhead": ["harness_overhead_ratio"], "offline": ["offline_stage_s", "offline_stage_peak_gib"],

@@ -28,7 +28,7 @@ checked on hardware):
   image cache (bench.data.image_cache) of the splits a cell reads.
 
 The `budget.*` settings say how fast a device is assumed to be, never what a cell computes: they
-feed no hash (bench.config.NEVER_HASHED).
+feed no hash (bench.config.gin_config.NEVER_HASHED).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Optional
 
 import gin
 
-from bench.checks import is_real
+from bench.config.checks import is_real
 from bench.errors import BenchError
 
 GIB = 2**30
@@ -146,7 +146,7 @@ def cnn_forward_flops(arch: str, image_shape: tuple, n_classes: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from bench.metrics.classifier import build_classifier
+    from bench.classify.fit import build_classifier
 
     try:
         with torch.device("meta"):  # eval mode: train-mode batch norm refuses one image's 1 x 1 map

@@ -2,7 +2,7 @@
 DenseNet-121, the small CNN), traced under fake tensors like the generative step
 (`bench.pipeline.step_trace`), so a cell's peak across its stages can be stated before it runs.
 
-The step is `bench.metrics.classifier._epoch`'s: forward under bf16 autocast (while the previous
+The step is `bench.classify.fit._epoch`'s: forward under bf16 autocast (while the previous
 step's gradients are still held: `zero_grad` comes after the forward), the float32 loss,
 backward, the Adam step (foreach: one parameter-sized temporary). Input images at
 (batch, in_channels, size, size) in float32 count; BatchNorm's running statistics count with the
@@ -35,7 +35,7 @@ def classifier_step_gib(arch: str, in_channels: int, n_classes: int, size: int, 
 def _traced_gib(arch: str, in_channels: int, n_classes: int, size: int, batch: int, precision: str) -> float:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from bench.metrics.classifier import build_classifier
+    from bench.classify.fit import build_classifier
 
     mode = FakeTensorMode()
     with mode:

@@ -22,7 +22,7 @@ Composed from the trace, per device:
   (no autocast copies: FSDP gathers bf16 weights itself); the largest unit's weights gathered
   twice (the unit that runs and the next, prefetched), its unsharded gradients and, under bf16,
   their fp32 copy for the reduce-scatter; the root unit's weights, unsharded from forward to
-  backward. (Conservative: FSDPMemTracker sees less gathered at the peak, tests/test_footprint_fsdp.py.)
+  backward. (Conservative: FSDPMemTracker sees less gathered at the peak, tests/pipeline/test_footprint_fsdp.py.)
 
 Measured against independent fake-tensor traces (PyTorch's MemTracker / FSDPMemTracker): the
 one-GPU preset's step 57.73 GiB vs 57.67; FLUX.1 size over 8 FSDP ranks 91.11 vs 88.57

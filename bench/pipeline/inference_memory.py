@@ -11,7 +11,7 @@ the very code that runs at inference is run once on them, bench's own solver ste
 (`FluxVAEEncoder._decode_chunk` / `_encode_chunk`), at the given batch and precision, under
 `torch.no_grad`. `PeakTracker` adds up the bytes of every tensor storage alive after each op
 (rounded up to the CUDA caching allocator's 512-byte blocks) and keeps the maximum: weights,
-inputs, the activations still referenced, and the outputs. Pinned in tests/test_inference_memory.py
+inputs, the activations still referenced, and the outputs. Pinned in tests/pipeline/test_inference_memory.py
 to PyTorch's own `MemTracker` on the same trace (equal to the byte with 1-byte blocks), and to the
 same code run on real CPU tensors.
 

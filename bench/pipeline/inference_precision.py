@@ -9,7 +9,7 @@ lasts (half the fp32 weights again: 22 GiB for the paper-size model); casting ea
 it is used costs one read of the weights per forward, little beside the forward's FLOPs. On CUDA
 'bf16' also lets the fp32 matmuls and convolutions that autocast leaves in fp32 use TF32.
 'fp32' is exact fp32, TF32 off (cuDNN's convolutions included, which PyTorch lets use TF32 by
-default): the reference the bf16 path is tested against (tests/test_inference_precision.py).
+default): the reference the bf16 path is tested against (tests/pipeline/test_inference_precision.py).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ def describe(cells: list, request) -> tuple[list[CellView], Assumptions]:
     """Every cell's folder, protocol and estimate, with the throughput assumed (from the last cell's
     configuration: `budget.*` set on the command line or in a --gin_file apply to all)."""
     from bench import registry
-    from bench.config import parse
+    from bench.config.gin_config import parse
     from bench.metrics.features import FeatureConfig
-    from bench.pipeline.cells import config_files
+    from bench.pipeline.assemble import config_files
 
     seeds: dict = {}
     for cell in cells:

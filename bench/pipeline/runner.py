@@ -30,8 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from bench.runtime import distributed, progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
-from bench.cell import CellContext
-from bench.pipeline.cells import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
+from bench.context import CellContext
+from bench.pipeline.assemble import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
 from bench.dataset import Split
 from bench.store.fingerprint import split_fingerprint
 from bench.pipeline.latent_cache import cache_folder, cached_latents

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench.runtime import progress
-from bench.checks import is_int, is_real
+from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
 from bench.pipeline.inference_precision import check_precision, forward_precision, inference_scope

@@ -86,7 +86,7 @@ def shard(backbone: nn.Module, device: torch.device, mixed_precision: str) -> nn
 
     # FLUX's single-stream blocks return views (a split of one tensor), which FSDP2 warns about in
     # case a later in-place op drops its backward hook; diffusers does none, and the sharded training
-    # matches the unsharded one (tests/test_fsdp.py), so the warning would only alarm the user
+    # matches the unsharded one (tests/pipeline/test_fsdp.py), so the warning would only alarm the user
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     model = _meta_twin(backbone)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))

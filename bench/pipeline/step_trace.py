@@ -100,7 +100,7 @@ DEPTHS = ("num_layers", "num_single_layers")  # FLUX's two stacks of repeated bl
 def _by_depth(backbone, depth: dict, rows, mixed_precision, activation_checkpointing, fused_adamw) -> StepTrace:
     """The trace of a deep backbone from three shallow ones, one block of each kind, then a second
     of either: every part of the step is a sum over blocks plus what sits around them, so it is
-    linear in each stack's depth (tests/test_step_trace.py holds it to the full trace). Traces
+    linear in each stack's depth (tests/pipeline/test_step_trace.py holds it to the full trace). Traces
     about 8 blocks instead of 24 (one-GPU preset) or 57 (FLUX.1): fake tensors cost ~1 ms an op."""
     def shallow(**blocks):
         with torch.device("meta"):

@@ -26,11 +26,11 @@ from safetensors.torch import load_file, save_file
 from bench.pipeline import sharding
 from bench.runtime import distributed, progress
 from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
-from bench.checks import is_int, is_real
+from bench.config.checks import is_int, is_real
 from bench.pipeline.convergence import FRACTION, TOL, convergence
 from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
-from bench.transfer import gather, to_device
+from bench.runtime.transfer import gather, to_device
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws
     mine = slice(parts[0][1].start, parts[-1][1].stop)  # a rank's micro-batches are contiguous
     local = [(k, slice(rows.start - mine.start, rows.stop - mine.start)) for k, rows in parts]
     rows = full[mine]
-    # pinned, non-blocking copies (bench.transfer). The latents stay on the host: resident on the
+    # pinned, non-blocking copies (bench.runtime.transfer). The latents stay on the host: resident on the
     # GPU they would take the training set's size of device memory, to save one batch-sized copy
     # per step that overlaps the step before
     return Draws(gather(latents, rows, device), to_device(labels[rows], device), to_device(rows, device),

@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench.priors.geometry import displacement_geometry, mean_directions, per_sample_geometry
+from bench.priors.displacement import displacement_geometry, mean_directions, per_sample_geometry
 from bench.priors.source_opt import DISPLACEMENT_CHUNK_ELEMENTS, displacements, normal_like
 
 STATS = ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap")

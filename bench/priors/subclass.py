@@ -40,7 +40,7 @@ from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from bench.checks import is_int, is_real
+from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
 
 _SHOWN_ROWS = 5  # how many offending row indices a non-finite error names

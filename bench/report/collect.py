@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bench.config import digest
+from bench.config.gin_config import digest
 from bench.errors import BenchError
 from bench.store.gridfile import GridFile, cell_label, read_grid
 from bench.store.records import RECORD, read_record, record_problem
@@ -53,7 +53,7 @@ class Experiment:
     cells: dict = field(default_factory=dict)  # (dataset, method, seed) -> CellResult
     has_grid: bool = True
     expected_metrics: dict = field(default_factory=dict)  # dataset -> {metric: higher_is_better}
-    parts: list = field(default_factory=list)  # experiments united into this one (bench.report.claim_experiments)
+    parts: list = field(default_factory=list)  # experiments united into this one (bench.paper.claim_experiments)
 
     def records(self, dataset: Optional[str] = None, method: Optional[str] = None) -> list[dict]:
         """The usable records (status ok), in dataset, method, seed order, optionally filtered."""
@@ -75,7 +75,7 @@ class Experiment:
 
 def load_experiment(folder: Path, warn: bool = True, require: bool = True) -> Experiment:
     """Collect the records of `<results_dir>/<experiment>` (a clear error if it holds none, unless
-    `require` is off: one part of several, bench.report.claim_experiments); `warn` logs every
+    `require` is off: one part of several, bench.paper.claim_experiments); `warn` logs every
     missing or refused cell."""
     folder = Path(folder)
     if not folder.is_dir():

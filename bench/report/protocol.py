@@ -64,7 +64,7 @@ def _downstream(records: list[dict]) -> Optional[str]:
 @cache
 def paper_downstream() -> dict:
     """The downstream settings the paper's preset binds ({name: value})."""
-    from bench.config import gin_dir
+    from bench.config.gin_config import gin_dir
 
     out = {}
     for line in (gin_dir() / PAPER_PRESET).read_text().splitlines():

@@ -1,4 +1,4 @@
-"""Render a `bench.report.table.Table` as LaTeX (booktabs), Markdown (tabulate), CSV (tidy) or HTML.
+"""Render a `bench.report.tabular.Table` as LaTeX (booktabs), Markdown (tabulate), CSV (tidy) or HTML.
 
 LaTeX uses only standard packages (booktabs, amssymb for the check mark) and compiles with plain
 pdflatex; `latex_document` wraps tables in a complete document. Markdown is GitHub-flavoured and
@@ -16,7 +16,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.store.artifacts import write_text_atomic
-from bench.report.table import MISSING, Entry, Table
+from bench.report.tabular import MISSING, Entry, Table
 
 FORMATS = {"latex": "tex", "md": "md", "csv": "csv", "html": "html"}
 DASH = "–"

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from bench.report.collect import OK, Experiment
 from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
 from bench.report.summary import AUG_PREFIX, VARIANTS, convergence_text, remedies_in, split_variant, unconverged
-from bench.report.table import (
+from bench.report.tabular import (
     MARK_FM, MARK_NO_AUG, MARK_PARTIAL, MARK_UNCONVERGED, MARK_UNRELIABLE, MISSING, NOT_APPLICABLE, Column,
     Entry, Table, mark_best,
 )

@@ -46,11 +46,11 @@ from submitit.core.utils import FailedJobError
 from bench.runtime import distributed, progress
 from bench.scale import pool
 from bench.store.artifacts import write_json_atomic
-from bench.pipeline.cellrun import FAILURE, CellOutcome, execute_cell
-from bench.pipeline.cells import CellSpec, RunRequest, load_plugins
-from bench.config import parse
+from bench.pipeline.execute import FAILURE, CellOutcome, execute_cell
+from bench.pipeline.assemble import CellSpec, RunRequest, load_plugins
+from bench.config.gin_config import parse
 from bench.errors import BenchError
-from bench.executor_config import ExecutorConfig
+from bench.config.executor_settings import ExecutorConfig
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("inline", "local", "slurm")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.runtime import distributed
 from bench.store.artifacts import write_text_atomic
-from bench.pipeline.cells import RunRequest, require_fits, validate
+from bench.pipeline.assemble import RunRequest, require_fits, validate
 from bench.report.collect import load_experiment
 from bench.scale.executors import get_executor
 from bench.scale.pool import longest_first

@@ -5,7 +5,7 @@ run's tiny FLUX 1.87x faster on 2 threads than on 1, and much of a cell (Python 
 ops, scikit-learn, the downstream CNN's early stopping, start-up) runs on one core whatever the
 thread count. So k cells run at once, each in a worker process of its own with
 cores // k torch threads (`threads_per_cell`), which keeps every core busy and, on a busy
-machine, degrades like one-thread runs do (bench.threads). By default (`cells_at_once=None`) a
+machine, degrades like one-thread runs do (bench.runtime.threads). By default (`cells_at_once=None`) a
 machine without a GPU runs min(cells, usable cores, MAX_AUTO) at once; with a GPU, under
 torchrun, or with one cell, one at a time (cells would compete for one device).
 
@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from bench.errors import BenchError
-from bench.threads import CORES_ENV, usable_cores
+from bench.runtime.threads import CORES_ENV, usable_cores
 
 log = logging.getLogger(__name__)
 ENV = "BENCH_CELLS_AT_ONCE"
@@ -84,8 +84,8 @@ def run_side_by_side(specs: list, request, k: int) -> list:
 
 def stored_outcomes(specs: list, request) -> dict:
     """{spec: its "ok" CellOutcome} of the cells whose current record is stored (logged as skipped)."""
-    from bench.pipeline.cellrun import CellOutcome
-    from bench.pipeline.cells import build_cell
+    from bench.pipeline.execute import CellOutcome
+    from bench.pipeline.assemble import build_cell
     from bench.pipeline.runner import stored_record
 
     out = {}
@@ -103,7 +103,7 @@ def stored_outcomes(specs: list, request) -> dict:
 
 def _run_workers(specs: list, request, k: int) -> list:
     """The CellOutcomes of `specs`, run k at a time in worker processes."""
-    from bench.pipeline.cellrun import CellOutcome
+    from bench.pipeline.execute import CellOutcome
 
     threads = threads_per_cell(k)
     log.info("%d cells, %d at a time in worker processes, %d torch thread(s) each "
@@ -188,8 +188,8 @@ class CellFormatter(logging.Formatter):
 
 
 def _worker_cell(spec, request):
-    """One cell in a worker (bench.pipeline.cellrun.execute_cell: locked, isolated)."""
-    from bench.pipeline.cellrun import execute_cell
+    """One cell in a worker (bench.pipeline.execute.execute_cell: locked, isolated)."""
+    from bench.pipeline.execute import execute_cell
 
     CellFormatter.label = spec.label
     try:

@@ -120,7 +120,7 @@ def evaluator_metrics(cell) -> dict:
 
 
 def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
-    """Merge the validated cells (bench.pipeline.cells.BuiltCell) into the experiment's grid.json.
+    """Merge the validated cells (bench.pipeline.assemble.BuiltCell) into the experiment's grid.json.
 
     The read, merge and write happen under an exclusive lock (`.grid.lock`, bench.store.filelock), so
     two runs declaring different grids in one folder at once both end up in the file. A

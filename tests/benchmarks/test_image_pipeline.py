@@ -3,7 +3,7 @@
 A small_cnn epoch (batch 64, 1 torch thread) over N fabricated 1024 x 1024 8-bit PNGs (a gradient
 plus noise, like a radiograph's file size; BENCH_IMAGES_N, default 256) resized to 64 x 64:
 decoded every epoch vs read from the uint8 image cache (bench.data.image_cache), each with 0 and
-2 DataLoader workers (`loader.workers`); the reading alone (bench.metrics.batches.device_batches
+2 DataLoader workers (`loader.workers`); the reading alone (bench.classify.batches.device_batches
 over the epoch's blocks, no model) too, and the cache's build time and bytes per image.
 
 Skipped in the default run: `pytest tests/benchmarks --benchmark-only -k image_pipeline -s`.
@@ -35,7 +35,7 @@ def png_paths(tmp_path_factory) -> list[Path]:
 def _epoch_seconds(x, y, workers: int, reps: int = 2) -> float:
     import gin
 
-    from bench.metrics.classifier import Protocol, _epoch, build_classifier, plain
+    from bench.classify.fit import Protocol, _epoch, build_classifier, plain
 
     protocol, best = Protocol(batch_size=64), float("inf")
     model = build_classifier("small_cnn", 1, 4, seed=0)
@@ -53,7 +53,7 @@ def _epoch_seconds(x, y, workers: int, reps: int = 2) -> float:
 
 
 def _read_seconds(x, workers: int, reps: int = 3) -> float:
-    from bench.metrics.batches import LoaderConfig, device_batches
+    from bench.classify.batches import LoaderConfig, device_batches
 
     blocks = [b.sort().values for b in torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(64)]
     best = float("inf")

@@ -1,6 +1,6 @@
 """Benchmark: seconds per training step on 1 and 2 torch threads (issue 8, item 6).
 
-Runs the suite's `threads` case at full scale (bench.perf.threads): phantom_lt's tiny-preset FLUX
+Runs the suite's `threads` case at full scale (bench.perf.thread_scaling): phantom_lt's tiny-preset FLUX
 step at its gin batch (32) through bench.pipeline.trainer.train with train.threads = 1 and 2, interleaved
 over repeats. Records the numbers (the lead sets train.threads's default from them) and the
 current default; asserts only that the faster setting is one of the two measured.
@@ -10,7 +10,7 @@ Skipped in the default run: `pytest tests/benchmarks --benchmark-only -k threads
 
 import math
 
-from bench.perf.threads import THREADS, measure
+from bench.perf.thread_scaling import THREADS, measure
 
 
 def test_threads_per_step(benchmark, tmp_path):

@@ -1,0 +1,1 @@
+"""The downstream classifier machinery: build, fit and score a classifier on real (+ synthetic) images."""
