@@ -203,9 +203,9 @@ def cmd_prepare(args) -> int:
 
 
 def _tables(args):
-    """The experiment and its tables, from stored records only."""
+    """The experiment and its tables (the paper's: bench.paper.paper_tables), from stored records only."""
+    from bench.paper.paper_tables import paper_options, paper_tables
     from bench.report.collect import load_experiment
-    from bench.report.tables import TableOptions, build_tables
 
     if not 0.0 < args.alpha < 1.0:
         raise BenchError(f"--alpha must be between 0 and 1, got {args.alpha}")
@@ -213,7 +213,7 @@ def _tables(args):
     if args.baseline is not None and args.baseline not in exp.methods:
         raise BenchError(f"--baseline {args.baseline!r} is not a method of {args.results} "
                          f"(methods: {', '.join(exp.methods)})")
-    tables = build_tables(exp, TableOptions(args.test, args.alpha, args.baseline or "fm"))
+    tables = paper_tables(exp, paper_options(args.test, args.alpha, args.baseline))
     if not tables:
         raise BenchError(f"{args.results}: the records support no table (no finished cell with metrics)")
     return exp, tables
@@ -260,12 +260,12 @@ def write_report(exp, tables: list, out: Path) -> tuple[Path, int]:
 def run_report(experiment_dir: Path) -> Optional[Path]:
     """The report `bench run` ends with (default significance settings), or None when the records
     support no table; a report that fails is a warning, never a failed run (the records stand)."""
+    from bench.paper.paper_tables import paper_tables
     from bench.report.collect import load_experiment
-    from bench.report.tables import TableOptions, build_tables
 
     try:
         exp = load_experiment(experiment_dir, warn=False)
-        tables = build_tables(exp, TableOptions())
+        tables = paper_tables(exp)
         return write_report(exp, tables, experiment_dir / "report")[0] if tables else None
     except Exception as exc:  # noqa: BLE001 - the run's records are written; the report can be redone
         logging.getLogger(__name__).warning("the report could not be written (%s: %s); run `bench report %s`",

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from bench.context import INIT, SOURCE
 from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.data.imagefiles import flat_float64
 from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
@@ -38,8 +38,10 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[in
 class ConditionalAccuracy(Evaluator):
     """Balanced accuracy of a real-data classifier on generated samples, overall and on the tail."""
 
-    higher_is_better = {f"cond_acc/{k}{s}": True for k in ("all", "tail") for s in ("", INIT, SOURCE)}
-    higher_is_better["cond_acc/real"] = True
+    metrics = (Metric("cond_acc/all", "cond. acc.", True), Metric("cond_acc/tail", "cond. acc. tail", True,
+                                                                  headline=True, rank=80),
+               Metric("cond_acc/real", "cond. acc. real", True))  # the ceiling: real held-out data
+    higher_is_better = directions(metrics[:2], ("", INIT, SOURCE)) | directions(metrics[2:])
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000):
         if not is_real(C) or C <= 0:

@@ -28,7 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.priors.subclass import split_classes
 from bench.registry import register_evaluator
 
@@ -197,6 +197,9 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
     return metrics
 
 
+PROBE_LABELS = {"bacc": "bAcc", "perm_bacc": "PermbAcc", "gap": "gap"}  # probe_<key> -> label (Tab. 3)
+
+
 @register_evaluator("confounder")
 class ConfounderProbe(Evaluator):
     """Metadata-only probe of the induced subclasses of every class with >= 2 of them.
@@ -214,9 +217,11 @@ class ConfounderProbe(Evaluator):
     """
 
     applies_to = ("vector", "image")
-    higher_is_better = {f"probe_{key}{suffix}": False
-                        for key in ("bacc", "perm_bacc", "gap") for suffix in ("", "_weighted")}
-    higher_is_better |= {"probe_near_chance": True, "probe_classes": True}
+    metrics = (*(Metric(f"probe_{key}{suffix}", label + what, False) for key, label in PROBE_LABELS.items()
+                 for suffix, what in (("", ""), ("_weighted", " weighted"))),
+               Metric("probe_near_chance", "NearChance", True),
+               Metric("probe_classes", "probed classes", True))
+    higher_is_better = directions(metrics)
 
     def __init__(self, n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
                  group_column: str = "subject", near_chance_tol: float = 0.05):

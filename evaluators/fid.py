@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.context import INIT, SOURCE
 from bench.evaluators.swd import equal_size
 from bench.registry import register_evaluator
@@ -154,7 +154,10 @@ class FID(Evaluator):
     """
 
     applies_to = ("image",)
-    higher_is_better = {f"fid/{k}{s}": False for k in ("tail", "pooled") for s in ("", INIT, SOURCE)}
+    metrics = (Metric("fid/tail", "FID tail", False, headline=True, rank=10),
+               Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
+               Metric("n/fid", "FID n per set", None))  # a sample count: no better side
+    higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, reference: str = "test"):
         if reference not in REFERENCES:

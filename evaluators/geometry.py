@@ -82,7 +82,7 @@ import torch
 from bench.priors.bayes_risk import reliable
 from bench.config.checks import is_int
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, family
 from bench.priors.displacement import displacement_geometry, per_sample_geometry
 from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
@@ -109,6 +109,16 @@ RISK_RELIABILITY = {"ess": ("ess", True), "identity_gap": ("max_identity_gap", F
 VS_STANDARD = {"alignment_gain": ("alignment", "gain", True), "radial_std_ratio": ("radial_std", "ratio", False),
                "radial_cv_ratio": ("radial_cv", "ratio", False), "path_length_ratio": ("path_length", "ratio", False)}
 HISTOGRAM_KEYS = {"": "method", GAUSS: "gauss"}  # metric suffix of a source -> its key in the details
+STAT_LABELS = {"alignment": "alignment", "radial_std": "radial std", "radial_cv": "radial CV",
+               "path_length": "path length", "angular_overlap": "angular overlap"}
+RISK_LABELS = {"risk_class": "Bayes risk (class)", "risk_subclass": "Bayes risk (subclass)",
+               "reduction": "Bayes-risk reduction", "ess": "Bayes-risk ESS",
+               "identity_gap": "Bayes-risk identity gap", "reliable": "Bayes-risk reliable"}
+SOURCE_LABELS = {"standard": "N(0, I)", "learned": "learned"}
+RANDOM_LABELS = {"reduction_mean": "random-partition reduction mean",
+                 "reduction_std": "random-partition reduction std",
+                 "excess": "reduction excess over random partitions", "p_rank": "random-partition p rank",
+                 "n_partitions": "random partitions"}
 
 
 def _stat_direction(stat: str) -> bool:
@@ -116,29 +126,56 @@ def _stat_direction(stat: str) -> bool:
     return stat == "alignment"
 
 
-def _names() -> dict[str, bool]:
-    """Every metric name the evaluator can return, with its direction."""
-    names = {}
-    recorded = (*STAGES.values(), *(f"/prior_{SWEEP}{k:g}" for k in SWEEP_KAPPAS))
+def _metrics() -> tuple[Metric, ...]:
+    """The declarations: one per statistic and source (its `/tail` and `/prior_<stage>` breakdowns
+    inherit it) and one per Bayes-risk number."""
+    out = []
     for stat in STATS:
-        for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *recorded):
-            names[f"geom_{stat}{suffix}"] = _stat_direction(stat)
-        names |= {f"geom_{stat}{SE}{suffix}": False for suffix in recorded}
-    for suffix in ("", *recorded[len(STAGES):]):
-        names[f"geom_{LEARNED}{suffix}"], names[f"geom_{LEARNED}{SE}{suffix}"] = True, False
-    for name, (_, _, higher) in VS_STANDARD.items():
-        names[f"geom_{name}_vs_standard"] = names[f"geom_{name}_vs_standard{TAIL}"] = higher
+        label, higher = STAT_LABELS[stat], _stat_direction(stat)
+        out += [Metric(f"geom_{stat}", label, higher),
+                Metric(f"geom_{stat}{GAUSS}", f"{label} N(0, I)", higher),
+                Metric(f"geom_{stat}{SE}", f"{label} SE", False)]
+    out += [Metric(f"geom_{LEARNED}", "alignment to learned prototypes", True),
+            Metric(f"geom_{LEARNED}{SE}", "alignment to learned prototypes SE", False)]
+    out += [Metric(f"geom_{name}_vs_standard", f"{name.replace('_', ' ')} vs N(0, I)", higher)
+            for name, (_, _, higher) in VS_STANDARD.items()]
     for source in RISK_SOURCES:
+        where = SOURCE_LABELS[source]
         for key in RISK_KEYS:
-            names[f"bayes_risk/{source}/{key}"] = key == "reduction"
-            names[f"bayes_risk/{source}/{key}_se"] = False
-        names |= {f"bayes_risk/{source}/{key}": higher for key, (_, higher) in RISK_RELIABILITY.items()}
-        names[f"bayes_risk/{source}/reliable"] = True
+            out += [Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", key == "reduction"),
+                    Metric(f"bayes_risk/{source}/{key}_se", f"{RISK_LABELS[key]} SE, {where}", False)]
+        out += [Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", higher)
+                for key, (_, higher) in RISK_RELIABILITY.items()]
+        out.append(Metric(f"bayes_risk/{source}/reliable", f"{RISK_LABELS['reliable']}, {where}", True))
         for key in RISK_KEYS:
-            names[f"bayes_risk/{GMM}/{source}/{key}"] = key == "reduction"
-            names[f"bayes_risk/{GMM}/{source}/{key}_se"] = False
-    names |= {f"bayes_risk/random/standard/{name}": higher for name, (_, higher) in RANDOM_KEYS.items()}
-    return names
+            gmm, what = f"bayes_risk/{GMM}/{source}/{key}", f"GMM {RISK_LABELS[key]}"
+            out += [Metric(gmm, f"{what}, {where}", key == "reduction"),
+                    Metric(f"{gmm}_se", f"{what} SE, {where}", False)]
+    out += [Metric(f"bayes_risk/random/standard/{name}", RANDOM_LABELS[name], higher)
+            for name, (_, higher) in RANDOM_KEYS.items()]
+    return tuple(out)
+
+
+METRICS = _metrics()
+
+
+def _names() -> dict[str, bool]:
+    """Every metric name the evaluator can return, with the direction of its declaration."""
+    declared = {m.name: m.higher_is_better for m in METRICS}
+    return {name: declared[family(name, declared)] for name in _returned()}
+
+
+def _returned() -> list[str]:
+    """Every metric name the evaluator can return (the kappa sweep: the declared margins only)."""
+    recorded = (*STAGES.values(), *(f"/prior_{SWEEP}{k:g}" for k in SWEEP_KAPPAS))
+    names = []
+    for stat in STATS:
+        names += [f"geom_{stat}{suffix}" for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *recorded)]
+        names += [f"geom_{stat}{SE}{suffix}" for suffix in recorded]
+    for suffix in ("", *recorded[len(STAGES):]):
+        names += [f"geom_{LEARNED}{suffix}", f"geom_{LEARNED}{SE}{suffix}"]
+    names += [f"geom_{name}_vs_standard{part}" for name in VS_STANDARD for part in ("", TAIL)]
+    return names + [m.name for m in METRICS if m.name.startswith("bayes_risk/")]
 
 
 @dataclass
@@ -280,6 +317,7 @@ def vs_standard(metrics: dict[str, float], reference: str) -> dict[str, float]:
 class TransportGeometry(Evaluator):
     """Directional alignment, radial spread and path length of the cell's source coupling (Tab. 2)."""
 
+    metrics = METRICS
     higher_is_better = _names()
     reads_samples = False  # the prior and the training latents only: runs on prior-only cells too
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import gammaln, lambertw, logsumexp
 
 from bench.context import INIT, SOURCE
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.evaluators.fid import equal_n_pairs, evaluated_classes, synthetic_sets
 from bench.metrics.neighbours import nearest
 from bench.registry import register_evaluator
@@ -128,9 +128,12 @@ class IRS(Evaluator):
     """
 
     applies_to = ("image",)
-    higher_is_better = {f"{m}/{k}{s}": True for m, k in (("irs_inf", "tail"), ("irs_inf", "pooled"),
-                        ("irs_alpha", "pooled"), ("irs_adjusted", "tail"), ("irs_adjusted", "pooled"))
-                        for s in ("", INIT, SOURCE)}
+    metrics = (Metric("irs_inf/tail", "IRS tail", True), Metric("irs_inf/pooled", "IRS pooled", True),
+               Metric("irs_alpha/pooled", "IRS alpha pooled", True),
+               Metric("irs_adjusted/tail", "IRS adj. tail", True, headline=True, rank=40),
+               Metric("irs_adjusted/pooled", "IRS adj. pooled", True),
+               Metric("n/irs", "IRS queries", None))  # a sample count: no better side
+    higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, alpha: float = 0.05):
         self.alpha = alpha

@@ -21,7 +21,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from bench.context import INIT, SOURCE
 from bench.config.checks import is_int
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.evaluators.fid import REFERENCES, per_class_distance
 from bench.registry import register_evaluator
 
@@ -64,7 +64,9 @@ class KID(Evaluator):
     """
 
     applies_to = ("image",)
-    higher_is_better = {f"kid/{k}{s}": False for k in ("tail", "pooled") for s in ("", INIT, SOURCE)}
+    metrics = (Metric("kid/tail", "KID tail", False, headline=True, rank=30),
+               Metric("kid/pooled", "KID pooled", False))
+    higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, reference: str = "test", max_subset: int = 1000):
         if reference not in REFERENCES:

@@ -20,7 +20,7 @@ from sklearn.decomposition import PCA
 
 from bench.config.checks import is_int
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric
 from bench.priors.subclass import split_classes
 from bench.metrics.neighbours import neighbours
 from bench.registry import register_evaluator
@@ -100,6 +100,12 @@ def chance_purity(subclass: np.ndarray) -> float:
     return float(np.sum(sizes / n * (sizes - 1) / (n - 1)))
 
 
+# metric -> label; per space s: `<metric>/s` titled "<label> (s)"
+LABELS = {"knn_purity": "kNN purity", "knn_purity_random": "kNN purity random", "knn_purity_gap": "kNN gap",
+          "knn_purity_gap_std": "kNN gap std"}
+HIGHER = ("knn_purity", "knn_purity_gap")  # the qualities; the random level and its std are references
+
+
 @register_evaluator("knn_purity")
 class KNNPurity(Evaluator):
     """kNN purity of the method's induced subclasses vs matched random partitions, in two spaces.
@@ -118,11 +124,8 @@ class KNNPurity(Evaluator):
     """
 
     applies_to = ("vector", "image")
-    higher_is_better = {
-        f"{metric}/{space}": metric in ("knn_purity", "knn_purity_gap")
-        for metric in ("knn_purity", "knn_purity_random", "knn_purity_gap", "knn_purity_gap_std")
-        for space in SPACES
-    }
+    metrics = tuple(Metric(f"{metric}/{space}", f"{label} ({space})", metric in HIGHER)
+                    for metric, label in LABELS.items() for space in SPACES)
 
     def __init__(self, k: int = 10, n_draws: int = 100, pca_dim: int | None = 50, pca_fit_rows: int = 5000):
         for key, value in (("k", k), ("n_draws", n_draws), ("pca_fit_rows", pca_fit_rows)):

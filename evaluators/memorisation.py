@@ -29,7 +29,7 @@ import torch
 
 from bench.config.checks import is_real
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric
 from bench.data.imagefiles import as_tensor
 from bench.metrics.neighbours import nearest
 from bench.registry import register_evaluator
@@ -78,7 +78,9 @@ class Memorisation(Evaluator):
 
     applies_to = ("image",)
     # memo_copy_share_expected is a reference value (q), not a score: it has no better direction
-    higher_is_better = {"memo_copy_share": False, "memo_nn_ratio": True}
+    metrics = (Metric("memo_copy_share", "copy share", False),
+               Metric("memo_copy_share_expected", "copy share expected", None),
+               Metric("memo_nn_ratio", "NN distance ratio", True))
 
     def __init__(self, space: str = "features", quantile: float = 0.05):
         if space not in SPACES:

@@ -146,7 +146,7 @@ class SampleGrid(Evaluator):
     """
 
     applies_to = ("image", "vector")
-    higher_is_better: dict[str, bool] = {}
+    metrics = ()  # figures only: no metrics
 
     def __init__(self, n_columns: int = 8):
         if not is_int(n_columns) or n_columns < 1:

@@ -8,7 +8,7 @@ from bench.context import INIT, SOURCE
 from bench.config.checks import is_int
 from bench.dataset import Split
 from bench.errors import BenchError
-from bench.evaluator import Evaluator
+from bench.evaluator import Evaluator, Metric, directions
 from bench.data.imagefiles import flat_float64
 from bench.data.longtail import tail_classes
 from bench.metrics.neighbours import nearest, neighbours
@@ -78,11 +78,11 @@ class SlicedWasserstein(Evaluator):
     """
 
     applies_to = ("vector",)
-    higher_is_better = {
-        f"{name}{suffix}": name.startswith("coverage")
-        for name in ("swd/all", "swd/tail", "coverage/tail")
-        for suffix in ("", INIT, SOURCE)
-    }
+    metrics = (Metric("swd/all", "SWD all", False, headline=True, rank=60),
+               Metric("swd/tail", "SWD tail", False, headline=True, rank=50),
+               Metric("coverage/tail", "coverage tail", True, headline=True, rank=70),
+               Metric("swd/class", "SWD per class", False))  # swd/class/<name>
+    higher_is_better = directions(metrics[:3], ("", INIT, SOURCE))
 
     def __init__(self, n_projections: int = 256, seed: int = 0, coverage_k: int = 5):
         for key, value in (("n_projections", n_projections), ("coverage_k", coverage_k)):

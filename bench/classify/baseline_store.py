@@ -1,5 +1,6 @@
 """Classifier runs shared by every cell of a dataset: the no-augmentation classifiers and the
-long-tail remedies trained on the real data alone (evaluators/downstream.py).
+long-tail remedies trained on the real data alone (bench.classify.baselines, for the
+downstream evaluator).
 
 They depend on the dataset, its splits, the classifier protocol and the classifier seeds, never on
 the generative method, so each is trained once per dataset (and generative seed's classifier
@@ -11,7 +12,7 @@ baseline is never paired with new augmented runs. The no-augmentation unit also 
 classifier's weights (safetensors), so a remedy that starts from it (cRT) can be added later
 without retraining it. On several processes each weight file is written by the rank that trained
 the classifier (`save_weights`, into the cell's own folder) and moved into the unit by rank 0,
-which writes the unit once every rank's runs are in (evaluators/downstream.py).
+which writes the unit once every rank's runs are in (bench.classify.baselines).
 """
 
 from __future__ import annotations

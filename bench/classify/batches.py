@@ -26,54 +26,34 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
-import gin
 import torch
 from torch import nn
 
-from bench.config.checks import is_int
+from bench.config.loader import LoaderConfig
 from bench.data.imagefiles import to_float
-from bench.errors import BenchError
 from bench.runtime.threads import usable_cores
 
 MAX_WORKERS = 8  # reading processes per GPU: enough to keep a ResNet-50 fed from PNGs at 256 px
 
 
-@gin.configurable("loader")
-@dataclass
-class LoaderConfig:
-    """How classifier loops read lazy image arrays (see the module docstring)."""
-
-    workers: Optional[int] = None  # None: 0 on the CPU, on CUDA min(8, cores per local process - 1)
-    prefetch_factor: int = 4  # blocks each worker reads ahead
-    pin_memory: bool = True  # page-locked host batches on CUDA (non-blocking copies)
-
-    def check(self) -> "LoaderConfig":
-        """Self, or a one-line error naming the bad setting."""
-        if self.workers is not None and (not is_int(self.workers) or self.workers < 0):
-            raise BenchError(f"loader.workers must be None (automatic) or an integer >= 0, got {self.workers!r}")
-        if not is_int(self.prefetch_factor) or self.prefetch_factor < 1:
-            raise BenchError(f"loader.prefetch_factor must be an integer >= 1, got {self.prefetch_factor!r}")
-        return self
-
-    def workers_for(self, device: torch.device) -> int:
-        """Reading processes for a loop on `device`: the setting, or the automatic choice."""
-        if self.workers is not None:
-            return int(self.workers)
-        if device.type != "cuda":
-            return 0  # measured: a worker on the CPU path is slower (docs/performance.md)
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        return max(1, min(MAX_WORKERS, usable_cores() // local - 1))
+def loader_workers(config: LoaderConfig, device: torch.device) -> int:
+    """Reading processes for a loop on `device`: `loader.workers`, or the automatic choice."""
+    if config.workers is not None:
+        return int(config.workers)
+    if device.type != "cuda":
+        return 0  # measured: a worker on the CPU path is slower (docs/performance.md)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_WORKERS, usable_cores() // local - 1))
 
 
 def device_batches(x, index_batches: Iterable, device: torch.device,
                    config: Optional[LoaderConfig] = None) -> Iterator[torch.Tensor]:
     """`x[idx]` for each idx (a slice or an index tensor) of `index_batches`, as float32 on `device`
     (channels_last 4-D tensors on CUDA), read ahead by DataLoader workers when configured."""
-    config = (config or LoaderConfig()).check()
-    workers = 0 if isinstance(x, torch.Tensor) else config.workers_for(device)
+    config = config or LoaderConfig()  # checked when built
+    workers = 0 if isinstance(x, torch.Tensor) else loader_workers(config, device)
     pin = device.type == "cuda" and config.pin_memory and not isinstance(x, torch.Tensor)
     if workers == 0 and not pin:
         for idx in index_batches:

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import tokenize
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,55 +28,6 @@ from bench.config.usergin import check_user_gin
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 _UNKNOWN_CONFIGURABLE = re.compile(r"^No configurable matching '([^']+)'")
 _UNKNOWN_PARAMETER = re.compile(r"^Configurable '([^']+)' doesn't have a parameter named '([^']+)'")
-
-
-EVAL_ON = ("test", "val")
-STOP_AFTER = (None, "prior")
-
-
-@gin.configurable("pipeline")
-@dataclass
-class PipelineConfig:
-    """Which backbone, encoder and evaluators a cell uses (set per dataset in its gin file)."""
-
-    backbone: str = "mlp"
-    encoder: str = "pixel"
-    evaluators: Sequence[str] = ("swd",)
-    # The split evaluators score against: "test" (the dataset's held-out eval split) or "val"
-    # (its validation split), so settings such as cbfm.tau are chosen without touching test.
-    eval_on: str = "test"
-    # "prior": stop each cell after the method's offline stage and record only what the evaluators
-    # that read no samples (`Evaluator.reads_samples = False`: geometry) measure from the prior; for
-    # analyses of the prior alone (claims (a) and (b)) at many seeds without training a flow.
-    stop_after: Optional[str] = None
-
-    def __post_init__(self):
-        # a bare string would be iterated letter by letter ("unknown evaluator 's'")
-        for key in ("backbone", "encoder"):
-            value = getattr(self, key)
-            if not isinstance(value, str):
-                raise BenchError(f"pipeline.{key} takes one name, got {value!r}; "
-                                 f"e.g. pipeline.{key}={getattr(type(self), key)}")
-        if self.stop_after not in STOP_AFTER:
-            raise BenchError(f"pipeline.stop_after={self.stop_after!r}: use None (every stage) or 'prior' "
-                             "(the offline stage alone, recorded by the evaluators that read no samples)")
-        if self.eval_on not in EVAL_ON:
-            raise BenchError(f"pipeline.eval_on={self.eval_on!r}: use 'test' (held-out split) or 'val' "
-                             "(validation split, for choosing settings)")
-        names = isinstance(self.evaluators, (list, tuple)) and all(isinstance(e, str) for e in self.evaluators)
-        if not names:
-            raise BenchError(f"pipeline.evaluators takes a list of names, got {self.evaluators!r}; "
-                             "e.g. pipeline.evaluators=[swd] (`bench ls evaluators` lists them)")
-
-
-@gin.configurable("grid")
-@dataclass
-class GridConfig:
-    """Grid axes an experiment declares; command-line axes replace them."""
-
-    methods: Sequence[str] = ("fm",)
-    datasets: Sequence[str] = ("synthetic2d",)
-    seeds: Sequence[int] = (0,)
 
 
 def gin_dir() -> Path:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from bench.data.targets import AugmentationTargets
+from bench.config.data import AugmentationTargets
+from bench.data.targets import augmentation_plan
 
 
 def dataset_stats(dataset, targets: AugmentationTargets) -> dict:
@@ -17,7 +18,7 @@ def dataset_stats(dataset, targets: AugmentationTargets) -> dict:
     evals = dataset.load(dataset.eval_split)
     n = dataset.n_classes
     counts = train.counts(n).tolist()
-    plan = targets.plan(counts, dataset.class_names)
+    plan = augmentation_plan(targets, counts, dataset.class_names)
     subjects = _subjects(train, n)
     nonzero = [c for c in counts if c > 0]
     return {

@@ -12,29 +12,14 @@ changes: no dataset description, config hash or split differs from before the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import gin
-
+from bench.config.data import DataSplit
 from bench.errors import BenchError
 
 
-@gin.configurable("data_split")
-@dataclass
-class DataSplit:
-    """`tie_to_seed`: draw the dataset's splits from the cell's generative seed (default False)."""
-
-    tie_to_seed: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.tie_to_seed, bool):
-            raise BenchError(f"data_split.tie_to_seed takes True or False, got {self.tie_to_seed!r}")
-
-
-def tie_split_seed(dataset, seed: int):
-    """`dataset` with its splits drawn from `seed` when data_split.tie_to_seed is on (else as it
-    is); a dataset whose split is fixed refuses with one line."""
-    if not DataSplit().tie_to_seed:
+def tie_split_seed(dataset, seed: int, config: DataSplit):
+    """`dataset` with its splits drawn from `seed` when `config.tie_to_seed` is on (else as it is);
+    a dataset whose split is fixed refuses with one line."""
+    if not config.tie_to_seed:
         return dataset
     if not dataset.draws_split:
         raise BenchError(f"data_split.tie_to_seed=True: {dataset.name} has a fixed (official) split that cannot "

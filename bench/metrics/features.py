@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
-import gin
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,6 +43,7 @@ from bench.store.fingerprint import split_fingerprint
 from bench.classify.fit import (
     ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
 )
+from bench.config.evaluation import FeatureConfig
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 
@@ -52,27 +52,10 @@ FEATURES = "features.npy"
 _HEAD_WEIGHT = {"small_cnn": "fc.weight", "densenet121": "class_layers.out.weight", "resnet50": "fc.weight"}
 
 
-@gin.configurable("features")
-@dataclass
-class FeatureConfig:
-    """Which network embeds images for FID / IRS / kNN purity, and how it is trained."""
-
-    arch: str = "small_cnn"  # 'small_cnn' (CPU), 'densenet121' (paper), 'resnet50'
-    path: Optional[str] = None  # user weights (see the module docstring); None trains one
-    epochs: int = 15  # early-stopping ceiling
-    lr: float = 1e-3
-    batch_size: int = 64
-    patience: int = 4
-    class_balanced: bool = True  # [our default] balanced sampling, so tail classes shape the space too
-
-    def protocol(self) -> Protocol:
-        """The training protocol of a trained extractor."""
-        return Protocol(lr=self.lr, batch_size=self.batch_size, max_epochs=self.epochs,
-                        patience=self.patience, class_balanced_sampling=self.class_balanced).check("features")
-
-    def describe(self) -> dict:
-        """JSON-able settings."""
-        return asdict(self)
+def training_protocol(config: FeatureConfig) -> Protocol:
+    """The training protocol of a trained extractor."""
+    return Protocol(lr=config.lr, batch_size=config.batch_size, max_epochs=config.epochs,
+                    patience=config.patience, class_balanced_sampling=config.class_balanced).check("features")
 
 
 class FeatureExtractor:
@@ -167,13 +150,13 @@ def _trained_extractor(config, dataset, train, val, cache_folder: Path, key: str
     """The extractor stored in `cache_folder` for `key`, else trained and stored there."""
     if is_complete(cache_folder, key):
         return _load_folder(cache_folder)
-    protocol = config.protocol()
+    protocol = training_protocol(config)
     fit_split, val_split = selection_splits(dataset, train, val)
     model = build_classifier(config.arch, in_channels, dataset.n_classes, seed=seed).to(default_device())
     model, history = fit(model, fit_split.x, fit_split.y, val_split.x, val_split.y, protocol, seed)
     info = {"arch": config.arch, "in_channels": in_channels, "n_classes": dataset.n_classes,
             "dim": model.head.in_features, "val_bacc": history.best_val_bacc, "dataset": dataset.name,
-            "features": config.describe(), "history": history.to_dict()}
+            "features": asdict(config), "history": history.to_dict()}
     with stage_dir(cache_folder, key, **info) as staging:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
                   str(staging / WEIGHTS))

@@ -23,17 +23,14 @@ of class c are the synthetic set's samples of class c when both use the same sam
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import gin
 import numpy as np
 
-from bench.config.checks import is_int
+from bench.config.evaluation import GenerativeSet
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
-ALLOCATIONS = ("targets", "uniform", "train")
 
 
 def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
@@ -54,48 +51,29 @@ def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-@gin.configurable("generative")
-@dataclass(frozen=True)
-class GenerativeSet:
-    """How many samples the generative metrics use, and how they are spread over classes."""
+def per_class(config: GenerativeSet, plan: Sequence) -> Optional[list[int]]:
+    """Samples per class (all classes, 0 for the others) of the generative set `config` asks for,
+    from the augmentation plan; None when the cell has no such set.
 
-    n_total: Optional[int] = None  # None: FID / IRS score the synthetic (augmentation) set
-    allocation: str = "targets"  # one of ALLOCATIONS
-
-    def __post_init__(self):
-        if self.n_total is not None and (not is_int(self.n_total) or self.n_total < 1):
-            raise BenchError(f"generative.n_total={self.n_total!r}: use None (score the synthetic set) "
-                             "or a positive integer, e.g. 50000")
-        if self.allocation not in ALLOCATIONS:
-            raise BenchError(f"generative.allocation={self.allocation!r} is not one of {list(ALLOCATIONS)}")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether the cell samples a separate generative set."""
-        return self.n_total is not None
-
-    def n_per_class(self, plan: Sequence) -> Optional[list[int]]:
-        """Samples per class (all classes, 0 for the others) from the augmentation plan, or None.
-
-        `plan` holds a bench.data.targets.ClassTarget per class (its training `count` and `synthetic`
-        target).
-        """
-        if not self.enabled:
-            return None
-        classes = [c for c, t in enumerate(plan) if t.synthetic > 0]
-        allocation = self.allocation
-        if not classes:
-            classes = list(range(len(plan)))
-            if allocation == "targets":
-                log.info("generative: the plan augments no class; n_total spread uniformly over all classes")
-                allocation = "uniform"
-        weights = {"targets": [plan[c].synthetic for c in classes],
-                   "uniform": [1.0] * len(classes),
-                   "train": [plan[c].count for c in classes]}[allocation]
-        if sum(weights) <= 0:
-            raise BenchError(f"generative.allocation={allocation!r}: the evaluated classes have no "
-                             "training samples; use generative.allocation='uniform'")
-        counts = [0] * len(plan)
-        for c, n in zip(classes, largest_remainder(self.n_total, weights)):
-            counts[c] = n
-        return counts
+    `plan` holds a bench.data.targets.ClassTarget per class (its training `count` and `synthetic`
+    target).
+    """
+    if not config.enabled:
+        return None
+    classes = [c for c, t in enumerate(plan) if t.synthetic > 0]
+    allocation = config.allocation
+    if not classes:
+        classes = list(range(len(plan)))
+        if allocation == "targets":
+            log.info("generative: the plan augments no class; n_total spread uniformly over all classes")
+            allocation = "uniform"
+    weights = {"targets": [plan[c].synthetic for c in classes],
+               "uniform": [1.0] * len(classes),
+               "train": [plan[c].count for c in classes]}[allocation]
+    if sum(weights) <= 0:
+        raise BenchError(f"generative.allocation={allocation!r}: the evaluated classes have no "
+                         "training samples; use generative.allocation='uniform'")
+    counts = [0] * len(plan)
+    for c, n in zip(classes, largest_remainder(config.n_total, weights)):
+        counts[c] = n
+    return counts

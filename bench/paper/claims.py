@@ -27,6 +27,7 @@ from bench.paper.claim_records import (
     DASH, arrow, as_runs, higher_is_better, holds_metric, md_table, mean_std, n_caption, per_seed,
     seed_differences, seed_values,
 )
+from bench.paper.ablation import ABLATION_ROLES
 from bench.paper.claim_a import claim_a
 from bench.paper.claim_b import claim_b
 from bench.paper.claim_bootstrap import bootstrap_lines, replication_lines
@@ -44,7 +45,6 @@ from bench.report.collect import Experiment
 from bench.errors import BenchError
 from bench.metrics.significance import POWER, check_test, compare, describe
 from bench.report.summary import AUG_PREFIX, remedies_in
-from bench.report.tables import ABLATION_ROLES
 
 OURS = "optprior"
 BASELINES = ("fm", "cbfm", "cpd")

@@ -54,7 +54,8 @@ def child(threads: int, k1: int, k2: int, rows: int) -> float:
 
     from bench.backbones.mlp import MLPBackbone
     from bench.method import Method
-    from bench.pipeline.trainer import TrainConfig, train
+    from bench.config.train import TrainConfig
+    from bench.pipeline.trainer import train
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(rows) % 8

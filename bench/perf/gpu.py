@@ -204,7 +204,8 @@ def _peak_memory_gib() -> float:
 def run_mode(sc: Scale, hyper: dict, compiled: bool) -> dict:
     """Train a fresh backbone `warmup + timed` steps through bench.pipeline.trainer; per-step seconds etc."""
     from bench.backbones.flux import FluxBackbone
-    from bench.pipeline.trainer import TrainConfig, train
+    from bench.config.train import TrainConfig
+    from bench.pipeline.trainer import train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)

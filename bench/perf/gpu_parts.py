@@ -183,7 +183,7 @@ def counted_flops(backbone, sz: Sizes) -> int:
 
 def train(sz: Sizes, workdir: Path) -> dict:
     """The one-GPU preset's training step through bench's trainer: memory, FLOPs, time, MFU."""
-    from bench.pipeline.trainer import TrainConfig
+    from bench.config.train import TrainConfig
     from bench.pipeline.trainer import train as bench_train
 
     m, steps = sz.micro_batches, sz.warmup_steps + sz.timed_steps
@@ -240,7 +240,7 @@ def train(sz: Sizes, workdir: Path) -> dict:
 def assumed_rate(kind: str = "mfu") -> tuple[float, str]:
     """(FLOP/s, in words) that `bench run`'s GPU-hour estimates assume: the budget's peak x its
     MFU for the transformer (`kind='mfu'`) or the CNNs (`'cnn_mfu'`), at their defaults."""
-    from bench.pipeline.budget import Assumptions
+    from bench.config.throughput import Assumptions
 
     a = Assumptions()
     fraction = getattr(a, kind)
@@ -250,7 +250,7 @@ def assumed_rate(kind: str = "mfu") -> tuple[float, str]:
 # -- (c): bf16 sampling --------------------------------------------------------------------------
 def sample_config(nfe: int, batch: int):
     """The sampler's settings: Euler, `nfe` steps, `batch` samples at a time, bf16 (sample.precision)."""
-    from bench.pipeline.sampler import SampleConfig
+    from bench.config.sample import SampleConfig
 
     return SampleConfig(nfe=nfe, batch_size=batch, precision=PRECISION)
 
@@ -373,7 +373,8 @@ def downstream(sz: Sizes, workdir: Path) -> dict:
     """One epoch of the paper's ResNet-50 (`downstream_arch`; bench.classify.fit.fit,
     max_epochs=1) on random uint8 images, a sixteenth of them held out for its validation pass;
     against bench's GPU-hours model of a downstream epoch."""
-    from bench.classify.batches import LoaderConfig
+    from bench.classify.batches import loader_workers
+    from bench.config.loader import LoaderConfig
     from bench.classify.fit import Protocol, build_classifier, fit
     from bench.pipeline.budget import cnn_forward_flops
     from bench.pipeline.classifier_memory import classifier_step_gib
@@ -404,5 +405,5 @@ def downstream(sz: Sizes, workdir: Path) -> dict:
                             "classifier_memory.classifier_step_gib (traced training step)")],
             "details": {"arch": sz.downstream_arch, "images": n - held, "validation_images": held, "image_size": side,
                         "channels": 1, "batch": sz.downstream_batch, "stored": "uint8 image cache (memory-mapped)",
-                        "loader_workers": LoaderConfig().workers_for(device),
+                        "loader_workers": loader_workers(LoaderConfig(), device),
                         "timed": "the whole fit call: one training epoch, its validation pass, the best-weights copy"}}

@@ -24,6 +24,7 @@ from typing import Optional
 import gin
 
 from bench.context import CellContext
+from bench.data.targets import augmentation_plan
 from bench.pipeline.assemble import BuiltCell, RunRequest, build_cell, expand_grid
 from bench.errors import BenchError
 from bench.report.figures import DPI, PANEL_IN
@@ -131,10 +132,10 @@ def load_trained(cell: BuiltCell, results_dir: Path) -> TrainedCell:
 def tail_quality(trained: TrainedCell, metric: str, nfe: int, out_dir: Path) -> float:
     """`metric` of the set the cell's backbone draws with `nfe` Euler steps, by the cell's evaluator."""
     cell, ds = trained.cell, trained.cell.dataset
-    cfg = dataclasses.replace(cell.sample_cfg, solver="euler", nfe=nfe, keep_paths=0)
+    cfg = dataclasses.replace(cell.config.sample, solver="euler", nfe=nfe, keep_paths=0)
     out = generate(cell.method, trained.backbone, trained.n_per_class, tuple(trained.latents.shape[1:]),
                    cell.spec.seed, cfg, device=device())
-    plan = cell.targets.plan(trained.train.counts(ds.n_classes).tolist(), ds.class_names)
+    plan = augmentation_plan(cell.config.targets, trained.train.counts(ds.n_classes).tolist(), ds.class_names)
     ctx = CellContext(ds, trained.train, trained.test, decode(cell, out), out_dir, cell.spec.seed,
                       latents=trained.latents, prior=trained.prior, targets=plan, extractor=trained.extractor)
     return float(evaluator_of(cell, metric).evaluate(ctx)[metric])

@@ -32,7 +32,8 @@ from torch import nn
 
 from bench.backbones.flux import FluxBackbone, image_ids, pack_patches
 from bench.perf.case import Measurement, median, timed
-from bench.pipeline.trainer import TrainConfig, TrainResult, train
+from bench.config.train import TrainConfig
+from bench.pipeline.trainer import TrainResult, train
 
 TARGET = 1.05  # bench may cost at most 5% more per step than the bare loop
 SEED = 0

@@ -17,7 +17,7 @@ import torch
 
 from bench.perf.case import Measurement, median
 from bench.perf.overhead import SCALES, bench_run, gin_parsed, interleaved, phantom_setting
-from bench.pipeline.trainer import TrainConfig
+from bench.config.train import TrainConfig
 
 THREADS = (1, 2)
 

@@ -15,29 +15,27 @@ from typing import Optional
 import gin
 
 from bench import registry
+from bench.config.cell_config import CellConfig
+from bench.config.data import AugmentationTargets
+from bench.config.evaluation import GenerativeSet
 from bench.config.gin_config import (
-    GridConfig,
-    PipelineConfig,
-    bindings_text,
     check_user_files,
-    digest,
     experiment_file,
     gin_dir,
     parse,
     plugin_file,
 )
 from bench.config.checks import is_int
+from bench.config.grid_axes import GridConfig
 from bench.errors import BenchError
 from bench.config.executor_settings import ExecutorConfig
+from bench.pipeline import stages
 from bench.pipeline.footprint import (Footprint, device_memory, estimate, require_fit,
                                       require_shared_micro_batches)
 from bench.runtime.distributed import world
-from bench.metrics.generative import GenerativeSet
 from bench.store.gridfile import cell_label
-from bench.pipeline.sampler import SampleConfig, check_n_per_class, get_solver
+from bench.pipeline.sampler import get_solver
 from bench.data.split_seed import tie_split_seed
-from bench.data.targets import AugmentationTargets
-from bench.pipeline.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,6 @@ class RunRequest:
     executor_bindings: list = field(default_factory=list)  # `executor.*` gin bindings
 
 
-# the splits each stage reads: sampling also reads the eval split (held-out counts per class);
-# `no_aug` fingerprints its own splits (evaluators/downstream.py)
-DATA_READ = {"encode": ("train",), "prior": ("train",), "train": ("train",), "features": ("train",),
-             "sample": ("train", "eval"), "generative": ("train", "eval")}
-
-
 @dataclass
 class BuiltCell:
     """A cell with its configuration parsed and its objects constructed."""
@@ -88,11 +80,7 @@ class BuiltCell:
     encoder: object
     backbone_cls: type
     evaluators: list
-    pipeline: PipelineConfig
-    train_cfg: TrainConfig
-    sample_cfg: SampleConfig
-    targets: AugmentationTargets
-    generative: GenerativeSet
+    config: CellConfig  # every settings object of the cell (pipeline, train, sample, ...)
     config_hash: str
     stage_hashes: dict
     # the fingerprints of the data the cell read (bench.store.fingerprint), once `key_by_data` ran
@@ -105,16 +93,16 @@ class BuiltCell:
 
     def key_by_data(self, data: dict) -> None:
         """Fold the data fingerprints ({"train": ..., "eval": ...}) into the hashes of the stages
-        that read the data, so an artifact built from other data is never reused."""
+        that read the data (the table's `reads`, bench.pipeline.stages), so an artifact built from
+        other data is never reused."""
         self.data, self.config_stage_hashes = dict(data), dict(self.stage_hashes)
-        self.stage_hashes = {name: digest(h, *(data[s] for s in DATA_READ[name])) if name in DATA_READ else h
-                             for name, h in self.stage_hashes.items()}
+        self.stage_hashes = stages.keyed_by_data(self.stage_hashes, self.data)
 
     @property
     def eval_split(self) -> str:
         """The split evaluators score against: the dataset's eval split, or its validation split
         when `pipeline.eval_on = 'val'` (a one-line error if the dataset has none)."""
-        if self.pipeline.eval_on == "test":
+        if self.config.pipeline.eval_on == "test":
             return self.dataset.eval_split
         if not getattr(self.dataset, "val_split", None):
             raise BenchError(f"pipeline.eval_on='val': dataset {self.spec.dataset} has no validation split; "
@@ -123,11 +111,8 @@ class BuiltCell:
 
 
 def load_plugins() -> None:
-    """Import every advertised plugin so each gin configurable exists before parsing."""
-    import bench.config.executor_settings  # noqa: F401 -- registers `executor` (gin locks its registry after a parse)
-    import bench.metrics.features  # noqa: F401 -- registers the `features` gin configurable
-    import bench.pipeline.budget  # noqa: F401 -- registers `budget` (the throughput GPU-hours assume)
-
+    """Import every advertised plugin so each gin configurable exists before parsing (bench's own
+    settings registered theirs with this module's first `bench.config` import)."""
     for reg in registry.REGISTRIES.values():
         reg.load_all()
 
@@ -190,19 +175,17 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     """Parse the cell's gin config and construct its objects (nothing is trained or written)."""
     load_plugins()
     parse(config_files(spec, request), request.bindings, spec.dataset, registry.datasets.names())
-    pipe = PipelineConfig()
-    dataset = tie_split_seed(registry.datasets.get(spec.dataset)(), spec.seed)  # data_split.tie_to_seed
+    dataset = registry.datasets.get(spec.dataset)()
+    config = CellConfig.parsed(image=dataset.kind == "image")  # every settings object, built here only
+    dataset = tie_split_seed(dataset, spec.seed, config.data_split)
     method = registry.methods.get(spec.method)()
-    encoder = registry.encoders.get(pipe.encoder)()
-    backbone_cls = registry.backbones.get(pipe.backbone)
-    evaluators = [registry.evaluators.get(name)() for name in pipe.evaluators]
+    encoder = registry.encoders.get(config.pipeline.encoder)()
+    backbone_cls = registry.backbones.get(config.pipeline.backbone)
+    evaluators = [registry.evaluators.get(name)() for name in config.pipeline.evaluators]
     require_settings(spec, dataset, encoder)
-    train_cfg, sample_cfg, generative = TrainConfig(), SampleConfig(), GenerativeSet()
-    get_solver(sample_cfg.solver)
-    check_n_per_class(sample_cfg.n_per_class)
-    return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, pipe, train_cfg,
-                     sample_cfg, AugmentationTargets(), generative,
-                     *_hashes(spec, dataset, method, encoder, evaluators, generative))
+    get_solver(config.sample.solver)
+    return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, config,
+                     *_hashes(spec, dataset, method, encoder, evaluators, config.generative))
 
 
 def require_settings(spec: CellSpec, *plugins) -> None:
@@ -216,46 +199,14 @@ def require_settings(spec: CellSpec, *plugins) -> None:
 
 
 def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSet) -> tuple[str, dict]:
-    """Config hash of the cell and of each stage (a stage depends only on what feeds it).
+    """Config hash of the cell and of each stage (a stage depends only on what feeds it), from the
+    table of stages (bench.pipeline.stages.TABLE: what each stage's hash takes).
 
     Only a cell with a generative set (`generative.n_total`) has the stage `generative`; the
     `generative.` bindings feed no other stage, so adding the set reuses the trained backbone
     and the synthetic set, and cells without it keep the hashes they had before the set existed.
     """
-    scopes = lambda *objs: [f"{o.name}." for o in objs]  # noqa: E731
-    encode = digest(bindings_text(include=scopes(dataset, encoder) + ["pipeline.encoder"]),
-                    dataset.describe(), encoder.cache_key())
-    # a method inherits the gin bindings of its registered base classes (optprior_sub <- optprior)
-    lineage = [f"{c.name}." for c in type(method).__mro__ if "name" in vars(c)]
-    # a method whose offline stage or training changed (`Method.prior_version` / `train_version`) redoes it
-    prior = digest(encode, bindings_text(include=lineage), spec.seed,
-                   *([f"prior_version={method.prior_version}"] if method.prior_version != 1 else []))
-    # every evaluator's settings, not only the cell's own: an experiment that binds downstream.* for
-    # its image datasets must not change the train hash of its vector cells, which run no downstream
-    no_eval = ["grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features.",
-               "source."] + sorted({*scopes(*evaluators), *(f"{name}." for name in registry.evaluators.names())})
-    # (source.: which draws @source scores, sampler.SourceSubset)
-    train = digest(prior, bindings_text(exclude=no_eval + ["sample."]), spec.seed,
-                   *([f"train_version={method.train_version}"] if method.train_version != 1 else []))
-    # the held-out counts (sample.n_per_class = None) come from the split evaluators score on
-    sample = digest(train, bindings_text(include=["sample.", "targets.", "pipeline.eval_on"]))
-    # evaluators that changed what they compute (`Evaluator.version`) re-evaluate stored records;
-    # a cell whose evaluators are all at version 1 keeps the hash it had before versions existed
-    versions = {ev.name: ev.version for ev in evaluators if ev.version != 1}
-    cell = digest(sample, bindings_text(), spec, *([versions] if versions else []))
-    features = digest(bindings_text(include=scopes(dataset) + ["features."]), dataset.describe())
-    # the no-augmentation classifiers see real data only: the dataset, the split scored on, the
-    # downstream protocol and the generative seed (their seeds derive from it), never the method
-    no_aug = digest(bindings_text(include=scopes(dataset) + ["downstream.", "pipeline.eval_on"]),
-                    dataset.describe(), spec.seed)
-    stages = {"encode": encode, "prior": prior, "train": train, "sample": sample, "features": features,
-              "no_aug": no_aug}
-    if generative.enabled:
-        # the sampler settings and the plan, not the synthetic set's size (sample.n_per_class)
-        feeds = bindings_text(include=["sample.", "targets.", "generative."],
-                              exclude=["grid.", "sample.n_per_class", "sample.init_reference"])
-        stages["generative"] = digest(train, feeds)
-    return cell, stages
+    return stages.config_hashes(stages.HashInputs(spec, dataset, method, encoder, evaluators, generative))
 
 
 def validate(request: RunRequest) -> list[BuiltCell]:
@@ -279,7 +230,7 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         shape = tuple(cell.encoder.latent_shape(tuple(train.x.shape[1:])))
         with torch.device("meta"):
             backbone = make_backbone(cell, shape)
-        cfg = cell.train_cfg
+        cfg = cell.config.train
         if cfg.activation_checkpointing:  # a backbone that cannot recompute says so now, not mid-grid
             backbone.enable_activation_checkpointing()
         if cfg.compile and not backbone.repeated_blocks():  # refused now, not mid-grid; nothing compiled
@@ -324,9 +275,10 @@ def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):
 def plugin_origins(cell: BuiltCell) -> dict:
     """{"<kind>/<name>": "<distribution> <version>"} of every plugin the cell used: a third-party
     method or dataset is part of what a record was computed with."""
+    pipe = cell.config.pipeline
     used = [(registry.methods, cell.spec.method), (registry.datasets, cell.spec.dataset),
-            (registry.backbones, cell.pipeline.backbone), (registry.encoders, cell.pipeline.encoder),
-            *((registry.evaluators, name) for name in cell.pipeline.evaluators)]
+            (registry.backbones, pipe.backbone), (registry.encoders, pipe.encoder),
+            *((registry.evaluators, name) for name in pipe.evaluators)]
     return {f"{reg.kind}/{name}": reg.origin(name) for reg, name in used}
 
 

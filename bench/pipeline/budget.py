@@ -40,40 +40,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-import gin
-
-from bench.config.checks import is_real
-from bench.errors import BenchError
+from bench.config.throughput import Assumptions
+from bench.data.targets import augmentation_plan
+from bench.metrics.generative import per_class
 
 GIB = 2**30
 FP32 = 4
 CHECKPOINT_BYTES = 4 + 8  # fp32 weights + the two AdamW moments, per parameter
 CHECKPOINTS = "checkpoints while training"  # the disk item removed once the backbone is saved
 CPU_SIZED_GPU_HOURS = 0.01  # below this a cell is CPU-sized: `bench run` prints no estimate for it
-
-
-@gin.configurable("budget")
-@dataclass
-class Assumptions:
-    """The device throughput GPU-hours are computed at (overridable: budget.mfu=0.5)."""
-
-    peak_tflops: float = 989.0  # H100 SXM dense bf16 peak (NVIDIA's datasheet, without sparsity)
-    mfu: float = 0.35  # [our default] sustained fraction for the transformer (training and sampling)
-    cnn_mfu: float = 0.08  # [our default] for the CNNs: ResNet-50 trains at a few thousand images/s
-    # trace sampling's and the VAE's peak memory (seconds per dataset for a large backbone)
-    trace_inference: bool = True
-
-    def __post_init__(self):
-        if not is_real(self.peak_tflops) or self.peak_tflops <= 0:
-            raise BenchError(f"budget.peak_tflops={self.peak_tflops!r}: use the device's peak TFLOP/s, e.g. 989")
-        for name in ("mfu", "cnn_mfu"):
-            value = getattr(self, name)
-            if not is_real(value) or not 0 < value <= 1:
-                raise BenchError(f"budget.{name}={value!r}: use a fraction of the peak in (0, 1], e.g. 0.35")
-
-    def describe(self) -> str:
-        return (f"at {self.peak_tflops:,.0f} TFLOP/s peak x MFU {self.mfu:g} (CNNs {self.cnn_mfu:g}); "
-                "budget.peak_tflops / budget.mfu / budget.cnn_mfu change it")
 
 
 @dataclass(frozen=True)
@@ -161,8 +136,8 @@ def cnn_forward_flops(arch: str, image_shape: tuple, n_classes: int) -> float:
 
 def sample_counts(cell, f: DatasetFacts) -> tuple[int, int]:
     """(synthetic set, generative set) sizes of the cell, as the runner will sample them."""
-    plan = cell.targets.plan(list(f.train_counts), cell.dataset.class_names)
-    n = cell.sample_cfg.n_per_class
+    plan = augmentation_plan(cell.config.targets, list(f.train_counts), cell.dataset.class_names)
+    n = cell.config.sample.n_per_class
     if n == "targets":
         synthetic = sum(t.synthetic for t in plan)
     elif n is not None:
@@ -170,7 +145,7 @@ def sample_counts(cell, f: DatasetFacts) -> tuple[int, int]:
     else:
         synthetic = f.n_eval
     with _quiet("bench.metrics.generative"):  # its notes are logged once, when the cell runs
-        generative = sum(cell.generative.n_per_class(plan) or [])
+        generative = sum(per_class(cell.config.generative, plan) or [])
     return synthetic, generative
 
 
@@ -192,15 +167,15 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
     fp = cell.footprint
     out = CellEstimate(cell.spec.label, processes=getattr(fp, "processes", 1) or 1)
     synthetic, generative = sample_counts(cell, f)
-    if cell.sample_cfg.init_reference:
+    if cell.config.sample.init_reference:
         synthetic *= 2  # the untrained backbone samples the same set again
     transformer = assumptions.peak_tflops * 1e12 * assumptions.mfu
     cnn = assumptions.peak_tflops * 1e12 * assumptions.cnn_mfu
     if fp is not None:
-        out.gpu_hours["train"] = fp.flops_per_step * cell.train_cfg.steps / transformer / 3600
+        out.gpu_hours["train"] = fp.flops_per_step * cell.config.train.steps / transformer / 3600
         forward = fp.flops_per_step / (3 * max(1, fp.batch_size))  # forward + backward = 3 forwards
-        guidance = 2 if cell.sample_cfg.guidance_scale != 1.0 else 1
-        out.gpu_hours["sampling"] = (synthetic + generative) * cell.sample_cfg.nfe * guidance * forward \
+        guidance = 2 if cell.config.sample.guidance_scale != 1.0 else 1
+        out.gpu_hours["sampling"] = (synthetic + generative) * cell.config.sample.nfe * guidance * forward \
             / transformer / 3600
     names = {ev.name: ev for ev in cell.evaluators}
     n_classes = cell.dataset.n_classes
@@ -250,12 +225,12 @@ def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions, features_c
         from bench.pipeline.sampler import sampling_peak_gib
     except ImportError:
         return peaks
-    cfg = cell.sample_cfg
+    cfg = cell.config.sample
     precision = getattr(cfg, "precision", "fp32")
     if cell.footprint is not None and hasattr(cell.backbone_cls, "config"):  # a backbone the tracer rebuilds
         batch = cfg.batch_size or 1
-        key = ("sampling", cell.stage_hashes["encode"], cell.pipeline.backbone, batch, precision, cfg.solver,
-               cfg.guidance_scale)
+        key = ("sampling", cell.stage_hashes["encode"], cell.config.pipeline.backbone, batch, precision,
+               cfg.solver, cfg.guidance_scale)
         peaks[f"sampling@{batch}"] = _traced(key, lambda: sampling_peak_gib(
             _meta_backbone(cell, f), batch, precision, cfg.solver, cfg.guidance_scale))
     encoder = cell.encoder
@@ -310,7 +285,7 @@ def _meta_backbone(cell, f: DatasetFacts):
 
 def _disk(out: CellEstimate, cell, f: DatasetFacts, synthetic: int, generative: int, first: bool) -> None:
     params = getattr(cell.footprint, "parameters", 0) or 0
-    ema = FP32 if getattr(cell.train_cfg, "ema_decay", 0) else 0
+    ema = FP32 if cell.config.train.ema_decay else 0
     latent = math.prod(f.latent_shape) * FP32
     out.disk_gib[CHECKPOINTS] = 2 * params * (CHECKPOINT_BYTES + ema) / GIB
     out.disk_gib["backbone"] = params * FP32 / GIB

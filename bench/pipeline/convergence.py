@@ -17,11 +17,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-FRACTION = 0.2  # [our default] the window: the last 20 % of steps
-# [our default] converged when the last 20 % of steps lowered the loss by < 5 %. Measured: synthetic2d
-# at its 3,000 steps drifts down 1-3 % over the last 20 % (sample metrics no longer move), while
-# phantom_lt at its former 300 steps was still falling by tens of percent; 5 % separates the two.
-TOL = 0.05
+from bench.config.train import FRACTION, TOL  # the defaults of train.convergence_window / _tol
 
 
 def convergence(losses: Sequence[float], fraction: float = FRACTION, tol: float = TOL) -> Optional[dict]:

@@ -18,9 +18,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from bench.config.sample import PRECISIONS  # sample.precision
 from bench.errors import BenchError
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def check_precision(precision: str, setting: str = "sample.precision") -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.pipeline import stages
 from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.store.filelock import building
@@ -23,9 +24,10 @@ LATENTS, LABELS = "latents.npy", "labels.npy"
 
 
 def cache_folder(results_dir: Path, dataset: str, encoder: str, sample_shape: tuple, key: str) -> Path:
-    """`<results>/cache/latents/<dataset>-<encoder>-<H>x<W>-<key>` (resolution readable in the name)."""
-    res = "x".join(str(s) for s in sample_shape[1:]) or "vec"
-    return Path(results_dir) / "cache" / "latents" / f"{dataset}-{encoder}-{res}-{key}"
+    """`<results>/cache/latents/<dataset>-<encoder>-<H>x<W>-<key>` (resolution readable in the name):
+    the encode stage's artifact (bench.pipeline.stages)."""
+    return stages.artifact("encode", results=results_dir, dataset=dataset, encoder=encoder,
+                           resolution=stages.resolution(sample_shape), key=key)
 
 
 def load_latents(folder: Path) -> torch.Tensor:

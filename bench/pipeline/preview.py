@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.pipeline.budget import CHECKPOINTS, Assumptions, CellEstimate, estimate, facts
+from bench.config.throughput import Assumptions
+from bench.pipeline.budget import CHECKPOINTS, CellEstimate, estimate, facts
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ def describe(cells: list, request) -> tuple[list[CellView], Assumptions]:
     configuration: `budget.*` set on the command line or in a --gin_file apply to all)."""
     from bench import registry
     from bench.config.gin_config import parse
-    from bench.metrics.features import FeatureConfig
     from bench.pipeline.assemble import config_files
 
     seeds: dict = {}
@@ -44,9 +44,9 @@ def describe(cells: list, request) -> tuple[list[CellView], Assumptions]:
     assumptions = Assumptions()
     for cell in cells:
         spec = cell.spec
-        # the cell's own configuration again: FeatureConfig is built only when the cell runs
+        # the cell's own configuration again, for its `budget.*` (not part of the cell's CellConfig)
         parse(config_files(spec, request), request.bindings, spec.dataset, registry.datasets.names())
-        features_cfg, assumptions = FeatureConfig(), Assumptions()
+        features_cfg, assumptions = cell.config.features, Assumptions()
         key = cell.stage_hashes["encode"]
         first_dataset = key not in seen_datasets
         first_seed = (key, spec.seed) not in seen_seeds

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from bench.runtime import distributed, progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.context import CellContext
+from bench.evaluator import metric_info
 from bench.pipeline.assemble import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
 from bench.dataset import Split
 from bench.store.fingerprint import split_fingerprint
@@ -39,9 +40,10 @@ from bench.data.image_cache import prepare as prepare_images
 from bench.data.imagefiles import ImageFiles
 from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
 from bench.pipeline.inference_precision import forward_precision, inference_scope
-from bench.pipeline.sampler import SourceSubset, draw_sources, generate
-from bench.pipeline import sharding
-from bench.data.targets import plan_records
+from bench.pipeline.sampler import draw_sources, generate
+from bench.pipeline import sharding, stages
+from bench.data.targets import augmentation_plan, plan_records
+from bench.metrics.generative import per_class
 from bench.pipeline.trainer import train
 
 log = logging.getLogger(__name__)
@@ -86,27 +88,27 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     if isinstance(train_split.x, ImageFiles):  # real images: decoded once per split, then memory-mapped
         with times.stage("image_cache"):
             distributed.main_first(lambda: prepare_images(ds, Path(results_dir)))
-    with times.stage("encode"):
+    with times.stage(stages.timer("encode")):
         z = distributed.main_first(lambda: encode_stage(cell, train_split, Path(results_dir)))
-    with times.stage("fit_prior"):
+    with times.stage(stages.timer("prior")):
         prior = distributed.main_first(lambda: prior_stage(cell, folder, z, train_split.y))
     cell.method.setup(ds.n_classes, prior)
-    if cell.pipeline.stop_after == "prior":
+    if cell.config.pipeline.stop_after == "prior":
         return distributed.on_main(lambda: prior_only_record(cell, folder, (train_split, test_split), z, prior,
                                                              times, t_start))
-    plan = cell.targets.plan(train_split.counts(ds.n_classes).tolist(), ds.class_names)
+    plan = augmentation_plan(cell.config.targets, train_split.counts(ds.n_classes).tolist(), ds.class_names)
     n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
     backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
-    with times.stage("sample"):
-        synth = samples_stage(cell, folder / "samples", lambda: backbone, shape, n_per_class,
-                              cell.stage_hashes["sample"])
+    with times.stage(stages.timer("sample")):
+        synth = samples_stage(cell, stages.artifact("sample", cell=folder), lambda: backbone, shape,
+                              n_per_class, stages.key(cell, "sample"))
     generative = generative_stage(cell, folder, lambda: backbone, shape, plan, times)
     init = None
-    if cell.sample_cfg.init_reference:
+    if cell.config.sample.init_reference:
         untrained = lambda: make_backbone(cell, shape, seed=cell.spec.seed).to(device())  # noqa: E731
-        with times.stage("sample_init"):
-            init = samples_stage(cell, folder / "samples_init", untrained, shape, n_per_class,
-                                 cell.stage_hashes["sample"] + "-init")
+        with times.stage(stages.timer("sample_init")):
+            init = samples_stage(cell, stages.artifact("sample_init", cell=folder), untrained, shape,
+                                 n_per_class, stages.key(cell, "sample_init"))
 
     def scored_sets() -> tuple:
         """Rank 0: every set the evaluators score, decoded; the other ranks: the synthetic set alone,
@@ -122,13 +124,13 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
                       generative=generative_x, synthetic_source=source_x,
                       latents=z, prior=prior, targets=plan,
-                      shared=(Path(results_dir) / "cache" / "downstream" /
-                              f"{cell.spec.dataset}-{cell.stage_hashes['no_aug']}",
-                              cell.stage_hashes["no_aug"]),
+                      shared=(stages.artifact("no_aug", results=results_dir, dataset=cell.spec.dataset,
+                                              key=stages.folder_key(cell, "no_aug")),
+                              stages.key(cell, "no_aug")),
                       timer=lambda name: times.stage(f"evaluate/{name}"),
                       extractor=feature_extractor(cell, train_split, Path(results_dir))
                       if ds.kind == "image" else None)  # domain features: an image CNN
-    with times.stage("evaluate"):  # every rank: see `evaluate`
+    with times.stage(stages.timer("evaluate")):  # every rank: see `evaluate`
         metrics, higher = evaluate(cell, ctx, times)
 
     def record() -> dict:  # rank 0 only
@@ -174,7 +176,7 @@ def is_current(record: dict | None, cell: BuiltCell) -> bool:
 
 def _n_per_class(cell: BuiltCell, test_split: Split, plan: list) -> list[int]:
     """Synthetic samples per class: held-out counts, augmentation targets, or a fixed number."""
-    n = cell.sample_cfg.n_per_class
+    n = cell.config.sample.n_per_class
     if n == "targets":
         return [t.synthetic for t in plan]
     if n is not None:
@@ -188,15 +190,15 @@ def source_set(cell: BuiltCell, shape: tuple, scored) -> dict:
 
     No network runs: these are the `@source` reference, what the source alone gives before any
     flow. Cheap to redraw, so they are not stored. Each class keeps its first
-    `source.max_per_class` draws (sampler.SourceSubset; the record's `source_per_class`).
+    `source.max_per_class` draws (bench.config.sample.SourceSubset; the record's `source_per_class`).
     """
     counts = scored if isinstance(scored, list) else \
         torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
-    kept = SourceSubset().counts(counts)
+    kept = cell.config.source.counts(counts)
     if kept != list(counts):
         log.info("%s: @source scores %d of the %d source draws (source.max_per_class=%s)",
-                 cell.spec.label, sum(kept), sum(counts), SourceSubset().max_per_class)
-    return draw_sources(cell.method, kept, shape, cell.spec.seed, cell.sample_cfg, device=device())
+                 cell.spec.label, sum(kept), sum(counts), cell.config.source.max_per_class)
+    return draw_sources(cell.method, kept, shape, cell.spec.seed, cell.config.sample, device=device())
 
 
 def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
@@ -206,12 +208,12 @@ def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, 
     Its size per class comes from `generative.n_total` and `generative.allocation` over the
     augmentation plan; it has its own stage hash, so it is sampled once and reused.
     """
-    n_per_class = cell.generative.n_per_class(plan)
+    n_per_class = per_class(cell.config.generative, plan)
     if n_per_class is None:
         return None
-    with times.stage("sample_generative"):
-        return samples_stage(cell, folder / "samples_generative", get_backbone, shape, n_per_class,
-                             cell.stage_hashes["generative"])
+    with times.stage(stages.timer("generative")):
+        return samples_stage(cell, stages.artifact("generative", cell=folder), get_backbone, shape,
+                             n_per_class, stages.key(cell, "generative"))
 
 
 def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
@@ -223,12 +225,12 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
     """
     @functools.cache
     def build():
-        from bench.metrics.features import FeatureConfig, build_extractor
+        from bench.metrics.features import build_extractor
 
-        config, ds = FeatureConfig(), cell.dataset
-        key = cell.stage_hashes["features"]
-        name = cell.config_stage_hashes.get("features", key)  # one folder per configuration
-        folder = Path(results_dir) / "cache" / "features" / f"{cell.spec.dataset}-{config.arch}-{name}"
+        config, ds = cell.config.features, cell.dataset
+        folder = stages.artifact("features", results=results_dir, dataset=cell.spec.dataset, arch=config.arch,
+                                 key=stages.folder_key(cell, "features"))  # one folder per configuration
+        key = stages.key(cell, "features")
         val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
         extractor = build_extractor(config, ds, train_split, val, folder, key, seed=0)
         # the real splits' features, shared by every cell that uses this extractor on the same data
@@ -247,8 +249,8 @@ def write_skipped(folder: Path, skipped: list[dict]) -> None:
 
 def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tensor:
     """Latents of the training split, memory-mapped from the (dataset, encoder, resolution) cache."""
-    key = cell.stage_hashes["encode"]
-    name = cell.config_stage_hashes.get("encode", key)  # the folder of this configuration, any data
+    key = stages.key(cell, "encode")
+    name = stages.folder_key(cell, "encode")  # the folder of this configuration, any data
     folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), name)
     return cached_latents(folder, key, cell.encoder, split.x, split.y, split.ids,
                           info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name, "data": cell.data})
@@ -256,7 +258,7 @@ def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tens
 
 def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
     """The method's offline prior for this seed, fitted once and reused."""
-    key, target = cell.stage_hashes["prior"], folder / "prior"
+    key, target = stages.key(cell, "prior"), stages.artifact("prior", cell=folder)
     shape, n_classes = tuple(z.shape[1:]), cell.dataset.n_classes
     stored = _load_complete(target, key,
                             lambda: cell.method.prior_class().load(target).validate(shape, n_classes, len(z)))
@@ -271,7 +273,7 @@ def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor)
 
 def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     """The trained backbone (loaded if this config already trained it) and its training info."""
-    key, target = cell.stage_hashes["train"], folder / "backbone"
+    key, target = stages.key(cell, "train"), stages.artifact("train", cell=folder)
     loaded = distributed.main_first(lambda: _load_complete(
         target, key, lambda: _finite_weights(cell.backbone_cls.from_pretrained(target))))
     if loaded is not None:
@@ -281,11 +283,11 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
             make_backbone(cell, tuple(z.shape[1:]))
         return loaded.to(device()), read_manifest(target)["train"]
     # sharded training takes its initial weights from rank 0: the other ranks build no full copy
-    with sharding.build_device(cell.train_cfg.sharding):
+    with sharding.build_device(cell.config.train.sharding):
         backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
-    with times.stage("train"):
-        result = train(cell.method, backbone, z, y, cell.train_cfg, cell.spec.seed,
-                       checkpoint_dir=folder / "checkpoints", config_hash=key)
+    with times.stage(stages.timer("train")):
+        result = train(cell.method, backbone, z, y, cell.config.train, cell.spec.seed,
+                       checkpoint_dir=stages.working("train", cell=folder), config_hash=key)
     info = {"steps": result.steps, "batch_size": result.batch_size, "seconds": round(result.seconds, 3),
             "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
             "converged": None if result.convergence is None else result.convergence["converged"],
@@ -301,7 +303,8 @@ def _save_backbone(backbone, target: Path, key: str, info: dict) -> None:
     """Write the trained backbone as a complete stage, then drop the resumable checkpoints."""
     with stage_dir(target, key, train=info) as tmp:
         backbone.save_pretrained(tmp)
-    discard(target.parent / "checkpoints")  # the backbone is complete: resumable state is no longer needed
+    # the backbone is complete: resumable state is no longer needed
+    discard(stages.working("train", cell=target.parent))
 
 
 def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
@@ -314,8 +317,8 @@ def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_p
     out = distributed.main_first(lambda: _load_complete(
         target, key, lambda: _valid_samples(load_file(target / "samples.safetensors"), shape, n_per_class)))
     if out is None:
-        out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed,
-                       cell.sample_cfg, device=device(), rank=distributed.rank(), world=distributed.world())
+        out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed, cell.config.sample,
+                       device=device(), rank=distributed.rank(), world=distributed.world())
         distributed.on_main(lambda: _save_samples(cell, target, key, out))
     return out
 
@@ -345,7 +348,7 @@ def _valid_samples(out: dict, shape: tuple, n_per_class) -> dict:
 
 def _save_samples(cell: BuiltCell, target: Path, key: str, out: dict) -> None:
     """Write a synthetic set as a complete stage."""
-    with stage_dir(target, key, solver=cell.sample_cfg.solver, nfe=cell.sample_cfg.nfe) as tmp:
+    with stage_dir(target, key, solver=cell.config.sample.solver, nfe=cell.config.sample.nfe) as tmp:
         save_file({k: v.contiguous() for k, v in out.items()}, tmp / "samples.safetensors")
 
 
@@ -359,7 +362,7 @@ def decode(cell: BuiltCell, out: dict | None) -> Split | None:
         return None
     if not len(out["z"]):
         return Split(x=out["z"], y=out["y"], subclass=out.get("subclass"))
-    precision, z = cell.sample_cfg.precision, out["z"]
+    precision, z = cell.config.sample.precision, out["z"]
     with inference_scope(precision), forward_precision(precision, cell.encoder.compute_device()):
         x = torch.cat([cell.encoder.decode(z[i : i + DECODE_CHUNK]).float()
                        for i in range(0, len(z), DECODE_CHUNK)])
@@ -456,17 +459,19 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
         "method_info": cell.method.describe(),
         # which versions of the method's offline stage and training wrote it (bench.method.Method)
         "stage_versions": {"prior": cell.method.prior_version, "train": cell.method.train_version},
-        "backbone": cell.pipeline.backbone,
+        "backbone": cell.config.pipeline.backbone,
         "plugins": plugin_origins(cell),
+        "metric_info": metric_info(cell.evaluators, metrics),  # the declarations (bench.evaluator.Metric)
         "encoder": cell.encoder.name,
-        "sampler": {"solver": cell.sample_cfg.solver, "nfe": cell.sample_cfg.nfe},
+        "sampler": {"solver": cell.config.sample.solver, "nfe": cell.config.sample.nfe},
         "train": train_info,
         "stage_hashes": cell.stage_hashes,
         "data": cell.data,
         "details": ctx.details,
         "config": full_config(),
+        "settings": cell.config.to_json(),  # every settings object's values (bench.config.cell_config)
     }
     record = build_record(cell.spec, metrics, higher, n, cell.config_hash, operative, times, extra)
     write_record(folder, record)
-    log.info(progress.cell_line(cell.spec.label, times.get("total", 0.0), metrics))
+    log.info(progress.cell_line(cell.spec.label, times.get("total", 0.0), metrics, record["metric_info"]))
     return record

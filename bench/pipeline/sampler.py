@@ -9,91 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
-import gin
 import numpy as np
 import torch
 
 from bench.runtime import progress
-from bench.config.checks import is_int, is_real
+from bench.config.sample import SampleConfig
 from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
-from bench.pipeline.inference_precision import check_precision, forward_precision, inference_scope
+from bench.pipeline.inference_precision import forward_precision, inference_scope
 
 log = logging.getLogger(__name__)
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Trace = Callable[[torch.Tensor], None]  # receives every solver state x_t, t = 0 first, t = 1 last
-
-
-@gin.configurable("sample")
-@dataclass
-class SampleConfig:
-    """How synthetic samples are drawn."""
-
-    solver: str = "euler"  # "euler" (1 NFE per step) or "heun" (2 NFE per step)
-    nfe: int = 32  # number of function evaluations of the velocity field
-    # None: as many as the held-out split has of each class; "targets": the augmentation targets
-    # (bench.data.targets: only ULT/LT/MT classes); an int: that many for every class
-    n_per_class: Optional[Union[int, str]] = None
-    # None: the largest batch that fits the device (bench.pipeline.inference_memory), on CUDA;
-    # AUTO_CPU_BATCH on the CPU, where a larger batch is no faster
-    batch_size: Optional[int] = 1024
-    # "fp32", or "bf16": the velocity under bf16 autocast (TF32 on), the ODE state in fp32; the
-    # synthetic sets are decoded at the same precision (bench.pipeline.inference_precision)
-    precision: str = "fp32"
-    guidance_scale: float = 1.0  # classifier-free guidance; 1.0 = plain conditional sampling
-    # also sample the untrained backbone, as a sanity floor (`@init` metrics); opt-in: it costs
-    # as much as the real synthetic set. The source-only reference (`@source`) is always scored.
-    init_reference: bool = False
-    # store the whole ODE path of the first `keep_paths` samples of each class (for trajectory
-    # figures of low-dimensional data): every solver state from t = 0 to t = 1
-    keep_paths: int = 0
-
-    def __post_init__(self):
-        if not is_int(self.nfe) or self.nfe < 1:
-            raise BenchError(f"sample.nfe={self.nfe!r}: use an integer >= 1 (velocity evaluations per sample)")
-        if self.solver == "heun" and self.nfe % 2:
-            raise BenchError(f"sample.nfe={self.nfe}: the heun solver needs an even number of evaluations")
-        if self.batch_size is not None and (not is_int(self.batch_size) or self.batch_size < 1):
-            raise BenchError(f"sample.batch_size={self.batch_size!r}: use an integer >= 1, or None "
-                             "(the largest batch that fits the GPU)")
-        check_precision(self.precision)
-        if not is_real(self.guidance_scale):
-            raise BenchError(f"sample.guidance_scale={self.guidance_scale!r}: use a finite number (1.0 = no guidance)")
-        if not is_int(self.keep_paths) or self.keep_paths < 0:
-            raise BenchError(f"sample.keep_paths={self.keep_paths!r}: use a non-negative integer (the number "
-                             "of samples per class whose ODE path is stored; 0 stores none)")
-
-
-@gin.configurable("source")
-@dataclass
-class SourceSubset:
-    """Which source draws the `@source` reference scores (gin scope `source`; evaluation only:
-    no stage but the cell's record depends on it).
-
-    The reference is sized like the set the generative metrics score, 50,000 samples in the
-    paper's setting: decoding as many source draws again (620 GFLOP per 256 x 256 image through
-    the FLUX VAE) buys a reference line nothing the metrics compare needs. Each class keeps its
-    first `max_per_class` draws (per-class sample indices 0, 1, ...: the x0 of the scored set's
-    first samples of that class, so no random draw is involved). [our default] 2,000: twice the
-    1,024 features of the paper's DenseNet-121, so a class's feature covariance has full rank;
-    IRS's queries (capped by the eval split's count) and KID's subsets (<= 1,000) use fewer. None
-    keeps the whole set.
-    """
-
-    max_per_class: Optional[int] = 2000
-
-    def __post_init__(self):
-        if self.max_per_class is not None and (not is_int(self.max_per_class) or self.max_per_class < 2):
-            raise BenchError(f"source.max_per_class={self.max_per_class!r}: use an integer >= 2 (source draws "
-                             "per class the @source reference scores) or None (all of them)")
-
-    def counts(self, scored: Sequence[int]) -> list[int]:
-        """Per class, the number of source draws to score for a scored set with `scored` per class."""
-        cap = self.max_per_class
-        return [int(n) if cap is None else min(int(n), cap) for n in scored]
 
 
 class ConditionedVelocity:
@@ -171,14 +100,6 @@ def get_solver(name: str):
     if name not in SOLVERS:
         raise BenchError(f"unknown solver {name!r} (known: {', '.join(SOLVERS)}); set sample.solver")
     return SOLVERS[name]
-
-
-def check_n_per_class(value) -> None:
-    """A one-line error unless `value` is None, "targets" or a non-negative integer."""
-    ok = value is None or value == "targets" or (is_int(value) and value >= 0)
-    if not ok:
-        raise BenchError(f"sample.n_per_class={value!r}: use None (held-out counts), 'targets' "
-                         "(augmentation targets) or a non-negative integer")
 
 
 def sample_seed(seed: int, label: int, index: int) -> int:

@@ -38,7 +38,6 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-SHARDINGS = ("none", "fsdp")
 SHARDS_DIR = "shards"  # inside a checkpoint folder: the DCP files of the weights and AdamW state
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import gin
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import load_file, save_file
@@ -26,103 +25,13 @@ from safetensors.torch import load_file, save_file
 from bench.pipeline import sharding
 from bench.runtime import distributed, progress
 from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
-from bench.config.checks import is_int, is_real
-from bench.pipeline.convergence import FRACTION, TOL, convergence
+from bench.config.train import TrainConfig
+from bench.pipeline.convergence import convergence
 from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
 from bench.runtime.transfer import gather, to_device
 
 log = logging.getLogger(__name__)
-
-
-PRECISIONS = ("no", "fp16", "bf16")
-
-
-@gin.configurable("train")
-@dataclass
-class TrainConfig:
-    """Optimiser and schedule shared by every method."""
-
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    ema_decay: float = 0.0  # 0 disables EMA; e.g. 0.999 samples from the EMA weights
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
-    checkpoint_every: int = 0  # steps between resumable checkpoints; 0 = none
-    # minutes of training between resumable checkpoints (on by default, so a killed long training
-    # resumes instead of restarting; short trainings never write one); 0 = none
-    checkpoint_minutes: float = 10.0
-    log_every: int = 100  # steps per entry of the recorded loss trace
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    # equal parts of each batch whose gradients are summed (accumulation); N processes share them
-    # out, so micro_batches must be a multiple of N. 2 trains bit-identical weights on 1 or 2 processes
-    micro_batches: int = 1
-    # training counts as converged when the mean loss of the last `convergence_window` of the steps
-    # is less than `convergence_tol` (relative) below that of the window before (bench.pipeline.convergence)
-    convergence_window: float = FRACTION
-    convergence_tol: float = TOL
-    # 'fsdp' shards weights, gradients and AdamW state across the cell's processes (FSDP2, one unit
-    # per transformer block; bench.pipeline.sharding); 'none' keeps a whole copy per process (DDP)
-    sharding: str = "none"
-    # recompute each block's activations in the backward pass instead of keeping them: less memory
-    # for about a third more compute, same results (FLUX backbones; not part of the config hash)
-    activation_checkpointing: bool = False
-    # steps between reads of the loss on the host (each read waits for the device to finish its
-    # queued work): the loss trace and convergence rule see every step's loss all the same, and a
-    # non-finite loss stops training at the read after it, within this many steps. 10 matches the
-    # interval at which several processes already agree on the checkpoint clock (one collective
-    # per 10 steps) and costs under 1% of a run's steps if a NaN must be found. Not hashed.
-    sync_every: int = 10
-    # torch.compile each repeated block of the backbone (FLUX's transformer blocks; a backbone
-    # without them says so): faster steps after a compilation of about a minute. Part of the
-    # config hash: compiled kernels round differently (weights 1.6e-6 apart after 6 tiny CPU steps)
-    compile: bool = False
-
-    def __post_init__(self):
-        """One-line errors at `bench validate` time, before anything trains."""
-        ints = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1,
-                "threads": 0, "micro_batches": 1, "sync_every": 1}
-        for name, low in ints.items():
-            value = getattr(self, name)
-            if not is_int(value) or value < low:
-                raise BenchError(f"train.{name}={value!r}: use an integer >= {low}")
-        for name, low in (("lr", 0.0), ("weight_decay", 0.0), ("grad_clip", 0.0), ("ema_decay", 0.0)):
-            value = getattr(self, name)
-            if not is_real(value) or value < low or (name == "lr" and value == 0):
-                raise BenchError(f"train.{name}={value!r}: use a finite number {'>' if name == 'lr' else '>='} 0")
-        if not is_real(self.checkpoint_minutes) or self.checkpoint_minutes < 0:
-            raise BenchError(f"train.checkpoint_minutes={self.checkpoint_minutes!r}: use minutes >= 0 "
-                             "(0 writes no time-based checkpoint)")
-        if not (is_real(self.convergence_window) and 0 < self.convergence_window <= 0.5):
-            raise BenchError(f"train.convergence_window={self.convergence_window!r}: use a fraction of the "
-                             "steps in (0, 0.5]")
-        if not (is_real(self.convergence_tol) and self.convergence_tol > 0):
-            raise BenchError(f"train.convergence_tol={self.convergence_tol!r}: use a relative change > 0")
-        if self.ema_decay >= 1:
-            raise BenchError(f"train.ema_decay={self.ema_decay!r}: use a decay in [0, 1) (0 disables EMA)")
-        if self.batch_size % self.micro_batches:
-            raise BenchError(f"train.batch_size={self.batch_size} does not split into "
-                             f"train.micro_batches={self.micro_batches} equal parts; use a multiple")
-        if self.mixed_precision not in PRECISIONS:
-            raise BenchError(f"train.mixed_precision={self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
-        for name in ("activation_checkpointing", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise BenchError(f"train.{name}={getattr(self, name)!r}: use True or False")
-        self._check_sharding()
-
-    def _check_sharding(self) -> None:
-        """What sharded training supports: bf16 (not fp16, whose loss scaler FSDP does not share)
-        and no EMA (its shadow weights would need sharding too)."""
-        if self.sharding not in sharding.SHARDINGS:
-            raise BenchError(f"train.sharding={self.sharding!r}: use one of {', '.join(sharding.SHARDINGS)}")
-        if self.sharding == "fsdp" and self.mixed_precision == "fp16":
-            raise BenchError("train.sharding='fsdp' trains in bf16, not fp16: set train.mixed_precision='bf16'")
-        if self.sharding == "fsdp" and self.ema_decay > 0:
-            raise BenchError("train.sharding='fsdp' does not keep an EMA of the sharded weights yet: "
-                             "set train.ema_decay=0 or train.sharding='none'")
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """The end-of-run summary: one table per dataset, mean +- std over seeds, from stored records.
 
 What `bench run` prints is the *headline* summary: per dataset, methods as rows and only the
-metrics a comparison is read from (`HEADLINE_COLUMNS`: tail and pooled FID, IRS, SWD, coverage,
-conditional accuracy, downstream balanced accuracy / macro-F1 and its gain over no
-augmentation), followed by one line for each number a reader could misread (`reading_notes`).
+metrics a comparison is read from: those the records' evaluators declare headline metrics
+(`bench.evaluator.Metric`, by rank; for the built-ins tail and pooled FID, KID, IRS, SWD, coverage,
+conditional accuracy, downstream balanced accuracy / macro-F1 and its gain over no augmentation;
+records written before metrics declared themselves get these: bench.report.declarations), followed
+by one line for each number a reader could misread (`reading_notes`). Columns are titled by metric
+name with its direction arrow.
 References and diagnostics (per-class values, geometry, Bayes risk, probes) are in the full
 summary (`full=True`, summary.md) and the `bench report` tables.
 
@@ -23,7 +26,7 @@ from typing import Iterable, Optional
 
 from tabulate import tabulate
 
-from bench.evaluator import HEADLINE_COLUMNS
+from bench.report.declarations import headline_columns as declared_headline
 from bench.report.protocol import protocol_line
 
 # metric-name suffix -> label of the reference line it belongs to, in display order
@@ -117,9 +120,8 @@ def unconverged(records: list[dict]) -> list[dict]:
 
 
 def headline_columns(records: list[dict]) -> list[str]:
-    """The HEADLINE_COLUMNS some record has; every plain metric when it has none of them."""
-    present = [m for m in HEADLINE_COLUMNS if any(m in r.get("metrics", {}) for r in records)]
-    return present or headline_metrics(records)
+    """The headline metrics some record has (bench.report.declarations); every plain metric if none."""
+    return declared_headline(records) or headline_metrics(records)
 
 
 def summary_rows(records: list[dict], names: Optional[list[str]] = None) -> tuple[list[str], list[list[str]]]:

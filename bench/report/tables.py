@@ -6,16 +6,19 @@ data, each method followed by its "(source only)" line when the records hold `<m
 `downstream` (Tab. 4: bAcc and macro-F1; a "no generative augmentation" block of the
 no-augmentation row and one row per long-tail remedy on real data alone, then each method followed
 by its "+ remedy" rows, the remedy applied on top of its synthetic set), `geometry` (Tab. 2, with
-the Bayes-risk reduction), `confounder` (Tab. 3), `ablation` (Tab. 7: Sub x Opt with kNN
-purity), one `all_<dataset>` table per dataset with every headline metric (metrics as rows,
-`@source` / `@init` lines under their plain metric) and `significance` (every paired comparison
-behind the marks: per-seed differences, mean with its t interval, p).
+the Bayes-risk reduction), `confounder` (Tab. 3), the tables the caller adds (`build_tables`'s
+`extra`: the paper's ablation, bench.paper.ablation), one `all_<dataset>` table per dataset with
+every metric the records hold (metrics as rows, `@source` / `@init` lines under their plain metric;
+with the records' declared labels beside the names when they declare them) and `significance`
+(every paired comparison behind the marks: per-seed differences, mean with its t interval, p).
+Column titles are the labels the records declare (bench.report.declarations).
 
 Rows and columns follow the experiment config (grid.json). The unit of replication is the
 generative seed: entries are mean +- sample std over generative seeds, downstream scores first
 averaged over the classifier seeds of each generative seed (the record's per-seed details), since
 those classifiers share one synthetic set. Significance marks: `*` vs no augmentation, `†` vs the
-baseline method (vanilla FM), paired by generative seed (bench.metrics.significance). Other marks: `§`
+baseline method the caller names (`TableOptions.baseline`; `bench tables` defaults to fm, vanilla
+flow matching), paired by generative seed (bench.metrics.significance). Other marks: `§`
 only some seeds usable, `‡` training did not converge, `?` an unreliable Bayes-risk estimate; a
 grid cell without a usable record is a dash. Each mark comes with a note saying why.
 """
@@ -23,9 +26,10 @@ grid cell without a usable record is a dash. Each mark comes with a note saying 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from bench.report.collect import OK, Experiment
+from bench.report.declarations import declared, declared_label, metric_title
 from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
 from bench.report.summary import AUG_PREFIX, VARIANTS, convergence_text, remedies_in, split_variant, unconverged
 from bench.report.tabular import (
@@ -33,7 +37,6 @@ from bench.report.tabular import (
     Entry, Table, mark_best,
 )
 
-CHECK = "✓"
 NO_AUG_ROW = "no augmentation"
 NO_AUG_SUFFIX = "/no_aug"
 REMEDY_ROW = "{} (real data only)"  # a long-tail remedy without generative augmentation
@@ -43,13 +46,13 @@ RUNS = "Mean ± sample std over runs"  # caption placeholder, replaced once ever
 VARIANT_CAPTIONS = {"@source": "\"(source only)\": the method's source samples decoded with no flow.",
                     "@init": "\"(untrained)\": the untrained network's samples."}
 REFERENCE_LINES = "Reference lines are never bold or tested."
-GENERATIVE = (("fid/tail", "FID tail", "n/fid"), ("fid/pooled", "FID pooled", "n/fid"),
-              ("irs_inf/tail", "IRS tail", "n/irs"), ("irs_adjusted/tail", "IRS adj. tail", "n/irs"),
-              ("swd/tail", "SWD tail", None), ("coverage/tail", "coverage tail", None))
-DOWNSTREAM = (("bacc", "bAcc"), ("macro_f1", "macro-F1"))
-GEOMETRY = (("alignment", "alignment"), ("radial_std", "radial std"), ("radial_cv", "radial CV"),
-            ("path_length", "path length"))
+# each table's metrics (titled by their declared labels); the generative ones with their sample-count metric
+GENERATIVE = {"fid/tail": "n/fid", "fid/pooled": "n/fid", "irs_inf/tail": "n/irs",
+              "irs_adjusted/tail": "n/irs", "swd/tail": None, "coverage/tail": None}
+DOWNSTREAM = ("bacc", "macro_f1")
+GEOMETRY = ("alignment", "radial_std", "radial_cv", "path_length")  # stats: geom_<stat> titles the column
 BAYES = "bayes_risk"  # the geometry table's Bayes-risk reduction column
+BAYES_TITLE = "Bayes-risk reduction"  # one column over two metrics (the N(0, I) and learned sources)
 # geometry row kind -> metric of a GEOMETRY stat (format with stat) or of the Bayes-risk column
 GEOMETRY_ROWS = {"gauss": ("geom_{}_gauss", "bayes_risk/standard/reduction"),
                  "method": ("geom_{}", "bayes_risk/learned/reduction"),
@@ -58,13 +61,7 @@ RISK_DIAGNOSTICS = ("ess", "identity_gap", "reliable")  # bayes_risk/<source>/<k
 # metrics that do not depend on the trained network (prior, subclasses, real-data baselines, counts)
 UNTRAINED_PREFIXES = ("geom_", "bayes_risk/", "probe_", "knn_purity", "n/")
 RISK_SOURCES = {"standard": "N(0, I)", "learned": "learned"}
-CONFOUNDER = (("probe_bacc", "bAcc"), ("probe_perm_bacc", "PermbAcc"), ("probe_gap", "gap"),
-              ("probe_near_chance", "NearChance"))
-ABLATION = (("bacc", "bAcc"), ("knn_purity_gap/features", "kNN gap (features)"),
-            ("knn_purity_gap/latent", "kNN gap (latent)"))
-# (subclasses, learned source) of the built-in methods, for cells without a record
-ABLATION_ROLES = {"fm": (False, False), "optprior_sub": (True, False), "optprior_opt": (False, True),
-                  "optprior": (True, True)}
+CONFOUNDER = ("probe_bacc", "probe_perm_bacc", "probe_gap", "probe_near_chance")
 
 
 @dataclass(frozen=True)
@@ -73,16 +70,22 @@ class TableOptions:
 
     test: str = DEFAULT_TEST  # bench.metrics.significance.TESTS
     alpha: float = 0.05
-    baseline: str = "fm"  # the method marked against with `†`
+    baseline: Optional[str] = None  # the method marked against with `†` (the caller's; None: no `†`)
 
 
-def build_tables(exp: Experiment, options: TableOptions = TableOptions()) -> list[Table]:
-    """Every table the records support, each with best entries marked."""
+# a table the caller adds: built from the experiment and the options, None when the records do not support it
+TableBuilder = Callable[[Experiment, TableOptions], Optional[Table]]
+
+
+def build_tables(exp: Experiment, options: TableOptions = TableOptions(),
+                 extra: Sequence[TableBuilder] = ()) -> list[Table]:
+    """Every table the records support, each with best entries marked; `extra` (e.g. the paper's
+    ablation, bench.paper.ablation) after the confounder table, before the per-dataset ones."""
     log: list = []  # every paired comparison, for the significance table
     builders: list[Callable[[], Optional[Table]]] = [
         lambda: datasets_table(exp), lambda: generative_table(exp, options, log),
         lambda: downstream_table(exp, options, log), lambda: geometry_table(exp),
-        lambda: confounder_table(exp), lambda: ablation_table(exp, options),
+        lambda: confounder_table(exp), *(lambda b=b: b(exp, options) for b in extra),
     ]
     tables = [t for t in (b() for b in builders) if t is not None]
     tables += [t for d in exp.datasets if (t := all_metrics_table(exp, d)) is not None]
@@ -284,7 +287,8 @@ def _n_subtitle(exp: Experiment, dataset: str, n_metric: Optional[str]) -> str:
     return f"n = {ns[0]:,}" if len(ns) == 1 else f"n = {ns[0]:,}-{ns[-1]:,}"
 
 
-def _runs_caption(what: str) -> str:
+def runs_caption(what: str) -> str:
+    """A caption ending in the runs placeholder (filled once every entry is known) and the bold rule."""
     return f"{what} {RUNS}; bold: best per column."
 
 
@@ -319,11 +323,13 @@ def _dataset_stats(rec: dict) -> list[str]:
             ir, *(str(g) if plan else "n/a" for g in groups), f"{synth:,}" if plan else "n/a"]
 
 
-def _method_table(exp: Experiment, name: str, title: str, caption: str, specs, methods_for,
-                  n_metrics: Optional[dict] = None, trained: bool = False) -> Optional[tuple[Table, list]]:
-    """Methods as rows, (dataset, metric) as columns for every metric present on that dataset
-    (`trained`: mark seeds whose training did not converge)."""
-    cols = [(d, m, label) for d in exp.datasets for m, label in specs if has_metric(exp, m, d)]
+def method_table(exp: Experiment, name: str, title: str, caption: str, metrics, methods_for,
+                 n_metrics: Optional[dict] = None, trained: bool = False) -> Optional[tuple[Table, list]]:
+    """Methods as rows, (dataset, metric) as columns for every metric present on that dataset, titled
+    by its label (`trained`: mark seeds whose training did not converge); the table and its
+    (dataset, metric, title) columns."""
+    cols = [(d, m, metric_title(exp.records(), m)) for d in exp.datasets for m in metrics
+            if has_metric(exp, m, d)]
     if not cols:
         return None
     columns = [Column(label, direction(exp, m), _n_subtitle(exp, d, (n_metrics or {}).get(m)), group=d)
@@ -336,11 +342,10 @@ def _method_table(exp: Experiment, name: str, title: str, caption: str, specs, m
 
 def generative_table(exp: Experiment, options: TableOptions, log: list) -> Optional[Table]:
     """Tab. 5: generative quality per dataset, vs the baseline method, each method's source-only line under it."""
-    built = _method_table(exp, "generative", "Generative metrics",
-                          _runs_caption("FID (lower is better) and IRS (higher) on domain features at the "
-                                        "stated n per column, SWD / subclass coverage for vector data."),
-                          [(m, label) for m, label, _ in GENERATIVE], lambda e: e.methods,
-                          {m: n for m, _, n in GENERATIVE}, trained=True)
+    built = method_table(exp, "generative", "Generative metrics",
+                         runs_caption("FID (lower is better) and IRS (higher) on domain features at the "
+                                      "stated n per column, SWD / subclass coverage for vector data."),
+                         list(GENERATIVE), lambda e: e.methods, GENERATIVE, trained=True)
     if built is None:
         return None
     table, cols = built
@@ -389,8 +394,8 @@ def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Optio
         caption += ("; above the methods, classifiers without generative augmentation (plain, and each long-tail "
                     "remedy on real data alone); \"<method> + <remedy>\": the remedy on top of the method's "
                     "synthetic set; all with the same classifier seeds, splits and early stopping")
-    built = _method_table(exp, "downstream", "Downstream classification", _runs_caption(caption + "."),
-                          DOWNSTREAM, lambda e: e.methods, trained=True)
+    built = method_table(exp, "downstream", "Downstream classification", runs_caption(caption + "."),
+                         DOWNSTREAM, lambda e: e.methods, trained=True)
     if built is None:
         return None
     table, cols = built
@@ -436,8 +441,8 @@ def geometry_table(exp: Experiment) -> Optional[Table]:
             "learned source" if any(s == BAYES for _, s, _ in cols) else "")
     table = Table("geometry", "Transport geometry", "Directional alignment (higher is better), radial "
                   "spread (std and coefficient of variation of path lengths within a subclass) and mean path "
-                  f"length of source-to-data displacements, per source{risk}; optprior's rows before (init) and "
-                  f"after source optimisation. {RUNS}.", ["Source"],
+                  f"length of source-to-data displacements, per source{risk}{_init_rows_text(exp)}. {RUNS}.",
+                  ["Source"],
                   [Column(label, s in ("alignment", BAYES), group=d) for d, s, label in cols])
     table.add_row(["N(0, I)"], [_first_entry(exp, table, d, _geometry_metric(s, "gauss")) for d, s, _ in cols])
     for method in exp.methods:
@@ -447,12 +452,20 @@ def geometry_table(exp: Experiment) -> Optional[Table]:
     return table
 
 
+def _init_rows_text(exp: Experiment) -> str:
+    """The caption's clause on the (init) rows, naming the methods whose records state a learned
+    source (`method_info["learned_source"]`); empty when none does."""
+    learned = [m for m in exp.methods
+               if any((r.get("method_info") or {}).get("learned_source") for r in exp.records(method=m))]
+    return f"; {', '.join(learned)}'s rows before (init) and after source optimisation" if learned else ""
+
+
 def _geometry_stats(exp: Experiment, dataset: str) -> list[tuple[str, str]]:
     """(stat, title) of the geometry columns a dataset's records support, the Bayes-risk reduction last."""
-    stats = [(s, label) for s, label in GEOMETRY
+    stats = [(s, metric_title(exp.records(), f"geom_{s}")) for s in GEOMETRY
              if has_metric(exp, f"geom_{s}_gauss", dataset) or has_metric(exp, f"geom_{s}", dataset)]
     if any(has_metric(exp, GEOMETRY_ROWS[k][1], dataset) for k in ("gauss", "method")):
-        stats.append((BAYES, "Bayes-risk reduction"))
+        stats.append((BAYES, BAYES_TITLE))
     return stats
 
 
@@ -487,11 +500,12 @@ def confounder_table(exp: Experiment) -> Optional[Table]:
     def methods(e: Experiment) -> list[str]:
         return [m for m in e.methods if _has_any(e, m, "probe_bacc") or not e.records(method=m)]
 
-    built = _method_table(exp, "confounder", "Confounder probe",
-                          _runs_caption("Balanced accuracy of a metadata-only logistic regression predicting "
-                                        "the induced subclass (grouped 5-fold CV), its permutation baseline, the "
-                                        "gap (lower: fewer confounders) and the share of classes at chance."),
-                          CONFOUNDER, methods)
+    built = method_table(exp, "confounder", "Confounder probe",
+                         runs_caption("Balanced accuracy of a metadata-only logistic regression "
+                                      "predicting the induced subclass (grouped 5-fold CV), its permutation "
+                                      "baseline, the gap (lower: fewer confounders) and the share of classes "
+                                      "at chance."),
+                         CONFOUNDER, methods)
     return None if built is None else built[0]
 
 
@@ -499,35 +513,11 @@ def _has_any(exp: Experiment, method: str, metric: str) -> bool:
     return any(metric in r.get("metrics", {}) for r in exp.records(method=method))
 
 
-def ablation_table(exp: Experiment, options: TableOptions) -> Optional[Table]:
-    """Tab. 7: Sub x Opt ablation rows with downstream bAcc and kNN purity gaps."""
-    roles = {m: r for m in exp.methods if (r := _ablation_role(exp, m)) is not None}
-    if len(roles) < 2 or not any(has_metric(exp, m) for m, _ in ABLATION):
-        return None
-    built = _method_table(exp, "ablation", "Ablation: subclasses (Sub.) and optimised sources (Opt.)",
-                          _runs_caption("Downstream balanced accuracy and the kNN purity gap of induced "
-                                        "subclasses over random partitions, in feature and latent space."),
-                          ABLATION, lambda e: list(roles))
-    if built is None:
-        return None
-    table, cols = built
-    table.row_header = ["Method", "Sub.", "Opt."]
-    table.rows = [([labels[0]] + [CHECK if on else "" for on in roles[labels[0]]], entries)
-                  for labels, entries in table.rows]
-    return table
-
-
-def _ablation_role(exp: Experiment, method: str) -> Optional[tuple[bool, bool]]:
-    for rec in exp.records(method=method):
-        info = rec.get("method_info") or {}
-        if "subclasses" in info:
-            return bool(info["subclasses"]), bool(info.get("learned_source"))
-    return ABLATION_ROLES.get(method)
-
-
 def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
-    """Every headline metric of a dataset (no per-class breakdowns), metrics as rows, methods as columns;
-    `<metric>@source` / `@init` as "(source only)" / "(untrained)" lines under their plain metric."""
+    """Every metric of a dataset (no per-class breakdowns), metrics as rows with their direction arrow,
+    methods as columns; `<metric>@source` / `@init` as "(source only)" / "(untrained)" lines under
+    their plain metric. When the records declare metrics (`metric_info`), a "Label" column beside the
+    name gives each one's declared label (a breakdown's: its metric's, with the part)."""
     names: list[str] = []
     for rec in exp.records(dataset):
         for base in (split_variant(m)[0] for m in rec.get("metrics", {})):
@@ -536,9 +526,11 @@ def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
     if not names:
         return None
     methods = exp.methods_of(dataset)
+    labelled = bool(declared(exp.records(dataset)))
     table = Table(f"all_{dataset}", f"All metrics: {dataset}",
-                  _runs_caption("Every metric the records hold (arrows: direction).").replace("column", "row"),
-                  ["Metric"], [Column(m) for m in methods], row_directions=[])
+                  runs_caption("Every metric the records hold (arrows: direction).").replace("column", "row"),
+                  ["Metric", "Label"] if labelled else ["Metric"], [Column(m) for m in methods],
+                  row_directions=[])
     for name in names:
         for suffix in ("", *VARIANTS):
             metric = name + suffix
@@ -546,10 +538,11 @@ def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
                 continue
             higher = direction(exp, metric)
             arrow = "" if higher is None else (" ↑" if higher else " ↓")
-            label = name + arrow + (f" ({VARIANTS[suffix]})" if suffix else "")
+            row = [name + arrow + (f" ({VARIANTS[suffix]})" if suffix else "")]
+            row += [declared_label(exp.records(dataset), name) or ""] if labelled else []
             trained = not suffix and depends_on_training(metric)
-            table.add_row([label], [method_entry(exp, table, dataset, m, metric, trained, ranked=not suffix)
-                                    for m in methods])
+            table.add_row(row, [method_entry(exp, table, dataset, m, metric, trained, ranked=not suffix)
+                                for m in methods])
             table.row_directions.append(higher)
     shown = [v for v in VARIANTS if any(labels[0].endswith(f"({VARIANTS[v]})") for labels, _ in table.rows)]
     if shown:

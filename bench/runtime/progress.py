@@ -5,7 +5,8 @@ batches, classifier epochs) shows a tqdm bar with its rate and ETA, titled with 
 belongs to ("[3/8] phantom_lt/cbfm/seed0 train"); a bar disappears when its loop ends. In a log
 (stderr redirected to a file, a Slurm job) bars are off, since their carriage returns make a log
 unreadable; the runner writes instead one line per finished stage with its duration
-(`stage_line`) and one line per finished cell with its headline metric (`cell_line`), both at
+(`stage_line`) and one line per finished cell with its headline metric (`cell_line`: the first
+metric its evaluators declare a headline, `bench.evaluator.Metric`), both at
 INFO, so both kinds of output say which stage runs and how long things take. Cells that run
 side by side in worker processes (bench.scale.pool) switch their bars off (`set_bars`): two
 processes redrawing bars on one terminal garble it; their stage and cell lines carry the cell's
@@ -14,11 +15,11 @@ label and are each written whole.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 from tqdm.auto import tqdm
 
-from bench.evaluator import HEADLINE_COLUMNS
+from bench.evaluator import headline_names
 
 _cell = {"title": "", "bars": True}  # "[i/N] dataset/method/seed<k>" of the cell running in this process
 
@@ -60,16 +61,18 @@ def stage_line(label: str, stage: str, seconds: float) -> str:
     return f"{label}: {stage} done in {seconds_text(seconds)}"
 
 
-def headline(metrics: dict) -> Optional[str]:
-    """The cell's headline metric as 'fid/tail 10.8 (source only 13.1)', or None when it has none."""
-    name = next((m for m in HEADLINE_COLUMNS if m in metrics), None)  # the summary's first column
+def headline(metrics: dict, info: Optional[Mapping] = None) -> Optional[str]:
+    """The cell's headline metric as 'fid/tail 10.8 (source only 13.1)': the first of the metrics that
+    `info` (the record's `metric_info`, its evaluators' declarations) makes a headline, as the run's
+    summary orders them; None when it has none."""
+    name = next((m for m in headline_names(info or {}) if m in metrics), None)
     if name is None:
         return None
     source = metrics.get(f"{name}@source")
     return f"{name} {metrics[name]:.4g}" + (f" (source only {source:.4g})" if source is not None else "")
 
 
-def cell_line(label: str, seconds: float, metrics: dict) -> str:
-    """'phantom_lt/fm/seed0: finished in 58 s; fid/tail 58.6 (source only 5256)'."""
-    head = headline(metrics)
+def cell_line(label: str, seconds: float, metrics: dict, info: Optional[Mapping] = None) -> str:
+    """'phantom_lt/fm/seed0: finished in 58 s; fid/tail 58.6 (source only 5256)' (`info`: see `headline`)."""
+    head = headline(metrics, info)
     return f"{label}: finished in {seconds_text(seconds)}" + (f"; {head}" if head else "")

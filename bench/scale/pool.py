@@ -66,7 +66,7 @@ def longest_first(cells: list) -> list:
     that finish last are short ones), grid order among equals and for cells with no estimate."""
     def cost(cell) -> float:
         footprint = getattr(cell, "footprint", None)
-        return 0.0 if footprint is None else footprint.flops_per_step * cell.train_cfg.steps
+        return 0.0 if footprint is None else footprint.flops_per_step * cell.config.train.steps
 
     return [cell for _, cell in sorted(enumerate(cells), key=lambda ic: (-cost(ic[1]), ic[0]))]
 

@@ -93,7 +93,9 @@ def read_record(folder: Path) -> Optional[dict]:
 # fields a usable record must hold, and fields it may hold, with their JSON types
 _FIELDS = {"status": str, "metrics": dict}
 _OPTIONAL = {"dataset": str, "method": str, "config_hash": str, "created": str, "higher_is_better": dict,
-             "timings_s": dict, "n": dict, "train": dict}
+             "timings_s": dict, "n": dict, "train": dict,
+             "metric_info": dict,  # {metric: bench.evaluator.Metric.info()}; records before it have none
+             "settings": dict}  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
 
 
 def record_problem(record: dict) -> Optional[str]:

@@ -53,7 +53,8 @@ def _epoch_seconds(x, y, workers: int, reps: int = 2) -> float:
 
 
 def _read_seconds(x, workers: int, reps: int = 3) -> float:
-    from bench.classify.batches import LoaderConfig, device_batches
+    from bench.config.loader import LoaderConfig
+    from bench.classify.batches import device_batches
 
     blocks = [b.sort().values for b in torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(64)]
     best = float("inf")

@@ -44,6 +44,7 @@ def test_metrics_agree_with_sklearn_with_a_class_never_predicted():
 
 
 @pytest.mark.parametrize("arch,dim", [("small_cnn", 128), ("densenet121", 1024), ("resnet50", 2048)])
+@pytest.mark.slow
 def test_embed_gives_pooled_penultimate_features(arch, dim):
     model = build_classifier(arch, 1, 4, seed=0)
     x = torch.rand(3, 1, 32, 32)

@@ -15,7 +15,8 @@ from PIL import Image
 from bench.data.image_cache import attach
 from bench.data.imagefiles import ImageFiles, Preprocess
 from bench.errors import BenchError
-from bench.classify.batches import LoaderConfig, device_batches
+from bench.config.loader import LoaderConfig
+from bench.classify.batches import device_batches, loader_workers as workers_for
 from bench.classify.fit import Protocol, build_classifier, concat_rows, embed, fit
 from test_classifier import blobs
 
@@ -44,6 +45,7 @@ def _fit(train_x, y, val_x, vy):
 
 
 @pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.slow
 def test_dataloader_workers_train_the_same_weights_as_the_plain_loop(tmp_path, loader_workers, cached):
     x, y = blobs(10)
     vx, vy = blobs(5, seed=1)
@@ -75,9 +77,9 @@ def test_worker_blocks_are_the_plain_blocks_in_order(tmp_path):
 
 
 def test_automatic_workers_and_bad_settings():
-    assert LoaderConfig().workers_for(torch.device("cpu")) == 0
-    assert LoaderConfig(workers=3).workers_for(torch.device("cpu")) == 3
-    assert LoaderConfig().workers_for(torch.device("cuda")) >= 1
+    assert workers_for(LoaderConfig(), torch.device("cpu")) == 0
+    assert workers_for(LoaderConfig(workers=3), torch.device("cpu")) == 3
+    assert workers_for(LoaderConfig(), torch.device("cuda")) >= 1
     with pytest.raises(BenchError, match="loader.workers"):
         LoaderConfig(workers=-1).check()
     with pytest.raises(BenchError, match="loader.prefetch_factor"):

@@ -33,6 +33,7 @@ def memtracker_peak(arch, in_channels, n_classes, size, batch) -> int:
 
 
 @pytest.mark.parametrize("arch, size, batch", [("small_cnn", 32, 16), ("resnet50", 64, 8)])
+@pytest.mark.slow
 def test_classifier_peak_matches_memtracker(arch, size, batch):
     estimate = classifier_step_gib(arch, 1, 5, size, batch, "bf16") * GIB
     assert estimate == pytest.approx(memtracker_peak(arch, 1, 5, size, batch), rel=0.15)

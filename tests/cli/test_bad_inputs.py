@@ -32,7 +32,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.config.gin_config import gin_dir
 from records_fixture import make_experiment
@@ -48,13 +47,6 @@ PROGRESS = re.compile(r"^(\[\d+/\d+\] \S+|\S+: \S+ done in .+|\S+: finished in .
 
 
 # -- running the CLI as a user would see it ----------------------------------------------------
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    """In-process runs parse gin globally: leave no bindings (or lock) behind for other tests."""
-    yield
-    gin.clear_config()
-
-
 @dataclass
 class Outcome:
     """Exit status, stdout and the lines a user would see on stderr."""
@@ -556,6 +548,7 @@ def check(case: Case, code: int, err: list) -> None:
 
 
 @pytest.mark.parametrize("case", list(_params()))
+@pytest.mark.slow
 def test_bad_input_is_one_line_a_nonzero_exit_and_writes_nothing(case, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.chdir(tmp_path)  # a default results/ would land here and show in the listing
     args = prepare(case, tmp_path)
@@ -595,6 +588,7 @@ def test_the_catalogue_doc_lists_every_case_with_the_message_it_gets():
 
 
 @pytest.mark.parametrize("case_id", ["run-results-dir-under-a-file"])
+@pytest.mark.slow
 def test_the_console_script_prints_the_same_single_line(case_id, tmp_path, bench_cli):
     """The in-process emulation above against the real `bench` process (logging, warnings, exit)."""
     case = next(c for c in CASES if c.id == case_id)
@@ -671,6 +665,7 @@ DAMAGE = [
 @pytest.mark.parametrize("damages,retrains", [
     pytest.param(d, r, id=i, marks=[pytest.mark.xfail(strict=True, reason=x)] if x else [])
     for i, d, r, x in DAMAGE])
+@pytest.mark.slow
 def test_a_damaged_artifact_is_redone_on_rerun(finished, tmp_path, damages, retrains, capsys, caplog):
     res = tmp_path / "res"
     shutil.copytree(finished, res)

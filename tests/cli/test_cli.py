@@ -1,6 +1,9 @@
 """The command line run as `python -m bench` at the repository root."""
 
+import pytest
 
+
+@pytest.mark.slow
 def test_python_m_bench_at_the_repository_root_reads_a_method_gin_that_includes_another():
     """`python -m bench` puts the current folder on sys.path; at the repository root its methods/
     folder must not become a package `methods` that breaks gin's include (optprior_opt.gin)."""

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from test_bad_inputs import run_cli
 
 SMALL_2D = ["datasets=[synthetic2d]", "methods=[fm]", "seeds=[0]", "train.steps=400",
             "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=100"]
@@ -70,6 +71,7 @@ def test_changed_sampling_config_reuses_the_trained_backbone(small_run, bench_cl
     assert "train.steps = 400" in rec["config"] and "sample.nfe = 8" in rec["config"]
 
 
+@pytest.mark.slow
 def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):
     out = bench_cli("validate", "methods=[fm]", "datasets=[synthetic2d,digits_lt]",
                     f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
@@ -95,11 +97,22 @@ def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):
     (["methods=[cpd]", "cpd.sigma=-1"], "cpd.sigma must be > 0"),
     (["methods=[cbfm]", "cbfm.weight=t2"], "cbfm.weight must be one of"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, bench_cli, args, message):
-    out = bench_cli("run", *args, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+@pytest.mark.slow
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, caplog, args, message):
+    """In-process (tests/cli/test_bad_inputs.py's `run_cli`, checked there against the console script)."""
+    monkeypatch.chdir(tmp_path)
+    out = run_cli(["run", *args, f"results_dir={tmp_path / 'res'}"], capsys, caplog)
+    assert out.code == 2, (out.out, out.err)
+    assert len(out.err) == 1 and out.err[0].startswith("bench: error:") and message in out.err[0], out.err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_the_console_script_exits_2_with_one_line(tmp_path, bench_cli):
+    out = bench_cli("run", "methods=[nope]", f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
     assert out.returncode == 2, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench: error:") and message in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("bench: error: unknown method 'nope'"), lines
     assert not (tmp_path / "res").exists()
 
 
@@ -131,6 +144,7 @@ def test_eval_on_val_scores_the_validation_split_with_the_same_backbone(small_ru
     assert rec["metrics"]["swd/all"] != test_metrics["swd/all"]  # another reference split
 
 
+@pytest.mark.slow
 def test_eval_on_val_without_a_validation_split_is_refused(tmp_path, bench_cli):
     out = bench_cli("run", "datasets=[digits_lt]", "methods=[fm]", "pipeline.eval_on=val",
                     f"results_dir={tmp_path / 'res'}", cwd=tmp_path)

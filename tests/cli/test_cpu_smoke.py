@@ -8,6 +8,7 @@ metrics: FID, IRS, balanced accuracy, macro-F1 and (optprior) kNN purity.
 
 from __future__ import annotations
 
+import pytest
 import json
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-import bench.scale.grid  # noqa: F401 -- imports the executor configurable before any parse locks gin
 from bench.cli import main
 from bench.datasets.nih_lt import NIHLT
 
@@ -41,6 +41,7 @@ def nih_tree(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_the_headline_command_runs_on_a_fabricated_nih_tree_with_the_cpu_preset(tmp_path):
     root, res = nih_tree(tmp_path / "nih"), tmp_path / "res"
     try:

@@ -59,6 +59,7 @@ def test_failure_json_is_removed_when_the_cell_succeeds(tmp_path, monkeypatch):
     assert sorted(os.listdir(folder)) == []  # no failure.json, no lock
 
 
+@pytest.mark.slow
 def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, capsys):
     """A NaN image found while nih_lt's cell encodes fails that cell (failure.json, exit 1 at the
     end); synthetic2d's cell still runs and is recorded."""
@@ -67,7 +68,6 @@ def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, caps
     import pandas as pd
     from PIL import Image
 
-    import bench.scale.grid  # noqa: F401
     from bench.cli import main
     from test_bad_inputs import TINY_NIH_RUN, nih_tree
 

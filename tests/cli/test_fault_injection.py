@@ -21,7 +21,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 import bench.pipeline.runner
 from bench.cli import main
 
@@ -30,11 +29,6 @@ RUN = ("run", "datasets=[synthetic2d]", "methods=[cpd]", "train.steps=4", "train
        "synthetic2d.n_test_per_class=10", "pipeline.evaluators=[swd]")
 CELL = Path("quick/synthetic2d/cpd/seed0")
 
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    yield
-    gin.clear_config()
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +171,7 @@ def same(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("damage,removed", [pytest.param(d, r, id=i) for i, d, r in FAULTS])
+@pytest.mark.slow
 def test_a_damaged_artifact_heals_and_the_rerun_equals_an_undisturbed_run(finished, tmp_path, damage, removed,
                                                                            capsys):
     res = tmp_path / "res"

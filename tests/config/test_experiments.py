@@ -33,7 +33,8 @@ from bench.datasets.nih_lt import NIHLT
 from bench.errors import BenchError
 from bench.evaluators.fid import FID
 from bench.evaluators.irs import IRS
-from bench.metrics.generative import GenerativeSet, largest_remainder
+from bench.config.evaluation import GenerativeSet
+from bench.metrics.generative import largest_remainder, per_class
 from bench.pipeline.runner import run_cell
 from bench.data.targets import ClassTarget
 
@@ -54,13 +55,6 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
 PAPER_EVALUATORS = ["sample_grid", "fid", "irs", "downstream", "knn_purity", "confounder",
                     "geometry", "memorisation"]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    """Configurables (FID, GenerativeSet, ...) built in a test see no bindings parsed by another."""
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 # -- the experiment files ----------------------------------------------------------------------
@@ -84,7 +78,7 @@ def _cell_config(experiment: str, dataset: str, method: str) -> str:
 def test_every_experiment_checkpoints_long_trainings_by_default(experiment):
     """A killed long training resumes instead of restarting, without the user asking for it
     (cpu_smoke's 20 steps take seconds: it writes none)."""
-    from bench.pipeline.trainer import TrainConfig
+    from bench.config.train import TrainConfig
 
     methods, datasets, _ = AXES[experiment]
     _cell_config(experiment, datasets[-1], methods[-1])
@@ -121,6 +115,7 @@ def _documented_cpu_command() -> list[str]:
     return shlex.split(" ".join(command))[1:]
 
 
+@pytest.mark.slow
 def test_the_documented_cpu_ablation_command_validates(tmp_path, monkeypatch, capsys):
     args = _documented_cpu_command()
     assert args[:2] == ["run", "experiment=ablation"] and "datasets=[phantom_lt]" in args
@@ -210,6 +205,7 @@ def _tiny_flux_vae(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindings(tmp_path, capsys):
     """All three datasets x all four methods, one seed (12 FLUX.1-size backbones on the meta
     device; the three seeds only repeat these cells). The bindings are those of paper.gin's header."""
@@ -236,6 +232,7 @@ def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindin
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharded(tmp_path, capsys):
     """`bench validate methods=[optprior,cbfm] datasets=[nih_lt] ...`: the real datasets' default
     (presets/flux_1gpu.gin) fits one 80 GiB GPU; FLUX.1 size is refused there with the number of
@@ -297,12 +294,12 @@ def _plan(counts, synthetic) -> list[ClassTarget]:
 
 def test_generative_counts_follow_the_allocation_over_the_augmented_classes():
     plan = _plan([1000, 40, 10, 400], [0, 60, 90, 200])
-    assert GenerativeSet().n_per_class(plan) is None  # default: no separate set
-    assert GenerativeSet(n_total=1000).n_per_class(plan) == [0, 171, 257, 572]  # 60:90:200 of 1000
-    assert GenerativeSet(n_total=1000, allocation="uniform").n_per_class(plan) == [0, 334, 333, 333]
-    assert GenerativeSet(n_total=900, allocation="train").n_per_class(plan) == [0, 80, 20, 800]
+    assert per_class(GenerativeSet(), plan) is None  # default: no separate set
+    assert per_class(GenerativeSet(n_total=1000), plan) == [0, 171, 257, 572]  # 60:90:200 of 1000
+    assert per_class(GenerativeSet(n_total=1000, allocation="uniform"), plan) == [0, 334, 333, 333]
+    assert per_class(GenerativeSet(n_total=900, allocation="train"), plan) == [0, 80, 20, 800]
     none_augmented = _plan([5, 5, 5], [0, 0, 0])
-    assert GenerativeSet(n_total=10).n_per_class(none_augmented) == [4, 3, 3]  # all classes, uniform
+    assert per_class(GenerativeSet(n_total=10), none_augmented) == [4, 3, 3]  # all classes, uniform
     for bad in ({"n_total": 0}, {"n_total": 2.5}, {"n_total": True}, {"allocation": "equal"}):
         with pytest.raises(BenchError, match="generative"):
             GenerativeSet(**bad)
@@ -406,7 +403,7 @@ def test_the_generative_set_has_its_own_hash_and_leaves_the_other_stages_alone()
     base = _built()
     on = _built(["generative.n_total = 1000"])
     assert {k: v for k, v in on.stage_hashes.items() if k != "generative"} == base.stage_hashes
-    assert on.config_hash != base.config_hash and on.generative.n_total == 1000
+    assert on.config_hash != base.config_hash and on.config.generative.n_total == 1000
     other = {
         "allocation": _built(["generative.n_total = 1000", "generative.allocation = 'uniform'"]),
         "total": _built(["generative.n_total = 2000"]),
@@ -437,7 +434,7 @@ def test_runner_samples_the_generative_set_once_and_fid_irs_score_it(tmp_path):
     manifest = json.loads((folder / "samples_generative" / "manifest.json").read_text())
     assert manifest["config_hash"] == cell.stage_hashes["generative"]
     plan = [ClassTarget(**row) for row in record["augmentation"]]
-    assert record["generative_per_class"] == GenerativeSet(n_total=45).n_per_class(plan)
+    assert record["generative_per_class"] == per_class(GenerativeSet(n_total=45), plan)
     assert sum(record["generative_per_class"]) == record["n"]["generative"] == 45
     assert record["stage_hashes"]["generative"] == cell.stage_hashes["generative"]
     assert "sample_generative" in record["timings_s"]
@@ -489,7 +486,8 @@ def test_the_real_datasets_run_the_papers_evaluators_by_default(dataset):
     probe, geometry and memorisation unless the user narrows the list."""
     import gin
 
-    from bench.config.gin_config import PipelineConfig, parse
+    from bench.config.pipeline_config import PipelineConfig
+    from bench.config.gin_config import parse
     from bench.pipeline.assemble import load_plugins
 
     load_plugins()

@@ -26,7 +26,8 @@ from bench.cli import main
 from bench.config.gin_config import bindings_text, gin_dir, parse
 from bench.config.default_experiment import default_experiment
 from bench.errors import BenchError
-from bench.pipeline.budget import Assumptions, CellEstimate, cnn_forward_flops
+from bench.config.throughput import Assumptions
+from bench.pipeline.budget import CellEstimate, cnn_forward_flops
 from bench.pipeline.assemble import CellSpec, RunRequest, config_files, load_plugins
 from bench.pipeline.preview import CellView, grid_preview, validate_lines
 from test_experiments import _nih_root, _tiny_flux_vae
@@ -35,12 +36,6 @@ REAL = ["nih_lt", "mimic_lt", "ct_rate"]
 PROTOCOL = {"features.arch": "densenet121", "downstream.arch": "resnet50", "downstream.n_seeds": 3,
             "generative.n_total": 50000, "fid.reference": "train", "sample.n_per_class": "targets"}
 
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 # -- which experiment a run is ---------------------------------------------------------------------
@@ -75,9 +70,8 @@ def _bound(experiment: str, dataset: str, bindings=(), files=()) -> dict:
     parse(config_files(CellSpec(experiment, dataset, "fm", 0), request), request.bindings, dataset, REAL + ["phantom_lt"])
     from bench.evaluators.downstream import Downstream
     from bench.evaluators.fid import FID
-    from bench.metrics.features import FeatureConfig
-    from bench.metrics.generative import GenerativeSet
-    from bench.pipeline.sampler import SampleConfig
+    from bench.config.evaluation import FeatureConfig, GenerativeSet
+    from bench.config.sample import SampleConfig
 
     down = Downstream()
     return {"features.arch": FeatureConfig().arch, "downstream.arch": down.arch, "downstream.n_seeds": down.n_seeds,
@@ -139,6 +133,7 @@ def nih_validate(tmp_path_factory):
     return tmp / "res", buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_validate_prints_each_cells_folder_and_protocol_in_words(nih_validate):
     res, out = nih_validate
     cells = re.findall(r"^ok  (\S+)  config", out, re.M)

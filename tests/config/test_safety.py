@@ -19,7 +19,6 @@ import gin
 import numpy as np
 import pytest
 
-import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.config.gin_config import experiment_file
 from bench.errors import BenchError

@@ -11,12 +11,6 @@ from bench.config.scoped import localise, statements
 DATASETS = ("phantom_lt", "synthetic2d", "digits_lt")
 
 
-@pytest.fixture(autouse=True)
-def clean():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 def test_statements_keep_continuation_lines_with_their_binding():
     text = "a.x = [1,\n    2]  # (\nb.y = 'a)b'\n# c/d.z = 1\ne.f = \\\n    3\n"
@@ -45,7 +39,7 @@ def _steps(tmp_path, dataset: str, bindings=(), text: str = "") -> tuple[int, st
         path.write_text(text)
         files.append(str(path))
     cell = build_cell(CellSpec("claims", dataset, "fm", 0), RunRequest(gin_files=files, bindings=list(bindings)))
-    return cell.train_cfg.steps, cell.config_hash
+    return cell.config.train.steps, cell.config_hash
 
 
 def test_a_scoped_binding_reaches_its_dataset_only_and_later_bindings_still_win(tmp_path):
@@ -66,7 +60,7 @@ def test_a_scoped_binding_is_recorded_and_hashed_as_the_plain_binding_it_became(
 
 
 def test_the_quick_experiment_sets_each_datasets_own_budget():
-    steps = {d: build_cell(CellSpec("quick", d, "fm", 0), RunRequest()).train_cfg.steps for d in DATASETS}
+    steps = {d: build_cell(CellSpec("quick", d, "fm", 0), RunRequest()).config.train.steps for d in DATASETS}
     assert steps == {"phantom_lt": 600, "synthetic2d": 1000, "digits_lt": 1000}
     assert build_cell(CellSpec("quick", "phantom_lt", "fm", 0), RunRequest()).dataset.size == 16
 

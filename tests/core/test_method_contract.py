@@ -9,8 +9,10 @@ from bench.backbones.flux import FluxBackbone
 from bench.pipeline.assemble import load_plugins
 from bench.config.gin_config import gin_dir, parse
 from bench.method import Condition, TrainBatch
-from bench.pipeline.sampler import SampleConfig, generate
-from bench.pipeline.trainer import TrainConfig, train
+from bench.config.sample import SampleConfig
+from bench.pipeline.sampler import generate
+from bench.config.train import TrainConfig
+from bench.pipeline.trainer import train
 
 BUILTIN = ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"]
 SMALL = ["optprior.steps = 5", "optprior.min_size = 4", "optprior.risk_samples = 20",
@@ -30,6 +32,7 @@ def latents():
 
 
 @pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.slow
 def test_method_trains_and_samples_on_tiny_flux(name, latents):
     z, y = latents
     load_plugins()

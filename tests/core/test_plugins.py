@@ -65,6 +65,7 @@ def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
     assert len(cached) == 1, cached  # encoded once, shared by both cells
 
 
+@pytest.mark.slow
 def test_broken_plugin_named_explicitly_is_a_clear_error(plugin_path, bench_cli):
     out = bench_cli("validate", "methods=[broken]", "datasets=[synthetic2d]", cwd=plugin_path,
                     env_extra={"PYTHONPATH": str(plugin_path)})

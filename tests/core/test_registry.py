@@ -43,6 +43,7 @@ def test_decorator_registers_gin_configurable_class():
     assert reg.infos()[0].distribution == "(registered in-process)"
 
 
+@pytest.mark.slow
 def test_hf_datasets_is_not_shadowed():
     """bench.datasets and Hugging Face `datasets` import side by side in one process."""
     code = textwrap.dedent("""

@@ -14,12 +14,6 @@ from bench.store.fingerprint import split_fingerprint
 TIE = ["data_split.tie_to_seed = True"]
 
 
-@pytest.fixture(autouse=True)
-def clean():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 def cell(dataset: str, seed: int, bindings=()):
     return build_cell(CellSpec("quick", dataset, "fm", seed), RunRequest(bindings=list(bindings)))

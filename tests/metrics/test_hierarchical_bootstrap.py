@@ -66,6 +66,7 @@ def test_metrics_under_counts_equal_sklearn_on_the_repeated_rows():
 
 
 @pytest.mark.parametrize("metric", ["bacc", "macro_f1"])
+@pytest.mark.slow
 def test_one_seed_is_the_ordinary_stratified_test_set_bootstrap(metric):
     """One generative seed: the interval is that of resampling test images alone, recomputed here
     with sklearn replicate by replicate from the same image draws."""
@@ -108,6 +109,7 @@ def test_the_interval_widens_where_the_test_set_dominates():
     assert both.high - both.low > 2 * (seed_level.high - seed_level.low)
 
 
+@pytest.mark.slow
 def test_coverage_of_a_known_difference_is_roughly_nominal():
     """300 simulated studies (8 seeds, one shared test set of 200 images, true bAcc difference 0.05
     exactly): the 95 % interval covers it in about 95 % of them (98 % measured: resampling both

@@ -14,12 +14,6 @@ from bench.paper.claim_experiments import load_claims, stage_versions
 from bench.store.gridfile import GridFile
 
 
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 def record(dataset, method, seed, metrics, versions=(1, 1), experiment="part") -> dict:
     return {"schema_version": 1, "status": "ok", "experiment": experiment, "dataset": dataset, "method": method,
@@ -73,6 +67,7 @@ def test_records_of_one_method_from_different_stage_versions_are_refused(tmp_pat
         load_claims(folder)
 
 
+@pytest.mark.slow
 def test_a_prior_only_cell_records_the_prior_and_trains_nothing(tmp_path):
     """`pipeline.stop_after = 'prior'`: the geometry evaluator's metrics, the stage versions, no backbone."""
     code = main(["run", "methods=[optprior]", "datasets=[synthetic2d]", "seeds=[0]", "experiment=claims_prior",

@@ -72,6 +72,7 @@ def verdicts(folder: Path, options: ClaimsOptions = ClaimsOptions()) -> dict:
 
 
 @pytest.mark.parametrize("n_seeds, streams", [(3, range(40)), (6, range(100, 140))])
+@pytest.mark.slow
 def test_under_the_null_c_or_d_rarely_does_not_hold(tmp_path, n_seeds, streams):
     refuted, words = 0, []
     for stream in streams:

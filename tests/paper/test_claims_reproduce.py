@@ -8,6 +8,7 @@ this test is that check.
 
 from __future__ import annotations
 
+import pytest
 from pathlib import Path
 
 from bench.cli import main
@@ -15,6 +16,7 @@ from bench.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_claims_on_the_committed_records_reproduces_docs_claims_md(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the document names the folder as given: results/claims
     out = tmp_path / "claims.md"

@@ -19,6 +19,7 @@ def smoke(tmp_path_factory):
     return gpu.measure("smoke", tmp_path_factory.mktemp("gpu"))
 
 
+@pytest.mark.slow
 def test_smoke_keys_are_cpu_step_times_without_mfu(smoke):
     assert set(smoke.keys) == {"gpu_compile_step_s", "gpu_compile_mfu"}
     assert smoke.keys["gpu_compile_mfu"] == {"eager": None, "compiled": None}

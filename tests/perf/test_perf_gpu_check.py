@@ -38,6 +38,7 @@ def test_without_cuda_the_check_needs_a_gpu_and_measures_nothing(monkeypatch, tm
     assert list((tmp_path / "work" / "gpu").iterdir()) == []  # no part wrote anything
 
 
+@pytest.mark.slow
 def test_dry_check_runs_every_part_without_error(dry):
     parts = dry.details["parts"]
     assert list(parts) == list(gpu_check.PARTS)
@@ -156,6 +157,7 @@ def fake_parts(tmp_path, monkeypatch):
     return {name: f"fake_gpu_parts:{name}" for name in ("broken", "slow", "quick")}
 
 
+@pytest.mark.slow
 def test_a_failing_part_is_recorded_and_the_next_one_runs(fake_parts, tmp_path):
     parts = {k: fake_parts[k] for k in ("broken", "quick")}
     result = gpu_check.run_check(sizes("dry"), tmp_path / "work", isolate=False, parts=parts)
@@ -164,6 +166,7 @@ def test_a_failing_part_is_recorded_and_the_next_one_runs(fake_parts, tmp_path):
                                       "estimate_of": "one", "ratio": 2.0, "verdict": "estimate 2.00x low"}]
 
 
+@pytest.mark.slow
 def test_a_part_over_its_limit_is_killed_with_its_workers(fake_parts, tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "MIN_PART_S", 1)
     # the slow part's limit leaves its child time to start (a light import) and spawn its worker

@@ -13,7 +13,8 @@ from bench.datasets.synthetic2d import Synthetic2D
 from bench.evaluators.swd import SlicedWasserstein
 from bench.methods.optprior import OptPrior, SubclassPrior
 from bench.perf.nfe import FIGURE, METHODS, SCALE_SETTINGS, measure, nfe_to_match, summarise
-from bench.pipeline.sampler import SampleConfig, generate
+from bench.config.sample import SampleConfig
+from bench.pipeline.sampler import generate
 
 SMOKE = SCALE_SETTINGS["smoke"]
 
@@ -24,6 +25,7 @@ def smoke(tmp_path_factory):
     return workdir, measure("smoke", workdir)
 
 
+@pytest.mark.slow
 def test_every_method_has_a_finite_curve_and_an_nfe_or_none(smoke):
     _, m = smoke
     assert set(m.keys["nfe_to_match"]) == set(SMOKE.datasets) == {"synthetic2d"}

@@ -14,7 +14,7 @@ import torch
 from bench.method import Condition, TrainBatch
 from bench.perf import overhead, thread_scaling
 from bench.perf.case import median
-from bench.pipeline.trainer import TrainConfig
+from bench.config.train import TrainConfig
 
 ROWS = [0, 1600, 3000, 3722]  # train rows of four different phantom classes (class-major order)
 
@@ -88,6 +88,7 @@ def test_bare_step_updates_weights_as_bench_trainer(setting):
     assert max(moved) == pytest.approx(small.cfg.lr, rel=1e-3)  # AdamW's first step moves by ~lr
 
 
+@pytest.mark.slow
 def test_overhead_smoke_keys(tmp_path):
     before = torch.get_num_threads()
     m = overhead.measure("smoke", tmp_path)
@@ -103,6 +104,7 @@ def test_overhead_smoke_keys(tmp_path):
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_threads_smoke_keys(tmp_path):
     before = torch.get_num_threads()
     m = thread_scaling.measure("smoke", tmp_path)
@@ -168,8 +170,8 @@ def test_the_threads_case_picks_the_faster_count_from_known_step_times(monkeypat
 
     setting = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
                               labels=[0] * 10, parameters=123)
-    monkeypatch.setattr(threads, "phantom_setting", lambda batch_size=None: setting)
-    monkeypatch.setattr(threads, "bench_run", fake_bench_run)
+    monkeypatch.setattr(thread_scaling, "phantom_setting", lambda batch_size=None: setting)
+    monkeypatch.setattr(thread_scaling, "bench_run", fake_bench_run)
     out = thread_scaling.measure("smoke", tmp_path).keys["threads"]
     assert out["1"] == pytest.approx(0.4, abs=1e-9) and out["2"] == pytest.approx(0.25, abs=1e-9)
     assert out["best"] == 2 and out["speedup_2_vs_1"] == pytest.approx(1.6, abs=1e-9)

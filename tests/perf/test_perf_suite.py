@@ -37,6 +37,7 @@ def test_frechet_case_agrees_with_the_sqrtm_route(tmp_path):
     assert m.details["fid_sqrtm"] == pytest.approx(ref, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_offline_case_times_every_part_of_the_stage_in_a_child(tmp_path):
     m = offline.measure("smoke", tmp_path)
     parts = m.details["seconds"]
@@ -109,6 +110,7 @@ def test_suite_writes_every_key_and_isolates_a_failing_case(tmp_path, monkeypatc
     assert "- offline: ValueError: no luck" in page
 
 
+@pytest.mark.slow
 def test_unknown_case_or_scale_is_a_one_line_error(tmp_path, bench_cli):
     with pytest.raises(BenchError, match=r"unknown benchmark case\(s\) nope \(known: overhead, offline"):
         suite.check_cases(["fid", "nope"])

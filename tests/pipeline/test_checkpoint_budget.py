@@ -7,7 +7,8 @@ import torch
 
 from bench.backbones.mlp import MLPBackbone
 from bench.method import Method
-from bench.pipeline.trainer import CheckpointClock, TrainConfig, train
+from bench.config.train import TrainConfig
+from bench.pipeline.trainer import CheckpointClock, train
 
 STEP_SECONDS = 25.0
 

@@ -22,7 +22,8 @@ SCRIPT = textwrap.dedent('''
     from safetensors.torch import save_file
     from bench.backbones.mlp import MLPBackbone
     from bench.methods.fm import FlowMatching
-    from bench.pipeline.trainer import TrainConfig, train
+    from bench.config.train import TrainConfig
+    from bench.pipeline.trainer import train
 
     out, micro_batches = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -95,7 +96,8 @@ SAMPLE_SCRIPT = textwrap.dedent('''
     from safetensors.torch import save_file
     from bench.backbones.mlp import MLPBackbone
     from bench.methods.fm import FlowMatching
-    from bench.pipeline.sampler import SampleConfig, generate
+    from bench.config.sample import SampleConfig
+    from bench.pipeline.sampler import generate
 
     out, world = sys.argv[1], int(sys.argv[2])
     rank = 0

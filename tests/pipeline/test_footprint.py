@@ -46,6 +46,7 @@ def test_an_untraceable_backbone_gets_the_parameter_terms_and_says_so():
     assert fp.flops_per_step == 6 * 20 * 8
 
 
+@pytest.mark.slow
 def test_one_process_is_the_trace_and_accumulation_holds_every_gradient(flux):
     one = estimate(flux, batch_size=32, micro_batches=1, processes=1, mixed_precision="bf16")
     acc = estimate(flux, batch_size=64, micro_batches=2, processes=1, mixed_precision="bf16")
@@ -119,6 +120,7 @@ def test_a_step_larger_than_the_device_is_refused_with_ways_out():
     assert devices_needed(Footprint(**{**fp.__dict__, "batch_size": 6, "micro_batches": 3}), 80.0) == (3, 3)
 
 
+@pytest.mark.slow
 def test_ways_out_of_a_traced_step_name_checkpointing_and_smaller_micro_batches(flux):
     fp = estimate(flux, batch_size=256, micro_batches=1, processes=1, mixed_precision="bf16")
     state = fp.micro_batch_gib - fp.activations_gib
@@ -150,6 +152,7 @@ def test_sharding_way_out_picks_micro_batches_the_devices_share(flux):
     assert sharded.total_gib <= device * 1.1  # the traced micro-batch agrees with the scaled one
 
 
+@pytest.mark.slow
 def test_validate_prints_a_whole_micro_batch_of_activations_per_sharded_rank(capsys):
     """`bench validate ... executor.tasks_per_node=8 train.sharding='fsdp'`: phantom_lt's batch of 32
     in 8 micro-batches, one per rank: each rank's activations are those of 4 rows, as on one process."""

@@ -57,15 +57,8 @@ def fsdp_peak(mesh, rows: int, precision: str) -> int:
     return next(iter(tracker.get_tracker_snapshot("peak").values()))["Total"]
 
 
-@pytest.fixture(autouse=True)
-def no_gin_bindings():
-    """FluxBackbone is gin-configurable: bindings an earlier test parsed (e.g. the quick run's
-    phantom_lt/flux.patch_size = 4) must not reach the backbones built here."""
-    gin.clear_config()
-    yield
-
-
 @pytest.mark.parametrize("world, rows, precision", [(4, 32, "bf16"), (2, 16, "no")])
+@pytest.mark.slow
 def test_sharded_peak_matches_fsdp_memtracker_within_15_percent(fake_world, world, rows, precision):
     """The peak lies in the micro-batch here (activations dominate). FSDPMemTracker counts the
     sharded AdamW state of fake DTensors at their global size, so its optimiser-step peak is not

@@ -22,7 +22,7 @@ from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
 from bench.pipeline.sharding import _meta_twin, build_device, mixed_precision_policy, shard_units
-from bench.pipeline.trainer import TrainConfig
+from bench.config.train import TrainConfig
 
 # the tiny preset (gin/presets/tiny.gin) on 8 x 8 single-channel latents
 TINY = dict(num_layers=2, num_single_layers=2, attention_head_dim=32, num_attention_heads=4,
@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent(f'''
     from bench.backbones.flux import FluxBackbone
     from bench.methods.fm import FlowMatching
     from bench.pipeline.sharding import build_device
-    from bench.pipeline.trainer import TrainConfig, train
+    from bench.config.train import TrainConfig
+    from bench.pipeline.trainer import train
     from bench.runtime import distributed
 
     out, sharding, checkpointing, precision = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "ac", sys.argv[4]

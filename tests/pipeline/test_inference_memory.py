@@ -15,7 +15,8 @@ from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
 from bench.pipeline import sampler
 from bench.encoders import flux_vae as vae_memory
-from bench.pipeline.sampler import AUTO_CPU_BATCH, ConditionedVelocity, SampleConfig, euler, sampling_batch
+from bench.config.sample import SampleConfig
+from bench.pipeline.sampler import AUTO_CPU_BATCH, ConditionedVelocity, euler, sampling_batch
 
 CPU = torch.device("cpu")
 FLUX = dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
@@ -58,6 +59,7 @@ def memtracker_peak(build, run) -> int:
 
 
 @pytest.mark.parametrize("precision,batch", [("fp32", 3), ("bf16", 40)])
+@pytest.mark.slow
 def test_sampling_trace_equals_pytorchs_memtracker(precision, batch):
     run = solver_step(batch, precision)
     ours = memory.traced_peak(tiny_flux, run, CPU, block=1)
@@ -90,6 +92,7 @@ def test_bf16_needs_less_and_the_peak_grows_with_the_batch():
 
 
 @pytest.mark.parametrize("mode,precision", [("encode", "fp32"), ("decode", "bf16")])
+@pytest.mark.slow
 def test_vae_trace_equals_pytorchs_memtracker(mode, precision):
     from bench.pipeline.inference_precision import forward_precision
 

@@ -24,7 +24,8 @@ from bench.evaluators.fid import fid
 from bench.evaluators.swd import random_directions, sliced_wasserstein
 from bench.method import Method
 from bench.pipeline import inference_precision
-from bench.pipeline.sampler import ConditionedVelocity, SampleConfig, draw_sources, generate
+from bench.config.sample import SampleConfig
+from bench.pipeline.sampler import ConditionedVelocity, draw_sources, generate
 
 CENTRES = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
 TOLERANCE = 0.1  # of the fp32 seed-to-seed distance (see the module docstring)
@@ -170,7 +171,7 @@ def test_sets_are_decoded_at_the_sample_precision(precision):
     from bench.pipeline import runner
 
     encoder = RecordingDecoder()
-    cell = SimpleNamespace(encoder=encoder, sample_cfg=SampleConfig(precision=precision))
+    cell = SimpleNamespace(encoder=encoder, config=SimpleNamespace(sample=SampleConfig(precision=precision)))
     z = torch.randn(5000, 3)
     split = runner.decode(cell, {"z": z, "y": torch.zeros(5000, dtype=torch.long)})
     assert encoder.seen == [(precision == "bf16", runner.DECODE_CHUNK), (precision == "bf16", 5000 - runner.DECODE_CHUNK)]

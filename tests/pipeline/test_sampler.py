@@ -10,7 +10,8 @@ import torch
 from bench.errors import BenchError
 from bench.method import Condition, Method
 from bench.pipeline import runner
-from bench.pipeline.sampler import SampleConfig, SourceSubset, draw_sources, euler, generate, heun, sample_noise
+from bench.config.sample import SampleConfig, SourceSubset
+from bench.pipeline.sampler import draw_sources, euler, generate, heun, sample_noise
 
 
 def linear_field(a: float):
@@ -147,11 +148,11 @@ def test_source_set_scores_the_scored_sets_first_draws_of_each_class(source_cap)
     method = SubclassShift()
     method.setup(n_classes=3)
     cell = SimpleNamespace(method=method, dataset=SimpleNamespace(n_classes=3), spec=SimpleNamespace(seed=5, label="c"),
-                           sample_cfg=SampleConfig(nfe=4, batch_size=2))
+                           config=SimpleNamespace(sample=SampleConfig(nfe=4, batch_size=2), source=SourceSubset()))
     scored = {"y": torch.tensor([0] * 5 + [1] * 2 + [2] * 4)}  # the generative set's labels
     subset = runner.source_set(cell, (2,), scored)
     assert torch.bincount(subset["y"], minlength=3).tolist() == [3, 2, 3]
-    full = draw_sources(method, [5, 2, 4], (2,), 5, cell.sample_cfg)  # what @source scored before the cap
+    full = draw_sources(method, [5, 2, 4], (2,), 5, cell.config.sample)  # what @source scored before the cap
     for c in range(3):  # no random choice: the first draws of each class, i.e. the scored set's first x0
         mine = subset["z"][subset["y"] == c]
         assert torch.equal(mine, full["z"][full["y"] == c][: len(mine)])

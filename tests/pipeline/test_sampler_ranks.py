@@ -18,6 +18,7 @@ SCRIPT = textwrap.dedent('''
     from safetensors.torch import save_file
     from bench.backbones.mlp import MLPBackbone
     from bench.methods.fm import FlowMatching
+    from bench.config.sample import SampleConfig
     from bench.pipeline import sampler
 
     out, world = sys.argv[1], int(sys.argv[2])
@@ -31,7 +32,7 @@ SCRIPT = textwrap.dedent('''
     method.setup(3)
     torch.manual_seed(1)
     backbone = MLPBackbone((2,), method.vocab_size, method.n_tokens)
-    cfg = sampler.SampleConfig(nfe=4, batch_size=None)
+    cfg = SampleConfig(nfe=4, batch_size=None)
     res = sampler.generate(method, backbone, [13, 5, 9], (2,), seed=3, cfg=cfg, rank=rank, world=world)
     save_file({k: v.contiguous() for k, v in res.items()}, f"{out}/w{world}r{rank}.safetensors")
     if world > 1:  # leave as bench's launched ranks do: gloo's threads can abort the interpreter's teardown

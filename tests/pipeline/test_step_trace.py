@@ -68,6 +68,7 @@ WIDE = flux_config(double=2, single=3, heads=4)
     (WIDE, "no", False, 8, 1),              # one micro-batch a step: gradients born during the backward
     (flux_config(), "bf16", True, 64, 2),   # activation checkpointing
 ])
+@pytest.mark.slow
 def test_peak_matches_memtracker_within_15_percent(config, precision, checkpointing, rows, micro_batches):
     fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=1,
                   mixed_precision=precision, activation_checkpointing=checkpointing)
@@ -101,6 +102,7 @@ def counted_flops(config, rows, checkpointing) -> int:
     (flux_config(double=1, single=3, heads=2, head_dim=64), 32, 1, True),  # recomputation's forward counted
     (flux_config(double=1, single=1, heads=1, head_dim=16), 8, 2, False),  # narrow: attention ~1/3 of the FLOPs
 ])
+@pytest.mark.slow
 def test_flops_per_step_within_2_percent_of_flop_counter(config, rows, micro_batches, checkpointing):
     fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=4,
                   mixed_precision="bf16", activation_checkpointing=checkpointing)
@@ -113,6 +115,7 @@ def test_flops_per_step_within_2_percent_of_flop_counter(config, rows, micro_bat
     assert fp.flops_per_step == pytest.approx(micro_batches * counted, rel=0.02)
 
 
+@pytest.mark.slow
 def test_attention_is_counted_on_the_cpu_as_on_a_gpu():
     """The CPU flash kernel has no FlopCounterMode formula; the trace counts it with the GPU
     kernels' formulas, so a narrow, attention-heavy backbone is not undercounted by a third."""
@@ -129,6 +132,7 @@ def test_attention_is_counted_on_the_cpu_as_on_a_gpu():
 
 
 @pytest.mark.parametrize("precision, checkpointing", [("bf16", False), ("no", True)])
+@pytest.mark.slow
 def test_a_deep_backbone_extrapolated_from_shallow_traces_matches_its_full_trace(precision, checkpointing):
     from bench.pipeline import step_trace
 
@@ -143,6 +147,7 @@ def test_a_deep_backbone_extrapolated_from_shallow_traces_matches_its_full_trace
     assert fast.activations_most == pytest.approx(full.activations_most, rel=0.01 if not checkpointing else 0.1)
 
 
+@pytest.mark.slow
 def test_the_issues_577m_configuration_is_counted_as_flop_counter_mode_counts_it():
     """The issue's own case: FLUX blocks of the one-GPU preset's width, 2 + 4 blocks (577M
     parameters), 8 micro-batches of 32 at 256 + 1 tokens. FlopCounterMode counts 119,561 GFLOP on

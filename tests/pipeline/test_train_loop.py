@@ -21,7 +21,8 @@ from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError, CellFailed
 from bench.method import Condition, Method, TrainBatch
 from bench.pipeline.convergence import convergence
-from bench.pipeline.trainer import TrainConfig, train
+from bench.config.train import TrainConfig
+from bench.pipeline.trainer import train
 
 
 def two_class_data(n=200):

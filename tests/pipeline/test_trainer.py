@@ -9,7 +9,8 @@ from bench.store.artifacts import MANIFEST, load_state, save_state
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError, CellFailed
 from bench.method import Method
-from bench.pipeline.trainer import TrainConfig, train
+from bench.config.train import TrainConfig
+from bench.pipeline.trainer import train
 
 
 def two_class_data(n=256):

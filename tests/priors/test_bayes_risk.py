@@ -55,6 +55,7 @@ def _population_reduction_and_risk(t_max: float, n: int, seed: int):
     return [(float(x.mean()), float(x.std(ddof=1) / np.sqrt(n))) for x in (reduction, within)]
 
 
+@pytest.mark.slow
 def test_reduction_matches_the_analytic_gaussian_mixture():
     x1, k = _mixture_sample(3000, seed=100)
     zeros = torch.zeros(len(x1), dtype=torch.long)

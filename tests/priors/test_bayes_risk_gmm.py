@@ -42,6 +42,7 @@ def quadrature_risks(w, m, s2, t_max):
     return v_class, v_sub
 
 
+@pytest.mark.slow
 def test_one_dimension_matches_numerical_integration():
     x1, labels, k = two_components(400, [[-1.5], [2.0]], [[0.5], [0.8]])
     model = fit_mixture(x1, labels, k, torch.zeros(1), torch.ones(1))
@@ -52,6 +53,7 @@ def test_one_dimension_matches_numerical_integration():
     assert got["reduction"] == pytest.approx(got["risk_class"] - got["risk_subclass"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_two_dimensions_agree_with_the_reliable_empirical_estimate():
     x1, labels, k = two_components(1500, [[-1.0, 0.5], [1.5, -1.0]], [[0.6, 0.6], [0.8, 0.5]], seed=2)
     args = (x1, labels, k, torch.zeros(2), torch.ones(2))

@@ -73,6 +73,7 @@ CASES = [  # (n, D, classes, subclasses, per-row source, max_reference)
 
 @pytest.mark.parametrize("variances", ["by_cost", "pairwise", "direct"])
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow
 def test_fm_risk_equals_the_loop_over_draws(case, variances, monkeypatch):
     """Every fixture through the path its size picks, and through each of the two forced."""
     if variances != "by_cost":

@@ -107,6 +107,7 @@ def long_tailed(seed=1, classes=5):
 
 
 @pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.slow
 def test_the_fits_are_the_same_whatever_the_budget(threads):
     x, labels, means = long_tailed()
     before = torch.get_num_threads()

@@ -60,6 +60,7 @@ def test_fit_records_the_ebic_of_independent_sklearn_fits():
 
 
 @pytest.mark.parametrize("true_k, d", [(1, 2), (2, 3), (3, 5), (4, 8)])
+@pytest.mark.slow
 def test_ebic_recovers_the_true_k_of_separated_diagonal_mixtures(true_k, d):
     hits = 0
     for seed in range(10):
@@ -83,6 +84,7 @@ def _non_gaussian_classes():
         yield seed, diagonal_mixture(3, 4, 400, seed, sep=3.0)[0]
 
 
+@pytest.mark.slow
 def test_larger_gamma_never_picks_more_subclasses():
     # every K = 1..8 is a candidate (min_size = 10, n = 400)
     decreased = False

@@ -150,6 +150,7 @@ def test_geometry_histograms_show_each_computable_source_and_the_reference(exper
     assert img.shape[1] >= 800 and img.shape[0] >= 300
 
 
+@pytest.mark.slow
 def test_all_figures_and_nothing_when_the_records_hold_nothing(experiment, tmp_path):
     figs = all_figures(experiment, tmp_path / "out")
     assert [f.path.name for f in figs] == ["samples_img.png", "trajectories_vec.png", "class_recall_img.png",

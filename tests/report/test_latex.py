@@ -11,7 +11,7 @@ import pytest
 from bench.report.collect import load_experiment
 from bench.report.render import latex_document, latex_escape, to_latex
 from bench.report.tabular import Column, Entry, Table
-from bench.report.tables import TableOptions, build_tables
+from bench.paper.paper_tables import paper_tables
 from records_fixture import make_experiment
 
 UNESCAPED_AMP = re.compile(r"(?<!\\)&")
@@ -58,7 +58,7 @@ def row_widths(tex: str) -> list[tuple[int, int]]:
 def document(tmp_path_factory) -> str:
     folder = make_experiment(tmp_path_factory.mktemp("latex"), datasets=("phantom_lt", "nih_lt"),
                              methods=("fm", "cbfm", "optprior", "optprior_sub", "optprior_opt"))
-    return latex_document(build_tables(load_experiment(folder), TableOptions()), "bench experiment exp")
+    return latex_document(paper_tables(load_experiment(folder)), "bench experiment exp")
 
 
 def test_the_document_is_well_formed(document):

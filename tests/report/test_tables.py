@@ -15,7 +15,8 @@ from bench.cli import main
 from bench.report.collect import load_experiment
 from bench.report.render import combined, csv_rows, latex_document, render
 from bench.report.tabular import MISSING, NOT_APPLICABLE
-from bench.report.tables import TableOptions, build_tables, downstream_table
+from bench.paper.paper_tables import paper_options, paper_tables
+from bench.report.tables import downstream_table
 from records_fixture import bacc_runs, fid_value, make_experiment, no_aug_runs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,7 +24,7 @@ METHODS = ("fm", "optprior_sub", "optprior")
 
 
 def tables_by_name(folder, **options):
-    return {t.name: t for t in build_tables(load_experiment(folder), TableOptions(**options))}
+    return {t.name: t for t in paper_tables(load_experiment(folder), paper_options(**options))}
 
 
 def row(table, label):
@@ -57,7 +58,7 @@ def broken_experiment(tmp_path):
 @pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
 def test_golden_files(tmp_path, fmt):
     """The rendered tables of a fixed fixture, byte for byte (BENCH_UPDATE_GOLDEN=1 rewrites them)."""
-    tables = build_tables(load_experiment(broken_experiment(tmp_path)))
+    tables = paper_tables(load_experiment(broken_experiment(tmp_path)))
     text = combined(tables, fmt, "bench experiment exp")
     golden = GOLDEN / f"tables.{ {'md': 'md', 'latex': 'tex', 'csv': 'csv'}[fmt] }"
     if os.environ.get("BENCH_UPDATE_GOLDEN"):
@@ -223,7 +224,7 @@ def test_tables_appear_only_when_the_records_hold_their_metrics(tmp_path):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed on this machine")
 def test_latex_document_compiles_with_pdflatex(tmp_path):
-    tables = build_tables(load_experiment(broken_experiment(tmp_path)))
+    tables = paper_tables(load_experiment(broken_experiment(tmp_path)))
     (tmp_path / "tables.tex").write_text(latex_document(tables, "bench experiment exp"))
     out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -389,7 +390,7 @@ def test_remedies_form_a_block_above_the_methods_and_combinations_follow_each_me
     folder = make_experiment(tmp_path, methods=("fm", "optprior"))
     add_remedy_runs(folder)
     log = []
-    t = downstream_table(load_experiment(folder), TableOptions(), log)
+    t = downstream_table(load_experiment(folder), paper_options(), log)
     assert [labels[0] for labels, _ in t.rows] == [
         "no augmentation", "crt (real data only)", "reweight (real data only)",
         "fm", "fm + reweight", "optprior", "optprior + reweight"]

@@ -9,6 +9,7 @@ import sys
 import gin
 import pytest
 
+from bench.evaluator import Metric
 from bench.runtime import progress
 from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
 from bench.pipeline.runner import run_cell
@@ -16,10 +17,8 @@ from bench.pipeline.runner import run_cell
 
 @pytest.fixture(autouse=True)
 def clean():
-    gin.clear_config()
     progress.set_cell("")
     yield
-    gin.clear_config()
     progress.set_cell("")
 
 
@@ -55,10 +54,18 @@ def test_lines_name_the_cell_the_stage_its_duration_and_the_headline_metric():
     assert progress.stage_line("d/fm/seed0", "train", 185.4) == "d/fm/seed0: train done in 185 s"
     assert progress.stage_line("d/fm/seed0", "train", 725.0) == "d/fm/seed0: train done in 12 min 05 s"
     metrics = {"fid/pooled": 3.0, "fid/tail": 10.84, "fid/tail@source": 13.1, "bacc": 0.5}
-    assert progress.cell_line("d/fm/seed0", 58.2, metrics) == \
+    # declared in another order than their ranks: the line names the lowest rank the cell holds
+    info = {m.name: m.info() for m in (Metric("bacc", "bAcc", True, headline=True, rank=90),
+                                       Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
+                                       Metric("fid/tail", "FID tail", False, headline=True, rank=10))}
+    assert progress.cell_line("d/fm/seed0", 58.2, metrics, info) == \
         "d/fm/seed0: finished in 58 s; fid/tail 10.84 (source only 13.1)"
-    assert progress.headline({"swd": 0.2, "swd/tail": 0.15}) == "swd/tail 0.15"
-    assert progress.cell_line("d/fm/seed0", 1.0, {"other": 1.0}) == "d/fm/seed0: finished in 1.0 s"
+    assert progress.headline({"fid/pooled": 3.0, "bacc": 0.5}, info) == "fid/pooled 3"
+    swd = {m.name: m.info() for m in (Metric("swd", "SWD", False),
+                                      Metric("swd/tail", "SWD tail", False, headline=True))}
+    assert progress.headline({"swd": 0.2, "swd/tail": 0.15}, swd) == "swd/tail 0.15"
+    assert progress.headline(metrics) is None  # no declarations: no headline
+    assert progress.cell_line("d/fm/seed0", 1.0, {"other": 1.0}, info) == "d/fm/seed0: finished in 1.0 s"
 
 
 def test_a_run_logs_one_line_per_stage_and_one_per_cell(tmp_path, caplog):

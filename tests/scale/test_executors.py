@@ -51,13 +51,6 @@ SMALL = ["datasets=[synthetic2d]", "seeds=[0]", "train.steps=50", "synthetic2d.n
          "synthetic2d.n_test_per_class=50"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_gin():
-    """get_executor parses (and locks) gin's config; leave it as other tests expect it."""
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
@@ -236,6 +229,7 @@ def test_slurm_without_slurm_is_a_one_line_error(tmp_path, monkeypatch):
         get_executor(RunRequest(results_dir=tmp_path, executor="slurm"))
 
 
+@pytest.mark.slow
 def test_unknown_executor_is_one_line_exit_2_and_writes_nothing(tmp_path, bench_cli):
     out = bench_cli("run", "executor=k8s", *SMALL, f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
     assert out.returncode == 2

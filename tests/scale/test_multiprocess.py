@@ -222,14 +222,7 @@ def test_one_process_helpers_are_plain_calls():
     assert distributed.main_first(lambda: 5) == 5
 
 
-@pytest.fixture
-def fresh_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_processes_per_cell_need_a_job_executor_or_a_launcher(tmp_path, monkeypatch, fresh_gin):
+def test_processes_per_cell_need_a_job_executor_or_a_launcher(tmp_path, monkeypatch):
     request = RunRequest(results_dir=tmp_path, executor_bindings=["executor.tasks_per_node = 2"])
     with pytest.raises(BenchError, match=r"^executor.tasks_per_node applies to executor=local or slurm; "
                                          r"to run inline on N processes use: torchrun --nproc_per_node N"):

@@ -58,7 +58,7 @@ def test_threads_are_shared_out_and_bench_cores_caps_the_usable_cores(monkeypatc
 def test_longest_first_starts_the_cells_with_most_training_flops_first():
     def cell(name, flops, steps):
         footprint = None if flops is None else SimpleNamespace(flops_per_step=flops)
-        return SimpleNamespace(name=name, footprint=footprint, train_cfg=SimpleNamespace(steps=steps))
+        return SimpleNamespace(name=name, footprint=footprint, config=SimpleNamespace(train=SimpleNamespace(steps=steps)))
 
     cells = [cell("a", 1.0, 100), cell("b", 10.0, 600), cell("c", None, 5), cell("d", 50.0, 100),
              cell("e", 10.0, 600)]
@@ -107,6 +107,7 @@ def _record(root: Path, run: str, method: str) -> dict:
     return json.loads((root / run / "quick" / "digits_lt" / method / "seed0" / "record.json").read_text())
 
 
+@pytest.mark.slow
 def test_side_by_side_cells_give_the_records_of_one_cell_after_another(two_runs):
     root, out = two_runs
     assert "2 at a time in worker processes, 1 torch thread(s) each" in out["side"].stderr  # BENCH_CORES=2
@@ -131,6 +132,7 @@ def test_side_by_side_progress_lines_are_whole(two_runs):
     assert {m for line in stage_lines for m in ("fm", "cpd") if f"/{m}/" in line} == {"fm", "cpd"}
 
 
+@pytest.mark.slow
 def test_a_rerun_of_a_finished_grid_starts_no_worker(two_runs, bench_cli):
     root, out = two_runs
     before = {m: _record(root, "side", m) for m in ("fm", "cpd")}

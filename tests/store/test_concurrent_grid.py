@@ -7,6 +7,7 @@ merge under an exclusive lock (bench.store.filelock).
 
 from __future__ import annotations
 
+import pytest
 import json
 import multiprocessing
 import subprocess
@@ -47,6 +48,7 @@ def test_two_processes_declaring_cells_at_once_keep_every_cell(tmp_path):
     assert sorted(grid["methods"]) == ["cpd", "fm"] and sorted(grid["seeds"]) == list(range(n))
 
 
+@pytest.mark.slow
 def test_two_bench_runs_with_different_grids_on_one_folder_both_land(tmp_path):
     exe = Path(sys.executable).with_name("bench")
     res = tmp_path / "res"

@@ -17,18 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.scale.grid  # noqa: F401 -- imports bench.scale.executors' gin configurable before any parse locks gin
 from bench.cli import main
 from bench.dataset import Split
 from bench.store.fingerprint import split_fingerprint
 from bench.data.imagefiles import ImageFiles, Preprocess
 from test_bad_inputs import TINY_NIH_RUN, nih_tree
 
-
-@pytest.fixture(autouse=True)
-def _fresh_gin():
-    yield
-    gin.clear_config()
 
 
 def _split(x, y, ids=None) -> Split:
@@ -67,6 +61,7 @@ def _nih_run(root: Path, res: Path) -> list[str]:
             f"nih_lt.root={root}", *TINY_NIH_RUN, f"results_dir={res}"]
 
 
+@pytest.mark.slow
 def test_a_label_file_saved_in_another_order_re_encodes_and_reruns_the_cell(tmp_path, caplog):
     root, res = nih_tree(tmp_path), tmp_path / "res"
     train_csv = root / "nih-cxr-lt_single-label_train.csv"

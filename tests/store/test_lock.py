@@ -195,6 +195,7 @@ def test_a_garbage_lock_is_taken_over_at_once(tmp_path, content, caplog):
     assert "unreadable or malformed lock file" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_empty_lock_waits_briefly_for_its_writer_then_is_taken_over(tmp_path):
     (tmp_path / LOCK).write_bytes(b"")
     start = time.monotonic()

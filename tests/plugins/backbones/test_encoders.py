@@ -251,6 +251,7 @@ def test_pixel_is_registered_and_gin_configurable():
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_unset_batch_size_picks_on_cuda_the_largest_chunk_that_fits(saved_vae, monkeypatch):
     """flux_vae.batch_size=None: the chunk comes from the traced peak and the device's budget
     (the CUDA device and its budget faked here), per mode and precision; the result is unchanged."""

@@ -215,6 +215,7 @@ def test_root_may_be_the_dataset_folder_and_settings_are_fixed_per_output(tree, 
         prepare(tree, out, slices_per_volume=0)
 
 
+@pytest.mark.slow
 def test_process_pool_gives_the_same_output(tree, tmp_path):
     prepare(tree, tmp_path / "serial")
     summary = prepare(tree, tmp_path / "pool", workers=2)
@@ -290,6 +291,7 @@ def test_dataset_errors_are_one_line(tmp_path):
 
 
 # -- command line ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_prepare_and_stats_from_the_command_line(tree, tmp_path, bench_cli):
     out = tmp_path / "slices"
     done = bench_cli("prepare", "ct_rate", "--root", str(tree), "--out", str(out), "--size", "24",

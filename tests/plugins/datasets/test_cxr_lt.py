@@ -76,6 +76,7 @@ def nih_root(tmp_path, data_entry) -> tuple[Path, dict]:
 
 # -- NIH -----------------------------------------------------------------------------------
 @needs_shared
+@pytest.mark.slow
 def test_nih_counts_groups_and_metadata_join_the_real_data_entry(nih_root, data_entry):
     root, truth = nih_root
     ds = NIHLT(root=str(root), size=12)
@@ -94,6 +95,7 @@ def test_nih_counts_groups_and_metadata_join_the_real_data_entry(nih_root, data_
 
 
 @needs_shared
+@pytest.mark.slow
 def test_nih_images_are_read_from_both_folder_layouts_and_scaled_to_unit_range(nih_root):
     root, truth = nih_root
     train = NIHLT(root=str(root), size=12).load("train")
@@ -142,6 +144,7 @@ def test_nih_bad_rows_error_with_ids_or_are_skipped_and_logged(nih_root):
 
 
 @needs_shared
+@pytest.mark.slow
 def test_nih_missing_and_corrupt_images_error_or_skip(nih_root):
     root, truth = nih_root
     ids = truth["train"][0]
@@ -258,7 +261,8 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
     import json
 
     from bench.config.gin_config import gin_dir
-    from bench.data.targets import AugmentationTargets
+    from bench.config.data import AugmentationTargets
+    from bench.data.targets import augmentation_plan
 
     root, truth = nih_root
     corrupt = truth["train"][0][11]
@@ -277,7 +281,7 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
     ids, labels = truth["train"]
     counts = np.bincount([lab for i, lab in zip(ids, labels) if i != corrupt], minlength=20).tolist()
     assert rec["train_counts"] == counts and rec["n"]["train"] == 99 and rec["skipped"] == 1
-    plan = AugmentationTargets().plan(counts, NIHLT.class_names)
+    plan = augmentation_plan(AugmentationTargets(), counts, NIHLT.class_names)
     assert rec["synthetic_per_class"] == [t.synthetic for t in plan]
     assert [a["group"] for a in rec["augmentation"]] == [t.group for t in plan]
     assert rec["n"]["synthetic"] == sum(t.synthetic for t in plan)
@@ -286,6 +290,7 @@ def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli
 
 
 @needs_shared
+@pytest.mark.slow
 def test_validate_checks_the_paper_size_backbone_without_allocating_it(nih_root, bench_cli, tmp_path):
     # nih_lt.gin uses the one-GPU preset (2.2B parameters, 9 GB of float32 weights), the paper's
     # flux1 preset is FLUX.1 size (48 GB): validate builds both on the meta device, so this passes

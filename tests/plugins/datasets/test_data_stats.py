@@ -1,11 +1,13 @@
 """`bench data stats`: the dataset table equals what a run loads, with the augmentation targets."""
 
+import pytest
 import re
 
 import numpy as np
 
 from bench.datasets.digits_lt import DigitsLT
-from bench.data.targets import AugmentationTargets
+from bench.config.data import AugmentationTargets
+from bench.data.targets import augmentation_plan
 
 
 def _rows(markdown: str) -> list[list[str]]:
@@ -14,12 +16,13 @@ def _rows(markdown: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
 
 
+@pytest.mark.slow
 def test_stats_table_matches_the_loaded_split_and_the_targets(tmp_path, bench_cli):
     out = bench_cli("data", "stats", "datasets=[digits_lt]", "digits_lt.imbalance_ratio=20", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     ds = DigitsLT(imbalance_ratio=20)
     counts = ds.load("train").counts(10).tolist()
-    plan = AugmentationTargets().plan(counts, ds.class_names)
+    plan = augmentation_plan(AugmentationTargets(), counts, ds.class_names)
     rows = _rows(out.stdout)
     assert [int(r[2]) for r in rows] == counts
     assert [r[4] for r in rows] == [t.group for t in plan]
@@ -31,6 +34,7 @@ def test_stats_table_matches_the_loaded_split_and_the_targets(tmp_path, bench_cl
     assert not list(tmp_path.iterdir())  # stats writes nothing
 
 
+@pytest.mark.slow
 def test_stats_bad_usage_is_one_line(tmp_path, bench_cli):
     for args, message in ((["data", "stats"], "takes datasets=[name,...]"),
                           (["data", "stats", "datasets=[digits]"], "did you mean 'digits_lt'"),

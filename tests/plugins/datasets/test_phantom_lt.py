@@ -132,6 +132,7 @@ def test_subtypes_are_long_tailed_inside_each_class_and_present_everywhere(phant
     assert max(len(k) for k in train) == 4 and sum(len(k) > 1 for k in train) >= 8
 
 
+@pytest.mark.slow
 def test_subtypes_are_recoverable_from_pixel_latents(phantom, splits):
     """induce_subclasses on each class's pixel-latent residuals finds the hidden subtypes.
 
@@ -155,6 +156,7 @@ def test_subtypes_are_recoverable_from_pixel_latents(phantom, splits):
     assert len(scored) >= 6 and np.mean(scored) > 0.6 and sum(a > 0.9 for a in scored) >= 3
 
 
+@pytest.mark.slow
 def test_default_induction_refines_subtypes_by_acquisition(phantom, splits):
     """With optprior's defaults (k_max=8, no PCA) large classes split into more parts than
     subtypes, but each part stays inside one subtype (homogeneity near 1): the extra splits
@@ -196,6 +198,7 @@ def _metadata_probe(split, n_classes) -> tuple[float, float, float]:
     return float(np.mean(balanced)), float(np.max(plain)), float(np.mean(chance))
 
 
+@pytest.mark.slow
 def test_view_and_scanner_partly_reveal_the_subtype(phantom, splits):
     balanced, best, chance = _metadata_probe(splits["train"], phantom.n_classes)
     print(f"\nmetadata probe: balanced accuracy {balanced:.3f} (chance {chance:.3f}), "

@@ -27,6 +27,7 @@ def _probe_phantom(confounding: float) -> list[dict]:
             for c in np.unique(y) if len(np.unique(sub[y == c])) >= 2]
 
 
+@pytest.mark.slow
 def test_probe_finds_the_planted_confounder():
     rows = _probe_phantom(0.6)
     assert len(rows) == 9 and all("skipped" not in r for r in rows)
@@ -37,6 +38,7 @@ def test_probe_finds_the_planted_confounder():
     assert all(abs(r["perm_bacc"] - r["chance"]) < 0.1 for r in rows)
 
 
+@pytest.mark.slow
 def test_probe_sits_at_chance_without_confounding():
     rows = _probe_phantom(0.0)
     assert abs(np.mean([r["gap"] for r in rows])) < 0.05

@@ -16,8 +16,10 @@ from bench.context import CellContext
 from bench.classify.fit import build_classifier, embed
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.evaluators.downstream import Downstream, classifier_seed
-from bench.metrics.features import FeatureConfig, build_extractor
+from bench.classify.runs import classifier_seed
+from bench.evaluators.downstream import Downstream
+from bench.config.evaluation import FeatureConfig
+from bench.metrics.features import build_extractor
 
 FAST = dict(epochs=2, batch_size=16, patience=1)
 
@@ -190,10 +192,10 @@ class Reordered(Blobs):
 
 @pytest.fixture
 def classifier_fits(monkeypatch):
-    """Count the classifiers the downstream evaluator trains."""
-    import bench.evaluators.downstream as downstream
+    """Count the classifiers the downstream evaluator trains (each run's `fit`, in bench.classify)."""
+    import bench.classify.run_trainer as run_trainer
 
-    return count_fits(monkeypatch, downstream)
+    return count_fits(monkeypatch, run_trainer)
 
 
 def test_no_aug_classifiers_are_trained_once_per_dataset_and_seed(tmp_path, classifier_fits):
@@ -259,7 +261,7 @@ def test_paper_preset_binds_the_longtailcxr_protocol():
 def test_the_test_split_never_reaches_fitting_or_model_selection(tmp_path, monkeypatch):
     """Every classifier is fitted and early-stopped on rows of the training split (and the
     synthetic set) only: no test image is among its training or validation rows."""
-    import bench.evaluators.downstream as downstream
+    import bench.classify.run_trainer as downstream
 
     seen = []
     real_fit = downstream.fit

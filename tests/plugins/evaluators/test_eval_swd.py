@@ -43,6 +43,7 @@ def test_directions_are_unit_and_seeded():
     assert not np.allclose(d, random_directions(100, 5, seed=4))
 
 
+@pytest.mark.slow
 def test_shifted_isotropic_gaussians_match_the_closed_form():
     # projections of N(0, I) and N(m, I) on unit theta are N(0, 1) and N(theta.m, 1): W_2^2 = (theta.m)^2
     rng, dim, m = np.random.default_rng(1), 4, np.array([2.0, 0.0, 0.0, 0.0])

@@ -286,8 +286,10 @@ def class_centres_after_training(name, tau=1.0):
     """Train on two imbalanced 2-D classes centred at x = -2 and x = +2, sample 100 per class,
     and return each class's mean generated x coordinate."""
     from bench.backbones.mlp import MLPBackbone
-    from bench.pipeline.sampler import SampleConfig, generate
-    from bench.pipeline.trainer import TrainConfig, train
+    from bench.config.sample import SampleConfig
+    from bench.pipeline.sampler import generate
+    from bench.config.train import TrainConfig
+    from bench.pipeline.trainer import train
 
     g = torch.Generator().manual_seed(0)
     y = (torch.arange(300) % 3 == 0).long()  # 200 of class 0, 100 of class 1

@@ -40,6 +40,7 @@ def test_tokens_encode_class_and_subclass():
     assert opt.n_tokens == 1 and opt.vocab_size == 4 and opt.k_max == 1
 
 
+@pytest.mark.slow
 def test_subclasses_are_drawn_from_the_fitted_weights(fitted):
     u = torch.rand(40_000, generator=torch.Generator().manual_seed(0))
     labels = torch.full((40_000,), 3)
@@ -122,6 +123,7 @@ def toy_problem():
 
 
 @pytest.mark.parametrize("scale", ["per_dim", "raw"])
+@pytest.mark.slow
 def test_cap_is_the_guardrail_against_norm_inflation(scale):
     x, group, caps, init = toy_problem()
     cfg = ProxyConfig(steps=400, lr=0.05, objective_scale=scale)
@@ -194,6 +196,7 @@ def test_source_path_and_loss_match_the_closed_form(shape):
     assert backbone.seen[1].tolist() == [[1, 1 + 2 + 0 * 3 + 1], [2, 1 + 2 + 3 + 0], [1, 3], [2, 6]]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_prior_bit_for_bit_for_any_number_of_threads():
     from bench.perf.offline import long_tailed_latents
 

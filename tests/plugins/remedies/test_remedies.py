@@ -159,8 +159,9 @@ def drw_at_1():
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_remedies_are_trained_once_per_dataset_and_seed_and_combined_per_cell(tmp_path, drw_at_1, monkeypatch):
-    import bench.evaluators.downstream as downstream
+    import bench.classify.run_trainer as downstream
 
     calls = {"fit": [], "head": []}
     real_fit, real_head = downstream.fit, downstream.retrain_head
@@ -189,7 +190,7 @@ def test_remedies_are_trained_once_per_dataset_and_seed_and_combined_per_cell(tm
 
 
 def test_a_remedy_added_later_starts_from_the_stored_no_aug_classifiers(tmp_path, drw_at_1, monkeypatch):
-    import bench.evaluators.downstream as downstream
+    import bench.classify.run_trainer as downstream
 
     shared = (tmp_path / "shared" / "blobs-k", "k")
     first = cell(tmp_path / "a", noisy_tail_copies(0))
