@@ -36,8 +36,12 @@ class Backbone(nn.Module):
 
     def config(self) -> dict:
         """Everything `from_pretrained` needs to rebuild this module (JSON-able)."""
-        return dict(sample_shape=list(self.sample_shape), vocab_size=self.vocab_size,
-                    n_tokens=self.n_tokens, **self.hyperparameters)
+        return dict(
+            sample_shape=list(self.sample_shape),
+            vocab_size=self.vocab_size,
+            n_tokens=self.n_tokens,
+            **self.hyperparameters,
+        )
 
     def write_config(self, directory: Path) -> None:
         """Write `config()` as JSON into `directory`."""
@@ -48,7 +52,9 @@ class Backbone(nn.Module):
         """The constructor arguments stored by `write_config`, or a clear error."""
         path = Path(directory) / cls.config_name
         if not path.is_file():
-            raise BenchError(f"no {cls.config_name} in {directory}; point at a folder written by save_pretrained")
+            raise BenchError(
+                f"no {cls.config_name} in {directory}; point at a folder written by save_pretrained"
+            )
         return json.loads(path.read_text())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -64,8 +70,10 @@ class Backbone(nn.Module):
         (`train.activation_checkpointing`): the gradient checkpointing of the diffusers models inside."""
         models = [m for m in self.modules() if getattr(m, "_supports_gradient_checkpointing", False)]
         if not models:
-            raise BenchError(f"train.activation_checkpointing=True: the {type(self).__name__} backbone cannot recompute "
-                             "its activations; set train.activation_checkpointing=False")
+            raise BenchError(
+                f"train.activation_checkpointing=True: the {type(self).__name__} backbone cannot recompute "
+                "its activations; set train.activation_checkpointing=False"
+            )
         for model in models:
             model.enable_gradient_checkpointing()
 
@@ -80,8 +88,10 @@ class Backbone(nn.Module):
         blocks stay eager, so FSDP's per-block hooks and activation checkpointing work unchanged."""
         blocks = self.repeated_blocks()
         if not blocks:
-            raise BenchError(f"train.compile=True: the {type(self).__name__} backbone has no repeated blocks to "
-                             "compile; set train.compile=False")
+            raise BenchError(
+                f"train.compile=True: the {type(self).__name__} backbone has no repeated blocks to "
+                "compile; set train.compile=False"
+            )
         for block in blocks:
             block.forward = torch.compile(block.forward)
 
@@ -95,6 +105,6 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, directory) -> "Backbone":
+    def from_pretrained(cls, directory) -> Backbone:
         """Load what `save_pretrained` wrote, offline."""
         raise NotImplementedError

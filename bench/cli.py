@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 from bench import registry
 from bench.errors import BenchError
@@ -27,24 +26,36 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bench", description="Benchmark generative augmentation for long-tailed medical imaging.")
+    p = _Parser(
+        prog="bench", description="Benchmark generative augmentation for long-tailed medical imaging."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_ in (("run", "run a grid of (dataset x method x seed) cells"),
-                        ("validate", "parse the config and build every object of the grid; train nothing")):
+    for name, help_ in (
+        ("run", "run a grid of (dataset x method x seed) cells"),
+        ("validate", "parse the config and build every object of the grid; train nothing"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.usage = f"bench {name} [key=value ...] [--gin_file F ...] [--gin_param B ...]"
-        s.epilog = ("key=value: grid axes (methods=[fm,cbfm] datasets=[..] seeds=[0,1]), "
-                    "experiment=NAME, results_dir=DIR, executor=inline|local|slurm (settings: "
-                    "executor.param=value), or gin bindings scope.param=value")
+        s.epilog = (
+            "key=value: grid axes (methods=[fm,cbfm] datasets=[..] seeds=[0,1]), "
+            "experiment=NAME, results_dir=DIR, executor=inline|local|slurm (settings: "
+            "executor.param=value), or gin bindings scope.param=value"
+        )
         s.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
-        s.add_argument("--gin_param", action="append", default=[], metavar="B",
-                       help="extra gin binding, verbatim gin syntax")
+        s.add_argument(
+            "--gin_param",
+            action="append",
+            default=[],
+            metavar="B",
+            help="extra gin binding, verbatim gin syntax",
+        )
     data = sub.add_parser("data", help="dataset tools: `bench data stats datasets=[...]`")
     data.add_argument("action", choices=["stats"], help="stats: the dataset table (Markdown)")
     data.add_argument("--gin_file", action="append", default=[], metavar="F", help="extra gin file")
-    data.add_argument("--gin_param", action="append", default=[], metavar="B",
-                      help="extra gin binding, verbatim gin syntax")
+    data.add_argument(
+        "--gin_param", action="append", default=[], metavar="B", help="extra gin binding, verbatim gin syntax"
+    )
     data.usage = "bench data stats datasets=[phantom_lt,nih_lt] [nih_lt.root=PATH ...]"
     prep = sub.add_parser("prepare", help="one-time conversion of a raw dataset (ct_rate)")
     prep.add_argument("dataset", choices=["ct_rate"])
@@ -53,36 +64,65 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--size", type=int, default=256, help="slice size in pixels (default 256)")
     prep.add_argument("--slices-per-volume", type=int, default=3, help="axial slices per volume")
     prep.add_argument("--workers", type=int, default=1, help="volumes converted in parallel")
-    for name, help_ in (("tables", "write the paper's tables from an experiment's stored records"),
-                        ("report", "tables in every format, figures and an index page for an experiment")):
+    for name, help_ in (
+        ("tables", "write the paper's tables from an experiment's stored records"),
+        ("report", "tables in every format, figures and an index page for an experiment"),
+    ):
         rep = sub.add_parser(name, help=help_)
         rep.add_argument("results", metavar="RESULTS_DIR", help="an experiment folder, e.g. results/quick")
         if name == "tables":
-            rep.add_argument("--format", choices=["latex", "md", "csv"], default="md",
-                             help="output format (default md)")
+            rep.add_argument(
+                "--format", choices=["latex", "md", "csv"], default="md", help="output format (default md)"
+            )
             rep.add_argument("--out", help="write <table>.<ext> files and tables.<ext> here (default: print)")
         else:
             rep.add_argument("--out", help="output folder (default RESULTS_DIR/report)")
-        rep.add_argument("--test", choices=["permutation", "ttest", "wilcoxon"], default="permutation",
-                         help="paired test over generative seeds for the marks (default permutation: "
-                              "exact sign-flip; ttest: paired t-test; wilcoxon: signed-rank)")
+        rep.add_argument(
+            "--test",
+            choices=["permutation", "ttest", "wilcoxon"],
+            default="permutation",
+            help="paired test over generative seeds for the marks (default permutation: "
+            "exact sign-flip; ttest: paired t-test; wilcoxon: signed-rank)",
+        )
         rep.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
         rep.add_argument("--baseline", default=None, help="method marked against with † (default fm)")
-    claims = sub.add_parser("claims", help="the paper's four claims judged from an experiment's stored records")
-    claims.add_argument("results", metavar="RESULTS_DIR", help="the claims experiment folder, e.g. results/claims")
-    claims.add_argument("--out", default="docs/claims.md", help="Markdown file (default docs/claims.md); its "
-                        "hand-written analysis block is kept")
-    claims.add_argument("--test", choices=["permutation", "ttest"], default="permutation",
-                        help="paired test over generative seeds (default permutation: exact sign-flip)")
+    claims = sub.add_parser(
+        "claims", help="the paper's four claims judged from an experiment's stored records"
+    )
+    claims.add_argument(
+        "results", metavar="RESULTS_DIR", help="the claims experiment folder, e.g. results/claims"
+    )
+    claims.add_argument(
+        "--out",
+        default="docs/claims.md",
+        help="Markdown file (default docs/claims.md); its hand-written analysis block is kept",
+    )
+    claims.add_argument(
+        "--test",
+        choices=["permutation", "ttest"],
+        default="permutation",
+        help="paired test over generative seeds (default permutation: exact sign-flip)",
+    )
     claims.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")
-    perf.add_argument("--out", default="perf/perf.json", help="JSON file (default perf/perf.json); "
-                      "the Markdown summary and figures are written beside it")
-    perf.add_argument("--scale", choices=["full", "smoke"], default="full",
-                      help="full: the sizes the targets are stated for; smoke: tiny, seconds")
-    perf.add_argument("--only", default="", metavar="CASES",
-                      help="comma-separated cases (default all: overhead, offline, fid, quick_run, nfe, threads, busy, gpu, "
-                      "gpu_compile)")
+    perf.add_argument(
+        "--out",
+        default="perf/perf.json",
+        help="JSON file (default perf/perf.json); the Markdown summary and figures are written beside it",
+    )
+    perf.add_argument(
+        "--scale",
+        choices=["full", "smoke"],
+        default="full",
+        help="full: the sizes the targets are stated for; smoke: tiny, seconds",
+    )
+    perf.add_argument(
+        "--only",
+        default="",
+        metavar="CASES",
+        help="comma-separated cases (default all: overhead, offline, fid, quick_run, nfe, threads, busy, gpu, "
+        "gpu_compile)",
+    )
     perf.add_argument("--workdir", help="scratch folder kept for inspection (default: a temporary one)")
     ls = sub.add_parser("ls", help="list plugins and where each comes from")
     ls.add_argument("kind", nargs="?", choices=KINDS, help="one plugin kind (default: all)")
@@ -150,17 +190,17 @@ def cmd_ls(kind: str | None) -> int:
 
 
 def _request(args):
-    from bench.pipeline.assemble import RunRequest
-    from bench.config.overrides import parse_overrides, split_executor_bindings
-
     from bench.config.default_experiment import default_experiment
+    from bench.config.overrides import parse_overrides, split_executor_bindings
+    from bench.pipeline.assemble import RunRequest
 
     ov = parse_overrides(args.overrides)
     bindings, executor_bindings = split_executor_bindings(ov.bindings + list(args.gin_param))
     # no experiment=: chosen from the datasets (quick for the embedded ones, paper_1gpu for the real
     # benchmarks); a mix is refused by run / validate, whose results folder it decides
     experiment = ov.options.get("experiment") or default_experiment(
-        ov.axes.get("datasets"), args.gin_file, strict=args.command in ("run", "validate"))
+        ov.axes.get("datasets"), args.gin_file, strict=args.command in ("run", "validate")
+    )
     return RunRequest(
         experiment=experiment,
         results_dir=Path(ov.options.get("results_dir", "results")),
@@ -174,14 +214,16 @@ def _request(args):
 
 def cmd_data_stats(args) -> int:
     """`bench data stats datasets=[...]`: print each dataset's table in Markdown."""
-    from bench.pipeline.assemble import build_dataset
     from bench.data.datastats import dataset_stats, markdown
+    from bench.pipeline.assemble import build_dataset
 
     request = _request(args)
     names = request.axes.get("datasets")
     if not names or set(request.axes) - {"datasets"}:
-        raise BenchError("bench data stats takes datasets=[name,...] (and gin bindings), "
-                         "e.g. bench data stats datasets=[phantom_lt,digits_lt]")
+        raise BenchError(
+            "bench data stats takes datasets=[name,...] (and gin bindings), "
+            "e.g. bench data stats datasets=[phantom_lt,digits_lt]"
+        )
     for name in names:
         dataset, targets = build_dataset(str(name), request)
         print(markdown(dataset_stats(dataset, targets)))
@@ -192,12 +234,20 @@ def cmd_prepare(args) -> int:
     """`bench prepare ct_rate --root R --out O`: slices + manifest, resumable; exit 1 if a volume failed."""
     from bench.datasets.ct_rate.ctrate import prepare_ct_rate
 
-    summary = prepare_ct_rate(Path(args.root), output_folder(args.out), size=args.size,
-                              slices_per_volume=args.slices_per_volume, workers=args.workers)
+    summary = prepare_ct_rate(
+        Path(args.root),
+        output_folder(args.out),
+        size=args.size,
+        slices_per_volume=args.slices_per_volume,
+        workers=args.workers,
+    )
     print(f"next: bench data stats datasets=[ct_rate] ct_rate.root={args.out}")
     if summary["failed"]:
-        print(f"{summary['failed']} volume(s) failed (see {summary['failed_csv']}); "
-              "fix them and rerun: finished volumes are skipped", file=sys.stderr)
+        print(
+            f"{summary['failed']} volume(s) failed (see {summary['failed_csv']}); "
+            "fix them and rerun: finished volumes are skipped",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -211,8 +261,10 @@ def _tables(args):
         raise BenchError(f"--alpha must be between 0 and 1, got {args.alpha}")
     exp = load_experiment(Path(args.results))
     if args.baseline is not None and args.baseline not in exp.methods:
-        raise BenchError(f"--baseline {args.baseline!r} is not a method of {args.results} "
-                         f"(methods: {', '.join(exp.methods)})")
+        raise BenchError(
+            f"--baseline {args.baseline!r} is not a method of {args.results} "
+            f"(methods: {', '.join(exp.methods)})"
+        )
     tables = paper_tables(exp, paper_options(args.test, args.alpha, args.baseline))
     if not tables:
         raise BenchError(f"{args.results}: the records support no table (no finished cell with metrics)")
@@ -245,19 +297,28 @@ def cmd_report(args) -> int:
 def write_report(exp, tables: list, out: Path) -> tuple[Path, int]:
     """Write the tables in every format, the figures and the index under `out`; (index, figures)."""
     from bench.report.figures import all_figures
-    from bench.report.render import FORMATS, render, write_tables
     from bench.report.index import TableEntry, write_index
+    from bench.report.render import FORMATS, render, write_tables
 
-    files = {fmt: write_tables(tables, fmt, out / "tables", f"bench experiment {exp.name}")
-             for fmt in FORMATS if fmt != "html"}
-    entries = [TableEntry(t.title, render(t, "html"),
-                          {fmt: str(files[fmt][t.name].relative_to(out)) for fmt in files},
-                          markdown=render(t, "md").split("\n", 2)[2]) for t in tables]  # without its "### title"
+    files = {
+        fmt: write_tables(tables, fmt, out / "tables", f"bench experiment {exp.name}")
+        for fmt in FORMATS
+        if fmt != "html"
+    }
+    entries = [
+        TableEntry(
+            t.title,
+            render(t, "html"),
+            {fmt: str(files[fmt][t.name].relative_to(out)) for fmt in files},
+            markdown=render(t, "md").split("\n", 2)[2],
+        )
+        for t in tables
+    ]  # without its "### title"
     figures = all_figures(exp, out / "figures")
     return write_index(exp, out, entries, figures), len(figures)
 
 
-def run_report(experiment_dir: Path) -> Optional[Path]:
+def run_report(experiment_dir: Path) -> Path | None:
     """The report `bench run` ends with (default significance settings), or None when the records
     support no table; a report that fails is a warning, never a failed run (the records stand)."""
     from bench.paper.paper_tables import paper_tables
@@ -268,8 +329,12 @@ def run_report(experiment_dir: Path) -> Optional[Path]:
         tables = paper_tables(exp)
         return write_report(exp, tables, experiment_dir / "report")[0] if tables else None
     except Exception as exc:  # noqa: BLE001 - the run's records are written; the report can be redone
-        logging.getLogger(__name__).warning("the report could not be written (%s: %s); run `bench report %s`",
-                                            type(exc).__name__, exc, experiment_dir)
+        logging.getLogger(__name__).warning(
+            "the report could not be written (%s: %s); run `bench report %s`",
+            type(exc).__name__,
+            exc,
+            experiment_dir,
+        )
         return None
 
 
@@ -277,7 +342,9 @@ def cmd_claims(args) -> int:
     """`bench claims RESULTS_DIR`: the claims report (verdicts, tables, rules) from stored records."""
     from bench.paper.claims import ClaimsOptions, write_claims
 
-    out, sections = write_claims(Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha))
+    out, sections = write_claims(
+        Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha)
+    )
     verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
     print(f"claims report written to {out}: {verdicts}")
     return 0
@@ -287,14 +354,16 @@ def cmd_bench(args) -> int:
     """`bench bench`: the performance suite (bench.perf.suite) and its summary (perf.md)."""
     import tempfile
 
-    from bench.store.artifacts import write_text_atomic
-    from bench.perf.suite import CASES, check_cases, run_suite
     from bench.perf.markdown import markdown
+    from bench.perf.suite import CASES, check_cases, run_suite
+    from bench.store.artifacts import write_text_atomic
 
     asked = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.only.strip() and not asked:
-        raise BenchError(f"--only {args.only!r} names no case; pass names such as --only quick_run,busy "
-                         f"(known: {', '.join(CASES)})")
+        raise BenchError(
+            f"--only {args.only!r} names no case; pass names such as --only quick_run,busy "
+            f"(known: {', '.join(CASES)})"
+        )
     names = check_cases(asked or list(CASES))
     out = output_file(args.out)
     output_file(out.with_suffix(".md"))
@@ -312,9 +381,8 @@ def cmd_run(args, dry: bool) -> int:
     request = _request(args)
     if dry:
         from bench.pipeline.assemble import place, require_fits, validate
-        from bench.scale.executors import get_executor
-
         from bench.pipeline.preview import describe, validate_lines
+        from bench.scale.executors import get_executor
 
         executor = get_executor(request)  # the executor's name and settings, as `bench run` checks them
         cells = place(validate(request), executor.config)
@@ -324,11 +392,13 @@ def cmd_run(args, dry: bool) -> int:
             print(f"    {cell.footprint.describe()}")
             print("\n".join(validate_lines(view)))
         require_fits(cells, executor.config)
-        print(f"{len(cells)} cell(s) valid (experiment {request.experiment}); GPU-hours {assumptions.describe()}")
+        print(
+            f"{len(cells)} cell(s) valid (experiment {request.experiment}); GPU-hours {assumptions.describe()}"
+        )
         return 0
+    from bench.report.summary import summary_table
     from bench.runtime import distributed
     from bench.scale.grid import run_grid
-    from bench.report.summary import summary_table
 
     main_rank = distributed.is_main()
     try:
@@ -343,13 +413,18 @@ def cmd_run(args, dry: bool) -> int:
         experiment_dir = Path(request.results_dir) / request.experiment
         print(summary_table(result.comparison or result.records))
         index = run_report(experiment_dir)
-        print(f"\nrecords under {experiment_dir}; every metric: {result.summary_path}"
-              + (f"\nreport (tables, sample grids, figures): {index}" if index else ""))
+        print(
+            f"\nrecords under {experiment_dir}; every metric: {result.summary_path}"
+            + (f"\nreport (tables, sample grids, figures): {index}" if index else "")
+        )
     if result.failures:  # one line per failed cell, its reason and where the details are
         for label, reason in result.failures.items():
             folder = Path(request.results_dir) / request.experiment / label
-            print(f"bench: error: cell {label} failed: {reason} (details: {folder / 'failure.json'}; "
-                  "fix it and rerun: finished cells are kept)", file=sys.stderr)
+            print(
+                f"bench: error: cell {label} failed: {reason} (details: {folder / 'failure.json'}; "
+                "fix it and rerun: finished cells are kept)",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -55,19 +55,19 @@ class CellContext:
     synthetic: Split
     out_dir: Path
     seed: int
-    synthetic_init: Optional[Split] = None
-    generative: Optional[Split] = None
-    synthetic_source: Optional[Split] = None
-    latents: Optional[torch.Tensor] = None
-    prior: Optional[object] = None
-    targets: Optional[list] = None
-    extractor: Optional[Callable[[], object]] = None  # returns a bench.metrics.features.FeatureExtractor
+    synthetic_init: Split | None = None
+    generative: Split | None = None
+    synthetic_source: Split | None = None
+    latents: torch.Tensor | None = None
+    prior: object | None = None
+    targets: list | None = None
+    extractor: Callable[[], object] | None = None  # returns a bench.metrics.features.FeatureExtractor
     # (folder, config hash) where results that do not depend on the method are shared by the
     # dataset's cells (the downstream classifiers on real data alone); None: compute them per cell
-    shared: Optional[tuple[Path, str]] = None
+    shared: tuple[Path, str] | None = None
     # `timer(name)`: a context manager that records the seconds of a part of an evaluator's work as
     # the stage `evaluate/<name>` of the record (None: not recorded)
-    timer: Optional[Callable[[str], AbstractContextManager]] = None
+    timer: Callable[[str], AbstractContextManager] | None = None
     details: dict = field(default_factory=dict)
     _features: dict = field(default_factory=dict, repr=False)
 
@@ -93,18 +93,23 @@ class CellContext:
     def scored_sets(self, main: str) -> list[tuple[str, str]]:
         """(metric suffix, set name): `main` with no suffix, then each reference set the cell has
         (`@init` the untrained backbone, `@source` the source alone), so evaluators score them alike."""
-        return [("", main)] + [(suffix, name) for suffix, name in REFERENCE_SETS
-                               if getattr(self, name) is not None]
+        return [("", main)] + [
+            (suffix, name) for suffix, name in REFERENCE_SETS if getattr(self, name) is not None
+        ]
 
-    def induced_subclasses(self) -> Optional[np.ndarray]:
+    def induced_subclasses(self) -> np.ndarray | None:
         """The method's induced subclass of every training row, or None (logged) when it has none."""
         tensors = getattr(self.prior, "tensors", None) or {}
         if "assignment" not in tensors:
-            log.info("subclass evaluators: the method has no induced subclasses (no prior assignment); skipped")
+            log.info(
+                "subclass evaluators: the method has no induced subclasses (no prior assignment); skipped"
+            )
             return None
         assignment = np.asarray(torch.as_tensor(tensors["assignment"]).cpu().numpy(), dtype=np.int64)
         if len(assignment) != len(self.train):
-            raise ValueError(f"prior assignment has {len(assignment)} rows, the train split {len(self.train)}")
+            raise ValueError(
+                f"prior assignment has {len(assignment)} rows, the train split {len(self.train)}"
+            )
         return assignment
 
     def split(self, name: str) -> Split:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -16,9 +15,9 @@ class Split:
     # bench.data.imagefiles.ImageFiles that reads rows only when sliced
     x: torch.Tensor
     y: torch.Tensor  # (N,) int64 class index
-    subclass: Optional[torch.Tensor] = None  # (N,) ground-truth subclass within its class, if known
-    meta: Optional[object] = None  # pandas.DataFrame of per-sample metadata, row-aligned with x
-    ids: Optional[list] = None  # sample identifiers (file names, patient ids, ...)
+    subclass: torch.Tensor | None = None  # (N,) ground-truth subclass within its class, if known
+    meta: object | None = None  # pandas.DataFrame of per-sample metadata, row-aligned with x
+    ids: list | None = None  # sample identifiers (file names, patient ids, ...)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -27,7 +26,7 @@ class Split:
         """Number of samples per class (length n_classes)."""
         return torch.bincount(self.y, minlength=n_classes)
 
-    def subset(self, mask: torch.Tensor) -> "Split":
+    def subset(self, mask: torch.Tensor) -> Split:
         """The rows where `mask` (bool or index tensor) selects, with every field kept aligned."""
         idx = mask.nonzero().squeeze(1) if mask.dtype == torch.bool else mask
         pick = lambda v: None if v is None else v[idx]  # noqa: E731
@@ -55,7 +54,7 @@ class Dataset:
     # True where the splits are drawn from a seed (embedded datasets), so data_split.tie_to_seed can
     # draw them from the generative seed (bench.data.split_seed); False: an official fixed split
     draws_split = False
-    tied_split_seed: Optional[int] = None  # set by bench.data.split_seed.tie_split_seed, else None
+    tied_split_seed: int | None = None  # set by bench.data.split_seed.tie_split_seed, else None
 
     @property
     def n_classes(self) -> int:

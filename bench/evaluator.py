@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
 
 VARIANT = "@"  # `<metric>@<set>`: the same measurement of a reference set (`fid/tail@source`)
 PART = "/"  # `<metric>/<part>`: a breakdown (per class, per remedy, per stage: `bacc/no_aug`)
@@ -33,7 +33,7 @@ class Metric:
 
     name: str
     label: str
-    higher_is_better: Optional[bool]
+    higher_is_better: bool | None
     headline: bool = False
     unit: str = ""
     rank: int = DEFAULT_RANK
@@ -45,28 +45,39 @@ class Metric:
 
     def info(self) -> dict:
         """The declaration as the record stores it (`record["metric_info"][name]`)."""
-        return {"label": self.label, "higher_is_better": self.higher_is_better, "headline": self.headline,
-                "unit": self.unit, "rank": self.rank}
+        return {
+            "label": self.label,
+            "higher_is_better": self.higher_is_better,
+            "headline": self.headline,
+            "unit": self.unit,
+            "rank": self.rank,
+        }
 
     @classmethod
-    def from_info(cls, name: str, info: Mapping) -> "Metric":
+    def from_info(cls, name: str, info: Mapping) -> Metric:
         """A declaration read back from a record; missing or malformed fields take their defaults."""
         higher = info.get("higher_is_better")
         rank = info.get("rank")
-        return cls(name, str(info.get("label") or name), None if higher is None else bool(higher),
-                   bool(info.get("headline", False)), str(info.get("unit") or ""),
-                   rank if isinstance(rank, (int, float)) and not isinstance(rank, bool) else DEFAULT_RANK)
+        return cls(
+            name,
+            str(info.get("label") or name),
+            None if higher is None else bool(higher),
+            bool(info.get("headline", False)),
+            str(info.get("unit") or ""),
+            rank if isinstance(rank, (int, float)) and not isinstance(rank, bool) else DEFAULT_RANK,
+        )
 
 
 def directions(metrics: Iterable[Metric], suffixes: Iterable[str] = ("",)) -> dict[str, bool]:
     """`{name + suffix: higher_is_better}` of every declared metric that has a better side: an
     evaluator's `higher_is_better`, listing the family members it returns under `suffixes`."""
     suffixes = tuple(suffixes)
-    return {m.name + s: m.higher_is_better for m in metrics if m.higher_is_better is not None
-            for s in suffixes}
+    return {
+        m.name + s: m.higher_is_better for m in metrics if m.higher_is_better is not None for s in suffixes
+    }
 
 
-def family(name: str, declared: Mapping) -> Optional[str]:
+def family(name: str, declared: Mapping) -> str | None:
     """The declared name whose family holds `name`: itself, else (a variant) that of the name before
     its `@`, else its longest declared `/`-prefix; None when nothing declared covers it."""
     if name in declared:

@@ -9,7 +9,6 @@ the hooks it changes, in the torchcfm style; a subclass that overrides nothing *
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -21,9 +20,9 @@ class Condition:
     """What a sample is conditioned on: its class and, for subclass methods, its subclass."""
 
     label: torch.Tensor  # (B,) int64 class index
-    subclass: Optional[torch.Tensor] = None  # (B,) int64 subclass within the class
+    subclass: torch.Tensor | None = None  # (B,) int64 subclass within the class
 
-    def to(self, device) -> "Condition":
+    def to(self, device) -> Condition:
         """The same condition with its tensors on `device`."""
         sub = None if self.subclass is None else self.subclass.to(device)
         return Condition(self.label.to(device), sub)
@@ -37,7 +36,7 @@ class TrainBatch:
     cond: Condition
     eps: torch.Tensor  # standard normal, shaped like x1
     t: torch.Tensor  # (B,) in [0, 1]
-    generator: Optional[torch.Generator] = None  # CPU generator for any further draws a loss needs
+    generator: torch.Generator | None = None  # CPU generator for any further draws a loss needs
 
 
 class Method:
@@ -70,7 +69,7 @@ class Method:
         self.n_classes = n_classes
         self.prior = prior
 
-    def to(self, device) -> "Method":
+    def to(self, device) -> Method:
         """Move the prior's tensors to `device` (training and sampling index them there)."""
         if self.prior is not None:
             self.prior = self.prior.to(device)

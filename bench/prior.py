@@ -34,13 +34,13 @@ class Prior:
         (folder / INFO).write_text(json.dumps(self.info, indent=2, default=_to_list))
 
     @classmethod
-    def load(cls, folder: Path) -> "Prior":
+    def load(cls, folder: Path) -> Prior:
         """Read what `save` wrote."""
         folder = Path(folder)
         tensors = load_file(folder / TENSORS) if (folder / TENSORS).exists() else {}
         return cls(tensors=tensors, info=json.loads((folder / INFO).read_text()))
 
-    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> "Prior":
+    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> Prior:
         """This prior, if it can be the fit of `n_rows` latents of `latent_shape` in `n_classes`
         classes; a ValueError naming what is wrong otherwise (a damaged stored prior is refitted).
 
@@ -54,8 +54,10 @@ class Prior:
                 raise ValueError(f"prior tensor {name!r} holds a NaN or infinite value")
         mean = self.tensors.get("class_mean")
         if mean is not None and (len(mean) != n_classes or mean[0].numel() != _size(latent_shape)):
-            raise ValueError(f"prior tensor 'class_mean' is of shape {tuple(mean.shape)}, expected "
-                             f"{n_classes} rows of {_size(latent_shape)} values")
+            raise ValueError(
+                f"prior tensor 'class_mean' is of shape {tuple(mean.shape)}, expected "
+                f"{n_classes} rows of {_size(latent_shape)} values"
+            )
         return self
 
     def require_shape(self, name: str, shape: tuple) -> None:
@@ -65,7 +67,7 @@ class Prior:
             found = "missing" if tensor is None else f"of shape {tuple(tensor.shape)}"
             raise ValueError(f"prior tensor {name!r} is {found}, expected {tuple(shape)}")
 
-    def to(self, device) -> "Prior":
+    def to(self, device) -> Prior:
         """The same prior with its tensors on `device`."""
         return type(self)({k: v.to(device) for k, v in self.tensors.items()}, self.info)
 
@@ -81,8 +83,10 @@ def require_finite(latents: torch.Tensor, ids=None) -> None:
     if bad:
         names = [str(ids[i]) if ids is not None else str(i) for i in bad[:5]]
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise BenchError(f"{len(bad)} latent(s) are NaN or infinite (samples {', '.join(names)}{more}); "
-                         "check those images and the encoder, then delete the latent cache")
+        raise BenchError(
+            f"{len(bad)} latent(s) are NaN or infinite (samples {', '.join(names)}{more}); "
+            "check those images and the encoder, then delete the latent cache"
+        )
 
 
 MEAN_CHUNK_ELEMENTS = 2**22  # values per float64 chunk in class_means (32 MB)
@@ -99,7 +103,7 @@ def class_means(latents: torch.Tensor, labels: torch.Tensor, n_classes: int) -> 
     sums = torch.zeros(n_classes, flat.shape[1], dtype=torch.float64)
     step = max(1, MEAN_CHUNK_ELEMENTS // max(1, flat.shape[1]))
     for start in range(0, len(flat), step):  # float64 a chunk at a time, not a float64 copy of all
-        sums.index_add_(0, labels[start:start + step], flat[start:start + step].double())
+        sums.index_add_(0, labels[start : start + step], flat[start : start + step].double())
     counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
     return (sums / counts).float().reshape(n_classes, *latents.shape[1:])
 

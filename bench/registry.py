@@ -89,8 +89,10 @@ class Registry:
     def get(self, name: str) -> type:
         """The class registered as `name`; imports its entry point on first use."""
         if not isinstance(name, str):  # e.g. a gin list where one name belongs
-            raise BenchError(f"a {self.kind} is named by one string, got {name!r} "
-                             f"(known: {', '.join(self.names())}; see `bench ls`)")
+            raise BenchError(
+                f"a {self.kind} is named by one string, got {name!r} "
+                f"(known: {', '.join(self.names())}; see `bench ls`)"
+            )
         if name in self._classes:
             return self._classes[name]
         eps = self._entry_points()
@@ -136,7 +138,9 @@ backbones = Registry("backbone", "bench.backbones")
 encoders = Registry("encoder", "bench.encoders")
 remedies = Registry("remedy", "bench.remedies")
 
-REGISTRIES = {r.group.split(".")[-1]: r for r in (methods, datasets, evaluators, backbones, encoders, remedies)}
+REGISTRIES = {
+    r.group.split(".")[-1]: r for r in (methods, datasets, evaluators, backbones, encoders, remedies)
+}
 
 register_method = methods.register
 register_dataset = datasets.register

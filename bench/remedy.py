@@ -54,8 +54,14 @@ class Remedy:
 
     def describe(self) -> dict:
         """The settings its classifiers depend on (JSON)."""
-        return {"remedy": self.name, **{k: v for k, v in vars(self).items()
-                                         if not k.startswith("_") and k != "counts" and _jsonable(v)}}
+        return {
+            "remedy": self.name,
+            **{
+                k: v
+                for k, v in vars(self).items()
+                if not k.startswith("_") and k != "counts" and _jsonable(v)
+            },
+        }
 
 
 def class_balanced_order(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -87,5 +93,3 @@ def effective_number_weights(counts, beta: float) -> np.ndarray:
 
 def _jsonable(value) -> bool:
     return isinstance(value, (bool, int, float, str)) or value is None
-
-

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Optional
 
 import numpy as np
 import torch
 
 from bench.config.checks import is_int, is_real, require
+from bench.data.longtail import exponential_profile
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.data.longtail import exponential_profile
 from bench.registry import register_dataset
 
 
@@ -35,16 +34,22 @@ class DigitsLT(Dataset):
         self,
         imbalance_ratio: float = 10.0,
         n_test_per_class: int = 40,
-        n_max: Optional[int] = None,
+        n_max: int | None = None,
         seed: int = 0,
     ):
         checks = [
-            (is_real(imbalance_ratio) and imbalance_ratio >= 1,
-             f"digits_lt.imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}"),
-            (is_int(n_test_per_class) and n_test_per_class >= 1,
-             f"digits_lt.n_test_per_class must be an integer >= 1, got {n_test_per_class!r}"),
-            (n_max is None or (is_int(n_max) and n_max >= 1),
-             f"digits_lt.n_max must be None (all digit-0 images) or an integer >= 1, got {n_max!r}"),
+            (
+                is_real(imbalance_ratio) and imbalance_ratio >= 1,
+                f"digits_lt.imbalance_ratio must be a number >= 1, got {imbalance_ratio!r}",
+            ),
+            (
+                is_int(n_test_per_class) and n_test_per_class >= 1,
+                f"digits_lt.n_test_per_class must be an integer >= 1, got {n_test_per_class!r}",
+            ),
+            (
+                n_max is None or (is_int(n_max) and n_max >= 1),
+                f"digits_lt.n_max must be None (all digit-0 images) or an integer >= 1, got {n_max!r}",
+            ),
             (is_int(seed), f"digits_lt.seed must be an integer, got {seed!r}"),
         ]
         require(checks)

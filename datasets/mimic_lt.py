@@ -32,16 +32,33 @@ class MIMICLT(LongTailCXRDataset):
     """
 
     class_names = [
-        "No Finding", "Lung Opacity", "Cardiomegaly", "Atelectasis", "Pleural Effusion",
-        "Support Devices", "Edema", "Pneumonia", "Pneumothorax", "Lung Lesion", "Fracture",
-        "Enlarged Cardiomediastinum", "Consolidation", "Pleural Other", "Calcification of the Aorta",
-        "Tortuous Aorta", "Pneumoperitoneum", "Subcutaneous Emphysema", "Pneumomediastinum",
+        "No Finding",
+        "Lung Opacity",
+        "Cardiomegaly",
+        "Atelectasis",
+        "Pleural Effusion",
+        "Support Devices",
+        "Edema",
+        "Pneumonia",
+        "Pneumothorax",
+        "Lung Lesion",
+        "Fracture",
+        "Enlarged Cardiomediastinum",
+        "Consolidation",
+        "Pleural Other",
+        "Calcification of the Aorta",
+        "Tortuous Aorta",
+        "Pneumoperitoneum",
+        "Subcutaneous Emphysema",
+        "Pneumomediastinum",
     ]
     label_prefixes = ("mimic-cxr-lt", "mimic-lt")
     options = {**LongTailCXRDataset.options, "image_root": None, "metadata_file": METADATA}
-    layout = ("ROOT/mimic-cxr-lt_single-label_{train,balanced-val,test,balanced-test}.csv "
-              "(or mimic-lt_...), images at ROOT/<path> (files/pNN/pSUBJECT/sSTUDY/DICOM.jpg), "
-              f"optional ROOT/{METADATA}")
+    layout = (
+        "ROOT/mimic-cxr-lt_single-label_{train,balanced-val,test,balanced-test}.csv "
+        "(or mimic-lt_...), images at ROOT/<path> (files/pNN/pSUBJECT/sSTUDY/DICOM.jpg), "
+        f"optional ROOT/{METADATA}"
+    )
     _ID_COLUMNS = ["subject_id", "study_id", "dicom_id", "path"]
 
     @property
@@ -53,8 +70,11 @@ class MIMICLT(LongTailCXRDataset):
     def index(self, split: str) -> pd.DataFrame:
         """Label rows with id = dicom_id, subject = subject_id, and the view when known."""
         table = self.read_single_label(self.label_file(split), split, "dicom_id", self._ID_COLUMNS)
-        table = table.assign(id=table["dicom_id"].astype(str), subject=table["subject_id"].astype(str),
-                             study=table["study_id"].astype(str))
+        table = table.assign(
+            id=table["dicom_id"].astype(str),
+            subject=table["subject_id"].astype(str),
+            study=table["study_id"].astype(str),
+        )
         table = table[["id", "path", "label", "subject", "study"]]
         return table.assign(view=self._views(table["id"]))
 

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import BenchError
 from bench.data.labels import find_file, read_csv
 from bench.data.longtailcxr import LongTailCXRDataset
+from bench.errors import BenchError
 from bench.registry import register_dataset
 
 DATA_ENTRY = "Data_Entry_2017_v2020.csv"
-_META = {"Patient ID": "subject", "Patient Gender": "sex", "Patient Age": "age",
-         "View Position": "view", "Follow-up #": "follow_up"}
+_META = {
+    "Patient ID": "subject",
+    "Patient Gender": "sex",
+    "Patient Age": "age",
+    "View Position": "view",
+    "Follow-up #": "follow_up",
+}
 
 
 @register_dataset("nih_lt")
@@ -36,16 +41,34 @@ class NIHLT(LongTailCXRDataset):
     """
 
     class_names = [
-        "No Finding", "Infiltration", "Atelectasis", "Effusion", "Nodule", "Mass", "Pneumothorax",
-        "Consolidation", "Pleural_Thickening", "Cardiomegaly", "Fibrosis", "Edema", "Tortuous Aorta",
-        "Emphysema", "Pneumonia", "Calcification of the Aorta", "Pneumoperitoneum", "Hernia",
-        "Subcutaneous Emphysema", "Pneumomediastinum",
+        "No Finding",
+        "Infiltration",
+        "Atelectasis",
+        "Effusion",
+        "Nodule",
+        "Mass",
+        "Pneumothorax",
+        "Consolidation",
+        "Pleural_Thickening",
+        "Cardiomegaly",
+        "Fibrosis",
+        "Edema",
+        "Tortuous Aorta",
+        "Emphysema",
+        "Pneumonia",
+        "Calcification of the Aorta",
+        "Pneumoperitoneum",
+        "Hernia",
+        "Subcutaneous Emphysema",
+        "Pneumomediastinum",
     ]
     label_prefixes = ("nih-cxr-lt", "nih-lt")
     options = {**LongTailCXRDataset.options, "image_dir": None, "metadata_file": DATA_ENTRY}
-    layout = ("ROOT/nih-cxr-lt_single-label_{train,balanced-val,test,balanced-test}.csv "
-              "(or nih-lt_...), ROOT/images/*.png or ROOT/images_*/images/*.png, "
-              f"ROOT/{DATA_ENTRY}")
+    layout = (
+        "ROOT/nih-cxr-lt_single-label_{train,balanced-val,test,balanced-test}.csv "
+        "(or nih-lt_...), ROOT/images/*.png or ROOT/images_*/images/*.png, "
+        f"ROOT/{DATA_ENTRY}"
+    )
 
     def index(self, split: str):
         """Label rows joined with their image path and NIH metadata."""
@@ -58,8 +81,11 @@ class NIHLT(LongTailCXRDataset):
     def _image_paths(self) -> dict[str, str]:
         """File name -> path relative to the root, for every PNG in the image folders."""
         setting = self.settings["image_dir"]
-        folders = [self.root / setting] if setting else [
-            self.root / "images", *sorted(self.root.glob("images_*/images")), self.root]
+        folders = (
+            [self.root / setting]
+            if setting
+            else [self.root / "images", *sorted(self.root.glob("images_*/images")), self.root]
+        )
         paths = {}
         for folder in folders:
             if folder.is_dir():
@@ -86,6 +112,8 @@ class NIHLT(LongTailCXRDataset):
 
     def _missing_metadata(self, ids: list[str], split: str, file: Path) -> None:
         if self.on_bad_row == "error":
-            raise BenchError(f"nih_lt: {len(ids)} image(s) of split {split!r} have no row in {file.name} "
-                             f"(first: {ids[:5]}); use the full Data_Entry file or set nih_lt.on_bad_row='skip'")
+            raise BenchError(
+                f"nih_lt: {len(ids)} image(s) of split {split!r} have no row in {file.name} "
+                f"(first: {ids[:5]}); use the full Data_Entry file or set nih_lt.on_bad_row='skip'"
+            )
         self.skip(split, ids, f"no row in {file.name}")

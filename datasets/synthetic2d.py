@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from bench.config.checks import is_int, is_real, require
+from bench.data.longtail import allocate, exponential_profile
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.data.longtail import allocate, exponential_profile
 from bench.registry import register_dataset
 
 # Independent random streams, so loading "test" never depends on whether "train" was loaded.
@@ -105,10 +105,13 @@ class Synthetic2D(Dataset):
                 raise BenchError(
                     f"synthetic2d: n_max={self.n_max} and imbalance_ratio={self.imbalance_ratio} leave "
                     f"class{c} {n} train sample(s), fewer than its {n_sub} subclasses; raise "
-                    "synthetic2d.n_max or lower synthetic2d.imbalance_ratio")
+                    "synthetic2d.n_max or lower synthetic2d.imbalance_ratio"
+                )
             if self.n_test_per_class < n_sub:
-                raise BenchError(f"synthetic2d.n_test_per_class={self.n_test_per_class} is fewer than the "
-                                 f"{n_sub} subclasses of class{c}; raise it or lower synthetic2d.max_subclasses")
+                raise BenchError(
+                    f"synthetic2d.n_test_per_class={self.n_test_per_class} is fewer than the "
+                    f"{n_sub} subclasses of class{c}; raise it or lower synthetic2d.max_subclasses"
+                )
 
     def load(self, split: str) -> Split:
         """The train split (long-tailed profile), or the balanced test or validation split
@@ -152,13 +155,20 @@ class Synthetic2D(Dataset):
 def _check_settings(n_classes, n_max, ratio, n_test, max_subclasses, radius, seed) -> None:
     """One-line BenchErrors naming the gin setting that is out of range (or of the wrong type)."""
     checks = [
-        (is_int(n_classes) and n_classes >= 2,
-         f"synthetic2d.n_classes must be an integer >= 2, got {n_classes!r}"),
+        (
+            is_int(n_classes) and n_classes >= 2,
+            f"synthetic2d.n_classes must be an integer >= 2, got {n_classes!r}",
+        ),
         (is_int(n_max) and n_max >= 1, f"synthetic2d.n_max must be an integer >= 1, got {n_max!r}"),
         (is_real(ratio) and ratio >= 1, f"synthetic2d.imbalance_ratio must be a number >= 1, got {ratio!r}"),
-        (is_int(max_subclasses) and max_subclasses >= 1,
-         f"synthetic2d.max_subclasses must be an integer >= 1, got {max_subclasses!r}"),
-        (is_int(n_test) and n_test >= 1, f"synthetic2d.n_test_per_class must be an integer >= 1, got {n_test!r}"),
+        (
+            is_int(max_subclasses) and max_subclasses >= 1,
+            f"synthetic2d.max_subclasses must be an integer >= 1, got {max_subclasses!r}",
+        ),
+        (
+            is_int(n_test) and n_test >= 1,
+            f"synthetic2d.n_test_per_class must be an integer >= 1, got {n_test!r}",
+        ),
         (is_real(radius) and radius > 0, f"synthetic2d.radius must be a number > 0, got {radius!r}"),
         (is_int(seed), f"synthetic2d.seed must be an integer, got {seed!r}"),
     ]

@@ -12,17 +12,16 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
-from sklearn.preprocessing import StandardScaler
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from bench.context import INIT, SOURCE
 from bench.config.checks import is_int, is_real
-from bench.errors import BenchError
-from bench.evaluator import Evaluator, Metric, directions
+from bench.context import INIT, SOURCE
 from bench.data.imagefiles import flat_float64
 from bench.data.longtail import tail_classes
+from bench.errors import BenchError
+from bench.evaluator import Evaluator, Metric, directions
 from bench.registry import register_evaluator
-
 
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
@@ -30,17 +29,20 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[in
     present = [int(c) for c in classes if np.any(np.asarray(y_true) == c)]
     if not present:
         return {}
-    return dict(zip(present, map(float, recall_score(y_true, y_pred, labels=present, average=None,
-                                                     zero_division=0))))
+    return dict(
+        zip(present, map(float, recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)))
+    )
 
 
 @register_evaluator("cond_accuracy")
 class ConditionalAccuracy(Evaluator):
     """Balanced accuracy of a real-data classifier on generated samples, overall and on the tail."""
 
-    metrics = (Metric("cond_acc/all", "cond. acc.", True), Metric("cond_acc/tail", "cond. acc. tail", True,
-                                                                  headline=True, rank=80),
-               Metric("cond_acc/real", "cond. acc. real", True))  # the ceiling: real held-out data
+    metrics = (
+        Metric("cond_acc/all", "cond. acc.", True),
+        Metric("cond_acc/tail", "cond. acc. tail", True, headline=True, rank=80),
+        Metric("cond_acc/real", "cond. acc. real", True),
+    )  # the ceiling: real held-out data
     higher_is_better = directions(metrics[:2], ("", INIT, SOURCE)) | directions(metrics[2:])
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000):
@@ -52,8 +54,9 @@ class ConditionalAccuracy(Evaluator):
 
     def evaluate(self, cell) -> dict[str, float]:
         """cond_acc/{all,tail} for the trained model and each reference set, and the real ceiling."""
-        clf = make_pipeline(StandardScaler(), LogisticRegression(
-            C=self.C, max_iter=self.max_iter, class_weight="balanced"))
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
+        )
         clf.fit(flat_float64(cell.train.x), cell.train.y.numpy())
         tail = tail_classes(cell.train.counts(cell.dataset.n_classes))
         metrics = {"cond_acc/real": self._score(clf, cell.test, range(cell.dataset.n_classes))}

@@ -36,8 +36,21 @@ log = logging.getLogger(__name__)
 
 DETAILS = "confounder.json"
 # identifier and bookkeeping columns of bench's datasets: never acquisition metadata
-ID_COLUMNS = {"id", "subject", "subject_id", "patient", "patient_id", "study", "study_id", "dicom_id",
-              "path", "label", "split", "slice", "volumename"}
+ID_COLUMNS = {
+    "id",
+    "subject",
+    "subject_id",
+    "patient",
+    "patient_id",
+    "study",
+    "study_id",
+    "dicom_id",
+    "path",
+    "label",
+    "split",
+    "slice",
+    "volumename",
+}
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier, not a category
 
 
@@ -84,11 +97,23 @@ def design(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
     """scikit-learn's design matrix: numeric columns with blanks at the mean plus a missing flag
     (where a column has blanks) and standardised, the others one-hot with blanks as their own
     level. Inside the probe's pipeline it is fitted on each training fold only."""
-    return ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler()), numeric),
-        ("categorical", make_pipeline(SimpleImputer(strategy="constant", fill_value="<missing>"),
-                                      OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical),
-    ])
+    return ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler()),
+                numeric,
+            ),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="<missing>"),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                categorical,
+            ),
+        ]
+    )
 
 
 def design_matrix(meta: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -97,7 +122,9 @@ def design_matrix(meta: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return design(numeric, categorical).fit_transform(frame)
 
 
-def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_folds(
+    y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index pairs of StratifiedGroupKFold(n_splits, shuffle, seeded): stratified
     by subclass, and every patient's images on one side."""
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -117,8 +144,12 @@ class Probe(LogisticRegression):
         return np.full(len(x), self.single_) if self.single_ is not None else super().predict(x)
 
 
-def fold_designs(frame: pd.DataFrame, numeric: list[str], categorical: list[str],
-                 folds: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
+def fold_designs(
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+) -> list[tuple]:
     """Per fold (train rows, test rows, their design matrices), the design fitted on the training
     fold alone. The design is unsupervised (imputation, scaling, one-hot), so the real labels and
     every shuffle share it: fitted once per fold instead of once per fold and shuffle."""
@@ -151,9 +182,16 @@ def usable_folds(subclass: np.ndarray, groups: np.ndarray, n_splits: int) -> int
     return min(n_splits, min(patients))
 
 
-def confounder_probe(meta: pd.DataFrame, subclass: np.ndarray, groups: np.ndarray, seed: int,
-                     n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
-                     near_chance_tol: float = 0.05) -> dict:
+def confounder_probe(
+    meta: pd.DataFrame,
+    subclass: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    n_splits: int = 5,
+    n_permutations: int = 10,
+    columns: list[str] | None = None,
+    near_chance_tol: float = 0.05,
+) -> dict:
     """The probe for ONE class: bAcc, PermbAcc (mean over `n_permutations` shuffles), their gap
     and NearChance, plus the folds used and a permutation p-value (share of shuffles, counting
     the real labels, scoring at least bAcc). Returns {"skipped": reason, ...} when the class
@@ -162,19 +200,34 @@ def confounder_probe(meta: pd.DataFrame, subclass: np.ndarray, groups: np.ndarra
     columns = metadata_columns(meta) if columns is None else list(columns)
     row = {"n": int(len(subclass)), "subclasses": int(len(np.unique(subclass))), "columns": columns}
     folds = usable_folds(subclass, groups, n_splits)
-    reason = ("one subclass" if row["subclasses"] < 2 else "no usable metadata columns" if not columns
-              else "a subclass has a single patient (no cross-validation possible)" if folds < 2 else None)
+    reason = (
+        "one subclass"
+        if row["subclasses"] < 2
+        else "no usable metadata columns"
+        if not columns
+        else "a subclass has a single patient (no cross-validation possible)"
+        if folds < 2
+        else None
+    )
     if reason:
         return row | {"skipped": reason}
     frame, numeric, categorical = probe_frame(meta.reset_index(drop=True), columns)
     designs = fold_designs(frame, numeric, categorical, grouped_folds(subclass, groups, folds, seed))
     bacc = out_of_fold_bacc(designs, subclass)
     # shuffles reuse the folds (still patient-grouped; a shuffle is stratified on average)
-    perm = np.array([out_of_fold_bacc(designs, np.random.default_rng([seed, j]).permutation(subclass))
-                     for j in range(n_permutations)])
+    perm = np.array(
+        [
+            out_of_fold_bacc(designs, np.random.default_rng([seed, j]).permutation(subclass))
+            for j in range(n_permutations)
+        ]
+    )
     return row | {
-        "folds": folds, "chance": 1.0 / row["subclasses"], "bacc": bacc, "perm_bacc": float(perm.mean()),
-        "perm_bacc_std": float(perm.std()), "gap": bacc - float(perm.mean()),
+        "folds": folds,
+        "chance": 1.0 / row["subclasses"],
+        "bacc": bacc,
+        "perm_bacc": float(perm.mean()),
+        "perm_bacc_std": float(perm.std()),
+        "gap": bacc - float(perm.mean()),
         "p_value": float((1 + np.sum(perm >= bacc)) / (1 + n_permutations)),
         "near_chance": bool(bacc - perm.mean() < near_chance_tol),
     }
@@ -217,23 +270,37 @@ class ConfounderProbe(Evaluator):
     """
 
     applies_to = ("vector", "image")
-    metrics = (*(Metric(f"probe_{key}{suffix}", label + what, False) for key, label in PROBE_LABELS.items()
-                 for suffix, what in (("", ""), ("_weighted", " weighted"))),
-               Metric("probe_near_chance", "NearChance", True),
-               Metric("probe_classes", "probed classes", True))
+    metrics = (
+        *(
+            Metric(f"probe_{key}{suffix}", label + what, False)
+            for key, label in PROBE_LABELS.items()
+            for suffix, what in (("", ""), ("_weighted", " weighted"))
+        ),
+        Metric("probe_near_chance", "NearChance", True),
+        Metric("probe_classes", "probed classes", True),
+    )
     higher_is_better = directions(metrics)
 
-    def __init__(self, n_splits: int = 5, n_permutations: int = 10, columns: list[str] | None = None,
-                 group_column: str = "subject", near_chance_tol: float = 0.05):
+    def __init__(
+        self,
+        n_splits: int = 5,
+        n_permutations: int = 10,
+        columns: list[str] | None = None,
+        group_column: str = "subject",
+        near_chance_tol: float = 0.05,
+    ):
         if not is_int(n_splits) or n_splits < 2:
-            raise BenchError(f"confounder.n_splits must be an integer >= 2 (cross-validation folds), "
-                             f"got {n_splits!r}")
+            raise BenchError(
+                f"confounder.n_splits must be an integer >= 2 (cross-validation folds), got {n_splits!r}"
+            )
         if not is_int(n_permutations) or n_permutations < 0:
             raise BenchError(f"confounder.n_permutations must be an integer >= 0, got {n_permutations!r}")
         names = isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns)
         if columns is not None and not names:
-            raise BenchError(f"confounder.columns must be None or a list of metadata columns, "
-                             f"got {columns!r}; e.g. confounder.columns=[sex,view]")
+            raise BenchError(
+                f"confounder.columns must be None or a list of metadata columns, "
+                f"got {columns!r}; e.g. confounder.columns=[sex,view]"
+            )
         if not isinstance(group_column, str):
             raise BenchError(f"confounder.group_column must be a metadata column name, got {group_column!r}")
         if not is_real(near_chance_tol) or near_chance_tol < 0:
@@ -256,11 +323,23 @@ class ConfounderProbe(Evaluator):
         rows = []
         for c in split_classes(labels, assignment):
             rows_c = np.flatnonzero(labels == c)
-            probe = confounder_probe(meta.iloc[rows_c], assignment[rows_c], groups[rows_c], cell.seed,
-                                     self.n_splits, self.n_permutations, columns, self.near_chance_tol)
+            probe = confounder_probe(
+                meta.iloc[rows_c],
+                assignment[rows_c],
+                groups[rows_c],
+                cell.seed,
+                self.n_splits,
+                self.n_permutations,
+                columns,
+                self.near_chance_tol,
+            )
             rows.append({"class": cell.class_names[c]} | probe)
-        (cell.out_dir / DETAILS).write_text(json.dumps(
-            {"near_chance_tol": self.near_chance_tol, "group_column": self.group_column, "classes": rows}, indent=2))
+        (cell.out_dir / DETAILS).write_text(
+            json.dumps(
+                {"near_chance_tol": self.near_chance_tol, "group_column": self.group_column, "classes": rows},
+                indent=2,
+            )
+        )
         metrics = aggregate(rows)
         if not metrics:
             log.info("confounder: no class could be probed (see %s)", DETAILS)

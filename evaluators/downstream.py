@@ -63,10 +63,16 @@ from bench.store.artifacts import write_json_atomic
 NO_AUG = "/no_aug"
 # bacc and macro_f1 also come per run on real data alone and with remedies: `<metric>/no_aug`,
 # `<metric>/<remedy>`, `<metric>/aug+<remedy>` (breakdowns: their declaration covers them)
-SCORES = (Metric("bacc", "bAcc", True, headline=True, rank=90),
-          Metric("macro_f1", "macro-F1", True, headline=True, rank=100))
-METRICS = (*SCORES, Metric("bacc_gain", "bAcc gain", True, headline=True, rank=110),
-           Metric("bacc_std", "bAcc std", False), Metric("macro_f1_std", "macro-F1 std", False))
+SCORES = (
+    Metric("bacc", "bAcc", True, headline=True, rank=90),
+    Metric("macro_f1", "macro-F1", True, headline=True, rank=100),
+)
+METRICS = (
+    *SCORES,
+    Metric("bacc_gain", "bAcc gain", True, headline=True, rank=110),
+    Metric("bacc_std", "bAcc std", False),
+    Metric("macro_f1_std", "macro-F1 std", False),
+)
 
 
 @register_evaluator("downstream")
@@ -79,26 +85,46 @@ class Downstream(Evaluator):
     version = 2  # 2: the long-tail remedies and their combinations with augmentation
     metrics = METRICS
 
-    def __init__(self, arch: str = "small_cnn", n_seeds: int = 3, lr: float = 1e-3, batch_size: int = 64,
-                 max_epochs: int = 15, patience: int = 4, weight_decay: float = 0.0,
-                 class_balanced_sampling: bool = False, remedies=REMEDIES, with_augmentation=WITH_AUGMENTATION):
+    def __init__(
+        self,
+        arch: str = "small_cnn",
+        n_seeds: int = 3,
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        max_epochs: int = 15,
+        patience: int = 4,
+        weight_decay: float = 0.0,
+        class_balanced_sampling: bool = False,
+        remedies=REMEDIES,
+        with_augmentation=WITH_AUGMENTATION,
+    ):
         if not is_int(n_seeds) or n_seeds < 1:
             raise BenchError(f"downstream.n_seeds must be an integer >= 1, got {n_seeds!r}")
         self.arch, self.n_seeds = arch, n_seeds
-        self.protocol = Protocol(lr, batch_size, max_epochs, patience, weight_decay,
-                                 class_balanced_sampling).check("downstream")
+        self.protocol = Protocol(
+            lr, batch_size, max_epochs, patience, weight_decay, class_balanced_sampling
+        ).check("downstream")
         self.remedies = remedy_names("downstream", "remedies", remedies)
         self.with_augmentation = remedy_names("downstream", "with_augmentation", with_augmentation)
         for name in {*self.remedies, *self.with_augmentation}:
             registry.remedies.get(name)().check(self.protocol)
         runs = [f"/{r}" for r in self.remedies] + [f"/{combined(r)}" for r in self.with_augmentation]
-        self.higher_is_better = {**directions(SCORES), **directions(SCORES, [NO_AUG]),
-                                 **directions(METRICS[2:]), **directions(SCORES, runs)}
+        self.higher_is_better = {
+            **directions(SCORES),
+            **directions(SCORES, [NO_AUG]),
+            **directions(METRICS[2:]),
+            **directions(SCORES, runs),
+        }
 
     def describe(self) -> dict:
         """The protocol the classifiers were trained by (what a comparison's header states)."""
-        return {"arch": self.arch, "n_seeds": self.n_seeds, **self.protocol.describe(),
-                "remedies": list(self.remedies), "with_augmentation": list(self.with_augmentation)}
+        return {
+            "arch": self.arch,
+            "n_seeds": self.n_seeds,
+            **self.protocol.describe(),
+            "remedies": list(self.remedies),
+            "with_augmentation": list(self.with_augmentation),
+        }
 
     def evaluate(self, cell) -> dict[str, float]:
         """Train the classifiers, score them on cell.test, write downstream.json.
@@ -109,21 +135,38 @@ class Downstream(Evaluator):
         train, val = selection_splits(cell.dataset, cell.train)
         synth = cell.synthetic
         if tuple(synth.x.shape[1:]) != tuple(train.x.shape[1:]):
-            raise BenchError(f"downstream: synthetic images have shape {tuple(synth.x.shape[1:])} but real "
-                             f"ones {tuple(train.x.shape[1:])}; the synthetic set must be decoded to "
-                             "data space")
+            raise BenchError(
+                f"downstream: synthetic images have shape {tuple(synth.x.shape[1:])} but real "
+                f"ones {tuple(train.x.shape[1:])}; the synthetic set must be decoded to "
+                "data space"
+            )
         seeds = classifier_seeds(cell.seed, self.n_seeds)
         trainer = RunTrainer(self.arch, self.protocol, cell.dataset.n_classes, cell.test, per_class_recall)
-        store = baseline_store(cell.shared, self.arch, self.protocol, seeds,
-                               {"train": train, "val": val, "test": cell.test})
+        store = baseline_store(
+            cell.shared, self.arch, self.protocol, seeds, {"train": train, "val": val, "test": cell.test}
+        )
         with cell.timed("downstream/baselines"), shared_lock(store):
             runs, reused = baseline_runs(trainer, store, train, val, seeds, self.remedies, cell.out_dir)
         aug_x, aug_y = concat_rows([train.x, synth.x]), torch.cat([train.y, synth.y.long()])
         runs |= augmented_runs(trainer, aug_x, aug_y, val, seeds, self.with_augmentation)
-        distributed.on_main(lambda: write_json_atomic(cell.out_dir / "downstream.json", {
-            "arch": self.arch, "protocol": self.protocol.describe(), "n_train": len(train),
-            "n_synthetic": len(synth), "n_val": len(val), "n_test": len(cell.test), "runs": runs,
-            "shared_from": str(store.folder) if store else None, "reused": reused}))
-        cell.details["downstream"] = per_seed(runs) | {"predictions": predictions(runs, cell.test.y),
-                                                       "protocol": self.describe()}
+        distributed.on_main(
+            lambda: write_json_atomic(
+                cell.out_dir / "downstream.json",
+                {
+                    "arch": self.arch,
+                    "protocol": self.protocol.describe(),
+                    "n_train": len(train),
+                    "n_synthetic": len(synth),
+                    "n_val": len(val),
+                    "n_test": len(cell.test),
+                    "runs": runs,
+                    "shared_from": str(store.folder) if store else None,
+                    "reused": reused,
+                },
+            )
+        )
+        cell.details["downstream"] = per_seed(runs) | {
+            "predictions": predictions(runs, cell.test.y),
+            "protocol": self.describe(),
+        }
         return summarise(runs)

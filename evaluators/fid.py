@@ -17,9 +17,9 @@ import logging
 
 import numpy as np
 
+from bench.context import INIT, SOURCE
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric, directions
-from bench.context import INIT, SOURCE
 from bench.evaluators.swd import equal_size
 from bench.registry import register_evaluator
 
@@ -63,8 +63,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"mismatched Gaussian stats: {mu1.shape} {sigma1.shape} vs "
-                         f"{mu2.shape} {sigma2.shape}")
+        raise ValueError(
+            f"mismatched Gaussian stats: {mu1.shape} {sigma1.shape} vs {mu2.shape} {sigma2.shape}"
+        )
     factor = psd_factor(sigma1)
     inner = factor.T @ sigma2 @ factor  # same nonzero eigenvalues as S1^(1/2) S2 S1^(1/2)
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
@@ -95,8 +96,15 @@ def synthetic_sets(cell) -> list[tuple[str, str]]:
     return cell.scored_sets(cell.generative_set)
 
 
-def equal_n_pairs(fake: np.ndarray, fake_y: np.ndarray, real: np.ndarray, real_y: np.ndarray,
-                  classes: list[int], seed: int, min_n: int = 1) -> dict[int, tuple]:
+def equal_n_pairs(
+    fake: np.ndarray,
+    fake_y: np.ndarray,
+    real: np.ndarray,
+    real_y: np.ndarray,
+    classes: list[int],
+    seed: int,
+    min_n: int = 1,
+) -> dict[int, tuple]:
     """Per class, (fake, real) rows of that class at equal n (the larger subsampled, seeded).
 
     Classes with fewer than `min_n` rows on either side are left out and logged.
@@ -123,8 +131,9 @@ def per_class_distance(cell, reference: str, name: str, distance, record_n: bool
     real, real_y = cell.features(reference), cell.split(reference).y.numpy()
     metrics, details = {}, {"reference": reference, "set": cell.generative_set, "classes": {}}
     for suffix, set_name in synthetic_sets(cell):
-        pairs = equal_n_pairs(cell.features(set_name), cell.split(set_name).y.numpy(), real, real_y,
-                              classes, cell.seed, min_n=2)
+        pairs = equal_n_pairs(
+            cell.features(set_name), cell.split(set_name).y.numpy(), real, real_y, classes, cell.seed, min_n=2
+        )
         per_class = {c: distance(a, b) for c, (a, b) in pairs.items()}
         for c, value in per_class.items():
             entry = details["classes"].setdefault(cell.class_names[c], {"index": c})
@@ -154,9 +163,11 @@ class FID(Evaluator):
     """
 
     applies_to = ("image",)
-    metrics = (Metric("fid/tail", "FID tail", False, headline=True, rank=10),
-               Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
-               Metric("n/fid", "FID n per set", None))  # a sample count: no better side
+    metrics = (
+        Metric("fid/tail", "FID tail", False, headline=True, rank=10),
+        Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
+        Metric("n/fid", "FID n per set", None),
+    )  # a sample count: no better side
     higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, reference: str = "test"):

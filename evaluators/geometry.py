@@ -74,23 +74,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
 
-from bench.priors.bayes_risk import reliable
 from bench.config.checks import is_int
+from bench.data.longtail import tail_classes
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric, family
+from bench.priors.bayes_risk import reliable
 from bench.priors.displacement import displacement_geometry, per_sample_geometry
-from bench.data.longtail import tail_classes
 from bench.registry import register_evaluator
 
 STATS = ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap")
-STAGES = {"optimised": "", "init": "/prior_init", "standard": "/prior_standard",
-          "matched": "/prior_matched"}  # recorded stage -> suffix
-SWEEP = "optimised_kappa"  # optprior.kappa_sweep's stages optimised_kappa<k> -> suffix /prior_optimised_kappa<k>
+STAGES = {
+    "optimised": "",
+    "init": "/prior_init",
+    "standard": "/prior_standard",
+    "matched": "/prior_matched",
+}  # recorded stage -> suffix
+SWEEP = (
+    "optimised_kappa"  # optprior.kappa_sweep's stages optimised_kappa<k> -> suffix /prior_optimised_kappa<k>
+)
 SWEEP_KAPPAS = (0.5, 0.7, 0.9)  # the swept margins whose metrics are declared (others are recorded too)
 SE = "_se"  # geom_<stat>_se<suffix>: the standard error over the recorded noise draws
 LEARNED = "alignment_learned"  # a recorded stage's alignment against its learned prototypes
@@ -101,24 +106,46 @@ RISK_SOURCES = ("standard", "learned")
 GMM = "gmm"  # info["bayes_risk"]["gmm"][source]: the Gaussian-mixture estimate (bench.priors.bayes_risk_gmm)
 RANDOM = "random_partitions"  # info["bayes_risk"][RANDOM]: the size-matched random-partition null
 # random-partition metric bayes_risk/random/standard/<name> -> (key in the recorded dict, higher is better)
-RANDOM_KEYS = {"reduction_mean": ("reduction_mean", False), "reduction_std": ("reduction_std", False),
-               "excess": ("excess", True), "p_rank": ("p_rank", False), "n_partitions": ("n_partitions", True)}
+RANDOM_KEYS = {
+    "reduction_mean": ("reduction_mean", False),
+    "reduction_std": ("reduction_std", False),
+    "excess": ("excess", True),
+    "p_rank": ("p_rank", False),
+    "n_partitions": ("n_partitions", True),
+}
 # reliability metric -> (key in the recorded Bayes-risk dict, higher is better)
 RISK_RELIABILITY = {"ess": ("ess", True), "identity_gap": ("max_identity_gap", False)}
 # comparison vs N(0, I) -> (stat, "gain" = difference or "ratio", higher is better)
-VS_STANDARD = {"alignment_gain": ("alignment", "gain", True), "radial_std_ratio": ("radial_std", "ratio", False),
-               "radial_cv_ratio": ("radial_cv", "ratio", False), "path_length_ratio": ("path_length", "ratio", False)}
+VS_STANDARD = {
+    "alignment_gain": ("alignment", "gain", True),
+    "radial_std_ratio": ("radial_std", "ratio", False),
+    "radial_cv_ratio": ("radial_cv", "ratio", False),
+    "path_length_ratio": ("path_length", "ratio", False),
+}
 HISTOGRAM_KEYS = {"": "method", GAUSS: "gauss"}  # metric suffix of a source -> its key in the details
-STAT_LABELS = {"alignment": "alignment", "radial_std": "radial std", "radial_cv": "radial CV",
-               "path_length": "path length", "angular_overlap": "angular overlap"}
-RISK_LABELS = {"risk_class": "Bayes risk (class)", "risk_subclass": "Bayes risk (subclass)",
-               "reduction": "Bayes-risk reduction", "ess": "Bayes-risk ESS",
-               "identity_gap": "Bayes-risk identity gap", "reliable": "Bayes-risk reliable"}
+STAT_LABELS = {
+    "alignment": "alignment",
+    "radial_std": "radial std",
+    "radial_cv": "radial CV",
+    "path_length": "path length",
+    "angular_overlap": "angular overlap",
+}
+RISK_LABELS = {
+    "risk_class": "Bayes risk (class)",
+    "risk_subclass": "Bayes risk (subclass)",
+    "reduction": "Bayes-risk reduction",
+    "ess": "Bayes-risk ESS",
+    "identity_gap": "Bayes-risk identity gap",
+    "reliable": "Bayes-risk reliable",
+}
 SOURCE_LABELS = {"standard": "N(0, I)", "learned": "learned"}
-RANDOM_LABELS = {"reduction_mean": "random-partition reduction mean",
-                 "reduction_std": "random-partition reduction std",
-                 "excess": "reduction excess over random partitions", "p_rank": "random-partition p rank",
-                 "n_partitions": "random partitions"}
+RANDOM_LABELS = {
+    "reduction_mean": "random-partition reduction mean",
+    "reduction_std": "random-partition reduction std",
+    "excess": "reduction excess over random partitions",
+    "p_rank": "random-partition p rank",
+    "n_partitions": "random partitions",
+}
 
 
 def _stat_direction(stat: str) -> bool:
@@ -132,27 +159,41 @@ def _metrics() -> tuple[Metric, ...]:
     out = []
     for stat in STATS:
         label, higher = STAT_LABELS[stat], _stat_direction(stat)
-        out += [Metric(f"geom_{stat}", label, higher),
-                Metric(f"geom_{stat}{GAUSS}", f"{label} N(0, I)", higher),
-                Metric(f"geom_{stat}{SE}", f"{label} SE", False)]
-    out += [Metric(f"geom_{LEARNED}", "alignment to learned prototypes", True),
-            Metric(f"geom_{LEARNED}{SE}", "alignment to learned prototypes SE", False)]
-    out += [Metric(f"geom_{name}_vs_standard", f"{name.replace('_', ' ')} vs N(0, I)", higher)
-            for name, (_, _, higher) in VS_STANDARD.items()]
+        out += [
+            Metric(f"geom_{stat}", label, higher),
+            Metric(f"geom_{stat}{GAUSS}", f"{label} N(0, I)", higher),
+            Metric(f"geom_{stat}{SE}", f"{label} SE", False),
+        ]
+    out += [
+        Metric(f"geom_{LEARNED}", "alignment to learned prototypes", True),
+        Metric(f"geom_{LEARNED}{SE}", "alignment to learned prototypes SE", False),
+    ]
+    out += [
+        Metric(f"geom_{name}_vs_standard", f"{name.replace('_', ' ')} vs N(0, I)", higher)
+        for name, (_, _, higher) in VS_STANDARD.items()
+    ]
     for source in RISK_SOURCES:
         where = SOURCE_LABELS[source]
         for key in RISK_KEYS:
-            out += [Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", key == "reduction"),
-                    Metric(f"bayes_risk/{source}/{key}_se", f"{RISK_LABELS[key]} SE, {where}", False)]
-        out += [Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", higher)
-                for key, (_, higher) in RISK_RELIABILITY.items()]
+            out += [
+                Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", key == "reduction"),
+                Metric(f"bayes_risk/{source}/{key}_se", f"{RISK_LABELS[key]} SE, {where}", False),
+            ]
+        out += [
+            Metric(f"bayes_risk/{source}/{key}", f"{RISK_LABELS[key]}, {where}", higher)
+            for key, (_, higher) in RISK_RELIABILITY.items()
+        ]
         out.append(Metric(f"bayes_risk/{source}/reliable", f"{RISK_LABELS['reliable']}, {where}", True))
         for key in RISK_KEYS:
             gmm, what = f"bayes_risk/{GMM}/{source}/{key}", f"GMM {RISK_LABELS[key]}"
-            out += [Metric(gmm, f"{what}, {where}", key == "reduction"),
-                    Metric(f"{gmm}_se", f"{what} SE, {where}", False)]
-    out += [Metric(f"bayes_risk/random/standard/{name}", RANDOM_LABELS[name], higher)
-            for name, (_, higher) in RANDOM_KEYS.items()]
+            out += [
+                Metric(gmm, f"{what}, {where}", key == "reduction"),
+                Metric(f"{gmm}_se", f"{what} SE, {where}", False),
+            ]
+    out += [
+        Metric(f"bayes_risk/random/standard/{name}", RANDOM_LABELS[name], higher)
+        for name, (_, higher) in RANDOM_KEYS.items()
+    ]
     return tuple(out)
 
 
@@ -172,7 +213,7 @@ def _returned() -> list[str]:
     for stat in STATS:
         names += [f"geom_{stat}{suffix}" for suffix in ("", TAIL, GAUSS, GAUSS + TAIL, *recorded)]
         names += [f"geom_{stat}{SE}{suffix}" for suffix in recorded]
-    for suffix in ("", *recorded[len(STAGES):]):
+    for suffix in ("", *recorded[len(STAGES) :]):
         names += [f"geom_{LEARNED}{suffix}", f"geom_{LEARNED}{SE}{suffix}"]
     names += [f"geom_{name}_vs_standard{part}" for name in VS_STANDARD for part in ("", TAIL)]
     return names + [m.name for m in METRICS if m.name.startswith("bayes_risk/")]
@@ -187,10 +228,10 @@ class Source:
     """
 
     name: str
-    mean: Optional[torch.Tensor] = None  # (G, D) group centres
-    sigma: Union[float, torch.Tensor] = 1.0  # a scalar or (G, D) per-group scales
-    groups: Optional[torch.Tensor] = None  # (N,) group of every training row; None: its class
-    prototypes: Optional[torch.Tensor] = None
+    mean: torch.Tensor | None = None  # (G, D) group centres
+    sigma: float | torch.Tensor = 1.0  # a scalar or (G, D) per-group scales
+    groups: torch.Tensor | None = None  # (N,) group of every training row; None: its class
+    prototypes: torch.Tensor | None = None
 
     def group_of(self, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Group of the training rows `rows` whose classes are `labels`."""
@@ -198,7 +239,11 @@ class Source:
 
     def draw(self, group: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x0 for rows of `group` from standard normal `eps` (n, D)."""
-        sigma = self.sigma if not torch.is_tensor(self.sigma) else self.sigma.reshape(len(self.sigma), -1).to(eps)[group]
+        sigma = (
+            self.sigma
+            if not torch.is_tensor(self.sigma)
+            else self.sigma.reshape(len(self.sigma), -1).to(eps)[group]
+        )
         x0 = sigma * eps
         return x0 if self.mean is None else x0 + self.mean.reshape(len(self.mean), -1).to(eps)[group]
 
@@ -206,7 +251,9 @@ class Source:
 STANDARD = Source("standard")
 
 
-def coupling_displacements(latents: torch.Tensor, group: torch.Tensor, source: Source, seed: int) -> torch.Tensor:
+def coupling_displacements(
+    latents: torch.Tensor, group: torch.Tensor, source: Source, seed: int
+) -> torch.Tensor:
     """d = x1 - x0 (n, D), x0 drawn from `source` with a generator seeded by `seed`.
 
     float32 here (latents can have 16k dimensions); bench.priors.displacement reduces in float64.
@@ -232,12 +279,18 @@ def geometry_histograms(samples: dict[str, tuple], bins: int) -> dict:
     all sources, from 0 to the largest rho) and of the alignment (on [-1, 1])."""
     top = max(float(rho.max()) for _, rho, _ in samples.values())
     top = top if top > 0 else 1.0
-    return {key: {"source": name, "n": len(rho), "path_length": histogram(rho, 0.0, top, bins),
-                  "alignment": histogram(cos.clamp(-1.0, 1.0), -1.0, 1.0, bins)}
-            for key, (name, rho, cos) in samples.items()}
+    return {
+        key: {
+            "source": name,
+            "n": len(rho),
+            "path_length": histogram(rho, 0.0, top, bins),
+            "alignment": histogram(cos.clamp(-1.0, 1.0), -1.0, 1.0, bins),
+        }
+        for key, (name, rho, cos) in samples.items()
+    }
 
 
-def method_source(prior) -> Optional[Source]:
+def method_source(prior) -> Source | None:
     """The source the plain `geom_*` names describe when the prior recorded no geometry."""
     if prior is None:
         return STANDARD
@@ -247,7 +300,7 @@ def method_source(prior) -> Optional[Source]:
     return None  # a prior whose source this evaluator cannot reconstruct: gauss reference only
 
 
-def subclass_source(prior, labels: torch.Tensor, n_classes: int) -> Optional[Source]:
+def subclass_source(prior, labels: torch.Tensor, n_classes: int) -> Source | None:
     """optprior's own coupling, grouped by subclass g = c * K + k with its prototypes: its learned
     subclass sources, or N(0, I) when sources are not learned. None without induced subclasses."""
     tensors, info = getattr(prior, "tensors", {}) or {}, getattr(prior, "info", {}) or {}
@@ -266,26 +319,39 @@ def recorded_metrics(info: dict) -> dict[str, float]:
     stages = STAGES | {stage: f"/prior_{stage}" for stage in geometry if stage.startswith(SWEEP)}
     for stage, suffix in stages.items():
         values = geometry.get(stage) or {}
-        out |= {f"geom_{s}{se}{suffix}": float(values[s + se])
-                for s in (*STATS, LEARNED) for se in ("", SE) if _number(values.get(s + se))}
+        out |= {
+            f"geom_{s}{se}{suffix}": float(values[s + se])
+            for s in (*STATS, LEARNED)
+            for se in ("", SE)
+            if _number(values.get(s + se))
+        }
     for source in RISK_SOURCES:
         values = (info.get("bayes_risk") or {}).get(source) or {}
         out |= risk_metrics(f"bayes_risk/{source}/", values)
         values = ((info.get("bayes_risk") or {}).get(GMM) or {}).get(source) or {}
         out |= risk_metrics(f"bayes_risk/{GMM}/{source}/", values)
     values = (info.get("bayes_risk") or {}).get(RANDOM) or {}
-    out |= {f"bayes_risk/random/standard/{name}": float(values[key])
-            for name, (key, _) in RANDOM_KEYS.items() if _number(values.get(key))}
+    out |= {
+        f"bayes_risk/random/standard/{name}": float(values[key])
+        for name, (key, _) in RANDOM_KEYS.items()
+        if _number(values.get(key))
+    }
     return out
 
 
 def risk_metrics(prefix: str, values: dict) -> dict[str, float]:
     """One source's recorded Bayes-risk numbers and their reliability (when recorded), as `prefix<key>` metrics."""
     number = _number
-    out = {f"{prefix}{key}": float(values[key])
-           for key in (k + se for k in RISK_KEYS for se in ("", "_se")) if number(values.get(key))}
-    out |= {f"{prefix}{name}": float(values[key])
-            for name, (key, _) in RISK_RELIABILITY.items() if number(values.get(key))}
+    out = {
+        f"{prefix}{key}": float(values[key])
+        for key in (k + se for k in RISK_KEYS for se in ("", "_se"))
+        if number(values.get(key))
+    }
+    out |= {
+        f"{prefix}{name}": float(values[key])
+        for name, (key, _) in RISK_RELIABILITY.items()
+        if number(values.get(key))
+    }
     if isinstance(values.get("reliable"), bool):
         out[f"{prefix}reliable"] = float(values["reliable"])
     elif number(values.get("ess")) and number(values.get("max_identity_gap")):
@@ -340,17 +406,26 @@ class TransportGeometry(Evaluator):
             samples[HISTOGRAM_KEYS[""]] = self._per_sample(cell, own)
         metrics = recorded_metrics(info)
         for name, geo in computed.items():  # name = geom<suffix><part>
-            suffix = name[len("geom"):]
+            suffix = name[len("geom") :]
             metrics |= {f"geom_{s}{suffix}": float(geo[s]) for s in STATS if s in geo}
         metrics |= vs_standard(metrics, STAGES["standard"] if "geometry" in info else GAUSS)
-        details = {"metrics": metrics, "tail_classes": tail, "max_rows": self.max_rows, "seed": self.seed,
-                   "computed": computed, "recorded": {k: info[k] for k in ("geometry", "bayes_risk") if k in info}}
+        details = {
+            "metrics": metrics,
+            "tail_classes": tail,
+            "max_rows": self.max_rows,
+            "seed": self.seed,
+            "computed": computed,
+            "recorded": {k: info[k] for k in ("geometry", "bayes_risk") if k in info},
+        }
         out_dir = Path(cell.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "geometry.json").write_text(json.dumps(details, indent=2, default=str))
         if samples:
-            cell.details["geometry"] = {"bins": self.bins, "max_rows": self.max_rows,
-                                        "histograms": geometry_histograms(samples, self.bins)}
+            cell.details["geometry"] = {
+                "bins": self.bins,
+                "max_rows": self.max_rows,
+                "histograms": geometry_histograms(samples, self.bins),
+            }
         return metrics
 
     def _computed(self, cell, tail: list[int], sources: dict) -> tuple[dict[str, dict], dict[str, tuple]]:
@@ -358,8 +433,10 @@ class TransportGeometry(Evaluator):
         (source name, per-sample rho, per-sample alignment) of the all-rows part by histogram key."""
         labels = cell.train.y
         if len(cell.latents) != len(labels):
-            raise BenchError(f"geometry: the cell has {len(cell.latents)} latents for {len(labels)} training "
-                             "rows; delete the latent cache so it is rebuilt for this training split")
+            raise BenchError(
+                f"geometry: the cell has {len(cell.latents)} latents for {len(labels)} training "
+                "rows; delete the latent cache so it is rebuilt for this training split"
+            )
         masks = {"": torch.ones(len(labels), dtype=torch.bool), TAIL: torch.isin(labels, torch.tensor(tail))}
         out, samples = {}, {}
         for suffix, src in sources.items():
@@ -367,7 +444,10 @@ class TransportGeometry(Evaluator):
                 if mask.any():
                     rows = self._rows(mask)
                     d = coupling_displacements(cell.latents[rows], labels[rows], src, self.seed)
-                    out[f"geom{suffix}{part}"] = {"source": src.name, **displacement_geometry(d, labels[rows])}
+                    out[f"geom{suffix}{part}"] = {
+                        "source": src.name,
+                        **displacement_geometry(d, labels[rows]),
+                    }
                     if part == "":
                         samples[HISTOGRAM_KEYS[suffix]] = (src.name, *per_sample_geometry(d, labels[rows]))
         return out, samples

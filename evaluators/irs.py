@@ -51,8 +51,14 @@ def log_stirling2(n: int, k) -> np.ndarray:
     v = n / km
     g = -lambertw(-v * np.exp(-v), 0).real
     log_binom = gammaln(n + 1) - gammaln(km + 1) - gammaln(n - km + 1)
-    out[mid] = (0.5 * np.log((v - 1) / (v * (1 - g))) + (n - km) * np.log((v - 1) / (v - g))
-                + n * np.log(km) - km * np.log(n) + km * (1 - g) + log_binom)
+    out[mid] = (
+        0.5 * np.log((v - 1) / (v * (1 - g)))
+        + (n - km) * np.log((v - 1) / (v - g))
+        + n * np.log(km)
+        - km * np.log(n)
+        + km * (1 - g)
+        + log_binom
+    )
     return out
 
 
@@ -93,8 +99,16 @@ def irs_from_counts(k: int, n: int, N: int, alpha: float = 0.05) -> dict:
     sf_ok = lambda t: logsumexp(pmf(t)[k - 1 :]) >= log_alpha  # P(K >= k | t) >= alpha  # noqa: E731
     high = _last_true(s_hat + 1, N, cdf_ok)  # s_hat when every larger s is rejected
     low = _last_true(k, s_hat - 1, lambda t: not sf_ok(t)) + 1  # s_hat when every smaller s is
-    return {"irs_alpha": k / N, "irs_inf": s_hat / N, "irs_inf_low": low / N, "irs_inf_high": high / N,
-            "s_hat": s_hat, "k": k, "n": n, "N": N}
+    return {
+        "irs_alpha": k / N,
+        "irs_inf": s_hat / N,
+        "irs_inf_low": low / N,
+        "irs_inf_high": high / N,
+        "s_hat": s_hat,
+        "k": k,
+        "n": n,
+        "N": N,
+    }
 
 
 def nearest_train_index(train: np.ndarray, queries: np.ndarray, batch_elems: int = 1 << 24) -> np.ndarray:
@@ -103,8 +117,9 @@ def nearest_train_index(train: np.ndarray, queries: np.ndarray, batch_elems: int
     return nearest(np.asarray(queries, dtype=np.float64), np.asarray(train, dtype=np.float64), chunk)[1]
 
 
-def image_retrieval_score(train_features: np.ndarray, query_features: np.ndarray,
-                          alpha: float = 0.05) -> dict:
+def image_retrieval_score(
+    train_features: np.ndarray, query_features: np.ndarray, alpha: float = 0.05
+) -> dict:
     """IRS of a query set against a training set: irs_alpha, irs_inf (+ bounds), s_hat, k, n, N."""
     hits = nearest_train_index(train_features, query_features)
     return irs_from_counts(len(np.unique(hits)), len(hits), len(train_features), alpha)
@@ -128,11 +143,14 @@ class IRS(Evaluator):
     """
 
     applies_to = ("image",)
-    metrics = (Metric("irs_inf/tail", "IRS tail", True), Metric("irs_inf/pooled", "IRS pooled", True),
-               Metric("irs_alpha/pooled", "IRS alpha pooled", True),
-               Metric("irs_adjusted/tail", "IRS adj. tail", True, headline=True, rank=40),
-               Metric("irs_adjusted/pooled", "IRS adj. pooled", True),
-               Metric("n/irs", "IRS queries", None))  # a sample count: no better side
+    metrics = (
+        Metric("irs_inf/tail", "IRS tail", True),
+        Metric("irs_inf/pooled", "IRS pooled", True),
+        Metric("irs_alpha/pooled", "IRS alpha pooled", True),
+        Metric("irs_adjusted/tail", "IRS adj. tail", True, headline=True, rank=40),
+        Metric("irs_adjusted/pooled", "IRS adj. pooled", True),
+        Metric("n/irs", "IRS queries", None),
+    )  # a sample count: no better side
     higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, alpha: float = 0.05):
@@ -145,8 +163,14 @@ class IRS(Evaluator):
         test, test_y = cell.features("test"), cell.test.y.numpy()
         metrics, details = {}, {"set": cell.generative_set, "classes": {}}
         for suffix, name in synthetic_sets(cell):
-            pairs = equal_n_pairs(cell.features(name), cell.split(name).y.numpy(), test, test_y,
-                                  [c for c in classes if np.any(train_y == c)], cell.seed)
+            pairs = equal_n_pairs(
+                cell.features(name),
+                cell.split(name).y.numpy(),
+                test,
+                test_y,
+                [c for c in classes if np.any(train_y == c)],
+                cell.seed,
+            )
             per_class = {c: self._score(train[train_y == c], a, b) for c, (a, b) in pairs.items()}
             for c, result in per_class.items():
                 details["classes"].setdefault(cell.class_names[c], {"index": c})[name] = result

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from bench.context import INIT, SOURCE
 from bench.config.checks import is_int
+from bench.context import INIT, SOURCE
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric, directions
 from bench.evaluators.fid import REFERENCES, per_class_distance
@@ -34,7 +34,9 @@ class Features(torch.nn.Identity):
         self.num_features = num_features
 
 
-def kid(fake: np.ndarray, real: np.ndarray, seed: int = 0, max_subset: int = 1000, subsets: int = 10) -> float:
+def kid(
+    fake: np.ndarray, real: np.ndarray, seed: int = 0, max_subset: int = 1000, subsets: int = 10
+) -> float:
     """Unbiased squared MMD (cubic polynomial kernel) between two (n, d) feature sets, torchmetrics'
     KID with subsets of min(n_fake, n_real, max_subset) rows drawn under `seed`."""
     size = min(len(fake), len(real), max_subset)
@@ -43,8 +45,9 @@ def kid(fake: np.ndarray, real: np.ndarray, seed: int = 0, max_subset: int = 100
     with warnings.catch_warnings():  # "will save all extracted features": that is the point, here
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         # sync_on_compute=False: on a launched cell rank 0 alone computes it; torchmetrics would all-gather
-        metric = KernelInceptionDistance(feature=Features(fake.shape[1]), subsets=subsets, subset_size=size,
-                                         sync_on_compute=False)
+        metric = KernelInceptionDistance(
+            feature=Features(fake.shape[1]), subsets=subsets, subset_size=size, sync_on_compute=False
+        )
     metric.update(torch.as_tensor(real, dtype=torch.float64), real=True)
     metric.update(torch.as_tensor(fake, dtype=torch.float64), real=False)
     with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator
@@ -64,8 +67,10 @@ class KID(Evaluator):
     """
 
     applies_to = ("image",)
-    metrics = (Metric("kid/tail", "KID tail", False, headline=True, rank=30),
-               Metric("kid/pooled", "KID pooled", False))
+    metrics = (
+        Metric("kid/tail", "KID tail", False, headline=True, rank=30),
+        Metric("kid/pooled", "KID pooled", False),
+    )
     higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, reference: str = "test", max_subset: int = 1000):
@@ -77,5 +82,6 @@ class KID(Evaluator):
 
     def evaluate(self, cell) -> dict[str, float]:
         """KID metrics for the trained model's samples and the reference sets present."""
-        return per_class_distance(cell, self.reference, "kid",
-                                  lambda a, b: kid(a, b, seed=cell.seed, max_subset=self.max_subset))
+        return per_class_distance(
+            cell, self.reference, "kid", lambda a, b: kid(a, b, seed=cell.seed, max_subset=self.max_subset)
+        )

@@ -21,8 +21,8 @@ from sklearn.decomposition import PCA
 from bench.config.checks import is_int
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric
-from bench.priors.subclass import split_classes
 from bench.metrics.neighbours import neighbours
+from bench.priors.subclass import split_classes
 from bench.registry import register_evaluator
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ class ClassNeighbours:
     neighbours: np.ndarray  # (n, k_c) positions within `rows`, self excluded, nearest first
 
 
-def neighbour_lists(embeddings: np.ndarray, labels: np.ndarray, subclass: np.ndarray,
-                    k: int) -> list[ClassNeighbours]:
+def neighbour_lists(
+    embeddings: np.ndarray, labels: np.ndarray, subclass: np.ndarray, k: int
+) -> list[ClassNeighbours]:
     """Euclidean k nearest same-class neighbours (self excluded) of every sample of the classes
     that have at least two subclasses; classes with one subclass are skipped (their purity is 1
     by construction and says nothing). A class with n <= k samples uses its n - 1 others."""
@@ -76,8 +77,9 @@ def pooled_purity(lists: list[ClassNeighbours], subclasses: list[np.ndarray] | N
 def random_purities(lists: list[ClassNeighbours], n_draws: int, rng: np.random.Generator) -> np.ndarray:
     """(n_draws,) pooled purity of random partitions: each draw shuffles the subclass labels
     within every class, which keeps the subclass sizes and the neighbour lists."""
-    return np.array([pooled_purity(lists, [rng.permutation(cls.subclass) for cls in lists])
-                     for _ in range(n_draws)])
+    return np.array(
+        [pooled_purity(lists, [rng.permutation(cls.subclass) for cls in lists]) for _ in range(n_draws)]
+    )
 
 
 def knn_purity(embeddings: np.ndarray, labels: np.ndarray, subclass: np.ndarray, k: int = 10) -> float:
@@ -87,8 +89,14 @@ def knn_purity(embeddings: np.ndarray, labels: np.ndarray, subclass: np.ndarray,
     return pooled_purity(neighbour_lists(embeddings, labels, subclass, k))
 
 
-def random_partition_purity(embeddings: np.ndarray, labels: np.ndarray, subclass: np.ndarray, k: int,
-                            n_draws: int, rng: np.random.Generator) -> np.ndarray:
+def random_partition_purity(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    subclass: np.ndarray,
+    k: int,
+    n_draws: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """kNN purity of `n_draws` random partitions with the subclass sizes of `subclass` per class."""
     return random_purities(neighbour_lists(embeddings, labels, subclass, k), n_draws, rng)
 
@@ -101,8 +109,12 @@ def chance_purity(subclass: np.ndarray) -> float:
 
 
 # metric -> label; per space s: `<metric>/s` titled "<label> (s)"
-LABELS = {"knn_purity": "kNN purity", "knn_purity_random": "kNN purity random", "knn_purity_gap": "kNN gap",
-          "knn_purity_gap_std": "kNN gap std"}
+LABELS = {
+    "knn_purity": "kNN purity",
+    "knn_purity_random": "kNN purity random",
+    "knn_purity_gap": "kNN gap",
+    "knn_purity_gap_std": "kNN gap std",
+}
 HIGHER = ("knn_purity", "knn_purity_gap")  # the qualities; the random level and its std are references
 
 
@@ -124,8 +136,11 @@ class KNNPurity(Evaluator):
     """
 
     applies_to = ("vector", "image")
-    metrics = tuple(Metric(f"{metric}/{space}", f"{label} ({space})", metric in HIGHER)
-                    for metric, label in LABELS.items() for space in SPACES)
+    metrics = tuple(
+        Metric(f"{metric}/{space}", f"{label} ({space})", metric in HIGHER)
+        for metric, label in LABELS.items()
+        for space in SPACES
+    )
 
     def __init__(self, k: int = 10, n_draws: int = 100, pca_dim: int | None = 50, pca_fit_rows: int = 5000):
         for key, value in (("k", k), ("n_draws", n_draws), ("pca_fit_rows", pca_fit_rows)):
@@ -154,13 +169,20 @@ class KNNPurity(Evaluator):
             # the same seed in both spaces: each space scores the same random partitions
             draws = random_purities(lists, self.n_draws, np.random.default_rng(cell.seed))
             purity = pooled_purity(lists)
-            metrics |= {f"knn_purity/{space}": purity, f"knn_purity_random/{space}": float(draws.mean()),
-                        f"knn_purity_gap/{space}": purity - float(draws.mean()),
-                        f"knn_purity_gap_std/{space}": float(draws.std())}
+            metrics |= {
+                f"knn_purity/{space}": purity,
+                f"knn_purity_random/{space}": float(draws.mean()),
+                f"knn_purity_gap/{space}": purity - float(draws.mean()),
+                f"knn_purity_gap_std/{space}": float(draws.std()),
+            }
             details[space] = self._per_class(lists, cell)
         if details:
-            (cell.out_dir / DETAILS).write_text(json.dumps(
-                {"k": self.k, "n_draws": self.n_draws, "pca_dim": self.pca_dim, "spaces": details}, indent=2))
+            (cell.out_dir / DETAILS).write_text(
+                json.dumps(
+                    {"k": self.k, "n_draws": self.n_draws, "pca_dim": self.pca_dim, "spaces": details},
+                    indent=2,
+                )
+            )
         return metrics
 
     def _embeddings(self, cell, space: str, rows: np.ndarray) -> np.ndarray | None:
@@ -185,14 +207,22 @@ class KNNPurity(Evaluator):
         dim = int(np.prod(latents.shape[1:]))
         if self.pca_dim is None or dim <= self.pca_dim or len(rows) <= self.pca_dim:
             return np.concatenate([flat(c) for c in chunks])
-        fit = np.sort(np.random.default_rng(seed).choice(rows, min(len(rows), self.pca_fit_rows), replace=False))
+        fit = np.sort(
+            np.random.default_rng(seed).choice(rows, min(len(rows), self.pca_fit_rows), replace=False)
+        )
         pca = PCA(self.pca_dim, svd_solver="randomized", random_state=seed).fit(flat(fit))
         return np.concatenate([pca.transform(flat(c)) for c in chunks])
 
     def _per_class(self, lists: list[ClassNeighbours], cell) -> list[dict]:
         """Per evaluated class: size, subclass sizes, purity and its analytic chance level."""
-        return [{"class": cell.class_names[cls.label], "n": len(cls.rows),
-                 "subclass_sizes": np.unique(cls.subclass, return_counts=True)[1].tolist(),
-                 "k": int(cls.neighbours.shape[1]),
-                 "purity": float(sample_purity(cls.subclass, cls.neighbours).mean()),
-                 "chance": chance_purity(cls.subclass)} for cls in lists]
+        return [
+            {
+                "class": cell.class_names[cls.label],
+                "n": len(cls.rows),
+                "subclass_sizes": np.unique(cls.subclass, return_counts=True)[1].tolist(),
+                "k": int(cls.neighbours.shape[1]),
+                "purity": float(sample_purity(cls.subclass, cls.neighbours).mean()),
+                "chance": chance_purity(cls.subclass),
+            }
+            for cls in lists
+        ]

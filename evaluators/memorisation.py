@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from bench.config.checks import is_real
+from bench.data.imagefiles import as_tensor
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric
-from bench.data.imagefiles import as_tensor
 from bench.metrics.neighbours import nearest
 from bench.registry import register_evaluator
 
@@ -46,8 +46,14 @@ def nearest_distances(queries: torch.Tensor, reference, chunk: int = _REFERENCE_
     return nearest(queries, reference, chunk)[0]
 
 
-def copy_statistics(d_syn: np.ndarray, y_syn: np.ndarray, d_test: np.ndarray, y_test: np.ndarray,
-                    classes: list[int], quantile: float) -> dict:
+def copy_statistics(
+    d_syn: np.ndarray,
+    y_syn: np.ndarray,
+    d_test: np.ndarray,
+    y_test: np.ndarray,
+    classes: list[int],
+    quantile: float,
+) -> dict:
     """Per-class thresholds from d_test; pooled copy share and NN ratio over the synthetic rows.
 
     Returns `copy_share`, `nn_ratio` (NaN when no class has both synthetic and test rows),
@@ -65,10 +71,18 @@ def copy_statistics(d_syn: np.ndarray, y_syn: np.ndarray, d_test: np.ndarray, y_
         threshold, median = float(np.quantile(test, quantile)), float(np.median(test))
         below.append(syn < threshold)
         ratios.append(syn / max(median, np.finfo(float).tiny))
-        per_class[int(c)] = {"n_synthetic": len(syn), "n_test": len(test), "threshold": threshold,
-                             "copy_share": float(below[-1].mean()), "nn_ratio": float(np.median(ratios[-1]))}
-    pooled = (float(np.concatenate(below).mean()), float(np.median(np.concatenate(ratios)))) if below \
+        per_class[int(c)] = {
+            "n_synthetic": len(syn),
+            "n_test": len(test),
+            "threshold": threshold,
+            "copy_share": float(below[-1].mean()),
+            "nn_ratio": float(np.median(ratios[-1])),
+        }
+    pooled = (
+        (float(np.concatenate(below).mean()), float(np.median(np.concatenate(ratios))))
+        if below
         else (float("nan"), float("nan"))
+    )
     return {"copy_share": pooled[0], "nn_ratio": pooled[1], "per_class": per_class, "skipped": skipped}
 
 
@@ -78,9 +92,11 @@ class Memorisation(Evaluator):
 
     applies_to = ("image",)
     # memo_copy_share_expected is a reference value (q), not a score: it has no better direction
-    metrics = (Metric("memo_copy_share", "copy share", False),
-               Metric("memo_copy_share_expected", "copy share expected", None),
-               Metric("memo_nn_ratio", "NN distance ratio", True))
+    metrics = (
+        Metric("memo_copy_share", "copy share", False),
+        Metric("memo_copy_share_expected", "copy share expected", None),
+        Metric("memo_nn_ratio", "NN distance ratio", True),
+    )
 
     def __init__(self, space: str = "features", quantile: float = 0.05):
         if space not in SPACES:
@@ -94,13 +110,22 @@ class Memorisation(Evaluator):
         classes = cell.augmented_classes if cell.targets else sorted(set(cell.synthetic.y.tolist()))
         d_syn = self._distances(cell, "synthetic")
         d_test = self._distances(cell, "test")
-        stats = copy_statistics(d_syn, cell.synthetic.y.numpy(), d_test, cell.test.y.numpy(), classes,
-                                self.quantile)
-        metrics = {"memo_copy_share": stats["copy_share"], "memo_copy_share_expected": self.quantile,
-                   "memo_nn_ratio": stats["nn_ratio"]}
-        details = {"metrics": metrics, "space": self.space, "quantile": self.quantile, "classes": classes,
-                   "per_class": {cell.class_names[c]: v for c, v in stats["per_class"].items()},
-                   "skipped_no_test": [cell.class_names[c] for c in stats["skipped"]]}
+        stats = copy_statistics(
+            d_syn, cell.synthetic.y.numpy(), d_test, cell.test.y.numpy(), classes, self.quantile
+        )
+        metrics = {
+            "memo_copy_share": stats["copy_share"],
+            "memo_copy_share_expected": self.quantile,
+            "memo_nn_ratio": stats["nn_ratio"],
+        }
+        details = {
+            "metrics": metrics,
+            "space": self.space,
+            "quantile": self.quantile,
+            "classes": classes,
+            "per_class": {cell.class_names[c]: v for c, v in stats["per_class"].items()},
+            "skipped_no_test": [cell.class_names[c] for c in stats["skipped"]],
+        }
         out_dir = Path(cell.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "memorisation.json").write_text(json.dumps(details, indent=2))

@@ -10,7 +10,6 @@ the legend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -53,8 +52,12 @@ def grid_mosaic(
 
 
 def save_figure(
-    mosaic: np.ndarray, labels: list[str], n_columns: int, size: tuple[int, int], path: Path,
-    notes: Optional[list[Optional[str]]] = None,
+    mosaic: np.ndarray,
+    labels: list[str],
+    n_columns: int,
+    size: tuple[int, int],
+    path: Path,
+    notes: list[str | None] | None = None,
 ) -> None:
     """Save the mosaic as a PNG with row labels and "real" / "generated" block titles.
 
@@ -81,12 +84,19 @@ def save_figure(
         ax.text(x, -2, title, ha="center", va="bottom")
     for row, note in enumerate(notes or []):
         if note:  # an empty generated block, captioned with why
-            ax.text(block * 1.5 + size[1] + 1, (size[0] + 1) * (row + 0.5), note, ha="center", va="center",
-                    fontsize=8, color="0.35")
+            ax.text(
+                block * 1.5 + size[1] + 1,
+                (size[0] + 1) * (row + 0.5),
+                note,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="0.35",
+            )
     fig.savefig(path, dpi=DPI)
 
 
-def empty_notes(cell, n_classes: int) -> list[Optional[str]]:
+def empty_notes(cell, n_classes: int) -> list[str | None]:
     """Per class, why its generated block is empty (None where it has samples)."""
     counts = cell.synthetic.counts(n_classes).tolist()
     targets = cell.targets or []
@@ -115,16 +125,25 @@ def save_scatter(cell, path: Path) -> None:
     fig = Figure(figsize=(10, 4.6), dpi=DPI, layout="constrained")
     panels = fig.subplots(1, 2, sharex=True, sharey=True)
     colours = _class_colours(len(cell.class_names))
-    for ax, points, labels, title in ((panels[0], real, cell.test.y, "real (held out)"),
-                                      (panels[1], fake, cell.synthetic.y, "generated")):
+    for ax, points, labels, title in (
+        (panels[0], real, cell.test.y, "real (held out)"),
+        (panels[1], fake, cell.synthetic.y, "generated"),
+    ):
         for c, name in enumerate(cell.class_names):
             rows = (labels == c).numpy()
-            ax.scatter(points[rows, 0], points[rows, 1], s=4, color=colours[c], label=f"{name} ({int(rows.sum())})")
+            ax.scatter(
+                points[rows, 0], points[rows, 1], s=4, color=colours[c], label=f"{name} ({int(rows.sum())})"
+            )
         ax.set_title(title)
         ax.set_xlabel(axes_names[0])
     panels[0].set_ylabel(axes_names[1])
-    fig.legend(*panels[1].get_legend_handles_labels(), loc="outside right center", fontsize="small",
-               markerscale=3, title="class (n)")
+    fig.legend(
+        *panels[1].get_legend_handles_labels(),
+        loc="outside right center",
+        fontsize="small",
+        markerscale=3,
+        title="class (n)",
+    )
     fig.savefig(path, dpi=DPI)
 
 
@@ -168,5 +187,7 @@ class SampleGrid(Evaluator):
         counts = cell.train.counts(n_classes).tolist()
         labels = [f"{name} (n={n})" for name, n in zip(cell.class_names, counts)]
         mosaic = grid_mosaic(real, fake, self.n_columns, size)
-        save_figure(mosaic, labels, self.n_columns, size, out_dir / "samples.png", empty_notes(cell, n_classes))
+        save_figure(
+            mosaic, labels, self.n_columns, size, out_dir / "samples.png", empty_notes(cell, n_classes)
+        )
         return {}

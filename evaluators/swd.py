@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.context import INIT, SOURCE
 from bench.config.checks import is_int
+from bench.context import INIT, SOURCE
+from bench.data.imagefiles import flat_float64
+from bench.data.longtail import tail_classes
 from bench.dataset import Split
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric, directions
-from bench.data.imagefiles import flat_float64
-from bench.data.longtail import tail_classes
 from bench.metrics.neighbours import nearest, neighbours
 from bench.registry import register_evaluator
-
 
 
 def random_directions(n_projections: int, dim: int, seed: int) -> np.ndarray:
@@ -78,10 +77,12 @@ class SlicedWasserstein(Evaluator):
     """
 
     applies_to = ("vector",)
-    metrics = (Metric("swd/all", "SWD all", False, headline=True, rank=60),
-               Metric("swd/tail", "SWD tail", False, headline=True, rank=50),
-               Metric("coverage/tail", "coverage tail", True, headline=True, rank=70),
-               Metric("swd/class", "SWD per class", False))  # swd/class/<name>
+    metrics = (
+        Metric("swd/all", "SWD all", False, headline=True, rank=60),
+        Metric("swd/tail", "SWD tail", False, headline=True, rank=50),
+        Metric("coverage/tail", "coverage tail", True, headline=True, rank=70),
+        Metric("swd/class", "SWD per class", False),
+    )  # swd/class/<name>
     higher_is_better = directions(metrics[:3], ("", INIT, SOURCE))
 
     def __init__(self, n_projections: int = 256, seed: int = 0, coverage_k: int = 5):

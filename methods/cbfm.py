@@ -9,8 +9,6 @@ model also learns the unconditional velocity that classifier-free guidance needs
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from bench.config.checks import is_real
@@ -30,14 +28,23 @@ COMMITMENT = 0.25  # CBDM's weight on the term that moves v(x_t, y') toward v(x_
 class ClassBalancedFM(Method):
     """Vanilla FM plus CBDM's class-balancing regulariser and label dropout."""
 
-    def __init__(self, tau: float = 0.03, label_dropout: float = 0.1,
-                 target_prior: str = "empirical", weight: str = "eps"):
+    def __init__(
+        self,
+        tau: float = 0.03,
+        label_dropout: float = 0.1,
+        target_prior: str = "empirical",
+        weight: str = "eps",
+    ):
         super().__init__()
         _check(is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}")
-        _check(is_real(label_dropout) and 0 <= label_dropout < 1,
-               f"cbfm.label_dropout must be in [0, 1), got {label_dropout!r}")
-        _check(target_prior in TARGET_PRIORS,
-               f"cbfm.target_prior must be one of {TARGET_PRIORS}, got {target_prior!r}")
+        _check(
+            is_real(label_dropout) and 0 <= label_dropout < 1,
+            f"cbfm.label_dropout must be in [0, 1), got {label_dropout!r}",
+        )
+        _check(
+            target_prior in TARGET_PRIORS,
+            f"cbfm.target_prior must be one of {TARGET_PRIORS}, got {target_prior!r}",
+        )
         _check(weight in WEIGHTS, f"cbfm.weight must be one of {WEIGHTS}, got {weight!r}")
         self.tau, self.label_dropout = float(tau), float(label_dropout)
         self.target_prior, self.weight = target_prior, weight
@@ -45,8 +52,10 @@ class ClassBalancedFM(Method):
     def fit_prior(self, latents: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int):
         """The empirical class prior counts / n of the training labels."""
         counts = torch.bincount(labels, minlength=n_classes).double()
-        return Prior(tensors={"class_prior": (counts / counts.sum()).float()},
-                     info={"class_counts": counts.long().tolist()})
+        return Prior(
+            tensors={"class_prior": (counts / counts.sum()).float()},
+            info={"class_counts": counts.long().tolist()},
+        )
 
     def balancing_prior(self) -> torch.Tensor:
         """The class probabilities y' is drawn from: empirical or uniform."""
@@ -96,12 +105,16 @@ class ClassBalancedFM(Method):
 
     def describe(self) -> dict:
         """Name and regulariser settings."""
-        return {**super().describe(), "tau": self.tau, "label_dropout": self.label_dropout,
-                "target_prior": self.target_prior, "weight": self.weight}
+        return {
+            **super().describe(),
+            "tau": self.tau,
+            "label_dropout": self.label_dropout,
+            "target_prior": self.target_prior,
+            "weight": self.weight,
+        }
 
 
-def sample_categorical(probs: torch.Tensor, n: int,
-                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_categorical(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n class indices drawn from `probs` by inverting the CDF at U(0, 1) draws (on the CPU)."""
     cdf = torch.cumsum(probs.detach().double().cpu(), 0)
     u = torch.rand(n, generator=generator, dtype=torch.float64) * cdf[-1]

@@ -28,8 +28,9 @@ class ConditionalPrior(Method):
 
     def fit_prior(self, latents: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int):
         """The class means m_c of the training latents (deterministic, so `seed` is unused)."""
-        return Prior(tensors={"class_mean": class_means(latents, labels, n_classes)},
-                     info={"sigma": self.sigma})
+        return Prior(
+            tensors={"class_mean": class_means(latents, labels, n_classes)}, info={"sigma": self.sigma}
+        )
 
     def sample_source(self, cond: Condition, eps: torch.Tensor) -> torch.Tensor:
         """x0 = m_y + sigma * eps for each sample's class y."""

@@ -13,26 +13,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Optional
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from bench.priors.bayes_risk import fm_risk_decomposition
-from bench.priors.bayes_risk_gmm import gmm_risk_decomposition, random_partition_null
+from bench.config.checks import is_real
 from bench.errors import BenchError
-from bench.priors.displacement import displacement_geometry, mean_directions
 from bench.method import Condition, Method
 from bench.prior import Prior, class_means
+from bench.priors.bayes_risk import fm_risk_decomposition
+from bench.priors.bayes_risk_gmm import gmm_risk_decomposition, random_partition_null
+from bench.priors.displacement import displacement_geometry, mean_directions
+from bench.priors.source_geometry import held_out_geometry, matched_spreads
+from bench.priors.source_opt import (
+    OBJECTIVE_SCALES,
+    ProxyConfig,
+    SourceParams,
+    displacements,
+    fixed_caps,
+    normal_like,
+    optimize_sources,
+)
+from bench.priors.subclass import (
+    check_subclass_config,
+    induce_subclasses,
+    induction_peak_bytes,
+    run_within_budget,
+)
 from bench.registry import register_method
-from bench.priors.source_opt import (OBJECTIVE_SCALES, ProxyConfig, SourceParams, displacements, fixed_caps,
-                                     normal_like, optimize_sources)
 from bench.runtime.heap import release_freed_memory
 from bench.runtime.stopwatch import Stopwatch
-from bench.priors.source_geometry import held_out_geometry, matched_spreads
-from bench.config.checks import is_real
-from bench.priors.subclass import check_subclass_config, induce_subclasses, induction_peak_bytes, run_within_budget
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +65,7 @@ class SubclassPrior(Prior):
     caps (C*K,) = the fixed 99th-percentile radii r_ck.
     """
 
-    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> "SubclassPrior":
+    def validate(self, latent_shape: tuple, n_classes: int, n_rows: int) -> SubclassPrior:
         """The base checks plus the shapes above (K read from `weights`)."""
         super().validate(latent_shape, n_classes, n_rows)
         weights = self.tensors.get("weights")
@@ -80,23 +91,47 @@ class OptPrior(Method):
     # geometry against the initialisation and a length-matched source (issue 25); sources unchanged
     prior_version = 2
 
-    def __init__(self, k_max: int = 8, gamma: float = 0.5, min_size: int = 10,
-                 pca_dim: Optional[int] = None, gmm_n_init: int = 1, kappa: float = 0.5, lambda_cap: float = 1.0,
-                 lambda_scale: float = 0.1, steps: int = 2500, lr: float = 1e-2,
-                 batch_size: int = 4096, cap_quantile: float = 0.99, objective_scale: str = "per_dim",
-                 subclasses: Optional[bool] = None, learned_source: Optional[bool] = None,
-                 risk_samples: int = 1000, risk_gmm_samples: int = 2000, risk_partitions: int = 20,
-                 risk_empirical_max_dim: Optional[int] = 256, geometry_draws: int = 5, kappa_sweep: tuple = (),
-                 induction_memory_gib: Optional[float] = INDUCTION_MEMORY_GIB):
+    def __init__(
+        self,
+        k_max: int = 8,
+        gamma: float = 0.5,
+        min_size: int = 10,
+        pca_dim: int | None = None,
+        gmm_n_init: int = 1,
+        kappa: float = 0.5,
+        lambda_cap: float = 1.0,
+        lambda_scale: float = 0.1,
+        steps: int = 2500,
+        lr: float = 1e-2,
+        batch_size: int = 4096,
+        cap_quantile: float = 0.99,
+        objective_scale: str = "per_dim",
+        subclasses: bool | None = None,
+        learned_source: bool | None = None,
+        risk_samples: int = 1000,
+        risk_gmm_samples: int = 2000,
+        risk_partitions: int = 20,
+        risk_empirical_max_dim: int | None = 256,
+        geometry_draws: int = 5,
+        kappa_sweep: tuple = (),
+        induction_memory_gib: float | None = INDUCTION_MEMORY_GIB,
+    ):
         super().__init__()
         self.subclasses = self.subclasses_default if subclasses is None else bool(subclasses)
         self.learned_source = self.learned_source_default if learned_source is None else bool(learned_source)
         self.k_max = k_max if self.subclasses else 1
         self.gamma, self.min_size, self.pca_dim, self.gmm_n_init = gamma, min_size, pca_dim, gmm_n_init
         check_subclass_config(self.k_max, gamma, min_size, pca_dim, owner=self.name)
-        self.proxy = ProxyConfig(kappa=kappa, lambda_cap=lambda_cap, lambda_scale=lambda_scale,
-                                 steps=steps, lr=lr, batch_size=batch_size, cap_quantile=cap_quantile,
-                                 objective_scale=objective_scale)
+        self.proxy = ProxyConfig(
+            kappa=kappa,
+            lambda_cap=lambda_cap,
+            lambda_scale=lambda_scale,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            cap_quantile=cap_quantile,
+            objective_scale=objective_scale,
+        )
         _check_proxy(self.proxy)
         self.risk_samples = risk_samples
         self.risk_gmm_samples, self.risk_partitions = risk_gmm_samples, risk_partitions
@@ -111,7 +146,8 @@ class OptPrior(Method):
             raise BenchError(
                 f"{self.name}.k_max={self.k_max} needs a class of at least k_max * min_size = "
                 f"{self.k_max * self.min_size} samples, but the largest has {largest}; lower "
-                f"{self.name}.k_max or {self.name}.min_size")
+                f"{self.name}.k_max or {self.name}.min_size"
+            )
 
     def prior_class(self):
         """optprior stores a SubclassPrior."""
@@ -136,10 +172,15 @@ class OptPrior(Method):
         n_groups = n_classes * self.k_max
         caps = fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile)
         init, decisions = self._initial_sources(x, labels, group, means, n_groups, seed)
-        info = {"k": [f.k for f in fits], "sizes": [f.sizes for f in fits],
-                "ebic": [{str(k): v for k, v in f.ebic.items()} for f in fits],
-                "notes": [f.note for f in fits], "init": decisions,
-                "subclasses": self.subclasses, "learned_source": self.learned_source}
+        info = {
+            "k": [f.k for f in fits],
+            "sizes": [f.sizes for f in fits],
+            "ebic": [{str(k): v for k, v in f.ebic.items()} for f in fits],
+            "notes": [f.note for f in fits],
+            "init": decisions,
+            "subclasses": self.subclasses,
+            "learned_source": self.learned_source,
+        }
         params = init
         release_freed_memory()
         clock.lap("init")
@@ -154,9 +195,15 @@ class OptPrior(Method):
         info["bayes_risk"] = self._bayes_risk(x, labels, sub, group, params, seed)
         clock.lap("bayes_risk")
         info["seconds"] = clock.laps
-        tensors = {"class_mean": means, "weights": _weights(fits, self.k_max), "assignment": sub,
-                   "mu": params.mu, "log_sigma": params.log_sigma,
-                   "prototype": torch.nn.functional.normalize(params.prototype, dim=1), "caps": caps}
+        tensors = {
+            "class_mean": means,
+            "weights": _weights(fits, self.k_max),
+            "assignment": sub,
+            "mu": params.mu,
+            "log_sigma": params.log_sigma,
+            "prototype": torch.nn.functional.normalize(params.prototype, dim=1),
+            "caps": caps,
+        }
         return SubclassPrior(tensors, info)
 
     def _induce(self, x, means, labels, n_classes, seed) -> list:
@@ -172,13 +219,22 @@ class OptPrior(Method):
         the budget, not by how the fits happen to overlap. The fits depend neither on the number
         of threads nor on the order nor on the budget.
         """
+
         def fit(c: int):
             r = (x[labels == c] - means[c]).double().numpy()
             if len(r) == 0:
                 raise BenchError(f"class {c} has no training samples; optprior needs at least one per class")
             with threadpool_limits(limits=1, user_api="openmp"):  # this thread's OpenMP (sklearn's k-means)
-                return induce_subclasses(r, k_max=self.k_max, gamma=self.gamma, min_size=self.min_size,
-                                         seed=seed, pca_dim=self.pca_dim, n_init=self.gmm_n_init, owner=self.name)
+                return induce_subclasses(
+                    r,
+                    k_max=self.k_max,
+                    gamma=self.gamma,
+                    min_size=self.min_size,
+                    seed=seed,
+                    pca_dim=self.pca_dim,
+                    n_init=self.gmm_n_init,
+                    owner=self.name,
+                )
 
         counts = torch.bincount(labels, minlength=n_classes).tolist()
         order = sorted(range(n_classes), key=lambda c: -counts[c])
@@ -203,18 +259,25 @@ class OptPrior(Method):
         decisions = []
         for c in range(len(means)):
             rows = torch.nonzero(labels == c).flatten()
-            standard = displacement_geometry(displacements(x, eps, labels, rows=rows, out=buffer),
-                                             group[rows], parent=parent)
-            centred = displacement_geometry(displacements(x, eps, labels, means, rows=rows, out=buffer),
-                                            group[rows], parent=parent)
+            standard = displacement_geometry(
+                displacements(x, eps, labels, rows=rows, out=buffer), group[rows], parent=parent
+            )
+            centred = displacement_geometry(
+                displacements(x, eps, labels, means, rows=rows, out=buffer), group[rows], parent=parent
+            )
             use_mean = _lowers(centred, standard)
             if use_mean and self.learned_source:
-                mu[c * self.k_max:(c + 1) * self.k_max] = means[c]
-            decisions.append({"class": c, "init": "class_mean" if use_mean else "standard",
-                              "overlap_standard": standard.get("angular_overlap"),
-                              "overlap_class_mean": centred.get("angular_overlap"),
-                              "radial_std_standard": standard["radial_std"],
-                              "radial_std_class_mean": centred["radial_std"]})
+                mu[c * self.k_max : (c + 1) * self.k_max] = means[c]
+            decisions.append(
+                {
+                    "class": c,
+                    "init": "class_mean" if use_mean else "standard",
+                    "overlap_standard": standard.get("angular_overlap"),
+                    "overlap_class_mean": centred.get("angular_overlap"),
+                    "radial_std_standard": standard["radial_std"],
+                    "radial_std_class_mean": centred["radial_std"],
+                }
+            )
             log.info("optprior: class %d source init: %s", c, decisions[-1]["init"])
         prototype = mean_directions(displacements(x, eps, group, mu, out=buffer), group, n_groups).float()
         return SourceParams(mu, torch.zeros(n_groups, d_dim), prototype), decisions
@@ -238,23 +301,36 @@ class OptPrior(Method):
         parent = torch.arange(n_groups) // self.k_max
         means = class_means(x, labels, n_classes)
         optimised = (params.mu, params.log_sigma.exp())
-        spreads, unreached, targets = matched_spreads(x, labels, means, optimised, group, seed,
-                                                      self.geometry_draws)
-        sources = {"standard": (None, None), "init": (init.mu, init.log_sigma.exp()),
-                   "matched": (means[parent], torch.tensor(spreads, dtype=x.dtype)[parent].unsqueeze(1)),
-                   "optimised": optimised}
+        spreads, unreached, targets = matched_spreads(
+            x, labels, means, optimised, group, seed, self.geometry_draws
+        )
+        sources = {
+            "standard": (None, None),
+            "init": (init.mu, init.log_sigma.exp()),
+            "matched": (means[parent], torch.tensor(spreads, dtype=x.dtype)[parent].unsqueeze(1)),
+            "optimised": optimised,
+        }
         learned = {"optimised": params.prototype}
-        caps = fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile) if self.kappa_sweep else None
+        caps = (
+            fixed_caps(x, means, labels, group, n_groups, self.proxy.cap_quantile)
+            if self.kappa_sweep
+            else None
+        )
         for kappa in self.kappa_sweep if self.learned_source else ():
             name = f"optimised_kappa{kappa:g}"
-            swept = params if kappa == self.proxy.kappa else optimize_sources(
-                init, x, group, caps, dataclasses.replace(self.proxy, kappa=kappa), seed).params
+            swept = (
+                params
+                if kappa == self.proxy.kappa
+                else optimize_sources(
+                    init, x, group, caps, dataclasses.replace(self.proxy, kappa=kappa), seed
+                ).params
+            )
             sources[name], learned[name] = (swept.mu, swept.log_sigma.exp()), swept.prototype
         out = held_out_geometry(x, group, parent, sources, seed, self.geometry_draws, learned)
         out["matched"].update(spread=spreads, unreached=unreached, target_path_length=targets)
         for name in out:
             if name.startswith("optimised_kappa"):
-                out[name]["kappa"] = float(name[len("optimised_kappa"):])
+                out[name]["kappa"] = float(name[len("optimised_kappa") :])
         return out
 
     def _bayes_risk(self, x, labels, sub, group, params, seed) -> dict:
@@ -271,18 +347,25 @@ class OptPrior(Method):
         """
         if self.risk_samples <= 0:
             return {}
-        sources = (("standard", torch.zeros_like(x), torch.ones_like(x)),
-                   ("learned", params.mu[group], params.log_sigma[group].exp()))
+        sources = (
+            ("standard", torch.zeros_like(x), torch.ones_like(x)),
+            ("learned", params.mu[group], params.log_sigma[group].exp()),
+        )
         out = {}
         if self.risk_empirical_max_dim is None or x.shape[1] <= self.risk_empirical_max_dim:
             for name, mu, sigma in sources:
-                out[name] = fm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_samples, seed=seed)
+                out[name] = fm_risk_decomposition(
+                    x, labels, sub, mu, sigma, n_mc=self.risk_samples, seed=seed
+                )
         if self.risk_gmm_samples > 1:
-            out["gmm"] = {name: gmm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_gmm_samples,
-                                                       seed=seed) for name, mu, sigma in sources}
+            out["gmm"] = {
+                name: gmm_risk_decomposition(x, labels, sub, mu, sigma, n_mc=self.risk_gmm_samples, seed=seed)
+                for name, mu, sigma in sources
+            }
             if self.risk_partitions > 0:
-                out["random_partitions"] = random_partition_null(x, labels, sub, self.risk_partitions,
-                                                                 n_mc=self.risk_gmm_samples, seed=seed)
+                out["random_partitions"] = random_partition_null(
+                    x, labels, sub, self.risk_partitions, n_mc=self.risk_gmm_samples, seed=seed
+                )
         return out
 
     # -- conditioning -------------------------------------------------------------------
@@ -330,9 +413,15 @@ class OptPrior(Method):
 
     def describe(self) -> dict:
         """Configuration and the prior's analysis numbers (K, sizes, geometry, Bayes risk)."""
-        out = {"name": self.name, "subclasses": self.subclasses, "learned_source": self.learned_source,
-               "k_max": self.k_max, "gamma": self.gamma, "min_size": self.min_size,
-               "proxy": vars(self.proxy)}
+        out = {
+            "name": self.name,
+            "subclasses": self.subclasses,
+            "learned_source": self.learned_source,
+            "k_max": self.k_max,
+            "gamma": self.gamma,
+            "min_size": self.min_size,
+            "proxy": vars(self.proxy),
+        }
         if self.prior is not None:
             info = self.prior.info
             out.update({k: info.get(k) for k in ("k", "sizes", "init", "geometry", "bayes_risk")})
@@ -362,26 +451,34 @@ def _check_proxy(cfg: ProxyConfig) -> None:
     if not 0 < cfg.cap_quantile <= 1:
         raise BenchError(f"optprior.cap_quantile must be in (0, 1], got {cfg.cap_quantile}")
     if cfg.objective_scale not in OBJECTIVE_SCALES:
-        raise BenchError(f"optprior.objective_scale must be one of {', '.join(map(repr, OBJECTIVE_SCALES))}, "
-                         f"got {cfg.objective_scale!r}")
+        raise BenchError(
+            f"optprior.objective_scale must be one of {', '.join(map(repr, OBJECTIVE_SCALES))}, "
+            f"got {cfg.objective_scale!r}"
+        )
 
 
 def _check_budget(gib):
     """induction_memory_gib: None (no limit) or a finite number of GiB > 0."""
     if gib is not None and (not is_real(gib) or gib <= 0):
-        raise BenchError(f"optprior.induction_memory_gib={gib!r}: use a number of GiB > 0 (the estimated memory "
-                         f"of the classes induced at once), or None for no limit")
+        raise BenchError(
+            f"optprior.induction_memory_gib={gib!r}: use a number of GiB > 0 (the estimated memory "
+            f"of the classes induced at once), or None for no limit"
+        )
     return gib
 
 
 def _check_geometry(draws, kappas) -> tuple[int, tuple]:
     """geometry_draws (int >= 0; 0 skips the geometry) and kappa_sweep (hinge margins in [0, 1))."""
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
-        raise BenchError(f"optprior.geometry_draws={draws!r}: use an integer >= 0 (2 or more for an SE; 0 skips it)")
+        raise BenchError(
+            f"optprior.geometry_draws={draws!r}: use an integer >= 0 (2 or more for an SE; 0 skips it)"
+        )
     try:
         kappas = tuple(float(k) for k in kappas)
     except (TypeError, ValueError):
-        raise BenchError(f"optprior.kappa_sweep={kappas!r}: use a tuple of hinge margins, e.g. (0.5, 0.7, 0.9)")
+        raise BenchError(
+            f"optprior.kappa_sweep={kappas!r}: use a tuple of hinge margins, e.g. (0.5, 0.7, 0.9)"
+        )
     if any(not 0 <= k < 1 for k in kappas):
         raise BenchError(f"optprior.kappa_sweep={kappas!r}: every hinge margin must be in [0, 1)")
     return draws, kappas
@@ -409,4 +506,3 @@ def _weights(fits, k_max) -> torch.Tensor:
     for c, fit in enumerate(fits):
         w[c, : fit.k] = torch.as_tensor(np.asarray(fit.weights), dtype=torch.float32)
     return w
-

@@ -37,8 +37,14 @@ def ldam_margins(counts, max_margin: float) -> np.ndarray:
 class LDAMDRW(Remedy):
     """Label-distribution-aware margins, then class-balanced weights from `drw_epoch` on."""
 
-    def __init__(self, max_margin: float = 0.5, scale: float = 30.0, drw_epoch: int = 10, beta: float = 0.9999,
-                 lr_factor: float = 0.1):
+    def __init__(
+        self,
+        max_margin: float = 0.5,
+        scale: float = 30.0,
+        drw_epoch: int = 10,
+        beta: float = 0.9999,
+        lr_factor: float = 0.1,
+    ):
         for name, value in (("max_margin", max_margin), ("scale", scale), ("lr_factor", lr_factor)):
             if not is_real(value) or value <= 0:
                 raise BenchError(f"ldam_drw.{name}={value!r}: use a number > 0")
@@ -56,8 +62,10 @@ class LDAMDRW(Remedy):
 
     def check(self, protocol) -> None:
         if self.drw_epoch >= protocol.max_epochs:
-            raise BenchError(f"ldam_drw.drw_epoch={self.drw_epoch} never comes within downstream.max_epochs="
-                             f"{protocol.max_epochs}; set ldam_drw.drw_epoch below it (LongTailCXR: 10 of 60)")
+            raise BenchError(
+                f"ldam_drw.drw_epoch={self.drw_epoch} never comes within downstream.max_epochs="
+                f"{protocol.max_epochs}; set ldam_drw.drw_epoch below it (LongTailCXR: 10 of 60)"
+            )
 
     def setup(self, counts) -> None:
         super().setup(counts)

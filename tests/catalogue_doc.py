@@ -39,8 +39,11 @@ def main(jsonl: str, out: str) -> None:
     for line in Path(jsonl).read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
         rows[entry["id"]] = entry
-    lines = [f"| `{e['id']}` | {_code(' '.join(['bench', *map(_short, e['args'])]))} | {e['code']} | "
-             f"{_code(e['line'])} |" for e in rows.values()]
+    lines = [
+        f"| `{e['id']}` | {_code(' '.join(['bench', *map(_short, e['args'])]))} | {e['code']} | "
+        f"{_code(e['line'])} |"
+        for e in rows.values()
+    ]
     Path(out).write_text(HEAD + "\n".join(lines) + "\n", encoding="utf-8")
     print(f"{len(lines)} case(s) written to {out}")
 

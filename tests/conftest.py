@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gin
 import pytest
 import torch
+
+import gin
 
 torch.set_num_threads(1)
 # cells one at a time in this process, in every `bench run` a test makes (tests/scale/test_pool.py runs
@@ -29,8 +30,9 @@ def run_bench(*args: str, cwd: Path, env_extra: dict | None = None, timeout: int
     env = dict(os.environ)
     env.update(env_extra or {})
     exe = Path(sys.executable).with_name("bench")
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +57,14 @@ def clean_gin():
 def pytest_collection_modifyitems(items):
     """A test that shares a module- or session-scoped fixture with a `slow` test is slow too: the fast
     subset (`-m "not slow"`) would otherwise still pay for the expensive fixture (a shared run)."""
+
     def shared(item) -> set:
         defs = item._fixtureinfo.name2fixturedefs
-        return {(item.module.__name__, n) for n in item.fixturenames
-                if n in defs and defs[n][-1].scope in ("module", "session") and n not in ("bench_cli",)}
+        return {
+            (item.module.__name__, n)
+            for n in item.fixturenames
+            if n in defs and defs[n][-1].scope in ("module", "session") and n not in ("bench_cli",)
+        }
 
     expensive = set().union(*(shared(i) for i in items if i.get_closest_marker("slow")), set())
     for item in items:

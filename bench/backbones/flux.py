@@ -30,7 +30,9 @@ def pack_patches(x: torch.Tensor, patch: int = 2) -> torch.Tensor:
     return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
-def unpack_patches(tokens: torch.Tensor, channels: int, height: int, width: int, patch: int = 2) -> torch.Tensor:
+def unpack_patches(
+    tokens: torch.Tensor, channels: int, height: int, width: int, patch: int = 2
+) -> torch.Tensor:
     """Inverse of `pack_patches`: (B, H/p * W/p, p*p*C) tokens -> (B, C, H, W) latents."""
     b = tokens.shape[0]
     x = tokens.reshape(b, height // patch, width // patch, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)
@@ -120,7 +122,9 @@ class FluxBackbone(Backbone):
         from diffusers import FluxTransformer2DModel  # slow import; only when a FLUX is built
 
         return FluxTransformer2DModel(
-            patch_size=1, in_channels=self.patch_size ** 2 * self.sample_shape[0], guidance_embeds=False,
+            patch_size=1,
+            in_channels=self.patch_size**2 * self.sample_shape[0],
+            guidance_embeds=False,
             **{k: v for k, v in self.hyperparameters.items() if k != "patch_size"},
         )
 
@@ -173,7 +177,7 @@ class FluxBackbone(Backbone):
         self.write_config(directory)
 
     @classmethod
-    def from_pretrained(cls, directory) -> "FluxBackbone":
+    def from_pretrained(cls, directory) -> FluxBackbone:
         """Rebuild the backbone `save_pretrained` wrote, offline, without a throwaway random init."""
         from diffusers import FluxTransformer2DModel
 

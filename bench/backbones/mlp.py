@@ -58,8 +58,9 @@ class MLPBackbone(Backbone):
             )
         if depth < 1:
             raise BenchError(f"mlp.depth must be at least 1, got {depth}")
-        self._bind_config(sample_shape, vocab_size, n_tokens, hidden=hidden, depth=depth,
-                          time_features=time_features)
+        self._bind_config(
+            sample_shape, vocab_size, n_tokens, hidden=hidden, depth=depth, time_features=time_features
+        )
         dim = sample_shape[0]
         self.time_embedding = FourierTime(time_features)
         self.input_projection = nn.Linear(dim + time_features, hidden)
@@ -84,7 +85,7 @@ class MLPBackbone(Backbone):
         self.write_config(directory)
 
     @classmethod
-    def from_pretrained(cls, directory) -> "MLPBackbone":
+    def from_pretrained(cls, directory) -> MLPBackbone:
         """Rebuild the backbone `save_pretrained` wrote, offline."""
         model = cls(**cls.read_config(directory))
         model.load_state_dict(load_file(Path(directory) / WEIGHTS_NAME))

@@ -16,8 +16,9 @@ from bench.dataset import Split
 from bench.runtime import distributed
 
 
-def augmented_runs(trainer: RunTrainer, x, y: torch.Tensor, val: Split, seeds: list[int],
-                   remedies: tuple[str, ...]) -> dict:
+def augmented_runs(
+    trainer: RunTrainer, x, y: torch.Tensor, val: Split, seeds: list[int], remedies: tuple[str, ...]
+) -> dict:
     """{run name: its runs in seed order} of `aug` and `aug+<remedy>` for each of `remedies`, trained
     on the rows `x` (real then synthetic) labelled `y`, early-stopped on `val`."""
     set_up = {r: set_up_remedy(r, y, trainer.n_classes) for r in remedies}
@@ -27,8 +28,9 @@ def augmented_runs(trainer: RunTrainer, x, y: torch.Tensor, val: Split, seeds: l
         name, i = task
         if name == AUG:
             result, model = trainer.train(x, y, val, seeds[i], plain(trainer.protocol))
-            return {AUG: result} | {combined(h): trainer.apply(remedy, x, y, val, seeds[i], model)
-                                    for h, remedy in heads.items()}
+            return {AUG: result} | {
+                combined(h): trainer.apply(remedy, x, y, val, seeds[i], model) for h, remedy in heads.items()
+            }
         return {combined(name): trainer.train(x, y, val, seeds[i], set_up[name])[0]}
 
     todo = tasks((AUG, *(r for r in set_up if r not in heads)), len(seeds))

@@ -22,8 +22,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -45,7 +45,7 @@ class BaselineStore:
         text = json.dumps({**self.basis, "unit": unit, "settings": settings}, sort_keys=True)
         return f"{self.key}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
-    def load(self, unit: str, settings: dict) -> Optional[list[dict]]:
+    def load(self, unit: str, settings: dict) -> list[dict] | None:
         """The stored runs of `unit` for these settings, or None (missing, incomplete or stale)."""
         folder = self.folder / unit
         if not is_complete(folder, self.unit_key(unit, settings)):
@@ -57,12 +57,14 @@ class BaselineStore:
             return None
         return runs if isinstance(runs, list) else None
 
-    def save(self, unit: str, settings: dict, runs: list[dict],
-             models: Optional[list[Union[torch.nn.Module, Path]]] = None) -> None:
+    def save(
+        self, unit: str, settings: dict, runs: list[dict], models: list[torch.nn.Module | Path] | None = None
+    ) -> None:
         """Store `unit`'s runs and its classifiers' weights (each a model, or a file `save_weights`
         wrote, moved in) as one complete stage."""
-        with stage_dir(self.folder / unit, self.unit_key(unit, settings), basis=self.basis,
-                       settings=settings) as tmp:
+        with stage_dir(
+            self.folder / unit, self.unit_key(unit, settings), basis=self.basis, settings=settings
+        ) as tmp:
             write_json_atomic(tmp / RUNS, runs)
             for i, model in enumerate(models or []):
                 target = tmp / f"model_{i}.safetensors"

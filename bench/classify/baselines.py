@@ -18,7 +18,6 @@ import contextlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Optional
 
 from bench.classify.baseline_store import BaselineStore, save_weights
 from bench.classify.fit import Protocol, plain
@@ -34,19 +33,24 @@ STORED = "stored no_aug"  # the task that retrains heads on the stored no-augmen
 PARTS = "downstream.parts"  # in the cell folder: no-aug weights each rank leaves for the store
 
 
-def baseline_store(shared: Optional[tuple], arch: str, protocol: Protocol, seeds: list[int],
-                   splits: dict[str, Split]) -> Optional[BaselineStore]:
+def baseline_store(
+    shared: tuple | None, arch: str, protocol: Protocol, seeds: list[int], splits: dict[str, Split]
+) -> BaselineStore | None:
     """Where a dataset's runs on real data are shared (`shared`: the cell's (folder, key); None:
     trained in every cell), for the basis they depend on: `splits` are the train, val and test ones."""
     if shared is None:
         return None
     folder, key = shared
-    basis = {"arch": arch, "protocol": protocol.describe(), "seeds": seeds,
-             "data": {name: split_fingerprint(split) for name, split in splits.items()}}
+    basis = {
+        "arch": arch,
+        "protocol": protocol.describe(),
+        "seeds": seeds,
+        "data": {name: split_fingerprint(split) for name, split in splits.items()},
+    }
     return BaselineStore(folder, key, basis)
 
 
-def shared_lock(store: Optional[BaselineStore]):
+def shared_lock(store: BaselineStore | None):
     """The lock of the shared runs on real data while they are read or trained, so cells running
     side by side (bench.scale.pool) train them once: the second waits, then reuses them. A cell on
     several processes takes none (its ranks meet in collectives while training them)."""
@@ -55,8 +59,15 @@ def shared_lock(store: Optional[BaselineStore]):
     return building(store.folder)
 
 
-def baseline_runs(trainer: RunTrainer, store: Optional[BaselineStore], train: Split, val: Split,
-                  seeds: list[int], remedies: tuple[str, ...], cell_dir: Path) -> tuple[dict, list[str]]:
+def baseline_runs(
+    trainer: RunTrainer,
+    store: BaselineStore | None,
+    train: Split,
+    val: Split,
+    seeds: list[int],
+    remedies: tuple[str, ...],
+    cell_dir: Path,
+) -> tuple[dict, list[str]]:
     """{run name: its runs in seed order} of no_aug and each of `remedies` on the real data, and the
     names of those the store held (reused)."""
     set_up = {name: set_up_remedy(name, train.y, trainer.n_classes) for name in remedies}
@@ -85,7 +96,7 @@ def baseline_runs(trainer: RunTrainer, store: Optional[BaselineStore], train: Sp
     return runs, reused
 
 
-def _stored(store: Optional[BaselineStore], units: dict) -> dict:
+def _stored(store: BaselineStore | None, units: dict) -> dict:
     """{unit: its stored runs, or None}; rank 0 reads the store, so every rank plans the same tasks
     whatever another job writes meanwhile. A no-augmentation unit without predictions is None."""
     stored = distributed.on_main(lambda: {u: store.load(u, s) if store else None for u, s in units.items()})
@@ -94,8 +105,17 @@ def _stored(store: Optional[BaselineStore], units: dict) -> dict:
     return stored
 
 
-def _no_aug_and_heads(trainer: RunTrainer, store: Optional[BaselineStore], train: Split, val: Split,
-                      seeds: list[int], i: int, heads: dict, from_store: bool, parts: Path) -> dict:
+def _no_aug_and_heads(
+    trainer: RunTrainer,
+    store: BaselineStore | None,
+    train: Split,
+    val: Split,
+    seeds: list[int],
+    i: int,
+    heads: dict,
+    from_store: bool,
+    parts: Path,
+) -> dict:
     """Seed i's no-augmentation run (trained; its weights left in `parts` for the store) and the
     remedies that retrain its head; `from_store`: only the latter, from the stored classifier
     (retrained when its weights are lost)."""
@@ -107,12 +127,14 @@ def _no_aug_and_heads(trainer: RunTrainer, store: Optional[BaselineStore], train
             out[NO_AUG] = run
             if store:
                 save_weights(model, parts / f"{NO_AUG}_{i}.safetensors")
-    return out | {name: trainer.apply(remedy, train.x, train.y, val, seed, model)
-                  for name, remedy in heads.items()}
+    return out | {
+        name: trainer.apply(remedy, train.x, train.y, val, seed, model) for name, remedy in heads.items()
+    }
 
 
-def _save(store: BaselineStore, units: dict, missing: list[str], runs: dict, parts: Path,
-          n_seeds: int) -> None:
+def _save(
+    store: BaselineStore, units: dict, missing: list[str], runs: dict, parts: Path, n_seeds: int
+) -> None:
     """Store the units trained here (rank 0, once every rank's runs are in); the no-augmentation
     unit with the weight files its ranks left in `parts`."""
     for unit in missing:

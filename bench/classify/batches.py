@@ -25,8 +25,8 @@ On the CPU all three are no-ops.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from typing import Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -48,8 +48,9 @@ def loader_workers(config: LoaderConfig, device: torch.device) -> int:
     return max(1, min(MAX_WORKERS, usable_cores() // local - 1))
 
 
-def device_batches(x, index_batches: Iterable, device: torch.device,
-                   config: Optional[LoaderConfig] = None) -> Iterator[torch.Tensor]:
+def device_batches(
+    x, index_batches: Iterable, device: torch.device, config: LoaderConfig | None = None
+) -> Iterator[torch.Tensor]:
     """`x[idx]` for each idx (a slice or an index tensor) of `index_batches`, as float32 on `device`
     (channels_last 4-D tensors on CUDA), read ahead by DataLoader workers when configured."""
     config = config or LoaderConfig()  # checked when built
@@ -60,8 +61,13 @@ def device_batches(x, index_batches: Iterable, device: torch.device,
             yield on_device(read_rows(x, idx), device)
         return
     loader = torch.utils.data.DataLoader(
-        _Rows(x), batch_sampler=list(index_batches), collate_fn=_as_is, num_workers=workers, pin_memory=pin,
-        prefetch_factor=config.prefetch_factor if workers else None)
+        _Rows(x),
+        batch_sampler=list(index_batches),
+        collate_fn=_as_is,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=config.prefetch_factor if workers else None,
+    )
     for xb in loader:
         yield on_device(xb, device)
 

@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
-from torchmetrics.classification import MulticlassStatScores
 from torch import nn
+from torchmetrics.classification import MulticlassStatScores
 
 from bench.classify.batches import autocast, device_batches, prepare_model
-from bench.runtime import progress
 from bench.config.checks import is_int
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.remedy import Remedy, class_balanced_order
+from bench.runtime import progress
 
 ARCHS = ("small_cnn", "densenet121", "resnet50")
 _HEAD = {"small_cnn": "fc", "densenet121": "class_layers.out", "resnet50": "fc"}
@@ -52,8 +51,11 @@ class SmallCNN(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for i, c_out in enumerate(widths):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU()]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
             if 0 < i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             c_in = c_out
@@ -81,7 +83,7 @@ class Classifier(nn.Module):
         return self.net.get_submodule(_HEAD[self.arch])
 
 
-def build_classifier(arch: str, in_channels: int, n_classes: int, seed: Optional[int] = None) -> Classifier:
+def build_classifier(arch: str, in_channels: int, n_classes: int, seed: int | None = None) -> Classifier:
     """A freshly initialised classifier; with `seed`, the initial weights depend on it only.
 
     resnet50 uses a stride-2 7x7 stem like torchvision's ImageNet ResNet-50 (MONAI's default stride
@@ -128,7 +130,9 @@ def embed(model: Classifier, x, batch_size: int = 256) -> np.ndarray:
     model.eval()
     prepare_model(model)
     captured: list[torch.Tensor] = []
-    hook = model.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float().cpu()))
+    hook = model.head.register_forward_pre_hook(
+        lambda _m, args: captured.append(args[0].detach().float().cpu())
+    )
     try:
         for xb in _batches(x, batch_size, _device(model)):
             model(xb)
@@ -164,7 +168,9 @@ class RecallStats:
     def __init__(self, n_classes: int, device):
         # sync_on_compute=False: torchmetrics would otherwise all-gather the counts of every launched rank,
         # each validating its own classifier (bench.runtime.distributed.spread)
-        self.stats = MulticlassStatScores(num_classes=n_classes, average=None, sync_on_compute=False).to(device)
+        self.stats = MulticlassStatScores(num_classes=n_classes, average=None, sync_on_compute=False).to(
+            device
+        )
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         self.stats.update(pred, target.to(pred.device))
@@ -172,7 +178,9 @@ class RecallStats:
     def balanced_accuracy(self) -> float:
         tp, _fp, _tn, _fn, support = self.stats.compute().unbind(-1)
         present = support > 0
-        return float((tp[present].double() / support[present]).mean()) if bool(present.any()) else float("nan")
+        return (
+            float((tp[present].double() / support[present]).mean()) if bool(present.any()) else float("nan")
+        )
 
 
 @torch.no_grad()
@@ -205,15 +213,17 @@ class Protocol:
     weight_decay: float = 0.0
     class_balanced_sampling: bool = False  # draw each epoch's rows with probability 1 / n_class
 
-    def check(self, owner: str) -> "Protocol":
+    def check(self, owner: str) -> Protocol:
         """Self, or a one-line error naming the bad setting."""
         for name in ("batch_size", "max_epochs", "patience"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise BenchError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
         if not self.lr > 0 or self.weight_decay < 0:
-            raise BenchError(f"{owner}.lr must be > 0 and {owner}.weight_decay >= 0, "
-                             f"got {self.lr!r} and {self.weight_decay!r}")
+            raise BenchError(
+                f"{owner}.lr must be > 0 and {owner}.weight_decay >= 0, "
+                f"got {self.lr!r} and {self.weight_decay!r}"
+            )
         return self
 
     def describe(self) -> dict:
@@ -251,8 +261,16 @@ def plain(protocol: Protocol) -> Remedy:
     return _Balanced() if protocol.class_balanced_sampling else Remedy()
 
 
-def fit(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor,
-        protocol: Protocol, seed: int, remedy: Optional[Remedy] = None) -> tuple[Classifier, History]:
+def fit(
+    model: Classifier,
+    train_x,
+    train_y: torch.Tensor,
+    val_x,
+    val_y: torch.Tensor,
+    protocol: Protocol,
+    seed: int,
+    remedy: Remedy | None = None,
+) -> tuple[Classifier, History]:
     """Train in place with early stopping on validation balanced accuracy; restore the best weights.
 
     `train_x` / `val_x` are tensors or lazy ImageFiles (indexed one mini-batch at a time). `remedy`
@@ -263,15 +281,27 @@ def fit(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.T
     device = _device(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    history = early_stopping(model, optimizer, protocol, remedy,
-                             lambda epoch: _epoch(model, optimizer, train_x, train_y, protocol, generator,
-                                                  device, remedy, epoch),
-                             lambda: validation_bacc(model, val_x, val_y, protocol.batch_size))
+    history = early_stopping(
+        model,
+        optimizer,
+        protocol,
+        remedy,
+        lambda epoch: _epoch(model, optimizer, train_x, train_y, protocol, generator, device, remedy, epoch),
+        lambda: validation_bacc(model, val_x, val_y, protocol.batch_size),
+    )
     return model, history
 
 
-def retrain_head(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor,
-                 protocol: Protocol, seed: int, remedy: Remedy) -> tuple[Classifier, History]:
+def retrain_head(
+    model: Classifier,
+    train_x,
+    train_y: torch.Tensor,
+    val_x,
+    val_y: torch.Tensor,
+    protocol: Protocol,
+    seed: int,
+    remedy: Remedy,
+) -> tuple[Classifier, History]:
     """Decoupled re-training (cRT): a copy of `model` whose last layer is re-initialised (from
     `seed`) and trained alone on the frozen penultimate features, under `remedy` and the protocol's
     optimiser and early stopping. The features are computed once, in evaluation mode."""
@@ -282,17 +312,24 @@ def retrain_head(model: Classifier, train_x, train_y: torch.Tensor, val_x, val_y
         head = nn.Linear(old.in_features, old.out_features).to(_device(model))
     optimizer = torch.optim.Adam(head.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    history = early_stopping(head, optimizer, protocol, remedy,
-                             lambda epoch: _epoch(head, optimizer, features[0], train_y, protocol, generator,
-                                                  _device(head), remedy, epoch),
-                             lambda: validation_bacc(head, features[1], val_y, protocol.batch_size))
+    history = early_stopping(
+        head,
+        optimizer,
+        protocol,
+        remedy,
+        lambda epoch: _epoch(
+            head, optimizer, features[0], train_y, protocol, generator, _device(head), remedy, epoch
+        ),
+        lambda: validation_bacc(head, features[1], val_y, protocol.batch_size),
+    )
     out = copy.deepcopy(model)
     out.head.load_state_dict(head.state_dict())
     return out, history
 
 
-def early_stopping(module: nn.Module, optimizer, protocol: Protocol, remedy: Remedy,
-                   train_epoch, validate) -> History:
+def early_stopping(
+    module: nn.Module, optimizer, protocol: Protocol, remedy: Remedy, train_epoch, validate
+) -> History:
     """Epochs of `train_epoch(epoch)` until `patience` epochs bring no better `validate()` (not
     before `remedy.min_epochs`; a remedy's new phase restarts the count); the best weights restored."""
     history, best_state, waited = History(), None, 0
@@ -311,15 +348,19 @@ def early_stopping(module: nn.Module, optimizer, protocol: Protocol, remedy: Rem
     return history
 
 
-def _epoch(model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, device, remedy: Remedy,
-           epoch: int) -> float:
+def _epoch(
+    model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, device, remedy: Remedy, epoch: int
+) -> float:
     """One pass of mini-batches over the remedy's rows; returns the mean loss. Batches of one row
     are skipped (batch norm needs two values per channel once the spatial size is 1x1). The
     losses stay on the device until the epoch ends (no host sync per batch)."""
     model.train()
     # sorted reads are kinder to lazy image files; the order within a batch is irrelevant
-    blocks = [idx.sort().values for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size)
-              if len(idx) >= 2]
+    blocks = [
+        idx.sort().values
+        for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size)
+        if len(idx) >= 2
+    ]
     losses = []
     for idx, xb in zip(blocks, device_batches(x, blocks, device)):
         with autocast(device):
@@ -334,8 +375,9 @@ def _epoch(model, optimizer, x, y: torch.Tensor, protocol: Protocol, generator, 
     return float(np.mean(torch.stack(losses).cpu().double().numpy())) if losses else float("nan")
 
 
-def stratified_holdout(y: torch.Tensor, fraction: float = 0.1,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_holdout(
+    y: torch.Tensor, fraction: float = 0.1, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep, held) sorted row indices: round(fraction * n_c) rows of each class held out, at least
     one for classes with two or more rows and never a class's last row; deterministic for a seed."""
     rng = np.random.default_rng(seed)
@@ -349,7 +391,7 @@ def stratified_holdout(y: torch.Tensor, fraction: float = 0.1,
     return torch.from_numpy(np.flatnonzero(~held_mask)), torch.from_numpy(np.flatnonzero(held_mask))
 
 
-def selection_splits(dataset: Dataset, train: Split, val: Optional[Split] = None) -> tuple[Split, Split]:
+def selection_splits(dataset: Dataset, train: Split, val: Split | None = None) -> tuple[Split, Split]:
     """(fit, val) for model selection: the given or the dataset's own validation split with all of
     train, else a stratified 10% of train held out (seed 0) and the rest to fit on."""
     if val is not None:

@@ -45,8 +45,9 @@ def remedy_names(owner: str, setting: str, names) -> tuple[str, ...]:
     """A list of remedy names, each known, duplicates dropped (one line naming `owner.setting`
     otherwise, or the registry's did-you-mean for an unknown name)."""
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise BenchError(f"{owner}.{setting} must be a list of remedy names, e.g. ['reweight', 'crt'], "
-                         f"got {names!r}")
+        raise BenchError(
+            f"{owner}.{setting} must be a list of remedy names, e.g. ['reweight', 'crt'], got {names!r}"
+        )
     for name in names:
         registry.remedies.get(name)  # unknown: one line with a did-you-mean
     return tuple(dict.fromkeys(names))

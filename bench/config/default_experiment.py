@@ -15,8 +15,8 @@ experiment for all (`experiment=NAME`, whose folder then holds both).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from bench.errors import BenchError
 
@@ -27,11 +27,14 @@ PAPER_PROTOCOL_DATASETS = ("nih_lt", "mimic_lt", "ct_rate")
 # bench's own --gin_files that change what a real-data run is, and the experiment they make it
 # (bench's CPU presets make a real-data run a CPU check: experiment cpu_smoke, which applies
 # presets/cpu_smoke.gin's small networks and short budgets under the user's own bindings)
-PRESET_EXPERIMENTS = {"presets/cpu_smoke.gin": "cpu_smoke", "presets/tiny.gin": "cpu_smoke",
-                      "presets/flux1.gin": "paper"}
+PRESET_EXPERIMENTS = {
+    "presets/cpu_smoke.gin": "cpu_smoke",
+    "presets/tiny.gin": "cpu_smoke",
+    "presets/flux1.gin": "paper",
+}
 
 
-def default_experiment(datasets: Optional[Sequence], gin_files: Sequence[str] = (), strict: bool = True) -> str:
+def default_experiment(datasets: Sequence | None, gin_files: Sequence[str] = (), strict: bool = True) -> str:
     """The experiment of a run with no `experiment=`: `quick` unless every dataset named on the
     command line is a real benchmark, then `paper_1gpu` (or the experiment a bench preset among
     `gin_files` names). A mix is a BenchError when `strict` (bench run / validate), else `quick`."""
@@ -47,7 +50,8 @@ def default_experiment(datasets: Optional[Sequence], gin_files: Sequence[str] = 
             f"datasets=[{','.join(names)}] mixes datasets of the quick run ({', '.join(embedded)}: experiment "
             f"{EMBEDDED}) with real benchmarks run under the paper's protocol ({', '.join(real)}: experiment "
             f"{_real_experiment(gin_files)}); run them as two commands, or name one experiment for all "
-            "(experiment=NAME)")
+            "(experiment=NAME)"
+        )
     return _real_experiment(gin_files)
 
 

@@ -17,13 +17,12 @@ import logging
 import os
 import re
 import tokenize
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import gin
-
-from bench.errors import BenchError
 from bench.config.usergin import check_user_gin
+from bench.errors import BenchError
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][\w.-]*$")
 _UNKNOWN_CONFIGURABLE = re.compile(r"^No configurable matching '([^']+)'")
@@ -49,15 +48,17 @@ def experiment_file(name: str) -> Path:
     """
     known = sorted(p.stem for p in (gin_dir() / "experiments").glob("*.gin"))
     if not _PLAIN_NAME.match(str(name)):
-        raise BenchError(f"experiment {name!r} must be a name, not a path (known: {', '.join(known)}); "
-                         "add your own as an --gin_file")
+        raise BenchError(
+            f"experiment {name!r} must be a name, not a path (known: {', '.join(known)}); "
+            "add your own as an --gin_file"
+        )
     path = gin_dir() / "experiments" / f"{name}.gin"
     if not path.is_file():
         raise BenchError(f"unknown experiment {name!r} (known: {', '.join(known)})")
     return path
 
 
-def plugin_file(kind: str, name: str, plugin_cls=None) -> Optional[Path]:
+def plugin_file(kind: str, name: str, plugin_cls=None) -> Path | None:
     """The gin file of a plugin: bench's own `<kind>/<name>.gin`, or the plugin's `gin_file`."""
     own = gin_dir() / kind / f"{name}.gin"
     if own.is_file():
@@ -81,8 +82,9 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
         try:
             p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise BenchError(f"--gin_file {f}: not a readable UTF-8 text file ({type(exc).__name__}); "
-                             "pass a .gin file") from None
+            raise BenchError(
+                f"--gin_file {f}: not a readable UTF-8 text file ({type(exc).__name__}); pass a .gin file"
+            ) from None
         paths.append(p)
     check_user_gin(paths, (), _dataset_names(), gin_dir())
     return paths
@@ -95,8 +97,9 @@ def _dataset_names() -> list[str]:
     return registry.datasets.names()
 
 
-def parse(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str] = None,
-          datasets: Sequence[str] = ()) -> None:
+def parse(
+    files: Sequence[Path], bindings: Sequence[str], dataset: str | None = None, datasets: Sequence[str] = ()
+) -> None:
     """Replace the global gin config with `files` + `bindings`; gin errors become BenchError.
 
     With `dataset` (a cell's), bindings scoped to it (`phantom_lt/train.steps = 600`) apply
@@ -116,8 +119,9 @@ def parse(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str]
         logging.disable(logging.NOTSET)
 
 
-def _parse_all(files: Sequence[Path], bindings: Sequence[str], dataset: Optional[str],
-               datasets: Sequence[str]) -> None:
+def _parse_all(
+    files: Sequence[Path], bindings: Sequence[str], dataset: str | None, datasets: Sequence[str]
+) -> None:
     """gin's parse_config_files_and_bindings, with dataset scopes resolved for `dataset` (if given)
     and a file's byte-order mark (written by some Windows editors) dropped."""
     from bench.config.scoped import has_scopes, localise, localise_bindings
@@ -161,11 +165,13 @@ def _guard_package_reader() -> None:
 
 def _guarded(exists):
     """`exists`, answering False where it raises TypeError (a namespace package has no origin)."""
+
     def check(path) -> bool:
         try:
             return exists(path)
         except TypeError:
             return False
+
     check._bench_guarded = True
     return check
 
@@ -179,8 +185,10 @@ def gin_error_message(exc: Exception) -> str:
     else:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if ". Searched config paths" in first:  # an `include` that is not there
-        first = (first.split(". Searched config paths")[0] + "; an include is read from the current folder "
-                 f"or from {gin_dir()}")
+        first = (
+            first.split(". Searched config paths")[0] + "; an include is read from the current folder "
+            f"or from {gin_dir()}"
+        )
     hint = _suggestion(first)
     return f"bad gin configuration: {first.rstrip('.') if hint else first}{hint}"
 
@@ -218,12 +226,18 @@ def _parameters(scope: str) -> list[str]:
 
 # Settings that say where and how often work is done, never what it computes: they feed no hash,
 # so moving a grid to Slurm or checkpointing more often reuses every finished stage.
-NEVER_HASHED = ("executor.", "train.checkpoint_", "train.activation_checkpointing", "train.sync_every",
-                "loader.", "budget.")  # no effect on results (loader: how classifier batches are read;
+NEVER_HASHED = (
+    "executor.",
+    "train.checkpoint_",
+    "train.activation_checkpointing",
+    "train.sync_every",
+    "loader.",
+    "budget.",
+)  # no effect on results (loader: how classifier batches are read;
 # budget: the device throughput a cell's GPU-hours are estimated at, bench.pipeline.budget)
 
 
-def bindings_text(exclude: Sequence[str] = ("grid.",), include: Optional[Sequence[str]] = None) -> str:
+def bindings_text(exclude: Sequence[str] = ("grid.",), include: Sequence[str] | None = None) -> str:
     """Canonical text of the parsed bindings, optionally filtered by selector prefix.
 
     gin prints a long value over several lines (`key = \\` then indented lines): a binding is

@@ -41,8 +41,10 @@ def parse_overrides(args: list[str]) -> Overrides:
         elif key in RUN_OPTIONS:
             option = to_python(value)
             if isinstance(option, (list, tuple, dict)) or option is None:
-                raise BenchError(f"override {arg!r}: {key} takes a single value, not a list (one folder or name, "
-                                 f"e.g. {key}=NAME)")
+                raise BenchError(
+                    f"override {arg!r}: {key} takes a single value, not a list (one folder or name, "
+                    f"e.g. {key}=NAME)"
+                )
             out.options[key] = str(option)
         elif "." in key:
             out.bindings.append(f"{key} = {to_gin_literal(value)}")
@@ -69,10 +71,14 @@ def _split(arg: str) -> tuple[str, str]:
         raise BenchError(f"malformed override {arg!r}: expected key=value, e.g. methods=[fm,cbfm]")
     key, value = (s.strip() for s in arg.split("=", 1))
     if not _KEY.match(key):
-        raise BenchError(f"malformed override {arg!r}: {key!r} is not a valid key; keys are grid axes, run "
-                         "options or scope.param, e.g. train.steps=100")
+        raise BenchError(
+            f"malformed override {arg!r}: {key!r} is not a valid key; keys are grid axes, run "
+            "options or scope.param, e.g. train.steps=100"
+        )
     if value == "":
-        raise BenchError(f"malformed override {arg!r}: empty value; give one, e.g. methods=[fm] or {key}=null")
+        raise BenchError(
+            f"malformed override {arg!r}: empty value; give one, e.g. methods=[fm] or {key}=null"
+        )
     return key, value
 
 
@@ -101,8 +107,10 @@ def to_python(value: str, depth: int = 0):
             raise BenchError(f"malformed value {_short(value)}: unbalanced brackets or quotes") from None
         return value  # a bare word, e.g. a name or a path
     except (TypeError, RecursionError, MemoryError) as exc:  # {{1}}, 200,000 unary minus signs
-        raise BenchError(f"malformed value {_short(value)}: not a plain literal ({type(exc).__name__}); "
-                         "give a number, a word or a list such as [a,b]") from None
+        raise BenchError(
+            f"malformed value {_short(value)}: not a plain literal ({type(exc).__name__}); "
+            "give a number, a word or a list such as [a,b]"
+        ) from None
     return _checked(parsed, value)
 
 

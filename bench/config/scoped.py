@@ -13,7 +13,7 @@ not dataset names are refused before parsing (bench.config.usergin), like unknow
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 _SCOPED = re.compile(r"^\s*([A-Za-z_][\w.-]*)/")
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import difflib
 import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
-
-from gin import config_parser
 
 from bench.errors import BenchError
+from gin import config_parser
 
-IMPORT_HELP = ("a configuration may not import code; install a plugin as a package (an entry point "
-               "in group bench.methods, bench.datasets, ...: docs/architecture.md) and name it instead")
+IMPORT_HELP = (
+    "a configuration may not import code; install a plugin as a package (an entry point "
+    "in group bench.methods, bench.datasets, ...: docs/architecture.md) and name it instead"
+)
 
 
 class _Delegate(config_parser.ParserDelegate):
@@ -37,8 +38,9 @@ class _Delegate(config_parser.ParserDelegate):
         return macro_name
 
 
-def check_user_gin(files: Sequence[Path], bindings: Sequence[str], datasets: Iterable[str],
-                   own_dir: Path) -> None:
+def check_user_gin(
+    files: Sequence[Path], bindings: Sequence[str], datasets: Iterable[str], own_dir: Path
+) -> None:
     """BenchError on an import statement or an unknown scope in the user's files or bindings.
 
     `own_dir` is bench's gin folder: includes that resolve into it are bench's own and trusted.
@@ -59,8 +61,7 @@ def _check_file(path: Path, datasets: list, own_dir: Path, seen: set) -> None:
     _check_text(text, f"--gin_file {path}", datasets, own_dir, seen, path)
 
 
-def _check_text(text: str, where: str, datasets: list, own_dir: Path, seen: set,
-                source: Optional[Path]) -> None:
+def _check_text(text: str, where: str, datasets: list, own_dir: Path, seen: set, source: Path | None) -> None:
     """Walk the statements of `text` as gin's own parser splits them."""
     parser = config_parser.ConfigParser(io.StringIO(text), _Delegate())
     while True:
@@ -89,11 +90,13 @@ def _check_statement(statement, where: str, datasets: list, own_dir: Path, seen:
         if first not in datasets or "/" in scope:
             close = difflib.get_close_matches(first, datasets, n=1)
             hint = f"did you mean {close[0]!r}? " if close and first not in datasets else ""
-            raise BenchError(f"{at}: unknown scope {scope!r}: a scope names one dataset "
-                             f"(`phantom_lt/train.steps=600`); {hint}`bench ls datasets` lists them")
+            raise BenchError(
+                f"{at}: unknown scope {scope!r}: a scope names one dataset "
+                f"(`phantom_lt/train.steps=600`); {hint}`bench ls datasets` lists them"
+            )
 
 
-def _resolve_include(name: str, own_dir: Path) -> Optional[Path]:
+def _resolve_include(name: str, own_dir: Path) -> Path | None:
     """Where gin finds an include: as given (the current folder), else in bench's gin folder."""
     for candidate in (Path(name), own_dir / name):
         if candidate.is_file():

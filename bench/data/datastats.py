@@ -49,12 +49,15 @@ def markdown(stats: dict) -> str:
     total_train = sum(t.count for t in plan)
     total_synth = sum(t.synthetic for t in plan)
     subjects = "n/a" if stats["subjects"] is None else f"{stats['subjects']:,}"
-    head = (f"### {stats['name']}: {len(plan)} classes, {total_train:,} train samples, "
-            f"{subjects} subjects, imbalance ratio {stats['imbalance_ratio']:.1f}, "
-            f"{total_synth:,} synthetic (augmentation targets)"
-            + (f", {stats['skipped']:,} skipped (see the cell's skipped.csv)" if stats["skipped"] else ""))
-    rows = [[c, t.name, t.count, f"{t.ratio:.4f}", t.group, t.synthetic,
-             "n/a" if s is None else s, e]
-            for c, (t, s, e) in enumerate(zip(plan, stats["subjects_per_class"], stats["eval_counts"]))]
+    head = (
+        f"### {stats['name']}: {len(plan)} classes, {total_train:,} train samples, "
+        f"{subjects} subjects, imbalance ratio {stats['imbalance_ratio']:.1f}, "
+        f"{total_synth:,} synthetic (augmentation targets)"
+        + (f", {stats['skipped']:,} skipped (see the cell's skipped.csv)" if stats["skipped"] else "")
+    )
+    rows = [
+        [c, t.name, t.count, f"{t.ratio:.4f}", t.group, t.synthetic, "n/a" if s is None else s, e]
+        for c, (t, s, e) in enumerate(zip(plan, stats["subjects_per_class"], stats["eval_counts"]))
+    ]
     columns = ["#", "class", "train", "n/n_ref", "group", "synthetic", "subjects", stats["eval_split"]]
     return head + "\n\n" + tabulate(rows, headers=columns, tablefmt="github") + "\n"

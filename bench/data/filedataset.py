@@ -21,18 +21,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.dataset import Dataset, Split
-from bench.errors import BenchError
 from bench.data.imagefiles import ImageFiles, Preprocess, unreadable
 from bench.data.labels import check_policy, check_unique, one_hot_labels, read_csv
 from bench.data.rootpath import missing_root, require_root, under_root
+from bench.dataset import Dataset, Split
+from bench.errors import BenchError
 
 IMAGE_CHECKS = ("header", "exists", "decode")
 # Settings every file-backed dataset takes (`<name>.size=128`, ...), with their defaults.
 COMMON_OPTIONS = {
-    "size": 64, "grayscale": True, "normalise": "unit", "crop": "center",
-    "on_bad_row": "error", "on_bad_image": "error", "check_images": "header",
-    "train_split": "train", "eval_split": "balanced-test", "val_split": "balanced-val",
+    "size": 64,
+    "grayscale": True,
+    "normalise": "unit",
+    "crop": "center",
+    "on_bad_row": "error",
+    "on_bad_image": "error",
+    "check_images": "header",
+    "train_split": "train",
+    "eval_split": "balanced-test",
+    "val_split": "balanced-val",
 }
 INDEX_COLUMNS = ("id", "path", "label", "subject")
 
@@ -51,20 +58,30 @@ class ImageFileDataset(Dataset):
         unknown = sorted(set(settings) - set(known))
         if unknown:
             hint = difflib.get_close_matches(unknown[0], known, n=1)
-            raise BenchError(f"{self.name} has no setting {unknown[0]!r}"
-                             f"{f'; did you mean {hint[0]!r}?' if hint else ''} (settings: root, "
-                             f"{', '.join(sorted(known))})")
+            raise BenchError(
+                f"{self.name} has no setting {unknown[0]!r}"
+                f"{f'; did you mean {hint[0]!r}?' if hint else ''} (settings: root, "
+                f"{', '.join(sorted(known))})"
+            )
         self.root_setting, self.settings = root, {**known, **settings}
         cfg = self.settings
-        self.preprocess = Preprocess(cfg["size"], cfg["grayscale"], cfg["normalise"], cfg["crop"]).check(self.name)
+        self.preprocess = Preprocess(cfg["size"], cfg["grayscale"], cfg["normalise"], cfg["crop"]).check(
+            self.name
+        )
         self.on_bad_row = check_policy(cfg["on_bad_row"], self.name, "on_bad_row")
         self.on_bad_image = check_policy(cfg["on_bad_image"], self.name, "on_bad_image")
         if cfg["check_images"] not in IMAGE_CHECKS:
-            raise BenchError(f"{self.name}.check_images={cfg['check_images']!r} is not one of {list(IMAGE_CHECKS)}")
+            raise BenchError(
+                f"{self.name}.check_images={cfg['check_images']!r} is not one of {list(IMAGE_CHECKS)}"
+            )
         for key in ("train_split", "eval_split", "val_split"):
             self._check_split(cfg[key], key)
         self.check_images, self.train_split, self.eval_split, self.val_split = (
-            cfg["check_images"], cfg["train_split"], cfg["eval_split"], cfg["val_split"])
+            cfg["check_images"],
+            cfg["train_split"],
+            cfg["eval_split"],
+            cfg["val_split"],
+        )
         self.skipped: list[dict] = []
         self._loaded: dict[str, Split] = {}
 
@@ -114,17 +131,23 @@ class ImageFileDataset(Dataset):
             raise BenchError(f"{self.name}: split {split!r} has no usable images; check {self.name}.root")
         ids = table["id"].astype(str).tolist()
         meta = table.drop(columns=["path", "label"])
-        return Split(ImageFiles([paths[i] for i in keep], ids, self.preprocess, self.name),
-                     torch.from_numpy(np.array(table["label"], dtype=np.int64)), meta=meta, ids=ids)
+        return Split(
+            ImageFiles([paths[i] for i in keep], ids, self.preprocess, self.name),
+            torch.from_numpy(np.array(table["label"], dtype=np.int64)),
+            meta=meta,
+            ids=ids,
+        )
 
     def _usable_images(self, split: str, paths: list[Path], ids: list[str]) -> list[int]:
         """Rows whose image passes the load-time check; the others raise or are skipped and logged."""
         bad = unreadable(paths, self.check_images)
         if bad and self.on_bad_image == "error":
             first = ", ".join(f"{ids[i]} ({why})" for i, why in bad[:5])
-            raise BenchError(f"{self.name}: {len(bad)} image(s) of split {split!r} missing or unreadable "
-                             f"under {self.image_root}: {first}{' ...' if len(bad) > 5 else ''}; "
-                             f"fix the copy or set {self.name}.on_bad_image='skip' (skipped ids are logged)")
+            raise BenchError(
+                f"{self.name}: {len(bad)} image(s) of split {split!r} missing or unreadable "
+                f"under {self.image_root}: {first}{' ...' if len(bad) > 5 else ''}; "
+                f"fix the copy or set {self.name}.on_bad_image='skip' (skipped ids are logged)"
+            )
         for i, why in bad:
             self.skip(split, [ids[i]], f"image {why}")
         dropped = {i for i, _ in bad}
@@ -134,16 +157,19 @@ class ImageFileDataset(Dataset):
         """A one-hot single-label CSV with a `label` column; bad rows raise or are skipped and logged."""
         table = read_csv(path, [id_column, *required, *self.class_names], self.name)
         check_unique(table[id_column], path, self.name)
-        labels, keep, bad = one_hot_labels(table, list(self.class_names), id_column, path, self.name,
-                                           self.on_bad_row)
+        labels, keep, bad = one_hot_labels(
+            table, list(self.class_names), id_column, path, self.name, self.on_bad_row
+        )
         for row_id, reason in bad:
             self.skip(split, [row_id], reason)
         return table.assign(label=labels)[keep].reset_index(drop=True)
 
     def _check_split(self, split: str, key: str) -> None:
         if split not in self.splits:
-            raise BenchError(f"{self.name}.{key}={split!r} is not a split of {self.name}; "
-                             f"choose one of {list(self.splits)}")
+            raise BenchError(
+                f"{self.name}.{key}={split!r} is not a split of {self.name}; "
+                f"choose one of {list(self.splits)}"
+            )
 
     def describe(self) -> dict:
         """Configuration (root, preprocessing, policies, splits) for records and cache keys."""

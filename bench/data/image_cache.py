@@ -28,10 +28,10 @@ import numpy as np
 from bench.data.imagefiles import ImageFiles, quantise
 from bench.errors import BenchError
 from bench.runtime import progress
+from bench.runtime.threads import usable_cores
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.store.filelock import building
 from bench.store.fingerprint import file_identity
-from bench.runtime.threads import usable_cores
 
 log = logging.getLogger(__name__)
 IMAGES = "images.npy"
@@ -52,7 +52,9 @@ def cache_folder(results_dir: Path, dataset: str, split: str, files: ImageFiles,
 
 def cache_key(files: ImageFiles) -> str:
     """The key of the cached content: format version, preprocessing, every file's identity in order."""
-    h = hashlib.sha256(json.dumps({"version": VERSION, **files.preprocess.describe()}, sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps({"version": VERSION, **files.preprocess.describe()}, sort_keys=True).encode()
+    )
     for path in files.paths:
         h.update(file_identity(path).encode())
     return h.hexdigest()[:16]
@@ -79,8 +81,14 @@ def _cached_images(folder: Path, files: ImageFiles, threads: int | None) -> np.n
         discard(folder)  # stage_dir keeps a folder that is complete for the key: drop it first
     elif read_manifest(folder) is not None:
         log.info("image cache %s was built from other files; decoding them again", folder)
-    with stage_dir(folder, key, n=len(files), shape=list(files.shape[1:]), owner=files.owner,
-                   preprocess=files.preprocess.describe()) as tmp:
+    with stage_dir(
+        folder,
+        key,
+        n=len(files),
+        shape=list(files.shape[1:]),
+        owner=files.owner,
+        preprocess=files.preprocess.describe(),
+    ) as tmp:
         _write(tmp / IMAGES, files, threads or usable_cores())
     return np.load(Path(folder) / IMAGES, mmap_mode="r")
 
@@ -123,8 +131,13 @@ def _readable(folder: Path, files: ImageFiles) -> np.ndarray | None:
         log.warning("image cache %s is unreadable (%s); decoding the images again", folder, exc)
         return None
     if array.dtype != np.uint8 or tuple(array.shape) != tuple(files.shape):
-        log.warning("image cache %s holds %s %s, the split needs %s uint8; decoding the images again",
-                    folder, tuple(array.shape), array.dtype, tuple(files.shape))
+        log.warning(
+            "image cache %s holds %s %s, the split needs %s uint8; decoding the images again",
+            folder,
+            tuple(array.shape),
+            array.dtype,
+            tuple(files.shape),
+        )
         return None
     return array
 
@@ -133,11 +146,13 @@ def _write(path: Path, files: ImageFiles, threads: int) -> None:
     """Decode `files` batch by batch into a new uint8 .npy file (sequential writes, one batch resident)."""
     uncached = ImageFiles(files.paths, files.ids, files.preprocess, files.owner)  # never read a stale cache
     n = len(uncached)
-    bar = progress.bar(range(0, n, BUILD_BATCH), f"image cache ({files.owner})", unit="batch",
-                       disable=n < 8 * BUILD_BATCH)
+    bar = progress.bar(
+        range(0, n, BUILD_BATCH), f"image cache ({files.owner})", unit="batch", disable=n < 8 * BUILD_BATCH
+    )
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
-                                                 "shape": tuple(uncached.shape)})
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": "|u1", "fortran_order": False, "shape": tuple(uncached.shape)}
+        )
         for i in bar:
             rows = uncached.raw(slice(i, i + BUILD_BATCH), threads=threads).numpy()
             _require_finite(rows, uncached, i)
@@ -150,5 +165,7 @@ def _require_finite(rows: np.ndarray, files: ImageFiles, start: int) -> None:
     bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
     if bad.any():
         i = start + int(np.flatnonzero(bad)[0])
-        raise BenchError(f"{files.owner}: image {files.ids[i]} ({files.paths[i]}) holds a NaN or infinite "
-                         "value; replace or remove the file")
+        raise BenchError(
+            f"{files.owner}: image {files.ids[i]} ({files.paths[i]}) holds a NaN or infinite "
+            "value; replace or remove the file"
+        )

@@ -50,14 +50,16 @@ class Preprocess:
     normalise: str = "unit"
     crop: str = "center"
 
-    def check(self, owner: str) -> "Preprocess":
+    def check(self, owner: str) -> Preprocess:
         """Self, or a one-line error naming the bad setting."""
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 4:
             raise BenchError(f"{owner}.size must be an integer >= 4, got {self.size!r}")
         if self.size > MAX_SIZE:
-            gib = self.size ** 2 * self.channels * 4 / 2**30
-            raise BenchError(f"{owner}.size={self.size} would need {gib:,.1f} GiB per image; use at most "
-                             f"{MAX_SIZE} (the real datasets' images are at most a few thousand pixels wide)")
+            gib = self.size**2 * self.channels * 4 / 2**30
+            raise BenchError(
+                f"{owner}.size={self.size} would need {gib:,.1f} GiB per image; use at most "
+                f"{MAX_SIZE} (the real datasets' images are at most a few thousand pixels wide)"
+            )
         if self.normalise not in NORMALISE:
             raise BenchError(f"{owner}.normalise={self.normalise!r} is not one of {list(NORMALISE)}")
         if self.crop not in CROP:
@@ -75,8 +77,9 @@ class Preprocess:
             image.draft("L" if self.grayscale else "RGB", (self.size, self.size))  # fast JPEG downscale
         array, scale = _as_float(image, self.grayscale)
         pil = [Image.fromarray(array[..., c], mode="F") for c in range(array.shape[-1])]
-        out = np.stack([np.asarray(self._square(p).resize((self.size, self.size), Image.BILINEAR))
-                        for p in pil])
+        out = np.stack(
+            [np.asarray(self._square(p).resize((self.size, self.size), Image.BILINEAR)) for p in pil]
+        )
         out = out / scale if self.normalise == "unit" else _minmax(out)
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -124,8 +127,15 @@ class ImageFiles:
     row of it holding each of this array's images (bench.data.image_cache.attach sets them).
     """
 
-    def __init__(self, paths: list[Path], ids: list[str], preprocess: Preprocess, owner: str,
-                 cache: np.ndarray | None = None, cache_rows: np.ndarray | None = None):
+    def __init__(
+        self,
+        paths: list[Path],
+        ids: list[str],
+        preprocess: Preprocess,
+        owner: str,
+        cache: np.ndarray | None = None,
+        cache_rows: np.ndarray | None = None,
+    ):
         if len(paths) != len(ids):
             raise ValueError("paths and ids must align")
         self.paths, self.ids, self.preprocess, self.owner = list(paths), list(ids), preprocess, owner
@@ -137,8 +147,10 @@ class ImageFiles:
         """Read row i from `cache[rows[i]]` (uint8, (N, C, size, size)) from now on."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) != len(self) or tuple(cache.shape[1:]) != self.shape[1:] or cache.dtype != np.uint8:
-            raise ValueError(f"an image cache of {cache.shape} {cache.dtype} with {len(rows)} rows does not fit "
-                             f"{self.shape}")
+            raise ValueError(
+                f"an image cache of {cache.shape} {cache.dtype} with {len(rows)} rows does not fit "
+                f"{self.shape}"
+            )
         self.cache, self.cache_rows = cache, rows
 
     def __getstate__(self) -> dict:
@@ -163,12 +175,17 @@ class ImageFiles:
         p = self.preprocess
         return (len(self), p.channels, p.size, p.size)
 
-    def take(self, index) -> "ImageFiles":
+    def take(self, index) -> ImageFiles:
         """The lazy subset at `index` (ints, an index tensor or a bool mask); nothing is read."""
         rows = _rows(index, len(self))
-        return ImageFiles([self.paths[i] for i in rows], [self.ids[i] for i in rows],
-                          self.preprocess, self.owner, self.cache,
-                          None if self.cache is None else self.cache_rows[rows])
+        return ImageFiles(
+            [self.paths[i] for i in rows],
+            [self.ids[i] for i in rows],
+            self.preprocess,
+            self.owner,
+            self.cache,
+            None if self.cache is None else self.cache_rows[rows],
+        )
 
     def __getitem__(self, index) -> torch.Tensor:
         """Read and preprocess the selected rows: an int gives (C, H, W), anything else (n, C, H, W)."""
@@ -178,12 +195,16 @@ class ImageFiles:
         """The selected rows as stored: uint8 levels from the cache when one is attached (convert
         with `to_float`), else decoded float32 (on `threads` threads, default `read_threads()`)."""
         if isinstance(index, int):
-            return torch.from_numpy(np.array(self.cache[self.cache_rows[index]]) if self.cache is not None
-                                    else self.read(index))
+            return torch.from_numpy(
+                np.array(self.cache[self.cache_rows[index]]) if self.cache is not None else self.read(index)
+            )
         rows = _rows(index, len(self))
         if self.cache is not None:
-            return torch.from_numpy(np.asarray(self.cache[self.cache_rows[rows]])) if rows else \
-                torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+            return (
+                torch.from_numpy(np.asarray(self.cache[self.cache_rows[rows]]))
+                if rows
+                else torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+            )
         if not rows:
             return torch.empty((0, *self.shape[1:]))
         with ThreadPoolExecutor(min(threads or read_threads(), len(rows))) as pool:
@@ -195,10 +216,12 @@ class ImageFiles:
             with Image.open(self.paths[i]) as image:
                 return self.preprocess(image)
         except BAD_IMAGE as exc:
-            raise BenchError(f"{self.owner}: cannot read image {self.ids[i]} ({self.paths[i]}): "
-                             f"{exc}; replace or remove the file, or set {self.owner}.check_images='decode' "
-                             f"and {self.owner}.on_bad_image='skip' to leave out every image that does not "
-                             "decode") from None
+            raise BenchError(
+                f"{self.owner}: cannot read image {self.ids[i]} ({self.paths[i]}): "
+                f"{exc}; replace or remove the file, or set {self.owner}.check_images='decode' "
+                f"and {self.owner}.on_bad_image='skip' to leave out every image that does not "
+                "decode"
+            ) from None
 
 
 def _rows(index, n: int) -> list[int]:
@@ -220,6 +243,7 @@ def unreadable(paths: list[Path], check: str) -> list[tuple[int, str]]:
     which catches empty, truncated-at-start and non-image files before anything is written;
     'decode' decodes every pixel, which also catches a file truncated after its header.
     """
+
     def probe(i: int) -> tuple[int, str] | None:
         p = paths[i]
         if not p.is_file():

@@ -24,14 +24,18 @@ def read_csv(path: Path, required: list[str], owner: str, **kwargs) -> pd.DataFr
     try:
         table = pd.read_csv(path, **kwargs)
     except Exception as exc:  # pandas raises many types for corrupt / non-CSV / truncated gzip
-        raise BenchError(f"{owner}: cannot read {path} as CSV ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                         "replace it with an intact copy") from None
+        raise BenchError(
+            f"{owner}: cannot read {path} as CSV ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+            "replace it with an intact copy"
+        ) from None
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise BenchError(f"{owner}: {path.name} lacks required column(s) {missing} "
-                         f"(has {list(table.columns)[:8]}{' ...' if table.shape[1] > 8 else ''}); "
-                         "is this the right file?")
+        raise BenchError(
+            f"{owner}: {path.name} lacks required column(s) {missing} "
+            f"(has {list(table.columns)[:8]}{' ...' if table.shape[1] > 8 else ''}); "
+            "is this the right file?"
+        )
     return table
 
 
@@ -42,8 +46,9 @@ def check_policy(value: str, owner: str, key: str) -> str:
     return value
 
 
-def one_hot_labels(table: pd.DataFrame, class_names: list[str], id_column: str, path: Path,
-                   owner: str, on_bad_row: str) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+def one_hot_labels(
+    table: pd.DataFrame, class_names: list[str], id_column: str, path: Path, owner: str, on_bad_row: str
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """Class index of every row of a single-label one-hot table, found by column name.
 
     Returns (labels, keep, bad): labels (N,) int64 with -1 on bad rows, keep (N,) bool, and
@@ -54,15 +59,18 @@ def one_hot_labels(table: pd.DataFrame, class_names: list[str], id_column: str, 
     invalid = ~np.isin(values, (0.0, 1.0)).all(axis=1)  # NaN, blanks, -1 "uncertain", 2, text
     positives = np.where(invalid[:, None], 0, values).sum(axis=1)
     bad = invalid | (positives != 1)
-    reasons = np.where(invalid, "label not 0/1", np.where(positives == 0, "no positive label",
-                                                           "several positive labels"))
+    reasons = np.where(
+        invalid, "label not 0/1", np.where(positives == 0, "no positive label", "several positive labels")
+    )
     ids = table[id_column].astype(str).to_numpy()
     bad_rows = [(ids[i], reasons[i]) for i in np.flatnonzero(bad)]
     if bad_rows and on_bad_row == "error":
         first = ", ".join(f"{i} ({r})" for i, r in bad_rows[:5])
-        raise BenchError(f"{owner}: {len(bad_rows)} row(s) of {Path(path).name} are not single-label: "
-                         f"{first}{' ...' if len(bad_rows) > 5 else ''}; fix the file or set "
-                         f"{owner}.on_bad_row='skip' (skipped ids are logged)")
+        raise BenchError(
+            f"{owner}: {len(bad_rows)} row(s) of {Path(path).name} are not single-label: "
+            f"{first}{' ...' if len(bad_rows) > 5 else ''}; fix the file or set "
+            f"{owner}.on_bad_row='skip' (skipped ids are logged)"
+        )
     labels = np.where(bad, -1, np.argmax(np.nan_to_num(values), axis=1)).astype(np.int64)
     return labels, ~bad, bad_rows
 
@@ -71,8 +79,10 @@ def check_unique(ids: pd.Series, path: Path, owner: str) -> None:
     """Refuse a label file that lists the same image twice (it would be counted twice)."""
     dup = ids[ids.duplicated()]
     if len(dup):
-        raise BenchError(f"{owner}: {Path(path).name} lists {len(dup)} id(s) more than once "
-                         f"(first: {list(dup.astype(str)[:3])}); remove the duplicates")
+        raise BenchError(
+            f"{owner}: {Path(path).name} lists {len(dup)} id(s) more than once "
+            f"(first: {list(dup.astype(str)[:3])}); remove the duplicates"
+        )
 
 
 def find_file(folders: list[Path], names: list[str]) -> Path | None:

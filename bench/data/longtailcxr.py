@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.errors import BenchError
 from bench.data.filedataset import ImageFileDataset
 from bench.data.labels import find_file
+from bench.errors import BenchError
 
 
 class LongTailCXRDataset(ImageFileDataset):
@@ -25,11 +25,14 @@ class LongTailCXRDataset(ImageFileDataset):
         """The split's label CSV, or a one-line error naming the file, the folders and the layout."""
         names = [f"{prefix}_single-label_{split}.csv" for prefix in self.label_prefixes]
         setting = self.settings["labels_dir"]
-        folders = ([self.root / setting] if setting
-                   else [self.root, self.root / "labels", self.root / "LongTailCXR"])
+        folders = (
+            [self.root / setting] if setting else [self.root, self.root / "labels", self.root / "LongTailCXR"]
+        )
         found = find_file(folders, names)
         if found is None:
-            raise BenchError(f"{self.name}: no {' or '.join(names)} in {', '.join(map(str, folders))} "
-                             f"(expected layout: {self.layout}); set {self.name}.root or "
-                             f"{self.name}.labels_dir")
+            raise BenchError(
+                f"{self.name}: no {' or '.join(names)} in {', '.join(map(str, folders))} "
+                f"(expected layout: {self.layout}); set {self.name}.root or "
+                f"{self.name}.labels_dir"
+            )
         return found

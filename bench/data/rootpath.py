@@ -16,12 +16,15 @@ def missing_root(owner: str, layout: str) -> str:
 def require_root(root, owner: str, layout: str) -> Path:
     """The dataset root as a Path, or a one-line error saying how to set it and what it holds."""
     if root is None or str(root) == "":
-        raise BenchError(f"{owner}.root is not set; point it at your local copy with "
-                         f"{owner}.root=PATH (expected layout: {layout})")
+        raise BenchError(
+            f"{owner}.root is not set; point it at your local copy with "
+            f"{owner}.root=PATH (expected layout: {layout})"
+        )
     path = Path(os.path.expanduser(str(root)))
     if not path.is_dir():
-        raise BenchError(f"{owner}.root={root} is not a directory (expected layout: {layout}); "
-                         f"fix {owner}.root")
+        raise BenchError(
+            f"{owner}.root={root} is not a directory (expected layout: {layout}); fix {owner}.root"
+        )
     return path
 
 
@@ -34,8 +37,10 @@ def under_root(root: Path, relative: str, owner: str) -> Path:
     rel = str(relative).replace("\\", "/")
     norm = os.path.normpath(rel)
     if os.path.isabs(rel) or norm == ".." or norm.startswith("../") or norm == ".":
-        raise BenchError(f"{owner}: path {relative!r} in a label file escapes the dataset root "
-                         f"{root}; label files must hold paths relative to the root")
+        raise BenchError(
+            f"{owner}: path {relative!r} in a label file escapes the dataset root "
+            f"{root}; label files must hold paths relative to the root"
+        )
     return root / norm
 
 

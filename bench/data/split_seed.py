@@ -22,8 +22,10 @@ def tie_split_seed(dataset, seed: int, config: DataSplit):
     if not config.tie_to_seed:
         return dataset
     if not dataset.draws_split:
-        raise BenchError(f"data_split.tie_to_seed=True: {dataset.name} has a fixed (official) split that cannot "
-                         "vary with the generative seed; drop the setting for it (it applies to datasets that draw "
-                         "their split: digits_lt, synthetic2d, phantom_lt)")
+        raise BenchError(
+            f"data_split.tie_to_seed=True: {dataset.name} has a fixed (official) split that cannot "
+            "vary with the generative seed; drop the setting for it (it applies to datasets that draw "
+            "their split: digits_lt, synthetic2d, phantom_lt)"
+        )
     dataset.tied_split_seed = int(seed)
     return dataset

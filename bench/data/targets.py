@@ -18,8 +18,8 @@ finding in ULT. `reference='largest'` measures against the largest class of all.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from bench.config.data import AugmentationTargets
 from bench.errors import BenchError
@@ -36,16 +36,20 @@ class ClassTarget:
     synthetic: int
 
 
-def augmentation_plan(targets: AugmentationTargets, counts: Sequence[int],
-                      class_names: Sequence[str]) -> list[ClassTarget]:
+def augmentation_plan(
+    targets: AugmentationTargets, counts: Sequence[int], class_names: Sequence[str]
+) -> list[ClassTarget]:
     """The group and synthetic count of every class, from its training count."""
     n_ref = _reference(targets, counts, class_names)
     return [_one(targets, name, int(n), n_ref) for name, n in zip(class_names, counts)]
 
 
 def _reference(targets: AugmentationTargets, counts, class_names) -> int:
-    pool = [n for n, name in zip(counts, class_names)
-            if targets.reference == "largest" or name not in targets.untouched]
+    pool = [
+        n
+        for n, name in zip(counts, class_names)
+        if targets.reference == "largest" or name not in targets.untouched
+    ]
     if not pool or max(pool) <= 0:
         raise BenchError("augmentation targets need at least one class with training samples")
     return int(max(pool))

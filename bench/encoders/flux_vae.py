@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -43,31 +42,39 @@ class FluxVAEEncoder(Encoder):
 
     def __init__(
         self,
-        path: Optional[str] = None,
-        batch_size: Optional[int] = None,
+        path: str | None = None,
+        batch_size: int | None = None,
         device: str = "auto",
         dtype: str = "float32",
-        subfolder: Optional[str] = None,
+        subfolder: str | None = None,
     ):
         if dtype not in DTYPES:
             raise BenchError(f"flux_vae.dtype={dtype!r} is not supported; use one of {', '.join(DTYPES)}")
         if batch_size is not None and int(batch_size) < 1:
-            raise BenchError(f"flux_vae.batch_size must be >= 1 or None (the largest that fits), got {batch_size}")
+            raise BenchError(
+                f"flux_vae.batch_size must be >= 1 or None (the largest that fits), got {batch_size}"
+            )
         self.path = path
         self.batch_size = None if batch_size is None else int(batch_size)
         self._chunks: dict = {}  # (mode, precision, shape, budget) -> the chunk chosen for batch_size=None
         self.device = device
         self.dtype = dtype
         self.subfolder = subfolder
-        self._config: Optional[dict] = None
-        self._factors: Optional[tuple[float, float]] = None
+        self._config: dict | None = None
+        self._factors: tuple[float, float] | None = None
         self._vae = None
-        self._channels: Optional[int] = None  # C of the data samples, so decode can restore it
+        self._channels: int | None = None  # C of the data samples, so decode can restore it
 
     def missing_settings(self) -> list[str]:
         """`flux_vae.path` when it is unset (the FLUX.1 VAE weights are the user's local copy)."""
-        return [] if self.path else ["flux_vae.path=DIR (the FLUX.1-dev `vae` folder: config.json + weights; "
-                                     "nothing is downloaded)"]
+        return (
+            []
+            if self.path
+            else [
+                "flux_vae.path=DIR (the FLUX.1-dev `vae` folder: config.json + weights; "
+                "nothing is downloaded)"
+            ]
+        )
 
     # -- configuration (read without loading weights) -------------------------------------
     def vae_dir(self) -> Path:
@@ -78,7 +85,9 @@ class FluxVAEEncoder(Encoder):
         vae_dir = root / self.subfolder if self.subfolder else root
         if not (vae_dir / "config.json").is_file():
             nested = (vae_dir / "vae" / "config.json").is_file()
-            extra = " (it has a vae/ subfolder: point there or set flux_vae.subfolder='vae')" if nested else ""
+            extra = (
+                " (it has a vae/ subfolder: point there or set flux_vae.subfolder='vae')" if nested else ""
+            )
             raise BenchError(f"no VAE config.json in {vae_dir}{extra}; {PATH_HINT}")
         return vae_dir
 
@@ -108,8 +117,10 @@ class FluxVAEEncoder(Encoder):
             )
             log.info(
                 "flux_vae: scaling_factor=%g (%s), shift_factor=%g (%s)",
-                self._factors[0], "FLUX default" if scale is None else "config",
-                self._factors[1], "FLUX default" if shift is None else "config",
+                self._factors[0],
+                "FLUX default" if scale is None else "config",
+                self._factors[1],
+                "FLUX default" if shift is None else "config",
             )
         return self._factors
 
@@ -121,7 +132,9 @@ class FluxVAEEncoder(Encoder):
         try:
             return torch.device(self.device)
         except RuntimeError as exc:
-            raise BenchError(f"flux_vae.device={self.device!r} is not a torch device; use auto, cpu or cuda") from exc
+            raise BenchError(
+                f"flux_vae.device={self.device!r} is not a torch device; use auto, cpu or cuda"
+            ) from exc
 
     def compute_device(self) -> torch.device:
         """Where the VAE computes (Encoder hook: autocast must target this device type)."""
@@ -157,7 +170,9 @@ class FluxVAEEncoder(Encoder):
         self._check_channels(channels)
         f = self.downsampling()
         if height % f or width % f:
-            raise BenchError(f"flux_vae needs H and W divisible by {f}, got {height}x{width}; resize or crop the dataset")
+            raise BenchError(
+                f"flux_vae needs H and W divisible by {f}, got {height}x{width}; resize or crop the dataset"
+            )
         self._channels = channels
         return (self.vae().config.latent_channels, height // f, width // f)
 
@@ -195,11 +210,15 @@ class FluxVAEEncoder(Encoder):
         if key not in self._chunks:
             self._chunks[key] = memory.largest_batch(
                 lambda b: vae_peak_bytes(self.config(), image_shape, b, precision, mode, dtype=self.dtype),
-                budget, MAX_VAE_BATCH)
+                budget,
+                MAX_VAE_BATCH,
+            )
             log.info("flux_vae.batch_size=None: %s in chunks of %d (%s)", mode, self._chunks[key], precision)
         return max(1, min(self._chunks[key], n))
 
-    def peak_gib(self, image_shape: tuple, batch: int, precision: str = "fp32", mode: str = "decode") -> float:
+    def peak_gib(
+        self, image_shape: tuple, batch: int, precision: str = "fp32", mode: str = "decode"
+    ) -> float:
         """Traced peak GiB of encoding or decoding `batch` images of `image_shape` (C, H, W) at
         `precision` (the run preview's figure)."""
         return vae_peak_gib(self.config(), image_shape, batch, precision, mode, dtype=self.dtype)
@@ -245,8 +264,15 @@ class FluxVAEEncoder(Encoder):
 MAX_VAE_BATCH = 1024  # the largest VAE chunk chosen for flux_vae.batch_size=None
 
 
-def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
-                   mode: str = "decode", device: Optional[torch.device] = None, dtype: str = "float32") -> int:
+def vae_peak_bytes(
+    vae_config: dict,
+    image_shape: tuple,
+    batch: int,
+    precision: str = "fp32",
+    mode: str = "decode",
+    device: torch.device | None = None,
+    dtype: str = "float32",
+) -> int:
     """Peak bytes of the FLUX VAE encoding (`mode='encode'`) or decoding `batch` images of
     `image_shape` (C, H, W): the weights (at `dtype`, flux_vae.dtype), the chunk's input and
     output and the network's activations, through `FluxVAEEncoder`'s own chunk code.
@@ -255,26 +281,36 @@ def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: 
     """
     from diffusers import AutoencoderKL
 
-
     if mode not in ("encode", "decode"):
         raise ValueError(f"mode must be 'encode' or 'decode', got {mode!r}")
     config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
     channels, height, width = image_shape
-    key = ("vae", json.dumps(config, sort_keys=True, default=str), tuple(image_shape), batch, precision, mode,
-           str(device or memory.trace_device()), dtype)
+    key = (
+        "vae",
+        json.dumps(config, sort_keys=True, default=str),
+        tuple(image_shape),
+        batch,
+        precision,
+        mode,
+        str(device or memory.trace_device()),
+        dtype,
+    )
     if key in memory.PEAKS:
         return memory.PEAKS[key]
 
     def run(vae, dev):
         shell = FluxVAEEncoder(batch_size=batch, device=str(dev), dtype=dtype)
         shell._vae, shell._channels = vae, channels
-        shell._factors = (config.get("scaling_factor") or FLUX_SCALING_FACTOR,
-                          config.get("shift_factor") or FLUX_SHIFT_FACTOR)
+        shell._factors = (
+            config.get("scaling_factor") or FLUX_SCALING_FACTOR,
+            config.get("shift_factor") or FLUX_SHIFT_FACTOR,
+        )
         f = 2 ** (len(vae.config.block_out_channels) - 1)
         with forward_precision(precision, dev):
             if mode == "decode":
-                shell._decode_chunk(torch.empty(batch, vae.config.latent_channels, height // f, width // f,
-                                                device=dev))
+                shell._decode_chunk(
+                    torch.empty(batch, vae.config.latent_channels, height // f, width // f, device=dev)
+                )
             else:
                 shell._encode_chunk(torch.empty(batch, channels, height, width, device=dev))
 
@@ -289,7 +325,13 @@ def vae_peak_bytes(vae_config: dict, image_shape: tuple, batch: int, precision: 
     return memory.PEAKS[key]
 
 
-def vae_peak_gib(vae_config: dict, image_shape: tuple, batch: int, precision: str = "fp32",
-                 mode: str = "decode", dtype: str = "float32") -> float:
+def vae_peak_gib(
+    vae_config: dict,
+    image_shape: tuple,
+    batch: int,
+    precision: str = "fp32",
+    mode: str = "decode",
+    dtype: str = "float32",
+) -> float:
     """`vae_peak_bytes` in GiB (for the run preview)."""
     return vae_peak_bytes(vae_config, image_shape, batch, precision, mode, dtype=dtype) / memory.GIB

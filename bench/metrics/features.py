@@ -31,21 +31,27 @@ import json
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
-from bench.store.filelock import building
-from bench.store.fingerprint import split_fingerprint
 from bench.classify.fit import (
-    ARCHS, Classifier, Protocol, build_classifier, default_device, embed, fit, selection_splits,
+    ARCHS,
+    Classifier,
+    Protocol,
+    build_classifier,
+    default_device,
+    embed,
+    fit,
+    selection_splits,
 )
 from bench.config.evaluation import FeatureConfig
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
+from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
+from bench.store.filelock import building
+from bench.store.fingerprint import split_fingerprint
 
 WEIGHTS = "model.safetensors"
 FEATURES = "features.npy"
@@ -54,18 +60,23 @@ _HEAD_WEIGHT = {"small_cnn": "fc.weight", "densenet121": "class_layers.out.weigh
 
 def training_protocol(config: FeatureConfig) -> Protocol:
     """The training protocol of a trained extractor."""
-    return Protocol(lr=config.lr, batch_size=config.batch_size, max_epochs=config.epochs,
-                    patience=config.patience, class_balanced_sampling=config.class_balanced).check("features")
+    return Protocol(
+        lr=config.lr,
+        batch_size=config.batch_size,
+        max_epochs=config.epochs,
+        patience=config.patience,
+        class_balanced_sampling=config.class_balanced,
+    ).check("features")
 
 
 class FeatureExtractor:
     """A classifier used as an embedding: `embed(x)` gives (N, dim) float64 pooled features."""
 
-    def __init__(self, model: Classifier, name: str, batch_size: int = 256, cache_dir: Optional[Path] = None):
+    def __init__(self, model: Classifier, name: str, batch_size: int = 256, cache_dir: Path | None = None):
         self.model, self.name, self.batch_size = model.eval(), name, batch_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
-    def with_cache(self, cache_dir: Path) -> "FeatureExtractor":
+    def with_cache(self, cache_dir: Path) -> FeatureExtractor:
         """Self, storing the features of real splits under `cache_dir` (`embed_split`)."""
         self.cache_dir = Path(cache_dir)
         return self
@@ -119,14 +130,24 @@ def split_key(split: Split) -> str:
     """The data a split's features depend on: its fingerprint, and for lazy image files the
     preprocessing and whether they are read from the uint8 image cache."""
     x = split.x
-    reading = {"preprocess": x.preprocess.describe(), "uint8_cache": x.cache is not None} \
-        if hasattr(x, "preprocess") else {}
+    reading = (
+        {"preprocess": x.preprocess.describe(), "uint8_cache": x.cache is not None}
+        if hasattr(x, "preprocess")
+        else {}
+    )
     extra = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()[:8]
     return f"{split_fingerprint(split)}-{extra}"
 
 
-def build_extractor(config: FeatureConfig, dataset: Dataset, train: Split, val: Optional[Split],
-                    cache_folder: Path, key: str, seed: int = 0) -> FeatureExtractor:
+def build_extractor(
+    config: FeatureConfig,
+    dataset: Dataset,
+    train: Split,
+    val: Split | None,
+    cache_folder: Path,
+    key: str,
+    seed: int = 0,
+) -> FeatureExtractor:
     """The configured extractor: user weights, the complete cache in `cache_folder`, or a new one.
 
     A new extractor is a `config.arch` classifier trained on `train`, early-stopped on `val` (or,
@@ -145,8 +166,9 @@ def build_extractor(config: FeatureConfig, dataset: Dataset, train: Split, val: 
         return _trained_extractor(config, dataset, train, val, cache_folder, key, seed, in_channels)
 
 
-def _trained_extractor(config, dataset, train, val, cache_folder: Path, key: str, seed: int,
-                       in_channels: int) -> "FeatureExtractor":
+def _trained_extractor(
+    config, dataset, train, val, cache_folder: Path, key: str, seed: int, in_channels: int
+) -> FeatureExtractor:
     """The extractor stored in `cache_folder` for `key`, else trained and stored there."""
     if is_complete(cache_folder, key):
         return _load_folder(cache_folder)
@@ -154,12 +176,21 @@ def _trained_extractor(config, dataset, train, val, cache_folder: Path, key: str
     fit_split, val_split = selection_splits(dataset, train, val)
     model = build_classifier(config.arch, in_channels, dataset.n_classes, seed=seed).to(default_device())
     model, history = fit(model, fit_split.x, fit_split.y, val_split.x, val_split.y, protocol, seed)
-    info = {"arch": config.arch, "in_channels": in_channels, "n_classes": dataset.n_classes,
-            "dim": model.head.in_features, "val_bacc": history.best_val_bacc, "dataset": dataset.name,
-            "features": asdict(config), "history": history.to_dict()}
+    info = {
+        "arch": config.arch,
+        "in_channels": in_channels,
+        "n_classes": dataset.n_classes,
+        "dim": model.head.in_features,
+        "val_bacc": history.best_val_bacc,
+        "dataset": dataset.name,
+        "features": asdict(config),
+        "history": history.to_dict(),
+    }
     with stage_dir(cache_folder, key, **info) as staging:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
-                  str(staging / WEIGHTS))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()},
+            str(staging / WEIGHTS),
+        )
     return FeatureExtractor(model, f"{config.arch}@{dataset.name}")
 
 
@@ -169,15 +200,19 @@ def load_extractor(config: FeatureConfig, in_channels: int) -> FeatureExtractor:
     if path.is_dir():
         return _load_folder(path)
     if not path.is_file():
-        raise BenchError(f"features.path={config.path!r} does not exist; give a bench feature folder "
-                         "(manifest.json + model.safetensors) or a state-dict file (.safetensors/.pt/.pth)")
+        raise BenchError(
+            f"features.path={config.path!r} does not exist; give a bench feature folder "
+            "(manifest.json + model.safetensors) or a state-dict file (.safetensors/.pt/.pth)"
+        )
     if config.arch not in ARCHS:
         raise BenchError(f"features.arch={config.arch!r} is not one of {list(ARCHS)}")
     state = _read_state_dict(path)
     head = _HEAD_WEIGHT[config.arch]
     if head not in state:
-        raise BenchError(f"features.path={config.path!r} has no {head!r}: not a {config.arch} state dict; "
-                         f"set features.arch to the weights' architecture ({', '.join(ARCHS)})")
+        raise BenchError(
+            f"features.path={config.path!r} has no {head!r}: not a {config.arch} state dict; "
+            f"set features.arch to the weights' architecture ({', '.join(ARCHS)})"
+        )
     model = build_classifier(config.arch, in_channels, int(state[head].shape[0]))
     _load_weights(model, state, path, f"{config.arch} with in_channels={in_channels}")
     return FeatureExtractor(model.to(default_device()), f"{config.arch}:{path.name}")
@@ -188,9 +223,11 @@ def _load_folder(folder: Path) -> FeatureExtractor:
     manifest = read_manifest(folder)
     complete = manifest and {"arch", "in_channels", "n_classes"} <= set(manifest)
     if not complete or not (folder / WEIGHTS).is_file():
-        raise BenchError(f"features.path: {folder} is not a bench feature folder (needs manifest.json with "
-                         f"arch, in_channels, n_classes and {WEIGHTS}); point features.path at one or at a "
-                         "state-dict file")
+        raise BenchError(
+            f"features.path: {folder} is not a bench feature folder (needs manifest.json with "
+            f"arch, in_channels, n_classes and {WEIGHTS}); point features.path at one or at a "
+            "state-dict file"
+        )
     model = build_classifier(manifest["arch"], manifest["in_channels"], manifest["n_classes"])
     _load_weights(model, load_file(str(folder / WEIGHTS)), folder / WEIGHTS, manifest["arch"])
     return FeatureExtractor(model.to(default_device()), f"{manifest['arch']}:{folder.name}")
@@ -204,8 +241,10 @@ def _read_state_dict(path: Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- any unreadable file is the same user error
-        raise BenchError(f"features.path={str(path)!r} cannot be read as a state dict "
-                         f"({type(exc).__name__}); give a .safetensors or torch.save file") from None
+        raise BenchError(
+            f"features.path={str(path)!r} cannot be read as a state dict "
+            f"({type(exc).__name__}); give a .safetensors or torch.save file"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -220,5 +259,7 @@ def _load_weights(model: Classifier, state: dict, path: Path, what: str) -> None
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise BenchError(f"features.path: {path} does not fit a {what} ({detail}); check features.arch "
-                         "and that the weights match the dataset's image channels") from None
+        raise BenchError(
+            f"features.path: {path} does not fit a {what} ({detail}); check features.arch "
+            "and that the weights match the dataset's image channels"
+        ) from None

@@ -23,7 +23,7 @@ of class c are the synthetic set's samples of class c when both use the same sam
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,8 +41,10 @@ def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
     """
     w = np.asarray(weights, dtype=np.float64)
     if total < 0 or w.ndim != 1 or len(w) == 0 or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"largest_remainder needs total >= 0 and non-negative weights with a "
-                         f"positive sum, got total={total}, weights={list(weights)}")
+        raise ValueError(
+            f"largest_remainder needs total >= 0 and non-negative weights with a "
+            f"positive sum, got total={total}, weights={list(weights)}"
+        )
     quota = total * w / w.sum()
     counts = np.floor(quota).astype(np.int64)
     left = total - int(counts.sum())
@@ -51,7 +53,7 @@ def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-def per_class(config: GenerativeSet, plan: Sequence) -> Optional[list[int]]:
+def per_class(config: GenerativeSet, plan: Sequence) -> list[int] | None:
     """Samples per class (all classes, 0 for the others) of the generative set `config` asks for,
     from the augmentation plan; None when the cell has no such set.
 
@@ -67,12 +69,16 @@ def per_class(config: GenerativeSet, plan: Sequence) -> Optional[list[int]]:
         if allocation == "targets":
             log.info("generative: the plan augments no class; n_total spread uniformly over all classes")
             allocation = "uniform"
-    weights = {"targets": [plan[c].synthetic for c in classes],
-               "uniform": [1.0] * len(classes),
-               "train": [plan[c].count for c in classes]}[allocation]
+    weights = {
+        "targets": [plan[c].synthetic for c in classes],
+        "uniform": [1.0] * len(classes),
+        "train": [plan[c].count for c in classes],
+    }[allocation]
     if sum(weights) <= 0:
-        raise BenchError(f"generative.allocation={allocation!r}: the evaluated classes have no "
-                         "training samples; use generative.allocation='uniform'")
+        raise BenchError(
+            f"generative.allocation={allocation!r}: the evaluated classes have no "
+            "training samples; use generative.allocation='uniform'"
+        )
     counts = [0] * len(plan)
     for c, n in zip(classes, largest_remainder(config.n_total, weights)):
         counts[c] = n

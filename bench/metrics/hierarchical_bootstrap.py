@@ -26,8 +26,8 @@ difference) the 95 % interval covered it in 98 % of studies, the seed-level one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import numpy as np
 
@@ -62,8 +62,9 @@ def stratified_counts(labels: np.ndarray, n_boot: int, rng: np.random.Generator)
     return counts
 
 
-def metric_under_counts(labels: np.ndarray, pred: np.ndarray, counts: np.ndarray, metric: str,
-                        n_classes: int) -> np.ndarray:
+def metric_under_counts(
+    labels: np.ndarray, pred: np.ndarray, counts: np.ndarray, metric: str, n_classes: int
+) -> np.ndarray:
     """(n_boot, k) `metric` of each of k prediction vectors (`pred`: (k, n)) on each replicate's test
     set (`counts`: (n_boot, n), stratified); the same values sklearn gives on the repeated rows.
 
@@ -89,39 +90,63 @@ def metric_under_counts(labels: np.ndarray, pred: np.ndarray, counts: np.ndarray
 
 def _seed_arms(labels, pred_a, pred_b, shared_test: bool) -> tuple[list[np.ndarray], list, list]:
     """Per-seed labels and (classifiers, n) prediction arrays of each arm, checked for shape."""
-    pred_a, pred_b = [np.atleast_2d(np.asarray(p)) for p in pred_a], [np.atleast_2d(np.asarray(p)) for p in pred_b]
+    pred_a, pred_b = (
+        [np.atleast_2d(np.asarray(p)) for p in pred_a],
+        [np.atleast_2d(np.asarray(p)) for p in pred_b],
+    )
     if len(pred_a) != len(pred_b) or not pred_a:
-        raise BenchError(f"hierarchical bootstrap: the arms need the same seeds, got {len(pred_a)} and {len(pred_b)}")
+        raise BenchError(
+            f"hierarchical bootstrap: the arms need the same seeds, got {len(pred_a)} and {len(pred_b)}"
+        )
     seed_labels = [np.asarray(labels)] * len(pred_a) if shared_test else [np.asarray(y) for y in labels]
     if len(seed_labels) != len(pred_a):
-        raise BenchError(f"hierarchical bootstrap: {len(seed_labels)} test label sets for {len(pred_a)} seeds")
+        raise BenchError(
+            f"hierarchical bootstrap: {len(seed_labels)} test label sets for {len(pred_a)} seeds"
+        )
     for y, a, b in zip(seed_labels, pred_a, pred_b):
         if a.shape[1] != len(y) or b.shape[1] != len(y):
-            raise BenchError(f"hierarchical bootstrap: predictions of {a.shape[1]} and {b.shape[1]} test images "
-                             f"for {len(y)} labels; they must be in the test set's order")
+            raise BenchError(
+                f"hierarchical bootstrap: predictions of {a.shape[1]} and {b.shape[1]} test images "
+                f"for {len(y)} labels; they must be in the test set's order"
+            )
     return seed_labels, pred_a, pred_b
 
 
-def seed_differences(labels, pred_a, pred_b, metric: str = "bacc", n_classes: int = None,
-                     shared_test: bool = True) -> np.ndarray:
+def seed_differences(
+    labels, pred_a, pred_b, metric: str = "bacc", n_classes: int = None, shared_test: bool = True
+) -> np.ndarray:
     """(n_seeds,) observed per-seed difference of classifier-mean `metric` (arm a - arm b)."""
     seed_labels, pred_a, pred_b = _seed_arms(labels, pred_a, pred_b, shared_test)
     k = n_classes or int(max(y.max() for y in seed_labels)) + 1
     ones = [np.ones((1, len(y)), dtype=np.int64) for y in seed_labels]
-    return np.array([metric_under_counts(y, a, w, metric, k).mean() - metric_under_counts(y, b, w, metric, k).mean()
-                     for y, a, b, w in zip(seed_labels, pred_a, pred_b, ones)])
+    return np.array(
+        [
+            metric_under_counts(y, a, w, metric, k).mean() - metric_under_counts(y, b, w, metric, k).mean()
+            for y, a, b, w in zip(seed_labels, pred_a, pred_b, ones)
+        ]
+    )
 
 
-def hierarchical_interval(labels: Union[np.ndarray, Sequence[np.ndarray]], pred_a: Sequence, pred_b: Sequence,
-                          metric: str = "bacc", n_classes: int = None, shared_test: bool = True,
-                          n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0) -> Interval:
+def hierarchical_interval(
+    labels: np.ndarray | Sequence[np.ndarray],
+    pred_a: Sequence,
+    pred_b: Sequence,
+    metric: str = "bacc",
+    n_classes: int = None,
+    shared_test: bool = True,
+    n_boot: int = N_BOOT,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
     """Paired two-level percentile interval of the mean over seeds of (metric a - metric b).
 
     `pred_a[s]`, `pred_b[s]`: seed s's predicted class ids, (classifier seeds, test images) each, in
     test-set order; `labels`: the test labels, one array (`shared_test`, crossed) or one per seed
     (nested). Seeds are resampled from one child of SeedSequence(seed), test images from another."""
     if not 0 < level < 1 or n_boot < 1:
-        raise BenchError(f"hierarchical bootstrap: level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
+        raise BenchError(
+            f"hierarchical bootstrap: level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}"
+        )
     seed_labels, pred_a, pred_b = _seed_arms(labels, pred_a, pred_b, shared_test)
     k = n_classes or int(max(y.max() for y in seed_labels)) + 1
     seed_rng, test_rng = _streams(seed)
@@ -133,12 +158,14 @@ def hierarchical_interval(labels: Union[np.ndarray, Sequence[np.ndarray]], pred_
         shared = stratified_counts(seed_labels[0], m, test_rng) if shared_test else None
         for s, (y, a, b) in enumerate(zip(seed_labels, pred_a, pred_b)):
             w = shared if shared_test else stratified_counts(y, m, test_rng)
-            per_seed[start:start + m, s] = (metric_under_counts(y, a, w, metric, k).mean(1)
-                                            - metric_under_counts(y, b, w, metric, k).mean(1))
+            per_seed[start : start + m, s] = metric_under_counts(y, a, w, metric, k).mean(
+                1
+            ) - metric_under_counts(y, b, w, metric, k).mean(1)
     drawn = seed_rng.integers(0, n, size=(n_boot, n))  # seeds drawn with replacement, per replicate
     replicates = np.take_along_axis(per_seed, drawn, axis=1).mean(1)
-    observed = seed_differences(seed_labels if not shared_test else seed_labels[0], pred_a, pred_b, metric, k,
-                                shared_test)
+    observed = seed_differences(
+        seed_labels if not shared_test else seed_labels[0], pred_a, pred_b, metric, k, shared_test
+    )
     tail = (1 - level) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
     return Interval(float(observed.mean()), float(low), float(high), level, n, len(seed_labels[0]), n_boot)
@@ -150,8 +177,9 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
 
 
-def seed_interval(differences: Sequence[float], n_boot: int = N_BOOT, level: float = 0.95,
-                  seed: int = 0) -> Interval:
+def seed_interval(
+    differences: Sequence[float], n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0
+) -> Interval:
     """Seed-level percentile bootstrap of the mean of per-seed differences (test set taken as exact);
     with the same `seed` it draws the same seeds as `hierarchical_interval`."""
     d = np.asarray(differences, dtype=float)

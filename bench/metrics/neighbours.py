@@ -22,12 +22,12 @@ def nearest(queries, reference, chunk: int = 1024) -> tuple[np.ndarray, np.ndarr
     best = torch.full((len(q),), float("inf"), dtype=torch.float64)
     index = torch.zeros(len(q), dtype=torch.int64)
     for start in range(0, len(reference), chunk):
-        ref = torch.as_tensor(as_tensor(reference[start:start + chunk])).reshape(-1, q.shape[1]).double()
+        ref = torch.as_tensor(as_tensor(reference[start : start + chunk])).reshape(-1, q.shape[1]).double()
         for rows in range(0, len(q), chunk):
-            dist, arg = torch.cdist(q[rows:rows + chunk], ref).min(dim=1)
-            closer = dist < best[rows:rows + chunk]  # strict: an earlier chunk keeps a tie
-            best[rows:rows + chunk] = torch.where(closer, dist, best[rows:rows + chunk])
-            index[rows:rows + chunk] = torch.where(closer, arg + start, index[rows:rows + chunk])
+            dist, arg = torch.cdist(q[rows : rows + chunk], ref).min(dim=1)
+            closer = dist < best[rows : rows + chunk]  # strict: an earlier chunk keeps a tie
+            best[rows : rows + chunk] = torch.where(closer, dist, best[rows : rows + chunk])
+            index[rows : rows + chunk] = torch.where(closer, arg + start, index[rows : rows + chunk])
     return best.numpy(), index.numpy()
 
 

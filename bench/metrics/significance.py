@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy import stats
@@ -54,13 +53,13 @@ class Comparison:
     n: int  # number of paired generative seeds
     mean_diff: float  # mean over seeds of (method - reference)
     diffs: tuple = ()  # (seed, difference) per paired seed
-    p: Optional[float] = None  # the test's two-sided p (None: undefined, e.g. one seed for the t-test)
-    low: Optional[float] = None  # (1 - alpha) t interval of the mean difference (None below 2 seeds)
-    high: Optional[float] = None
+    p: float | None = None  # the test's two-sided p (None: undefined, e.g. one seed for the t-test)
+    low: float | None = None  # (1 - alpha) t interval of the mean difference (None below 2 seeds)
+    high: float | None = None
     significant: bool = False
-    p_greater: Optional[float] = None  # one-sided p, alternative: method - reference > 0
-    p_less: Optional[float] = None  # one-sided p, alternative: method - reference < 0
-    t_p: Optional[float] = None  # two-sided paired t-test p (a cross-check column, whatever the test)
+    p_greater: float | None = None  # one-sided p, alternative: method - reference > 0
+    p_less: float | None = None  # one-sided p, alternative: method - reference < 0
+    t_p: float | None = None  # two-sided paired t-test p (a cross-check column, whatever the test)
 
     @property
     def nonzero(self) -> int:
@@ -68,7 +67,7 @@ class Comparison:
         return sum(d != 0 for _, d in self.diffs)
 
     @property
-    def sd(self) -> Optional[float]:
+    def sd(self) -> float | None:
         """Sample std of the paired differences (None below 2 seeds)."""
         return float(np.std([d for _, d in self.diffs], ddof=1)) if self.n > 1 else None
 
@@ -98,7 +97,9 @@ def difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return d
 
 
-def compare(a: dict, b: dict, test: str = DEFAULT_TEST, alpha: float = 0.05, seed: int = 0) -> Optional[Comparison]:
+def compare(
+    a: dict, b: dict, test: str = DEFAULT_TEST, alpha: float = 0.05, seed: int = 0
+) -> Comparison | None:
     """Paired comparison of run dicts `a` (method) and `b` (reference) by generative seed; None without pairs."""
     check_test(test)
     seeds, x, y = paired(a, b)
@@ -107,11 +108,21 @@ def compare(a: dict, b: dict, test: str = DEFAULT_TEST, alpha: float = 0.05, see
         return None
     p, greater, less = (paired_p(d, test, side, seed) for side in ("two-sided", "greater", "less"))
     low, high = t_interval(d, alpha)
-    return Comparison(len(d), float(d.mean()), tuple(zip(seeds, d.tolist())), p, low, high,
-                      significant=p is not None and p < alpha, p_greater=greater, p_less=less, t_p=ttest_p(d))
+    return Comparison(
+        len(d),
+        float(d.mean()),
+        tuple(zip(seeds, d.tolist())),
+        p,
+        low,
+        high,
+        significant=p is not None and p < alpha,
+        p_greater=greater,
+        p_less=less,
+        t_p=ttest_p(d),
+    )
 
 
-def paired_p(d: np.ndarray, test: str, alternative: str = "two-sided", seed: int = 0) -> Optional[float]:
+def paired_p(d: np.ndarray, test: str, alternative: str = "two-sided", seed: int = 0) -> float | None:
     """p of differences `d` under `test` for `alternative` ("two-sided", "greater": mean > 0, "less")."""
     check_test(test)
     if test == "permutation":
@@ -141,12 +152,15 @@ def sign_flip_p(d: np.ndarray, seed: int = 0, alternative: str = "two-sided") ->
         rng = np.random.default_rng(seed)
         signs = np.vstack([np.ones((1, n), int), rng.choice([-1, 1], size=(2**EXACT_MAX - 1, n))])
     sums, observed, tol = signs @ d, d.sum(), _REL_TOL * np.abs(d).sum()
-    hits = {"two-sided": lambda: np.abs(sums) >= abs(observed) - tol, "greater": lambda: sums >= observed - tol,
-            "less": lambda: sums <= observed + tol}[alternative]()
+    hits = {
+        "two-sided": lambda: np.abs(sums) >= abs(observed) - tol,
+        "greater": lambda: sums >= observed - tol,
+        "less": lambda: sums <= observed + tol,
+    }[alternative]()
     return float(np.mean(hits))
 
 
-def ttest_p(d: np.ndarray, alternative: str = "two-sided") -> Optional[float]:
+def ttest_p(d: np.ndarray, alternative: str = "two-sided") -> float | None:
     """One-sample t-test p of `d` against 0 (None for one value or differences without spread)."""
     d = np.asarray(d, dtype=float)
     if len(d) < 2 or np.ptp(d) <= _REL_TOL * np.abs(d).mean():
@@ -164,7 +178,7 @@ def wilcoxon_p(d: np.ndarray, alternative: str = "two-sided") -> float:
         return float(stats.wilcoxon(d, alternative=alternative, zero_method="wilcox").pvalue)
 
 
-def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[Optional[float], Optional[float]]:
+def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[float | None, float | None]:
     """(1 - alpha) Student-t interval of the mean of `d`: what the seeds say about the true difference."""
     n = len(d)
     if n < 2:
@@ -211,8 +225,9 @@ def holm(pvalues: dict) -> dict:
 POWER = 0.8
 
 
-def seeds_for_power(mean: float, sd: Optional[float], alpha: float, power: float = POWER,
-                    exact: bool = True) -> Optional[int]:
+def seeds_for_power(
+    mean: float, sd: float | None, alpha: float, power: float = POWER, exact: bool = True
+) -> int | None:
     """The fewest paired seeds at which a one-sided test at level `alpha` detects the effect
     d_z = |mean| / sd with probability `power`; None when there is no effect (mean 0) or no sd.
 
@@ -237,24 +252,30 @@ def seeds_for_power(mean: float, sd: Optional[float], alpha: float, power: float
 def describe(test: str) -> str:
     """The test's name, for footnotes and captions."""
     check_test(test)
-    return {"permutation": "exact two-sided sign-flip permutation test of the mean paired difference",
-            "ttest": "two-sided paired t-test",
-            "wilcoxon": "two-sided exact Wilcoxon signed-rank test"}[test]
+    return {
+        "permutation": "exact two-sided sign-flip permutation test of the mean paired difference",
+        "ttest": "two-sided paired t-test",
+        "wilcoxon": "two-sided exact Wilcoxon signed-rank test",
+    }[test]
 
 
-def limits(test: str, n: int, alpha: float, fewest: Optional[int] = None) -> str:
+def limits(test: str, n: int, alpha: float, fewest: int | None = None) -> str:
     """What n generative seeds (down to `fewest` in some comparisons) can and cannot show with `test`."""
     seeds = f"{n} generative seed{'s' if n != 1 else ''}"
     if test == "ttest":
-        return (f"With n = {seeds} the t-test rests on {max(n - 1, 0)} degree(s) of freedom and assumes normal "
-                "per-seed differences, which so few seeds cannot check; the exact sign-flip test could not go "
-                f"below p = {min_p(n):.3g}.")
+        return (
+            f"With n = {seeds} the t-test rests on {max(n - 1, 0)} degree(s) of freedom and assumes normal "
+            "per-seed differences, which so few seeds cannot check; the exact sign-flip test could not go "
+            f"below p = {min_p(n):.3g}."
+        )
     floor, needed = min_p(n), seeds_needed(alpha)
     if floor >= alpha:
-        return (f"With n = {seeds} the smallest attainable p is 2/2^{n} = {floor:.3g} ≥ {alpha:g}, so no mark "
-                f"can appear: {n} seed{'s' if n != 1 else ''} can show the size and sign of each seed's "
-                "difference, not a significant one, and a missing mark is not evidence of no difference "
-                f"(p < {alpha:g} needs at least {needed} seeds).")
+        return (
+            f"With n = {seeds} the smallest attainable p is 2/2^{n} = {floor:.3g} ≥ {alpha:g}, so no mark "
+            f"can appear: {n} seed{'s' if n != 1 else ''} can show the size and sign of each seed's "
+            "difference, not a significant one, and a missing mark is not evidence of no difference "
+            f"(p < {alpha:g} needs at least {needed} seeds)."
+        )
     text = f"With n = {seeds} the smallest attainable p is 2/2^{n} = {floor:.3g}."
     if fewest is not None and fewest < needed:
         text += f" Comparisons over fewer than {needed} seeds (here down to {fewest}) can never be marked."

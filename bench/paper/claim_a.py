@@ -16,14 +16,13 @@ tested without records; `claim_a(exp)` builds the report section (bench.paper.cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy import stats
 
-from bench.paper.claim_section import Section, datasets_of
 from bench.paper.claim_records import DASH, md_table, mean_std, seed_values
 from bench.paper.claim_rules import Verdict, fails, holds, inconclusive, not_measured, number
+from bench.paper.claim_section import Section, datasets_of
 
 ALPHA = 0.05  # level of the combined rank test and of the equivalence bound
 MARGIN = 0.01  # practical margin: an excess reduction below 1 % of the class risk is no effect
@@ -90,8 +89,9 @@ def partition_verdict(seeds: list[PartitionSeed], alpha: float = ALPHA, margin: 
         return not_measured("no record holds the GMM estimate and its random partitions")
     n, p = len(seeds), combined_rank_p(seeds)
     mean, lo, hi = excess_interval(seeds, alpha)
-    excess = (f"mean excess over random partitions {100 * mean:.3g} % of the class risk"
-              + (f" ({100 * (1 - 2 * alpha):g} % CI {100 * lo:.3g} to {100 * hi:.3g} %)" if n > 1 else ""))
+    excess = f"mean excess over random partitions {100 * mean:.3g} % of the class risk" + (
+        f" ({100 * (1 - 2 * alpha):g} % CI {100 * lo:.3g} to {100 * hi:.3g} %)" if n > 1 else ""
+    )
     if p < alpha:
         small = f"; below the {100 * margin:g} % margin" if n > 1 and hi < margin else ""
         return holds(n, f"combined rank p = {number(p)} < {alpha:g}; {excess}{small}")
@@ -102,19 +102,36 @@ def partition_verdict(seeds: list[PartitionSeed], alpha: float = ALPHA, margin: 
 
 # ---- the report section ---------------------------------------------------------------------------
 
-def primary_method(exp, dataset: str) -> Optional[str]:
+
+def primary_method(exp, dataset: str) -> str | None:
     """optprior, else optprior_sub (same induction, same GMM and null per seed): counted once."""
     return next((m for m in PRIMARY_METHODS if seed_values(exp, dataset, m, GMM + "reduction")), None)
 
 
 def partition_seeds(exp, dataset: str, method: str) -> list[PartitionSeed]:
     """Per seed recording the GMM reduction, class risk and the random-partition null."""
-    v = {k: seed_values(exp, dataset, method, p + k) for p, k in
-         ((GMM, "reduction"), (GMM, "risk_class"), (RANDOM, "reduction_mean"), (RANDOM, "p_rank"),
-          (RANDOM, "n_partitions"))}
+    v = {
+        k: seed_values(exp, dataset, method, p + k)
+        for p, k in (
+            (GMM, "reduction"),
+            (GMM, "risk_class"),
+            (RANDOM, "reduction_mean"),
+            (RANDOM, "p_rank"),
+            (RANDOM, "n_partitions"),
+        )
+    }
     seeds = sorted(set.intersection(*(set(x) for x in v.values())))
-    return [PartitionSeed(s, v["reduction"][s], v["risk_class"][s], v["reduction_mean"][s], v["p_rank"][s],
-                          int(v["n_partitions"][s])) for s in seeds]
+    return [
+        PartitionSeed(
+            s,
+            v["reduction"][s],
+            v["risk_class"][s],
+            v["reduction_mean"][s],
+            v["p_rank"][s],
+            int(v["n_partitions"][s]),
+        )
+        for s in seeds
+    ]
 
 
 def empirical_cell(exp, dataset: str, method: str, seeds: list[int]) -> str:
@@ -132,21 +149,39 @@ def dataset_row(exp, dataset: str, method: str, seeds: list[PartitionSeed]) -> l
     n = len(seeds)
     col = lambda f: mean_std([f(s) for s in seeds], n)  # noqa: E731
     learned = seed_values(exp, dataset, method, "bayes_risk/gmm/learned/reduction")
-    return [dataset, method, str(n), col(lambda s: s.risk_class), col(lambda s: s.reduction),
-            col(lambda s: s.random_mean), col(lambda s: s.excess), col(lambda s: 100 * s.relative_excess),
-            col(lambda s: s.p_rank), mean_std(learned.values()) if learned else DASH,
-            empirical_cell(exp, dataset, method, [s.seed for s in seeds])]
+    return [
+        dataset,
+        method,
+        str(n),
+        col(lambda s: s.risk_class),
+        col(lambda s: s.reduction),
+        col(lambda s: s.random_mean),
+        col(lambda s: s.excess),
+        col(lambda s: 100 * s.relative_excess),
+        col(lambda s: s.p_rank),
+        mean_std(learned.values()) if learned else DASH,
+        empirical_cell(exp, dataset, method, [s.seed for s in seeds]),
+    ]
 
 
 def seed_row(exp, dataset: str, method: str, s: PartitionSeed) -> list[str]:
     se = seed_values(exp, dataset, method, GMM + "reduction_se").get(s.seed)
     std = seed_values(exp, dataset, method, RANDOM + "reduction_std").get(s.seed)
-    emp, ok, ess = (seed_values(exp, dataset, method, EMPIRICAL + k).get(s.seed)
-                    for k in ("reduction", "reliable", "ess"))
+    emp, ok, ess = (
+        seed_values(exp, dataset, method, EMPIRICAL + k).get(s.seed) for k in ("reduction", "reliable", "ess")
+    )
     cross = DASH if emp is None else (number(emp) if ok == 1.0 else f"unreliable (ess {number(ess)})")
-    return [dataset, str(s.seed), number(s.risk_class), f"{number(s.reduction)} ± {number(se)}",
-            f"{number(s.random_mean)} ± {number(std)}", number(s.excess), f"{100 * s.relative_excess:.3g}",
-            f"{number(s.p_rank)} ({s.n_partitions})", cross]
+    return [
+        dataset,
+        str(s.seed),
+        number(s.risk_class),
+        f"{number(s.reduction)} ± {number(se)}",
+        f"{number(s.random_mean)} ± {number(std)}",
+        number(s.excess),
+        f"{100 * s.relative_excess:.3g}",
+        f"{number(s.p_rank)} ({s.n_partitions})",
+        cross,
+    ]
 
 
 def claim_a(exp):
@@ -159,30 +194,68 @@ def claim_a(exp):
         if seeds:
             rows.append(dataset_row(exp, d, method, seeds))
             seed_rows += [seed_row(exp, d, method, s) for s in seeds]
-    body = ["Gaussian-mixture estimate, N(0, I) source, per dimension; mean ± sample std over the generative "
-            "seeds (n per row). Random = size-matched random partitions scored with the same draws; excess = "
-            "induced - random mean; p_rank = (1 + #{random >= induced}) / (1 + R). The learned-source reduction is "
-            "shown, not judged; the empirical estimate is a cross-check over its reliable seeds only.", ""]
-    header = ["dataset", "method", "n", "risk (class only)", "reduction ↑", "random mean", "excess ↑",
-              "excess, % of risk", "p_rank", "reduction, learned source", "empirical reduction (reliable seeds)"]
-    body += md_table(header, rows) if rows else ["No record holds the GMM estimate and its random partitions.", ""]
+    body = [
+        "Gaussian-mixture estimate, N(0, I) source, per dimension; mean ± sample std over the generative "
+        "seeds (n per row). Random = size-matched random partitions scored with the same draws; excess = "
+        "induced - random mean; p_rank = (1 + #{random >= induced}) / (1 + R). The learned-source reduction is "
+        "shown, not judged; the empirical estimate is a cross-check over its reliable seeds only.",
+        "",
+    ]
+    header = [
+        "dataset",
+        "method",
+        "n",
+        "risk (class only)",
+        "reduction ↑",
+        "random mean",
+        "excess ↑",
+        "excess, % of risk",
+        "p_rank",
+        "reduction, learned source",
+        "empirical reduction (reliable seeds)",
+    ]
+    body += (
+        md_table(header, rows)
+        if rows
+        else ["No record holds the GMM estimate and its random partitions.", ""]
+    )
     if seed_rows:
         body += ["Per seed (the numbers the verdict uses):", ""]
-        body += md_table(["dataset", "seed", "risk (class only)", "reduction ± SE", "random mean ± std", "excess",
-                          "excess, % of risk", "p_rank (R)", "empirical reduction"], seed_rows)
-    rule = (f"Per dataset, the primary estimate is the Gaussian-mixture one with the N(0, I) source "
-            f"(`{GMM}reduction`) of optprior; optprior_sub has the same induction, hence the same GMM and null "
-            "per seed, and is counted once (used only where optprior is absent). Eq. 2 lowers the risk for any "
-            "partition, so each seed's induced reduction is ranked among R >= 20 size-matched random partitions "
-            f"(subclass ids permuted within each class) scored with the same draws: `{RANDOM}p_rank`. Seeds are "
-            "combined by the exact sum-of-ranks test (Edgington's: under the null each seed's count of random "
-            "partitions at or above the induced one is uniform on 0..R, and the sum's distribution is their "
-            f"convolution). **holds**: combined p < {ALPHA:g}; **does not hold**: the upper one-sided "
-            f"{100 * (1 - ALPHA):g} % t-bound over seeds of the excess (induced - random mean) as a share of the "
-            f"class risk is below the practical margin {100 * MARGIN:g} % (the upper side of a TOST; needs n >= 2); "
-            "otherwise **inconclusive at n**, with the mean excess, its interval and the combined p. The empirical "
-            "estimate is shown as a cross-check only where flagged reliable, never voted.")
-    return Section("a", "Subclass conditioning lowers the Bayes FM risk",
-                   "Conditioning the velocity field on the induced subclass as well as the class lowers the "
-                   "Bayes-optimal flow-matching risk E[Var(x1 - x0 | x_t, c)] (paper Eq. 1-2) more than "
-                   "conditioning on a random partition of the same sizes does.", rule, verdicts, body)
+        body += md_table(
+            [
+                "dataset",
+                "seed",
+                "risk (class only)",
+                "reduction ± SE",
+                "random mean ± std",
+                "excess",
+                "excess, % of risk",
+                "p_rank (R)",
+                "empirical reduction",
+            ],
+            seed_rows,
+        )
+    rule = (
+        f"Per dataset, the primary estimate is the Gaussian-mixture one with the N(0, I) source "
+        f"(`{GMM}reduction`) of optprior; optprior_sub has the same induction, hence the same GMM and null "
+        "per seed, and is counted once (used only where optprior is absent). Eq. 2 lowers the risk for any "
+        "partition, so each seed's induced reduction is ranked among R >= 20 size-matched random partitions "
+        f"(subclass ids permuted within each class) scored with the same draws: `{RANDOM}p_rank`. Seeds are "
+        "combined by the exact sum-of-ranks test (Edgington's: under the null each seed's count of random "
+        "partitions at or above the induced one is uniform on 0..R, and the sum's distribution is their "
+        f"convolution). **holds**: combined p < {ALPHA:g}; **does not hold**: the upper one-sided "
+        f"{100 * (1 - ALPHA):g} % t-bound over seeds of the excess (induced - random mean) as a share of the "
+        f"class risk is below the practical margin {100 * MARGIN:g} % (the upper side of a TOST; needs n >= 2); "
+        "otherwise **inconclusive at n**, with the mean excess, its interval and the combined p. The empirical "
+        "estimate is shown as a cross-check only where flagged reliable, never voted."
+    )
+    return Section(
+        "a",
+        "Subclass conditioning lowers the Bayes FM risk",
+        "Conditioning the velocity field on the induced subclass as well as the class lowers the "
+        "Bayes-optimal flow-matching risk E[Var(x1 - x0 | x_t, c)] (paper Eq. 1-2) more than "
+        "conditioning on a random partition of the same sizes does.",
+        rule,
+        verdicts,
+        body,
+    )

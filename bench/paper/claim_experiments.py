@@ -31,9 +31,11 @@ def load_claims(folder: Path) -> Experiment:
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if (p / "grid.json").is_file()) if folder.is_dir() else []
     if parts and (folder / "grid.json").is_file():
-        raise BenchError(f"{folder} holds an experiment of its own (grid.json) and the experiments "
-                         f"{', '.join(p.name for p in parts)} below it; run that one with another results_dir "
-                         "(e.g. `bench run experiment=claims results_dir=results/claims3`) and delete its cells here")
+        raise BenchError(
+            f"{folder} holds an experiment of its own (grid.json) and the experiments "
+            f"{', '.join(p.name for p in parts)} below it; run that one with another results_dir "
+            "(e.g. `bench run experiment=claims results_dir=results/claims3`) and delete its cells here"
+        )
     if not parts:
         exp = load_experiment(folder)
     else:
@@ -47,7 +49,11 @@ def merge(parts: list[Experiment], folder: Path) -> Experiment:
     """One experiment holding every cell of `parts` (axes in first-seen order, seeds sorted)."""
     exp = Experiment(folder.name, folder, [], [], [], parts=[p.name for p in parts])
     for part in parts:
-        for axis, values in ((exp.datasets, part.datasets), (exp.methods, part.methods), (exp.seeds, part.seeds)):
+        for axis, values in (
+            (exp.datasets, part.datasets),
+            (exp.methods, part.methods),
+            (exp.seeds, part.seeds),
+        ):
             axis += [v for v in values if v not in axis]
         for dataset, metrics in part.expected_metrics.items():
             exp.expected_metrics.setdefault(dataset, {}).update(metrics)
@@ -67,8 +73,10 @@ def _combine(a: CellResult, b: CellResult) -> CellResult:
     metrics = dict(base.record["metrics"])
     for name, value in other.record["metrics"].items():
         if name in metrics and not _agree(metrics[name], value):
-            raise BenchError(f"{a.label}: {name} is {metrics[name]!r} in {base.folder} but {value!r} in "
-                             f"{other.folder}; two runs of one cell disagree: rerun both at one commit")
+            raise BenchError(
+                f"{a.label}: {name} is {metrics[name]!r} in {base.folder} but {value!r} in "
+                f"{other.folder}; two runs of one cell disagree: rerun both at one commit"
+            )
         metrics.setdefault(name, value)
     higher = {**other.record.get("higher_is_better", {}), **base.record.get("higher_is_better", {})}
     record = {**base.record, "metrics": metrics, "higher_is_better": higher}
@@ -99,8 +107,12 @@ def check_stage_versions(exp: Experiment) -> None:
             if cell.status == OK:
                 seen.setdefault(stage_versions(cell.record), []).append(cell.label)
         if len(seen) > 1:
-            found = "; ".join(f"{v}: {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''}"
-                              for v, labels in seen.items())
-            raise BenchError(f"{exp.folder}: the records of {method} were written by different versions of its "
-                             f"offline stage or training ({found}); rerun the older cells with `bench run` at one "
-                             "commit so every record is current")
+            found = "; ".join(
+                f"{v}: {', '.join(labels[:3])}{' ...' if len(labels) > 3 else ''}"
+                for v, labels in seen.items()
+            )
+            raise BenchError(
+                f"{exp.folder}: the records of {method} were written by different versions of its "
+                f"offline stage or training ({found}); rerun the older cells with `bench run` at one "
+                "commit so every record is current"
+            )

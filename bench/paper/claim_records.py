@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Optional
 
 from bench.metrics.significance import ZERO_TOL
 from bench.paper.claim_rules import number
@@ -17,7 +16,13 @@ from bench.report.collect import Experiment
 from bench.report.tables import direction
 
 # directions of the metrics the claims rest on, for records that do not state them
-KNOWN_DIRECTIONS = {"fid/tail": False, "irs_inf/tail": True, "swd/tail": False, "bacc": True, "macro_f1": True}
+KNOWN_DIRECTIONS = {
+    "fid/tail": False,
+    "irs_inf/tail": True,
+    "swd/tail": False,
+    "bacc": True,
+    "macro_f1": True,
+}
 DASH = "–"
 ROUNDING = 1e-9  # a std this small relative to the mean is float rounding of equal values
 
@@ -61,7 +66,8 @@ def arrow(exp: Experiment, metric: str) -> str:
 
 # ---- formatting -------------------------------------------------------------------------------
 
-def mean_std(values, n_table: Optional[int] = None) -> str:
+
+def mean_std(values, n_table: int | None = None) -> str:
     """'mean ± sample std' (4 and 3 significant digits); '(n = k)' when k differs from the table's n."""
     values = list(values)
     if not values:

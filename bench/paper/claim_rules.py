@@ -19,7 +19,6 @@ take plain per-seed values, never records, so each can be tested on numbers whos
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from bench.metrics.significance import POWER, Comparison, holm, min_p, seeds_for_power, seeds_needed
 
@@ -53,12 +52,13 @@ def not_measured(why: str = "no record holds the metrics it rests on") -> Verdic
     return Verdict(NOT_MEASURED, NOT_MEASURED, 0, why)
 
 
-def number(value: Optional[float]) -> str:
+def number(value: float | None) -> str:
     """4 significant digits, the precision of every number in the claims report ("n/a" for None)."""
     return "n/a" if value is None else f"{value:.4g}"
 
 
 # ---- claims (c), (d): optprior against references ----------------------------------------------
+
 
 def better(diff: float, higher_is_better: bool) -> bool:
     """A difference (optprior - reference) in optprior's favour."""
@@ -92,7 +92,9 @@ def holm_family(family: dict) -> dict:
     return {k: replace(t, adj_better=better_adj[k], adj_worse=worse_adj[k]) for k, t in family.items()}
 
 
-def comparison_verdict(results: dict[str, Optional[Tested]], family_size: int, test: str, alpha: float) -> Verdict:
+def comparison_verdict(
+    results: dict[str, Tested | None], family_size: int, test: str, alpha: float
+) -> Verdict:
     """One dataset's verdict on its primary metric from its references' Holm-adjusted tests.
 
     Does not hold: some reference better than optprior, Holm-adjusted one-sided p < alpha (named).
@@ -111,20 +113,29 @@ def comparison_verdict(results: dict[str, Optional[Tested]], family_size: int, t
         named = ", ".join(f"{ref} (p = {number(t.adj_worse)})" for ref, t in beaten.items())
         return fails(n, f"better than optprior at one-sided p < {alpha:g}, {family}: {named}{missing}")
     if all(t.adj_better < alpha for t in done.values()):
-        return holds(n, f"better than {', '.join(done)} at one-sided p < {alpha:g} against each, {family}{missing}")
+        return holds(
+            n, f"better than {', '.join(done)} at one-sided p < {alpha:g} against each, {family}{missing}"
+        )
     open_ = {ref: t for ref, t in done.items() if t.adj_better >= alpha}
     level = alpha / family_size
     parts = [effect_text(ref, t.comparison, level, test) for ref, t in open_.items()]
-    return inconclusive(n, "; ".join(parts) + floor_note(test, min(t.comparison.nonzero for t in open_.values()),
-                                                          level, one_sided=True) + missing)
+    return inconclusive(
+        n,
+        "; ".join(parts)
+        + floor_note(test, min(t.comparison.nonzero for t in open_.values()), level, one_sided=True)
+        + missing,
+    )
 
 
 def effect_text(ref: str, c: Comparison, level: float, test: str) -> str:
     """The observed effect against `ref`, its interval, and the seeds it would need for 80 % power."""
     interval = f" [{number(c.low)}, {number(c.high)}]" if c.low is not None else ""
     need = seeds_for_power(c.mean_diff, c.sd, level, exact=test != "ttest")
-    power = (f"this effect needs n = {need} for {100 * POWER:g} % power at one-sided {level:.3g}" if need is not None
-             else "no n sizes it (no effect, or one seed)")
+    power = (
+        f"this effect needs n = {need} for {100 * POWER:g} % power at one-sided {level:.3g}"
+        if need is not None
+        else "no n sizes it (no effect, or one seed)"
+    )
     return f"vs {ref}: mean difference {number(c.mean_diff)}{interval}, {power}"
 
 
@@ -133,13 +144,16 @@ def floor_note(test: str, n: int, level: float, one_sided: bool) -> str:
     floor = min_p(n, two_sided=not one_sided)
     if test == "ttest" or floor < level:
         return ""
-    return (f"; with n = {n} nonzero paired differences the exact {'one' if one_sided else 'two'}-sided p cannot go "
-            f"below {'1' if one_sided else '2'}/2^{n} = {floor:.3g} >= {level:.3g}: at least "
-            f"{seeds_needed(level, two_sided=not one_sided)} seeds are needed")
+    return (
+        f"; with n = {n} nonzero paired differences the exact {'one' if one_sided else 'two'}-sided p cannot go "
+        f"below {'1' if one_sided else '2'}/2^{n} = {floor:.3g} >= {level:.3g}: at least "
+        f"{seeds_needed(level, two_sided=not one_sided)} seeds are needed"
+    )
 
 
-def any_beats_verdict(comparisons: dict[str, Optional[Comparison]], reference: str, higher_is_better: bool,
-                      test: str, alpha: float) -> Verdict:
+def any_beats_verdict(
+    comparisons: dict[str, Comparison | None], reference: str, higher_is_better: bool, test: str, alpha: float
+) -> Verdict:
     """Holds when some candidate beats `reference` in the mean paired difference with p below alpha
     divided by the number of candidates (Bonferroni: any one of k may win, so each is held to
     alpha / k), the best such named; does not hold when the reference beats every candidate in every
@@ -148,12 +162,18 @@ def any_beats_verdict(comparisons: dict[str, Optional[Comparison]], reference: s
     if not done:
         return not_measured(f"no paired seeds with {reference}")
     n, level = min(c.n for c in done.values()), alpha / len(done)
-    winners = [name for name, c in done.items()
-               if better(c.mean_diff, higher_is_better) and c.p is not None and c.p < level]
+    winners = [
+        name
+        for name, c in done.items()
+        if better(c.mean_diff, higher_is_better) and c.p is not None and c.p < level
+    ]
     if winners:
         best = max(winners, key=lambda name: done[name].mean_diff * (1 if higher_is_better else -1))
-        return holds(done[best].n, f"{best} better than {reference} in the mean and p < {alpha:g}/{len(done)} "
-                                   f"(Bonferroni over {len(done)} candidates)")
+        return holds(
+            done[best].n,
+            f"{best} better than {reference} in the mean and p < {alpha:g}/{len(done)} "
+            f"(Bonferroni over {len(done)} candidates)",
+        )
     if all(all(better(-d, higher_is_better) for _, d in c.diffs) for c in done.values()):
         return fails(n, f"{reference} better than every generative candidate in every paired seed")
     return inconclusive(n, floor_text(test, min(c.nonzero for c in done.values()), level, len(done)))
@@ -164,16 +184,21 @@ def floor_text(test: str, n: int, level: float, k: int = 1) -> str:
     attainable two-sided p, and the seeds that level needs, said plainly."""
     floor, held = min_p(n), f"{level:.3g}" + (f" (alpha / {k})" if k > 1 else "")
     if test == "ttest":
-        return (f"the t-test has no floor on p, but with n = {n} it rests on {max(n - 1, 0)} degree(s) of freedom; "
-                f"the exact sign-flip test could not go below 2/2^{n} = {floor:.3g}")
+        return (
+            f"the t-test has no floor on p, but with n = {n} it rests on {max(n - 1, 0)} degree(s) of freedom; "
+            f"the exact sign-flip test could not go below 2/2^{n} = {floor:.3g}"
+        )
     if floor >= level:
-        return (f"with n = {n} nonzero paired differences the smallest p the exact test can give is 2/2^{n} = "
-                f"{floor:.3g} >= {held}: no candidate can be confirmed with {n} seeds (p < {held} needs at "
-                f"least {seeds_needed(level)})")
+        return (
+            f"with n = {n} nonzero paired differences the smallest p the exact test can give is 2/2^{n} = "
+            f"{floor:.3g} >= {held}: no candidate can be confirmed with {n} seeds (p < {held} needs at "
+            f"least {seeds_needed(level)})"
+        )
     return f"with n = {n} nonzero paired differences the smallest attainable exact p is 2/2^{n} = {floor:.3g}"
 
 
 # ---- several verdicts into one -------------------------------------------------------------------
+
 
 def combine(verdicts: dict[str, Verdict]) -> Verdict:
     """One verdict from named ones: does not hold if any does not hold (a counterexample), holds if
@@ -189,8 +214,11 @@ def combine(verdicts: dict[str, Verdict]) -> Verdict:
     if not by_word[INCONCLUSIVE]:
         return holds(_fewest(measured, by_word[HOLDS]), f"holds on {', '.join(by_word[HOLDS])}{rest}")
     limited = [measured[k].n for k in by_word[INCONCLUSIVE] if measured[k].n > 0]
-    why = f"inconclusive on {', '.join(by_word[INCONCLUSIVE])}" + \
-        (f"; holds on {', '.join(by_word[HOLDS])}" if by_word[HOLDS] else "") + rest
+    why = (
+        f"inconclusive on {', '.join(by_word[INCONCLUSIVE])}"
+        + (f"; holds on {', '.join(by_word[HOLDS])}" if by_word[HOLDS] else "")
+        + rest
+    )
     if limited:
         return inconclusive(min(limited), why)
     reasons = "; ".join(f"{k}: {measured[k].why}" for k in by_word[INCONCLUSIVE])

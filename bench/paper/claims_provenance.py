@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 from bench.paper.claim_records import md_table
 from bench.report.collect import OK, Experiment
@@ -16,22 +15,30 @@ from bench.report.summary import unconverged
 
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 # the figures `bench report` writes per dataset (bench.report.figures), each only when the records support it
-FIGURES = (("samples", "generated samples"), ("trajectories", "sampling trajectories"),
-           ("class_recall", "per-class balanced accuracy"), ("geometry", "transport geometry"))
+FIGURES = (
+    ("samples", "generated samples"),
+    ("trajectories", "sampling trajectories"),
+    ("class_recall", "per-class balanced accuracy"),
+    ("geometry", "transport geometry"),
+)
 
 
 # ---- regeneration ---------------------------------------------------------------------------------
+
 
 def commands(results: Path, out: Path, test: str, alpha: float, parts: tuple = ()) -> list[str]:
     """The commands that rerun the experiment (one per part when `results` unites several experiments,
     bench.paper.claim_experiments) and rewrite its report and this document."""
     results = Path(results)
-    options = (f" --test {test}" if test != "permutation" else "") + (f" --alpha {alpha:g}" if alpha != 0.05 else "")
+    options = (f" --test {test}" if test != "permutation" else "") + (
+        f" --alpha {alpha:g}" if alpha != 0.05 else ""
+    )
     claims = f"bench claims {results.as_posix()} --out {Path(out).as_posix()}{options}"
     if parts:  # each part's `bench run` writes its own report (<results>/<part>/report/)
         return [*(f"bench run experiment={p} results_dir={results.as_posix()}" for p in parts), claims]
     run = f"bench run experiment={results.name}" + (
-        f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else "")
+        f" results_dir={results.parent.as_posix()}" if results.parent.as_posix() != "results" else ""
+    )
     return [run, f"bench report {results.as_posix()} --out {(results / 'report').as_posix()}", claims]
 
 
@@ -44,7 +51,9 @@ def commits(exp: Experiment) -> list[str]:
 def wall_time(records: list[dict]) -> tuple[float, int]:
     """(sum of timings_s["total"], how many records state none)."""
     times = [(r.get("timings_s") or {}).get("total") for r in records]
-    return sum(t for t in times if isinstance(t, (int, float))), sum(not isinstance(t, (int, float)) for t in times)
+    return sum(t for t in times if isinstance(t, (int, float))), sum(
+        not isinstance(t, (int, float)) for t in times
+    )
 
 
 def earlier_training(records: list[dict]) -> tuple[float, int]:
@@ -54,8 +63,11 @@ def earlier_training(records: list[dict]) -> tuple[float, int]:
     training, or reused a saved backbone, did the rest before. `train.seconds` is cumulative over
     resumptions, so the difference is that earlier part (its other stages' time is not known).
     """
-    gaps = [float((r.get("train") or {}).get("seconds") or 0.0) - float((r.get("timings_s") or {}).get("train") or 0.0)
-            for r in records]
+    gaps = [
+        float((r.get("train") or {}).get("seconds") or 0.0)
+        - float((r.get("timings_s") or {}).get("train") or 0.0)
+        for r in records
+    ]
     gaps = [g for g in gaps if g > 1.0]
     return sum(gaps), len(gaps)
 
@@ -69,24 +81,34 @@ def duration(seconds: float) -> str:
 def provenance_lines(exp: Experiment) -> list[str]:
     """Commits, creation dates and wall time (total and per dataset) of the usable records."""
     created = sorted(r["created"] for r in exp.records() if r.get("created"))
-    lines = [f"- Records: {len(exp.records())} usable cell(s) of `{exp.folder.as_posix()}`, written at "
-             f"commit(s) {', '.join(commits(exp))}"
-             + (f", created {created[0]} to {created[-1]}." if created else ".")]
+    lines = [
+        f"- Records: {len(exp.records())} usable cell(s) of `{exp.folder.as_posix()}`, written at "
+        f"commit(s) {', '.join(commits(exp))}"
+        + (f", created {created[0]} to {created[-1]}." if created else ".")
+    ]
     total, unstated = wall_time(exp.records())
-    lines.append(f"- Wall time (sum of the records' `timings_s[\"total\"]`): {duration(total)}"
-                 + (f"; {unstated} record(s) state none" if unstated else "") + ".")
+    lines.append(
+        f'- Wall time (sum of the records\' `timings_s["total"]`): {duration(total)}'
+        + (f"; {unstated} record(s) state none" if unstated else "")
+        + "."
+    )
     earlier, cells = earlier_training(exp.records())
     if cells:
-        lines.append(f"  Not included: {duration(earlier)} of training done by an earlier process for {cells} cell(s) "
-                     "that resumed or reused it (`train.seconds` minus `timings_s[\"train\"]`).")
+        lines.append(
+            f"  Not included: {duration(earlier)} of training done by an earlier process for {cells} cell(s) "
+            'that resumed or reused it (`train.seconds` minus `timings_s["train"]`).'
+        )
     for d in exp.datasets:
         seconds, none = wall_time(exp.records(d))
-        lines.append(f"  - {d}: {duration(seconds)} over {len(exp.records(d))} cell(s)"
-                     + (f" ({none} without a time)" if none else ""))
+        lines.append(
+            f"  - {d}: {duration(seconds)} over {len(exp.records(d))} cell(s)"
+            + (f" ({none} without a time)" if none else "")
+        )
     return lines + [""]
 
 
 # ---- the grid ---------------------------------------------------------------------------------------
+
 
 def grid_lines(exp: Experiment, methods: tuple, datasets: tuple) -> list[str]:
     """Cell counts, a dataset x method status table and every cell without a usable record."""
@@ -95,11 +117,20 @@ def grid_lines(exp: Experiment, methods: tuple, datasets: tuple) -> list[str]:
     rows = [[d] + [_status(exp, d, m) for m in all_methods] for d in all_datasets]
     lines = [grid_summary(exp), "", *md_table(["dataset", *all_methods], rows)]
     missing = [f"- `{c.label}` ({c.status}): {c.note}" for c in exp.problems()]
-    undeclared = [f"- `{d}/{m}`: not in the experiment's grid (never run)"
-                  for d in all_datasets for m in all_methods if not exp.results(d, m)]
+    undeclared = [
+        f"- `{d}/{m}`: not in the experiment's grid (never run)"
+        for d in all_datasets
+        for m in all_methods
+        if not exp.results(d, m)
+    ]
     if missing or undeclared:
-        lines += ["Cells without a usable record (verdicts use only the cells that exist):", "",
-                  *missing, *undeclared, ""]
+        lines += [
+            "Cells without a usable record (verdicts use only the cells that exist):",
+            "",
+            *missing,
+            *undeclared,
+            "",
+        ]
     else:
         lines += ["Every cell of the grid has a usable record.", ""]
     return lines
@@ -112,6 +143,7 @@ def _status(exp: Experiment, dataset: str, method: str) -> str:
 
 # ---- training adequacy ---------------------------------------------------------------------------------
 
+
 def unconverged_datasets(exp: Experiment) -> list[str]:
     """Datasets with a usable cell whose training did not converge."""
     return [d for d in exp.datasets if unconverged(exp.records(d))]
@@ -122,24 +154,38 @@ def adequacy_lines(exp: Experiment) -> list[str]:
     trained = [r for r in exp.records() if r.get("stop_after") != "prior"]  # prior-only cells train nothing
     bad = unconverged(trained)
     unknown = sum((r.get("train") or {}).get("converged") is None for r in trained)
-    lines = ["A cell's training counts as converged when its smoothed loss changed by less than the "
-             "threshold over the last window of steps (`record[\"train\"][\"convergence\"]`)."
-             + (f" {unknown} usable cell(s) state no convergence (too few steps or older records)." if unknown else ""),
-             ""]
+    lines = [
+        "A cell's training counts as converged when its smoothed loss changed by less than the "
+        'threshold over the last window of steps (`record["train"]["convergence"]`).'
+        + (
+            f" {unknown} usable cell(s) state no convergence (too few steps or older records)."
+            if unknown
+            else ""
+        ),
+        "",
+    ]
     if not bad:
         return lines + ["No usable cell reports that its training did not converge.", ""]
     rows = [[r["dataset"], r["method"], str(r["seed"]), *_convergence(r)] for r in bad]
-    lines += md_table(["dataset", "method", "seed", "loss change (rel_change)", "threshold", "window (steps)"], rows)
-    return lines + [f"These qualify the verdicts of claims (c) and (d) on {', '.join(unconverged_datasets(exp))} "
-                    "(marked ‡): a flow trained further might score differently. Claims (a) and (b) are "
-                    "properties of the prior, fitted before training, and do not depend on it.", ""]
+    lines += md_table(
+        ["dataset", "method", "seed", "loss change (rel_change)", "threshold", "window (steps)"], rows
+    )
+    return lines + [
+        f"These qualify the verdicts of claims (c) and (d) on {', '.join(unconverged_datasets(exp))} "
+        "(marked ‡): a flow trained further might score differently. Claims (a) and (b) are "
+        "properties of the prior, fitted before training, and do not depend on it.",
+        "",
+    ]
 
 
 def _convergence(record: dict) -> list[str]:
     stats = (record.get("train") or {}).get("convergence") or {}
     window = stats.get("window")
-    return [_percent(stats.get("rel_change")), _percent(stats.get("threshold")),
-            str(window) if window is not None else "n/a"]
+    return [
+        _percent(stats.get("rel_change")),
+        _percent(stats.get("threshold")),
+        str(window) if window is not None else "n/a",
+    ]
 
 
 def _percent(value) -> str:
@@ -148,26 +194,39 @@ def _percent(value) -> str:
 
 # ---- figures ------------------------------------------------------------------------------------------------
 
+
 def part_figure_lines(results: Path, parts: list[str]) -> list[str]:
     """Where the figures of a folder of experiments are: each part's own report, written by its
     `bench run` and not committed, so the document links none (it must not depend on which exist)."""
     where = ", ".join(f"`{(Path(results) / p / 'report').as_posix()}/index.html`" for p in parts)
-    return [f"Each part's `bench run` writes its report with the figures: {where}. They are outputs, not "
-            "committed; this document links none, so that it is the same wherever it is regenerated.", ""]
+    return [
+        f"Each part's `bench run` writes its report with the figures: {where}. They are outputs, not "
+        "committed; this document links none, so that it is the same wherever it is regenerated.",
+        "",
+    ]
 
 
 def figure_lines(report_dir: Path, out_dir: Path, datasets: list[str]) -> list[str]:
     """Relative links to the figures `bench report` wrote under report_dir/figures (none are drawn here)."""
-    figures = [(report_dir / "figures" / f"{kind}_{d}.png", f"{d}: {what}") for kind, what in FIGURES for d in datasets]
+    figures = [
+        (report_dir / "figures" / f"{kind}_{d}.png", f"{d}: {what}")
+        for kind, what in FIGURES
+        for d in datasets
+    ]
     found = [(path, title) for path, title in figures if path.is_file()]
     index = report_dir / "index.md"
-    lines = [f"Written by `bench report` (open [its index]({relative_link(index, out_dir)}) for every table)."
-             if index.is_file() else f"`{report_dir.as_posix()}` holds no report yet: run the `bench report` "
-             "command above to draw the figures.", ""]
+    lines = [
+        f"Written by `bench report` (open [its index]({relative_link(index, out_dir)}) for every table)."
+        if index.is_file()
+        else f"`{report_dir.as_posix()}` holds no report yet: run the `bench report` "
+        "command above to draw the figures.",
+        "",
+    ]
     return lines + [f"- [{title}]({relative_link(path, out_dir)})" for path, title in found] + [""]
 
 
 # ---- the hand-written analysis --------------------------------------------------------------------------------
+
 
 def analysis_block(out: Path) -> list[str]:
     """The lines from ANALYSIS_START to ANALYSIS_END of an existing report, verbatim; else an empty block."""
@@ -177,9 +236,9 @@ def analysis_block(out: Path) -> list[str]:
         return [ANALYSIS_START, ANALYSIS_END]
     start = _marker(lines, ANALYSIS_START, 0)
     end = _marker(lines, ANALYSIS_END, start + 1) if start is not None else None
-    return lines[start:end + 1] if end is not None else [ANALYSIS_START, ANALYSIS_END]
+    return lines[start : end + 1] if end is not None else [ANALYSIS_START, ANALYSIS_END]
 
 
-def _marker(lines: list[str], marker: str, start: int) -> Optional[int]:
+def _marker(lines: list[str], marker: str, start: int) -> int | None:
     """Index of the first line from `start` that is `marker` (surrounding blanks ignored)."""
     return next((i for i in range(start, len(lines)) if lines[i].strip() == marker), None)

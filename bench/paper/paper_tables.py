@@ -8,8 +8,6 @@ and `PAPER_TABLES`, the tables it adds to the generic ones.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from bench.metrics.significance import DEFAULT_TEST
 from bench.paper.ablation import ablation_table
 from bench.report.collect import Experiment
@@ -20,12 +18,11 @@ BASELINE = "fm"  # vanilla flow matching: the reference of every `†` mark
 PAPER_TABLES = (ablation_table,)
 
 
-def paper_options(test: str = DEFAULT_TEST, alpha: float = 0.05,
-                  baseline: Optional[str] = None) -> TableOptions:
+def paper_options(test: str = DEFAULT_TEST, alpha: float = 0.05, baseline: str | None = None) -> TableOptions:
     """Significance settings of the paper's tables: `baseline` defaults to `BASELINE`."""
     return TableOptions(test, alpha, baseline or BASELINE)
 
 
-def paper_tables(exp: Experiment, options: Optional[TableOptions] = None) -> list[Table]:
+def paper_tables(exp: Experiment, options: TableOptions | None = None) -> list[Table]:
     """Every table the records support: the generic ones and the paper's own (default: `paper_options`)."""
     return build_tables(exp, options or paper_options(), extra=PAPER_TABLES)

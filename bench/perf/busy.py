@@ -24,10 +24,10 @@ import json
 import multiprocessing
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from bench.perf.case import Measurement, median, python_command
 
@@ -53,8 +53,8 @@ def child(threads: int, k1: int, k2: int, rows: int) -> float:
     import torch
 
     from bench.backbones.mlp import MLPBackbone
-    from bench.method import Method
     from bench.config.train import TrainConfig
+    from bench.method import Method
     from bench.pipeline.trainer import train
 
     g = torch.Generator().manual_seed(0)
@@ -98,8 +98,10 @@ def timed_child(threads: int, policy: str, sc: Scale) -> float:
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
     env["BENCH_KEEP_OMP"] = "1"  # bench must not set its own default in the child
-    code = (f"from bench.perf.busy import child; import json; "
-            f"print(json.dumps(child({threads}, {sc.k1}, {sc.k2}, {sc.rows})))")
+    code = (
+        f"from bench.perf.busy import child; import json; "
+        f"print(json.dumps(child({threads}, {sc.k1}, {sc.k2}, {sc.rows})))"
+    )
     out = subprocess.run([*python_command(), "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -117,8 +119,17 @@ def measure(scale: str, workdir: Path) -> Measurement:
                 times = [timed_child(threads, policy, sc) for _ in range(sc.repeats)]
                 table.setdefault(name, {}).setdefault(policy, {})[str(threads)] = median(times)
     keys = {"busy": table}
-    details = {"cores": cores, "load_processes": loads, "k1": sc.k1, "k2": sc.k2, "repeats": sc.repeats,
-               "rows": sc.rows, "batch_size": 512, "backbone": "mlp (defaults)", "bench_defaults": defaults(),
-               "timing": "per step = (T(k2) - T(k1)) / (k2 - k1) in one fresh child; median over repeats; "
-                         "threads 0 = torch's default (all cores)"}
+    details = {
+        "cores": cores,
+        "load_processes": loads,
+        "k1": sc.k1,
+        "k2": sc.k2,
+        "repeats": sc.repeats,
+        "rows": sc.rows,
+        "batch_size": 512,
+        "backbone": "mlp (defaults)",
+        "bench_defaults": defaults(),
+        "timing": "per step = (T(k2) - T(k1)) / (k2 - k1) in one fresh child; median over repeats; "
+        "threads 0 = torch's default (all cores)",
+    }
     return Measurement(keys, details)

@@ -38,8 +38,9 @@ def measure(scale: str, workdir: Path) -> Measurement:
     """Median seconds of each route over REPEATS interleaved runs, their ratio and agreement."""
     n, d = SIZES[scale]
     rng = np.random.default_rng(0)
-    stats = gaussian_stats(correlated_features(rng, n, d, 0.0)) + \
-        gaussian_stats(correlated_features(rng, n, d, 0.1))
+    stats = gaussian_stats(correlated_features(rng, n, d, 0.0)) + gaussian_stats(
+        correlated_features(rng, n, d, 0.1)
+    )
     ours, ref = [], []
     for _ in range(REPEATS):  # interleaved, so machine noise hits both routes alike
         seconds, value = timed(frechet_distance, *stats)
@@ -50,5 +51,13 @@ def measure(scale: str, workdir: Path) -> Measurement:
     rel_diff = abs(value - reference) / abs(reference)
     return Measurement(
         keys={"fid_speedup_vs_sqrtm": speedup, "fid_rel_diff": rel_diff},
-        details={"n": n, "d": d, "repeats": REPEATS, "bench_s": ours, "sqrtm_s": ref,
-                 "fid_bench": value, "fid_sqrtm": reference})
+        details={
+            "n": n,
+            "d": d,
+            "repeats": REPEATS,
+            "bench_s": ours,
+            "sqrtm_s": ref,
+            "fid_bench": value,
+            "fid_sqrtm": reference,
+        },
+    )

@@ -43,9 +43,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
 
 import torch
 
@@ -88,18 +88,37 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(depth=(8, 16), batch=32, latent_shape=(16, 32, 32), warmup_steps=3, timed_steps=10,
-                  compile_backend="inductor", threads=0),
+    "full": Scale(
+        depth=(8, 16),
+        batch=32,
+        latent_shape=(16, 32, 32),
+        warmup_steps=3,
+        timed_steps=10,
+        compile_backend="inductor",
+        threads=0,
+    ),
     # one thread: on a shared 2-core machine two threads spin against other processes (30x slower)
-    "smoke": Scale(depth=(1, 1), batch=4, latent_shape=(16, 8, 8), warmup_steps=2, timed_steps=2,
-                   compile_backend="aot_eager", threads=1,
-                   width=dict(attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                              pooled_projection_dim=32, axes_dims_rope=(4, 4, 8))),
+    "smoke": Scale(
+        depth=(1, 1),
+        batch=4,
+        latent_shape=(16, 8, 8),
+        warmup_steps=2,
+        timed_steps=2,
+        compile_backend="aot_eager",
+        threads=1,
+        width=dict(
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=(4, 4, 8),
+        ),
+    ),
 }
 
 
 # -- the model's size and FLOPs ------------------------------------------------------------------
-def preset_hyperparameters(path: Optional[Path] = None) -> dict:
+def preset_hyperparameters(path: Path | None = None) -> dict:
     """The `flux.NAME = VALUE` bindings of the case's preset (PRESET, or `path`), as a dict."""
     if path is None:
         from bench.config.gin_config import gin_dir
@@ -110,7 +129,7 @@ def preset_hyperparameters(path: Optional[Path] = None) -> dict:
         binding = line.split("#", 1)[0].strip()
         if binding.startswith("flux.") and "=" in binding:
             name, value = binding.split("=", 1)
-            out[name.strip()[len("flux."):]] = ast.literal_eval(value.strip())
+            out[name.strip()[len("flux.") :]] = ast.literal_eval(value.strip())
     return out
 
 
@@ -136,7 +155,8 @@ def flux_forward_flops(config: Mapping, batch: int, image_tokens: int, text_toke
     double = per_token * s + 4 * s * s * d + 2 * (2 * d * 6 * d)
     single = per_token * s + 4 * s * s * d + 2 * d * 3 * d
     per_sample = (
-        config["num_layers"] * double + config["num_single_layers"] * single
+        config["num_layers"] * double
+        + config["num_single_layers"] * single
         + 2 * c_in * d * image_tokens  # x_embedder
         + 2 * config["joint_attention_dim"] * d * text_tokens  # context_embedder
         + 2 * (TIMESTEP_CHANNELS * d + d * d)  # timestep embedding MLP
@@ -153,13 +173,15 @@ def flux_train_flops(config: Mapping, batch: int, image_tokens: int, text_tokens
     return 3 * flux_forward_flops(config, batch, image_tokens, text_tokens)
 
 
-def peak_bf16_flops(device_name: str) -> tuple[Optional[float], str]:
+def peak_bf16_flops(device_name: str) -> tuple[float | None, str]:
     """(dense bf16 peak FLOP/s, where the figure comes from) for a device name; None if unknown."""
     for pattern, flops, source in PEAK_BF16_FLOPS:
         if re.search(pattern, device_name, re.IGNORECASE):
             return flops, source
-    return None, (f"no peak bf16 figure for {device_name!r}: MFU not computed "
-                  "(add the device to bench.perf.gpu.PEAK_BF16_FLOPS)")
+    return None, (
+        f"no peak bf16 figure for {device_name!r}: MFU not computed "
+        "(add the device to bench.perf.gpu.PEAK_BF16_FLOPS)"
+    )
 
 
 # -- one timed training run (in the child process) ----------------------------------------------
@@ -219,8 +241,9 @@ def run_mode(sc: Scale, hyper: dict, compiled: bool) -> dict:
     latents = torch.randn((2 * sc.batch, *sc.latent_shape), generator=g)
     labels = torch.randint(0, N_CLASSES, (2 * sc.batch,), generator=g)
     steps = sc.warmup_steps + sc.timed_steps
-    cfg = TrainConfig(steps=steps, batch_size=sc.batch, lr=1e-4, mixed_precision="bf16",
-                      log_every=steps, threads=sc.threads)
+    cfg = TrainConfig(
+        steps=steps, batch_size=sc.batch, lr=1e-4, mixed_precision="bf16", log_every=steps, threads=sc.threads
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -243,9 +266,14 @@ def _run_summary(sc: Scale, method, backbone, stamps: list[float], cfg) -> dict:
     step_s = [b - a for a, b in zip(stamps, stamps[1:])]
     config = backbone.transformer.config
     return {
-        "step_s": step_s, "first_step_s": step_s[0], "steady_step_s": median(step_s[sc.warmup_steps:]),
-        "peak_memory_gib": _peak_memory_gib(), "attention_ops": method.attention_ops,
-        "attention_processors": sorted({type(p).__name__ for p in backbone.transformer.attn_processors.values()}),
+        "step_s": step_s,
+        "first_step_s": step_s[0],
+        "steady_step_s": median(step_s[sc.warmup_steps :]),
+        "peak_memory_gib": _peak_memory_gib(),
+        "attention_ops": method.attention_ops,
+        "attention_processors": sorted(
+            {type(p).__name__ for p in backbone.transformer.attn_processors.values()}
+        ),
         "parameters": sum(p.numel() for p in backbone.parameters()),
         "transformer_config": _jsonable({k: v for k, v in config.items() if not k.startswith("_")}),
         "train_config": asdict(cfg),
@@ -274,7 +302,9 @@ def measure_here(scale: str) -> dict:
     runs = {mode: run_mode(sc, hyper, mode == "compiled") for mode in MODES}
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name() if cuda else None
-    peak, peak_source = peak_bf16_flops(name) if cuda else (None, "CPU run: MFU is reported for CUDA devices only")
+    peak, peak_source = (
+        peak_bf16_flops(name) if cuda else (None, "CPU run: MFU is reported for CUDA devices only")
+    )
     c, h, w = sc.latent_shape
     image_tokens, text_tokens = (h // 2) * (w // 2), 1
     config = {**hyper, "in_channels": 4 * c}
@@ -284,22 +314,34 @@ def measure_here(scale: str) -> dict:
     mfu = {m: (flops / steady[m] / peak if peak and steady[m] else None) for m in MODES}
     keys = {"gpu_compile_step_s": steady, "gpu_compile_mfu": mfu}
     details = {
-        "scale": scale, "device": name or "cpu", "precision": "bf16 autocast (accelerate), fp32 master weights",
-        "batch": sc.batch, "latent_shape": list(sc.latent_shape), "image_tokens": image_tokens,
-        "text_tokens": text_tokens, "tokens_per_sample": image_tokens + text_tokens,
+        "scale": scale,
+        "device": name or "cpu",
+        "precision": "bf16 autocast (accelerate), fp32 master weights",
+        "batch": sc.batch,
+        "latent_shape": list(sc.latent_shape),
+        "image_tokens": image_tokens,
+        "text_tokens": text_tokens,
+        "tokens_per_sample": image_tokens + text_tokens,
         "preset": {"file": PRESET, **_jsonable(preset)},
-        "depth_trained": list(sc.depth), "compile_backend": sc.compile_backend,
+        "depth_trained": list(sc.depth),
+        "compile_backend": sc.compile_backend,
         "compile": "backbone.transformer.compile() (in place) before bench.pipeline.trainer.train; same loop as eager",
-        "flops_per_step": flops, "flops_per_step_preset_depth": preset_flops,
+        "flops_per_step": flops,
+        "flops_per_step_preset_depth": preset_flops,
         "preset_parameters": _preset_parameters(preset, 4 * c),
-        "peak_flops": peak, "peak_flops_source": peak_source,
-        "step_s_preset_depth_estimate": {m: (steady[m] * preset_flops / flops if steady[m] else None)
-                                         for m in MODES},
+        "peak_flops": peak,
+        "peak_flops_source": peak_source,
+        "step_s_preset_depth_estimate": {
+            m: (steady[m] * preset_flops / flops if steady[m] else None) for m in MODES
+        },
         "compile_s": runs["compiled"].get("first_step_s"),
-        "peak_memory_measure": ("torch.cuda.max_memory_allocated per run" if cuda
-                                else "process peak RSS (cumulative over both runs)"),
+        "peak_memory_measure": (
+            "torch.cuda.max_memory_allocated per run"
+            if cuda
+            else "process peak RSS (cumulative over both runs)"
+        ),
         "timing": "per step: between consecutive loss calls of bench.pipeline.trainer.train (device synced); "
-                  f"steady = median of the {sc.timed_steps} steps after {sc.warmup_steps} warm-up steps",
+        f"steady = median of the {sc.timed_steps} steps after {sc.warmup_steps} warm-up steps",
         "runs": runs,
     }
     return {"keys": keys, "details": details}
@@ -308,8 +350,10 @@ def measure_here(scale: str) -> dict:
 # -- the case (parent process) -------------------------------------------------------------------
 def skipped(reason: str) -> Measurement:
     """The keys with None values and why, built without touching a model."""
-    return Measurement({"gpu_compile_step_s": dict.fromkeys(MODES), "gpu_compile_mfu": dict.fromkeys(MODES)},
-                       {"skipped": reason})
+    return Measurement(
+        {"gpu_compile_step_s": dict.fromkeys(MODES), "gpu_compile_mfu": dict.fromkeys(MODES)},
+        {"skipped": reason},
+    )
 
 
 def measure(scale: str, workdir: Path) -> Measurement:
@@ -329,11 +373,17 @@ def measure(scale: str, workdir: Path) -> Measurement:
     if scale == "smoke":
         env["CUDA_VISIBLE_DEVICES"] = ""
     with open(log, "w") as stream:
-        done = subprocess.run([sys.executable, "-m", "bench.perf.gpu", scale, str(out)], cwd=workdir,
-                              env=env, stdout=stream, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.perf.gpu", scale, str(out)],
+            cwd=workdir,
+            env=env,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode != 0:
-        raise BenchError(f"the gpu case's child process failed (exit {done.returncode}); "
-                         f"its output is in {log}")
+        raise BenchError(
+            f"the gpu case's child process failed (exit {done.returncode}); its output is in {log}"
+        )
     result = json.loads(out.read_text())
     return Measurement(result["keys"], result["details"])
 

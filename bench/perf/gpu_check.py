@@ -24,7 +24,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -36,9 +35,13 @@ from bench.perf.gpu_sizes import Sizes, sizes
 log = logging.getLogger(__name__)
 
 # part -> "module:function" taking (Sizes, workdir) and returning its dict; in the order they run
-PARTS = {"train": "bench.perf.gpu_parts:train", "sampling": "bench.perf.gpu_parts:sampling",
-         "vae": "bench.perf.gpu_parts:vae", "downstream": "bench.perf.gpu_parts:downstream",
-         "fsdp": "bench.perf.gpu_fsdp:fsdp"}
+PARTS = {
+    "train": "bench.perf.gpu_parts:train",
+    "sampling": "bench.perf.gpu_parts:sampling",
+    "vae": "bench.perf.gpu_parts:vae",
+    "downstream": "bench.perf.gpu_parts:downstream",
+    "fsdp": "bench.perf.gpu_fsdp:fsdp",
+}
 KEYS = ("gpu", "gpu_step_s", "gpu_mfu", "gpu_estimates")
 NEEDS_GPU = "the GPU check needs a CUDA GPU and this run has none: nothing was measured"
 MIN_PART_S = 20  # a part given less than this of the remaining budget is not started
@@ -54,16 +57,22 @@ def measure(scale: str, workdir: Path) -> Measurement:
     return Measurement(suite_keys(result), result)
 
 
-def run_check(sz: Sizes, workdir: Path, isolate: bool, parts: Optional[dict] = None) -> dict:
+def run_check(sz: Sizes, workdir: Path, isolate: bool, parts: dict | None = None) -> dict:
     """Every part of `parts` (default PARTS) at sizes `sz`, each in a time-limited child process
     when `isolate` (the child rebuilds `sizes(sz.name)`), else in this process; the check's result
     with the comparison of estimates."""
     parts = parts or PARTS
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + sz.budget_s if sz.budget_s else None
-    result = {"size": sz.name, "device": dev.name() or "cpu", "torch": torch.__version__,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": sz.budget_s,
-              "limits_s": sz.limits_s, "parts": {}}
+    result = {
+        "size": sz.name,
+        "device": dev.name() or "cpu",
+        "torch": torch.__version__,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "budget_s": sz.budget_s,
+        "limits_s": sz.limits_s,
+        "parts": {},
+    }
     for name, spec in parts.items():
         limit = part_limit(sz, name, deadline)
         result["parts"][name] = run_part(spec, sz, workdir / name, limit, isolate)
@@ -73,7 +82,7 @@ def run_check(sz: Sizes, workdir: Path, isolate: bool, parts: Optional[dict] = N
     return result
 
 
-def part_limit(sz: Sizes, name: str, deadline: Optional[float]) -> Optional[float]:
+def part_limit(sz: Sizes, name: str, deadline: float | None) -> float | None:
     """Seconds `name` may run: its own limit, cut to what is left of the check's budget."""
     limit = sz.limits_s.get(name)
     if deadline is not None:
@@ -82,14 +91,16 @@ def part_limit(sz: Sizes, name: str, deadline: Optional[float]) -> Optional[floa
     return limit
 
 
-def run_part(spec: str, sz: Sizes, workdir: Path, limit: Optional[float], isolate: bool) -> dict:
+def run_part(spec: str, sz: Sizes, workdir: Path, limit: float | None, isolate: bool) -> dict:
     """One part's dict, or {"error": one line, "traceback": ...} when it failed, timed out or had
     no time left; "seconds" is its wall time either way."""
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if limit is not None and limit < MIN_PART_S:
-        return {"error": f"not started: {limit:.0f} s left of the check's budget (a part needs {MIN_PART_S} s)",
-                "seconds": 0.0}
+        return {
+            "error": f"not started: {limit:.0f} s left of the check's budget (a part needs {MIN_PART_S} s)",
+            "seconds": 0.0,
+        }
     try:
         out = in_child(spec, sz.name, workdir, limit) if isolate else call(spec, sz, workdir)
     except Exception as exc:  # a failing part must not lose the others' numbers
@@ -105,13 +116,18 @@ class PartTimeout(RuntimeError):
     """A part ran past its limit and was killed."""
 
 
-def in_child(spec: str, size: str, workdir: Path, limit: Optional[float]) -> dict:
+def in_child(spec: str, size: str, workdir: Path, limit: float | None) -> dict:
     """Run the part in a fresh Python (its own CUDA context and peak counters); on timeout kill it
     and everything it started (its own session: DataLoader workers included)."""
     out, log_file = workdir / "part.json", workdir / "part.log"
     with open(log_file, "w") as stream:
-        proc = subprocess.Popen([*python_command(), "-m", "bench.perf.gpu_child", spec, size, str(workdir), str(out)],
-                                cwd=workdir, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*python_command(), "-m", "bench.perf.gpu_child", spec, size, str(workdir), str(out)],
+            cwd=workdir,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -135,7 +151,7 @@ def comparisons(parts: dict) -> list[dict]:
     return rows
 
 
-def verdict(ratio: Optional[float]) -> str:
+def verdict(ratio: float | None) -> str:
     """How far off an estimate is, in words: "estimate 1.90x low" when the measurement is larger."""
     if ratio is None:
         return "not compared (not measured or not estimated)"
@@ -152,7 +168,9 @@ def report_lines(parts: dict) -> list[str]:
             lines.append(f"{name}: failed: {part['error']}")
     for r in comparisons(parts):
         m, e = r["measured"], r["estimated"]
-        lines.append(f"{r['what']}: measured {_fmt(m)} {r['unit']}, estimated {_fmt(e)} {r['unit']}: {r['verdict']}")
+        lines.append(
+            f"{r['what']}: measured {_fmt(m)} {r['unit']}, estimated {_fmt(e)} {r['unit']}: {r['verdict']}"
+        )
     return lines
 
 
@@ -163,5 +181,9 @@ def _fmt(x) -> str:
 def suite_keys(result: dict) -> dict:
     """The suite's top-level keys: GPU name, the preset step's seconds and MFU, each estimate's ratio."""
     train = result["parts"].get("train", {}).get("measured", {})
-    return {"gpu": dev.name(), "gpu_step_s": train.get("steady_step_s"), "gpu_mfu": train.get("mfu"),
-            "gpu_estimates": {r["what"]: r["ratio"] for r in result["comparisons"]}}
+    return {
+        "gpu": dev.name(),
+        "gpu_step_s": train.get("steady_step_s"),
+        "gpu_mfu": train.get("mfu"),
+        "gpu_estimates": {r["what"]: r["ratio"] for r in result["comparisons"]},
+    }

@@ -10,7 +10,6 @@ the CPU there is no per-tensor counter: memory readings are None, never a guess.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 
@@ -41,12 +40,12 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def allocated_gib() -> Optional[float]:
+def allocated_gib() -> float | None:
     """GiB held by live tensors now (CUDA), None on the CPU."""
     return torch.cuda.memory_allocated() / GIB if torch.cuda.is_available() else None
 
 
-def peak_gib() -> Optional[float]:
+def peak_gib() -> float | None:
     """Peak GiB held by live tensors since `reset_peak` (CUDA), None on the CPU."""
     if not torch.cuda.is_available():
         return None
@@ -54,14 +53,14 @@ def peak_gib() -> Optional[float]:
     return torch.cuda.max_memory_allocated() / GIB
 
 
-def peak_reserved_gib() -> Optional[float]:
+def peak_reserved_gib() -> float | None:
     """Peak GiB the caching allocator reserved since `reset_peak` (CUDA), None on the CPU."""
     if not torch.cuda.is_available():
         return None
     return torch.cuda.max_memory_reserved() / GIB
 
 
-def name() -> Optional[str]:
+def name() -> str | None:
     """The GPU's name, None on the CPU."""
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 

@@ -39,7 +39,9 @@ def single_rank_group(device: torch.device):
     import torch.distributed as dist
 
     if dist.is_initialized():
-        raise RuntimeError("torch.distributed is already initialised: the FSDP part needs its own one-rank group")
+        raise RuntimeError(
+            "torch.distributed is already initialised: the FSDP part needs its own one-rank group"
+        )
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -65,8 +67,16 @@ def sharded_step(model, optimizer, method, latents, labels, sz: Sizes, generator
         x1 = latents[part].to(device)
         cond = method.training_condition(labels[part], part).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = method.loss(model, TrainBatch(x1=x1, cond=cond, eps=eps[k * b : (k + 1) * b],
-                                                 t=t[k * b : (k + 1) * b], generator=generator))
+            loss = method.loss(
+                model,
+                TrainBatch(
+                    x1=x1,
+                    cond=cond,
+                    eps=eps[k * b : (k + 1) * b],
+                    t=t[k * b : (k + 1) * b],
+                    generator=generator,
+                ),
+            )
         (loss / m).backward()
         total += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -87,13 +97,17 @@ def fsdp(sz: Sizes, workdir: Path) -> dict:
     latents = torch.randn((2 * batch, *sz.latent_shape), generator=g)
     labels = torch.randint(0, N_CLASSES, (len(latents),), generator=g)
     with single_rank_group(device) as backend:
-        backbone = flux_backbone(sz, method, "cpu")  # built on the CPU, as a cell's backbone is before sharding
+        backbone = flux_backbone(
+            sz, method, "cpu"
+        )  # built on the CPU, as a cell's backbone is before sharding
         dev.reset_peak()
         t0 = dev.clock()
         model = sharding.shard(backbone, device, PRECISION)
         shard_s = dev.clock() - t0
         # as the trainer builds it (bench.pipeline.trainer._adamw): fused on a GPU, the footprint's assumption
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" else None)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=1e-4, fused=True if device.type == "cuda" else None
+        )
         step_s, losses = [], []
         for _ in range(sz.fsdp_steps):
             t0 = dev.clock()
@@ -104,16 +118,40 @@ def fsdp(sz: Sizes, workdir: Path) -> dict:
         t0 = dev.clock()
         sharding.gather_into(model, backbone)
         gather_s, gather_peak = dev.clock() - t0, dev.peak_gib()
-    measured = {"shard_s": shard_s, "step_s": step_s, "steady_step_s": median(step_s[1:] or step_s),
-                "peak_gib": peak, "gather_s": gather_s, "gather_peak_gib": gather_peak,
-                "gathered_on": str(next(backbone.parameters()).device),
-                "gathered_finite": all(bool(torch.isfinite(p).all()) for p in backbone.parameters()),
-                "losses": losses, "finite": all(map(math.isfinite, losses))}
-    compare = [row("1-process FSDP step peak memory", "GiB", peak, fp.total_gib,
-                   "footprint total_gib (sharding='fsdp', 1 process)")]
-    return {"measured": measured, "estimated": footprint_terms(fp), "compare": compare,
-            "details": {"backend": backend, "world_size": 1, "micro_batch": sz.fsdp_micro_batch, "micro_batches": m,
-                        "steps": sz.fsdp_steps, "sharding": "bench.pipeline.sharding.shard (FSDP2, bf16 gathers, "
-                        "fp32 reduce), stepped by this part (the trainer does not shard one process)",
-                        "gather": "bench.pipeline.sharding.gather_into (the plain backbone, on the CPU) at the "
-                                  "end of training"}}
+    measured = {
+        "shard_s": shard_s,
+        "step_s": step_s,
+        "steady_step_s": median(step_s[1:] or step_s),
+        "peak_gib": peak,
+        "gather_s": gather_s,
+        "gather_peak_gib": gather_peak,
+        "gathered_on": str(next(backbone.parameters()).device),
+        "gathered_finite": all(bool(torch.isfinite(p).all()) for p in backbone.parameters()),
+        "losses": losses,
+        "finite": all(map(math.isfinite, losses)),
+    }
+    compare = [
+        row(
+            "1-process FSDP step peak memory",
+            "GiB",
+            peak,
+            fp.total_gib,
+            "footprint total_gib (sharding='fsdp', 1 process)",
+        )
+    ]
+    return {
+        "measured": measured,
+        "estimated": footprint_terms(fp),
+        "compare": compare,
+        "details": {
+            "backend": backend,
+            "world_size": 1,
+            "micro_batch": sz.fsdp_micro_batch,
+            "micro_batches": m,
+            "steps": sz.fsdp_steps,
+            "sharding": "bench.pipeline.sharding.shard (FSDP2, bf16 gathers, "
+            "fp32 reduce), stepped by this part (the trainer does not shard one process)",
+            "gather": "bench.pipeline.sharding.gather_into (the plain backbone, on the CPU) at the "
+            "end of training",
+        },
+    }

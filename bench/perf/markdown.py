@@ -8,17 +8,29 @@ from bench.perf.suite import TARGETS
 def markdown(result: dict) -> str:
     """A self-contained Markdown page of the suite's result."""
     m = result["machine"]
-    lines = [f"# bench performance ({result['scale']} scale)", "",
-             f"Measured {result['started']} on {m['host']}: {m['cores']} cores, {m['cpu']}, torch "
-             f"{m['torch']} ({m['torch_threads']} threads), GPU: {m['cuda'] or 'none'}.", "",
-             "| key | value | target | verdict |", "|---|---|---|---|"]
+    lines = [
+        f"# bench performance ({result['scale']} scale)",
+        "",
+        f"Measured {result['started']} on {m['host']}: {m['cores']} cores, {m['cpu']}, torch "
+        f"{m['torch']} ({m['torch_threads']} threads), GPU: {m['cuda'] or 'none'}.",
+        "",
+        "| key | value | target | verdict |",
+        "|---|---|---|---|",
+    ]
     for key, target in TARGETS.items():
         verdict = result["targets"].get(key)
         value = result.get(key)
         shown = "not measured" if value is None else _num(value)
         word = "–" if verdict is None else ("met" if verdict["met"] else f"**missed**: {verdict['miss']}")
         lines.append(f"| `{key}` | {shown} | {target.op} {target.value:g} | {word} |")
-    lines += _stages(result) + _nfe(result) + _threads(result) + _busy(result) + _gpu(result) + _gpu_compile(result)
+    lines += (
+        _stages(result)
+        + _nfe(result)
+        + _threads(result)
+        + _busy(result)
+        + _gpu(result)
+        + _gpu_compile(result)
+    )
     if result["errors"]:
         lines += ["", "## Errors", ""] + [f"- {name}: {msg}" for name, msg in result["errors"].items()]
     return "\n".join(lines) + "\n"
@@ -36,8 +48,9 @@ def _stages(result: dict) -> list[str]:
     if not stages:
         return []
     rows = sorted(stages.items(), key=lambda kv: -kv[1])
-    return ["", "## Quick run, seconds per stage (summed over cells)", "", "| stage | s |", "|---|---|"] + \
-        [f"| {k} | {v:.1f} |" for k, v in rows]
+    return ["", "## Quick run, seconds per stage (summed over cells)", "", "| stage | s |", "|---|---|"] + [
+        f"| {k} | {v:.1f} |" for k, v in rows
+    ]
 
 
 def _nfe(result: dict) -> list[str]:
@@ -47,8 +60,13 @@ def _nfe(result: dict) -> list[str]:
     methods = sorted({m for per in table.values() for m in per})
     nfe = result.get("details", {}).get("nfe", {})
     ref, tol = nfe.get("reference_nfe", 64), nfe.get("tol", 0.05)
-    lines = ["", f"## Euler steps to match FM at {ref} steps (tail quality within {tol:.0%})", "",
-             "| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    lines = [
+        "",
+        f"## Euler steps to match FM at {ref} steps (tail quality within {tol:.0%})",
+        "",
+        "| dataset | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
     for dataset, per in table.items():
         cells = [("> max" if per.get(m) is None else str(per[m])) if m in per else "–" for m in methods]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
@@ -63,11 +81,18 @@ def _curves(details: dict) -> list[str]:
     for dataset, per in details.get("curves", {}).items():
         nfes = sorted({int(n) for curve in per.values() for n in curve})
         metric = details.get("metric", {}).get(dataset, "quality")
-        lines += ["", f"{dataset}, `{metric}` (lower is better) by Euler steps:", "",
-                  "| method | " + " | ".join(str(n) for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+        lines += [
+            "",
+            f"{dataset}, `{metric}` (lower is better) by Euler steps:",
+            "",
+            "| method | " + " | ".join(str(n) for n in nfes) + " |",
+            "|---|" + "---|" * len(nfes),
+        ]
         for method, curve in per.items():
             values = {int(n): v for n, v in curve.items()}
-            lines.append(f"| {method} | " + " | ".join(_num(values.get(n, float("nan"))) for n in nfes) + " |")
+            lines.append(
+                f"| {method} | " + " | ".join(_num(values.get(n, float("nan"))) for n in nfes) + " |"
+            )
     return lines
 
 
@@ -85,9 +110,15 @@ def _busy(result: dict) -> list[str]:
     if not table:
         return []
     threads = list(next(iter(next(iter(table.values())).values())))
-    lines = ["", "## Idle and loaded machine (s per synthetic2d training step)", "",
-             "| machine | OMP_WAIT_POLICY | " + " | ".join(f"{t} thread(s)" if t != "0" else "default threads"
-                                                     for t in threads) + " |", "|---|---|" + "---|" * len(threads)]
+    lines = [
+        "",
+        "## Idle and loaded machine (s per synthetic2d training step)",
+        "",
+        "| machine | OMP_WAIT_POLICY | "
+        + " | ".join(f"{t} thread(s)" if t != "0" else "default threads" for t in threads)
+        + " |",
+        "|---|---|" + "---|" * len(threads),
+    ]
     for load, per in table.items():
         for policy, row in per.items():
             lines.append(f"| {load} | {policy} | " + " | ".join(_num(row[t]) for t in threads) + " |")
@@ -109,13 +140,22 @@ def _gpu(result: dict) -> list[str]:
     if "skipped" in details or "parts" not in details:
         return ["", title, "", f"Not measured: {details.get('skipped', 'the gpu case did not run')}."]
     train = details["parts"].get("train", {}).get("details", {})
-    lines = ["", title, "", f"Device: {details['device']} ({details['size']} size). Training step "
-             f"({train.get('micro_batches')} micro-batches of {train.get('micro_batch')}): "
-             f"{_shown(result.get('gpu_step_s'))} s, MFU {_shown(result.get('gpu_mfu'))}.", "",
-             "| part | estimate | measured | estimated | measured / estimated |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        title,
+        "",
+        f"Device: {details['device']} ({details['size']} size). Training step "
+        f"({train.get('micro_batches')} micro-batches of {train.get('micro_batch')}): "
+        f"{_shown(result.get('gpu_step_s'))} s, MFU {_shown(result.get('gpu_mfu'))}.",
+        "",
+        "| part | estimate | measured | estimated | measured / estimated |",
+        "|---|---|---|---|---|",
+    ]
     for r in details.get("comparisons", []):
-        lines.append(f"| {r['part']} | {r['what']} ({r['unit']}) | {_shown(r['measured'])} | {_shown(r['estimated'])} "
-                     f"| {_shown(r['ratio'])}: {r['verdict']} |")
+        lines.append(
+            f"| {r['part']} | {r['what']} ({r['unit']}) | {_shown(r['measured'])} | {_shown(r['estimated'])} "
+            f"| {_shown(r['ratio'])}: {r['verdict']} |"
+        )
     failed = [f"- {name}: {part['error']}" for name, part in details["parts"].items() if "error" in part]
     return lines + (["", "Parts that failed:", ""] + failed if failed else [])
 
@@ -126,9 +166,18 @@ def _gpu_compile(result: dict) -> list[str]:
     if details is None:
         return []
     if "skipped" in details:
-        return ["", "## GPU, eager vs torch.compile (the one-GPU preset, bf16, SDPA)", "",
-                f"Not measured: {details['skipped']}."]
+        return [
+            "",
+            "## GPU, eager vs torch.compile (the one-GPU preset, bf16, SDPA)",
+            "",
+            f"Not measured: {details['skipped']}.",
+        ]
     step, mfu = result.get("gpu_compile_step_s") or {}, result.get("gpu_compile_mfu") or {}
     rows = [f"| {k} | {_shown(step.get(k))} | {_shown(mfu.get(k))} |" for k in ("eager", "compiled")]
-    return ["", f"## GPU: {details.get('device')}, eager vs torch.compile (the one-GPU preset, bf16, SDPA)", "",
-            "| mode | s/step | MFU |", "|---|---|---|"] + rows
+    return [
+        "",
+        f"## GPU: {details.get('device')}, eager vs torch.compile (the one-GPU preset, bf16, SDPA)",
+        "",
+        "| mode | s/step | MFU |",
+        "|---|---|---|",
+    ] + rows

@@ -51,8 +51,14 @@ def run_stage(n: int, d: int, classes: int, steps: int) -> dict:
     method = OptPrior(risk_samples=0, steps=steps)
     prior = method.fit_prior(z, labels, classes, 0)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    return {"seconds": prior.info["seconds"], "peak_gib": peak_gib, "n": len(z), "k": prior.info["k"],
-            "batch_size": method.proxy.batch_size, "threads": torch.get_num_threads()}
+    return {
+        "seconds": prior.info["seconds"],
+        "peak_gib": peak_gib,
+        "n": len(z),
+        "k": prior.info["k"],
+        "batch_size": method.proxy.batch_size,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def measure(scale: str, workdir: Path) -> Measurement:
@@ -61,18 +67,29 @@ def measure(scale: str, workdir: Path) -> Measurement:
     stage_steps = STEPS[scale]
     steps = int(os.environ.get(STEPS_ENV, stage_steps)) if scale == "full" else stage_steps
     out = Path(workdir) / "offline.json"
-    child = subprocess.run([*python_command(), "-m", "bench.perf.offline", str(n), str(d), str(classes),
-                            str(steps), str(out)], capture_output=True, text=True)
+    child = subprocess.run(
+        [*python_command(), "-m", "bench.perf.offline", str(n), str(d), str(classes), str(steps), str(out)],
+        capture_output=True,
+        text=True,
+    )
     if child.returncode != 0:
         raise RuntimeError(f"offline stage child failed: {child.stderr.strip().splitlines()[-1:]}")
     run = json.loads(out.read_text())
     parts = run["seconds"]
     optimisation = parts["optimisation"] * stage_steps / steps
     total = sum(v for k, v in parts.items() if k != "optimisation") + optimisation
-    details = {**run, "steps_timed": steps, "steps": stage_steps, "extrapolated": steps != stage_steps,
-               "seconds_per_step": parts["optimisation"] / steps, "d": d, "classes": classes}
-    return Measurement(keys={"offline_stage_s": total, "offline_stage_peak_gib": run["peak_gib"]},
-                       details=details)
+    details = {
+        **run,
+        "steps_timed": steps,
+        "steps": stage_steps,
+        "extrapolated": steps != stage_steps,
+        "seconds_per_step": parts["optimisation"] / steps,
+        "d": d,
+        "classes": classes,
+    }
+    return Measurement(
+        keys={"offline_stage_s": total, "offline_stage_peak_gib": run["peak_gib"]}, details=details
+    )
 
 
 if __name__ == "__main__":  # the child: python -m bench.perf.offline N D CLASSES STEPS OUT

@@ -21,18 +21,18 @@ import contextlib
 import cProfile
 import dataclasses
 import pstats
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
-import gin
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import gin
 from bench.backbones.flux import FluxBackbone, image_ids, pack_patches
-from bench.perf.case import Measurement, median, timed
 from bench.config.train import TrainConfig
+from bench.perf.case import Measurement, median, timed
 from bench.pipeline.trainer import TrainResult, train
 
 TARGET = 1.05  # bench may cost at most 5% more per step than the bare loop
@@ -43,7 +43,7 @@ SEED = 0
 class Scale:
     """How much is timed: batch (None = phantom_lt.gin's), the two call lengths and the repeats."""
 
-    batch_size: Optional[int]
+    batch_size: int | None
     k1: int
     k2: int
     repeats: int
@@ -74,8 +74,8 @@ def gin_parsed(names: Sequence[str]) -> Iterator[None]:
 
     Clearing keeps the bindings from leaking into later code that builds a TrainConfig().
     """
-    from bench.pipeline.assemble import load_plugins
     from bench.config.gin_config import gin_dir, parse
+    from bench.pipeline.assemble import load_plugins
 
     load_plugins()
     parse([gin_dir() / name for name in names], [])
@@ -85,7 +85,7 @@ def gin_parsed(names: Sequence[str]) -> Iterator[None]:
         gin.clear_config()
 
 
-def phantom_setting(batch_size: Optional[int] = None) -> Setting:
+def phantom_setting(batch_size: int | None = None) -> Setting:
     """The setting both loops train, built as a phantom_lt cell builds it (seeded weights).
 
     The latents are uniform in [-1, 1] rather than rendered phantoms: the step's cost depends only
@@ -105,8 +105,15 @@ def phantom_setting(batch_size: Optional[int] = None) -> Setting:
     labels = torch.repeat_interleave(torch.arange(dataset.n_classes), counts)
     g = torch.Generator().manual_seed(SEED)
     latents = encoder.encode(torch.rand((len(labels), *shape), generator=g))
-    cfg = dataclasses.replace(cfg, batch_size=batch_size or cfg.batch_size, mixed_precision="no",
-                              ema_decay=0.0, warmup_steps=0, micro_batches=1, checkpoint_every=0)
+    cfg = dataclasses.replace(
+        cfg,
+        batch_size=batch_size or cfg.batch_size,
+        mixed_precision="no",
+        ema_decay=0.0,
+        warmup_steps=0,
+        micro_batches=1,
+        checkpoint_every=0,
+    )
     return Setting(backbone, method, latents, labels, cfg)
 
 
@@ -141,8 +148,9 @@ class BareLoop:
         modules = (self.transformer, self.token_embedding, self.pooled_embedding)
         return [p for m in modules for p in m.parameters()]
 
-    def loss(self, x1: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor,
-             sigma: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, x1: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
         """Rectified-flow MSE at noise level sigma (B,) for class labels (token = label + 1)."""
         s = sigma.reshape(-1, 1, 1, 1)
         noisy = (1 - s) * x1 + s * noise
@@ -162,8 +170,14 @@ class BareLoop:
         """AdamW over every trained tensor, with the setting's lr and weight decay."""
         return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
-    def step(self, optimizer: torch.optim.Optimizer, x1: torch.Tensor, labels: torch.Tensor,
-             noise: torch.Tensor, sigma: torch.Tensor) -> float:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        x1: torch.Tensor,
+        labels: torch.Tensor,
+        noise: torch.Tensor,
+        sigma: torch.Tensor,
+    ) -> float:
         """One optimisation step on a batch (moved to the device here): loss, backward, clip, AdamW."""
         dev = device()
         loss = self.loss(x1.to(dev), labels.to(dev), noise.to(dev), sigma.to(dev))
@@ -174,8 +188,9 @@ class BareLoop:
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    def train(self, latents: torch.Tensor, labels: torch.Tensor, steps: int,
-              generator: torch.Generator) -> list[float]:
+    def train(
+        self, latents: torch.Tensor, labels: torch.Tensor, steps: int, generator: torch.Generator
+    ) -> list[float]:
         """`steps` steps on random batches of (latents, labels) with a fresh AdamW; each step's loss."""
         b, optimizer = self.cfg.batch_size, self.optimizer()
         losses = []
@@ -197,6 +212,7 @@ Run = Callable[[int], object]  # run(k) trains k steps, one-off setup included
 
 def bench_run(setting: Setting, threads: int) -> Run:
     """k steps through bench.pipeline.trainer.train on `threads` torch threads (weights carry over)."""
+
     def run(steps: int) -> TrainResult:
         cfg = dataclasses.replace(setting.cfg, steps=steps, threads=threads)
         return train(setting.method, setting.backbone, setting.latents, setting.labels, cfg, SEED)
@@ -237,8 +253,10 @@ def profile_top(run: Run, steps: int, n: int = 10) -> list[str]:
     profiler.runcall(run, steps)
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, ncalls, self, cumulative, _)
     top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:n]
-    return [f"{tt:8.4f}s self {ct:8.4f}s cum {nc:7d} calls  {Path(f).name}:{line}({name})"
-            for (f, line, name), (_, nc, tt, ct, _) in top]
+    return [
+        f"{tt:8.4f}s self {ct:8.4f}s cum {nc:7d} calls  {Path(f).name}:{line}({name})"
+        for (f, line, name), (_, nc, tt, ct, _) in top
+    ]
 
 
 def measure(scale: str, workdir: Path) -> Measurement:
@@ -251,13 +269,22 @@ def measure(scale: str, workdir: Path) -> Measurement:
         bench_s, bare_s = median(times["bench"]), median(times["bare"])
         ratio = bench_s / bare_s
         details = {
-            "bench_s_per_step": bench_s, "bare_s_per_step": bare_s, "per_repeat_s": times,
-            "repeats": sc.repeats, "k1": sc.k1, "k2": sc.k2, "threads": threads,
-            "batch_size": setting.cfg.batch_size, "sample_shape": list(setting.backbone.sample_shape),
-            "train_rows": len(setting.labels), "parameters": setting.parameters, "precision": "fp32",
-            "device": str(device()), "target": TARGET,
+            "bench_s_per_step": bench_s,
+            "bare_s_per_step": bare_s,
+            "per_repeat_s": times,
+            "repeats": sc.repeats,
+            "k1": sc.k1,
+            "k2": sc.k2,
+            "threads": threads,
+            "batch_size": setting.cfg.batch_size,
+            "sample_shape": list(setting.backbone.sample_shape),
+            "train_rows": len(setting.labels),
+            "parameters": setting.parameters,
+            "precision": "fp32",
+            "device": str(device()),
+            "target": TARGET,
             "timing": "per step = (T(k2 steps) - T(k1 steps)) / (k2 - k1) of whole calls, "
-                      "cancelling each call's setup; median over interleaved repeats",
+            "cancelling each call's setup; median over interleaved repeats",
         }
         if not ratio <= TARGET:  # also a NaN ratio
             details["profile"] = profile_top(runs["bench"], sc.k2)

@@ -17,12 +17,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.store.gridfile import cell_label
 from bench.perf.case import Measurement, python_command
+from bench.store.gridfile import cell_label
 
-ARGS = {"full": [],
-        "smoke": ["datasets=[synthetic2d]", "methods=[fm]", "train.steps=30", "synthetic2d.n_max=400",
-                  "synthetic2d.n_test_per_class=40"]}
+ARGS = {
+    "full": [],
+    "smoke": [
+        "datasets=[synthetic2d]",
+        "methods=[fm]",
+        "train.steps=30",
+        "synthetic2d.n_max=400",
+        "synthetic2d.n_test_per_class=40",
+    ],
+}
 
 
 def measure(scale: str, workdir: Path) -> Measurement:
@@ -38,10 +45,17 @@ def measure(scale: str, workdir: Path) -> Measurement:
         cells[cell_label(record["dataset"], record["method"], record["seed"])] = record["timings_s"]
     stages = stage_totals(cells.values())
     busy = sum(timings.get("total", 0.0) for timings in cells.values())
-    return Measurement(keys={"quick_run_s": wall, "quick_run_stages_s": stages, "quick_run_cells_s": busy,
-                             "quick_run_side_by_side": busy / wall, "quick_rerun_s": rerun,
-                             "quick_rerun_ratio": rerun / wall},
-                       details={"command": " ".join(["bench", "run", *ARGS[scale]]), "cells": cells})
+    return Measurement(
+        keys={
+            "quick_run_s": wall,
+            "quick_run_stages_s": stages,
+            "quick_run_cells_s": busy,
+            "quick_run_side_by_side": busy / wall,
+            "quick_rerun_s": rerun,
+            "quick_rerun_ratio": rerun / wall,
+        },
+        details={"command": " ".join(["bench", "run", *ARGS[scale]]), "cells": cells},
+    )
 
 
 def _timed_run(command: list[str]) -> float:
@@ -50,8 +64,9 @@ def _timed_run(command: list[str]) -> float:
     child = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if child.returncode != 0:
-        raise RuntimeError(f"bench run failed (exit {child.returncode}): "
-                           f"{(child.stderr.strip().splitlines() or [''])[-1]}")
+        raise RuntimeError(
+            f"bench run failed (exit {child.returncode}): {(child.stderr.strip().splitlines() or [''])[-1]}"
+        )
     return wall
 
 

@@ -21,23 +21,43 @@ from pathlib import Path
 
 import torch
 
-from bench.store.artifacts import write_text_atomic
 from bench.errors import BenchError
 from bench.perf.case import SCALES, timed
+from bench.store.artifacts import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 # case name -> module with measure(scale, workdir); in the issue's order
-CASES = {"overhead": "bench.perf.overhead", "offline": "bench.perf.offline", "fid": "bench.perf.frechet",
-         "quick_run": "bench.perf.quickrun", "nfe": "bench.perf.nfe", "threads": "bench.perf.thread_scaling",
-         "busy": "bench.perf.busy", "gpu": "bench.perf.gpu_check", "gpu_compile": "bench.perf.gpu"}
+CASES = {
+    "overhead": "bench.perf.overhead",
+    "offline": "bench.perf.offline",
+    "fid": "bench.perf.frechet",
+    "quick_run": "bench.perf.quickrun",
+    "nfe": "bench.perf.nfe",
+    "threads": "bench.perf.thread_scaling",
+    "busy": "bench.perf.busy",
+    "gpu": "bench.perf.gpu_check",
+    "gpu_compile": "bench.perf.gpu",
+}
 # the keys each case must write (None when it failed or does not apply)
-KEYS = {"overhead": ["harness_overhead_ratio"], "offline": ["offline_stage_s", "offline_stage_peak_gib"],
-        "fid": ["fid_speedup_vs_sqrtm", "fid_rel_diff"],
-        "quick_run": ["quick_run_s", "quick_run_stages_s", "quick_run_cells_s", "quick_run_side_by_side",
-                      "quick_rerun_s", "quick_rerun_ratio"],
-        "nfe": ["nfe_to_match"], "threads": ["threads"], "busy": ["busy"], "gpu": ["gpu", "gpu_step_s", "gpu_mfu", "gpu_estimates"],
-        "gpu_compile": ["gpu_compile_step_s", "gpu_compile_mfu"]}
+KEYS = {
+    "overhead": ["harness_overhead_ratio"],
+    "offline": ["offline_stage_s", "offline_stage_peak_gib"],
+    "fid": ["fid_speedup_vs_sqrtm", "fid_rel_diff"],
+    "quick_run": [
+        "quick_run_s",
+        "quick_run_stages_s",
+        "quick_run_cells_s",
+        "quick_run_side_by_side",
+        "quick_rerun_s",
+        "quick_rerun_ratio",
+    ],
+    "nfe": ["nfe_to_match"],
+    "threads": ["threads"],
+    "busy": ["busy"],
+    "gpu": ["gpu", "gpu_step_s", "gpu_mfu", "gpu_estimates"],
+    "gpu_compile": ["gpu_compile_step_s", "gpu_compile_mfu"],
+}
 
 
 @dataclass(frozen=True)
@@ -58,10 +78,15 @@ class Target:
         return f"{factor:.2f}x {'over' if self.op == '<=' else 'under'} the target"
 
 
-TARGETS = {"harness_overhead_ratio": Target("<=", 1.05), "offline_stage_s": Target("<=", 600.0),
-           "offline_stage_peak_gib": Target("<=", 6.0), "fid_speedup_vs_sqrtm": Target(">=", 5.0),
-           "fid_rel_diff": Target("<=", 1e-6), "quick_run_s": Target("<=", 300.0),
-           "quick_rerun_ratio": Target("<=", 0.10)}
+TARGETS = {
+    "harness_overhead_ratio": Target("<=", 1.05),
+    "offline_stage_s": Target("<=", 600.0),
+    "offline_stage_peak_gib": Target("<=", 6.0),
+    "fid_speedup_vs_sqrtm": Target(">=", 5.0),
+    "fid_rel_diff": Target("<=", 1e-6),
+    "quick_run_s": Target("<=", 300.0),
+    "quick_rerun_ratio": Target("<=", 0.10),
+}
 
 
 def check_cases(names: list[str]) -> list[str]:
@@ -77,8 +102,16 @@ def run_suite(names: list[str], scale: str, workdir: Path, out: Path) -> dict:
     case, so an interrupted suite keeps the numbers of the cases that finished."""
     if scale not in SCALES:
         raise BenchError(f"unknown scale {scale!r} (known: {', '.join(SCALES)})")
-    result = {"scale": scale, "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "targets": {}, "details": {}, "seconds": {}, "errors": {}, "files": []}
+    result = {
+        "scale": scale,
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "targets": {},
+        "details": {},
+        "seconds": {},
+        "errors": {},
+        "files": [],
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     for name in check_cases(names):
         log.info("bench bench: %s (%s)", name, scale)
@@ -112,14 +145,23 @@ def verdicts(result: dict) -> dict:
     for key, target in TARGETS.items():
         value = result.get(key)
         if value is not None:
-            out[key] = {"target": f"{target.op} {target.value:g}", "value": value,
-                        "met": target.met(value), "miss": target.miss(value)}
+            out[key] = {
+                "target": f"{target.op} {target.value:g}",
+                "value": value,
+                "met": target.met(value),
+                "miss": target.miss(value),
+            }
     return out
 
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version()}
+    return {
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from bench.config.train import TrainConfig
 from bench.perf.case import Measurement, median
 from bench.perf.overhead import SCALES, bench_run, gin_parsed, interleaved, phantom_setting
-from bench.config.train import TrainConfig
 
 THREADS = (1, 2)
 
@@ -27,8 +27,11 @@ def current_defaults() -> dict:
     declared = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "threads")
     with gin_parsed(["base.gin"]):
         configured = TrainConfig().threads
-    return {"bench/pipeline/trainer.py": declared, "gin/base.gin": configured,
-            "meaning_of_0": "torch's default thread count"}
+    return {
+        "bench/pipeline/trainer.py": declared,
+        "gin/base.gin": configured,
+        "meaning_of_0": "torch's default thread count",
+    }
 
 
 def measure(scale: str, workdir: Path) -> Measurement:
@@ -43,11 +46,17 @@ def measure(scale: str, workdir: Path) -> Measurement:
     best = min(THREADS, key=lambda n: s[str(n)])
     keys = {"threads": {**s, "best": best, "speedup_2_vs_1": s["1"] / s["2"]}}
     details = {
-        "per_repeat_s": times, "repeats": sc.repeats, "k1": sc.k1, "k2": sc.k2,
-        "batch_size": setting.cfg.batch_size, "sample_shape": list(setting.backbone.sample_shape),
-        "parameters": setting.parameters, "cpu_count": os.cpu_count(), "torch_threads_before": before,
+        "per_repeat_s": times,
+        "repeats": sc.repeats,
+        "k1": sc.k1,
+        "k2": sc.k2,
+        "batch_size": setting.cfg.batch_size,
+        "sample_shape": list(setting.backbone.sample_shape),
+        "parameters": setting.parameters,
+        "cpu_count": os.cpu_count(),
+        "torch_threads_before": before,
         "train_threads_default": current_defaults(),
         "timing": "per step = (T(k2 steps) - T(k1 steps)) / (k2 - k1) of whole train() calls; "
-                  "median over interleaved repeats",
+        "median over interleaved repeats",
     }
     return Measurement(keys, details)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import gin
-
 from bench import registry
 from bench.config.cell_config import CellConfig
+from bench.config.checks import is_int
 from bench.config.data import AugmentationTargets
 from bench.config.evaluation import GenerativeSet
+from bench.config.executor_settings import ExecutorConfig
 from bench.config.gin_config import (
     check_user_files,
     experiment_file,
@@ -25,17 +25,20 @@ from bench.config.gin_config import (
     parse,
     plugin_file,
 )
-from bench.config.checks import is_int
 from bench.config.grid_axes import GridConfig
+from bench.data.split_seed import tie_split_seed
 from bench.errors import BenchError
-from bench.config.executor_settings import ExecutorConfig
 from bench.pipeline import stages
-from bench.pipeline.footprint import (Footprint, device_memory, estimate, require_fit,
-                                      require_shared_micro_batches)
+from bench.pipeline.footprint import (
+    Footprint,
+    device_memory,
+    estimate,
+    require_fit,
+    require_shared_micro_batches,
+)
+from bench.pipeline.sampler import get_solver
 from bench.runtime.distributed import world
 from bench.store.gridfile import cell_label
-from bench.pipeline.sampler import get_solver
-from bench.data.split_seed import tie_split_seed
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,12 @@ class BuiltCell:
     config_hash: str
     stage_hashes: dict
     # the fingerprints of the data the cell read (bench.store.fingerprint), once `key_by_data` ran
-    data: Optional[dict] = None
+    data: dict | None = None
     # the stage hashes of the configuration alone: they name the shared cache folders, so a
     # dataset edited in place replaces its cache there instead of leaving a stale one beside it
     config_stage_hashes: dict = field(default_factory=dict)
     # one training step's parameters, memory per device and FLOPs (set by `validate`)
-    footprint: Optional[Footprint] = None
+    footprint: Footprint | None = None
 
     def key_by_data(self, data: dict) -> None:
         """Fold the data fingerprints ({"train": ..., "eval": ...}) into the hashes of the stages
@@ -105,8 +108,10 @@ class BuiltCell:
         if self.config.pipeline.eval_on == "test":
             return self.dataset.eval_split
         if not getattr(self.dataset, "val_split", None):
-            raise BenchError(f"pipeline.eval_on='val': dataset {self.spec.dataset} has no validation split; "
-                             "use pipeline.eval_on=test")
+            raise BenchError(
+                f"pipeline.eval_on='val': dataset {self.spec.dataset} has no validation split; "
+                "use pipeline.eval_on=test"
+            )
         return self.dataset.val_split
 
 
@@ -132,8 +137,10 @@ def expand_grid(request: RunRequest) -> list[CellSpec]:
     seeds = [_seed(s) for s in axes["seeds"]]
     if not (axes["methods"] and axes["datasets"] and seeds):
         raise BenchError("empty grid: methods, datasets and seeds each need at least one value")
-    return [CellSpec(request.experiment, str(d), str(m), s)
-            for d, m, s in itertools.product(axes["datasets"], axes["methods"], seeds)]
+    return [
+        CellSpec(request.experiment, str(d), str(m), s)
+        for d, m, s in itertools.product(axes["datasets"], axes["methods"], seeds)
+    ]
 
 
 MAX_SEED = 2**31  # every RNG a cell seeds (torch, numpy, scikit-learn's random_state) accepts [0, 2**31)
@@ -143,16 +150,19 @@ def _seed(value) -> int:
     if not is_int(value) or value < 0:
         raise BenchError(f"seeds must be non-negative integers, got {value!r}")
     if value >= MAX_SEED:
-        raise BenchError(f"seeds must be below 2**31 = {MAX_SEED} (the range every random generator accepts), "
-                         f"got {value}")
+        raise BenchError(
+            f"seeds must be below 2**31 = {MAX_SEED} (the range every random generator accepts), got {value}"
+        )
     return value
 
 
 def config_files(spec: CellSpec, request: RunRequest) -> list[Path]:
     """The gin files of a cell, in override order."""
     files = [gin_dir() / "base.gin"]
-    for kind, name, reg in (("datasets", spec.dataset, registry.datasets),
-                            ("methods", spec.method, registry.methods)):
+    for kind, name, reg in (
+        ("datasets", spec.dataset, registry.datasets),
+        ("methods", spec.method, registry.methods),
+    ):
         path = plugin_file(kind, name, reg.get(name))
         if path is not None:
             files.append(path)
@@ -166,8 +176,12 @@ def build_dataset(name: str, request: RunRequest):
     cls = registry.datasets.get(name)
     path = plugin_file("datasets", name, cls)
     files = [gin_dir() / "base.gin"] + ([path] if path is not None else [])
-    parse(files + [experiment_file(request.experiment)] + check_user_files(request.gin_files),
-          request.bindings, name, registry.datasets.names())
+    parse(
+        files + [experiment_file(request.experiment)] + check_user_files(request.gin_files),
+        request.bindings,
+        name,
+        registry.datasets.names(),
+    )
     return cls(), AugmentationTargets()
 
 
@@ -184,8 +198,16 @@ def build_cell(spec: CellSpec, request: RunRequest) -> BuiltCell:
     evaluators = [registry.evaluators.get(name)() for name in config.pipeline.evaluators]
     require_settings(spec, dataset, encoder)
     get_solver(config.sample.solver)
-    return BuiltCell(spec, dataset, method, encoder, backbone_cls, evaluators, config,
-                     *_hashes(spec, dataset, method, encoder, evaluators, config.generative))
+    return BuiltCell(
+        spec,
+        dataset,
+        method,
+        encoder,
+        backbone_cls,
+        evaluators,
+        config,
+        *_hashes(spec, dataset, method, encoder, evaluators, config.generative),
+    )
 
 
 def require_settings(spec: CellSpec, *plugins) -> None:
@@ -194,8 +216,10 @@ def require_settings(spec: CellSpec, *plugins) -> None:
     docs/datasets.md."""
     missing = [item for plugin in plugins for item in plugin.missing_settings()]
     if missing:
-        raise BenchError(f"{len(missing)} setting(s) not set for {spec.label}: {'; '.join(missing)}; where each "
-                         "comes from: docs/datasets.md#where-the-files-come-from")
+        raise BenchError(
+            f"{len(missing)} setting(s) not set for {spec.label}: {'; '.join(missing)}; where each "
+            "comes from: docs/datasets.md#where-the-files-come-from"
+        )
 
 
 def _hashes(spec, dataset, method, encoder, evaluators, generative: GenerativeSet) -> tuple[str, dict]:
@@ -236,8 +260,16 @@ def validate(request: RunRequest) -> list[BuiltCell]:
         if cfg.compile and not backbone.repeated_blocks():  # refused now, not mid-grid; nothing compiled
             backbone.compile_blocks()
         # traced under fake tensors (bench.pipeline.step_trace), once per backbone config and micro-batch
-        cell.footprint = estimate(backbone, cfg.batch_size, cfg.micro_batches, world(), cfg.mixed_precision,
-                                  cfg.sharding, cfg.activation_checkpointing, ema=cfg.ema_decay > 0)
+        cell.footprint = estimate(
+            backbone,
+            cfg.batch_size,
+            cfg.micro_batches,
+            world(),
+            cfg.mixed_precision,
+            cfg.sharding,
+            cfg.activation_checkpointing,
+            ema=cfg.ema_decay > 0,
+        )
         built.append(cell)
     return built
 
@@ -263,7 +295,7 @@ def require_fits(cells: list[BuiltCell], config: ExecutorConfig) -> None:
             require_fit(cell.spec.label, cell.footprint, gib, what)
 
 
-def make_backbone(cell: BuiltCell, shape: tuple, seed: Optional[int] = None):
+def make_backbone(cell: BuiltCell, shape: tuple, seed: int | None = None):
     """Construct the cell's backbone (seeded, so the untrained weights are reproducible)."""
     import torch
 
@@ -276,9 +308,13 @@ def plugin_origins(cell: BuiltCell) -> dict:
     """{"<kind>/<name>": "<distribution> <version>"} of every plugin the cell used: a third-party
     method or dataset is part of what a record was computed with."""
     pipe = cell.config.pipeline
-    used = [(registry.methods, cell.spec.method), (registry.datasets, cell.spec.dataset),
-            (registry.backbones, pipe.backbone), (registry.encoders, pipe.encoder),
-            *((registry.evaluators, name) for name in pipe.evaluators)]
+    used = [
+        (registry.methods, cell.spec.method),
+        (registry.datasets, cell.spec.dataset),
+        (registry.backbones, pipe.backbone),
+        (registry.encoders, pipe.encoder),
+        *((registry.evaluators, name) for name in pipe.evaluators),
+    ]
     return {f"{reg.kind}/{name}": reg.origin(name) for reg, name in used}
 
 

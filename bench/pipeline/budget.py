@@ -38,7 +38,6 @@ import functools
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from bench.config.throughput import Assumptions
 from bench.data.targets import augmentation_plan
@@ -84,17 +83,23 @@ class CellEstimate:
 
     def describe(self) -> str:
         """One line: GPU-hours by term, peak memory, disk by item."""
+
         def part(name, value):
             shown = f"{value:,.2f}" if math.isfinite(value) else "not estimated"
             return f"{name} {shown}" + (" [dataset]" if name in self.shared else "")
 
         hours = ", ".join(part(k, v) for k, v in self.gpu_hours.items())
-        wall = f", ~{self.total_gpu_hours / self.processes:,.1f} h on {self.processes} GPUs" \
-            if self.processes > 1 else ""
+        wall = (
+            f", ~{self.total_gpu_hours / self.processes:,.1f} h on {self.processes} GPUs"
+            if self.processes > 1
+            else ""
+        )
         peak = ", ".join(f"{k} {v:,.1f}" for k, v in self.peak_gib.items())
         disk = ", ".join(part(k, v) for k, v in self.disk_gib.items())
-        return (f"~{self.total_gpu_hours:,.2f} GPU-h ({hours}{wall}); peak GiB per device: {peak}; "
-                f"disk ~{sum(self.disk_gib.values()):,.1f} GiB ({disk})")
+        return (
+            f"~{self.total_gpu_hours:,.2f} GPU-h ({hours}{wall}); peak GiB per device: {peak}; "
+            f"disk ~{sum(self.disk_gib.values()):,.1f} GiB ({disk})"
+        )
 
 
 def facts(cell) -> DatasetFacts:
@@ -110,8 +115,9 @@ def facts(cell) -> DatasetFacts:
             n_val = 0
     image = tuple(int(s) for s in train.x.shape[1:])
     latent = tuple(int(s) for s in cell.encoder.latent_shape(image))
-    return DatasetFacts(len(train), n_eval, n_val, image, latent,
-                        tuple(int(c) for c in train.counts(ds.n_classes).tolist()))
+    return DatasetFacts(
+        len(train), n_eval, n_val, image, latent, tuple(int(c) for c in train.counts(ds.n_classes).tolist())
+    )
 
 
 @functools.cache
@@ -161,8 +167,9 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, first_of_dataset: bool,
-             first_of_seed: bool) -> CellEstimate:
+def estimate(
+    cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, first_of_dataset: bool, first_of_seed: bool
+) -> CellEstimate:
     """The cell's estimate; `first_of_*` put the work a dataset's cells share on its first cell."""
     fp = cell.footprint
     out = CellEstimate(cell.spec.label, processes=getattr(fp, "processes", 1) or 1)
@@ -175,12 +182,17 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
         out.gpu_hours["train"] = fp.flops_per_step * cell.config.train.steps / transformer / 3600
         forward = fp.flops_per_step / (3 * max(1, fp.batch_size))  # forward + backward = 3 forwards
         guidance = 2 if cell.config.sample.guidance_scale != 1.0 else 1
-        out.gpu_hours["sampling"] = (synthetic + generative) * cell.config.sample.nfe * guidance * forward \
-            / transformer / 3600
+        out.gpu_hours["sampling"] = (
+            (synthetic + generative) * cell.config.sample.nfe * guidance * forward / transformer / 3600
+        )
     names = {ev.name: ev for ev in cell.evaluators}
     n_classes = cell.dataset.n_classes
-    if cell.dataset.kind == "image" and names.keys() & {"fid", "kid", "irs", "knn_purity", "memorisation"} \
-            and features_cfg is not None and not features_cfg.path:
+    if (
+        cell.dataset.kind == "image"
+        and names.keys() & {"fid", "kid", "irs", "knn_purity", "memorisation"}
+        and features_cfg is not None
+        and not features_cfg.path
+    ):
         per_image = cnn_forward_flops(features_cfg.arch, f.image_shape, n_classes)
         source = generative or synthetic  # the @source draws are sized like the set FID / IRS score
         flops = per_image * (synthetic + generative + source)
@@ -189,7 +201,9 @@ def estimate(cell, f: DatasetFacts, features_cfg, assumptions: Assumptions, firs
             out.shared.add("features")
         out.gpu_hours["features"] = flops / cnn / 3600
     if "downstream" in names:
-        out.gpu_hours["downstream"] = _downstream_flops(names["downstream"], f, synthetic, first_of_seed) / cnn / 3600
+        out.gpu_hours["downstream"] = (
+            _downstream_flops(names["downstream"], f, synthetic, first_of_seed) / cnn / 3600
+        )
     if fp is not None:
         out.peak_gib["train"] = fp.total_gib
     if not out.cpu_sized:  # the embedded quick run's cells are not traced
@@ -229,16 +243,28 @@ def _inference_peaks(cell, f: DatasetFacts, assumptions: Assumptions, features_c
     precision = getattr(cfg, "precision", "fp32")
     if cell.footprint is not None and hasattr(cell.backbone_cls, "config"):  # a backbone the tracer rebuilds
         batch = cfg.batch_size or 1
-        key = ("sampling", cell.stage_hashes["encode"], cell.config.pipeline.backbone, batch, precision,
-               cfg.solver, cfg.guidance_scale)
-        peaks[f"sampling@{batch}"] = _traced(key, lambda: sampling_peak_gib(
-            _meta_backbone(cell, f), batch, precision, cfg.solver, cfg.guidance_scale))
+        key = (
+            "sampling",
+            cell.stage_hashes["encode"],
+            cell.config.pipeline.backbone,
+            batch,
+            precision,
+            cfg.solver,
+            cfg.guidance_scale,
+        )
+        peaks[f"sampling@{batch}"] = _traced(
+            key,
+            lambda: sampling_peak_gib(
+                _meta_backbone(cell, f), batch, precision, cfg.solver, cfg.guidance_scale
+            ),
+        )
     encoder = cell.encoder
     if callable(getattr(encoder, "peak_gib", None)):  # an encoder that traces its own peak (flux_vae)
         batch = getattr(encoder, "batch_size", None) or 1
         key = ("vae", cell.stage_hashes["encode"], batch, precision)
-        peaks[f"vae decode@{batch}"] = _traced(key, lambda: encoder.peak_gib(f.image_shape, batch, precision,
-                                                                             "decode"))
+        peaks[f"vae decode@{batch}"] = _traced(
+            key, lambda: encoder.peak_gib(f.image_shape, batch, precision, "decode")
+        )
     peaks.update(_classifier_peaks(cell, f, features_cfg))
     return {k: v for k, v in peaks.items() if v is not None}
 
@@ -254,18 +280,26 @@ def _classifier_peaks(cell, f: DatasetFacts, features_cfg) -> dict:
     n_classes = cell.dataset.n_classes
     nets = {}
     if features_cfg is not None and not features_cfg.path:
-        nets[f"features {features_cfg.arch}@{features_cfg.batch_size}"] = (features_cfg.arch, features_cfg.batch_size)
+        nets[f"features {features_cfg.arch}@{features_cfg.batch_size}"] = (
+            features_cfg.arch,
+            features_cfg.batch_size,
+        )
     down = next((ev for ev in cell.evaluators if ev.name == "downstream"), None)
     if down is not None:
         nets[f"downstream {down.arch}@{down.protocol.batch_size}"] = (down.arch, down.protocol.batch_size)
-    return {name: _traced(("cnn", arch, channels, n_classes, size, batch), lambda a=arch, b=batch: classifier_step_gib(
-        a, channels, n_classes, size, b)) for name, (arch, batch) in nets.items()}
+    return {
+        name: _traced(
+            ("cnn", arch, channels, n_classes, size, batch),
+            lambda a=arch, b=batch: classifier_step_gib(a, channels, n_classes, size, b),
+        )
+        for name, (arch, batch) in nets.items()
+    }
 
 
 _TRACES: dict = {}
 
 
-def _traced(key, trace) -> Optional[float]:
+def _traced(key, trace) -> float | None:
     """A traced peak in GiB, memoised for this process; None when the trace fails."""
     if key not in _TRACES:
         try:

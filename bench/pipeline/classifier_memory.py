@@ -23,8 +23,9 @@ GIB = 2**30
 
 
 @functools.lru_cache(maxsize=32)
-def classifier_step_gib(arch: str, in_channels: int, n_classes: int, size: int, batch: int,
-                        precision: str = "bf16") -> float:
+def classifier_step_gib(
+    arch: str, in_channels: int, n_classes: int, size: int, batch: int, precision: str = "bf16"
+) -> float:
     """GiB at the peak of one training step of `arch` on `batch` images of size x size
     (`precision`: 'bf16' autocast as on a GPU, or 'no' for float32)."""
     with warnings.catch_warnings():  # the CPU trace's warnings are not the user's
@@ -46,8 +47,14 @@ def _traced_gib(arch: str, in_channels: int, n_classes: int, size: int, batch: i
             p.grad = torch.zeros_like(p)
         optimiser.step()  # Adam's moments exist from the first step on
     tracker = LiveBytes()
-    tracker.adopt([*model.parameters(), *model.buffers(), *(p.grad for p in model.parameters()),
-                   *(t for s in optimiser.state.values() for t in s.values() if isinstance(t, torch.Tensor))])
+    tracker.adopt(
+        [
+            *model.parameters(),
+            *model.buffers(),
+            *(p.grad for p in model.parameters()),
+            *(t for s in optimiser.state.values() for t in s.values() if isinstance(t, torch.Tensor)),
+        ]
+    )
     with mode, tracker:
         x = torch.randn(batch, in_channels, size, size)
         y = torch.randint(0, n_classes, (batch,))

@@ -15,12 +15,12 @@ comparison never silently rests on an undertrained method.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from bench.config.train import FRACTION, TOL  # the defaults of train.convergence_window / _tol
 
 
-def convergence(losses: Sequence[float], fraction: float = FRACTION, tol: float = TOL) -> Optional[dict]:
+def convergence(losses: Sequence[float], fraction: float = FRACTION, tol: float = TOL) -> dict | None:
     """{"converged", "rel_change", "threshold", "window"} of per-step `losses`; None when there are
     too few steps (fewer than two windows of at least one step) or a non-finite mean."""
     window = int(round(fraction * len(losses)))

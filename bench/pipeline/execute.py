@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
-from typing import Optional
 
+from bench.errors import BenchError
+from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
+from bench.pipeline.runner import run_cell
 from bench.runtime import distributed
 from bench.store.artifacts import remove_leftovers, write_json_atomic
-from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
-from bench.errors import BenchError
 from bench.store.lock import CellLock, CellLocked
-from bench.pipeline.runner import run_cell
 
 log = logging.getLogger(__name__)
 FAILURE = "failure.json"
@@ -40,7 +39,7 @@ class CellOutcome:
 
     label: str
     status: str
-    record: Optional[dict] = None
+    record: dict | None = None
     reason: str = ""
 
 
@@ -60,7 +59,7 @@ def execute_cell(spec: CellSpec, request: RunRequest) -> CellOutcome:
             lock.release()
 
 
-def _lock(folder) -> tuple[Optional[CellLock], Optional[str]]:
+def _lock(folder) -> tuple[CellLock | None, str | None]:
     """The cell's lock, or why another live run holds it."""
     try:
         return CellLock.acquire(folder), None
@@ -83,8 +82,9 @@ def _run(spec: CellSpec, request: RunRequest, folder) -> CellOutcome:
         reason = first if isinstance(exc, BenchError) else f"{type(exc).__name__}: {first}"
         log.error("%s: failed: %s", spec.label, reason)
         if distributed.is_main():
-            write_json_atomic(folder / FAILURE, {"status": "failed", "reason": reason,
-                                                 "traceback": traceback.format_exc()})
+            write_json_atomic(
+                folder / FAILURE, {"status": "failed", "reason": reason, "traceback": traceback.format_exc()}
+            )
         return CellOutcome(spec.label, "failed", reason=reason)
     if distributed.is_main():
         (folder / FAILURE).unlink(missing_ok=True)

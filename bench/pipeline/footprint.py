@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 from bench.errors import BenchError
 from bench.pipeline.step_trace import StepTrace, trace_step
@@ -61,7 +60,7 @@ class Footprint:
     mixed_precision: str
     sharded: bool = False
     activation_checkpointing: bool = False
-    trace: Optional[StepTrace] = None  # None: not traced (the backbone does not run under fake tensors)
+    trace: StepTrace | None = None  # None: not traced (the backbone does not run under fake tensors)
     root_parameters: int = 0  # parameters outside every FSDP unit (the root unit)
     bucket_view: bool = True  # DDP's gradient_as_bucket_view (the trainer's setting)
     ema: bool = False  # train.ema_decay > 0: an fp32 copy of the weights
@@ -70,7 +69,7 @@ class Footprint:
     scale: float = 1.0  # activations relative to the trace's micro-batch (`ways_out`'s smaller micro-batches)
     backbone: object = field(default=None, compare=False, repr=False)  # the meta backbone, to trace variants
 
-    def on(self, processes: int) -> "Footprint":
+    def on(self, processes: int) -> Footprint:
         """The same step on `processes` processes (where the cell's job will run)."""
         return replace(self, processes=max(1, int(processes)))
 
@@ -104,7 +103,7 @@ class Footprint:
         return self._state_gib("optimiser")
 
     @property
-    def _peak_parts(self) -> Optional[dict]:
+    def _peak_parts(self) -> dict | None:
         """The traced micro-batch's parts at its peak (bytes), unsharded."""
         if self.trace is None:
             return None
@@ -119,7 +118,7 @@ class Footprint:
         return self._peak_parts["weight_copies"] / GIB
 
     @property
-    def activations_gib(self) -> Optional[float]:
+    def activations_gib(self) -> float | None:
         """Activations and temporaries of one whole micro-batch at the peak."""
         if self.trace is None:
             return None
@@ -151,7 +150,7 @@ class Footprint:
         return self.parameters * 4 / GIB if self.ema and not self.sharded else 0.0
 
     @property
-    def optimiser_step_gib(self) -> Optional[float]:
+    def optimiser_step_gib(self) -> float | None:
         """The peak of the AdamW step (its temporaries included), on this device."""
         if self.trace is None:
             return None
@@ -163,13 +162,15 @@ class Footprint:
         """The peak of a micro-batch's forward and backward on this device."""
         if self.trace is None:  # parameter terms only
             return self.weights_gib + self.gradients_gib + self.optimiser_gib + self.gathered_gib
-        if self.sharded:  # the gradient shards exist at the activations' peak only if held from earlier micro-batches
+        if (
+            self.sharded
+        ):  # the gradient shards exist at the activations' peak only if held from earlier micro-batches
             held = self.gradients_gib if self.accumulating else 0.0
             return self.weights_gib + held + self.optimiser_gib + self.activations_gib + self.gathered_gib
         traced = StepTrace.total(self._peak_parts) / GIB - self._peak_parts["activations"] / GIB
         return traced + self.activations_gib + self.ddp_buckets_gib + self.ema_gib
 
-    def recomputed(self) -> Optional["Footprint"]:
+    def recomputed(self) -> Footprint | None:
         """The same step with activation checkpointing (traced again), if the backbone can recompute."""
         if self.backbone is None or self.trace is None:
             return None
@@ -197,22 +198,42 @@ class Footprint:
         if self.trace is None:
             act = f"activations not estimated ({self.untraced or 'not traced'})"
         else:
-            act = (f"activations {self.activations_gib:,.2f} of a micro-batch of {self.batch}"
-                   + (" recomputed" if self.activation_checkpointing else ""))
-        extra = [f"{what} {gib:,.2f}" for what, gib in (
-            ("autocast weight copies", self.weight_copies_gib), ("gathered units", self.gathered_gib),
-            ("DDP buckets", self.ddp_buckets_gib), ("EMA", self.ema_gib)) if gib]
+            act = f"activations {self.activations_gib:,.2f} of a micro-batch of {self.batch}" + (
+                " recomputed" if self.activation_checkpointing else ""
+            )
+        extra = [
+            f"{what} {gib:,.2f}"
+            for what, gib in (
+                ("autocast weight copies", self.weight_copies_gib),
+                ("gathered units", self.gathered_gib),
+                ("DDP buckets", self.ddp_buckets_gib),
+                ("EMA", self.ema_gib),
+            )
+            if gib
+        ]
         step = "" if self.optimiser_step_gib is None else f"; AdamW step {self.optimiser_step_gib:,.2f}"
         flops = "counted" if self.trace is not None else "6 per parameter and sample"
-        return (f"{self.parameters / 1e6:,.1f} M parameters; ~{self.total_gib:,.2f} GiB per device ({shard}weights "
-                f"{self.weights_gib:,.2f}, gradients {self.gradients_gib:,.2f}, AdamW {self.optimiser_gib:,.2f}, "
-                + "".join(f"{e}, " for e in extra) + f"{act}{step}); ~{self.flops_per_step / 1e9:,.1f} GFLOP "
-                f"per step ({flops})")
+        return (
+            f"{self.parameters / 1e6:,.1f} M parameters; ~{self.total_gib:,.2f} GiB per device ({shard}weights "
+            f"{self.weights_gib:,.2f}, gradients {self.gradients_gib:,.2f}, AdamW {self.optimiser_gib:,.2f}, "
+            + "".join(f"{e}, " for e in extra)
+            + f"{act}{step}); ~{self.flops_per_step / 1e9:,.1f} GFLOP "
+            f"per step ({flops})"
+        )
 
 
-def estimate(backbone, batch_size: int, micro_batches: int, processes: int, mixed_precision: str,
-             sharding: str = "none", activation_checkpointing: bool = False, ema: bool = False,
-             bucket_view: bool = True, fused_adamw: bool = True) -> Footprint:
+def estimate(
+    backbone,
+    batch_size: int,
+    micro_batches: int,
+    processes: int,
+    mixed_precision: str,
+    sharding: str = "none",
+    activation_checkpointing: bool = False,
+    ema: bool = False,
+    bucket_view: bool = True,
+    fused_adamw: bool = True,
+) -> Footprint:
     """The footprint of training `backbone` (built on the meta device) at this batch: one
     micro-batch traced under fake tensors (cached per backbone config and micro-batch)."""
     from bench.pipeline.sharding import shard_units
@@ -225,12 +246,26 @@ def estimate(backbone, batch_size: int, micro_batches: int, processes: int, mixe
         trace = trace_step(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
     except Exception as error:  # noqa: BLE001 -- any backbone that fake tensors cannot run: parameter terms
         why = f"its step does not trace under fake tensors: {type(error).__name__}"
-    return Footprint(params, max(units, default=0), batch_size, micro_batches, processes, mixed_precision,
-                     sharding == "fsdp", bool(activation_checkpointing), trace, params - sum(units),
-                     bucket_view, ema, why, fused_adamw, backbone=backbone)
+    return Footprint(
+        params,
+        max(units, default=0),
+        batch_size,
+        micro_batches,
+        processes,
+        mixed_precision,
+        sharding == "fsdp",
+        bool(activation_checkpointing),
+        trace,
+        params - sum(units),
+        bucket_view,
+        ema,
+        why,
+        fused_adamw,
+        backbone=backbone,
+    )
 
 
-def device_memory(configured: Optional[float]) -> tuple[float, str]:
+def device_memory(configured: float | None) -> tuple[float, str]:
     """(GiB, what it is) of one device a cell trains on: `executor.device_memory_gib` if set,
     else the first GPU's memory, else this machine's RAM."""
     if configured is not None:
@@ -253,7 +288,8 @@ def require_fit(label: str, footprint: Footprint, device_gib: float, what: str) 
         raise BenchError(
             f"{label} needs ~{_gib(footprint.total_gib)} GiB per device to train ({footprint.describe()}), more "
             f"than the {_gib(device_gib)} GiB of {what}; {'; or '.join(ways_out(footprint, device_gib))}; "
-            "or set executor.device_memory_gib if the cell will run on a larger device")
+            "or set executor.device_memory_gib if the cell will run on a larger device"
+        )
 
 
 def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
@@ -264,38 +300,55 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
     shard = devices_needed(footprint, device_gib)
     if shard is not None:
         ways.append(_shard_text(footprint, *shard))
-    recomputed = footprint.recomputed() if footprint.activations_gib and not footprint.activation_checkpointing \
+    recomputed = (
+        footprint.recomputed()
+        if footprint.activations_gib and not footprint.activation_checkpointing
         else None
+    )
     if recomputed is not None and recomputed.total_gib <= device_gib:
-        ways.append(f"recompute activations (train.activation_checkpointing=True: ~{_gib(recomputed.total_gib)} GiB)")
+        ways.append(
+            f"recompute activations (train.activation_checkpointing=True: ~{_gib(recomputed.total_gib)} GiB)"
+        )
     elif recomputed is not None and _fewer(devices_needed(recomputed, device_gib), shard):
-        ways.append("recompute activations (train.activation_checkpointing=True) and "
-                    + _shard_text(recomputed, *devices_needed(recomputed, device_gib)))
+        ways.append(
+            "recompute activations (train.activation_checkpointing=True) and "
+            + _shard_text(recomputed, *devices_needed(recomputed, device_gib))
+        )
     elif recomputed is not None and micro_batches_needed(recomputed, device_gib) is not None:
-        ways.append("recompute activations (train.activation_checkpointing=True) and train smaller micro-batches "
-                    f"(train.micro_batches={micro_batches_needed(recomputed, device_gib)})")
+        ways.append(
+            "recompute activations (train.activation_checkpointing=True) and train smaller micro-batches "
+            f"(train.micro_batches={micro_batches_needed(recomputed, device_gib)})"
+        )
     micro = micro_batches_needed(footprint, device_gib)
     if micro is not None:
-        ways.append(f"train smaller micro-batches (train.micro_batches={micro}: {footprint.batch_size // micro} rows "
-                    "each, same batch)")
+        ways.append(
+            f"train smaller micro-batches (train.micro_batches={micro}: {footprint.batch_size // micro} rows "
+            "each, same batch)"
+        )
     if footprint.parameters > 1.1 * ONE_GPU_PRESET_PARAMETERS:
-        ways.append("use a smaller backbone preset (--gin_file presets/flux_1gpu.gin, ~2.2B parameters, fits one "
-                    "80 GB GPU)")
+        ways.append(
+            "use a smaller backbone preset (--gin_file presets/flux_1gpu.gin, ~2.2B parameters, fits one "
+            "80 GB GPU)"
+        )
     else:
-        ways.append("use a smaller backbone (fewer flux.num_layers or flux.num_single_layers, or fewer "
-                    "flux.num_attention_heads; presets/tiny.gin fits a CPU)")
+        ways.append(
+            "use a smaller backbone (fewer flux.num_layers or flux.num_single_layers, or fewer "
+            "flux.num_attention_heads; presets/tiny.gin fits a CPU)"
+        )
     return ways
 
 
-def _fewer(devices: Optional[tuple[int, int]], than: Optional[tuple[int, int]]) -> bool:
+def _fewer(devices: tuple[int, int] | None, than: tuple[int, int] | None) -> bool:
     """Whether a sharding (devices, micro-batches) exists and needs fewer devices than `than`."""
     return devices is not None and (than is None or devices[0] < than[0])
 
 
 def _shard_text(footprint: Footprint, n: int, micro: int) -> str:
     micro_text = "" if micro == footprint.micro_batches else f" and train.micro_batches={micro}"
-    return (f"shard it over {n} or more such devices (train.sharding='fsdp'{micro_text} with "
-            f"executor.tasks_per_node={n}, or torchrun --nproc_per_node {n})")
+    return (
+        f"shard it over {n} or more such devices (train.sharding='fsdp'{micro_text} with "
+        f"executor.tasks_per_node={n}, or torchrun --nproc_per_node {n})"
+    )
 
 
 def _with_micro_batches(footprint: Footprint, micro: int) -> Footprint:
@@ -305,7 +358,7 @@ def _with_micro_batches(footprint: Footprint, micro: int) -> Footprint:
     return replace(footprint, micro_batches=micro, scale=footprint.scale * rows / footprint.batch)
 
 
-def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) -> Optional[tuple[int, int]]:
+def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) -> tuple[int, int] | None:
     """(devices, train.micro_batches): the fewest processes (one per device) over which the sharded
     step fits, if any up to `most`, with the fewest micro-batches they can share (a multiple of
     the devices dividing the batch, no fewer than configured) at which it fits."""
@@ -319,7 +372,7 @@ def devices_needed(footprint: Footprint, device_gib: float, most: int = 1024) ->
     return None
 
 
-def micro_batches_needed(footprint: Footprint, device_gib: float) -> Optional[int]:
+def micro_batches_needed(footprint: Footprint, device_gib: float) -> int | None:
     """The fewest `train.micro_batches` (dividing the batch, shared by the processes) at which the
     step fits on its processes; None if none does or activations are not estimated."""
     if not footprint.activations_gib:
@@ -335,6 +388,8 @@ def micro_batches_needed(footprint: Footprint, device_gib: float) -> Optional[in
 def require_shared_micro_batches(label: str, footprint: Footprint) -> None:
     """Each process trains whole micro-batches: refuse a process count that does not divide them."""
     if footprint.micro_batches % footprint.processes:
-        raise BenchError(f"{label}: train.micro_batches={footprint.micro_batches} cannot be shared by the "
-                         f"{footprint.processes} processes it will run on; set train.micro_batches to a "
-                         f"multiple of {footprint.processes}")
+        raise BenchError(
+            f"{label}: train.micro_batches={footprint.micro_batches} cannot be shared by the "
+            f"{footprint.processes} processes it will run on; set train.micro_batches to a "
+            f"multiple of {footprint.processes}"
+        )

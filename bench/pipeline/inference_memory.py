@@ -24,12 +24,11 @@ under CPU autocast, whose policy differs for a few ops (normalisations).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
 import weakref
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -44,7 +43,6 @@ GIB = 2**30
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to 512 bytes
 MARGIN_FRACTION = 0.10  # [our default] of the device's memory kept free for what a trace cannot see
 MARGIN_MIN_GIB = 2.0  # [our default] and at least this much
-
 
 
 class PeakTracker(TorchDispatchMode):
@@ -97,8 +95,12 @@ def trace_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def traced_peak(build: Callable[[], torch.nn.Module], run: Callable[[torch.nn.Module, torch.device], None],
-                device: Optional[torch.device] = None, block: int = BLOCK) -> int:
+def traced_peak(
+    build: Callable[[], torch.nn.Module],
+    run: Callable[[torch.nn.Module, torch.device], None],
+    device: torch.device | None = None,
+    block: int = BLOCK,
+) -> int:
     """Peak bytes of `run(model, device)` on a fake copy of the module `build()` returns.
 
     `build` is called on the meta device (no weights are allocated, no initialiser runs); the
@@ -121,7 +123,7 @@ def traced_peak(build: Callable[[], torch.nn.Module], run: Callable[[torch.nn.Mo
     return tracker.peak
 
 
-def with_cpu_fallback(trace: Callable[[Optional[torch.device]], int]) -> int:
+def with_cpu_fallback(trace: Callable[[torch.device | None], int]) -> int:
     """`trace()` on the default trace device; on a CUDA machine, a failed CUDA trace is retried on
     the CPU (logged) rather than failing the stage it sizes."""
     try:
@@ -131,8 +133,11 @@ def with_cpu_fallback(trace: Callable[[Optional[torch.device]], int]) -> int:
     except Exception as exc:  # fake CUDA tensors lack a kernel's meta function: trace the CPU path
         if trace_device().type != "cuda":
             raise
-        log.warning("memory trace on fake CUDA tensors failed (%s: %s); traced on the CPU instead",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        log.warning(
+            "memory trace on fake CUDA tensors failed (%s: %s); traced on the CPU instead",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         return trace(torch.device("cpu"))
 
 
@@ -180,8 +185,10 @@ def largest_batch(peak: Callable[[int], int], budget: int, cap: int) -> int:
         return b1 + int((budget - p(b1)) / slope) if slope > 0 else 2 * b1
 
     if p(1) > budget:
-        raise BenchError(f"one sample needs {p(1) / GIB:.2f} GiB at inference, over the "
-                         f"{budget / GIB:.2f} GiB available: use a larger GPU or a smaller model")
+        raise BenchError(
+            f"one sample needs {p(1) / GIB:.2f} GiB at inference, over the "
+            f"{budget / GIB:.2f} GiB available: use a larger GPU or a smaller model"
+        )
     if cap <= 1 or p(cap) <= budget:
         return max(1, cap)
     fits, hi = [1], cap  # batches that fit, in increasing order; the smallest known not to fit

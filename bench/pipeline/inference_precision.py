@@ -25,8 +25,10 @@ from bench.errors import BenchError
 def check_precision(precision: str, setting: str = "sample.precision") -> None:
     """A one-line error unless `precision` is one of PRECISIONS."""
     if precision not in PRECISIONS:
-        raise BenchError(f"{setting}={precision!r}: use one of {', '.join(PRECISIONS)} "
-                         "('bf16': autocast on the GPU, ~10x faster; 'fp32': exact)")
+        raise BenchError(
+            f"{setting}={precision!r}: use one of {', '.join(PRECISIONS)} "
+            "('bf16': autocast on the GPU, ~10x faster; 'fp32': exact)"
+        )
 
 
 def device_type(device) -> str:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from bench.pipeline import stages
+from bench.prior import require_finite
 from bench.runtime import progress
 from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir
 from bench.store.filelock import building
-from bench.prior import require_finite
 
 log = logging.getLogger(__name__)
 LATENTS, LABELS = "latents.npy", "labels.npy"
@@ -26,8 +26,14 @@ LATENTS, LABELS = "latents.npy", "labels.npy"
 def cache_folder(results_dir: Path, dataset: str, encoder: str, sample_shape: tuple, key: str) -> Path:
     """`<results>/cache/latents/<dataset>-<encoder>-<H>x<W>-<key>` (resolution readable in the name):
     the encode stage's artifact (bench.pipeline.stages)."""
-    return stages.artifact("encode", results=results_dir, dataset=dataset, encoder=encoder,
-                           resolution=stages.resolution(sample_shape), key=key)
+    return stages.artifact(
+        "encode",
+        results=results_dir,
+        dataset=dataset,
+        encoder=encoder,
+        resolution=stages.resolution(sample_shape),
+        key=key,
+    )
 
 
 def load_latents(folder: Path) -> torch.Tensor:
@@ -35,8 +41,16 @@ def load_latents(folder: Path) -> torch.Tensor:
     return torch.from_numpy(np.load(Path(folder) / LATENTS, mmap_mode="c"))
 
 
-def cached_latents(folder: Path, key: str, encoder, x, y: torch.Tensor, ids=None,
-                   batch_size: int = 256, info: dict | None = None) -> torch.Tensor:
+def cached_latents(
+    folder: Path,
+    key: str,
+    encoder,
+    x,
+    y: torch.Tensor,
+    ids=None,
+    batch_size: int = 256,
+    info: dict | None = None,
+) -> torch.Tensor:
     """Latents of `x` (a tensor or a lazy ImageFiles), encoded once per `key` and then reused.
 
     `info` goes into the cache's manifest (which dataset and encoder made it). Cells running side
@@ -53,8 +67,10 @@ def _cached_latents(folder: Path, key: str, encoder, x, y, ids, batch_size: int,
             return cached
         discard(folder)  # stage_dir keeps a folder that is complete for the key: drop it first
     elif read_manifest(folder) is not None:
-        log.info("latent cache %s was built from other data (or before bench fingerprinted it); encoding again",
-                 folder)
+        log.info(
+            "latent cache %s was built from other data (or before bench fingerprinted it); encoding again",
+            folder,
+        )
     with stage_dir(folder, key, n=len(y), **(info or {})) as tmp:
         _encode_into(tmp / LATENTS, encoder, x, ids, batch_size)
         np.save(tmp / LABELS, y.numpy())

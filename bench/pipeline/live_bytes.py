@@ -15,8 +15,8 @@ class grew (`LiveBytes.sweep`).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -29,9 +29,9 @@ class Storage:
 
     nbytes: int
     born: int
-    died: Optional[int] = None
+    died: int | None = None
     origin: str = "op"  # "op": an operator's output; "cast": `_to_copy` of a tracked `source` storage
-    source: Optional["Storage"] = None
+    source: Storage | None = None
 
 
 class LiveBytes(TorchDispatchMode):
@@ -63,7 +63,7 @@ class LiveBytes(TorchDispatchMode):
                 self._track(t, "cast" if source is not None else "op", source)
         return out
 
-    def _track(self, tensor: torch.Tensor, origin: str, source: Optional[Storage]) -> None:
+    def _track(self, tensor: torch.Tensor, origin: str, source: Storage | None) -> None:
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self.storages and self.storages[key].died is None:
@@ -81,8 +81,9 @@ class LiveBytes(TorchDispatchMode):
         """Every storage seen, dead or alive."""
         return self.retired + list(self.storages.values())
 
-    def sweep(self, classify: Callable[[Storage], str], start: int = 0, end: Optional[int] = None
-              ) -> tuple[int, dict[str, int], dict[str, int]]:
+    def sweep(
+        self, classify: Callable[[Storage], str], start: int = 0, end: int | None = None
+    ) -> tuple[int, dict[str, int], dict[str, int]]:
         """(peak bytes, bytes by class at the peak, largest bytes each class reached) over the events
         in [start, end)."""
         end = self.clock + 1 if end is None else end

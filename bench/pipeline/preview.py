@@ -55,13 +55,20 @@ def describe(cells: list, request) -> tuple[list[CellView], Assumptions]:
         try:
             if key not in known:
                 known[key] = facts(cell)
-            view = CellView(spec.label, spec.folder(request.results_dir),
-                            protocol(cell, seeds[(spec.dataset, spec.method)], features_cfg, known[key]),
-                            estimate(cell, known[key], features_cfg, assumptions, first_dataset, first_seed))
+            view = CellView(
+                spec.label,
+                spec.folder(request.results_dir),
+                protocol(cell, seeds[(spec.dataset, spec.method)], features_cfg, known[key]),
+                estimate(cell, known[key], features_cfg, assumptions, first_dataset, first_seed),
+            )
         except Exception as exc:  # noqa: BLE001 - a plugin the estimates do not know: said, never fatal
             log.warning("%s: no estimate (%s: %s)", spec.label, type(exc).__name__, exc)
-            view = CellView(spec.label, spec.folder(request.results_dir),
-                            f"not described ({type(exc).__name__})", CellEstimate(spec.label))
+            view = CellView(
+                spec.label,
+                spec.folder(request.results_dir),
+                f"not described ({type(exc).__name__})",
+                CellEstimate(spec.label),
+            )
         views.append(view)
     return views, assumptions
 
@@ -73,8 +80,10 @@ def protocol(cell, seeds: list, features_cfg, f) -> str:
     names = {ev.name: ev for ev in cell.evaluators}
     parts = []
     if cell.dataset.kind == "image" and features_cfg is not None:
-        parts.append(f"feature network {features_cfg.arch}"
-                     + (f" (weights {features_cfg.path})" if features_cfg.path else ""))
+        parts.append(
+            f"feature network {features_cfg.arch}"
+            + (f" (weights {features_cfg.path})" if features_cfg.path else "")
+        )
     ds = names.get("downstream")
     if ds is not None:
         parts.append(f"downstream network {ds.arch}, {ds.n_seeds} classifier seed{'s' * (ds.n_seeds != 1)}")
@@ -86,7 +95,9 @@ def protocol(cell, seeds: list, features_cfg, f) -> str:
     if generative:
         parts.append(f"{generative:,} generative samples{against}")
     else:
-        parts.append(f"no separate generative set (metrics score the {synthetic:,} synthetic samples{against})")
+        parts.append(
+            f"no separate generative set (metrics score the {synthetic:,} synthetic samples{against})"
+        )
     parts.append(f"{synthetic:,} synthetic (augmentation) samples")
     parts.append(f"generative seed{'s' * (len(seeds) != 1)} {sorted(seeds)}")
     return "; ".join(parts)
@@ -107,19 +118,25 @@ def grid_preview(views: list[CellView], assumptions: Assumptions, experiment: st
     if not big:
         return f"{head}, each CPU-sized (< {0.01:g} GPU-h estimated): no GPU estimate printed"
     width = max(len(v.label) for v in big)
-    rows = [f"{head}; estimates {assumptions.describe()} (docs/gpu.md):",
-            f"  {'cell':<{width}}  {'GPU-h':>8}  {'peak GiB':>8}  {'disk GiB':>8}  results"]
+    rows = [
+        f"{head}; estimates {assumptions.describe()} (docs/gpu.md):",
+        f"  {'cell':<{width}}  {'GPU-h':>8}  {'peak GiB':>8}  {'disk GiB':>8}  results",
+    ]
     for v in big:
         e = v.estimate
-        rows.append(f"  {v.label:<{width}}  {e.total_gpu_hours:>8,.1f}  {max(e.peak_gib.values(), default=0):>8,.1f}  "
-                    f"{sum(e.disk_gib.values()):>8,.1f}  {v.folder}")
+        rows.append(
+            f"  {v.label:<{width}}  {e.total_gpu_hours:>8,.1f}  {max(e.peak_gib.values(), default=0):>8,.1f}  "
+            f"{sum(e.disk_gib.values()):>8,.1f}  {v.folder}"
+        )
     total = sum(v.estimate.total_gpu_hours for v in big)
     # checkpoints live only while their cell trains: kept files add up, checkpoints do not
     checkpoints = [v.estimate.disk_gib.get(CHECKPOINTS, 0.0) for v in big]
     kept = sum(sum(v.estimate.disk_gib.values()) for v in big) - sum(checkpoints)
-    rows.append(f"  {'total':<{width}}  {total:>8,.1f}  {'':>8}  {kept:>8,.1f}  kept, plus up to "
-                f"{max(checkpoints):,.1f} GiB of checkpoints per cell while it trains (`bench validate` "
-                "itemises every cell)")
+    rows.append(
+        f"  {'total':<{width}}  {total:>8,.1f}  {'':>8}  {kept:>8,.1f}  kept, plus up to "
+        f"{max(checkpoints):,.1f} GiB of checkpoints per cell while it trains (`bench validate` "
+        "itemises every cell)"
+    )
     if len(big) < len(views):
         rows.append(f"  and {len(views) - len(big)} CPU-sized cell(s)")
     return "\n".join(rows)

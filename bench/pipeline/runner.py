@@ -28,23 +28,23 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.runtime import distributed, progress
-from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
 from bench.context import CellContext
-from bench.evaluator import metric_info
-from bench.pipeline.assemble import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
-from bench.dataset import Split
-from bench.store.fingerprint import split_fingerprint
-from bench.pipeline.latent_cache import cache_folder, cached_latents
 from bench.data.image_cache import prepare as prepare_images
 from bench.data.imagefiles import ImageFiles
-from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
-from bench.pipeline.inference_precision import forward_precision, inference_scope
-from bench.pipeline.sampler import draw_sources, generate
-from bench.pipeline import sharding, stages
 from bench.data.targets import augmentation_plan, plan_records
+from bench.dataset import Split
+from bench.evaluator import metric_info
 from bench.metrics.generative import per_class
+from bench.pipeline import sharding, stages
+from bench.pipeline.assemble import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
+from bench.pipeline.inference_precision import forward_precision, inference_scope
+from bench.pipeline.latent_cache import cache_folder, cached_latents
+from bench.pipeline.sampler import draw_sources, generate
 from bench.pipeline.trainer import train
+from bench.runtime import distributed, progress
+from bench.store.artifacts import discard, is_complete, read_manifest, stage_dir, write_text_atomic
+from bench.store.fingerprint import split_fingerprint
+from bench.store.records import build_record, git_hash, read_record, record_problem, write_record
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +94,34 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         prior = distributed.main_first(lambda: prior_stage(cell, folder, z, train_split.y))
     cell.method.setup(ds.n_classes, prior)
     if cell.config.pipeline.stop_after == "prior":
-        return distributed.on_main(lambda: prior_only_record(cell, folder, (train_split, test_split), z, prior,
-                                                             times, t_start))
+        return distributed.on_main(
+            lambda: prior_only_record(cell, folder, (train_split, test_split), z, prior, times, t_start)
+        )
     plan = augmentation_plan(cell.config.targets, train_split.counts(ds.n_classes).tolist(), ds.class_names)
     n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
     backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
     with times.stage(stages.timer("sample")):
-        synth = samples_stage(cell, stages.artifact("sample", cell=folder), lambda: backbone, shape,
-                              n_per_class, stages.key(cell, "sample"))
+        synth = samples_stage(
+            cell,
+            stages.artifact("sample", cell=folder),
+            lambda: backbone,
+            shape,
+            n_per_class,
+            stages.key(cell, "sample"),
+        )
     generative = generative_stage(cell, folder, lambda: backbone, shape, plan, times)
     init = None
     if cell.config.sample.init_reference:
         untrained = lambda: make_backbone(cell, shape, seed=cell.spec.seed).to(device())  # noqa: E731
         with times.stage(stages.timer("sample_init")):
-            init = samples_stage(cell, stages.artifact("sample_init", cell=folder), untrained, shape,
-                                 n_per_class, stages.key(cell, "sample_init"))
+            init = samples_stage(
+                cell,
+                stages.artifact("sample_init", cell=folder),
+                untrained,
+                shape,
+                n_per_class,
+                stages.key(cell, "sample_init"),
+            )
 
     def scored_sets() -> tuple:
         """Rank 0: every set the evaluators score, decoded; the other ranks: the synthetic set alone,
@@ -121,24 +134,43 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
             return tuple(decode(cell, s) for s in (synth, init, generative, source))
 
     synth_x, init_x, generative_x, source_x = distributed.together(scored_sets)
-    ctx = CellContext(ds, train_split, test_split, synth_x, folder, cell.spec.seed, init_x,
-                      generative=generative_x, synthetic_source=source_x,
-                      latents=z, prior=prior, targets=plan,
-                      shared=(stages.artifact("no_aug", results=results_dir, dataset=cell.spec.dataset,
-                                              key=stages.folder_key(cell, "no_aug")),
-                              stages.key(cell, "no_aug")),
-                      timer=lambda name: times.stage(f"evaluate/{name}"),
-                      extractor=feature_extractor(cell, train_split, Path(results_dir))
-                      if ds.kind == "image" else None)  # domain features: an image CNN
+    ctx = CellContext(
+        ds,
+        train_split,
+        test_split,
+        synth_x,
+        folder,
+        cell.spec.seed,
+        init_x,
+        generative=generative_x,
+        synthetic_source=source_x,
+        latents=z,
+        prior=prior,
+        targets=plan,
+        shared=(
+            stages.artifact(
+                "no_aug",
+                results=results_dir,
+                dataset=cell.spec.dataset,
+                key=stages.folder_key(cell, "no_aug"),
+            ),
+            stages.key(cell, "no_aug"),
+        ),
+        timer=lambda name: times.stage(f"evaluate/{name}"),
+        extractor=feature_extractor(cell, train_split, Path(results_dir)) if ds.kind == "image" else None,
+    )  # domain features: an image CNN
     with times.stage(stages.timer("evaluate")):  # every rank: see `evaluate`
         metrics, higher = evaluate(cell, ctx, times)
 
     def record() -> dict:  # rank 0 only
         times["total"] = round(time.perf_counter() - t_start, 4)
-        extra = {"eval_split": cell.eval_split, "synthetic_per_class": list(n_per_class),
-                 "source_per_class": source_x.counts(ds.n_classes).tolist(),  # the @source subset
-                 "augmentation": plan_records(plan),
-                 "skipped": len(getattr(ds, "skipped", []))}
+        extra = {
+            "eval_split": cell.eval_split,
+            "synthetic_per_class": list(n_per_class),
+            "source_per_class": source_x.counts(ds.n_classes).tolist(),  # the @source subset
+            "augmentation": plan_records(plan),
+            "skipped": len(getattr(ds, "skipped", [])),
+        }
         if generative is not None:
             extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
         return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
@@ -165,11 +197,16 @@ def is_current(record: dict | None, cell: BuiltCell) -> bool:
         return False
     problem = record_problem(record)
     if problem:
-        log.warning("%s: the stored record is malformed (%s); running the cell again", cell.spec.label, problem)
+        log.warning(
+            "%s: the stored record is malformed (%s); running the cell again", cell.spec.label, problem
+        )
         return False
     if record.get("data") != cell.data:
-        log.info("%s: the stored record was computed from other data (or before bench recorded which); "
-                 "running the cell again", cell.spec.label)
+        log.info(
+            "%s: the stored record was computed from other data (or before bench recorded which); "
+            "running the cell again",
+            cell.spec.label,
+        )
         return False
     return True
 
@@ -192,17 +229,24 @@ def source_set(cell: BuiltCell, shape: tuple, scored) -> dict:
     flow. Cheap to redraw, so they are not stored. Each class keeps its first
     `source.max_per_class` draws (bench.config.sample.SourceSubset; the record's `source_per_class`).
     """
-    counts = scored if isinstance(scored, list) else \
-        torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
+    counts = (
+        scored
+        if isinstance(scored, list)
+        else torch.bincount(scored["y"], minlength=cell.dataset.n_classes).tolist()
+    )
     kept = cell.config.source.counts(counts)
     if kept != list(counts):
-        log.info("%s: @source scores %d of the %d source draws (source.max_per_class=%s)",
-                 cell.spec.label, sum(kept), sum(counts), cell.config.source.max_per_class)
+        log.info(
+            "%s: @source scores %d of the %d source draws (source.max_per_class=%s)",
+            cell.spec.label,
+            sum(kept),
+            sum(counts),
+            cell.config.source.max_per_class,
+        )
     return draw_sources(cell.method, kept, shape, cell.spec.seed, cell.config.sample, device=device())
 
 
-def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list,
-                     times: Timings):
+def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, plan: list, times: Timings):
     """The generative-metrics set (`<cell>/samples_generative/`), or None when the cell has none.
 
     Its size per class comes from `generative.n_total` and `generative.allocation` over the
@@ -212,8 +256,14 @@ def generative_stage(cell: BuiltCell, folder: Path, get_backbone, shape: tuple, 
     if n_per_class is None:
         return None
     with times.stage(stages.timer("generative")):
-        return samples_stage(cell, stages.artifact("generative", cell=folder), get_backbone, shape,
-                             n_per_class, stages.key(cell, "generative"))
+        return samples_stage(
+            cell,
+            stages.artifact("generative", cell=folder),
+            get_backbone,
+            shape,
+            n_per_class,
+            stages.key(cell, "generative"),
+        )
 
 
 def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
@@ -223,13 +273,19 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
     once per (dataset configuration, feature configuration) under results/cache/features/, and
     the features of the real splits under results/cache/real_features/ (FeatureExtractor.embed_split).
     """
+
     @functools.cache
     def build():
         from bench.metrics.features import build_extractor
 
         config, ds = cell.config.features, cell.dataset
-        folder = stages.artifact("features", results=results_dir, dataset=cell.spec.dataset, arch=config.arch,
-                                 key=stages.folder_key(cell, "features"))  # one folder per configuration
+        folder = stages.artifact(
+            "features",
+            results=results_dir,
+            dataset=cell.spec.dataset,
+            arch=config.arch,
+            key=stages.folder_key(cell, "features"),
+        )  # one folder per configuration
         key = stages.key(cell, "features")
         val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
         extractor = build_extractor(config, ds, train_split, val, folder, key, seed=0)
@@ -252,16 +308,24 @@ def encode_stage(cell: BuiltCell, split: Split, results_dir: Path) -> torch.Tens
     key = stages.key(cell, "encode")
     name = stages.folder_key(cell, "encode")  # the folder of this configuration, any data
     folder = cache_folder(results_dir, cell.spec.dataset, cell.encoder.name, tuple(split.x.shape[1:]), name)
-    return cached_latents(folder, key, cell.encoder, split.x, split.y, split.ids,
-                          info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name, "data": cell.data})
+    return cached_latents(
+        folder,
+        key,
+        cell.encoder,
+        split.x,
+        split.y,
+        split.ids,
+        info={"dataset": cell.spec.dataset, "encoder": cell.encoder.name, "data": cell.data},
+    )
 
 
 def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor):
     """The method's offline prior for this seed, fitted once and reused."""
     key, target = stages.key(cell, "prior"), stages.artifact("prior", cell=folder)
     shape, n_classes = tuple(z.shape[1:]), cell.dataset.n_classes
-    stored = _load_complete(target, key,
-                            lambda: cell.method.prior_class().load(target).validate(shape, n_classes, len(z)))
+    stored = _load_complete(
+        target, key, lambda: cell.method.prior_class().load(target).validate(shape, n_classes, len(z))
+    )
     if stored is not None:
         return stored
     prior = cell.method.fit_prior(z, y, cell.dataset.n_classes, cell.spec.seed)
@@ -274,8 +338,11 @@ def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor)
 def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     """The trained backbone (loaded if this config already trained it) and its training info."""
     key, target = stages.key(cell, "train"), stages.artifact("train", cell=folder)
-    loaded = distributed.main_first(lambda: _load_complete(
-        target, key, lambda: _finite_weights(cell.backbone_cls.from_pretrained(target))))
+    loaded = distributed.main_first(
+        lambda: _load_complete(
+            target, key, lambda: _finite_weights(cell.backbone_cls.from_pretrained(target))
+        )
+    )
     if loaded is not None:
         # built on the meta device (no weights) only so gin's operative config names the backbone's
         # settings, as it does when the backbone is trained here: a resumed cell's record is complete
@@ -286,15 +353,28 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
     with sharding.build_device(cell.config.train.sharding):
         backbone = make_backbone(cell, tuple(z.shape[1:]), seed=cell.spec.seed)
     with times.stage(stages.timer("train")):
-        result = train(cell.method, backbone, z, y, cell.config.train, cell.spec.seed,
-                       checkpoint_dir=stages.working("train", cell=folder), config_hash=key)
-    info = {"steps": result.steps, "batch_size": result.batch_size, "seconds": round(result.seconds, 3),
-            "loss_trace": result.loss_trace, "resumed_from": result.resumed_from,
-            "converged": None if result.convergence is None else result.convergence["converged"],
-            "convergence": result.convergence,
-            "n_parameters": sum(p.numel() for p in backbone.parameters()),
-            "backbone_config": dict(getattr(backbone, "hyperparameters", {})),  # e.g. FLUX's width, patch size
-            "processes": distributed.world()}
+        result = train(
+            cell.method,
+            backbone,
+            z,
+            y,
+            cell.config.train,
+            cell.spec.seed,
+            checkpoint_dir=stages.working("train", cell=folder),
+            config_hash=key,
+        )
+    info = {
+        "steps": result.steps,
+        "batch_size": result.batch_size,
+        "seconds": round(result.seconds, 3),
+        "loss_trace": result.loss_trace,
+        "resumed_from": result.resumed_from,
+        "converged": None if result.convergence is None else result.convergence["converged"],
+        "convergence": result.convergence,
+        "n_parameters": sum(p.numel() for p in backbone.parameters()),
+        "backbone_config": dict(getattr(backbone, "hyperparameters", {})),  # e.g. FLUX's width, patch size
+        "processes": distributed.world(),
+    }
     distributed.on_main(lambda: _save_backbone(backbone, target, key, info))
     return backbone.to(device()), info
 
@@ -307,18 +387,29 @@ def _save_backbone(backbone, target: Path, key: str, info: dict) -> None:
     discard(stages.working("train", cell=target.parent))
 
 
-def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class,
-                  key: str) -> dict:
+def samples_stage(cell: BuiltCell, target: Path, get_backbone, shape: tuple, n_per_class, key: str) -> dict:
     """Generate (or reload) a synthetic set of latents: {"z", "y", "subclass"?, "paths"?}.
 
     `get_backbone` is called only when the samples must be generated; on several processes every
     rank integrates its share of the batches and rank 0 writes the set.
     """
-    out = distributed.main_first(lambda: _load_complete(
-        target, key, lambda: _valid_samples(load_file(target / "samples.safetensors"), shape, n_per_class)))
+    out = distributed.main_first(
+        lambda: _load_complete(
+            target, key, lambda: _valid_samples(load_file(target / "samples.safetensors"), shape, n_per_class)
+        )
+    )
     if out is None:
-        out = generate(cell.method, get_backbone(), n_per_class, shape, cell.spec.seed, cell.config.sample,
-                       device=device(), rank=distributed.rank(), world=distributed.world())
+        out = generate(
+            cell.method,
+            get_backbone(),
+            n_per_class,
+            shape,
+            cell.spec.seed,
+            cell.config.sample,
+            device=device(),
+            rank=distributed.rank(),
+            world=distributed.world(),
+        )
         distributed.on_main(lambda: _save_samples(cell, target, key, out))
     return out
 
@@ -339,8 +430,10 @@ def _valid_samples(out: dict, shape: tuple, n_per_class) -> dict:
         raise ValueError("the synthetic set lacks 'z' or 'y'")
     n = sum(int(k) for k in n_per_class)
     if len(z) != n or len(y) != n or tuple(z.shape[1:]) != tuple(shape):
-        raise ValueError(f"the synthetic set holds {tuple(z.shape)} latents and {len(y)} labels, "
-                         f"expected {n} of shape {tuple(shape)}")
+        raise ValueError(
+            f"the synthetic set holds {tuple(z.shape)} latents and {len(y)} labels, "
+            f"expected {n} of shape {tuple(shape)}"
+        )
     if not bool(torch.isfinite(z).all()):
         raise ValueError("the synthetic set holds a NaN or infinite value")
     return out
@@ -364,8 +457,9 @@ def decode(cell: BuiltCell, out: dict | None) -> Split | None:
         return Split(x=out["z"], y=out["y"], subclass=out.get("subclass"))
     precision, z = cell.config.sample.precision, out["z"]
     with inference_scope(precision), forward_precision(precision, cell.encoder.compute_device()):
-        x = torch.cat([cell.encoder.decode(z[i : i + DECODE_CHUNK]).float()
-                       for i in range(0, len(z), DECODE_CHUNK)])
+        x = torch.cat(
+            [cell.encoder.decode(z[i : i + DECODE_CHUNK]).float() for i in range(0, len(z), DECODE_CHUNK)]
+        )
     return Split(x=x, y=out["y"], subclass=out.get("subclass"))
 
 
@@ -380,14 +474,19 @@ def _load_or_discard(target: Path, load):
     try:
         return load()
     except Exception as exc:  # safetensors, JSON and diffusers raise various types on damaged files
-        log.warning("%s is damaged (%s: %s); redoing this stage", target, type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "")
+        log.warning(
+            "%s is damaged (%s: %s); redoing this stage",
+            target,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         discard(target)
         return None
 
 
-def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None,
-             chosen: list | None = None) -> tuple[dict, dict]:
+def evaluate(
+    cell: BuiltCell, ctx: CellContext, times: Timings | None = None, chosen: list | None = None
+) -> tuple[dict, dict]:
     """Run every evaluator that applies to the dataset's kind; merge their metrics.
 
     Each evaluator's seconds go to `times` as `evaluate/<name>` (the first to use the feature
@@ -403,17 +502,26 @@ def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None,
         if cell.dataset.kind in ev.applies_to:
             evaluators.append(ev)
         elif distributed.is_main():
-            log.info("%s: evaluator %s does not apply to %s data, skipped",
-                     cell.spec.label, ev.name, cell.dataset.kind)
+            log.info(
+                "%s: evaluator %s does not apply to %s data, skipped",
+                cell.spec.label,
+                ev.name,
+                cell.dataset.kind,
+            )
 
     def run(ev) -> dict:
         with times.stage(f"evaluate/{ev.name}"):
             return {k: float(v) for k, v in ev.evaluate(ctx).items()}
 
     # every rank, and a failure on one rank fails the others too (they may be past its last collective)
-    outputs = {i: distributed.together(lambda ev=ev: run(ev))
-               for i, ev in enumerate(evaluators) if getattr(ev, "spreads_over_ranks", False)}
-    outputs |= distributed.on_main(lambda: {i: run(ev) for i, ev in enumerate(evaluators) if i not in outputs})
+    outputs = {
+        i: distributed.together(lambda ev=ev: run(ev))
+        for i, ev in enumerate(evaluators)
+        if getattr(ev, "spreads_over_ranks", False)
+    }
+    outputs |= distributed.on_main(
+        lambda: {i: run(ev) for i, ev in enumerate(evaluators) if i not in outputs}
+    )
     metrics, higher = {}, {}
     for i, ev in enumerate(evaluators):
         metrics.update(outputs[i])
@@ -421,34 +529,55 @@ def evaluate(cell: BuiltCell, ctx: CellContext, times: Timings | None = None,
     return metrics, higher
 
 
-def prior_only_record(cell: BuiltCell, folder: Path, splits: tuple, z, prior, times: Timings,
-                      t_start: float) -> dict:
+def prior_only_record(
+    cell: BuiltCell, folder: Path, splits: tuple, z, prior, times: Timings, t_start: float
+) -> dict:
     """The record of a cell stopped after its offline stage (`pipeline.stop_after = 'prior'`): the
     metrics of the evaluators that read no samples (the prior's geometry and Bayes risk), nothing trained."""
     train_split, test_split = splits
-    ctx = CellContext(cell.dataset, train_split, test_split, None, folder, cell.spec.seed, latents=z, prior=prior,
-                      timer=lambda name: times.stage(f"evaluate/{name}"))
+    ctx = CellContext(
+        cell.dataset,
+        train_split,
+        test_split,
+        None,
+        folder,
+        cell.spec.seed,
+        latents=z,
+        prior=prior,
+        timer=lambda name: times.stage(f"evaluate/{name}"),
+    )
     readers = [ev for ev in cell.evaluators if not getattr(ev, "reads_samples", True)]
     skipped = [ev.name for ev in cell.evaluators if ev not in readers]
     if skipped:
-        log.info("%s: stopped after the prior; evaluators that score samples skipped: %s", cell.spec.label,
-                 ", ".join(skipped))
+        log.info(
+            "%s: stopped after the prior; evaluators that score samples skipped: %s",
+            cell.spec.label,
+            ", ".join(skipped),
+        )
     with times.stage("evaluate"):
         metrics, higher = evaluate(cell, ctx, times, readers)
     times["total"] = round(time.perf_counter() - t_start, 4)
-    extra = {"eval_split": cell.eval_split, "stop_after": "prior", "skipped_evaluators": skipped,
-             "skipped": len(getattr(cell.dataset, "skipped", []))}
+    extra = {
+        "eval_split": cell.eval_split,
+        "stop_after": "prior",
+        "skipped_evaluators": skipped,
+        "skipped": len(getattr(cell.dataset, "skipped", [])),
+    }
     return _finish(cell, folder, metrics, higher, times, {}, ctx, extra)
 
 
 def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: dict) -> dict:
     """Write operative_config.gin and the record (last, atomically)."""
     operative = operative_config()
-    write_text_atomic(folder / "operative_config.gin",
-                      f"# bench cell {cell.spec.label}, git {git_hash()}\n"
-                      f"# config_hash {cell.config_hash}\n{operative}")
-    n = {"train": len(ctx.train), "test": len(ctx.test),
-         "synthetic": 0 if ctx.synthetic is None else len(ctx.synthetic)}
+    write_text_atomic(
+        folder / "operative_config.gin",
+        f"# bench cell {cell.spec.label}, git {git_hash()}\n# config_hash {cell.config_hash}\n{operative}",
+    )
+    n = {
+        "train": len(ctx.train),
+        "test": len(ctx.test),
+        "synthetic": 0 if ctx.synthetic is None else len(ctx.synthetic),
+    }
     if ctx.generative is not None:
         n["generative"] = len(ctx.generative)
     extra = {

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from bench.runtime import progress
 from bench.config.sample import SampleConfig
 from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
 from bench.pipeline.inference_precision import forward_precision, inference_scope
+from bench.runtime import progress
 
 log = logging.getLogger(__name__)
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,8 +32,14 @@ class ConditionedVelocity:
     back as fp32, so the solver's state stays fp32 whatever the forward's precision.
     """
 
-    def __init__(self, backbone, tokens: torch.Tensor, guidance_scale: float = 1.0,
-                 tick: Optional[Callable[[], object]] = None, precision: str = "fp32"):
+    def __init__(
+        self,
+        backbone,
+        tokens: torch.Tensor,
+        guidance_scale: float = 1.0,
+        tick: Callable[[], object] | None = None,
+        precision: str = "fp32",
+    ):
         self.backbone, self.tokens, self.guidance_scale = backbone, tokens, guidance_scale
         self.tick = tick  # called once per evaluation (a progress bar's update)
         self.precision = precision
@@ -54,7 +60,7 @@ class ConditionedVelocity:
         return v.float()
 
 
-def euler(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] = None) -> torch.Tensor:
+def euler(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Trace | None = None) -> torch.Tensor:
     """Explicit Euler from t = 0 to t = 1 in `nfe` equal steps.
 
     `trace`, if given, is called with every state: x0 first, then the state after each step.
@@ -67,7 +73,7 @@ def euler(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace]
     return x
 
 
-def heun(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] = None) -> torch.Tensor:
+def heun(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Trace | None = None) -> torch.Tensor:
     """Heun's second-order method (trapezoidal predictor-corrector), 2 NFE per step.
 
     `trace` as for `euler` (nfe / 2 + 1 states: the predictor states are not part of the path).
@@ -86,7 +92,7 @@ def heun(velocity: Velocity, x0: torch.Tensor, nfe: int, trace: Optional[Trace] 
     return x
 
 
-def _record(trace: Optional[Trace], x: torch.Tensor) -> None:
+def _record(trace: Trace | None, x: torch.Tensor) -> None:
     """Hand one solver state to the trace callback, if any."""
     if trace is not None:
         trace(x)
@@ -127,8 +133,17 @@ def plan(n_per_class: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: int,
-             cfg: SampleConfig, device="cpu", rank: int = 0, world: int = 1) -> dict:
+def generate(
+    method,
+    backbone,
+    n_per_class: Sequence[int],
+    latent_shape,
+    seed: int,
+    cfg: SampleConfig,
+    device="cpu",
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
     """Draw `n_per_class[c]` latents of each class c; returns {"z", "y", "subclass"?, "paths"?, "paths_y"?}.
 
     With cfg.keep_paths > 0, `paths` (n, steps + 1, *latent_shape) holds the whole ODE path of the
@@ -144,10 +159,14 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
     if cfg.batch_size is None:  # chosen from each process's free memory: all must cut alike
         batch = _agreed(batch, world)
     starts = list(range(0, len(labels), batch))
-    with progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar, \
-            inference_scope(cfg.precision):
-        mine = {s: _batch(method, backbone, labels, index, s, batch, latent_shape, seed, cfg, device, bar.update)
-                for s in starts[rank::world]}
+    with (
+        progress.bar(stage="sample", total=len(starts[rank::world]) * cfg.nfe, unit="eval") as bar,
+        inference_scope(cfg.precision),
+    ):
+        mine = {
+            s: _batch(method, backbone, labels, index, s, batch, latent_shape, seed, cfg, device, bar.update)
+            for s in starts[rank::world]
+        }
     if world > 1:
         import torch.distributed as dist
 
@@ -155,7 +174,10 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
         dist.all_gather_object(shards, mine)
         mine = {s: b for shard in shards for s, b in shard.items()}
     batches = [mine[s] for s in starts]
-    out = {"z": torch.cat([b["z"] for b in batches]) if batches else torch.empty(0, *latent_shape), "y": labels}
+    out = {
+        "z": torch.cat([b["z"] for b in batches]) if batches else torch.empty(0, *latent_shape),
+        "y": labels,
+    }
     for key in ("subclass", "paths"):
         parts = [b[key] for b in batches if key in b]
         if parts:
@@ -166,8 +188,9 @@ def generate(method, backbone, n_per_class: Sequence[int], latent_shape, seed: i
 
 
 @torch.no_grad()
-def draw_sources(method, n_per_class: Sequence[int], latent_shape, seed: int, cfg: SampleConfig,
-                 device="cpu") -> dict:
+def draw_sources(
+    method, n_per_class: Sequence[int], latent_shape, seed: int, cfg: SampleConfig, device="cpu"
+) -> dict:
     """The source draws x0 that `generate` would start its ODE from, with no network: {"z", "y", "subclass"?}.
 
     Same plan, per-sample noise and conditions as `generate` with the same arguments, so the
@@ -177,10 +200,14 @@ def draw_sources(method, n_per_class: Sequence[int], latent_shape, seed: int, cf
     labels, index = plan(n_per_class)
     method.to(device)
     batch = cfg.batch_size or AUTO_CPU_BATCH  # no network runs: any batch fits
-    parts = [_source_batch(method, labels[s : s + batch], index[s : s + batch],
-                           latent_shape, seed, device) for s in range(0, len(labels), batch)]
-    out = {"z": torch.cat([x0.float().cpu() for _, x0 in parts]) if parts else torch.empty(0, *latent_shape),
-           "y": labels}
+    parts = [
+        _source_batch(method, labels[s : s + batch], index[s : s + batch], latent_shape, seed, device)
+        for s in range(0, len(labels), batch)
+    ]
+    out = {
+        "z": torch.cat([x0.float().cpu() for _, x0 in parts]) if parts else torch.empty(0, *latent_shape),
+        "y": labels,
+    }
     subclasses = [cond.subclass.cpu() for cond, _ in parts if cond.subclass is not None]
     if subclasses:
         out["subclass"] = torch.cat(subclasses)
@@ -194,13 +221,25 @@ def _source_batch(method, y: torch.Tensor, i: torch.Tensor, latent_shape, seed: 
     return cond, method.sample_source(cond.to(device), eps.to(device))
 
 
-def _batch(method, backbone, labels, index, start: int, batch: int, latent_shape, seed: int,
-           cfg: SampleConfig, device, tick: Optional[Callable[[], object]] = None) -> dict:
+def _batch(
+    method,
+    backbone,
+    labels,
+    index,
+    start: int,
+    batch: int,
+    latent_shape,
+    seed: int,
+    cfg: SampleConfig,
+    device,
+    tick: Callable[[], object] | None = None,
+) -> dict:
     """One batch of the plan, from its per-sample seeded noise: {"z", "subclass"?, "paths"?}."""
     y, i = labels[start : start + batch], index[start : start + batch]
     cond, x0 = _source_batch(method, y, i, latent_shape, seed, device)
-    velocity = ConditionedVelocity(backbone, method.tokens(cond).to(device), cfg.guidance_scale, tick,
-                                   cfg.precision)
+    velocity = ConditionedVelocity(
+        backbone, method.tokens(cond).to(device), cfg.guidance_scale, tick, cfg.precision
+    )
     keep, states = i < cfg.keep_paths, []
     trace = _path_recorder(keep.to(x0.device), states) if bool(keep.any()) else None
     out = {"z": get_solver(cfg.solver)(velocity, x0, cfg.nfe, trace=trace).float().cpu()}
@@ -248,22 +287,41 @@ def sampling_batch(backbone, cfg: SampleConfig, device, n: int, world: int = 1) 
         return peaks[b]
 
     batch = memory.largest_batch(peak, budget, share)
-    log.info("sample.batch_size=None: batch %d (traced peak %.2f GiB, budget %.2f GiB)", batch,
-             peaks.get(batch, 0) / memory.GIB, budget / memory.GIB)
+    log.info(
+        "sample.batch_size=None: batch %d (traced peak %.2f GiB, budget %.2f GiB)",
+        batch,
+        peaks.get(batch, 0) / memory.GIB,
+        budget / memory.GIB,
+    )
     return batch
 
 
 # -- peak memory of sampling (traced by bench.pipeline.inference_memory) -------------------------
-def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
-                        guidance_scale: float = 1.0, device: Optional[torch.device] = None) -> int:
+def sampling_peak_bytes(
+    backbone,
+    batch: int,
+    precision: str = "fp32",
+    solver: str = "euler",
+    guidance_scale: float = 1.0,
+    device: torch.device | None = None,
+) -> int:
     """Peak bytes of one solver step of `backbone` on `batch` samples: the fp32 weights, the
     fp32 state, one step's velocity evaluations (2 for heun, 2 forwards each under guidance).
 
     `backbone` may be a real or a meta module: it is rebuilt from its `config()`.
     """
     kind, config = type(backbone), backbone.config()
-    key = ("sampling", kind.__module__, kind.__qualname__, json.dumps(config, sort_keys=True, default=str), batch,
-           precision, solver, guidance_scale, str(device or memory.trace_device()))
+    key = (
+        "sampling",
+        kind.__module__,
+        kind.__qualname__,
+        json.dumps(config, sort_keys=True, default=str),
+        batch,
+        precision,
+        solver,
+        guidance_scale,
+        str(device or memory.trace_device()),
+    )
     if key in memory.PEAKS:
         return memory.PEAKS[key]
 
@@ -280,7 +338,8 @@ def sampling_peak_bytes(backbone, batch: int, precision: str = "fp32", solver: s
     return memory.PEAKS[key]
 
 
-def sampling_peak_gib(backbone, batch: int, precision: str = "fp32", solver: str = "euler",
-                      guidance_scale: float = 1.0) -> float:
+def sampling_peak_gib(
+    backbone, batch: int, precision: str = "fp32", solver: str = "euler", guidance_scale: float = 1.0
+) -> float:
     """`sampling_peak_bytes` in GiB (for the run preview)."""
     return sampling_peak_bytes(backbone, batch, precision, solver, guidance_scale) / memory.GIB

@@ -32,8 +32,8 @@ import contextlib
 import copy
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -68,8 +68,9 @@ def mixed_precision_policy(mixed_precision: str):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if mixed_precision == "bf16":
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
-                                    cast_forward_inputs=False)
+        return MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
+        )
     return MixedPrecisionPolicy(cast_forward_inputs=False)
 
 
@@ -105,7 +106,9 @@ def _meta_twin(module: nn.Module) -> nn.Module:
     memo = {}
     for tensor in [*module.parameters(), *module.buffers()]:
         empty = torch.empty_like(tensor, device="meta")
-        memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+        memo[id(tensor)] = (
+            nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+        )
     return copy.deepcopy(module, memo)
 
 
@@ -119,7 +122,9 @@ def _fill_from_first(model: nn.Module, backbone: nn.Module, device: torch.device
     first = dist.get_rank() == 0
     params, buffers = dict(backbone.named_parameters()), dict(backbone.named_buffers())
     for name, param in model.named_parameters():
-        full = params[name].to(device) if first else torch.empty(param.shape, dtype=param.dtype, device=device)
+        full = (
+            params[name].to(device) if first else torch.empty(param.shape, dtype=param.dtype, device=device)
+        )
         param.to_local().copy_(distribute_tensor(full, param.device_mesh, param.placements).to_local())
     for name, buffer in model.named_buffers():
         if first:
@@ -190,13 +195,24 @@ class AsyncShardWriter:
 
         self.group = dist.new_group(backend="gloo")  # a collective: every rank constructs one
         cuda = torch.cuda.is_available()
-        self.stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
-                                                   use_async_staging=False, use_non_blocking_copy=cuda))
-        self._done: Optional[threading.Event] = None
-        self._error: Optional[BaseException] = None
+        self.stager = DefaultStager(
+            StagingOptions(
+                use_pinned_memory=cuda,
+                use_shared_memory=False,
+                use_async_staging=False,
+                use_non_blocking_copy=cuda,
+            )
+        )
+        self._done: threading.Event | None = None
+        self._error: BaseException | None = None
 
-    def start(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-              publish: Callable[[Optional[BaseException]], None]) -> None:
+    def start(
+        self,
+        folder: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        publish: Callable[[BaseException | None], None],
+    ) -> None:
         """Stage this process's shards and write them under `folder`/shards in the background (a
         collective); `publish(None)` follows on success, `publish(error)` on failure."""
         import torch.distributed.checkpoint as dcp
@@ -215,8 +231,12 @@ class AsyncShardWriter:
             self._error = error
             done.set()
 
-        future = dcp.async_save({"model": weights, "optim": optim}, checkpoint_id=str(Path(folder) / SHARDS_DIR),
-                                process_group=self.group, async_stager=self.stager)
+        future = dcp.async_save(
+            {"model": weights, "optim": optim},
+            checkpoint_id=str(Path(folder) / SHARDS_DIR),
+            process_group=self.group,
+            async_stager=self.stager,
+        )
         self._done = done
         future.add_done_callback(finish)
 
@@ -242,14 +262,18 @@ def load_shards(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     (torch.distributed.checkpoint shares its errors) and leaves `model` and `optimizer` untouched."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
     from torch.utils._pytree import tree_map_only
 
     # read into copies: a shard that fails to load or holds NaN leaves the model as it was
-    state = tree_map_only(torch.Tensor, lambda t: t.detach().clone(), dict(zip(("model", "optim"),
-                                                                              get_state_dict(model, optimizer))))
+    state = tree_map_only(
+        torch.Tensor,
+        lambda t: t.detach().clone(),
+        dict(zip(("model", "optim"), get_state_dict(model, optimizer))),
+    )
     dcp.load(state, checkpoint_id=str(Path(folder) / SHARDS_DIR))
-    finite = all(bool(torch.isfinite(_local(w)).all()) for w in state["model"].values() if w.is_floating_point())
+    finite = all(
+        bool(torch.isfinite(_local(w)).all()) for w in state["model"].values() if w.is_floating_point()
+    )
     if not all_true(finite):
         raise ValueError("a weight shard is NaN or infinite")
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -87,9 +87,11 @@ def _every_evaluator(c: HashInputs) -> list:
 
 def _version(stage: str, attr: str) -> Term:
     """`<stage>_version=<v>` when the method's version of that stage is not 1 (1 adds nothing)."""
+
     def parts(c):
         v = getattr(c.method, attr)
         return (f"{stage}_version={v}",) if v != 1 else ()
+
     return Term(f"`{stage}_version=<v>` if not 1", parts)
 
 
@@ -139,46 +141,109 @@ class Stage:
 
 # bindings no stage before evaluation reads: the grid, evaluation and its references
 # (source.: which draws @source scores, bench.config.sample.SourceSubset)
-_EVALUATION = ("grid.", "pipeline.evaluators", "pipeline.eval_on", "generative.", "features.", "source.",
-               EVALUATORS)
+_EVALUATION = (
+    "grid.",
+    "pipeline.evaluators",
+    "pipeline.eval_on",
+    "generative.",
+    "features.",
+    "source.",
+    EVALUATORS,
+)
 
 # in the order of the record's `stage_hashes`; `sample_init` and `evaluate` have no key there
 TABLE = (
-    Stage("encode", "{results}/cache/latents/{dataset}-{encoder}-{resolution}-{key}",
-          shared="(dataset, encoder, resolution)",
-          include=(DATASET, ENCODER, "pipeline.encoder"), terms=(DESCRIBE, CACHE_KEY), reads=("train",),
-          timer="encode", about="the training split's latents (`latents.npy`, memory-mapped)"),
-    Stage("prior", "{cell}/prior", upstream=("encode",), include=(LINEAGE,), terms=(SEED, PRIOR_VERSION),
-          reads=("train",), timer="fit_prior",
-          about="the method's offline prior (prior.safetensors + prior.json)"),
-    Stage("train", "{cell}/backbone", upstream=("prior",), exclude=_EVALUATION + ("sample.",),
-          terms=(SEED, TRAIN_VERSION), reads=("train",), working="{cell}/checkpoints", timer="train",
-          about="the trained backbone (`save_pretrained`)"),
+    Stage(
+        "encode",
+        "{results}/cache/latents/{dataset}-{encoder}-{resolution}-{key}",
+        shared="(dataset, encoder, resolution)",
+        include=(DATASET, ENCODER, "pipeline.encoder"),
+        terms=(DESCRIBE, CACHE_KEY),
+        reads=("train",),
+        timer="encode",
+        about="the training split's latents (`latents.npy`, memory-mapped)",
+    ),
+    Stage(
+        "prior",
+        "{cell}/prior",
+        upstream=("encode",),
+        include=(LINEAGE,),
+        terms=(SEED, PRIOR_VERSION),
+        reads=("train",),
+        timer="fit_prior",
+        about="the method's offline prior (prior.safetensors + prior.json)",
+    ),
+    Stage(
+        "train",
+        "{cell}/backbone",
+        upstream=("prior",),
+        exclude=_EVALUATION + ("sample.",),
+        terms=(SEED, TRAIN_VERSION),
+        reads=("train",),
+        working="{cell}/checkpoints",
+        timer="train",
+        about="the trained backbone (`save_pretrained`)",
+    ),
     # the held-out counts (sample.n_per_class = None) come from the split evaluators score on, so
     # sampling reads the eval split too
-    Stage("sample", "{cell}/samples", upstream=("train",),
-          include=("sample.", "targets.", "pipeline.eval_on"), reads=("train", "eval"), timer="sample",
-          about="the synthetic set's latents"),
-    Stage("sample_init", "{cell}/samples_init", upstream=("sample",), suffix="-init", timer="sample_init",
-          about="the untrained backbone's reference set (opt-in: `sample.init_reference`)"),
-    Stage("features", "{results}/cache/features/{dataset}-{arch}-{key}", shared="dataset",
-          include=(DATASET, "features."), terms=(DESCRIBE,), reads=("train",),
-          about="the domain feature extractor (image datasets; bench.metrics.features)"),
+    Stage(
+        "sample",
+        "{cell}/samples",
+        upstream=("train",),
+        include=("sample.", "targets.", "pipeline.eval_on"),
+        reads=("train", "eval"),
+        timer="sample",
+        about="the synthetic set's latents",
+    ),
+    Stage(
+        "sample_init",
+        "{cell}/samples_init",
+        upstream=("sample",),
+        suffix="-init",
+        timer="sample_init",
+        about="the untrained backbone's reference set (opt-in: `sample.init_reference`)",
+    ),
+    Stage(
+        "features",
+        "{results}/cache/features/{dataset}-{arch}-{key}",
+        shared="dataset",
+        include=(DATASET, "features."),
+        terms=(DESCRIBE,),
+        reads=("train",),
+        about="the domain feature extractor (image datasets; bench.metrics.features)",
+    ),
     # the classifiers on real data alone see the dataset, the split scored on, the downstream
     # protocol and the seed (their seeds derive from it), never the method; they fingerprint their
     # own splits (evaluators/downstream.py)
-    Stage("no_aug", "{results}/cache/downstream/{dataset}-{key}", shared="(dataset, seed)",
-          include=(DATASET, "downstream.", "pipeline.eval_on"), terms=(DESCRIBE, SEED),
-          about="downstream's classifier runs on real data (bench.classify.baseline_store)"),
+    Stage(
+        "no_aug",
+        "{results}/cache/downstream/{dataset}-{key}",
+        shared="(dataset, seed)",
+        include=(DATASET, "downstream.", "pipeline.eval_on"),
+        terms=(DESCRIBE, SEED),
+        about="downstream's classifier runs on real data (bench.classify.baseline_store)",
+    ),
     # the sampler settings and the plan, not the synthetic set's size: adding the set reuses the
     # trained backbone and the synthetic set, and cells without it keep their hashes
-    Stage("generative", "{cell}/samples_generative", upstream=("train",),
-          include=("sample.", "targets.", "generative."),
-          exclude=("grid.", "sample.n_per_class", "sample.init_reference"), when=GENERATIVE,
-          reads=("train", "eval"), timer="sample_generative",
-          about="the set FID / IRS score instead of the synthetic set (bench.metrics.generative)"),
-    Stage("evaluate", "{cell}/record.json", upstream=("sample",), terms=(SPEC, EVALUATOR_VERSIONS),
-          timer="evaluate", about="the record, `operative_config.gin` and the evaluators' files"),
+    Stage(
+        "generative",
+        "{cell}/samples_generative",
+        upstream=("train",),
+        include=("sample.", "targets.", "generative."),
+        exclude=("grid.", "sample.n_per_class", "sample.init_reference"),
+        when=GENERATIVE,
+        reads=("train", "eval"),
+        timer="sample_generative",
+        about="the set FID / IRS score instead of the synthetic set (bench.metrics.generative)",
+    ),
+    Stage(
+        "evaluate",
+        "{cell}/record.json",
+        upstream=("sample",),
+        terms=(SPEC, EVALUATOR_VERSIONS),
+        timer="evaluate",
+        about="the record, `operative_config.gin` and the evaluators' files",
+    ),
 )
 STAGES = {stage.name: stage for stage in TABLE}
 CELL_HASH = "evaluate"  # the stage whose hash is the cell's config_hash
@@ -208,8 +273,10 @@ def config_hashes(c: HashInputs) -> tuple[str, dict]:
 
 def keyed_by_data(hashes: dict, data: dict) -> dict:
     """The stage hashes with the fingerprints of the splits each stage reads folded in."""
-    return {name: digest(h, *(data[s] for s in STAGES[name].reads)) if STAGES[name].reads else h
-            for name, h in hashes.items()}
+    return {
+        name: digest(h, *(data[s] for s in STAGES[name].reads)) if STAGES[name].reads else h
+        for name, h in hashes.items()
+    }
 
 
 def key(cell, name: str) -> str:
@@ -248,8 +315,11 @@ def resolution(sample_shape: tuple) -> str:
 # -- the docs' table --------------------------------------------------------------------------------
 def _shown(template: str | None) -> str:
     """A path template as the docs show it: `results/...`, `<cell>/...`."""
-    return "" if template is None else f"`{template.replace('{results}', 'results')}`".replace(
-        "{", "<").replace("}", ">")
+    return (
+        ""
+        if template is None
+        else f"`{template.replace('{results}', 'results')}`".replace("{", "<").replace("}", ">")
+    )
 
 
 def _labels(selectors) -> str:
@@ -275,8 +345,10 @@ def _hash_cell(stage: Stage) -> str:
 
 def markdown_table() -> str:
     """The table as docs/architecture.md shows it (a test checks the doc holds exactly this)."""
-    rows = ["| stage | artifact | shared by | hash (`grid.` bindings never enter) | data read |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| stage | artifact | shared by | hash (`grid.` bindings never enter) | data read |",
+        "|---|---|---|---|---|",
+    ]
     for s in TABLE:
         where = _shown(s.artifact) + (f" (while running: {_shown(s.working)})" if s.working else "")
         reads = f"as {s.upstream[0]}" if s.suffix is not None else ", ".join(s.reads) or "-"

@@ -61,15 +61,27 @@ class StepTrace:
         return sum(parts.values())
 
 
-def trace_step(backbone, rows: int, mixed_precision: str = "no", activation_checkpointing: bool = False,
-               fused_adamw: bool = True) -> StepTrace:
+def trace_step(
+    backbone,
+    rows: int,
+    mixed_precision: str = "no",
+    activation_checkpointing: bool = False,
+    fused_adamw: bool = True,
+) -> StepTrace:
     """Trace one micro-batch of `rows` samples through forward, backward and the AdamW step.
     Cached by the backbone's class and config, so a grid of cells traces each shape once."""
     config = json.dumps(backbone.config(), sort_keys=True) if hasattr(backbone, "config") else None
     if config is None:
         return _trace(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
-    return _cached(type(backbone), config, rows, mixed_precision, bool(activation_checkpointing), fused_adamw,
-                   _Held(backbone))
+    return _cached(
+        type(backbone),
+        config,
+        rows,
+        mixed_precision,
+        bool(activation_checkpointing),
+        fused_adamw,
+        _Held(backbone),
+    )
 
 
 class _Held:
@@ -88,7 +100,9 @@ class _Held:
 @functools.lru_cache(maxsize=32)
 def _cached(cls, config, rows, mixed_precision, activation_checkpointing, fused_adamw, held) -> StepTrace:
     backbone = held.backbone
-    depth = {k: backbone.hyperparameters.get(k) for k in DEPTHS} if hasattr(backbone, "hyperparameters") else {}
+    depth = (
+        {k: backbone.hyperparameters.get(k) for k in DEPTHS} if hasattr(backbone, "hyperparameters") else {}
+    )
     if all(isinstance(v, int) and v >= 1 for v in depth.values()) and depth and sum(depth.values()) > 8:
         return _by_depth(backbone, depth, rows, mixed_precision, activation_checkpointing, fused_adamw)
     return _trace(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
@@ -97,11 +111,14 @@ def _cached(cls, config, rows, mixed_precision, activation_checkpointing, fused_
 DEPTHS = ("num_layers", "num_single_layers")  # FLUX's two stacks of repeated blocks
 
 
-def _by_depth(backbone, depth: dict, rows, mixed_precision, activation_checkpointing, fused_adamw) -> StepTrace:
+def _by_depth(
+    backbone, depth: dict, rows, mixed_precision, activation_checkpointing, fused_adamw
+) -> StepTrace:
     """The trace of a deep backbone from three shallow ones, one block of each kind, then a second
     of either: every part of the step is a sum over blocks plus what sits around them, so it is
     linear in each stack's depth (tests/pipeline/test_step_trace.py holds it to the full trace). Traces
     about 8 blocks instead of 24 (one-GPU preset) or 57 (FLUX.1): fake tensors cost ~1 ms an op."""
+
     def shallow(**blocks):
         with torch.device("meta"):
             model = type(backbone)(**{**backbone.config(), **blocks})
@@ -121,13 +138,21 @@ def _by_depth(backbone, depth: dict, rows, mixed_precision, activation_checkpoin
     accumulating = parts("accumulating")
     accumulating["activations"] += largest - base.largest_gradient  # the in-place add's temporary
     state = (int(extrapolate(lambda t, f=f: getattr(t, f))) for f in ("weights", "gradients", "optimiser"))
-    return StepTrace(rows, *state,
-                     largest, parts("first"), accumulating, int(extrapolate(lambda t: t.activations_most)),
-                     parts("optimiser_step"), int(extrapolate(lambda t: t.flops)))
+    return StepTrace(
+        rows,
+        *state,
+        largest,
+        parts("first"),
+        accumulating,
+        int(extrapolate(lambda t: t.activations_most)),
+        parts("optimiser_step"),
+        int(extrapolate(lambda t: t.flops)),
+    )
 
 
-def _trace(backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
-           ) -> StepTrace:
+def _trace(
+    backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
+) -> StepTrace:
     # what the traced ops warn about (e.g. CPU autocast's bf16 input to an fp32 RMSNorm weight) is
     # about the CPU trace, not the user's job: not shown
     with warnings.catch_warnings():
@@ -135,8 +160,9 @@ def _trace(backbone, rows: int, mixed_precision: str, activation_checkpointing: 
         return _trace_quietly(backbone, rows, mixed_precision, activation_checkpointing, fused_adamw)
 
 
-def _trace_quietly(backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
-                   ) -> StepTrace:
+def _trace_quietly(
+    backbone, rows: int, mixed_precision: str, activation_checkpointing: bool, fused_adamw: bool
+) -> StepTrace:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode()
@@ -177,9 +203,18 @@ def _trace_quietly(backbone, rows: int, mixed_precision: str, activation_checkpo
     largest = max((sizes[i] for i in grads), default=0)
     accumulating = {**without, "gradients": gradients, "activations": without.get("activations", 0) + largest}
     _, step, _ = tracker.sweep(part, start=backward_end + 1)
-    return StepTrace(rows, sum(sizes[i] for i in weights), gradients, sum(sizes[i] for i in moments), largest,
-                     _parts(first), _parts(accumulating), most.get("activations", 0), _parts(step),
-                     counter.flops)
+    return StepTrace(
+        rows,
+        sum(sizes[i] for i in weights),
+        gradients,
+        sum(sizes[i] for i in moments),
+        largest,
+        _parts(first),
+        _parts(accumulating),
+        most.get("activations", 0),
+        _parts(step),
+        counter.flops,
+    )
 
 
 def _cpu_attention(func, args) -> int | None:
@@ -233,7 +268,9 @@ def _fake_model_and_optimiser(backbone, mode, activation_checkpointing: bool, fu
             model.enable_activation_checkpointing()
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=1e-4, fused=fused_adamw, foreach=None if fused_adamw else True)
+        optimiser = torch.optim.AdamW(
+            params, lr=1e-4, fused=fused_adamw, foreach=None if fused_adamw else True
+        )
         for p in params:
             p.grad = torch.zeros_like(p)
         optimiser.step()
@@ -255,7 +292,9 @@ def _micro_loss(model, rows: int, mixed_precision: str) -> torch.Tensor:
 
     shape = tuple(model.sample_shape)
     x1, eps = torch.randn(rows, *shape), torch.randn(rows, *shape)
-    batch = TrainBatch(x1=x1, cond=Condition(torch.zeros(rows, dtype=torch.long)), eps=eps, t=torch.rand(rows))
+    batch = TrainBatch(
+        x1=x1, cond=Condition(torch.zeros(rows, dtype=torch.long)), eps=eps, t=torch.rand(rows)
+    )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         return Tokens().loss(model, batch)

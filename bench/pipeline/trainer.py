@@ -14,22 +14,22 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import load_file, save_file
 
-from bench.pipeline import sharding
-from bench.runtime import distributed, progress
-from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
 from bench.config.train import TrainConfig
-from bench.pipeline.convergence import convergence
 from bench.errors import BenchError, CellFailed
 from bench.method import TrainBatch
+from bench.pipeline import sharding
+from bench.pipeline.convergence import convergence
+from bench.runtime import distributed, progress
 from bench.runtime.transfer import gather, to_device
+from bench.store.artifacts import discard, is_complete, load_state, save_state, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ class TrainResult:
     steps: int
     seconds: float
     loss_trace: list = field(default_factory=list)  # [(step, mean loss over the window)]
-    resumed_from: Optional[int] = None
-    convergence: Optional[dict] = None  # bench.pipeline.convergence: did the loss reach a plateau?
-    batch_size: Optional[int] = None  # the batch that ran: train.batch_size, or the whole set if smaller
+    resumed_from: int | None = None
+    convergence: dict | None = None  # bench.pipeline.convergence: did the loss reach a plateau?
+    batch_size: int | None = None  # the batch that ran: train.batch_size, or the whole set if smaller
 
 
 class EpochSampler:
@@ -92,7 +92,7 @@ class TrainState:
     history: list = field(default_factory=list)  # every step's loss, for the convergence check
     seconds: float = 0.0
     sharded: bool = False  # FSDP: weights and AdamW state live in shards (bench.pipeline.sharding)
-    shard_writer: Optional[sharding.AsyncShardWriter] = None  # sharded checkpoints, written in the background
+    shard_writer: sharding.AsyncShardWriter | None = None  # sharded checkpoints, written in the background
     checkpoint_seconds: float = 0.0  # how long the last checkpoint held training up (CheckpointClock)
 
     @property
@@ -104,10 +104,17 @@ class TrainState:
     def state_dict(self) -> dict:
         """The non-weight state, as nested dicts of tensors and JSON values."""
         scaler = self.accelerator.scaler
-        out = {"step": self.step, "scheduler": self.scheduler.state_dict(), "rng": self.generator.get_state(),
-               "torch_rng": torch.get_rng_state(), "sampler": self.batches.state_dict(),
-               "loss_trace": self.loss_trace, "window": self.window, "history": self.history,
-               "seconds": self.seconds}
+        out = {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.batches.state_dict(),
+            "loss_trace": self.loss_trace,
+            "window": self.window,
+            "history": self.history,
+            "seconds": self.seconds,
+        }
         if not self.sharded:  # sharded AdamW state is written with the weight shards
             out["optimizer"] = self.optimizer.state_dict()
         if self.ema is not None:
@@ -121,27 +128,33 @@ class TrainState:
     # what every checkpoint holds (`state_dict` above); "ema" too when EMA is on
     REQUIRED = ("scheduler", "rng", "torch_rng", "sampler", "step", "seconds", "loss_trace", "window")
 
-    def check_state(self, state, weights: Optional[dict]) -> None:
+    def check_state(self, state, weights: dict | None) -> None:
         """ValueError unless a checkpoint can be loaded whole: every key present, the weights
         those of this model (same names and shapes) and finite. Checked before anything is
         loaded, so a damaged checkpoint is skipped without leaving a half-restored state.
         Sharded weights (`weights` None) are checked as they are read (bench.pipeline.sharding)."""
         if not isinstance(state, dict):
             raise ValueError(f"trainer state is a {type(state).__name__}, not a mapping")
-        expected = self.REQUIRED + (() if self.sharded else ("optimizer",)) + (("ema",) if self.ema is not None else ())
+        expected = (
+            self.REQUIRED
+            + (() if self.sharded else ("optimizer",))
+            + (("ema",) if self.ema is not None else ())
+        )
         missing = [k for k in expected if k not in state]
         if missing:
             raise ValueError(f"trainer state lacks {', '.join(missing)}")
         if weights is None:
             return
         own = self.accelerator.unwrap_model(self.model).state_dict()
-        wrong = sorted(set(own) ^ set(weights)) or [k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)]
+        wrong = sorted(set(own) ^ set(weights)) or [
+            k for k in own if tuple(own[k].shape) != tuple(weights[k].shape)
+        ]
         if wrong:
             raise ValueError(f"weights do not match the model ({wrong[0]})")
         if not all(bool(torch.isfinite(w).all()) for w in weights.values() if w.is_floating_point()):
             raise ValueError("a weight is NaN or infinite")
 
-    def load_state_dict(self, state: dict, weights: Optional[dict]) -> None:
+    def load_state_dict(self, state: dict, weights: dict | None) -> None:
         """Continue exactly where `state_dict` (and the weights) were taken; sharded weights and
         AdamW state are loaded from their shards beforehand (`_resume`)."""
         if not self.sharded:
@@ -164,8 +177,16 @@ class TrainState:
         self.history = list(state.get("history", []))  # absent from checkpoints of older versions
 
 
-def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
-          checkpoint_dir: Optional[Path] = None, config_hash: str = "") -> TrainResult:
+def train(
+    method,
+    backbone,
+    latents,
+    labels,
+    cfg: TrainConfig,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    config_hash: str = "",
+) -> TrainResult:
     """Train `backbone` in place with `method`'s loss on (latents, labels).
 
     With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
@@ -182,16 +203,22 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
         backbone.compile_blocks()  # a backbone without repeated blocks says so (bench.backbone)
     state = _setup(backbone, cfg, seed, len(labels))
     if state.batches.batch_size < cfg.batch_size:
-        log.warning("train.batch_size=%d exceeds the %d training samples: every step uses %d of them, a "
-                    "multiple of train.micro_batches=%d (recorded as the batch size that ran)", cfg.batch_size,
-                    len(labels), state.batches.batch_size, cfg.micro_batches)
+        log.warning(
+            "train.batch_size=%d exceeds the %d training samples: every step uses %d of them, a "
+            "multiple of train.micro_batches=%d (recorded as the batch size that ran)",
+            cfg.batch_size,
+            len(labels),
+            state.batches.batch_size,
+            cfg.micro_batches,
+        )
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
     t0, seconds_before = time.perf_counter(), state.seconds
     clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None, cost=lambda: state.checkpoint_seconds)
     draws, losses = None, []  # the next step's batch drawn ahead; losses not yet read on the host
-    for step in progress.bar(range(state.step, cfg.steps), "train", total=cfg.steps, unit="step",
-                             initial=state.step):
+    for step in progress.bar(
+        range(state.step, cfg.steps), "train", total=cfg.steps, unit="step", initial=state.step
+    ):
         if draws is None:
             draws = _draw(method, state, latents, labels, cfg)
         losses.append(_step(method, state, draws, cfg))
@@ -213,9 +240,14 @@ def train(method, backbone, latents, labels, cfg: TrainConfig, seed: int,
     if state.sharded:  # the trained shards, gathered into the plain backbone on every process
         sharding.gather_into(state.model, backbone)
     seconds = seconds_before + time.perf_counter() - t0
-    return TrainResult(cfg.steps, seconds, list(state.loss_trace), resumed_from,
-                       convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
-                       batch_size=state.batches.batch_size)
+    return TrainResult(
+        cfg.steps,
+        seconds,
+        list(state.loss_trace),
+        resumed_from,
+        convergence(state.history, cfg.convergence_window, cfg.convergence_tol),
+        batch_size=state.batches.batch_size,
+    )
 
 
 class CheckpointClock:
@@ -276,8 +308,16 @@ def _setup(backbone, cfg: TrainConfig, seed: int, n: int) -> TrainState:
     warmup = max(cfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     generator = torch.Generator().manual_seed(seed)
-    return TrainState(accelerator, model, optimizer, scheduler, _make_ema(backbone, cfg.ema_decay),
-                      generator, EpochSampler(n, runnable_batch(cfg, n), generator), sharded=sharded)
+    return TrainState(
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        _make_ema(backbone, cfg.ema_decay),
+        generator,
+        EpochSampler(n, runnable_batch(cfg, n), generator),
+        sharded=sharded,
+    )
 
 
 def runnable_batch(cfg: TrainConfig, n: int) -> int:
@@ -286,8 +326,10 @@ def runnable_batch(cfg: TrainConfig, n: int) -> int:
     if cfg.batch_size <= n:
         return cfg.batch_size
     if n < cfg.micro_batches:
-        raise BenchError(f"the {n} training samples cannot fill train.micro_batches={cfg.micro_batches} parts; "
-                         f"set train.micro_batches to at most {n}")
+        raise BenchError(
+            f"the {n} training samples cannot fill train.micro_batches={cfg.micro_batches} parts; "
+            f"set train.micro_batches to at most {n}"
+        )
     return n // cfg.micro_batches * cfg.micro_batches
 
 
@@ -303,8 +345,9 @@ def _accelerator(mixed_precision: str) -> Accelerator:
         AcceleratorState._reset_state()
     # DDP's gradients as views into its all-reduce buckets: one copy of the gradients, not two
     buckets = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
-                       kwargs_handlers=[buckets])
+    return Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision, kwargs_handlers=[buckets]
+    )
 
 
 def _adamw(params, cfg: TrainConfig, device: torch.device, sharded: bool = False) -> torch.optim.AdamW:
@@ -327,7 +370,7 @@ class Draws:
     eps: torch.Tensor
     t: torch.Tensor
     parts: list  # (micro-batch number, its rows among the above), `micro_batch_rows`
-    seeds: Optional[list]  # one generator seed per micro-batch when there are several
+    seeds: list | None  # one generator seed per micro-batch when there are several
 
 
 def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws:
@@ -352,8 +395,15 @@ def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws
     # pinned, non-blocking copies (bench.runtime.transfer). The latents stay on the host: resident on the
     # GPU they would take the training set's size of device memory, to save one batch-sized copy
     # per step that overlaps the step before
-    return Draws(gather(latents, rows, device), to_device(labels[rows], device), to_device(rows, device),
-                 to_device(eps[mine], device), to_device(t[mine], device), local, seeds)
+    return Draws(
+        gather(latents, rows, device),
+        to_device(labels[rows], device),
+        to_device(rows, device),
+        to_device(eps[mine], device),
+        to_device(t[mine], device),
+        local,
+        seeds,
+    )
 
 
 def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Tensor:
@@ -370,8 +420,16 @@ def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Te
         last = j == len(draws.parts) - 1
         with contextlib.nullcontext() if last or state.sharded else accelerator.no_sync(state.model):
             gen = torch.Generator().manual_seed(draws.seeds[k]) if draws.seeds else state.generator
-            loss = _micro_loss(method, state, draws.x1[rows], draws.labels[rows], draws.index[rows],
-                               draws.eps[rows], draws.t[rows], gen)
+            loss = _micro_loss(
+                method,
+                state,
+                draws.x1[rows],
+                draws.labels[rows],
+                draws.index[rows],
+                draws.eps[rows],
+                draws.t[rows],
+                gen,
+            )
             accelerator.backward(loss * scale if scale != 1 else loss)
         part = loss.detach().float()
         total = part if total is None else total + part
@@ -409,8 +467,9 @@ def _read_losses(losses: list, state: TrainState, cfg: TrainConfig) -> None:
     losses.clear()
     for step, value in enumerate(values, first):
         if not math.isfinite(value):
-            raise CellFailed(f"non-finite training loss ({value}) at step {step}; "
-                             "lower train.lr or enable train.grad_clip")
+            raise CellFailed(
+                f"non-finite training loss ({value}) at step {step}; lower train.lr or enable train.grad_clip"
+            )
         state.window.append(value)
         state.history.append(value)
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -424,19 +483,24 @@ def _micro_loss(method, state: TrainState, x1, y, idx, eps, t, generator) -> tor
     device = state.accelerator.device
     cond = method.training_condition(y, idx).to(device)
     with state.accelerator.autocast():
-        return method.loss(state.model, TrainBatch(x1=x1.to(device), cond=cond, eps=eps, t=t,
-                                                   generator=generator))
+        return method.loss(
+            state.model, TrainBatch(x1=x1.to(device), cond=cond, eps=eps, t=t, generator=generator)
+        )
 
 
 def micro_batch_rows(batch: int, parts: int, rank: int, world: int) -> list[tuple[int, slice]]:
     """The (index, rows) of the contiguous equal micro-batches of a global batch that `rank` of
     `world` processes trains on: micro-batches k*world/parts ... go to rank k*world // parts."""
     if batch % parts:
-        raise BenchError(f"a batch of {batch} does not split into train.micro_batches={parts} "
-                         "equal parts; use a train.batch_size (at most the training-set size) that does")
+        raise BenchError(
+            f"a batch of {batch} does not split into train.micro_batches={parts} "
+            "equal parts; use a train.batch_size (at most the training-set size) that does"
+        )
     if parts % world:
-        raise BenchError(f"train.micro_batches={parts} cannot be shared by {world} processes; "
-                         f"set train.micro_batches to a multiple of {world}")
+        raise BenchError(
+            f"train.micro_batches={parts} cannot be shared by {world} processes; "
+            f"set train.micro_batches to a multiple of {world}"
+        )
     size, per_rank = batch // parts, parts // world
     return [(k, slice(k * size, (k + 1) * size)) for k in range(rank * per_rank, (rank + 1) * per_rank)]
 
@@ -473,8 +537,9 @@ def _save_checkpoint(folder: Path, config_hash: str, state: TrainState) -> None:
     """
     weights = state.weights
     if not all(bool(w.isfinite().all()) for w in weights.values() if w.is_floating_point()):
-        raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
-                         "enable train.grad_clip")
+        raise CellFailed(
+            f"non-finite weights after step {state.step}; lower train.lr or enable train.grad_clip"
+        )
     target = Path(folder) / f"step_{state.step:08d}"
     with stage_dir(target, config_hash, step=state.step) as tmp:
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
@@ -491,23 +556,34 @@ def _save_sharded_checkpoint(folder: Path, config_hash: str, state: TrainState) 
         state.shard_writer = sharding.AsyncShardWriter()
     state.shard_writer.wait()  # the previous checkpoint published (or its error raised) first
     if not sharding.all_true(sharding.local_weights_finite(state.model)):
-        raise CellFailed(f"non-finite weights after step {state.step}; lower train.lr or "
-                         "enable train.grad_clip")
+        raise CellFailed(
+            f"non-finite weights after step {state.step}; lower train.lr or enable train.grad_clip"
+        )
     main, target = state.accelerator.is_main_process, Path(folder) / f"step_{state.step:08d}"
     staged = contextlib.ExitStack()  # the main process's staging folder, open until the writer ends it
     try:
-        tmp = staged.enter_context(stage_dir(target, config_hash, step=state.step, sharded=True)) if main else None
+        tmp = (
+            staged.enter_context(stage_dir(target, config_hash, step=state.step, sharded=True))
+            if main
+            else None
+        )
         tmp = Path(distributed.agree(str(tmp) if main else None))
         if main:
             save_state(tmp, "trainer_state", state.state_dict())
-        state.shard_writer.start(tmp, state.model, state.optimizer,
-                                 lambda error: _end_staged(staged, folder, target, error) if main else None)
+        state.shard_writer.start(
+            tmp,
+            state.model,
+            state.optimizer,
+            lambda error: _end_staged(staged, folder, target, error) if main else None,
+        )
     except BaseException as exc:
         staged.__exit__(type(exc), exc, exc.__traceback__)  # the staging folder removed
         raise
 
 
-def _end_staged(staged: contextlib.ExitStack, folder: Path, target: Path, error: Optional[BaseException]) -> None:
+def _end_staged(
+    staged: contextlib.ExitStack, folder: Path, target: Path, error: BaseException | None
+) -> None:
     """Publish a staged sharded checkpoint (manifest, rename) and drop the older ones, or on
     `error` remove its staging folder. Runs in the main process's writer thread."""
     if error is not None:
@@ -524,7 +600,7 @@ def _drop_older(folder: Path, target: Path) -> None:
             discard(old)
 
 
-def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
+def _resume(folder, config_hash: str, state: TrainState) -> int | None:
     """Load the newest complete, readable checkpoint for this config into `state`; its step or None.
 
     A checkpoint without a manifest (interrupted while written) or of another config is ignored;
@@ -538,8 +614,12 @@ def _resume(folder, config_hash: str, state: TrainState) -> Optional[int]:
         try:  # read everything before touching `state`, so a damaged file changes nothing
             saved = _read_checkpoint(latest, state)
         except Exception as exc:  # safetensors, JSON and OS errors alike
-            log.warning("checkpoint %s is unreadable (%s: %s); skipped", latest,
-                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            log.warning(
+                "checkpoint %s is unreadable (%s: %s); skipped",
+                latest,
+                type(exc).__name__,
+                (str(exc).splitlines() or [""])[0],
+            )
             continue
         state.load_state_dict(*saved)
         log.info("resumed training from %s (step %d)", latest, state.step)

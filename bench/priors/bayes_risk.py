@@ -45,9 +45,17 @@ PAIRWISE_COST = 16
 GRAM_ELEMENTS_MAX = 2**25
 
 
-def fm_risk_decomposition(x1: torch.Tensor, labels: torch.Tensor, subclass: torch.Tensor,
-                          source_mu: torch.Tensor, source_sigma: torch.Tensor, n_mc: int = 2000,
-                          t_max: float = 0.95, max_reference: int = 2000, seed: int = 0) -> dict:
+def fm_risk_decomposition(
+    x1: torch.Tensor,
+    labels: torch.Tensor,
+    subclass: torch.Tensor,
+    source_mu: torch.Tensor,
+    source_sigma: torch.Tensor,
+    n_mc: int = 2000,
+    t_max: float = 0.95,
+    max_reference: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Monte-Carlo estimate of Eq. 1 (class risk), its subclass version and their gap (Eq. 2).
 
     x1 (n, D) are training points with class `labels` (n,) and subclass `subclass` (n,) (ids only
@@ -74,8 +82,9 @@ def fm_risk_decomposition(x1: torch.Tensor, labels: torch.Tensor, subclass: torc
     whose reference set is all its rows are then evaluated together (`_shared_reference_draws`),
     the others one at a time (`_one_draw`).
     """
-    x1, labels, subclass, mu, sigma = _check_inputs(x1, labels, subclass, source_mu, source_sigma,
-                                                    n_mc, t_max, max_reference)
+    x1, labels, subclass, mu, sigma = _check_inputs(
+        x1, labels, subclass, source_mu, source_sigma, n_mc, t_max, max_reference
+    )
     plan = plan_draws(labels, x1.shape[1], n_mc, t_max, max_reference, seed)
     draws = np.empty((n_mc, 4))
     own = dict(plan.own)
@@ -86,7 +95,9 @@ def fm_risk_decomposition(x1: torch.Tensor, labels: torch.Tensor, subclass: torc
             own.update({int(m): plan.members[c] for m in idx})
     for m, ref in own.items():
         x_t = _source_points(x1, mu, sigma, plan, np.array([m]))[0]
-        draws[m] = _one_draw(x_t, float(plan.t[m]), x1, mu, sigma, subclass, torch.from_numpy(ref).to(x1.device))
+        draws[m] = _one_draw(
+            x_t, float(plan.t[m]), x1, mu, sigma, subclass, torch.from_numpy(ref).to(x1.device)
+        )
     return _summarise(draws, x1.shape[1], t_max)
 
 
@@ -106,7 +117,9 @@ class DrawPlan:
     own: dict
 
 
-def plan_draws(labels: torch.Tensor, dim: int, n_mc: int, t_max: float, max_reference: int, seed: int) -> DrawPlan:
+def plan_draws(
+    labels: torch.Tensor, dim: int, n_mc: int, t_max: float, max_reference: int, seed: int
+) -> DrawPlan:
     """Every draw's row, t, noise state and reference rows, from one generator seeded with `seed`
     in the order of a loop over the draws (row, t, noise, reference subset): the same draws for
     any way the draws are later evaluated."""
@@ -150,8 +163,12 @@ def _shared_reference_draws(x1, mu, sigma, subclass, plan: DrawPlan, c: int, idx
     evaluated together a block of draws at a time (at most BLOCK_ELEMENTS values per draw block)."""
     ref = SharedReference(x1, mu, sigma, subclass, torch.from_numpy(plan.members[c]).to(x1.device))
     step = max(1, BLOCK_ELEMENTS // max(x1.shape[1], len(ref.rows)))
-    return np.concatenate([ref.decompose(_source_points(x1, mu, sigma, plan, idx[s:s + step]), plan.t[idx[s:s + step]])
-                           for s in range(0, len(idx), step)])
+    return np.concatenate(
+        [
+            ref.decompose(_source_points(x1, mu, sigma, plan, idx[s : s + step]), plan.t[idx[s : s + step]])
+            for s in range(0, len(idx), step)
+        ]
+    )
 
 
 class SharedReference:
@@ -184,8 +201,9 @@ class SharedReference:
         self.cache = {}
         n = len(self.rows)
         self.pairwise = PAIRWISE_COST * x1.shape[1] > n
-        self.a, self.b, self.e, self.log_sigma = (torch.zeros(n, dtype=torch.float64, device=x1.device)
-                                                  for _ in range(4))
+        self.a, self.b, self.e, self.log_sigma = (
+            torch.zeros(n, dtype=torch.float64, device=x1.device) for _ in range(4)
+        )
         self.gram = torch.zeros((n, n) if self.pairwise else (0, 0), dtype=torch.float64, device=x1.device)
         for col in self.cols:
             x, u, p, _, _, log_sigma = self._block(col)
@@ -207,7 +225,7 @@ class SharedReference:
         if col.start in self.cache:
             return self.cache[col.start]
         x1, mu, sigma = self._gather(col, *self.tables)
-        x, u, p = x1 - self.centre[col], mu - self.centre[col], sigma ** -2
+        x, u, p = x1 - self.centre[col], mu - self.centre[col], sigma**-2
         out = (x, u, p, p * x, p * u, torch.log(sigma).sum(1))
         if len(self.cols) == 1:
             self.cache[col.start] = out
@@ -226,7 +244,7 @@ class SharedReference:
             x = self._block(col)[0]
             xbar = w @ x
             for k, (wk, xk) in enumerate(zip(parts, x.split(self.sizes))):
-                xbar_k = wk @ xk / divisor[:, k:k + 1]
+                xbar_k = wk @ xk / divisor[:, k : k + 1]
                 reduction += mass[:, k] * ((xbar_k - xbar) ** 2).sum(1)
                 if not self.pairwise:
                     v_sub += _weighted_spread(wk, xk, xbar_k)
@@ -236,7 +254,7 @@ class SharedReference:
             v_class = 0.5 * (w * (w @ self.gram)).sum(1)
             start = 0
             for k, wk in enumerate(parts):
-                g = self.gram[start:start + self.sizes[k], start:start + self.sizes[k]]
+                g = self.gram[start : start + self.sizes[k], start : start + self.sizes[k]]
                 v_sub += 0.5 * (wk * (wk @ g)).sum(1) / divisor[:, k]
                 start += self.sizes[k]
         scale = 1 / (s * s).squeeze(1)
@@ -259,13 +277,22 @@ def _weighted_spread(w: torch.Tensor, x: torch.Tensor, centre: torch.Tensor) -> 
     """sum_j w_bj ||x_j - centre_b||^2 per draw b (w (B, M), x (M, D), centre (B, D)), a block of
     draws at a time (at most BLOCK_ELEMENTS values per (draws, M, D) block)."""
     step = max(1, BLOCK_ELEMENTS // max(1, x.numel()))
-    return torch.cat([(w[s:s + step] * ((x[None] - centre[s:s + step, None]) ** 2).sum(2)).sum(1)
-                      for s in range(0, len(w), step)])
+    return torch.cat(
+        [
+            (w[s : s + step] * ((x[None] - centre[s : s + step, None]) ** 2).sum(2)).sum(1)
+            for s in range(0, len(w), step)
+        ]
+    )
 
 
-def conditional_variance_decomposition(x_t: torch.Tensor, t: float, x1_ref: torch.Tensor,
-                                       mu_ref: torch.Tensor, sigma_ref: torch.Tensor,
-                                       subclass_ref: torch.Tensor) -> tuple[float, float, float, float]:
+def conditional_variance_decomposition(
+    x_t: torch.Tensor,
+    t: float,
+    x1_ref: torch.Tensor,
+    mu_ref: torch.Tensor,
+    sigma_ref: torch.Tensor,
+    subclass_ref: torch.Tensor,
+) -> tuple[float, float, float, float]:
     """(V_c, R, V_ck, ess) at one x_t: Var(d | x_t, c), its between- and within-subclass parts.
 
     The class is the uniform distribution over the reference points x1_ref (M, D), point j with
@@ -296,7 +323,7 @@ def _one_draw(x_t, t, x1, mu, sigma, subclass, ref) -> tuple[float, float, float
     p = torch.zeros(int(k.max()) + 1, dtype=torch.float64, device=w.device).index_add_(0, k, w)
     v_class = reduction = v_sub = 0.0
     for col in cols:
-        x1_ref, = block(col, x1)
+        (x1_ref,) = block(col, x1)
         d = (x1_ref - x_t[col]) / (1 - t)
         dbar = w @ d
         v_class = v_class + w @ ((d - dbar) ** 2).sum(1)
@@ -312,7 +339,7 @@ def _log_weights(x_t, t, x1_ref, mu_ref, sigma_ref) -> torch.Tensor:
     scale = (1 - t) * sigma_ref
     z = (x_t - t * x1_ref - (1 - t) * mu_ref) / scale
     # The log-determinant differs between points only when their sources' scales differ.
-    return -0.5 * (z ** 2).sum(1) - torch.log(scale).sum(1)
+    return -0.5 * (z**2).sum(1) - torch.log(scale).sum(1)
 
 
 def _column_blocks(dim: int, rows: int) -> list[slice]:
@@ -340,9 +367,20 @@ def _summarise(draws: np.ndarray, dim: int, t_max: float) -> dict:
     (rc, rc_se), (rs, rs_se), (red, red_se) = mean_se(v_class), mean_se(v_sub), mean_se(reduction)
     gap = float((np.abs(v_class - v_sub - reduction) / np.maximum(v_class, np.finfo(float).tiny)).max())
     ess_h = float(1.0 / np.mean(1.0 / ess))
-    return {"risk_class": rc, "risk_class_se": rc_se, "risk_subclass": rs, "risk_subclass_se": rs_se,
-            "reduction": red, "reduction_se": red_se, "max_identity_gap": gap, "ess": ess_h,
-            "posterior_ess": float(ess.mean()), "reliable": reliable(ess_h, gap), "n_mc": n, "t_max": float(t_max)}
+    return {
+        "risk_class": rc,
+        "risk_class_se": rc_se,
+        "risk_subclass": rs,
+        "risk_subclass_se": rs_se,
+        "reduction": red,
+        "reduction_se": red_se,
+        "max_identity_gap": gap,
+        "ess": ess_h,
+        "posterior_ess": float(ess.mean()),
+        "reliable": reliable(ess_h, gap),
+        "n_mc": n,
+        "t_max": float(t_max),
+    }
 
 
 def reliable(ess: float, identity_gap: float) -> bool:
@@ -363,15 +401,23 @@ def _check_inputs(x1, labels, subclass, source_mu, source_sigma, n_mc, t_max, ma
     x1 = x1.reshape(len(x1), -1)
     n, dim = x1.shape
     if len(labels) != n or len(subclass) != n or n == 0:
-        raise BenchError(f"fm_risk_decomposition needs one label and one subclass per point (got {n} points, "
-                         f"{len(labels)} labels, {len(subclass)} subclasses); pass matching tensors")
+        raise BenchError(
+            f"fm_risk_decomposition needs one label and one subclass per point (got {n} points, "
+            f"{len(labels)} labels, {len(subclass)} subclasses); pass matching tensors"
+        )
     if not 0.0 < t_max < 1.0 or n_mc < 2 or max_reference < 1:
-        raise BenchError(f"fm_risk_decomposition needs 0 < t_max < 1, n_mc >= 2 and max_reference >= 1 "
-                         f"(got {t_max}, {n_mc}, {max_reference}); fix the arguments")
-    mu, sigma = (_per_row(s, n, dim, name).to(x1.device)
-                 for s, name in ((source_mu, "source_mu"), (source_sigma, "source_sigma")))
+        raise BenchError(
+            f"fm_risk_decomposition needs 0 < t_max < 1, n_mc >= 2 and max_reference >= 1 "
+            f"(got {t_max}, {n_mc}, {max_reference}); fix the arguments"
+        )
+    mu, sigma = (
+        _per_row(s, n, dim, name).to(x1.device)
+        for s, name in ((source_mu, "source_mu"), (source_sigma, "source_sigma"))
+    )
     if not bool((sigma > 0).all()):
-        raise BenchError("fm_risk_decomposition needs source_sigma > 0 everywhere; pass scales, not log-scales")
+        raise BenchError(
+            "fm_risk_decomposition needs source_sigma > 0 everywhere; pass scales, not log-scales"
+        )
     return x1, labels.reshape(-1).to(x1.device), subclass.reshape(-1).to(x1.device), mu, sigma
 
 

@@ -40,7 +40,9 @@ from bench.errors import BenchError
 VAR_FLOOR_REL = 1e-4  # floor on a component's variance, relative to its class's mean per-dim variance
 VAR_FLOOR_ABS = 1e-12
 GROUP_CHUNK_ELEMENTS = 2**20  # rows x D per chunk of a group's moments (8 MB of float64)
-CHUNK_ELEMENTS = 2**17  # draws x components x D per vectorised chunk (1 MB per float64 array: 3x faster than 4 MB)
+CHUNK_ELEMENTS = (
+    2**17
+)  # draws x components x D per vectorised chunk (1 MB per float64 array: 3x faster than 4 MB)
 
 
 @dataclass
@@ -69,10 +71,15 @@ def fit_mixture(x1, labels, subclass, source_mu, source_sigma) -> MixtureModel:
     """
     x = _as_numpy(x1).reshape(len(x1), -1)
     n, dim = x.shape
-    lab, sub = _as_numpy(labels).reshape(-1).astype(np.int64), _as_numpy(subclass).reshape(-1).astype(np.int64)
+    lab, sub = (
+        _as_numpy(labels).reshape(-1).astype(np.int64),
+        _as_numpy(subclass).reshape(-1).astype(np.int64),
+    )
     if len(lab) != n or len(sub) != n or n == 0:
-        raise BenchError(f"gmm_risk_decomposition needs one label and one subclass per point (got {n} points, "
-                         f"{len(lab)} labels, {len(sub)} subclasses); pass matching tensors")
+        raise BenchError(
+            f"gmm_risk_decomposition needs one label and one subclass per point (got {n} points, "
+            f"{len(lab)} labels, {len(sub)} subclasses); pass matching tensors"
+        )
     pairs, row_group = np.unique(np.stack([lab, sub], 1), axis=0, return_inverse=True)
     row_group = row_group.reshape(-1)
     n_groups = len(pairs)
@@ -87,14 +94,16 @@ def fit_mixture(x1, labels, subclass, source_mu, source_sigma) -> MixtureModel:
     mu = _group_mean(_per_row(source_mu, n, dim, "source_mu"), row_group, count)
     sigma = _group_mean(_per_row(source_sigma, n, dim, "source_sigma"), row_group, count)
     if not (sigma > 0).all():
-        raise BenchError("gmm_risk_decomposition needs source_sigma > 0 everywhere; pass scales, not log-scales")
+        raise BenchError(
+            "gmm_risk_decomposition needs source_sigma > 0 everywhere; pass scales, not log-scales"
+        )
     classes = np.unique(group_class)
     k_max = int(max((group_class == c).sum() for c in classes))
     members = -np.ones((int(classes.max()) + 1, k_max), dtype=np.int64)
     for c in classes:
         g = np.flatnonzero(group_class == c)
         members[c, : len(g)] = g
-    return MixtureModel(row_group, group_class, count / class_count, m, s2, mu, sigma ** 2, members)
+    return MixtureModel(row_group, group_class, count / class_count, m, s2, mu, sigma**2, members)
 
 
 @dataclass
@@ -111,12 +120,14 @@ def make_draws(n_rows: int, dim: int, n_mc: int, t_max: float, seed: int) -> Dra
     if not 0.0 < t_max < 1.0 or n_mc < 2:
         raise BenchError(f"gmm_risk_decomposition needs 0 < t_max < 1 and n_mc >= 2 (got {t_max}, {n_mc})")
     rng = np.random.default_rng(seed)
-    return Draws(rng.integers(n_rows, size=n_mc), rng.uniform(0.0, t_max, size=n_mc),
-                 rng.standard_normal((n_mc, dim)))
+    return Draws(
+        rng.integers(n_rows, size=n_mc), rng.uniform(0.0, t_max, size=n_mc), rng.standard_normal((n_mc, dim))
+    )
 
 
-def gmm_risk_decomposition(x1, labels, subclass, source_mu, source_sigma, n_mc: int = 2000,
-                           t_max: float = 0.95, seed: int = 0) -> dict:
+def gmm_risk_decomposition(
+    x1, labels, subclass, source_mu, source_sigma, n_mc: int = 2000, t_max: float = 0.95, seed: int = 0
+) -> dict:
     """Closed-form-posterior estimate of Eq. 1-2 for the fitted mixture (see the module docstring).
 
     Same inputs as `bench.priors.bayes_risk.fm_risk_decomposition` (sources per row or shared, per
@@ -145,7 +156,7 @@ def risk_draws(model: MixtureModel, draws: Draws) -> np.ndarray:
         idx = np.flatnonzero(own_class == c)
         chunk = max(1, CHUNK_ELEMENTS // (len(groups) * dim))
         for s in range(0, len(idx), chunk):
-            out[idx[s:s + chunk]] = _chunk(model, groups, draws, idx[s:s + chunk])
+            out[idx[s : s + chunk]] = _chunk(model, groups, draws, idx[s : s + chunk])
     return out
 
 
@@ -154,11 +165,11 @@ def _chunk(model: MixtureModel, groups: np.ndarray, draws: Draws, idx: np.ndarra
     over the class's components `groups`."""
     t, eps = draws.t[idx, None], draws.eps[idx]
     own = model.row_group[draws.rows[idx]]
-    v_own = (1 - t) ** 2 * model.sig2[own] + t ** 2 * model.s2[own]
+    v_own = (1 - t) ** 2 * model.sig2[own] + t**2 * model.s2[own]
     x_t = (1 - t) * model.mu[own] + t * model.m[own] + np.sqrt(v_own) * eps
     t3 = t[:, :, None]
     m, s2, mu, sig2 = model.m[groups], model.s2[groups], model.mu[groups], model.sig2[groups]  # (K, D)
-    v = (1 - t3) ** 2 * sig2 + t3 ** 2 * s2  # (B, K, D)
+    v = (1 - t3) ** 2 * sig2 + t3**2 * s2  # (B, K, D)
     cov = t3 * s2 - (1 - t3) * sig2
     z = x_t[:, None, :] - ((1 - t3) * mu + t3 * m)
     gain = cov / v
@@ -177,13 +188,29 @@ def summarise(draws: np.ndarray, dim: int, t_max: float) -> dict:
     """Per-dimension means and Monte-Carlo standard errors of the per-draw (V_c, R, V_ck)."""
     n = len(draws)
     mean, se = draws.mean(0) / dim, draws.std(0, ddof=1) / np.sqrt(n) / dim
-    return {"risk_class": float(mean[0]), "risk_class_se": float(se[0]),
-            "risk_subclass": float(mean[2]), "risk_subclass_se": float(se[2]),
-            "reduction": float(mean[1]), "reduction_se": float(se[1]), "n_mc": n, "t_max": float(t_max)}
+    return {
+        "risk_class": float(mean[0]),
+        "risk_class_se": float(se[0]),
+        "risk_subclass": float(mean[2]),
+        "risk_subclass_se": float(se[2]),
+        "reduction": float(mean[1]),
+        "reduction_se": float(se[1]),
+        "n_mc": n,
+        "t_max": float(t_max),
+    }
 
 
-def random_partition_null(x1, labels, subclass, n_partitions: int = 20, n_mc: int = 2000,
-                          t_max: float = 0.95, seed: int = 0, source_mu=None, source_sigma=None) -> dict:
+def random_partition_null(
+    x1,
+    labels,
+    subclass,
+    n_partitions: int = 20,
+    n_mc: int = 2000,
+    t_max: float = 0.95,
+    seed: int = 0,
+    source_mu=None,
+    source_sigma=None,
+) -> dict:
     """The induced partition's GMM reduction against size-matched random partitions (claim a's null).
 
     Each random partition permutes the subclass ids within each class (so every random subclass
@@ -202,20 +229,32 @@ def random_partition_null(x1, labels, subclass, n_partitions: int = 20, n_mc: in
     sigma = np.ones(dim) if source_sigma is None else _as_numpy(source_sigma)
     if mu.size != dim or sigma.size != dim:
         raise BenchError("random_partition_null takes a shared (D,) source only; leave it out for N(0, I)")
-    lab, sub = _as_numpy(labels).reshape(-1).astype(np.int64), _as_numpy(subclass).reshape(-1).astype(np.int64)
+    lab, sub = (
+        _as_numpy(labels).reshape(-1).astype(np.int64),
+        _as_numpy(subclass).reshape(-1).astype(np.int64),
+    )
     draws = make_draws(len(x), dim, n_mc, t_max, seed)
 
     def score(partition: np.ndarray) -> float:
-        return summarise(risk_draws(fit_mixture(x, lab, partition, mu, sigma), draws), dim, t_max)["reduction"]
+        return summarise(risk_draws(fit_mixture(x, lab, partition, mu, sigma), draws), dim, t_max)[
+            "reduction"
+        ]
 
     observed = score(sub)
     rng = np.random.default_rng([seed, 1])
     reductions = [score(_permute_within(lab, sub, rng)) for _ in range(n_partitions)]
     r = np.asarray(reductions)
-    return {"observed": observed, "reductions": reductions, "reduction_mean": float(r.mean()),
-            "reduction_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0, "excess": float(observed - r.mean()),
-            "p_rank": float((1 + (r >= observed).sum()) / (1 + len(r))), "n_partitions": int(len(r)),
-            "n_mc": int(n_mc), "t_max": float(t_max)}
+    return {
+        "observed": observed,
+        "reductions": reductions,
+        "reduction_mean": float(r.mean()),
+        "reduction_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+        "excess": float(observed - r.mean()),
+        "p_rank": float((1 + (r >= observed).sum()) / (1 + len(r))),
+        "n_partitions": int(len(r)),
+        "n_mc": int(n_mc),
+        "t_max": float(t_max),
+    }
 
 
 def _permute_within(labels: np.ndarray, subclass: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -227,7 +266,9 @@ def _permute_within(labels: np.ndarray, subclass: np.ndarray, rng: np.random.Gen
     return out
 
 
-def _group_mean(values: np.ndarray, row_group: np.ndarray, count: np.ndarray, square: bool = False) -> np.ndarray:
+def _group_mean(
+    values: np.ndarray, row_group: np.ndarray, count: np.ndarray, square: bool = False
+) -> np.ndarray:
     """Mean of `values` (n, D), or of their squares, over the rows of each group: a chunk of a
     group's rows at a time (GROUP_CHUNK_ELEMENTS), without an (n, D) temporary; a broadcast row
     shared by all rows (a shared source) is every group's mean itself."""
@@ -238,7 +279,7 @@ def _group_mean(values: np.ndarray, row_group: np.ndarray, count: np.ndarray, sq
     for g in range(len(count)):
         rows = np.flatnonzero(row_group == g)
         for s in range(0, len(rows), step):
-            part = values[rows[s:s + step]]
+            part = values[rows[s : s + step]]
             out[g] += (part * part if square else part).sum(0)
     return out / count[:, None]
 

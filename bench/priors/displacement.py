@@ -19,8 +19,12 @@ _CHUNK_ELEMENTS = 1 << 20
 _EPS = 1e-12
 
 
-def displacement_geometry(d: torch.Tensor, group: torch.Tensor, prototypes: torch.Tensor | None = None,
-                          parent: torch.Tensor | None = None) -> dict:
+def displacement_geometry(
+    d: torch.Tensor,
+    group: torch.Tensor,
+    prototypes: torch.Tensor | None = None,
+    parent: torch.Tensor | None = None,
+) -> dict:
     """Directional and radial statistics of displacements d (n, D) grouped by `group` (n,).
 
     Groups are subclasses (c, k) in the paper; each has a unit prototype u_g (`prototypes` (G, D),
@@ -44,16 +48,21 @@ def displacement_geometry(d: torch.Tensor, group: torch.Tensor, prototypes: torc
     rho, units = _rho_and_units(d, group, n_groups, prototypes)
     present = torch.bincount(group, minlength=n_groups) > 0
     own_cos, sibling_cos = _cosines(d, rho, group, units, _sibling_mask(parent, present, n_groups))
-    out = {"alignment": float(own_cos.mean()), **_radial_spread(rho, group, n_groups),
-           "path_length": float(rho.mean()), "n": len(rho)}
+    out = {
+        "alignment": float(own_cos.mean()),
+        **_radial_spread(rho, group, n_groups),
+        "path_length": float(rho.mean()),
+        "n": len(rho),
+    }
     has_sibling = torch.isfinite(sibling_cos)
     if has_sibling.any():
         out["angular_overlap"] = float(sibling_cos[has_sibling].mean())
     return out
 
 
-def per_sample_geometry(d: torch.Tensor, group: torch.Tensor,
-                        prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_geometry(
+    d: torch.Tensor, group: torch.Tensor, prototypes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rho_i, <dhat_i, u_{g(i)}>) of every displacement, in float64: the values whose means are
     `path_length` and `alignment` of displacement_geometry (same prototypes), for histograms."""
     d, group = _check_inputs(d, group)
@@ -63,12 +72,17 @@ def per_sample_geometry(d: torch.Tensor, group: torch.Tensor,
     return rho, _cosines(d, rho, group, units, no_siblings)[0]
 
 
-def _rho_and_units(d: torch.Tensor, group: torch.Tensor, n_groups: int,
-                   prototypes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _rho_and_units(
+    d: torch.Tensor, group: torch.Tensor, n_groups: int, prototypes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Path lengths of all rows and the unit prototype of every group: the given prototypes, or
     u_g = the normalised mean of dhat over the group's samples (zero for empty groups), both
     from one float64 pass over d."""
-    sums = torch.zeros(n_groups, d.shape[1], dtype=torch.float64, device=d.device) if prototypes is None else None
+    sums = (
+        torch.zeros(n_groups, d.shape[1], dtype=torch.float64, device=d.device)
+        if prototypes is None
+        else None
+    )
     rho = []
     for rows in _row_chunks(d):
         chunk = d[rows].to(torch.float64, copy=True)  # divided in place below
@@ -84,8 +98,10 @@ def _check_inputs(d: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, t
     d = d.reshape(len(d), -1)
     group = group.reshape(-1).to(device=d.device, dtype=torch.long)
     if len(d) == 0 or len(group) != len(d) or bool((group < 0).any()):
-        raise BenchError(f"displacement_geometry needs n >= 1 displacements and one group id >= 0 per "
-                         f"row (got {len(d)} rows, {len(group)} ids); pass matching tensors")
+        raise BenchError(
+            f"displacement_geometry needs n >= 1 displacements and one group id >= 0 per "
+            f"row (got {len(d)} rows, {len(group)} ids); pass matching tensors"
+        )
     return d, group
 
 
@@ -94,8 +110,10 @@ def _n_groups(group: torch.Tensor, prototypes: torch.Tensor | None, parent: torc
     sizes = [len(x) for x in (prototypes, parent) if x is not None]
     n_groups = sizes[0] if sizes else int(group.max()) + 1
     if any(s != n_groups for s in sizes) or int(group.max()) >= n_groups:
-        raise BenchError(f"group ids go up to {int(group.max())} but prototypes/parent describe "
-                         f"{sizes} groups; pass one prototype and one parent class per group")
+        raise BenchError(
+            f"group ids go up to {int(group.max())} but prototypes/parent describe "
+            f"{sizes} groups; pass one prototype and one parent class per group"
+        )
     return n_groups
 
 
@@ -161,5 +179,7 @@ def _radial_spread(rho: torch.Tensor, group: torch.Tensor, n_groups: int) -> dic
     sq_dev = torch.zeros_like(means).index_add_(0, group, (rho - means[group]) ** 2)
     stds = (sq_dev / counts.clamp(min=1)).sqrt()
     weights = counts / counts.sum()
-    return {"radial_std": float((weights * stds).sum()),
-            "radial_cv": float((weights * stds / means.clamp(min=_EPS)).sum())}
+    return {
+        "radial_std": float((weights * stds).sum()),
+        "radial_cv": float((weights * stds / means.clamp(min=_EPS)).sum()),
+    }

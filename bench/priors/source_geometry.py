@@ -26,7 +26,6 @@ data are the same for every seed, so seeds that shared draws would share their g
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
@@ -45,8 +44,15 @@ def draw_seed(seed: int, draw: int) -> int:
     return (int(seed) + 1) * _DRAW_STRIDE + 7919 + int(draw)
 
 
-def held_out_geometry(x: torch.Tensor, group: torch.Tensor, parent: torch.Tensor, sources: dict,
-                      seed: int, draws: int, learned: Optional[dict] = None) -> dict:
+def held_out_geometry(
+    x: torch.Tensor,
+    group: torch.Tensor,
+    parent: torch.Tensor,
+    sources: dict,
+    seed: int,
+    draws: int,
+    learned: dict | None = None,
+) -> dict:
     """{name: {stat: mean over draws, stat_se: SE, "n", "draws", "prototypes": "held_out"}} for
     every source name -> (mu, sigma) ((G, D) tables or (G, 1) spreads; None = 0 and 1).
 
@@ -89,8 +95,15 @@ def summarise(per_draw: list[dict]) -> dict:
     return out
 
 
-def matched_spreads(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor, target_source: tuple,
-                    group: torch.Tensor, seed: int, draws: int) -> tuple[list[float], list[int], list[float]]:
+def matched_spreads(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    means: torch.Tensor,
+    target_source: tuple,
+    group: torch.Tensor,
+    seed: int,
+    draws: int,
+) -> tuple[list[float], list[int], list[float]]:
     """(s_c per class, the classes no s >= 0 reaches (s_c = 0 there), the target path length per
     class) for N(m_c, s_c^2 I) against `target_source` = (mu, sigma) of the groups `group`, on
     the scoring draws 1..draws of `held_out_geometry`."""
@@ -115,8 +128,12 @@ def _row_terms(x, labels, means, target_source, group, seed, draws):
     lengths (R, n), over the scoring draws; float64, a chunk of rows at a time."""
     mu, sigma = target_source
     step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
-    a = torch.cat([(x[s:s + step].double() - means[labels[s:s + step]].double()).pow(2).sum(1)
-                   for s in range(0, len(x), step)])
+    a = torch.cat(
+        [
+            (x[s : s + step].double() - means[labels[s : s + step]].double()).pow(2).sum(1)
+            for s in range(0, len(x), step)
+        ]
+    )
     b, c, rho = (torch.empty(draws, len(x), dtype=torch.float64) for _ in range(3))
     buffer = torch.empty_like(x)
     for j in range(1, draws + 1):
@@ -127,7 +144,7 @@ def _row_terms(x, labels, means, target_source, group, seed, draws):
             e = eps[rows].double()
             b[j - 1, rows], c[j - 1, rows] = (r * e).sum(1), e.pow(2).sum(1)
         d = displacements(x, eps, group, mu, sigma, out=buffer)
-        rho[j - 1] = torch.cat([d[s:s + step].double().norm(dim=1) for s in range(0, len(x), step)])
+        rho[j - 1] = torch.cat([d[s : s + step].double().norm(dim=1) for s in range(0, len(x), step)])
         del eps
     return a.numpy(), b.numpy(), c.numpy(), rho.numpy()
 

@@ -27,10 +27,10 @@ proxy_gradients, the same loss with its gradients in closed form, which at the p
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ class SourceParams:
     log_sigma: torch.Tensor  # (G, D)
     prototype: torch.Tensor  # (G, D), normalised when used
 
-    def detached(self) -> "SourceParams":
+    def detached(self) -> SourceParams:
         """A copy without autograd history."""
         return SourceParams(*(v.detach().clone() for v in (self.mu, self.log_sigma, self.prototype)))
 
@@ -105,8 +105,14 @@ def source_sample(params: SourceParams, group: torch.Tensor, eps: torch.Tensor) 
     return rows(params.mu, group) + rows(params.log_sigma.exp(), group) * eps
 
 
-def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps: torch.Tensor,
-                caps: torch.Tensor, cfg: ProxyConfig) -> ProxyTerms:
+def proxy_terms(
+    params: SourceParams,
+    x: torch.Tensor,
+    group: torch.Tensor,
+    eps: torch.Tensor,
+    caps: torch.Tensor,
+    cfg: ProxyConfig,
+) -> ProxyTerms:
     """The proxy objective on a batch of flattened latents x with their groups and noise."""
     d = x - source_sample(params, group, eps)
     rho = d.norm(dim=1)
@@ -125,9 +131,15 @@ def proxy_terms(params: SourceParams, x: torch.Tensor, group: torch.Tensor, eps:
 DISPLACEMENT_CHUNK_ELEMENTS = 2**20
 
 
-def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, mu: torch.Tensor | None = None,
-                  sigma: torch.Tensor | None = None, rows: torch.Tensor | None = None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
+def displacements(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    table_row: torch.Tensor,
+    mu: torch.Tensor | None = None,
+    sigma: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """d = x - (mu[table_row] + sigma[table_row] * eps) on `rows` of x and eps (all when None).
 
     mu and sigma are (T, D) tables (a group's source, or a class mean) picked per row by
@@ -137,10 +149,10 @@ def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, m
     each is 1.3 GB.
     """
     rows = torch.arange(len(x)) if rows is None else rows
-    out = torch.empty(len(rows), x.shape[1], dtype=x.dtype) if out is None else out[:len(rows)]
+    out = torch.empty(len(rows), x.shape[1], dtype=x.dtype) if out is None else out[: len(rows)]
     step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
     for start in range(0, len(rows), step):
-        r, d = rows[start:start + step], out[start:start + step]
+        r, d = rows[start : start + step], out[start : start + step]
         torch.index_select(eps, 0, r, out=d)
         if sigma is not None:
             d.mul_(sigma[table_row[r]])
@@ -150,12 +162,20 @@ def displacements(x: torch.Tensor, eps: torch.Tensor, table_row: torch.Tensor, m
     return out
 
 
-def fixed_caps(x: torch.Tensor, class_mean: torch.Tensor, label: torch.Tensor, group: torch.Tensor,
-               n_groups: int, quantile: float) -> torch.Tensor:
+def fixed_caps(
+    x: torch.Tensor,
+    class_mean: torch.Tensor,
+    label: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+    quantile: float,
+) -> torch.Tensor:
     """r_g: the `quantile` of ||x - m_c|| over the samples of group g, computed once (a chunk of
     rows at a time: x - class_mean[label] whole would be two more (n, D) tensors)."""
     step = max(1, DISPLACEMENT_CHUNK_ELEMENTS // max(1, x.shape[1]))
-    dist = torch.cat([(x[s:s + step] - class_mean[label[s:s + step]]).norm(dim=1) for s in range(0, len(x), step)])
+    dist = torch.cat(
+        [(x[s : s + step] - class_mean[label[s : s + step]]).norm(dim=1) for s in range(0, len(x), step)]
+    )
     caps = torch.zeros(n_groups, dtype=x.dtype)
     for g in group.unique().tolist():
         caps[g] = torch.quantile(dist[group == g].double(), quantile).to(x.dtype)
@@ -190,8 +210,9 @@ CHUNK_ELEMENTS = 2**19
 NOISE_BLOCK_ELEMENTS = 2**20
 
 
-def row_terms(rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyConfig,
-              batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def row_terms(
+    rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyConfig, batch: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: the hinge and squared cap excess of the loss, and a, b of dL/dd = a d + b u.
 
     With rho_c = max(rho, TINY) and cosine = t / rho_c, the hinge's gradient is
@@ -203,8 +224,10 @@ def row_terms(rho: torch.Tensor, t: torch.Tensor, cap: torch.Tensor, cfg: ProxyC
     hinge = F.relu(cfg.kappa - cosine)
     excess = F.relu(rho - cap)
     active = (hinge > 0).to(rho) / batch
-    a = torch.where(rho >= TINY, active * cosine / rho_c.square(), 0.0) \
+    a = (
+        torch.where(rho >= TINY, active * cosine / rho_c.square(), 0.0)
         + (2 * cfg.lambda_cap * cap_scale(cfg, dim) / batch) * excess / rho_c
+    )
     return hinge, excess.square(), a, -active / rho_c
 
 
@@ -235,12 +258,14 @@ class Workers:
 
     def map(self, fn: Callable, items: list) -> list:
         """fn(item, buffer) of every item, in the items' order."""
+
         def call(item):
             buffer = self.buffers.get()
             try:
                 return fn(item, buffer)
             finally:
                 self.buffers.put(buffer)
+
         return list(self.pool.map(call, items)) if self.pool else [call(item) for item in items]
 
     def scratch(self, rows: int) -> torch.Tensor:
@@ -250,7 +275,7 @@ class Workers:
             self.kept = torch.empty(rows + rows // 4, self.dim, dtype=self.dtype)
         return self.kept[:rows]
 
-    def __enter__(self) -> "Workers":
+    def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -272,7 +297,7 @@ def standard_normal(generator: torch.Generator, out: torch.Tensor, workers: Work
 
     def fill(block: tuple[int, int], _buffer) -> None:
         start, seed = block
-        part = out[start:start + rows]
+        part = out[start : start + rows]
         torch.randn(part.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype, out=part)
 
     workers.map(fill, list(zip(starts, seeds)))
@@ -309,8 +334,16 @@ class GroupSums:
     capped: torch.Tensor
 
 
-def group_sums(x: torch.Tensor, rows: torch.Tensor, noise: torch.Tensor, source: tuple, cap: torch.Tensor,
-               cfg: ProxyConfig, batch: int, buffer: torch.Tensor) -> GroupSums:
+def group_sums(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    noise: torch.Tensor,
+    source: tuple,
+    cap: torch.Tensor,
+    cfg: ProxyConfig,
+    batch: int,
+    buffer: torch.Tensor,
+) -> GroupSums:
     """GroupSums of the group whose batch rows are x[rows], the j-th with noise row j; source is
     the group's (mu, sigma, u). Taken `buffer`'s rows at a time, so mu, sigma and u are broadcast
     rows and the sums are vector-matrix products."""
@@ -321,7 +354,7 @@ def group_sums(x: torch.Tensor, rows: torch.Tensor, noise: torch.Tensor, source:
     for s in range(0, n, len(buffer)):
         e = min(s + len(buffer), n)
         eps = noise[s:e]
-        d = torch.index_select(x, 0, rows[s:e], out=buffer[:e - s])
+        d = torch.index_select(x, 0, rows[s:e], out=buffer[: e - s])
         d.sub_(mu).addcmul_(eps, sigma, value=-1)  # d = x - mu_g - sigma_g * eps
         rho, t = torch.linalg.vector_norm(d, dim=1), d @ u
         hinge[s:e], capped[s:e], a, b = row_terms(rho, t, cap, cfg, batch, dim)
@@ -332,8 +365,16 @@ def group_sums(x: torch.Tensor, rows: torch.Tensor, noise: torch.Tensor, source:
     return GroupSums(sums, b_sum, hinge, capped)
 
 
-def flat_group_sums(x: torch.Tensor, gb: torch.Tensor, idx: torch.Tensor | None, noise: torch.Tensor,
-                    source: tuple, caps: torch.Tensor, cfg: ProxyConfig, workers: Workers) -> tuple:
+def flat_group_sums(
+    x: torch.Tensor,
+    gb: torch.Tensor,
+    idx: torch.Tensor | None,
+    noise: torch.Tensor,
+    source: tuple,
+    caps: torch.Tensor,
+    cfg: ProxyConfig,
+    workers: Workers,
+) -> tuple:
     """group_sums of every group, bit for bit, in fewer operations: (sums (4, G, D), b (G,), hinge,
     capped) with hinge and capped in group order, for the batch rows `idx` of x (all when None)
     with groups gb, when `flat_fits` (every group one chunk of group_sums).
@@ -354,8 +395,9 @@ def flat_group_sums(x: torch.Tensor, gb: torch.Tensor, idx: torch.Tensor | None,
     real = rank < counts[layout]
     order = torch.argsort(gb, stable=True)
     source_row = (counts.cumsum(0) - counts)[layout] + torch.minimum(rank, counts[layout] - 1)
-    d = torch.index_select(x, 0, (order if idx is None else idx[order])[source_row],
-                           out=workers.scratch(len(layout)))  # padding: copies of a group's last row
+    d = torch.index_select(
+        x, 0, (order if idx is None else idx[order])[source_row], out=workers.scratch(len(layout))
+    )  # padding: copies of a group's last row
     live = [(g, n) for g, n in enumerate(counts.tolist()) if n]
     pads = padded.tolist()
     sizes = [size for g, n in live for size in (n, pads[g] - n)]
@@ -381,7 +423,9 @@ def flat_group_sums(x: torch.Tensor, gb: torch.Tensor, idx: torch.Tensor | None,
         parts.append(part), totals.append(bg.sum())
     index = torch.tensor([g for g, _ in live], dtype=torch.long)
     sums = torch.zeros(4, len(mu), dim, dtype=x.dtype).index_copy_(1, index, torch.stack(parts, 1))
-    b_sum = torch.zeros(len(mu), dtype=x.dtype).index_copy_(0, index, torch.stack(totals) + 0.0)  # 0 + sum, as there
+    b_sum = torch.zeros(len(mu), dtype=x.dtype).index_copy_(
+        0, index, torch.stack(totals) + 0.0
+    )  # 0 + sum, as there
     return sums, b_sum, hinge[real], capped[real]
 
 
@@ -399,9 +443,16 @@ ALIGN_ROWS = 16  # rows that span a multiple of 64 bytes at any D (float32 or wi
 FLAT_ELEMENTS = 2**21
 
 
-def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, noise: torch.Tensor,
-                    caps: torch.Tensor, cfg: ProxyConfig, idx: torch.Tensor | None = None,
-                    workers: Workers | None = None) -> tuple[ProxyTerms, SourceParams]:
+def proxy_gradients(
+    params: SourceParams,
+    x: torch.Tensor,
+    group: torch.Tensor,
+    noise: torch.Tensor,
+    caps: torch.Tensor,
+    cfg: ProxyConfig,
+    idx: torch.Tensor | None = None,
+    workers: Workers | None = None,
+) -> tuple[ProxyTerms, SourceParams]:
     """proxy_terms on a batch and the gradients of its total w.r.t. params (as a SourceParams),
     without autograd and without (B, D) temporaries (but one (B, D) layout, kept by `workers`,
     when flat_fits).
@@ -417,11 +468,14 @@ def proxy_gradients(params: SourceParams, x: torch.Tensor, group: torch.Tensor, 
         mu, log_sigma, prototype = params.mu.detach(), params.log_sigma.detach(), params.prototype.detach()
         sigma, u = log_sigma.exp(), F.normalize(prototype, dim=1)
         if flat_fits(gb, len(mu), dim):
-            sums, b_sum, hinge, capped = flat_group_sums(x, gb, idx, noise, (mu, sigma, u), caps, cfg,
-                                                         workers or Workers(1, dim, x.dtype))
+            sums, b_sum, hinge, capped = flat_group_sums(
+                x, gb, idx, noise, (mu, sigma, u), caps, cfg, workers or Workers(1, dim, x.dtype)
+            )
         else:
             members = group_members(gb, idx, len(mu))
-            sums, b_sum, hinge, capped = _grouped_sums(x, members, noise, (mu, sigma, u), caps, cfg, batch, workers)
+            sums, b_sum, hinge, capped = _grouped_sums(
+                x, members, noise, (mu, sigma, u), caps, cfg, batch, workers
+            )
         # dL/dd_i = a_i d_i + b_i u_g, summed over the group (see above); a group without batch rows
         # has zero sums, so zero gradients (some -0.0, on which Adam's update is the same)
         grad_mu = -(sums[0] + u * b_sum[:, None])
@@ -442,8 +496,12 @@ def _grouped_sums(x, members, noise, source, caps, cfg, batch, workers) -> tuple
     mu, sigma, u = source
     pool = workers or Workers(1, x.shape[1], x.dtype)  # one thread: nothing to shut down
     tasks = sorted((g for g in range(len(mu)) if len(members[g])), key=lambda g: -len(members[g]))
-    done = pool.map(lambda g, buffer: group_sums(x, members[g], noise, (mu[g], sigma[g], u[g]), caps[g],
-                                                 cfg, batch, buffer), tasks)
+    done = pool.map(
+        lambda g, buffer: group_sums(
+            x, members[g], noise, (mu[g], sigma[g], u[g]), caps[g], cfg, batch, buffer
+        ),
+        tasks,
+    )
     parts = dict(zip(tasks, done))
     sums = torch.zeros(4, len(mu), x.shape[1], dtype=x.dtype)
     b_sum = torch.zeros(len(mu), dtype=x.dtype)
@@ -465,8 +523,9 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def optimize_sources(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor,
-                     cfg: ProxyConfig, seed: int) -> OptimResult:
+def optimize_sources(
+    init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor, cfg: ProxyConfig, seed: int
+) -> OptimResult:
     """Adam on the proxy objective from `init`; batches and noise from a seeded generator.
 
     Only the groups that have rows are optimised (compacted to the front): a group without rows
@@ -480,14 +539,17 @@ def optimize_sources(init: SourceParams, x: torch.Tensor, group: torch.Tensor, c
     compact = SourceParams(*(v[live] for v in (init.mu, init.log_sigma, init.prototype)))
     result = _optimize(compact, x, index[group], caps[live], cfg, seed)
     params = init.detached()
-    for full, part in zip((params.mu, params.log_sigma, params.prototype),
-                          (result.params.mu, result.params.log_sigma, result.params.prototype)):
+    for full, part in zip(
+        (params.mu, params.log_sigma, params.prototype),
+        (result.params.mu, result.params.log_sigma, result.params.prototype),
+    ):
         full[live] = part
     return OptimResult(params, result.trace)
 
 
-def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor,
-              cfg: ProxyConfig, seed: int) -> OptimResult:
+def _optimize(
+    init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: torch.Tensor, cfg: ProxyConfig, seed: int
+) -> OptimResult:
     """optimize_sources' loop over every group of `init`.
 
     Each step draws its batch (randperm, when n > batch_size) and then the groups' shared noise
@@ -496,8 +558,9 @@ def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: to
     is many small chunk operations, at which torch's own threads would wait for each other. The
     result is the same, bit for bit, for any number of threads.
     """
-    params = SourceParams(*(v.clone().requires_grad_(True)
-                            for v in (init.mu, init.log_sigma, init.prototype)))
+    params = SourceParams(
+        *(v.clone().requires_grad_(True) for v in (init.mu, init.log_sigma, init.prototype))
+    )
     leaves = [params.mu, params.log_sigma, params.prototype]
     optimizer = torch.optim.Adam(leaves, lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
@@ -507,7 +570,7 @@ def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: to
     threads = 1 if flat_fits(group, len(init.mu), dim) else torch.get_num_threads()
     with Workers(threads, dim, x.dtype) as workers, torch_threads(1):
         for step in range(cfg.steps):
-            idx = torch.randperm(n, generator=generator)[:cfg.batch_size] if n > cfg.batch_size else None
+            idx = torch.randperm(n, generator=generator)[: cfg.batch_size] if n > cfg.batch_size else None
             rows = noise_rows(group if idx is None else group[idx])
             if len(noise) < rows:  # grown with room, so that it is rarely reallocated
                 noise = torch.empty(rows + rows // 4, dim, dtype=x.dtype)
@@ -517,6 +580,8 @@ def _optimize(init: SourceParams, x: torch.Tensor, group: torch.Tensor, caps: to
                 leaf.grad = grad
             optimizer.step()
             if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
-                trace.append([step + 1] + [round(float(v), 6) for v in
-                                           (terms.total, terms.ang, terms.cap, terms.scale)])
+                trace.append(
+                    [step + 1]
+                    + [round(float(v), 6) for v in (terms.total, terms.ang, terms.cap, terms.scale)]
+                )
     return OptimResult(params.detached(), trace)

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Optional
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -89,8 +89,14 @@ def induction_peak_bytes(n: int, d: int) -> int:
     return int(INDUCTION_COPY_FACTOR * n * d * 8)
 
 
-def run_within_budget(fn: Callable, items: Iterable[Hashable], cost: dict, budget: Optional[float],
-                      workers: int, on_start: Optional[Callable] = None) -> dict:
+def run_within_budget(
+    fn: Callable,
+    items: Iterable[Hashable],
+    cost: dict,
+    budget: float | None,
+    workers: int,
+    on_start: Callable | None = None,
+) -> dict:
     """{item: fn(item)} for every item, on `workers` threads, under a memory budget.
 
     Items start in the given order, each once a thread is free and the costs in flight plus its
@@ -197,8 +203,12 @@ def _project(residuals: np.ndarray, pca_dim, seed) -> tuple[np.ndarray, str]:
 def _fit_gmm(x, k, seed, n_init, max_iter, reg_covar) -> tuple[float, np.ndarray, bool]:
     """Fit one diagonal GMM; return its total log-likelihood, hard labels and convergence flag."""
     gmm = GaussianMixture(
-        n_components=k, covariance_type="diag", random_state=seed,
-        n_init=n_init, max_iter=max_iter, reg_covar=reg_covar,
+        n_components=k,
+        covariance_type="diag",
+        random_state=seed,
+        n_init=n_init,
+        max_iter=max_iter,
+        reg_covar=reg_covar,
     )
     with warnings.catch_warnings():
         # Non-convergence is reported in the fit's note instead of as a warning per K.
@@ -231,8 +241,12 @@ def _relabelled(labels: np.ndarray, k: int, curve: dict, note: str) -> SubclassF
     n = int(sizes.sum())
     weights = sizes / n if n else np.full(k, 1.0 / k)  # an empty class still needs a distribution
     return SubclassFit(
-        k=k, assignment=new_label[labels].astype(np.int64), weights=weights.astype(np.float64),
-        sizes=[int(s) for s in sizes], ebic={int(key): float(v) for key, v in curve.items()}, note=note,
+        k=k,
+        assignment=new_label[labels].astype(np.int64),
+        weights=weights.astype(np.float64),
+        sizes=[int(s) for s in sizes],
+        ebic={int(key): float(v) for key, v in curve.items()},
+        note=note,
     )
 
 

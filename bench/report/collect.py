@@ -13,7 +13,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from bench.config.gin_config import digest
 from bench.errors import BenchError
@@ -32,7 +31,7 @@ class CellResult:
     method: str
     seed: int
     folder: Path
-    record: Optional[dict] = None
+    record: dict | None = None
     status: str = MISSING
     note: str = ""
 
@@ -53,16 +52,23 @@ class Experiment:
     cells: dict = field(default_factory=dict)  # (dataset, method, seed) -> CellResult
     has_grid: bool = True
     expected_metrics: dict = field(default_factory=dict)  # dataset -> {metric: higher_is_better}
-    parts: list = field(default_factory=list)  # experiments united into this one (bench.paper.claim_experiments)
+    parts: list = field(
+        default_factory=list
+    )  # experiments united into this one (bench.paper.claim_experiments)
 
-    def records(self, dataset: Optional[str] = None, method: Optional[str] = None) -> list[dict]:
+    def records(self, dataset: str | None = None, method: str | None = None) -> list[dict]:
         """The usable records (status ok), in dataset, method, seed order, optionally filtered."""
         return [c.record for c in self.results(dataset, method) if c.status == OK]
 
-    def results(self, dataset: Optional[str] = None, method: Optional[str] = None) -> list[CellResult]:
+    def results(self, dataset: str | None = None, method: str | None = None) -> list[CellResult]:
         """Every cell of the grid, usable or not, in dataset, method, seed order."""
-        return [self.cells[(d, m, s)] for d in self.datasets for m in self.methods for s in self.seeds
-                if (d, m, s) in self.cells and dataset in (None, d) and method in (None, m)]
+        return [
+            self.cells[(d, m, s)]
+            for d in self.datasets
+            for m in self.methods
+            for s in self.seeds
+            if (d, m, s) in self.cells and dataset in (None, d) and method in (None, m)
+        ]
 
     def problems(self) -> list[CellResult]:
         """Cells that are missing or refused."""
@@ -85,8 +91,9 @@ def load_experiment(folder: Path, warn: bool = True, require: bool = True) -> Ex
     if grid is None and not found:
         below = sorted(p.name for p in folder.iterdir() if (p / "grid.json").is_file())
         hint = f" (experiments here: {', '.join(below)})" if below else ""
-        raise BenchError(f"{folder} holds no bench records; pass an experiment folder such as "
-                         f"results/quick{hint}")
+        raise BenchError(
+            f"{folder} holds no bench records; pass an experiment folder such as results/quick{hint}"
+        )
     exp = _from_grid(folder, grid) if grid else _from_records(folder, found)
     if require:
         require_a_record(exp)
@@ -101,15 +108,17 @@ def require_a_record(exp: Experiment) -> None:
     if exp.records() or not problems:
         return
     first, more = problems[0], f"; {len(problems) - 1} more cell(s) like it" if len(problems) > 1 else ""
-    raise BenchError(f"{exp.folder}: no cell has a usable record ({first.label}: {first.note}{more}); "
-                     "run them with `bench run` first")
+    raise BenchError(
+        f"{exp.folder}: no cell has a usable record ({first.label}: {first.note}{more}); "
+        "run them with `bench run` first"
+    )
 
 
 def _found_records(folder: Path) -> dict:
     """(dataset, method, seed) -> record folder for every record.json under the experiment."""
     out = {}
     for path in sorted(folder.glob(f"*/*/seed*/{RECORD}")):
-        seed = path.parent.name[len("seed"):]
+        seed = path.parent.name[len("seed") :]
         if seed.isdigit():
             out[(path.parent.parent.parent.name, path.parent.parent.name, int(seed))] = path.parent
     return out
@@ -117,8 +126,14 @@ def _found_records(folder: Path) -> dict:
 
 def _from_grid(folder: Path, grid: GridFile) -> Experiment:
     """Cells as declared by grid.json, each checked against its expected config hash."""
-    exp = Experiment(grid.experiment, folder, list(grid.datasets), list(grid.methods), list(grid.seeds),
-                     expected_metrics=grid.metrics)
+    exp = Experiment(
+        grid.experiment,
+        folder,
+        list(grid.datasets),
+        list(grid.methods),
+        list(grid.seeds),
+        expected_metrics=grid.metrics,
+    )
     for d in grid.datasets:
         for m in grid.methods:
             for s in grid.seeds:
@@ -128,7 +143,7 @@ def _from_grid(folder: Path, grid: GridFile) -> Experiment:
     return exp
 
 
-def _check(cell: CellResult, expected: Optional[str] = None) -> CellResult:
+def _check(cell: CellResult, expected: str | None = None) -> CellResult:
     """Set the cell's record and status from its folder (hash checked unless `expected` is None)."""
     record = read_record(cell.folder)
     if record is None:
@@ -139,8 +154,10 @@ def _check(cell: CellResult, expected: Optional[str] = None) -> CellResult:
         cell.note = f"{cell.folder / RECORD} is malformed ({record_problem(record)}); rerun the cell"
     elif expected is not None and record.get("config_hash") != expected:
         cell.status = REFUSED
-        cell.note = (f"record has config {record.get('config_hash')} but the grid expects {expected} (the "
-                     "cell was rerun with another configuration); rerun `bench run` or delete the record")
+        cell.note = (
+            f"record has config {record.get('config_hash')} but the grid expects {expected} (the "
+            "cell was rerun with another configuration); rerun `bench run` or delete the record"
+        )
     else:
         cell.record, cell.status = record, OK
     return cell
@@ -188,5 +205,7 @@ def _refuse_odd_configs(cells: list[CellResult]) -> None:
     for cell in cells:
         if config_fingerprint(cell.record) != reference:
             cell.status, cell.record = REFUSED, None
-            cell.note = (f"its configuration differs from {newest.label}'s (newest); rerun it with the "
-                         "same configuration or delete it")
+            cell.note = (
+                f"its configuration differs from {newest.label}'s (newest); rerun it with the "
+                "same configuration or delete it"
+            )

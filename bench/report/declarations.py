@@ -9,22 +9,46 @@ the built-in evaluators now declare them, so old and new records read the same.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from bench.evaluator import VARIANT, Metric, family
 
 # records without `metric_info`: the built-in headline metrics in the order of their ranks (10, 20, ...)
-LEGACY_HEADLINE = ("fid/tail", "fid/pooled", "kid/tail", "irs_adjusted/tail", "swd/tail", "swd/all",
-                   "coverage/tail", "cond_acc/tail", "bacc", "macro_f1", "bacc_gain")
+LEGACY_HEADLINE = (
+    "fid/tail",
+    "fid/pooled",
+    "kid/tail",
+    "irs_adjusted/tail",
+    "swd/tail",
+    "swd/all",
+    "coverage/tail",
+    "cond_acc/tail",
+    "bacc",
+    "macro_f1",
+    "bacc_gain",
+)
 LEGACY_RANK = 10  # LEGACY_HEADLINE[i] has rank LEGACY_RANK * (i + 1), as its evaluator declares it
 # records without `metric_info`: the labels the paper's tables title the built-in metrics with
-LEGACY_LABELS = {"fid/tail": "FID tail", "fid/pooled": "FID pooled", "irs_inf/tail": "IRS tail",
-                 "irs_adjusted/tail": "IRS adj. tail", "swd/tail": "SWD tail",
-                 "coverage/tail": "coverage tail", "bacc": "bAcc", "macro_f1": "macro-F1",
-                 "geom_alignment": "alignment", "geom_radial_std": "radial std",
-                 "geom_radial_cv": "radial CV", "geom_path_length": "path length", "probe_bacc": "bAcc",
-                 "probe_perm_bacc": "PermbAcc", "probe_gap": "gap", "probe_near_chance": "NearChance",
-                 "knn_purity_gap/features": "kNN gap (features)", "knn_purity_gap/latent": "kNN gap (latent)"}
+LEGACY_LABELS = {
+    "fid/tail": "FID tail",
+    "fid/pooled": "FID pooled",
+    "irs_inf/tail": "IRS tail",
+    "irs_adjusted/tail": "IRS adj. tail",
+    "swd/tail": "SWD tail",
+    "coverage/tail": "coverage tail",
+    "bacc": "bAcc",
+    "macro_f1": "macro-F1",
+    "geom_alignment": "alignment",
+    "geom_radial_std": "radial std",
+    "geom_radial_cv": "radial CV",
+    "geom_path_length": "path length",
+    "probe_bacc": "bAcc",
+    "probe_perm_bacc": "PermbAcc",
+    "probe_gap": "gap",
+    "probe_near_chance": "NearChance",
+    "knn_purity_gap/features": "kNN gap (features)",
+    "knn_purity_gap/latent": "kNN gap (latent)",
+}
 
 
 def declared(records: Iterable[dict]) -> dict[str, Metric]:
@@ -32,7 +56,7 @@ def declared(records: Iterable[dict]) -> dict[str, Metric]:
     out: dict[str, Metric] = {}
     for rec in records:
         info = rec.get("metric_info")
-        for name, entry in (info.items() if isinstance(info, dict) else ()):
+        for name, entry in info.items() if isinstance(info, dict) else ():
             if isinstance(entry, dict):
                 out.setdefault(name, Metric.from_info(name, entry))
     return out
@@ -45,14 +69,14 @@ def metric_title(records: Iterable[dict], name: str) -> str:
     return metrics[name].title if name in metrics else LEGACY_LABELS.get(name, name)
 
 
-def declared_label(records: Iterable[dict], name: str) -> Optional[str]:
+def declared_label(records: Iterable[dict], name: str) -> str | None:
     """The label (and unit) the records declare for a metric: its own, or for a breakdown
     `<metric>/<part>` its metric's with the part ('bAcc (no_aug)'); None when undeclared."""
     metrics, plain = declared(records), name.rsplit(VARIANT, 1)[0]
     base = family(plain, metrics)
     if base is None:
         return None
-    part = plain[len(base) + 1:]
+    part = plain[len(base) + 1 :]
     return metrics[base].title + (f" ({part})" if part else "")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -36,11 +35,14 @@ class Figure:
 
 def all_figures(exp: Experiment, out: Path) -> list[Figure]:
     """Every figure the records support, in report order."""
-    return [fig for make in (sample_grids, trajectories, class_bacc_bars, geometry_histograms)
-            for fig in make(exp, out)]
+    return [
+        fig
+        for make in (sample_grids, trajectories, class_bacc_bars, geometry_histograms)
+        for fig in make(exp, out)
+    ]
 
 
-def _usable_cell(exp: Experiment, dataset: str, method: str) -> Optional[CellResult]:
+def _usable_cell(exp: Experiment, dataset: str, method: str) -> CellResult | None:
     """The cell with the lowest seed that has a usable record, or None."""
     cells = [c for c in exp.results(dataset, method) if c.status == OK]
     return min(cells, key=lambda c: c.seed) if cells else None
@@ -88,7 +90,7 @@ def _class_names(record: dict, n_classes: int) -> list[str]:
 # --- generated samples ------------------------------------------------------------------------
 
 
-def sample_grid_panels(exp: Experiment, dataset: str) -> list[tuple[str, Optional[Path]]]:
+def sample_grid_panels(exp: Experiment, dataset: str) -> list[tuple[str, Path | None]]:
     """(panel title, samples.png or None) per method of `dataset`, from its lowest usable seed."""
     panels = []
     for method in exp.methods_of(dataset):
@@ -120,17 +122,21 @@ def sample_grids(exp: Experiment, out: Path) -> list[Figure]:
             ax.imshow(blank if img is None else img)
             ax.set_title(title)
             ax.axis("off")
-        figures.append(Figure(
-            _save(fig, out, f"samples_{dataset}.png"), f"{dataset}: generated samples",
-            "Each method's sample grid (lowest usable seed): per class, real held-out images on the "
-            "left and generated ones on the right."))
+        figures.append(
+            Figure(
+                _save(fig, out, f"samples_{dataset}.png"),
+                f"{dataset}: generated samples",
+                "Each method's sample grid (lowest usable seed): per class, real held-out images on the "
+                "left and generated ones on the right.",
+            )
+        )
     return figures
 
 
 # --- trajectories -----------------------------------------------------------------------------
 
 
-def stored_paths(cell: CellResult) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def stored_paths(cell: CellResult) -> tuple[np.ndarray, np.ndarray] | None:
     """(paths (n, steps + 1, D), labels (n,)) a vector cell stored with sample.keep_paths, else None."""
     from safetensors import safe_open
 
@@ -146,14 +152,19 @@ def stored_paths(cell: CellResult) -> Optional[tuple[np.ndarray, np.ndarray]]:
     return paths, labels
 
 
-def trajectory_panels(exp: Experiment, dataset: str) -> list[tuple[str, Optional[CellResult], Optional[tuple]]]:
+def trajectory_panels(exp: Experiment, dataset: str) -> list[tuple[str, CellResult | None, tuple | None]]:
     """(panel title, cell, (paths, labels) or None) per method of `dataset`, lowest usable seed."""
     panels = []
     for method in exp.methods_of(dataset):
         cell = _usable_cell(exp, dataset, method)
         data = stored_paths(cell) if cell is not None else None
-        title = f"{method}: missing" if cell is None else \
-            f"{method}: no stored paths" if data is None else f"{method} (seed {cell.seed})"
+        title = (
+            f"{method}: missing"
+            if cell is None
+            else f"{method}: no stored paths"
+            if data is None
+            else f"{method} (seed {cell.seed})"
+        )
         panels.append((title, cell, data))
     return panels
 
@@ -166,8 +177,10 @@ def trajectories(exp: Experiment, out: Path) -> list[Figure]:
         drawn = [(cell, data) for _, cell, data in panels if data is not None]
         if not drawn:
             continue
-        n_classes = max(len(drawn[0][0].record.get("class_names") or []),
-                        1 + max(int(labels.max()) for _, (_, labels) in drawn))
+        n_classes = max(
+            len(drawn[0][0].record.get("class_names") or []),
+            1 + max(int(labels.max()) for _, (_, labels) in drawn),
+        )
         names, colours = _class_names(drawn[0][0].record, n_classes), class_colours(n_classes)
         fig = _new_figure(PANEL_IN * len(panels) + 1.5, PANEL_IN + 0.4)
         axes = fig.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True)[0]
@@ -181,11 +194,15 @@ def trajectories(exp: Experiment, out: Path) -> list[Figure]:
         _path_legend(fig, names, colours)
         dims = max(paths.shape[2] for _, (paths, _) in drawn)
         coords = "" if dims == 2 else f" (first two of {dims} coordinates)"
-        figures.append(Figure(
-            _save(fig, out, f"trajectories_{dataset}.png"), f"{dataset}: sampling trajectories",
-            f"ODE paths from the source (t = 0, grey dots) to generated samples (t = 1, coloured dots) in "
-            f"latent space{coords}, coloured by class; the samples stored with sample.keep_paths, "
-            "lowest usable seed of each method."))
+        figures.append(
+            Figure(
+                _save(fig, out, f"trajectories_{dataset}.png"),
+                f"{dataset}: sampling trajectories",
+                f"ODE paths from the source (t = 0, grey dots) to generated samples (t = 1, coloured dots) in "
+                f"latent space{coords}, coloured by class; the samples stored with sample.keep_paths, "
+                "lowest usable seed of each method.",
+            )
+        )
     return figures
 
 
@@ -194,7 +211,9 @@ def _draw_paths(ax, paths: np.ndarray, labels: np.ndarray, colours: list) -> Non
     for c in np.unique(labels):
         p = paths[labels == c]
         ax.plot(p[:, :, 0].T, p[:, :, 1].T, color=colours[int(c)], lw=0.6, alpha=0.45)
-        ax.scatter(p[:, -1, 0], p[:, -1, 1], s=9, color=colours[int(c)], edgecolors="k", linewidths=0.2, zorder=3)
+        ax.scatter(
+            p[:, -1, 0], p[:, -1, 1], s=9, color=colours[int(c)], edgecolors="k", linewidths=0.2, zorder=3
+        )
     ax.scatter(paths[:, 0, 0], paths[:, 0, 1], s=4, color="0.35", zorder=3)
 
 
@@ -203,8 +222,10 @@ def _path_legend(fig, names: list[str], colours: list) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=col, lw=2, label=name) for name, col in zip(names, colours)]
-    handles += [Line2D([], [], ls="", marker="o", ms=3, color="0.35", label="start (t = 0)"),
-                Line2D([], [], ls="", marker="o", ms=4, color="w", markeredgecolor="k", label="end (t = 1)")]
+    handles += [
+        Line2D([], [], ls="", marker="o", ms=3, color="0.35", label="start (t = 0)"),
+        Line2D([], [], ls="", marker="o", ms=4, color="w", markeredgecolor="k", label="end (t = 1)"),
+    ]
     fig.legend(handles=handles, loc="outside right center", fontsize="small")
 
 
@@ -220,7 +241,9 @@ def _mean_recall(lists: list[list]) -> np.ndarray:
 
 def recall_series(exp: Experiment, dataset: str) -> list[tuple[str, np.ndarray, object]]:
     """(label, per-class recall, colour): "no augmentation" (mean over cell seeds), then each method."""
-    cells = [c for c in exp.results(dataset) if c.status == OK and "downstream" in (c.record.get("details") or {})]
+    cells = [
+        c for c in exp.results(dataset) if c.status == OK and "downstream" in (c.record.get("details") or {})
+    ]
     if not cells:
         return []
     no_aug = {}
@@ -238,8 +261,11 @@ def recall_series(exp: Experiment, dataset: str) -> list[tuple[str, np.ndarray, 
 
 def augmented(record: dict) -> dict[int, str]:
     """Class index -> group (ULT / LT / MT) of the classes the record's augmentation plan augments."""
-    return {c: str(t.get("group", "")) for c, t in enumerate(record.get("augmentation") or [])
-            if (t.get("synthetic") or 0) > 0}
+    return {
+        c: str(t.get("group", ""))
+        for c, t in enumerate(record.get("augmentation") or [])
+        if (t.get("synthetic") or 0) > 0
+    }
 
 
 def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
@@ -252,14 +278,20 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
         n_classes = max(len(values) for _, values, _ in series)
         record = next(r for r in exp.records(dataset) if "downstream" in (r.get("details") or {}))
         marks = augmented(record)
-        names = [f"{n} [{marks[c]}]" if c in marks else n for c, n in enumerate(_class_names(record, n_classes))]
+        names = [
+            f"{n} [{marks[c]}]" if c in marks else n for c, n in enumerate(_class_names(record, n_classes))
+        ]
         fig = _new_figure(max(6.0, 1.5 + n_classes * (0.2 + 0.12 * len(series))), 7.5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
         _recall_bars(top, series, marks, n_classes)
         top.set_ylim(0, 1)
         top.set_ylabel("per-class recall")
-        fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncols=min(len(series), 4),
-                   fontsize="small")
+        fig.legend(
+            *top.get_legend_handles_labels(),
+            loc="outside upper center",
+            ncols=min(len(series), 4),
+            fontsize="small",
+        )
         if series[0][0] == "no augmentation" and len(series) > 1:  # the changes a method makes, zoomed
             base = series[0][1]
             changes = [(label, values - base, colour) for label, values, colour in series[1:]]
@@ -272,14 +304,18 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
             bottom.set_axis_off()
         bottom.set_xticks(np.arange(n_classes), names, rotation=45, ha="right", rotation_mode="anchor")
         bottom.tick_params(labelbottom=True)
-        figures.append(Figure(
-            _save(fig, out, f"class_recall_{dataset}.png"), f"{dataset}: per-class balanced accuracy",
-            "Per-class recall on the real test set (its mean over classes is the balanced accuracy) of "
-            "the downstream classifier trained without augmentation and with each method's synthetic "
-            "set, averaged over classifier seeds and then over the n generative seeds (top), and each "
-            "method's change against no augmentation on its own scale (bottom). Shaded classes "
-            "(group in brackets) are the ones the augmentation plan gives synthetic images; a class "
-            "absent from the test set has no bar."))
+        figures.append(
+            Figure(
+                _save(fig, out, f"class_recall_{dataset}.png"),
+                f"{dataset}: per-class balanced accuracy",
+                "Per-class recall on the real test set (its mean over classes is the balanced accuracy) of "
+                "the downstream classifier trained without augmentation and with each method's synthetic "
+                "set, averaged over classifier seeds and then over the n generative seeds (top), and each "
+                "method's change against no augmentation on its own scale (bottom). Shaded classes "
+                "(group in brackets) are the ones the augmentation plan gives synthetic images; a class "
+                "absent from the test set has no bar.",
+            )
+        )
     return figures
 
 
@@ -317,31 +353,44 @@ def geometry_histograms(exp: Experiment, out: Path) -> list[Figure]:
     figures = []
     for dataset in exp.datasets:
         cells = {m: _usable_cell(exp, dataset, m) for m in exp.methods_of(dataset)}
-        hists = {m: _histograms(c.record) for m, c in cells.items() if c is not None and _histograms(c.record)}
+        hists = {
+            m: _histograms(c.record) for m, c in cells.items() if c is not None and _histograms(c.record)
+        }
         if not hists:
             continue
         reference = next((h["gauss"] for h in hists.values() if "gauss" in h), None)
         fig = _new_figure(2 * PANEL_IN + 1.5, PANEL_IN * 0.8)
         axes = fig.subplots(1, 2)
-        for ax, stat, xlabel in zip(axes, ("path_length", "alignment"),
-                                    ("path length ||x1 - x0||", "alignment <dhat, u_class>")):
+        for ax, stat, xlabel in zip(
+            axes, ("path_length", "alignment"), ("path length ||x1 - x0||", "alignment <dhat, u_class>")
+        ):
             if reference is not None:
                 _stairs(ax, reference[stat], color="k", ls="--", zorder=3, label="N(0, I) reference")
             for method, h in hists.items():
                 if "method" in h:
-                    _stairs(ax, h["method"][stat], color=method_colour(exp, method), lw=1.5,
-                            label=f"{method} ({h['method'].get('source', 'source')})")
+                    _stairs(
+                        ax,
+                        h["method"][stat],
+                        color=method_colour(exp, method),
+                        lw=1.5,
+                        label=f"{method} ({h['method'].get('source', 'source')})",
+                    )
             ax.set_xlabel(xlabel)
             ax.set_ylabel("density")
         axes[0].set_xscale("log")  # N(0, I)'s paths are ~sqrt(D) long, learned sources' often 10x shorter
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right center", fontsize="small")
-        absent = [m if cells[m] is not None else f"{m} (missing)"
-                  for m in cells if "method" not in hists.get(m, {})]
+        absent = [
+            m if cells[m] is not None else f"{m} (missing)" for m in cells if "method" not in hists.get(m, {})
+        ]
         note = f" No histogram of its own source for: {', '.join(absent)}." if absent else ""
-        figures.append(Figure(
-            _save(fig, out, f"geometry_{dataset}.png"), f"{dataset}: transport geometry",
-            "Distribution over training rows of the source-to-data path length rho = ||x1 - x0|| and of "
-            "the alignment of the direction with its class's mean direction, for each method's source "
-            f"coupling (lowest usable seed) and the standard normal source; path lengths on a log axis.{note}"))
+        figures.append(
+            Figure(
+                _save(fig, out, f"geometry_{dataset}.png"),
+                f"{dataset}: transport geometry",
+                "Distribution over training rows of the source-to-data path length rho = ||x1 - x0|| and of "
+                "the alignment of the direction with its class's mean direction, for each method's source "
+                f"coupling (lowest usable seed) and the standard normal source; path lengths on a log axis.{note}",
+            )
+        )
     return figures

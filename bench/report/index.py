@@ -13,12 +13,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 from urllib.parse import quote
 
-from bench.store.artifacts import write_text_atomic
 from bench.report.collect import MISSING, OK, REFUSED, Experiment
 from bench.report.figures import Figure
+from bench.store.artifacts import write_text_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
@@ -41,11 +40,12 @@ class TableEntry:
     title: str
     html: str
     files: dict = field(default_factory=dict)
-    markdown: Optional[str] = None
+    markdown: str | None = None
 
 
-def write_index(exp: Experiment, out_dir: Path, tables: list, figures: list[Figure],
-                date: Optional[str] = None) -> Path:
+def write_index(
+    exp: Experiment, out_dir: Path, tables: list, figures: list[Figure], date: str | None = None
+) -> Path:
     """Write out_dir/index.html and out_dir/index.md; returns the path of index.html.
 
     Figure paths are taken as they are (absolute, or relative to the working directory) and linked
@@ -89,8 +89,10 @@ def grid_summary(exp: Experiment) -> str:
     counts = status_counts(exp)
     total = sum(counts.values())
     source = "" if exp.has_grid else " (no grid.json: axes from the records found)"
-    return (f"{len(exp.datasets)} dataset(s) x {len(exp.methods)} method(s) x {len(exp.seeds)} seed(s) = "
-            f"{total} cell(s){source}: {counts[OK]} ok, {counts[MISSING]} missing, {counts[REFUSED]} refused.")
+    return (
+        f"{len(exp.datasets)} dataset(s) x {len(exp.methods)} method(s) x {len(exp.seeds)} seed(s) = "
+        f"{total} cell(s){source}: {counts[OK]} ok, {counts[MISSING]} missing, {counts[REFUSED]} refused."
+    )
 
 
 def grid_cell(exp: Experiment, dataset: str, method: str) -> tuple[str, bool]:
@@ -112,43 +114,70 @@ def problem_rows(exp: Experiment) -> list[tuple[str, str, str]]:
 
 def _axes_text(exp: Experiment) -> list[tuple[str, str]]:
     """(axis name, its values) in config order."""
-    return [("datasets", ", ".join(exp.datasets)), ("methods", ", ".join(exp.methods)),
-            ("seeds", ", ".join(str(s) for s in exp.seeds))]
+    return [
+        ("datasets", ", ".join(exp.datasets)),
+        ("methods", ", ".join(exp.methods)),
+        ("seeds", ", ".join(str(s) for s in exp.seeds)),
+    ]
 
 
 # --- HTML --------------------------------------------------------------------------------------
 
 
-def index_html(exp: Experiment, tables: list, figures: list[Figure], figure_links: list[str], date: str) -> str:
+def index_html(
+    exp: Experiment, tables: list, figures: list[Figure], figure_links: list[str], date: str
+) -> str:
     """The whole index.html (inline style, no scripts, no external resources)."""
     e = html.escape
     title = f"bench report: {exp.name}"
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{e(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
-             f"<h1>{e(title)}</h1>",
-             f'<p class="meta">Written {e(date)} from <code>{e(str(exp.folder))}</code>.</p>',
-             *_html_grid(exp), "<h2>Tables</h2>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="meta">Written {e(date)} from <code>{e(str(exp.folder))}</code>.</p>',
+        *_html_grid(exp),
+        "<h2>Tables</h2>",
+    ]
     parts += [_html_table(i, t) for i, t in enumerate(tables, 1)] or ["<p>No tables.</p>"]
     parts.append("<h2>Figures</h2>")
-    parts += [_html_figure(i, f, link) for i, (f, link) in enumerate(zip(figures, figure_links), 1)] \
-        or ["<p>No figures: the records hold nothing to draw.</p>"]
+    parts += [_html_figure(i, f, link) for i, (f, link) in enumerate(zip(figures, figure_links), 1)] or [
+        "<p>No figures: the records hold nothing to draw.</p>"
+    ]
     return "\n".join(parts + ["</body>", "</html>", ""])
 
 
 def _html_grid(exp: Experiment) -> list[str]:
     """The grid section: axes, counts, a dataset x method status table and the non-ok cells."""
     e = html.escape
-    out = ["<h2>Grid</h2>", "<ul>", *[f"<li>{name}: {e(values)}</li>" for name, values in _axes_text(exp)],
-           "</ul>", f"<p>{e(grid_summary(exp))}</p>"]
+    out = [
+        "<h2>Grid</h2>",
+        "<ul>",
+        *[f"<li>{name}: {e(values)}</li>" for name, values in _axes_text(exp)],
+        "</ul>",
+        f"<p>{e(grid_summary(exp))}</p>",
+    ]
     out += ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in ["dataset", *exp.methods]) + "</tr>"]
     for d, cells in grid_rows(exp):
-        out.append(f"<tr><th>{e(d)}</th>" + "".join(
-            f"<td>{e(text)}</td>" if ok else f'<td class="bad">{e(text)}</td>' for text, ok in cells) + "</tr>")
+        out.append(
+            f"<tr><th>{e(d)}</th>"
+            + "".join(
+                f"<td>{e(text)}</td>" if ok else f'<td class="bad">{e(text)}</td>' for text, ok in cells
+            )
+            + "</tr>"
+        )
     out.append("</table>")
     problems = problem_rows(exp)
     if problems:
         out += ["<h3>Cells without a usable record</h3>", "<ul>"]
-        out += [f"<li><code>{e(label)}</code> ({e(status)}): {e(note)}</li>" for label, status, note in problems]
+        out += [
+            f"<li><code>{e(label)}</code> ({e(status)}): {e(note)}</li>" for label, status, note in problems
+        ]
         out.append("</ul>")
     return out
 
@@ -164,9 +193,11 @@ def _html_table(i: int, table) -> str:
 def _html_figure(i: int, fig: Figure, link: str) -> str:
     """One figure: title, image and caption."""
     e = html.escape
-    return (f'<figure id="figure-{i}">\n<h3>{e(fig.title)}</h3>\n'
-            f'<a href="{e(link)}"><img src="{e(link)}" alt="{e(fig.title)}"></a>\n'
-            f"<figcaption>{e(fig.caption)}</figcaption>\n</figure>")
+    return (
+        f'<figure id="figure-{i}">\n<h3>{e(fig.title)}</h3>\n'
+        f'<a href="{e(link)}"><img src="{e(link)}" alt="{e(fig.title)}"></a>\n'
+        f"<figcaption>{e(fig.caption)}</figcaption>\n</figure>"
+    )
 
 
 # --- Markdown ----------------------------------------------------------------------------------
@@ -180,16 +211,32 @@ def md_text(text: str) -> str:
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
 
 
-def index_markdown(exp: Experiment, tables: list, figures: list[Figure], figure_links: list[str],
-                   date: str) -> str:
+def index_markdown(
+    exp: Experiment, tables: list, figures: list[Figure], figure_links: list[str], date: str
+) -> str:
     """The whole index.md, with the same sections as index.html."""
     m = md_text
-    parts = [f"# bench report: {m(exp.name)}", "", f"Written {m(date)} from {m(str(exp.folder))}.", "",
-             *_md_grid(exp), "## Tables", ""]
+    parts = [
+        f"# bench report: {m(exp.name)}",
+        "",
+        f"Written {m(date)} from {m(str(exp.folder))}.",
+        "",
+        *_md_grid(exp),
+        "## Tables",
+        "",
+    ]
     for table in tables:
-        parts += [f"### {m(table.title)}", "", table.markdown if table.markdown is not None else table.html, ""]
+        parts += [
+            f"### {m(table.title)}",
+            "",
+            table.markdown if table.markdown is not None else table.html,
+            "",
+        ]
         if table.files:
-            parts += ["Files: " + ", ".join(f"[{m(fmt)}]({file_link(p)})" for fmt, p in table.files.items()), ""]
+            parts += [
+                "Files: " + ", ".join(f"[{m(fmt)}]({file_link(p)})" for fmt, p in table.files.items()),
+                "",
+            ]
     if not tables:
         parts += ["No tables.", ""]
     parts += ["## Figures", ""]
@@ -203,11 +250,19 @@ def index_markdown(exp: Experiment, tables: list, figures: list[Figure], figure_
 def _md_grid(exp: Experiment) -> list[str]:
     """The grid section in Markdown: axes, counts, the status table and the non-ok cells."""
     m = md_text
-    out = ["## Grid", "", *[f"- {name}: {m(values)}" for name, values in _axes_text(exp)], "",
-           m(grid_summary(exp)), ""]
+    out = [
+        "## Grid",
+        "",
+        *[f"- {name}: {m(values)}" for name, values in _axes_text(exp)],
+        "",
+        m(grid_summary(exp)),
+        "",
+    ]
     header = ["dataset", *exp.methods]
     out += ["| " + " | ".join(m(h) for h in header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join([m(d)] + [m(text) for text, _ok in cells]) + " |" for d, cells in grid_rows(exp)]
+    out += [
+        "| " + " | ".join([m(d)] + [m(text) for text, _ok in cells]) + " |" for d, cells in grid_rows(exp)
+    ]
     out.append("")
     problems = problem_rows(exp)
     if problems:

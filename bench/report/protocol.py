@@ -13,13 +13,12 @@ from __future__ import annotations
 import ast
 import re
 from functools import cache
-from typing import Optional
 
 PAPER_PRESET = "presets/downstream_paper.gin"
 _BINDING = re.compile(r"^downstream\.(\w+)\s*=\s*(.+?)\s*$")
 
 
-def protocol_line(records: list[dict]) -> Optional[str]:
+def protocol_line(records: list[dict]) -> str | None:
     """'Protocol: ...' for one dataset's records, or None when they hold nothing to state."""
     parts = [p for p in (_training(records), _sampler(records), _downstream(records)) if p]
     return f"Protocol: {'; '.join(parts)}." if parts else None
@@ -31,7 +30,7 @@ def _agreed(values: list):
     return values[0] if values and len(distinct) == 1 else None
 
 
-def _training(records: list[dict]) -> Optional[str]:
+def _training(records: list[dict]) -> str | None:
     train = [r.get("train") or {} for r in records]
     steps, batch = _agreed([t.get("steps") for t in train]), _agreed([t.get("batch_size") for t in train])
     if steps is None:
@@ -43,18 +42,20 @@ def _training(records: list[dict]) -> Optional[str]:
     return text
 
 
-def _sampler(records: list[dict]) -> Optional[str]:
+def _sampler(records: list[dict]) -> str | None:
     sampler = _agreed([r.get("sampler") for r in records])
     return f"{sampler['solver']} sampler, {sampler['nfe']} steps" if sampler else None
 
 
-def _downstream(records: list[dict]) -> Optional[str]:
+def _downstream(records: list[dict]) -> str | None:
     protocol = _agreed([((r.get("details") or {}).get("downstream") or {}).get("protocol") for r in records])
     if not protocol:
         return None
-    text = (f"downstream {protocol['arch']}, {protocol['n_seeds']} classifier seed(s), <= {protocol['max_epochs']} "
-            f"epochs (patience {protocol['patience']}), remedies {', '.join(protocol['remedies']) or 'none'}, "
-            f"with augmentation {', '.join(protocol['with_augmentation']) or 'none'}")
+    text = (
+        f"downstream {protocol['arch']}, {protocol['n_seeds']} classifier seed(s), <= {protocol['max_epochs']} "
+        f"epochs (patience {protocol['patience']}), remedies {', '.join(protocol['remedies']) or 'none'}, "
+        f"with augmentation {', '.join(protocol['with_augmentation']) or 'none'}"
+    )
     differs = sorted(k for k, v in paper_downstream().items() if protocol.get(k) != v)
     if differs:
         text += f" (not the paper's protocol: {', '.join(differs)} differ from {PAPER_PRESET})"

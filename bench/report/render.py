@@ -15,17 +15,38 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.store.artifacts import write_text_atomic
 from bench.report.tabular import MISSING, Entry, Table
+from bench.store.artifacts import write_text_atomic
 
 FORMATS = {"latex": "tex", "md": "md", "csv": "csv", "html": "html"}
 DASH = "–"
 # Unicode the tables use, as LaTeX (everything else non-ASCII becomes '?')
-_LATEX_SYMBOLS = {"–": "--", "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^{\dagger}$",
-                  "‡": r"$^{\ddagger}$", "§": r"\S{}", "✓": r"\checkmark{}", "×": r"$\times$", "≥": r"$\geq$",
-                  "≤": r"$\leq$", "*": r"$^{*}$"}
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {
+    "–": "--",
+    "±": r"$\pm$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "†": r"$^{\dagger}$",
+    "‡": r"$^{\ddagger}$",
+    "§": r"\S{}",
+    "✓": r"\checkmark{}",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "*": r"$^{*}$",
+}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def render(table: Table, fmt: str) -> str:
@@ -56,11 +77,13 @@ def entry_text(entry: Entry) -> str:
 
 # ---- Markdown -------------------------------------------------------------------------------
 
+
 def to_markdown(table: Table) -> str:
     """A '### title' block: caption, the GitHub table (bold best), and the notes as a list."""
     rows = [labels + [_md_entry(e) for e in entries] for labels, entries in table.rows]
-    body = tabulate(rows, headers=table.row_header + _header_titles(table, True), tablefmt="github",
-                    disable_numparse=True)
+    body = tabulate(
+        rows, headers=table.row_header + _header_titles(table, True), tablefmt="github", disable_numparse=True
+    )
     notes = "".join(f"\n- {n}" for n in table.notes)
     return f"### {table.title}\n\n{table.caption}\n\n{body}\n{notes}\n".replace("\n\n\n", "\n\n")
 
@@ -76,9 +99,11 @@ def _md_entry(entry: Entry) -> str:
 
 # Text that is mathematics, typeset in math mode instead of escaped: the standard Gaussian, powers
 # (`2^n`, `sigma^2`) and a minus sign before a number (a hyphen there would print too short)
-_MATH = [(re.compile(r"N\(0, ?I\)"), lambda m: r"$\mathcal{N}(0, I)$"),
-         (re.compile(r"(?<![\w$])([A-Za-z]+|\d+)\^([A-Za-z0-9]+)"), lambda m: f"${_greek(m[1])}^{{{m[2]}}}$"),
-         (re.compile(r"(?<![\w.$-])-(?=\d)"), lambda m: "$-$")]
+_MATH = [
+    (re.compile(r"N\(0, ?I\)"), lambda m: r"$\mathcal{N}(0, I)$"),
+    (re.compile(r"(?<![\w$])([A-Za-z]+|\d+)\^([A-Za-z0-9]+)"), lambda m: f"${_greek(m[1])}^{{{m[2]}}}$"),
+    (re.compile(r"(?<![\w.$-])-(?=\d)"), lambda m: "$-$"),
+]
 WIDE_COLUMNS = 8  # a tabular with more value columns than this is scaled to the text width
 TALL_ROWS = 40  # one with more rows than this is scaled to 85 % of the text height (it fits one page)
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "lambda", "mu", "pi", "rho", "sigma", "tau"}
@@ -129,12 +154,23 @@ def to_latex(table: Table) -> str:
     spec = "l" * n_labels + "c" * len(table.columns)
     # scaled (graphicx) so that it never runs off the page: a tall table to the text height, a wide
     # one to the text width
-    scale = (r"\resizebox{!}{0.85\textheight}{%" if len(table.rows) > TALL_ROWS else
-             r"\resizebox{\linewidth}{!}{%" if len(table.columns) > WIDE_COLUMNS else None)
-    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
-             rf"\label{{tab:{_label(table.name)}}}", *([scale] if scale else []),
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    scale = (
+        r"\resizebox{!}{0.85\textheight}{%"
+        if len(table.rows) > TALL_ROWS
+        else r"\resizebox{\linewidth}{!}{%"
+        if len(table.columns) > WIDE_COLUMNS
+        else None
+    )
+    lines = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
+        rf"\label{{tab:{_label(table.name)}}}",
+        *([scale] if scale else []),
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
     groups = table.groups()
     if any(g for g, _ in groups):
         cells, rules, col = [""] * n_labels, [], n_labels + 1
@@ -144,14 +180,21 @@ def to_latex(table: Table) -> str:
                 rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
             col += span
         lines += [" & ".join(cells) + r" \\", " ".join(rules)]
-    lines.append(" & ".join(latex_escape(h) for h in table.row_header + _header_titles(table, False)) + r" \\")
+    lines.append(
+        " & ".join(latex_escape(h) for h in table.row_header + _header_titles(table, False)) + r" \\"
+    )
     lines.append(r"\midrule")
     for labels, entries in table.rows:
-        lines.append(" & ".join([latex_escape(x) for x in labels] + [_latex_entry(e) for e in entries]) + r" \\")
+        lines.append(
+            " & ".join([latex_escape(x) for x in labels] + [_latex_entry(e) for e in entries]) + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}" + ("}" if scale else "")]
     if table.notes:
-        lines.append(r"\par\smallskip\parbox{\linewidth}{\footnotesize " +
-                     r" \\ ".join(latex_escape(n) for n in table.notes) + "}")
+        lines.append(
+            r"\par\smallskip\parbox{\linewidth}{\footnotesize "
+            + r" \\ ".join(latex_escape(n) for n in table.notes)
+            + "}"
+        )
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -171,10 +214,21 @@ def _label(name: str) -> str:
 def latex_document(tables: list[Table], title: str) -> str:
     """A complete pdflatex document with every table (standard packages only)."""
     body = "\n".join(to_latex(t) for t in tables)
-    return "\n".join([
-        r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
-        r"\usepackage{amssymb}", r"\usepackage{graphicx}", r"\usepackage[landscape,margin=1.5cm]{geometry}",
-        r"\begin{document}", rf"\section*{{{latex_escape(title)}}}", body, r"\end{document}", ""])
+    return "\n".join(
+        [
+            r"\documentclass{article}",
+            r"\usepackage[T1]{fontenc}",
+            r"\usepackage{booktabs}",
+            r"\usepackage{amssymb}",
+            r"\usepackage{graphicx}",
+            r"\usepackage[landscape,margin=1.5cm]{geometry}",
+            r"\begin{document}",
+            rf"\section*{{{latex_escape(title)}}}",
+            body,
+            r"\end{document}",
+            "",
+        ]
+    )
 
 
 # ---- CSV ------------------------------------------------------------------------------------
@@ -187,11 +241,21 @@ def csv_rows(table: Table) -> list[list]:
     rows = []
     for labels, entries in table.rows:
         for col, e in zip(table.columns, entries):
-            rows.append([table.name, " / ".join(x for x in labels if x) or "-", col.group, col.title,
-                         "" if e.mean is None or e.text is not None else repr(e.mean),
-                         "" if e.std is None or e.text is not None else repr(e.std),
-                         len(e.values) if e.text is None else "", e.text or "", e.state or "", e.marks,
-                         int(e.best)])
+            rows.append(
+                [
+                    table.name,
+                    " / ".join(x for x in labels if x) or "-",
+                    col.group,
+                    col.title,
+                    "" if e.mean is None or e.text is not None else repr(e.mean),
+                    "" if e.std is None or e.text is not None else repr(e.std),
+                    len(e.values) if e.text is None else "",
+                    e.text or "",
+                    e.state or "",
+                    e.marks,
+                    int(e.best),
+                ]
+            )
     rows += [[table.name, "", "", "note", "", "", "", n, "", "", 0] for n in table.notes]
     return rows
 
@@ -207,21 +271,36 @@ def to_csv(table: Table, header: bool = True) -> str:
 
 # ---- HTML -----------------------------------------------------------------------------------
 
+
 def to_html(table: Table) -> str:
     """An HTML fragment: caption, table with a group header row, notes (for the index page)."""
     esc = html.escape
     head = ""
     groups = table.groups()
     if any(g for g, _ in groups):
-        head = "<tr>" + "".join("<th></th>" for _ in table.row_header) + "".join(
-            f'<th colspan="{span}">{esc(g)}</th>' for g, span in groups) + "</tr>"
-    head += "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in table.row_header + _header_titles(table, False)) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in labels) +
-                   "".join(f"<td>{_html_entry(e)}</td>" for e in entries) + "</tr>"
-                   for labels, entries in table.rows)
+        head = (
+            "<tr>"
+            + "".join("<th></th>" for _ in table.row_header)
+            + "".join(f'<th colspan="{span}">{esc(g)}</th>' for g, span in groups)
+            + "</tr>"
+        )
+    head += (
+        "<tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in table.row_header + _header_titles(table, False))
+        + "</tr>"
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{esc(x)}</td>" for x in labels)
+        + "".join(f"<td>{_html_entry(e)}</td>" for e in entries)
+        + "</tr>"
+        for labels, entries in table.rows
+    )
     notes = "".join(f"<li>{esc(n)}</li>" for n in table.notes)
-    return (f"<p>{esc(table.caption)}</p>\n<table>\n<thead>{head}</thead>\n<tbody>{body}</tbody>\n</table>\n"
-            + (f"<ul class=\"notes\">{notes}</ul>\n" if notes else ""))
+    return (
+        f"<p>{esc(table.caption)}</p>\n<table>\n<thead>{head}</thead>\n<tbody>{body}</tbody>\n</table>\n"
+        + (f'<ul class="notes">{notes}</ul>\n' if notes else "")
+    )
 
 
 def _html_entry(entry: Entry) -> str:
@@ -230,6 +309,7 @@ def _html_entry(entry: Entry) -> str:
 
 
 # ---- files ----------------------------------------------------------------------------------
+
 
 def combined(tables: list[Table], fmt: str, title: str) -> str:
     """All tables in one text: a LaTeX document, a Markdown page, one CSV, or HTML fragments."""

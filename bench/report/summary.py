@@ -22,7 +22,7 @@ under its dataset's table.
 from __future__ import annotations
 
 import statistics
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from tabulate import tabulate
 
@@ -32,10 +32,12 @@ from bench.report.protocol import protocol_line
 # metric-name suffix -> label of the reference line it belongs to, in display order
 VARIANTS = {"@source": "source only", "@init": "untrained"}
 UNCONVERGED = "‡"
-SMALL_FID_N = 2048  # below this many images per set FID's upward small-sample bias is large (Chong & Forsyth 2020)
+SMALL_FID_N = (
+    2048  # below this many images per set FID's upward small-sample bias is large (Chong & Forsyth 2020)
+)
 
 
-def split_variant(name: str) -> tuple[str, Optional[str]]:
+def split_variant(name: str) -> tuple[str, str | None]:
     """(plain metric, variant suffix or None): 'fid/tail@source' -> ('fid/tail', '@source')."""
     for suffix in VARIANTS:
         if name.endswith(suffix):
@@ -63,7 +65,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
-def _direction(records: list[dict], name: str) -> Optional[bool]:
+def _direction(records: list[dict], name: str) -> bool | None:
     for rec in records:
         if name in rec.get("higher_is_better", {}):
             return bool(rec["higher_is_better"][name])
@@ -79,8 +81,10 @@ def merged_metrics(records: list[dict], names: list[str]) -> list[list[str]]:
     """Groups of metrics identical in every record (all variants too) and of one direction, first-seen order."""
     groups: dict = {}
     for name in names:
-        key = (_direction(records, name),
-               tuple(tuple(r["metrics"].get(name + s) for s in ("", *VARIANTS)) for r in records))
+        key = (
+            _direction(records, name),
+            tuple(tuple(r["metrics"].get(name + s) for s in ("", *VARIANTS)) for r in records),
+        )
         groups.setdefault(key, []).append(name)
     return list(groups.values())
 
@@ -124,7 +128,7 @@ def headline_columns(records: list[dict]) -> list[str]:
     return declared_headline(records) or headline_metrics(records)
 
 
-def summary_rows(records: list[dict], names: Optional[list[str]] = None) -> tuple[list[str], list[list[str]]]:
+def summary_rows(records: list[dict], names: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows for one dataset's records: one row per method (plus its reference lines),
     over seeds; `names` picks the metrics (default: every plain metric)."""
     groups = merged_metrics(records, headline_metrics(records) if names is None else names)
@@ -140,8 +144,11 @@ def summary_rows(records: list[dict], names: Optional[list[str]] = None) -> tupl
         for suffix, what in VARIANTS.items():
             holding = [r for r in recs if any(g[0] + suffix in r["metrics"] for g in groups)]
             if holding:
-                rows.append([f"{method} ({what})", str(len(holding))]
-                            + [_cell(recs, g[0] + suffix, blank="") for g in groups] + [""])
+                rows.append(
+                    [f"{method} ({what})", str(len(holding))]
+                    + [_cell(recs, g[0] + suffix, blank="") for g in groups]
+                    + [""]
+                )
     return header, rows
 
 
@@ -160,8 +167,10 @@ def summary_notes(records: list[dict]) -> list[str]:
     by_method: dict[str, list[dict]] = {}
     for rec in unconverged(records):
         by_method.setdefault(rec["method"], []).append(rec)
-    return [f"{UNCONVERGED} {m}: training did not converge for {convergence_text(recs)}"
-            for m, recs in by_method.items()]
+    return [
+        f"{UNCONVERGED} {m}: training did not converge for {convergence_text(recs)}"
+        for m, recs in by_method.items()
+    ]
 
 
 def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 10, full: bool = False) -> str:
@@ -183,53 +192,68 @@ def summary_table(records: list[dict], fmt: str = "github", max_columns: int = 1
         table = tabulate(rows, headers=header, tablefmt=fmt, disable_numparse=True)
         notes = summary_notes(recs) + ([] if full else reading_notes(recs))
         protocol = protocol_line(recs)  # how these cells were trained and scored (bench.report.protocol)
-        blocks.append(f"### {dataset}\n\n" + (f"{protocol}\n\n" if protocol else "") + table
-                      + "".join(f"\n\n{n}" for n in notes))
+        blocks.append(
+            f"### {dataset}\n\n"
+            + (f"{protocol}\n\n" if protocol else "")
+            + table
+            + "".join(f"\n\n{n}" for n in notes)
+        )
     return "\n\n".join(blocks)
 
 
 # ---- what a surprising number means --------------------------------------------------------------
+
 
 def reading_notes(records: list[dict]) -> list[str]:
     """One line per number of one dataset's headline table that a reader could misread."""
     by_method: dict[str, list[dict]] = {}
     for rec in records:
         by_method.setdefault(rec["method"], []).append(rec)
-    notes = [_seeds_note(records), _small_fid_note(records), _negative_gain_note(by_method),
-             _remedy_note(records, by_method),
-             *(_source_note(m, recs, headline_columns(records)) for m, recs in by_method.items())]
+    notes = [
+        _seeds_note(records),
+        _small_fid_note(records),
+        _negative_gain_note(by_method),
+        _remedy_note(records, by_method),
+        *(_source_note(m, recs, headline_columns(records)) for m, recs in by_method.items()),
+    ]
     return [n for n in notes if n]
 
 
-def _mean(records: list[dict], name: str) -> Optional[float]:
+def _mean(records: list[dict], name: str) -> float | None:
     values = [r["metrics"][name] for r in records if _is_number(r.get("metrics", {}).get(name))]
     return statistics.mean(values) if values else None
 
 
-def _seeds_note(records: list[dict]) -> Optional[str]:
+def _seeds_note(records: list[dict]) -> str | None:
     if max(sum(r["method"] == m for r in records) for m in {r["method"] for r in records}) > 1:
         return None
-    return ("One generative seed per method: no ± and no significance test; differences may be seed "
-            "noise (run seeds=[0,1,2] and `bench tables` to compare).")
+    return (
+        "One generative seed per method: no ± and no significance test; differences may be seed "
+        "noise (run seeds=[0,1,2] and `bench tables` to compare)."
+    )
 
 
-def _small_fid_note(records: list[dict]) -> Optional[str]:
+def _small_fid_note(records: list[dict]) -> str | None:
     n = _mean(records, "n/fid")
     if n is None or n >= SMALL_FID_N:
         return None
-    return (f"fid on {n:,.0f} images per set (n/fid): FID is biased upwards at this size, so compare "
-            "methods with each other at equal n, never with published FIDs.")
+    return (
+        f"fid on {n:,.0f} images per set (n/fid): FID is biased upwards at this size, so compare "
+        "methods with each other at equal n, never with published FIDs."
+    )
 
 
-def _negative_gain_note(by_method: dict[str, list[dict]]) -> Optional[str]:
+def _negative_gain_note(by_method: dict[str, list[dict]]) -> str | None:
     worse = {m: _mean(recs, "bacc_gain") for m, recs in by_method.items()}
     worse = {m: g for m, g in worse.items() if g is not None and g < 0}
     if not worse:
         return None
     base = _mean([r for recs in by_method.values() for r in recs], "bacc/no_aug")
     named = ", ".join(f"{m} ({g:+.3g})" for m, g in worse.items())
-    return (f"bacc_gain < 0 for {named}: adding its synthetic images lowered balanced accuracy below the "
-            f"classifiers trained without them" + (f" (bacc/no_aug {base:.3g})" if base is not None else "") + ".")
+    return (
+        f"bacc_gain < 0 for {named}: adding its synthetic images lowered balanced accuracy below the "
+        f"classifiers trained without them" + (f" (bacc/no_aug {base:.3g})" if base is not None else "") + "."
+    )
 
 
 AUG_PREFIX = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's synthetic set
@@ -238,13 +262,13 @@ AUG_PREFIX = "aug+"  # `<metric>/aug+<remedy>`: a remedy on top of the method's 
 def remedies_in(records: Iterable[dict]) -> tuple[list[str], list[str]]:
     """(remedies run on real data alone, remedies run on top of augmentation) that the records hold
     as `bacc/<remedy>` and `bacc/aug+<remedy>` (the downstream evaluator's keys), each sorted."""
-    names = {k[len("bacc/"):] for r in records for k in r.get("metrics", {}) if k.startswith("bacc/")}
+    names = {k[len("bacc/") :] for r in records for k in r.get("metrics", {}) if k.startswith("bacc/")}
     names -= {"no_aug"}
     alone = sorted(n for n in names if not n.startswith(AUG_PREFIX) and "@" not in n)
-    return alone, sorted(n[len(AUG_PREFIX):] for n in names if n.startswith(AUG_PREFIX))
+    return alone, sorted(n[len(AUG_PREFIX) :] for n in names if n.startswith(AUG_PREFIX))
 
 
-def _remedy_note(records: list[dict], by_method: dict[str, list[dict]]) -> Optional[str]:
+def _remedy_note(records: list[dict], by_method: dict[str, list[dict]]) -> str | None:
     """The best cheap long-tail remedy on real data alone (`bacc/<remedy>`) and the methods above it."""
     remedies = {n: _mean(records, f"bacc/{n}") for n in remedies_in(records)[0]}
     remedies = {n: v for n, v in remedies.items() if v is not None}
@@ -252,17 +276,21 @@ def _remedy_note(records: list[dict], by_method: dict[str, list[dict]]) -> Optio
         return None
     best = max(remedies, key=remedies.get)
     above = [m for m, recs in by_method.items() if (_mean(recs, "bacc") or float("-inf")) > remedies[best]]
-    return (f"best long-tail remedy without synthetic images: {best} (bacc {remedies[best]:.3g}); "
-            + (f"methods above it: {', '.join(above)}" if above else "no method's synthetic images beat it")
-            + " (every remedy and method + remedy: `bench tables`, downstream table).")
+    return (
+        f"best long-tail remedy without synthetic images: {best} (bacc {remedies[best]:.3g}); "
+        + (f"methods above it: {', '.join(above)}" if above else "no method's synthetic images beat it")
+        + " (every remedy and method + remedy: `bench tables`, downstream table)."
+    )
 
 
-def _source_note(method: str, records: list[dict], columns: list[str]) -> Optional[str]:
+def _source_note(method: str, records: list[dict], columns: list[str]) -> str | None:
     """When the source alone beats the flow on the first headline metric that has a source line."""
     name = next((c for c in columns if _mean(records, c + "@source") is not None), None)
     higher = _direction(records, name) if name else None
     flow, source = (_mean(records, name), _mean(records, name + "@source")) if name else (None, None)
     if higher is None or flow is None or source is None or (source > flow) != higher or source == flow:
         return None
-    return (f"{method}: its source alone scores better than after the flow on {name} ({source:.4g} vs "
-            f"{flow:.4g}): the learned flow makes these samples worse, not better.")
+    return (
+        f"{method}: its source alone scores better than after the flow on {name} ({source:.4g} vs "
+        f"{flow:.4g}): the learned flow makes these samples worse, not better."
+    )

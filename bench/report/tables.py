@@ -25,16 +25,32 @@ grid cell without a usable record is a dash. Each mark comes with a note saying 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
+from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
 from bench.report.collect import OK, Experiment
 from bench.report.declarations import declared, declared_label, metric_title
-from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
-from bench.report.summary import AUG_PREFIX, VARIANTS, convergence_text, remedies_in, split_variant, unconverged
+from bench.report.summary import (
+    AUG_PREFIX,
+    VARIANTS,
+    convergence_text,
+    remedies_in,
+    split_variant,
+    unconverged,
+)
 from bench.report.tabular import (
-    MARK_FM, MARK_NO_AUG, MARK_PARTIAL, MARK_UNCONVERGED, MARK_UNRELIABLE, MISSING, NOT_APPLICABLE, Column,
-    Entry, Table, mark_best,
+    MARK_FM,
+    MARK_NO_AUG,
+    MARK_PARTIAL,
+    MARK_UNCONVERGED,
+    MARK_UNRELIABLE,
+    MISSING,
+    NOT_APPLICABLE,
+    Column,
+    Entry,
+    Table,
+    mark_best,
 )
 
 NO_AUG_ROW = "no augmentation"
@@ -43,20 +59,30 @@ REMEDY_ROW = "{} (real data only)"  # a long-tail remedy without generative augm
 COMBINED_ROW = "{} + {}"  # method + remedy
 SOURCE = "@source"
 RUNS = "Mean ± sample std over runs"  # caption placeholder, replaced once every entry is known
-VARIANT_CAPTIONS = {"@source": "\"(source only)\": the method's source samples decoded with no flow.",
-                    "@init": "\"(untrained)\": the untrained network's samples."}
+VARIANT_CAPTIONS = {
+    "@source": '"(source only)": the method\'s source samples decoded with no flow.',
+    "@init": '"(untrained)": the untrained network\'s samples.',
+}
 REFERENCE_LINES = "Reference lines are never bold or tested."
 # each table's metrics (titled by their declared labels); the generative ones with their sample-count metric
-GENERATIVE = {"fid/tail": "n/fid", "fid/pooled": "n/fid", "irs_inf/tail": "n/irs",
-              "irs_adjusted/tail": "n/irs", "swd/tail": None, "coverage/tail": None}
+GENERATIVE = {
+    "fid/tail": "n/fid",
+    "fid/pooled": "n/fid",
+    "irs_inf/tail": "n/irs",
+    "irs_adjusted/tail": "n/irs",
+    "swd/tail": None,
+    "coverage/tail": None,
+}
 DOWNSTREAM = ("bacc", "macro_f1")
 GEOMETRY = ("alignment", "radial_std", "radial_cv", "path_length")  # stats: geom_<stat> titles the column
 BAYES = "bayes_risk"  # the geometry table's Bayes-risk reduction column
 BAYES_TITLE = "Bayes-risk reduction"  # one column over two metrics (the N(0, I) and learned sources)
 # geometry row kind -> metric of a GEOMETRY stat (format with stat) or of the Bayes-risk column
-GEOMETRY_ROWS = {"gauss": ("geom_{}_gauss", "bayes_risk/standard/reduction"),
-                 "method": ("geom_{}", "bayes_risk/learned/reduction"),
-                 "init": ("geom_{}/prior_init", None)}
+GEOMETRY_ROWS = {
+    "gauss": ("geom_{}_gauss", "bayes_risk/standard/reduction"),
+    "method": ("geom_{}", "bayes_risk/learned/reduction"),
+    "init": ("geom_{}/prior_init", None),
+}
 RISK_DIAGNOSTICS = ("ess", "identity_gap", "reliable")  # bayes_risk/<source>/<key> that are not risks
 # metrics that do not depend on the trained network (prior, subclasses, real-data baselines, counts)
 UNTRAINED_PREFIXES = ("geom_", "bayes_risk/", "probe_", "knn_purity", "n/")
@@ -70,22 +96,26 @@ class TableOptions:
 
     test: str = DEFAULT_TEST  # bench.metrics.significance.TESTS
     alpha: float = 0.05
-    baseline: Optional[str] = None  # the method marked against with `†` (the caller's; None: no `†`)
+    baseline: str | None = None  # the method marked against with `†` (the caller's; None: no `†`)
 
 
 # a table the caller adds: built from the experiment and the options, None when the records do not support it
-TableBuilder = Callable[[Experiment, TableOptions], Optional[Table]]
+TableBuilder = Callable[[Experiment, TableOptions], Table | None]
 
 
-def build_tables(exp: Experiment, options: TableOptions = TableOptions(),
-                 extra: Sequence[TableBuilder] = ()) -> list[Table]:
+def build_tables(
+    exp: Experiment, options: TableOptions = TableOptions(), extra: Sequence[TableBuilder] = ()
+) -> list[Table]:
     """Every table the records support, each with best entries marked; `extra` (e.g. the paper's
     ablation, bench.paper.ablation) after the confounder table, before the per-dataset ones."""
     log: list = []  # every paired comparison, for the significance table
-    builders: list[Callable[[], Optional[Table]]] = [
-        lambda: datasets_table(exp), lambda: generative_table(exp, options, log),
-        lambda: downstream_table(exp, options, log), lambda: geometry_table(exp),
-        lambda: confounder_table(exp), *(lambda b=b: b(exp, options) for b in extra),
+    builders: list[Callable[[], Table | None]] = [
+        lambda: datasets_table(exp),
+        lambda: generative_table(exp, options, log),
+        lambda: downstream_table(exp, options, log),
+        lambda: geometry_table(exp),
+        lambda: confounder_table(exp),
+        *(lambda b=b: b(exp, options) for b in extra),
     ]
     tables = [t for t in (b() for b in builders) if t is not None]
     tables += [t for d in exp.datasets if (t := all_metrics_table(exp, d)) is not None]
@@ -103,13 +133,18 @@ def _runs_text(table: Table) -> str:
     if not ns:
         return "No runs"
     n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-    text = "One generative seed each (no std)" if n == "1" else f"Mean ± sample std over n = {n} generative seeds"
+    text = (
+        "One generative seed each (no std)"
+        if n == "1"
+        else f"Mean ± sample std over n = {n} generative seeds"
+    )
     if any(len(key) > 1 for e in entries for key in e.runs):
         text += " (downstream: classifier seeds averaged within each generative seed first)"
     return text
 
 
 # ---- runs and entries ------------------------------------------------------------------------
+
 
 def runs_of(record: dict, metric: str) -> dict:
     """The runs behind a metric in one record: per-seed details lists when stored, else the mean.
@@ -125,7 +160,7 @@ def runs_of(record: dict, metric: str) -> dict:
     return {} if value is None else {(seed,): float(value)}
 
 
-def direction(exp: Experiment, metric: str) -> Optional[bool]:
+def direction(exp: Experiment, metric: str) -> bool | None:
     """higher_is_better of a metric from the first record that states it, else from grid.json, else
     (for `@source` / `@init` metrics) that of its plain metric."""
     for rec in exp.records():
@@ -138,16 +173,25 @@ def direction(exp: Experiment, metric: str) -> Optional[bool]:
     return direction(exp, base) if suffix else None
 
 
-def has_metric(exp: Experiment, metric: str, dataset: Optional[str] = None) -> bool:
+def has_metric(exp: Experiment, metric: str, dataset: str | None = None) -> bool:
     """A record holds the metric, or (for a dataset without any usable record) its evaluators
     declare it in grid.json: the column stays, with dashes and a note, when all its cells are lost."""
     if any(metric in r.get("metrics", {}) for r in exp.records(dataset)):
         return True
-    return dataset is not None and not exp.records(dataset) and metric in exp.expected_metrics.get(dataset, {})
+    return (
+        dataset is not None and not exp.records(dataset) and metric in exp.expected_metrics.get(dataset, {})
+    )
 
 
-def method_entry(exp: Experiment, table: Table, dataset: str, method: str, metric: str,
-                 trained: bool = False, ranked: bool = True) -> Entry:
+def method_entry(
+    exp: Experiment,
+    table: Table,
+    dataset: str,
+    method: str,
+    metric: str,
+    trained: bool = False,
+    ranked: bool = True,
+) -> Entry:
     """Runs of (dataset, method) for `metric` over its seeds; grid problems become marks and notes.
 
     `trained`: the metric depends on the trained network, so seeds whose training did not converge
@@ -181,10 +225,12 @@ def _mark_unconverged(table: Table, dataset: str, method: str, records: list, en
     bad = unconverged(records)
     if bad:
         entry.marks += MARK_UNCONVERGED
-        table.add_note(f"{MARK_UNCONVERGED} {dataset}/{method}: training did not converge for {convergence_text(bad)}")
+        table.add_note(
+            f"{MARK_UNCONVERGED} {dataset}/{method}: training did not converge for {convergence_text(bad)}"
+        )
 
 
-def risk_source(metric: str) -> Optional[str]:
+def risk_source(metric: str) -> str | None:
     """The source of a Bayes-risk value `bayes_risk/<source>/<key>` (None for other metrics and diagnostics)."""
     parts = metric.split("/")
     if len(parts) == 3 and parts[0] == BAYES and parts[2] not in RISK_DIAGNOSTICS:
@@ -192,21 +238,30 @@ def risk_source(metric: str) -> Optional[str]:
     return None
 
 
-def _mark_unreliable(table: Table, dataset: str, method: str, records: list, metric: str, entry: Entry) -> None:
+def _mark_unreliable(
+    table: Table, dataset: str, method: str, records: list, metric: str, entry: Entry
+) -> None:
     """`?` and a note when a seed's Bayes-risk estimate behind the entry was flagged unreliable."""
     source = risk_source(metric)
     if source is None:
         return
     prefix = f"{BAYES}/{source}/"
-    bad = [r for r in records if r["metrics"].get(prefix + "reliable") is not None
-           and not r["metrics"][prefix + "reliable"]]
+    bad = [
+        r
+        for r in records
+        if r["metrics"].get(prefix + "reliable") is not None and not r["metrics"][prefix + "reliable"]
+    ]
     if not bad:
         return
     entry.marks += MARK_UNRELIABLE
     seeds = ", ".join(f"seed{r.get('seed')}" for r in bad)
-    ess, gap = (", ".join(_number(r["metrics"].get(prefix + k)) for r in bad) for k in ("ess", "identity_gap"))
-    table.add_note(f"{MARK_UNRELIABLE} {dataset}/{method}, {RISK_SOURCES.get(source, source)} source: unreliable "
-                   f"Monte-Carlo estimate for {seeds} (effective posterior size {ess}, identity gap {gap})")
+    ess, gap = (
+        ", ".join(_number(r["metrics"].get(prefix + k)) for r in bad) for k in ("ess", "identity_gap")
+    )
+    table.add_note(
+        f"{MARK_UNRELIABLE} {dataset}/{method}, {RISK_SOURCES.get(source, source)} source: unreliable "
+        f"Monte-Carlo estimate for {seeds} (effective posterior size {ess}, identity gap {gap})"
+    )
 
 
 def _number(value) -> str:
@@ -265,23 +320,31 @@ class Marker:
         """One note: what the marks mean, the test, n seeds, and what that n can and cannot show."""
         if not self.sizes:
             return
-        marks = "; ".join(f"{s} differs from {self._reference(s)}" for s in (MARK_NO_AUG, MARK_FM) if s in self.used)
+        marks = "; ".join(
+            f"{s} differs from {self._reference(s)}" for s in (MARK_NO_AUG, MARK_FM) if s in self.used
+        )
         lo, hi = min(self.sizes), max(self.sizes)
-        pooled = (", classifier seeds averaged within each generative seed first since they share one synthetic set"
-                  if 2 in self.key_lengths else "")
+        pooled = (
+            ", classifier seeds averaged within each generative seed first since they share one synthetic set"
+            if 2 in self.key_lengths
+            else ""
+        )
         alpha = self.options.alpha
         self.table.add_note(
             f"{marks} ({describe(self.options.test)}, p < {alpha:g}; unit: the generative seed, paired by "
             f"generative seed, n = {lo if lo == hi else f'{lo}-{hi}'} seed{'' if hi == 1 else 's'}{pooled}). "
             f"{limits(self.options.test, hi, alpha, lo)} Per-seed differences, their mean and its "
-            f"{100 * (1 - alpha):g}% t interval: see the significance table.")
+            f"{100 * (1 - alpha):g}% t interval: see the significance table."
+        )
 
 
-def _n_subtitle(exp: Experiment, dataset: str, n_metric: Optional[str]) -> str:
+def _n_subtitle(exp: Experiment, dataset: str, n_metric: str | None) -> str:
     """'n = 150' (or a range) from the records' sample-count metric."""
     if n_metric is None:
         return ""
-    ns = sorted({int(r["metrics"][n_metric]) for r in exp.records(dataset) if n_metric in r.get("metrics", {})})
+    ns = sorted(
+        {int(r["metrics"][n_metric]) for r in exp.records(dataset) if n_metric in r.get("metrics", {})}
+    )
     if not ns:
         return ""
     return f"n = {ns[0]:,}" if len(ns) == 1 else f"n = {ns[0]:,}-{ns[-1]:,}"
@@ -294,14 +357,20 @@ def runs_caption(what: str) -> str:
 
 # ---- the paper's tables ---------------------------------------------------------------------
 
-def datasets_table(exp: Experiment) -> Optional[Table]:
+
+def datasets_table(exp: Experiment) -> Table | None:
     """Dataset statistics from each dataset's first usable record."""
     if not exp.records():
         return None
     cols = ["classes", "train", "test", "IR", "ULT", "LT", "MT", "Head", "synthetic"]
-    t = Table("datasets", "Datasets", "Training samples, held-out samples, imbalance ratio (largest / "
-              "smallest train class), classes per augmentation group and synthetic images planned.",
-              ["Dataset"], [Column(c) for c in cols])
+    t = Table(
+        "datasets",
+        "Datasets",
+        "Training samples, held-out samples, imbalance ratio (largest / "
+        "smallest train class), classes per augmentation group and synthetic images planned.",
+        ["Dataset"],
+        [Column(c) for c in cols],
+    )
     for d in exp.datasets:
         recs = exp.records(d)
         if not recs:
@@ -319,33 +388,59 @@ def _dataset_stats(rec: dict) -> list[str]:
     groups = [sum(1 for p in plan if p.get("group") == g) for g in ("ULT", "LT", "MT", "Head")]
     ir = f"{max(counts) / min(counts):.1f}" if counts else "n/a"
     synth = sum(p.get("synthetic", 0) for p in plan)
-    return [str(len(rec.get("class_names", []))), f"{sum(counts):,}", f"{rec.get('n', {}).get('test', 0):,}",
-            ir, *(str(g) if plan else "n/a" for g in groups), f"{synth:,}" if plan else "n/a"]
+    return [
+        str(len(rec.get("class_names", []))),
+        f"{sum(counts):,}",
+        f"{rec.get('n', {}).get('test', 0):,}",
+        ir,
+        *(str(g) if plan else "n/a" for g in groups),
+        f"{synth:,}" if plan else "n/a",
+    ]
 
 
-def method_table(exp: Experiment, name: str, title: str, caption: str, metrics, methods_for,
-                 n_metrics: Optional[dict] = None, trained: bool = False) -> Optional[tuple[Table, list]]:
+def method_table(
+    exp: Experiment,
+    name: str,
+    title: str,
+    caption: str,
+    metrics,
+    methods_for,
+    n_metrics: dict | None = None,
+    trained: bool = False,
+) -> tuple[Table, list] | None:
     """Methods as rows, (dataset, metric) as columns for every metric present on that dataset, titled
     by its label (`trained`: mark seeds whose training did not converge); the table and its
     (dataset, metric, title) columns."""
-    cols = [(d, m, metric_title(exp.records(), m)) for d in exp.datasets for m in metrics
-            if has_metric(exp, m, d)]
+    cols = [
+        (d, m, metric_title(exp.records(), m)) for d in exp.datasets for m in metrics if has_metric(exp, m, d)
+    ]
     if not cols:
         return None
-    columns = [Column(label, direction(exp, m), _n_subtitle(exp, d, (n_metrics or {}).get(m)), group=d)
-               for d, m, label in cols]
+    columns = [
+        Column(label, direction(exp, m), _n_subtitle(exp, d, (n_metrics or {}).get(m)), group=d)
+        for d, m, label in cols
+    ]
     table = Table(name, title, caption, ["Method"], columns)
     for method in methods_for(exp):
         table.add_row([method], [method_entry(exp, table, d, method, m, trained) for d, m, _ in cols])
     return table, cols
 
 
-def generative_table(exp: Experiment, options: TableOptions, log: list) -> Optional[Table]:
+def generative_table(exp: Experiment, options: TableOptions, log: list) -> Table | None:
     """Tab. 5: generative quality per dataset, vs the baseline method, each method's source-only line under it."""
-    built = method_table(exp, "generative", "Generative metrics",
-                         runs_caption("FID (lower is better) and IRS (higher) on domain features at the "
-                                      "stated n per column, SWD / subclass coverage for vector data."),
-                         list(GENERATIVE), lambda e: e.methods, GENERATIVE, trained=True)
+    built = method_table(
+        exp,
+        "generative",
+        "Generative metrics",
+        runs_caption(
+            "FID (lower is better) and IRS (higher) on domain features at the "
+            "stated n per column, SWD / subclass coverage for vector data."
+        ),
+        list(GENERATIVE),
+        lambda e: e.methods,
+        GENERATIVE,
+        trained=True,
+    )
     if built is None:
         return None
     table, cols = built
@@ -363,15 +458,20 @@ def _add_source_rows(exp: Experiment, table: Table, cols: list) -> bool:
         rows.append((labels, entries))
         method = labels[0]
         if any(m + SOURCE in r.get("metrics", {}) for d, m, _ in cols for r in exp.records(d, method)):
-            rows.append(([f"{method} ({VARIANTS[SOURCE]})"],
-                         [method_entry(exp, table, d, method, m + SOURCE, ranked=False) for d, m, _ in cols]))
+            rows.append(
+                (
+                    [f"{method} ({VARIANTS[SOURCE]})"],
+                    [method_entry(exp, table, d, method, m + SOURCE, ranked=False) for d, m, _ in cols],
+                )
+            )
     added = len(rows) > len(table.rows)
     table.rows = rows
     return added
 
 
-def _mark_vs_baseline(table: Table, cols: list, options: TableOptions, marker: Marker,
-                      skip: frozenset = frozenset()) -> None:
+def _mark_vs_baseline(
+    table: Table, cols: list, options: TableOptions, marker: Marker, skip: frozenset = frozenset()
+) -> None:
     """`†` on each method entry (not the baseline's, nor the rows in `skip`) that differs from the
     baseline's, then the footnote."""
     base_row = next((entries for labels, entries in table.rows if labels[0] == options.baseline), None)
@@ -383,31 +483,51 @@ def _mark_vs_baseline(table: Table, cols: list, options: TableOptions, marker: M
     marker.footnote()
 
 
-def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Optional[Table]:
+def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Table | None:
     """Tab. 4: balanced accuracy and macro-F1. First the "no generative augmentation" block (no
     augmentation, then each long-tail remedy on real data alone), then each method and its
     "+ remedy" rows; every row marked vs no augmentation, the methods' own rows vs the baseline too."""
     alone, combined = remedies_in(exp.records())
-    caption = ("Balanced accuracy and macro-F1 on the held-out split of classifiers trained on real data plus "
-               "each method's synthetic set")
+    caption = (
+        "Balanced accuracy and macro-F1 on the held-out split of classifiers trained on real data plus "
+        "each method's synthetic set"
+    )
     if alone or combined:
-        caption += ("; above the methods, classifiers without generative augmentation (plain, and each long-tail "
-                    "remedy on real data alone); \"<method> + <remedy>\": the remedy on top of the method's "
-                    "synthetic set; all with the same classifier seeds, splits and early stopping")
-    built = method_table(exp, "downstream", "Downstream classification", runs_caption(caption + "."),
-                         DOWNSTREAM, lambda e: e.methods, trained=True)
+        caption += (
+            "; above the methods, classifiers without generative augmentation (plain, and each long-tail "
+            'remedy on real data alone); "<method> + <remedy>": the remedy on top of the method\'s '
+            "synthetic set; all with the same classifier seeds, splits and early stopping"
+        )
+    built = method_table(
+        exp,
+        "downstream",
+        "Downstream classification",
+        runs_caption(caption + "."),
+        DOWNSTREAM,
+        lambda e: e.methods,
+        trained=True,
+    )
     if built is None:
         return None
     table, cols = built
     head = [([NO_AUG_ROW], [real_only_entry(exp, d, m + NO_AUG_SUFFIX) for d, m, _ in cols])]
-    head += [([REMEDY_ROW.format(r)], [real_only_entry(exp, d, f"{m}/{r}") for d, m, _ in cols]) for r in alone]
+    head += [
+        ([REMEDY_ROW.format(r)], [real_only_entry(exp, d, f"{m}/{r}") for d, m, _ in cols]) for r in alone
+    ]
     rows = []
     for labels, entries in table.rows:
         rows.append((labels, entries))
-        rows += [([COMBINED_ROW.format(labels[0], r)],
-                  [method_entry(exp, table, d, labels[0], f"{m}/{AUG_PREFIX}{r}", trained=True) for d, m, _ in cols])
-                 for r in combined if any(f"bacc/{AUG_PREFIX}{r}" in rec.get("metrics", {})
-                                          for rec in exp.records(method=labels[0]))]
+        rows += [
+            (
+                [COMBINED_ROW.format(labels[0], r)],
+                [
+                    method_entry(exp, table, d, labels[0], f"{m}/{AUG_PREFIX}{r}", trained=True)
+                    for d, m, _ in cols
+                ],
+            )
+            for r in combined
+            if any(f"bacc/{AUG_PREFIX}{r}" in rec.get("metrics", {}) for rec in exp.records(method=labels[0]))
+        ]
     table.rows = head + rows
     marker = Marker(options, table, log)
     for labels, entries in table.rows[1:]:
@@ -431,45 +551,67 @@ def _no_aug_runs(exp: Experiment, dataset: str, row: str, metric: str) -> dict:
     return own
 
 
-def geometry_table(exp: Experiment) -> Optional[Table]:
+def geometry_table(exp: Experiment) -> Table | None:
     """Tab. 2: transport geometry and Bayes-risk reduction of the N(0, I) source and of each method's source."""
     cols = [(d, s, label) for d in exp.datasets for s, label in _geometry_stats(exp, d)]
     if not cols:
         return None
-    risk = ("; Bayes-risk reduction: how much subclass conditioning lowers the Bayes flow-matching risk (Eq. 2), "
-            "for N(0, I) with the induced subclasses of the first method that records one and for each method's "
-            "learned source" if any(s == BAYES for _, s, _ in cols) else "")
-    table = Table("geometry", "Transport geometry", "Directional alignment (higher is better), radial "
-                  "spread (std and coefficient of variation of path lengths within a subclass) and mean path "
-                  f"length of source-to-data displacements, per source{risk}{_init_rows_text(exp)}. {RUNS}.",
-                  ["Source"],
-                  [Column(label, s in ("alignment", BAYES), group=d) for d, s, label in cols])
-    table.add_row(["N(0, I)"], [_first_entry(exp, table, d, _geometry_metric(s, "gauss")) for d, s, _ in cols])
+    risk = (
+        "; Bayes-risk reduction: how much subclass conditioning lowers the Bayes flow-matching risk (Eq. 2), "
+        "for N(0, I) with the induced subclasses of the first method that records one and for each method's "
+        "learned source"
+        if any(s == BAYES for _, s, _ in cols)
+        else ""
+    )
+    table = Table(
+        "geometry",
+        "Transport geometry",
+        "Directional alignment (higher is better), radial "
+        "spread (std and coefficient of variation of path lengths within a subclass) and mean path "
+        f"length of source-to-data displacements, per source{risk}{_init_rows_text(exp)}. {RUNS}.",
+        ["Source"],
+        [Column(label, s in ("alignment", BAYES), group=d) for d, s, label in cols],
+    )
+    table.add_row(
+        ["N(0, I)"], [_first_entry(exp, table, d, _geometry_metric(s, "gauss")) for d, s, _ in cols]
+    )
     for method in exp.methods:
         table.add_row([method], [_geometry_entry(exp, table, d, method, s, "method") for d, s, _ in cols])
-        if any(f"geom_{s}/prior_init" in r.get("metrics", {}) for r in exp.records(method=method) for _, s, _ in cols):
-            table.add_row([f"{method} (init)"], [_geometry_entry(exp, table, d, method, s, "init") for d, s, _ in cols])
+        if any(
+            f"geom_{s}/prior_init" in r.get("metrics", {})
+            for r in exp.records(method=method)
+            for _, s, _ in cols
+        ):
+            table.add_row(
+                [f"{method} (init)"], [_geometry_entry(exp, table, d, method, s, "init") for d, s, _ in cols]
+            )
     return table
 
 
 def _init_rows_text(exp: Experiment) -> str:
     """The caption's clause on the (init) rows, naming the methods whose records state a learned
     source (`method_info["learned_source"]`); empty when none does."""
-    learned = [m for m in exp.methods
-               if any((r.get("method_info") or {}).get("learned_source") for r in exp.records(method=m))]
+    learned = [
+        m
+        for m in exp.methods
+        if any((r.get("method_info") or {}).get("learned_source") for r in exp.records(method=m))
+    ]
     return f"; {', '.join(learned)}'s rows before (init) and after source optimisation" if learned else ""
 
 
 def _geometry_stats(exp: Experiment, dataset: str) -> list[tuple[str, str]]:
     """(stat, title) of the geometry columns a dataset's records support, the Bayes-risk reduction last."""
-    stats = [(s, metric_title(exp.records(), f"geom_{s}")) for s in GEOMETRY
-             if has_metric(exp, f"geom_{s}_gauss", dataset) or has_metric(exp, f"geom_{s}", dataset)]
+    stats = [
+        (s, metric_title(exp.records(), f"geom_{s}"))
+        for s in GEOMETRY
+        if has_metric(exp, f"geom_{s}_gauss", dataset) or has_metric(exp, f"geom_{s}", dataset)
+    ]
     if any(has_metric(exp, GEOMETRY_ROWS[k][1], dataset) for k in ("gauss", "method")):
         stats.append((BAYES, BAYES_TITLE))
     return stats
 
 
-def _geometry_metric(stat: str, kind: str) -> Optional[str]:
+def _geometry_metric(stat: str, kind: str) -> str | None:
     """The metric of a geometry column for a row kind (gauss, method, init); None where it has none."""
     stat_metric, risk_metric = GEOMETRY_ROWS[kind]
     return risk_metric if stat == BAYES else stat_metric.format(stat)
@@ -477,7 +619,9 @@ def _geometry_metric(stat: str, kind: str) -> Optional[str]:
 
 def _geometry_entry(exp: Experiment, table: Table, dataset: str, method: str, stat: str, kind: str) -> Entry:
     metric = _geometry_metric(stat, kind)
-    return Entry(state=NOT_APPLICABLE) if metric is None else method_entry(exp, table, dataset, method, metric)
+    return (
+        Entry(state=NOT_APPLICABLE) if metric is None else method_entry(exp, table, dataset, method, metric)
+    )
 
 
 def _first_entry(exp: Experiment, table: Table, dataset: str, metric: str) -> Entry:
@@ -495,17 +639,25 @@ def _first_entry(exp: Experiment, table: Table, dataset: str, metric: str) -> En
     return _absent(exp, dataset)
 
 
-def confounder_table(exp: Experiment) -> Optional[Table]:
+def confounder_table(exp: Experiment) -> Table | None:
     """Tab. 3: metadata-only probe of the induced subclasses vs a permutation baseline."""
+
     def methods(e: Experiment) -> list[str]:
         return [m for m in e.methods if _has_any(e, m, "probe_bacc") or not e.records(method=m)]
 
-    built = method_table(exp, "confounder", "Confounder probe",
-                         runs_caption("Balanced accuracy of a metadata-only logistic regression "
-                                      "predicting the induced subclass (grouped 5-fold CV), its permutation "
-                                      "baseline, the gap (lower: fewer confounders) and the share of classes "
-                                      "at chance."),
-                         CONFOUNDER, methods)
+    built = method_table(
+        exp,
+        "confounder",
+        "Confounder probe",
+        runs_caption(
+            "Balanced accuracy of a metadata-only logistic regression "
+            "predicting the induced subclass (grouped 5-fold CV), its permutation "
+            "baseline, the gap (lower: fewer confounders) and the share of classes "
+            "at chance."
+        ),
+        CONFOUNDER,
+        methods,
+    )
     return None if built is None else built[0]
 
 
@@ -513,7 +665,7 @@ def _has_any(exp: Experiment, method: str, metric: str) -> bool:
     return any(metric in r.get("metrics", {}) for r in exp.records(method=method))
 
 
-def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
+def all_metrics_table(exp: Experiment, dataset: str) -> Table | None:
     """Every metric of a dataset (no per-class breakdowns), metrics as rows with their direction arrow,
     methods as columns; `<metric>@source` / `@init` as "(source only)" / "(untrained)" lines under
     their plain metric. When the records declare metrics (`metric_info`), a "Label" column beside the
@@ -527,10 +679,14 @@ def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
         return None
     methods = exp.methods_of(dataset)
     labelled = bool(declared(exp.records(dataset)))
-    table = Table(f"all_{dataset}", f"All metrics: {dataset}",
-                  runs_caption("Every metric the records hold (arrows: direction).").replace("column", "row"),
-                  ["Metric", "Label"] if labelled else ["Metric"], [Column(m) for m in methods],
-                  row_directions=[])
+    table = Table(
+        f"all_{dataset}",
+        f"All metrics: {dataset}",
+        runs_caption("Every metric the records hold (arrows: direction).").replace("column", "row"),
+        ["Metric", "Label"] if labelled else ["Metric"],
+        [Column(m) for m in methods],
+        row_directions=[],
+    )
     for name in names:
         for suffix in ("", *VARIANTS):
             metric = name + suffix
@@ -541,8 +697,10 @@ def all_metrics_table(exp: Experiment, dataset: str) -> Optional[Table]:
             row = [name + arrow + (f" ({VARIANTS[suffix]})" if suffix else "")]
             row += [declared_label(exp.records(dataset), name) or ""] if labelled else []
             trained = not suffix and depends_on_training(metric)
-            table.add_row(row, [method_entry(exp, table, dataset, m, metric, trained, ranked=not suffix)
-                                for m in methods])
+            table.add_row(
+                row,
+                [method_entry(exp, table, dataset, m, metric, trained, ranked=not suffix) for m in methods],
+            )
             table.row_directions.append(higher)
     shown = [v for v in VARIANTS if any(labels[0].endswith(f"({VARIANTS[v]})") for labels, _ in table.rows)]
     if shown:
@@ -556,21 +714,34 @@ def depends_on_training(metric: str) -> bool:
     return not metric.startswith(UNTRAINED_PREFIXES) and NO_AUG_SUFFIX not in metric
 
 
-def significance_table(log: list, options: TableOptions) -> Optional[Table]:
+def significance_table(log: list, options: TableOptions) -> Table | None:
     """Every paired comparison behind the marks: per-seed differences, their mean with its t interval, and p."""
     if not log:
         return None
     level = f"{100 * (1 - options.alpha):g}%"
-    table = Table("significance", "Paired differences by generative seed",
-                  "Method minus reference, one difference per generative seed (downstream: classifier seeds "
-                  f"averaged within each generative seed first), their mean with its {level} Student-t interval "
-                  f"and the p of the {describe(options.test)} (a mark when p < {options.alpha:g}).",
-                  ["Table", "Dataset", "Metric", "Method", "vs"],
-                  [Column("n seeds"), Column("per-seed differences"), Column("mean difference"),
-                   Column(f"{level} t interval"), Column("p")])
+    table = Table(
+        "significance",
+        "Paired differences by generative seed",
+        "Method minus reference, one difference per generative seed (downstream: classifier seeds "
+        f"averaged within each generative seed first), their mean with its {level} Student-t interval "
+        f"and the p of the {describe(options.test)} (a mark when p < {options.alpha:g}).",
+        ["Table", "Dataset", "Metric", "Method", "vs"],
+        [
+            Column("n seeds"),
+            Column("per-seed differences"),
+            Column("mean difference"),
+            Column(f"{level} t interval"),
+            Column("p"),
+        ],
+    )
     for name, dataset, column, method, reference, r in log:
         interval = "n/a" if r.low is None else f"[{r.low:+.3g}, {r.high:+.3g}]"
-        texts = [str(r.n), ", ".join(f"{d:+.3g}" for _, d in r.diffs), f"{r.mean_diff:+.3g}", interval,
-                 "n/a" if r.p is None else f"{r.p:.3g}"]
+        texts = [
+            str(r.n),
+            ", ".join(f"{d:+.3g}" for _, d in r.diffs),
+            f"{r.mean_diff:+.3g}",
+            interval,
+            "n/a" if r.p is None else f"{r.p:.3g}",
+        ]
         table.add_row([name, dataset, column, method, reference], [Entry(text=t) for t in texts])
     return table

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from bench.metrics.significance import seed_means
 
@@ -30,8 +29,8 @@ class Entry:
     """One table cell."""
 
     runs: dict = field(default_factory=dict)  # pairing key -> value
-    text: Optional[str] = None  # a fixed text instead of mean +- std
-    state: Optional[str] = None  # None, MISSING or NOT_APPLICABLE
+    text: str | None = None  # a fixed text instead of mean +- std
+    state: str | None = None  # None, MISSING or NOT_APPLICABLE
     marks: str = ""  # MARK_* symbols
     best: bool = False
     decimals: int = 3
@@ -43,12 +42,12 @@ class Entry:
         return [v for _, v in sorted(seed_means(self.runs).items())]
 
     @property
-    def mean(self) -> Optional[float]:
+    def mean(self) -> float | None:
         v = self.values
         return sum(v) / len(v) if v else None
 
     @property
-    def std(self) -> Optional[float]:
+    def std(self) -> float | None:
         """Sample standard deviation over generative seeds (None for fewer than two)."""
         v = self.values
         if len(v) < 2:
@@ -56,7 +55,7 @@ class Entry:
         m = sum(v) / len(v)
         return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
 
-    def number(self) -> Optional[str]:
+    def number(self) -> str | None:
         """'m' or 'm ± s' at the entry's precision (None for text, missing or n/a entries)."""
         if self.text is not None or self.state or self.mean is None:
             return None
@@ -69,7 +68,7 @@ class Column:
     """A column: its title, the metric direction (None: no best entry) and a subtitle (n = ...)."""
 
     title: str
-    higher_is_better: Optional[bool] = None
+    higher_is_better: bool | None = None
     subtitle: str = ""
     group: str = ""  # a spanning header above the column (the dataset), "" for none
 
@@ -85,7 +84,7 @@ class Table:
     columns: list  # Column
     rows: list = field(default_factory=list)  # (labels: list[str], entries: list[Entry])
     notes: list = field(default_factory=list)
-    row_directions: Optional[list] = None  # per-row direction when metrics are rows
+    row_directions: list | None = None  # per-row direction when metrics are rows
 
     def add_row(self, labels: list, entries: list) -> None:
         self.rows.append((list(labels), list(entries)))
@@ -114,8 +113,11 @@ def decimals_for(values: list[float]) -> int:
 def set_precision(table: Table) -> None:
     """One precision per column (per row for metrics-as-rows tables)."""
     by_row = table.row_directions is not None
-    lines = [entries for _, entries in table.rows] if by_row else \
-        [[entries[j] for _, entries in table.rows] for j in range(len(table.columns))]
+    lines = (
+        [entries for _, entries in table.rows]
+        if by_row
+        else [[entries[j] for _, entries in table.rows] for j in range(len(table.columns))]
+    )
     for line in lines:
         ranked = [e.mean for e in line if e.mean is not None and e.ranked]
         # reference lines (source only, untrained) follow the precision of the entries they are read against
@@ -135,7 +137,7 @@ def mark_best(table: Table) -> None:
             _bold([entries[j] for _, entries in table.rows], col.higher_is_better)
 
 
-def _bold(entries: list[Entry], higher: Optional[bool]) -> None:
+def _bold(entries: list[Entry], higher: bool | None) -> None:
     scored = [e for e in entries if e.number() is not None and e.ranked]
     if higher is None or len(scored) < 2:
         return

@@ -30,8 +30,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Callable, Optional, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -150,7 +151,7 @@ def together(fn: Callable[[], T]) -> T:
     return _on_every_rank(fn, share=False)[0]
 
 
-def spread(tasks: Sequence[T], run: Callable[[T], R], cost: Optional[Callable[[T], float]] = None) -> list[R]:
+def spread(tasks: Sequence[T], run: Callable[[T], R], cost: Callable[[T], float] | None = None) -> list[R]:
     """`run(task)` for every task, shared among the ranks; every rank returns all results in task order.
 
     For independent tasks of one step (the downstream classifier runs): each rank runs the share

@@ -15,7 +15,7 @@ label and are each written whole.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
 
 from tqdm.auto import tqdm
 
@@ -34,16 +34,30 @@ def set_bars(on: bool) -> None:
     _cell["bars"] = bool(on)
 
 
-def bar(iterable: Optional[Iterable] = None, stage: str = "", total: Optional[int] = None,
-        unit: str = "it", initial: int = 0, disable: bool = False):
+def bar(
+    iterable: Iterable | None = None,
+    stage: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    initial: int = 0,
+    disable: bool = False,
+):
     """A tqdm bar titled with the current cell and `stage`; off when stderr is no terminal, and
     on every process but rank 0 of a multi-process cell (one bar per loop on the screen)."""
     from bench.runtime import distributed
 
     title = f"{_cell['title']} {stage}".strip()
     off = disable or not distributed.is_main() or not _cell["bars"]
-    return tqdm(iterable, desc=title, total=total, unit=unit, initial=initial, leave=False,
-                dynamic_ncols=True, disable=True if off else None)
+    return tqdm(
+        iterable,
+        desc=title,
+        total=total,
+        unit=unit,
+        initial=initial,
+        leave=False,
+        dynamic_ncols=True,
+        disable=True if off else None,
+    )
 
 
 def seconds_text(seconds: float) -> str:
@@ -61,7 +75,7 @@ def stage_line(label: str, stage: str, seconds: float) -> str:
     return f"{label}: {stage} done in {seconds_text(seconds)}"
 
 
-def headline(metrics: dict, info: Optional[Mapping] = None) -> Optional[str]:
+def headline(metrics: dict, info: Mapping | None = None) -> str | None:
     """The cell's headline metric as 'fid/tail 10.8 (source only 13.1)': the first of the metrics that
     `info` (the record's `metric_info`, its evaluators' declarations) makes a headline, as the run's
     summary orders them; None when it has none."""
@@ -72,7 +86,7 @@ def headline(metrics: dict, info: Optional[Mapping] = None) -> Optional[str]:
     return f"{name} {metrics[name]:.4g}" + (f" (source only {source:.4g})" if source is not None else "")
 
 
-def cell_line(label: str, seconds: float, metrics: dict, info: Optional[Mapping] = None) -> str:
+def cell_line(label: str, seconds: float, metrics: dict, info: Mapping | None = None) -> str:
     """'phantom_lt/fm/seed0: finished in 58 s; fid/tail 58.6 (source only 5256)' (`info`: see `headline`)."""
     head = headline(metrics, info)
     return f"{label}: finished in {seconds_text(seconds)}" + (f"; {head}" if head else "")

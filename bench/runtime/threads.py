@@ -72,5 +72,9 @@ def read_threads() -> int:
 
 def defaults() -> dict:
     """What this process runs with, for benchmark records."""
-    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"), "torch_threads": "torch default (all cores)",
-            "read_threads": read_threads(), "usable_cores": usable_cores()}
+    return {
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "torch_threads": "torch default (all cores)",
+        "read_threads": read_threads(),
+        "usable_cores": usable_cores(),
+    }

@@ -37,20 +37,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-import gin
 import submitit
 from submitit.core.utils import FailedJobError
 
+from bench.config.executor_settings import ExecutorConfig
+from bench.config.gin_config import parse
+from bench.errors import BenchError
+from bench.pipeline.assemble import CellSpec, RunRequest, load_plugins
+from bench.pipeline.execute import FAILURE, CellOutcome, execute_cell
 from bench.runtime import distributed, progress
 from bench.scale import pool
 from bench.store.artifacts import write_json_atomic
-from bench.pipeline.execute import FAILURE, CellOutcome, execute_cell
-from bench.pipeline.assemble import CellSpec, RunRequest, load_plugins
-from bench.config.gin_config import parse
-from bench.errors import BenchError
-from bench.config.executor_settings import ExecutorConfig
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("inline", "local", "slurm")
@@ -66,19 +64,27 @@ def get_executor(request: RunRequest):
     parse([], request.executor_bindings)  # only the executor's bindings: none reach a cell
     config = ExecutorConfig()
     if config.nodes > 1 and request.executor != "slurm":
-        raise BenchError(f"executor.nodes={config.nodes} applies to executor=slurm (one cell across nodes); "
-                         f"executor={request.executor} runs on this machine: drop executor.nodes")
+        raise BenchError(
+            f"executor.nodes={config.nodes} applies to executor=slurm (one cell across nodes); "
+            f"executor={request.executor} runs on this machine: drop executor.nodes"
+        )
     if request.executor == "inline":
         if config.tasks_per_node > 1:
-            raise BenchError("executor.tasks_per_node applies to executor=local or slurm; to run "
-                             "inline on N processes use: torchrun --nproc_per_node N -m bench run ...")
+            raise BenchError(
+                "executor.tasks_per_node applies to executor=local or slurm; to run "
+                "inline on N processes use: torchrun --nproc_per_node N -m bench run ..."
+            )
         return InlineExecutor(request, config)
     if distributed.launched():
-        raise BenchError(f"executor={request.executor} submits jobs: start bench as one process "
-                         "(not under torchrun) and set executor.tasks_per_node for processes per cell")
+        raise BenchError(
+            f"executor={request.executor} submits jobs: start bench as one process "
+            "(not under torchrun) and set executor.tasks_per_node for processes per cell"
+        )
     if request.executor == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
-        raise BenchError("executor=slurm: no Slurm here (srun not found); run bench on a Slurm "
-                         "login node, or use executor=local")
+        raise BenchError(
+            "executor=slurm: no Slurm here (srun not found); run bench on a Slurm "
+            "login node, or use executor=local"
+        )
     return SubmititExecutor(request, request.executor, config)
 
 
@@ -90,7 +96,7 @@ class InlineExecutor:
     request: RunRequest
     config: ExecutorConfig = field(default_factory=ExecutorConfig)
 
-    def run(self, specs: list[CellSpec], start_order: Optional[list[CellSpec]] = None) -> list[CellOutcome]:
+    def run(self, specs: list[CellSpec], start_order: list[CellSpec] | None = None) -> list[CellOutcome]:
         """Each cell's outcome, in the order of `specs`; side by side, the cells start in
         `start_order` (longest first, bench.scale.pool.longest_first), one at a time in grid order."""
         k = pool.cells_at_once(self.config.cells_at_once, len(specs), launched=distributed.launched())
@@ -159,8 +165,9 @@ class SubmititExecutor:
     def backend(self) -> submitit.AutoExecutor:
         """submitit's executor with the settings applied (this creates the log folder)."""
         options = {"max_num_timeout": self.config.timeout_requeues, "python": _job_python()}
-        executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster,
-                                         **{f"{self.cluster}_{k}": v for k, v in options.items()})
+        executor = submitit.AutoExecutor(
+            folder=self.folder, cluster=self.cluster, **{f"{self.cluster}_{k}": v for k, v in options.items()}
+        )
         name = f"bench-{self.request.experiment}"
         try:
             executor.update_parameters(**self.config.parameters(self.cluster, name))
@@ -168,7 +175,7 @@ class SubmititExecutor:
             raise BenchError(f"executor settings: {str(exc).splitlines()[0]}") from None
         return executor
 
-    def run(self, specs: list[CellSpec], start_order: Optional[list[CellSpec]] = None) -> list[CellOutcome]:
+    def run(self, specs: list[CellSpec], start_order: list[CellSpec] | None = None) -> list[CellOutcome]:
         """Submit the cells (the local executor `array_parallelism` at a time); wait for all.
         (`start_order` is ignored: submitit decides when each job starts.)"""
         backend, job = self.backend(), CellJob(self.request)
@@ -206,8 +213,11 @@ class SubmititExecutor:
             for sjob in jobs:
                 sjob.cancel(check=False)
         elif jobs:
-            log.warning("%d Slurm job(s) keep running (scancel %s stops them)", len(jobs),
-                        jobs[0].job_id.split("_")[0])
+            log.warning(
+                "%d Slurm job(s) keep running (scancel %s stops them)",
+                len(jobs),
+                jobs[0].job_id.split("_")[0],
+            )
 
 
 def _job_python() -> str:
@@ -232,8 +242,9 @@ def job_failure(spec: CellSpec, sjob, exc: Exception, results_dir: Path) -> Cell
     reason += f"; log {sjob.paths.stderr}"
     log.error("%s failed: %s", spec.label, reason)
     try:
-        write_json_atomic(spec.folder(results_dir) / FAILURE,
-                          {"status": "failed", "reason": reason, "traceback": text})
+        write_json_atomic(
+            spec.folder(results_dir) / FAILURE, {"status": "failed", "reason": reason, "traceback": text}
+        )
     except OSError as err:
         log.warning("%s: could not write %s: %s", spec.label, FAILURE, err)
     return CellOutcome(spec.label, "failed", reason=reason)

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.runtime import distributed
-from bench.store.artifacts import write_text_atomic
 from bench.pipeline.assemble import RunRequest, require_fits, validate
 from bench.report.collect import load_experiment
+from bench.report.summary import summary_table
+from bench.runtime import distributed
 from bench.scale.executors import get_executor
 from bench.scale.pool import longest_first
+from bench.store.artifacts import write_text_atomic
 from bench.store.gridfile import declare_cells
-from bench.report.summary import summary_table
 
 log = logging.getLogger(__name__)
 
@@ -68,5 +68,11 @@ def write_summary(result: GridResult, experiment_dir: Path) -> None:
     result.comparison = records
     if records:
         result.summary_path = experiment_dir / "summary.md"
-        write_text_atomic(result.summary_path, "## Headline metrics\n\n" + summary_table(records)
-                          + "\n\n## All metrics\n\n" + summary_table(records, full=True) + "\n")
+        write_text_atomic(
+            result.summary_path,
+            "## Headline metrics\n\n"
+            + summary_table(records)
+            + "\n\n## All metrics\n\n"
+            + summary_table(records, full=True)
+            + "\n",
+        )

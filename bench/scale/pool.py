@@ -64,6 +64,7 @@ def threads_per_cell(k: int) -> int:
 def longest_first(cells: list) -> list:
     """The cells in the order to start them: most training FLOPs first (LPT scheduling: the cells
     that finish last are short ones), grid order among equals and for cells with no estimate."""
+
     def cost(cell) -> float:
         footprint = getattr(cell, "footprint", None)
         return 0.0 if footprint is None else footprint.flops_per_step * cell.config.train.steps
@@ -84,15 +85,17 @@ def run_side_by_side(specs: list, request, k: int) -> list:
 
 def stored_outcomes(specs: list, request) -> dict:
     """{spec: its "ok" CellOutcome} of the cells whose current record is stored (logged as skipped)."""
-    from bench.pipeline.execute import CellOutcome
     from bench.pipeline.assemble import build_cell
+    from bench.pipeline.execute import CellOutcome
     from bench.pipeline.runner import stored_record
 
     out = {}
     for spec in specs:
         try:
             record = stored_record(build_cell(spec, request), request.results_dir)
-        except Exception as exc:  # e.g. unreadable data: the cell's worker fails it, isolated, with its reason
+        except (
+            Exception
+        ) as exc:  # e.g. unreadable data: the cell's worker fails it, isolated, with its reason
             log.debug("%s: no stored record checked (%s); running it", spec.label, exc)
             continue
         if record is not None:
@@ -106,8 +109,12 @@ def _run_workers(specs: list, request, k: int) -> list:
     from bench.pipeline.execute import CellOutcome
 
     threads = threads_per_cell(k)
-    log.info("%d cells, %d at a time in worker processes, %d torch thread(s) each "
-             "(executor.cells_at_once)", len(specs), k, threads)
+    log.info(
+        "%d cells, %d at a time in worker processes, %d torch thread(s) each (executor.cells_at_once)",
+        len(specs),
+        k,
+        threads,
+    )
     outcomes, pending = {}, list(range(len(specs)))
     while pending:
         died = _run_pool(specs, pending, request, k, threads, outcomes)
@@ -124,8 +131,9 @@ def _run_pool(specs: list, pending: list, request, k: int, threads: int, outcome
     running); fills `outcomes` and returns the cells whose worker died (the pool is then left)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
     queue, running = list(pending), {}
-    with ProcessPoolExecutor(max_workers=k, mp_context=context, initializer=_worker_setup,
-                             initargs=(threads, _log_settings())) as pool:
+    with ProcessPoolExecutor(
+        max_workers=k, mp_context=context, initializer=_worker_setup, initargs=(threads, _log_settings())
+    ) as pool:
         try:
             while queue or running:
                 while queue and len(running) < k:

@@ -19,9 +19,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from bench.store.lock import Owner
 
@@ -114,6 +114,7 @@ def _write_atomic(path: Path, write: Callable, binary: bool = False) -> None:
 
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write JSON to `path` via a temporary file in the same folder and os.replace."""
+
     def write(f):
         json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")
@@ -134,7 +135,7 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json_object(path: Path) -> Optional[dict]:
+def read_json_object(path: Path) -> dict | None:
     """The JSON object stored at `path`, or None if absent, unreadable or not an object: a
     damaged artifact reads as a missing one, so the stage that wrote it is redone."""
     try:
@@ -144,7 +145,7 @@ def read_json_object(path: Path) -> Optional[dict]:
     return value if isinstance(value, dict) else None
 
 
-def read_manifest(folder: Path) -> Optional[dict]:
+def read_manifest(folder: Path) -> dict | None:
     """The manifest of a stage folder, or None if absent, unreadable or not a JSON object."""
     return read_json_object(Path(folder) / MANIFEST)
 

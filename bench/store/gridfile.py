@@ -16,10 +16,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from bench.store.artifacts import write_json_atomic
 from bench.errors import BenchError
+from bench.store.artifacts import write_json_atomic
 from bench.store.filelock import exclusive
 from bench.store.records import read_record
 
@@ -42,7 +41,9 @@ class GridFile:
     # (with dashes and a note) even when no record of the dataset survives
     metrics: dict = field(default_factory=dict)
 
-    def add(self, dataset: str, method: str, seed: int, config_hash: str, metrics: Optional[dict] = None) -> None:
+    def add(
+        self, dataset: str, method: str, seed: int, config_hash: str, metrics: dict | None = None
+    ) -> None:
         """Declare one cell (appending new axis values at the end) and its evaluators' metrics."""
         for axis, value in ((self.datasets, dataset), (self.methods, method), (self.seeds, seed)):
             if value not in axis:
@@ -50,13 +51,20 @@ class GridFile:
         self.cells[cell_label(dataset, method, seed)] = config_hash
         self.metrics.setdefault(dataset, {}).update(metrics or {})
 
-    def expected(self, dataset: str, method: str, seed: int) -> Optional[str]:
+    def expected(self, dataset: str, method: str, seed: int) -> str | None:
         """The config hash the cell was last run with, or None if the grid never had it."""
         return self.cells.get(cell_label(dataset, method, seed))
 
     def to_json(self) -> dict:
-        return {"experiment": self.experiment, "methods": self.methods, "datasets": self.datasets,
-                "seeds": self.seeds, "cells": self.cells, "metrics": self.metrics, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return {
+            "experiment": self.experiment,
+            "methods": self.methods,
+            "datasets": self.datasets,
+            "seeds": self.seeds,
+            "cells": self.cells,
+            "metrics": self.metrics,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
 
 
 def cell_label(dataset: str, method: str, seed: int) -> str:
@@ -64,16 +72,21 @@ def cell_label(dataset: str, method: str, seed: int) -> str:
     return f"{dataset}/{method}/seed{seed}"
 
 
-def read_grid(experiment_dir: Path) -> Optional[GridFile]:
+def read_grid(experiment_dir: Path) -> GridFile | None:
     """The grid of an experiment folder, None when it has no grid.json; a corrupt file is an error."""
     path = Path(experiment_dir) / GRID
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        grid = GridFile(_strings([data["experiment"]])[0], _strings(data["methods"]), _strings(data["datasets"]),
-                        [_seed(s) for s in _list(data["seeds"])], _mapping(data["cells"], str),
-                        _mapping(data.get("metrics", {}), dict))
+        grid = GridFile(
+            _strings([data["experiment"]])[0],
+            _strings(data["methods"]),
+            _strings(data["datasets"]),
+            [_seed(s) for s in _list(data["seeds"])],
+            _mapping(data["cells"], str),
+            _mapping(data.get("metrics", {}), dict),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"{path} is unreadable ({type(exc).__name__}: {exc}){REBUILD}") from None
     outside = [n for n in grid.datasets + grid.methods if not _is_folder_name(n)]
@@ -102,7 +115,9 @@ def _seed(value) -> int:
 
 
 def _mapping(value, kind: type) -> dict:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, kind) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, kind) for k, v in value.items()
+    ):
         raise TypeError(f"expected an object of {kind.__name__} values")
     return dict(value)
 
@@ -115,8 +130,12 @@ def _is_folder_name(name) -> bool:
 def evaluator_metrics(cell) -> dict:
     """{metric: higher_is_better} of the cell's evaluators that apply to its dataset's kind."""
     kind = getattr(getattr(cell, "dataset", None), "kind", None)
-    return {name: bool(higher) for ev in getattr(cell, "evaluators", []) if kind in ev.applies_to
-            for name, higher in ev.higher_is_better.items()}
+    return {
+        name: bool(higher)
+        for ev in getattr(cell, "evaluators", [])
+        if kind in ev.applies_to
+        for name, higher in ev.higher_is_better.items()
+    }
 
 
 def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
@@ -136,8 +155,10 @@ def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
                 grid.add(spec.dataset, spec.method, spec.seed, cell.config_hash, evaluator_metrics(cell))
             write_json_atomic(folder / GRID, grid.to_json())
     except OSError as exc:
-        raise BenchError(f"cannot write {folder / GRID} ({exc.strerror or type(exc).__name__}); "
-                         "set results_dir=DIR to a writable folder") from None
+        raise BenchError(
+            f"cannot write {folder / GRID} ({exc.strerror or type(exc).__name__}); "
+            "set results_dir=DIR to a writable folder"
+        ) from None
     return folder / GRID
 
 
@@ -167,6 +188,11 @@ def grid_from_records(folder: Path, experiment: str) -> GridFile:
         if not (_is_folder_name(dataset) and _is_folder_name(method)):
             continue
         higher = record.get("higher_is_better")
-        grid.add(dataset, method, seed, config_hash,
-                 {str(k): bool(v) for k, v in higher.items()} if isinstance(higher, dict) else {})
+        grid.add(
+            dataset,
+            method,
+            seed,
+            config_hash,
+            {str(k): bool(v) for k, v in higher.items()} if isinstance(higher, dict) else {},
+        )
     return grid

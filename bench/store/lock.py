@@ -26,7 +26,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -43,10 +42,10 @@ class Owner:
 
     pid: int
     host: str
-    start_tick: Optional[int] = None
+    start_tick: int | None = None
 
     @classmethod
-    def me(cls) -> "Owner":
+    def me(cls) -> Owner:
         """The current process."""
         return cls(os.getpid(), socket.gethostname(), _start_tick(os.getpid()))
 
@@ -56,7 +55,7 @@ class Owner:
         return f"{self.pid}@{self.host}"
 
     @classmethod
-    def from_tag(cls, tag: str) -> Optional["Owner"]:
+    def from_tag(cls, tag: str) -> Owner | None:
         """The owner named by `tag`, or None if it is not a `pid@host` tag."""
         pid, _, host = tag.partition("@")
         return cls(int(pid), host) if pid.isdigit() and host else None
@@ -68,7 +67,7 @@ class Owner:
         return not process_alive(self.pid, self.start_tick)
 
 
-def process_alive(pid: int, start_tick: Optional[int] = None) -> bool:
+def process_alive(pid: int, start_tick: int | None = None) -> bool:
     """Whether `pid` runs on this host (a zombie counts as dead; a reused pid as another process)."""
     try:
         os.kill(pid, 0)
@@ -83,7 +82,7 @@ def process_alive(pid: int, start_tick: Optional[int] = None) -> bool:
     return state != "Z" and (start_tick is None or tick == start_tick)
 
 
-def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
+def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in ticks) from /proc/<pid>/stat, or None where unavailable."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -93,7 +92,7 @@ def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
     return fields[0], int(fields[19])
 
 
-def _start_tick(pid: int) -> Optional[int]:
+def _start_tick(pid: int) -> int | None:
     stat = _proc_stat(pid)
     return None if stat is None else stat[1]
 
@@ -108,7 +107,7 @@ def stale_after_s() -> float:
         return DEFAULT_STALE_S
 
 
-def slurm_job() -> Optional[str]:
+def slurm_job() -> str | None:
     """The Slurm job (array job_task) this process belongs to; it survives a requeue."""
     env = os.environ
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
@@ -121,8 +120,10 @@ class CellLocked(Exception):
 
     def __init__(self, holder: dict):
         self.holder = holder
-        super().__init__(f"another bench run (pid {holder.get('pid', '?')} on host "
-                         f"{holder.get('host', '?')}) is running this cell")
+        super().__init__(
+            f"another bench run (pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')}) is running this cell"
+        )
 
 
 class CellLock:
@@ -131,12 +132,13 @@ class CellLock:
     def __init__(self, path: Path, content: dict, refresh_s: float):
         self.path, self.content = path, content
         self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._refresh, args=(refresh_s,), daemon=True,
-                                           name=f"bench-lock-{path.parent.name}")
+        self._heartbeat = threading.Thread(
+            target=self._refresh, args=(refresh_s,), daemon=True, name=f"bench-lock-{path.parent.name}"
+        )
         self._heartbeat.start()
 
     @classmethod
-    def acquire(cls, folder: Path, stale_after: Optional[float] = None) -> "CellLock":
+    def acquire(cls, folder: Path, stale_after: float | None = None) -> CellLock:
         """Lock `folder` or raise CellLocked; a stale lock is taken over with a warning."""
         stale_after = stale_after_s() if stale_after is None else stale_after
         path = Path(folder) / LOCK
@@ -156,8 +158,13 @@ class CellLock:
                 continue
             if reason is None:
                 raise CellLocked(holder)
-            log.warning("%s: taking over the stale lock of pid %s on host %s (%s)", path.parent,
-                        holder.get("pid", "?"), holder.get("host", "?"), reason)
+            log.warning(
+                "%s: taking over the stale lock of pid %s on host %s (%s)",
+                path.parent,
+                holder.get("pid", "?"),
+                holder.get("host", "?"),
+                reason,
+            )
             _break(path, holder)
             time.sleep(0.05)  # let a concurrent takeover finish before trying again
         raise CellLocked(holder or {})
@@ -183,14 +190,14 @@ class CellLock:
         if self.owned():
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "CellLock":
+    def __enter__(self) -> CellLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def _create(path: Path) -> Optional[dict]:
+def _create(path: Path) -> dict | None:
     """Create the lock file exclusively with this process's identity; None if it exists.
 
     The content is written to a private file first and hard-linked into place (link fails if the
@@ -199,8 +206,14 @@ def _create(path: Path) -> Optional[dict]:
     are not supported, the lock is created empty with O_EXCL and then written.
     """
     me = Owner.me()
-    content = {"pid": me.pid, "host": me.host, "start_tick": me.start_tick, "job": slurm_job(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex}
+    content = {
+        "pid": me.pid,
+        "host": me.host,
+        "start_tick": me.start_tick,
+        "job": slurm_job(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "token": uuid.uuid4().hex,
+    }
     # named like bench.store.artifacts' temporary files, so a killed run's one is removed as a leftover
     private = path.with_name(f".{path.name}.tmp-{me.tag}~{content['token'][:8]}.tmp")
     try:
@@ -225,7 +238,7 @@ def _create(path: Path) -> Optional[dict]:
     return content
 
 
-def _read(path: Path) -> tuple[Optional[dict], float]:
+def _read(path: Path) -> tuple[dict | None, float]:
     """(content, seconds since the last refresh); content None if the lock vanished, {} if empty,
     and {"garbage": text} if it is not a JSON object (no writer ever leaves it so)."""
     try:
@@ -242,7 +255,7 @@ def _read(path: Path) -> tuple[Optional[dict], float]:
     return (content if isinstance(content, dict) and content else {"garbage": raw[:40].hex()}), age
 
 
-def _stale_reason(holder: dict, age: float, stale_after: float) -> Optional[str]:
+def _stale_reason(holder: dict, age: float, stale_after: float) -> str | None:
     """Why the lock's owner is presumed gone, or None while it may be alive."""
     if not holder:
         return "empty lock file" if age > EMPTY_GRACE_S else None

@@ -8,15 +8,23 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 from bench.store.artifacts import read_json_object, write_json_atomic
 
 RECORD = "record.json"
 SCHEMA_VERSION = 1
 DISTRIBUTION = "medaug-bench"  # bench's own distribution name (pyproject.toml)
-PACKAGES = (DISTRIBUTION, "torch", "diffusers", "accelerate", "gin-config", "numpy", "scipy",
-            "scikit-learn", "pandas")
+PACKAGES = (
+    DISTRIBUTION,
+    "torch",
+    "diffusers",
+    "accelerate",
+    "gin-config",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+)
 
 
 def versions() -> dict:
@@ -30,16 +38,22 @@ def versions() -> dict:
     return out
 
 
-def git_hash() -> Optional[str]:
+def git_hash() -> str | None:
     """The commit of the bench source tree (with '+dirty' if modified), or None outside git."""
     src = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -50,12 +64,24 @@ def host() -> dict:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "device": device,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def build_record(spec, metrics: dict, higher_is_better: dict, n: dict, config_hash: str,
-                 operative_config: str, timings: dict, extra: dict) -> dict:
+def build_record(
+    spec,
+    metrics: dict,
+    higher_is_better: dict,
+    n: dict,
+    config_hash: str,
+    operative_config: str,
+    timings: dict,
+    extra: dict,
+) -> dict:
     """Assemble the record dict (the results schema, version SCHEMA_VERSION)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -85,20 +111,28 @@ def write_record(folder: Path, record: dict) -> Path:
     return path
 
 
-def read_record(folder: Path) -> Optional[dict]:
+def read_record(folder: Path) -> dict | None:
     """The cell's record, or None if it has none, it is unreadable or it is not a JSON object."""
     return read_json_object(Path(folder) / RECORD)
 
 
 # fields a usable record must hold, and fields it may hold, with their JSON types
 _FIELDS = {"status": str, "metrics": dict}
-_OPTIONAL = {"dataset": str, "method": str, "config_hash": str, "created": str, "higher_is_better": dict,
-             "timings_s": dict, "n": dict, "train": dict,
-             "metric_info": dict,  # {metric: bench.evaluator.Metric.info()}; records before it have none
-             "settings": dict}  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
+_OPTIONAL = {
+    "dataset": str,
+    "method": str,
+    "config_hash": str,
+    "created": str,
+    "higher_is_better": dict,
+    "timings_s": dict,
+    "n": dict,
+    "train": dict,
+    "metric_info": dict,  # {metric: bench.evaluator.Metric.info()}; records before it have none
+    "settings": dict,
+}  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
 
 
-def record_problem(record: dict) -> Optional[str]:
+def record_problem(record: dict) -> str | None:
     """Why a record of status "ok" cannot be used (a field missing or of the wrong type), or None.
 
     Reports, the run summary and the rerun check read these fields; a record edited by hand or

@@ -7,10 +7,10 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from bench.datasets.ct_rate.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER, SPLITS
-from bench.errors import BenchError
 from bench.data.filedataset import ImageFileDataset
 from bench.data.labels import check_unique, read_csv
+from bench.datasets.ct_rate.ctrate import ABNORMALITIES, CLASS_NAMES, NO_FINDING, OWNER, SPLITS
+from bench.errors import BenchError
 from bench.registry import register_dataset
 
 MANIFEST = "manifest.csv"
@@ -29,11 +29,19 @@ class CTRate(ImageFileDataset):
     Settings besides the common ones: `min_count` (default 1), `val_fraction` (0.1), `split_seed` (0).
     """
 
-    layout = ("the --out folder of `bench prepare ct_rate --root CT-RATE --out FOLDER`: "
-              "manifest.csv and slices/{train,valid}/*.png")
+    layout = (
+        "the --out folder of `bench prepare ct_rate --root CT-RATE --out FOLDER`: "
+        "manifest.csv and slices/{train,valid}/*.png"
+    )
     splits = ("train", "val", "test")
-    options = {"min_count": 1, "val_fraction": 0.1, "split_seed": 0,
-               "train_split": "train", "eval_split": "test", "val_split": "val"}
+    options = {
+        "min_count": 1,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "train_split": "train",
+        "eval_split": "test",
+        "val_split": "val",
+    }
 
     def __init__(self, root=None, **settings):
         super().__init__(root, **settings)
@@ -48,15 +56,19 @@ class CTRate(ImageFileDataset):
         """The prepare step's manifest, one row per slice."""
         path = self.root / MANIFEST
         if not path.is_file():
-            raise BenchError(f"{OWNER}: {self.root} has no {MANIFEST}; write it with `bench prepare "
-                             f"ct_rate --root CT-RATE --out {self.root}` (expected layout: {self.layout})")
+            raise BenchError(
+                f"{OWNER}: {self.root} has no {MANIFEST}; write it with `bench prepare "
+                f"ct_rate --root CT-RATE --out {self.root}` (expected layout: {self.layout})"
+            )
         table = read_csv(path, REQUIRED, OWNER, dtype={c: str for c in REQUIRED})
         check_unique(table["id"], path, OWNER)
         odd = sorted(set(table["split"].astype(str)) - set(SPLITS))
         if odd:  # rows of another split would be dropped silently by `rows`
-            raise BenchError(f"{OWNER}: {path} has rows of split {odd[0]!r} ({(table['split'] == odd[0]).sum()} "
-                             f"row(s)); its split column takes {' or '.join(map(repr, SPLITS))} "
-                             "(CT-RATE's train and valid folders): fix the column or rewrite it with `bench prepare`")
+            raise BenchError(
+                f"{OWNER}: {path} has rows of split {odd[0]!r} ({(table['split'] == odd[0]).sum()} "
+                f"row(s)); its split column takes {' or '.join(map(repr, SPLITS))} "
+                "(CT-RATE's train and valid folders): fix the column or rewrite it with `bench prepare`"
+            )
         return table
 
     @cached_property
@@ -86,7 +98,7 @@ class CTRate(ImageFileDataset):
 
     @property
     def class_names(self) -> list[str]:
-        """"No Finding" and the abnormalities with at least `min_count` train slices."""
+        """ "No Finding" and the abnormalities with at least `min_count` train slices."""
         return self._classes[0]
 
     @property
@@ -102,14 +114,19 @@ class CTRate(ImageFileDataset):
         if unknown.any():
             first = table.loc[unknown, ["id", "label"]].iloc[0]
             if self.on_bad_row == "error":
-                raise BenchError(f"{OWNER}: {int(unknown.sum())} row(s) of {self.root / MANIFEST} have a "
-                                 f"label that is not a CT-RATE class (first: {first['id']}, "
-                                 f"{first['label']!r}); rerun `bench prepare ct_rate` or set "
-                                 f"{OWNER}.on_bad_row='skip' (skipped ids are logged)")
+                raise BenchError(
+                    f"{OWNER}: {int(unknown.sum())} row(s) of {self.root / MANIFEST} have a "
+                    f"label that is not a CT-RATE class (first: {first['id']}, "
+                    f"{first['label']!r}); rerun `bench prepare ct_rate` or set "
+                    f"{OWNER}.on_bad_row='skip' (skipped ids are logged)"
+                )
             self.skip(split, table.loc[unknown, "id"], "label is not a CT-RATE class")
         for name in self.dropped_classes:
-            self.skip(split, table.loc[labels == name, "id"],
-                      f"class {name!r} has fewer than min_count={self.settings['min_count']} train slices")
+            self.skip(
+                split,
+                table.loc[labels == name, "id"],
+                f"class {name!r} has fewer than min_count={self.settings['min_count']} train slices",
+            )
         keep = labels.isin(self.class_names)
         table = table[keep].drop(columns=["split"]).copy()
         table["label"] = labels[keep].map({c: i for i, c in enumerate(self.class_names)}).astype(np.int64)
@@ -117,5 +134,8 @@ class CTRate(ImageFileDataset):
 
     def describe(self) -> dict:
         """Settings plus the classes kept and dropped (read from the manifest)."""
-        return {**super().describe(), "class_names": self.class_names,
-                "dropped_classes": self.dropped_classes}
+        return {
+            **super().describe(),
+            "class_names": self.class_names,
+            "dropped_classes": self.dropped_classes,
+        }

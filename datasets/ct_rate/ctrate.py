@@ -47,34 +47,49 @@ import multiprocessing
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from bench.store.artifacts import FILE_MODE, write_json_atomic, write_text_atomic
-from bench.errors import BenchError
 from bench.data.labels import check_unique, one_hot_labels, read_csv
+from bench.errors import BenchError
+from bench.store.artifacts import FILE_MODE, write_json_atomic, write_text_atomic
 
 OWNER = "ct_rate"
 ABNORMALITIES = [
-    "Medical material", "Arterial wall calcification", "Cardiomegaly", "Pericardial effusion",
-    "Coronary artery wall calcification", "Hiatal hernia", "Lymphadenopathy", "Emphysema",
-    "Atelectasis", "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion",
-    "Mosaic attenuation pattern", "Peribronchial thickening", "Consolidation", "Bronchiectasis",
+    "Medical material",
+    "Arterial wall calcification",
+    "Cardiomegaly",
+    "Pericardial effusion",
+    "Coronary artery wall calcification",
+    "Hiatal hernia",
+    "Lymphadenopathy",
+    "Emphysema",
+    "Atelectasis",
+    "Lung nodule",
+    "Lung opacity",
+    "Pulmonary fibrotic sequela",
+    "Pleural effusion",
+    "Mosaic attenuation pattern",
+    "Peribronchial thickening",
+    "Consolidation",
+    "Bronchiectasis",
     "Interlobular septal thickening",
 ]
 NO_FINDING = "No Finding"
 CLASS_NAMES = [NO_FINDING, *ABNORMALITIES]
 SPLITS = ("train", "valid")
-LAYOUT = ("<root>/dataset/ with multi_abnormality_labels/{train,valid}_predicted_labels.csv, "
-          "metadata/{train,validation}_metadata.csv and {train,valid}_fixed/<split>_<pid>/"
-          "<split>_<pid>_<scan>/<split>_<pid>_<scan>_<recon>.nii.gz")
+LAYOUT = (
+    "<root>/dataset/ with multi_abnormality_labels/{train,valid}_predicted_labels.csv, "
+    "metadata/{train,validation}_metadata.csv and {train,valid}_fixed/<split>_<pid>/"
+    "<split>_<pid>_<scan>/<split>_<pid>_<scan>_<recon>.nii.gz"
+)
 
 LUNG_HU = (-950.0, -500.0)  # lung parenchyma; air outside the body is below, soft tissue above
 BODY_HU = -300.0  # soft tissue, bone and the table
@@ -85,9 +100,15 @@ AREA_GRID = 128  # lung areas are measured on an in-plane grid of about this siz
 FORMAT = 1  # bump when the slice or image rule changes: old outputs are then refused
 
 # manifest column <- metadata CSV column
-METADATA = {"sex": "PatientSex", "age": "PatientAge", "manufacturer": "Manufacturer",
-            "model": "ManufacturerModelName", "kernel": "ConvolutionKernel",
-            "xy_spacing": "XYSpacing", "z_spacing": "ZSpacing"}
+METADATA = {
+    "sex": "PatientSex",
+    "age": "PatientAge",
+    "manufacturer": "Manufacturer",
+    "model": "ManufacturerModelName",
+    "kernel": "ConvolutionKernel",
+    "xy_spacing": "XYSpacing",
+    "z_spacing": "ZSpacing",
+}
 MANIFEST_COLUMNS = ["id", "path", "label", "VolumeName", "subject", "split", "slice", *METADATA]
 FAILED_COLUMNS = ["VolumeName", "split", "path", "reason"]
 VOLUME_NAME = re.compile(r"(train|valid)_([^_/]+)_([^_/]+)_([^_/]+)\.nii\.gz")
@@ -116,6 +137,7 @@ class VolumeJob:
 
 # -- the official layout ---------------------------------------------------------------------
 
+
 def dataset_folder(root: Path) -> Path:
     """The `dataset/` folder of a CT-RATE copy whose root is `root` or `root/dataset`."""
     root = Path(os.path.expanduser(str(root)))
@@ -126,16 +148,24 @@ def dataset_folder(root: Path) -> Path:
 
 def split_files(base: Path, split: str) -> dict[str, Path]:
     """The label CSV, metadata CSV and volume folder of `split`, checked to exist."""
-    meta_names = ["train_metadata.csv"] if split == "train" else ["validation_metadata.csv",
-                                                                   "valid_metadata.csv"]
-    meta = next((base / "metadata" / n for n in meta_names if (base / "metadata" / n).is_file()),
-                base / "metadata" / meta_names[0])
-    files = {"labels": base / "multi_abnormality_labels" / f"{split}_predicted_labels.csv",
-             "metadata": meta, "volumes": base / f"{split}_fixed"}
+    meta_names = (
+        ["train_metadata.csv"] if split == "train" else ["validation_metadata.csv", "valid_metadata.csv"]
+    )
+    meta = next(
+        (base / "metadata" / n for n in meta_names if (base / "metadata" / n).is_file()),
+        base / "metadata" / meta_names[0],
+    )
+    files = {
+        "labels": base / "multi_abnormality_labels" / f"{split}_predicted_labels.csv",
+        "metadata": meta,
+        "volumes": base / f"{split}_fixed",
+    }
     for kind, path in files.items():
         if not (path.is_dir() if kind == "volumes" else path.is_file()):
-            raise BenchError(f"{OWNER}: missing {path} (expected layout: {LAYOUT}); "
-                             "point --root at the folder that holds dataset/")
+            raise BenchError(
+                f"{OWNER}: missing {path} (expected layout: {LAYOUT}); "
+                "point --root at the folder that holds dataset/"
+            )
     return files
 
 
@@ -149,16 +179,21 @@ def read_jobs(base: Path, split: str) -> tuple[list[VolumeJob], int]:
     index, keep, bad = one_hot_labels(labels, CLASS_NAMES, "VolumeName", files["labels"], OWNER, "skip")
     invalid = [(i, r) for i, r in bad if r != "several positive labels"]
     if invalid:
-        raise BenchError(f"{OWNER}: {len(invalid)} row(s) of {files['labels'].name} have labels that "
-                         f"are not 0/1 (first: {invalid[0][0]}); replace it with an intact copy")
+        raise BenchError(
+            f"{OWNER}: {len(invalid)} row(s) of {files['labels'].name} have labels that "
+            f"are not 0/1 (first: {invalid[0][0]}); replace it with an intact copy"
+        )
     meta = read_csv(files["metadata"], ["VolumeName"], OWNER, dtype=str, keep_default_na=False)
     check_unique(meta["VolumeName"], files["metadata"], OWNER)
     meta = meta.set_index("VolumeName")
     jobs = []
     for name, cls in zip(labels["VolumeName"].astype(str)[keep], index[keep]):
         row = meta.loc[name] if name in meta.index else None
-        jobs.append(VolumeJob(name, split, CLASS_NAMES[cls], volume_path(files["volumes"], name),
-                              metadata_fields(row)))
+        jobs.append(
+            VolumeJob(
+                name, split, CLASS_NAMES[cls], volume_path(files["volumes"], name), metadata_fields(row)
+            )
+        )
     return jobs, len(bad)
 
 
@@ -172,8 +207,10 @@ def volume_path(volumes: Path, name: str) -> Path:
 
 def metadata_fields(row) -> dict:
     """The METADATA fields of one metadata CSV row (blank where the column or value is absent)."""
-    raw = {key: ("" if row is None or col not in row.index else str(row[col]).strip())
-           for key, col in METADATA.items()}
+    raw = {
+        key: ("" if row is None or col not in row.index else str(row[col]).strip())
+        for key, col in METADATA.items()
+    }
     raw["age"] = age_years(raw["age"])
     for key in ("xy_spacing", "z_spacing"):
         raw[key] = first_number(raw[key])
@@ -197,6 +234,7 @@ def first_number(value: str) -> str:
 
 # -- the slice and image rules ---------------------------------------------------------------
 
+
 def lung_area(hu: np.ndarray) -> np.ndarray:
     """Lung-like area of every axial slice (voxels on the AREA_GRID grid) of an (X, Y, Z) HU volume."""
     step = max(1, min(hu.shape[:2]) // AREA_GRID)
@@ -204,8 +242,9 @@ def lung_area(hu: np.ndarray) -> np.ndarray:
     plane = np.zeros((3, 3, 3), bool)
     plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # connect within a slice only
     regions, _ = ndimage.label(hu <= BODY_HU, structure=plane)
-    edge = np.concatenate([regions[0].ravel(), regions[-1].ravel(),
-                           regions[:, 0].ravel(), regions[:, -1].ravel()])
+    edge = np.concatenate(
+        [regions[0].ravel(), regions[-1].ravel(), regions[:, 0].ravel(), regions[:, -1].ravel()]
+    )
     outside = np.isin(regions, np.unique(edge[edge > 0]))
     lung = ~outside & (hu >= LUNG_HU[0]) & (hu <= LUNG_HU[1])
     return lung.sum(axis=(0, 1))
@@ -251,12 +290,13 @@ def slice_image(hu: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape
     side = max(h, w)
     square = np.zeros((side, side), np.float32)  # air is 0 in the window
-    square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = image
+    square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = image
     resized = np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
     return np.clip(np.floor(resized * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 # -- one volume, written atomically ----------------------------------------------------------
+
 
 def prepare_volume(job: VolumeJob, out: Path, size: int, slices_per_volume: int) -> tuple[str, int, str]:
     """Write one volume's slices, then its part file; ("done"|"missing"|"failed", n, reason)."""
@@ -295,8 +335,16 @@ def write_slice(job: VolumeJob, k: int, pixels: np.ndarray, out: Path) -> list:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return [f"{job.stem}_s{k}", rel, job.label, job.name, job.subject, job.split, k,
-            *(job.meta.get(key, "") for key in METADATA)]
+    return [
+        f"{job.stem}_s{k}",
+        rel,
+        job.label,
+        job.name,
+        job.subject,
+        job.split,
+        k,
+        *(job.meta.get(key, "") for key in METADATA),
+    ]
 
 
 def part_file(out: Path, job: VolumeJob) -> Path:
@@ -315,8 +363,15 @@ def csv_text(columns: list[str], rows: list[list]) -> str:
 
 # -- the whole run ---------------------------------------------------------------------------
 
-def prepare_ct_rate(root: Path, out: Path, size: int = 256, slices_per_volume: int = 3,
-                    workers: int = 1, log: Callable[[str], None] = print) -> dict:
+
+def prepare_ct_rate(
+    root: Path,
+    out: Path,
+    size: int = 256,
+    slices_per_volume: int = 3,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Write CT-RATE's single-pathology slices and manifest under `out` (see the module docstring).
 
     Returns a summary: volumes listed, excluded (several positives), done this run, skipped
@@ -332,40 +387,63 @@ def prepare_ct_rate(root: Path, out: Path, size: int = 256, slices_per_volume: i
     out = Path(out)
     claim_output(out, size, slices_per_volume)
     todo = [j for j in jobs if not part_file(out, j).is_file()]
-    log(f"{OWNER}: {len(jobs)} single-label volumes ({excluded} with several findings excluded), "
-        f"{len(jobs) - len(todo)} already done, {len(todo)} to do")
+    log(
+        f"{OWNER}: {len(jobs)} single-label volumes ({excluded} with several findings excluded), "
+        f"{len(jobs) - len(todo)} already done, {len(todo)} to do"
+    )
     results = run_jobs(todo, out, size, slices_per_volume, workers, log)
     problems = [[j.name, j.split, str(j.source), r[2]] for j, r in zip(todo, results) if r[0] != "done"]
     write_text_atomic(out / "failed.csv", csv_text(FAILED_COLUMNS, problems))
     manifest = rebuild_manifest(out, jobs)
     summary = {
-        "volumes": len(jobs) + excluded, "excluded_multi": excluded,
-        "done": sum(r[0] == "done" for r in results), "skipped": len(jobs) - len(todo),
+        "volumes": len(jobs) + excluded,
+        "excluded_multi": excluded,
+        "done": sum(r[0] == "done" for r in results),
+        "skipped": len(jobs) - len(todo),
         "missing": sum(r[0] == "missing" for r in results),
-        "failed": sum(r[0] == "failed" for r in results), "slices": len(manifest),
-        "class_counts": {s: {c: int(n) for c, n in manifest.loc[manifest["split"] == s, "label"]
-                             .value_counts().reindex(CLASS_NAMES, fill_value=0).items()}
-                         for s in SPLITS},
-        "manifest": str(out / "manifest.csv"), "failed_csv": str(out / "failed.csv"),
+        "failed": sum(r[0] == "failed" for r in results),
+        "slices": len(manifest),
+        "class_counts": {
+            s: {
+                c: int(n)
+                for c, n in manifest.loc[manifest["split"] == s, "label"]
+                .value_counts()
+                .reindex(CLASS_NAMES, fill_value=0)
+                .items()
+            }
+            for s in SPLITS
+        },
+        "manifest": str(out / "manifest.csv"),
+        "failed_csv": str(out / "failed.csv"),
     }
-    log(f"{OWNER}: {summary['done']} done, {summary['skipped']} skipped, {summary['missing']} missing, "
+    log(
+        f"{OWNER}: {summary['done']} done, {summary['skipped']} skipped, {summary['missing']} missing, "
         f"{summary['failed']} failed (listed in {out / 'failed.csv'}); {len(manifest)} slices in "
-        f"{out / 'manifest.csv'}")
+        f"{out / 'manifest.csv'}"
+    )
     return summary
 
 
 def check_settings(size: int, slices_per_volume: int, workers: int) -> None:
     """One-line errors for settings that cannot work."""
-    for key, value, least in (("--size", size, 4), ("--slices-per-volume", slices_per_volume, 1),
-                              ("--workers", workers, 1)):
+    for key, value, least in (
+        ("--size", size, 4),
+        ("--slices-per-volume", slices_per_volume, 1),
+        ("--workers", workers, 1),
+    ):
         if not isinstance(value, int) or value < least:
             raise BenchError(f"{OWNER}: {key} must be an integer >= {least}, got {value!r}")
 
 
 def claim_output(out: Path, size: int, slices_per_volume: int) -> None:
     """Record the settings in out/prepare.json; refuse an `out` prepared with other settings."""
-    settings = {"format": FORMAT, "size": size, "slices_per_volume": slices_per_volume,
-                "window": [WINDOW_LEVEL, WINDOW_WIDTH], "lung_hu": list(LUNG_HU)}
+    settings = {
+        "format": FORMAT,
+        "size": size,
+        "slices_per_volume": slices_per_volume,
+        "window": [WINDOW_LEVEL, WINDOW_WIDTH],
+        "lung_hu": list(LUNG_HU),
+    }
     path = out / "prepare.json"
     if path.is_file():
         try:
@@ -373,14 +451,22 @@ def claim_output(out: Path, size: int, slices_per_volume: int) -> None:
         except ValueError:
             old = None
         if old != settings:
-            raise BenchError(f"{OWNER}: {out} was prepared with other settings ({path}: {old}); "
-                             "use a new --out, or delete that folder to start over")
+            raise BenchError(
+                f"{OWNER}: {out} was prepared with other settings ({path}: {old}); "
+                "use a new --out, or delete that folder to start over"
+            )
         return
     write_json_atomic(path, settings)
 
 
-def run_jobs(todo: list[VolumeJob], out: Path, size: int, slices_per_volume: int, workers: int,
-             log: Callable[[str], None]) -> list[tuple[str, int, str]]:
+def run_jobs(
+    todo: list[VolumeJob],
+    out: Path,
+    size: int,
+    slices_per_volume: int,
+    workers: int,
+    log: Callable[[str], None],
+) -> list[tuple[str, int, str]]:
     """prepare_volume on every job (in a process pool if workers > 1); results in job order."""
     every = max(1, len(todo) // 20)
     results: list = [None] * len(todo)
@@ -397,8 +483,9 @@ def run_jobs(todo: list[VolumeJob], out: Path, size: int, slices_per_volume: int
             record(i, prepare_volume(job, out, size, slices_per_volume), i + 1)
         return results
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(prepare_volume, job, out, size, slices_per_volume): i
-                   for i, job in enumerate(todo)}
+        futures = {
+            pool.submit(prepare_volume, job, out, size, slices_per_volume): i for i, job in enumerate(todo)
+        }
         for n, future in enumerate(as_completed(futures), 1):
             record(futures[future], future.result(), n)
     return results
@@ -413,9 +500,11 @@ def rebuild_manifest(out: Path, jobs: list[VolumeJob]) -> pd.DataFrame:
         if path.is_file():
             text = path.read_text()
             if not text.startswith(header):
-                raise BenchError(f"{OWNER}: {path} does not have the manifest columns of this "
-                                 "bench version; delete it (its volume is redone on the next run)")
-            body.append(text[len(header):])
+                raise BenchError(
+                    f"{OWNER}: {path} does not have the manifest columns of this "
+                    "bench version; delete it (its volume is redone on the next run)"
+                )
+            body.append(text[len(header) :])
     text = header + "".join(body)
     write_text_atomic(out / "manifest.csv", text)
     return pd.read_csv(io.StringIO(text), dtype={"label": str, "split": str})

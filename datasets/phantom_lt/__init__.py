@@ -13,14 +13,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.dataset import Dataset, Split
 from bench.config.checks import is_int, is_real, require
-from bench.errors import BenchError
 from bench.data.longtail import allocate, exponential_profile
+from bench.dataset import Dataset, Split
 from bench.datasets.phantom_lt.phantom import (
-    CATALOGUE, SCANNERS, acquire, acquisition_probabilities, around, draw_patients, grid, image_anatomy,
-    local, render_anatomy,
+    CATALOGUE,
+    SCANNERS,
+    acquire,
+    acquisition_probabilities,
+    around,
+    draw_patients,
+    grid,
+    image_anatomy,
+    local,
+    render_anatomy,
 )
+from bench.errors import BenchError
 from bench.registry import register_dataset
 
 SPLITS = ("train", "balanced-val", "balanced-test")
@@ -74,8 +82,17 @@ class PhantomLT(Dataset):
         confounding: float = 0.6,
         max_images_per_patient: int = 4,
     ):
-        _check_settings(seed, size, n_max, imbalance_ratio, n_val_per_class, n_test_per_class,
-                        noise, confounding, max_images_per_patient)
+        _check_settings(
+            seed,
+            size,
+            n_max,
+            imbalance_ratio,
+            n_val_per_class,
+            n_test_per_class,
+            noise,
+            confounding,
+            max_images_per_patient,
+        )
         self.seed, self.size, self.n_max, self.imbalance_ratio = seed, size, n_max, imbalance_ratio
         self.n_val_per_class, self.n_test_per_class = n_val_per_class, n_test_per_class
         self.noise, self.confounding, self.max_images_per_patient = noise, confounding, max_images_per_patient
@@ -94,8 +111,9 @@ class PhantomLT(Dataset):
         if split not in self._cache:
             self._cache[split] = self._generate(split)
         g = self._cache[split]
-        return Split(torch.tensor(g.x), torch.tensor(g.y), torch.tensor(g.subclass),
-                     g.meta.copy(), list(g.ids))
+        return Split(
+            torch.tensor(g.x), torch.tensor(g.y), torch.tensor(g.subclass), g.meta.copy(), list(g.ids)
+        )
 
     def subtype_counts(self, split: str) -> list[list[int]]:
         """Images per subtype of each class in `split` (known without rendering)."""
@@ -105,8 +123,12 @@ class PhantomLT(Dataset):
         """Configuration plus per-class counts of each split, subtype names and train subtype counts."""
         return {
             **super().describe(),
-            "seed": self.seed, "size": self.size, "n_max": self.n_max,
-            "imbalance_ratio": self.imbalance_ratio, "noise": self.noise, "confounding": self.confounding,
+            "seed": self.seed,
+            "size": self.size,
+            "n_max": self.n_max,
+            "imbalance_ratio": self.imbalance_ratio,
+            "noise": self.noise,
+            "confounding": self.confounding,
             "max_images_per_patient": self.max_images_per_patient,
             "train_counts": self.split_counts["train"],
             "val_counts": self.split_counts["balanced-val"],
@@ -144,10 +166,15 @@ class PhantomLT(Dataset):
         """
         numbers = len(SPLITS) * np.arange(int(patient[-1]) + 1) + stream - 1
         subject = np.array([f"P{k:05d}" for k in numbers])[patient]
-        meta = pd.DataFrame({
-            "subject": subject, "sex": patients.sex[patient], "age": patients.age[patient],
-            "view": np.where(ap, "AP", "PA"), "scanner": np.array([s.name for s in SCANNERS])[scanner],
-        })
+        meta = pd.DataFrame(
+            {
+                "subject": subject,
+                "sex": patients.sex[patient],
+                "age": patients.age[patient],
+                "view": np.where(ap, "AP", "PA"),
+                "scanner": np.array([s.name for s in SCANNERS])[scanner],
+            }
+        )
         visit = np.arange(len(patient)) - np.searchsorted(patient, patient)  # patient is sorted
         return meta, [f"{s}_{k:03d}" for s, k in zip(subject, visit)]
 
@@ -213,20 +240,29 @@ def _check_settings(seed, size, n_max, ratio, n_val, n_test, noise, confounding,
     k_max = max(len(f.subtypes) for f in CATALOGUE)
     checks = [
         (is_int(seed), f"phantom_lt.seed must be an integer, got {seed!r}"),
-        (is_int(size) and 16 <= size <= 1024 and size % 2 == 0,
-         f"phantom_lt.size must be an even integer in [16, 1024] (2x2 patches need even sides; a synthetic "
-         f"phantom gains nothing beyond), got {size!r}"),
+        (
+            is_int(size) and 16 <= size <= 1024 and size % 2 == 0,
+            f"phantom_lt.size must be an even integer in [16, 1024] (2x2 patches need even sides; a synthetic "
+            f"phantom gains nothing beyond), got {size!r}",
+        ),
         (is_int(n_max) and n_max >= 1, f"phantom_lt.n_max must be an integer >= 1, got {n_max!r}"),
         (is_real(ratio) and ratio >= 1, f"phantom_lt.imbalance_ratio must be a number >= 1, got {ratio!r}"),
-        (is_int(n_val) and n_val >= k_max,
-         f"phantom_lt.n_val_per_class must be an integer >= {k_max} (one per subtype), got {n_val!r}"),
-        (is_int(n_test) and n_test >= k_max,
-         f"phantom_lt.n_test_per_class must be an integer >= {k_max} (one per subtype), got {n_test!r}"),
+        (
+            is_int(n_val) and n_val >= k_max,
+            f"phantom_lt.n_val_per_class must be an integer >= {k_max} (one per subtype), got {n_val!r}",
+        ),
+        (
+            is_int(n_test) and n_test >= k_max,
+            f"phantom_lt.n_test_per_class must be an integer >= {k_max} (one per subtype), got {n_test!r}",
+        ),
         (is_real(noise) and noise >= 0, f"phantom_lt.noise must be a number >= 0, got {noise!r}"),
-        (is_real(confounding) and 0 <= confounding <= 1,
-         f"phantom_lt.confounding must be in [0, 1], got {confounding!r}"),
-        (is_int(max_images) and max_images >= 1,
-         f"phantom_lt.max_images_per_patient must be an integer >= 1, got {max_images!r}"),
+        (
+            is_real(confounding) and 0 <= confounding <= 1,
+            f"phantom_lt.confounding must be in [0, 1], got {confounding!r}",
+        ),
+        (
+            is_int(max_images) and max_images >= 1,
+            f"phantom_lt.max_images_per_patient must be an integer >= 1, got {max_images!r}",
+        ),
     ]
     require(checks)
-

@@ -14,8 +14,8 @@ in [0, 1] with the scanner's transfer curve and noise. A finding either changes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -54,8 +54,17 @@ def soft(d: np.ndarray, edge: float = EDGE) -> np.ndarray:
     return np.clip(0.5 - d * np.float32(0.5 / edge), 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def ellipse(u, v, cx, cy, ax, by, power: float | np.ndarray = 2.0, edge: float = EDGE,
-            u_scale: float | np.ndarray = 1.0) -> np.ndarray:
+def ellipse(
+    u,
+    v,
+    cx,
+    cy,
+    ax,
+    by,
+    power: float | np.ndarray = 2.0,
+    edge: float = EDGE,
+    u_scale: float | np.ndarray = 1.0,
+) -> np.ndarray:
     """Soft superellipse |du / (ax u_scale)|^p + |dv / by|^p <= 1 (p = 2: ellipse, larger: boxier).
 
     `u_scale` (a function of v) narrows the shape row by row (a tapering lung apex). The signed
@@ -95,11 +104,11 @@ class Anatomy:
     scapula: np.ndarray  # 1 where the scapulae overlap the lungs (AP), 0 when retracted (PA)
     rib_phase: np.ndarray  # where the rib pattern starts
 
-    def take(self, idx: np.ndarray) -> "Anatomy":
+    def take(self, idx: np.ndarray) -> Anatomy:
         """The images at `idx`."""
         return Anatomy(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
-    def put(self, idx: np.ndarray, part: "Anatomy") -> "Anatomy":
+    def put(self, idx: np.ndarray, part: Anatomy) -> Anatomy:
         """A copy with the images at `idx` replaced by `part`."""
         out = {}
         for f in fields(self):
@@ -155,7 +164,8 @@ def image_anatomy(patients: Patients, patient: np.ndarray, ap: np.ndarray, rng) 
     ap = np.asarray(ap, dtype=np.float32)
     heart = patients.heart[patient] * (1 + ap * around(0.05, 0.015, n, rng))
     return Anatomy(
-        shift_u=around(0.0, 0.006, n, rng), shift_v=around(0.0, 0.006, n, rng),
+        shift_u=around(0.0, 0.006, n, rng),
+        shift_v=around(0.0, 0.006, n, rng),
         body_w=patients.body_w[patient],
         lung_w=patients.lung_w[patient],
         lung_h=patients.lung_h[patient] * (1 - 0.01 * ap) + around(0.0, 0.015, n, rng),
@@ -164,7 +174,8 @@ def image_anatomy(patients: Patients, patient: np.ndarray, ap: np.ndarray, rng) 
         apex_air=np.zeros(n, dtype=np.float32),
         heart_w=0.28 * heart,
         heart_h=0.24 * heart * (1 + 0.04 * ap),
-        heart_u=around(0.0, 0.01, n, rng), heart_v=around(0.0, 0.01, n, rng),
+        heart_u=around(0.0, 0.01, n, rng),
+        heart_v=around(0.0, 0.01, n, rng),
         clavicle_v=around(-0.7, 0.015, n, rng) - 0.03 * ap,
         scapula=ap,
         rib_phase=patients.rib_phase[patient],
@@ -214,7 +225,8 @@ def render_anatomy(u: np.ndarray, v: np.ndarray, a: Anatomy) -> np.ndarray:
     upper = soft(v + 0.1, 0.15)  # 1 in the upper zones
     # clavicles: bars rising medially, from |u| = 0.09 to 0.62
     clavicles = soft(np.abs(v - col(a.clavicle_v) + 0.18 * (np.abs(u) - 0.09)) - 0.03) * soft(
-        np.abs(np.abs(u) - 0.355) - 0.265)
+        np.abs(np.abs(u) - 0.355) - 0.265
+    )
     scapulae = ellipse(np.abs(u), v, 0.66, -0.28, 0.12, 0.32, 2.0, 0.06)
     density = (
         0.55 * body
@@ -305,8 +317,15 @@ def pneumothorax(u, v, a: Anatomy, sub: np.ndarray, rng) -> np.ndarray:
     power = col(a.lung_power)
     drop = col(around(0.4, 0.025, len(sub), rng))  # how far the apex falls (apical)
     large = _table(sub, 0, 0, 1)
-    collapsed = lung_shape(u, v, cx - col(side) * large * 0.35 * ax, cy + (1 - large) * drop / 2,
-                           ax * (1 - 0.45 * large), by - (1 - large) * drop / 2 - large * 0.1, power)
+    collapsed = lung_shape(
+        u,
+        v,
+        cx - col(side) * large * 0.35 * ax,
+        cy + (1 - large) * drop / 2,
+        ax * (1 - 0.45 * large),
+        by - (1 - large) * drop / 2 - large * 0.1,
+        power,
+    )
     pleural_air = lung_shape(u, v, cx, cy, ax, by, power) * (1 - collapsed)
     return -(0.6 * col(a.lung_air) + 0.08 * hila(u, v)) * pleural_air
 
@@ -363,8 +382,8 @@ class Finding:
 
     name: str
     subtypes: tuple[Subtype, ...]
-    adjust: Optional[Callable] = None  # (Anatomy, sub, rng) -> Anatomy
-    overlay: Optional[Callable] = None  # (u, v, Anatomy, sub, rng) -> density (n, S, S)
+    adjust: Callable | None = None  # (Anatomy, sub, rng) -> Anatomy
+    overlay: Callable | None = None  # (u, v, Anatomy, sub, rng) -> density (n, S, S)
 
     @property
     def weights(self) -> np.ndarray:
@@ -376,23 +395,56 @@ class Finding:
 S = Subtype  # (name, weight, ap_lean, preferred scanner)
 CATALOGUE: tuple[Finding, ...] = (
     Finding("No Finding", (S("normal", 1.0, -0.1, 0),)),
-    Finding("Effusion", (S("right", 0.5, 0.0, 0), S("left", 0.28, -0.2, 3), S("bilateral", 0.14, 0.4, 2),
-                         S("loculated right", 0.08, -0.3, 1)), overlay=effusion),
-    Finding("Cardiomegaly", (S("global", 0.7, 0.3, 2), S("left ventricular", 0.3, -0.3, 0)),
-            adjust=cardiomegaly),
-    Finding("Nodule", (S("right upper zone", 0.7, -0.3, 0), S("left lower zone", 0.3, 0.1, 1)),
-            overlay=nodule),
-    Finding("Consolidation", (S("right lower lobe", 0.55, 0.2, 2), S("left lower lobe", 0.3, -0.1, 3),
-                              S("right upper lobe", 0.15, -0.3, 1)), overlay=consolidation),
-    Finding("Atelectasis", (S("right basal plate", 0.7, 0.3, 2), S("left lower lobe collapse", 0.3, -0.2, 0)),
-            overlay=atelectasis),
-    Finding("Pneumothorax", (S("right apical", 0.5, -0.2, 0), S("left apical", 0.3, 0.0, 3),
-                             S("large right", 0.2, 0.4, 2)), overlay=pneumothorax),
-    Finding("Mass", (S("right hilar", 0.5, -0.2, 1), S("left upper zone", 0.3, 0.1, 0),
-                     S("right lower zone", 0.2, 0.3, 3)), overlay=mass),
+    Finding(
+        "Effusion",
+        (
+            S("right", 0.5, 0.0, 0),
+            S("left", 0.28, -0.2, 3),
+            S("bilateral", 0.14, 0.4, 2),
+            S("loculated right", 0.08, -0.3, 1),
+        ),
+        overlay=effusion,
+    ),
+    Finding(
+        "Cardiomegaly", (S("global", 0.7, 0.3, 2), S("left ventricular", 0.3, -0.3, 0)), adjust=cardiomegaly
+    ),
+    Finding(
+        "Nodule", (S("right upper zone", 0.7, -0.3, 0), S("left lower zone", 0.3, 0.1, 1)), overlay=nodule
+    ),
+    Finding(
+        "Consolidation",
+        (
+            S("right lower lobe", 0.55, 0.2, 2),
+            S("left lower lobe", 0.3, -0.1, 3),
+            S("right upper lobe", 0.15, -0.3, 1),
+        ),
+        overlay=consolidation,
+    ),
+    Finding(
+        "Atelectasis",
+        (S("right basal plate", 0.7, 0.3, 2), S("left lower lobe collapse", 0.3, -0.2, 0)),
+        overlay=atelectasis,
+    ),
+    Finding(
+        "Pneumothorax",
+        (S("right apical", 0.5, -0.2, 0), S("left apical", 0.3, 0.0, 3), S("large right", 0.2, 0.4, 2)),
+        overlay=pneumothorax,
+    ),
+    Finding(
+        "Mass",
+        (
+            S("right hilar", 0.5, -0.2, 1),
+            S("left upper zone", 0.3, 0.1, 0),
+            S("right lower zone", 0.2, 0.3, 3),
+        ),
+        overlay=mass,
+    ),
     Finding("Emphysema", (S("diffuse", 0.7, -0.2, 0), S("upper lobe", 0.3, 0.1, 1)), adjust=emphysema),
-    Finding("Pneumomediastinum", (S("mediastinal", 0.7, 0.3, 2), S("cervical extension", 0.3, -0.2, 3)),
-            overlay=pneumomediastinum),
+    Finding(
+        "Pneumomediastinum",
+        (S("mediastinal", 0.7, 0.3, 2), S("cervical extension", 0.3, -0.2, 3)),
+        overlay=pneumomediastinum,
+    ),
 )
 del S
 
@@ -430,13 +482,15 @@ def acquisition_probabilities(finding: Finding, confounding: float) -> tuple[np.
     """
     share = np.array([s.share for s in SCANNERS])
     p_ap = np.clip([BASE_AP + confounding * s.ap_lean for s in finding.subtypes], 0.02, 0.98)
-    p_scanner = np.stack([(1 - confounding) * share + confounding * np.eye(len(SCANNERS))[s.scanner]
-                          for s in finding.subtypes])
+    p_scanner = np.stack(
+        [(1 - confounding) * share + confounding * np.eye(len(SCANNERS))[s.scanner] for s in finding.subtypes]
+    )
     return p_ap, p_scanner
 
 
-def acquire(density: np.ndarray, scanner: np.ndarray, exposure: np.ndarray, noise_scale: float,
-            rng) -> np.ndarray:
+def acquire(
+    density: np.ndarray, scanner: np.ndarray, exposure: np.ndarray, noise_scale: float, rng
+) -> np.ndarray:
     """Pixel intensities in [0, 1]: density scaled by each image's `exposure` (n,), passed
     through its scanner's transfer curve, plus the scanner's Gaussian noise times `noise_scale`.
 

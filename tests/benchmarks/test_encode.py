@@ -23,7 +23,8 @@ from PIL import Image
 N = int(os.environ.get("BENCH_ENCODE_N", 100_000))
 SIZE = 64
 
-ENCODE_SCRIPT = """
+ENCODE_SCRIPT = (
+    """
 import json, resource, sys, time
 from pathlib import Path
 import torch
@@ -40,7 +41,9 @@ seconds = time.perf_counter() - t0
 print(json.dumps({"n": len(paths), "seconds": seconds,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "latent_mib": z.numel() * 4 / 2**20}))
-""" % SIZE
+"""
+    % SIZE
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,12 @@ def png_folder(tmp_path_factory) -> Path:
 def test_pixel_encode_throughput_and_peak_memory(benchmark, png_folder, tmp_path):
     def run():
         out = tmp_path / f"cache{len(list(tmp_path.iterdir()))}"
-        done = subprocess.run([sys.executable, "-c", ENCODE_SCRIPT, str(png_folder), str(out)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", ENCODE_SCRIPT, str(png_folder), str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     stats = benchmark.pedantic(run, rounds=1, iterations=1)
@@ -73,10 +80,19 @@ def test_flux_vae_encode_throughput(benchmark, tmp_path):
     from bench.encoders.flux_vae import FluxVAEEncoder
 
     torch.manual_seed(0)
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-                  layers_per_block=1, latent_channels=16, norm_num_groups=4, sample_size=SIZE,
-                  use_quant_conv=False, use_post_quant_conv=False).save_pretrained(tmp_path / "vae")
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=SIZE,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).save_pretrained(tmp_path / "vae")
     encoder = FluxVAEEncoder(path=str(tmp_path / "vae"), batch_size=64)
     x = torch.rand(512, 1, SIZE, SIZE)
     z = benchmark.pedantic(encoder.encode, args=(x,), rounds=3, iterations=1)

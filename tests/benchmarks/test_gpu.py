@@ -47,12 +47,17 @@ def test_gpu_check(benchmark, tmp_path):
 def test_gpu_training_step(benchmark, tmp_path):
     result = benchmark.pedantic(gpu.measure, args=("full", tmp_path), rounds=1, iterations=1)
     details = result.details
-    benchmark.extra_info.update(result.keys, compile_s=details["compile_s"],
-                                flops_per_step=details["flops_per_step"],
-                                step_s_preset_depth_estimate=details["step_s_preset_depth_estimate"],
-                                peak_memory_gib={m: details["runs"][m].get("peak_memory_gib") for m in gpu.MODES})
-    print(f"\n{details['device']}: step s {result.keys['gpu_compile_step_s']}, MFU {result.keys['gpu_compile_mfu']}, "
-          f"compile {details['compile_s']:.1f} s, peak {details['peak_flops_source']}")
+    benchmark.extra_info.update(
+        result.keys,
+        compile_s=details["compile_s"],
+        flops_per_step=details["flops_per_step"],
+        step_s_preset_depth_estimate=details["step_s_preset_depth_estimate"],
+        peak_memory_gib={m: details["runs"][m].get("peak_memory_gib") for m in gpu.MODES},
+    )
+    print(
+        f"\n{details['device']}: step s {result.keys['gpu_compile_step_s']}, MFU {result.keys['gpu_compile_mfu']}, "
+        f"compile {details['compile_s']:.1f} s, peak {details['peak_flops_source']}"
+    )
     assert details["device"] == torch.cuda.get_device_name()
     for mode in gpu.MODES:
         run = details["runs"][mode]

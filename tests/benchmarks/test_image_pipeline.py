@@ -34,7 +34,6 @@ def png_paths(tmp_path_factory) -> list[Path]:
 
 def _epoch_seconds(x, y, workers: int, reps: int = 2) -> float:
     import gin
-
     from bench.classify.fit import Protocol, _epoch, build_classifier, plain
 
     protocol, best = Protocol(batch_size=64), float("inf")
@@ -53,10 +52,12 @@ def _epoch_seconds(x, y, workers: int, reps: int = 2) -> float:
 
 
 def _read_seconds(x, workers: int, reps: int = 3) -> float:
-    from bench.config.loader import LoaderConfig
     from bench.classify.batches import device_batches
+    from bench.config.loader import LoaderConfig
 
-    blocks = [b.sort().values for b in torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(64)]
+    blocks = [
+        b.sort().values for b in torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).split(64)
+    ]
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -87,8 +88,9 @@ def test_image_cache_and_loader_epoch_times(benchmark, png_paths, tmp_path):
         return stats
 
     stats = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(stats, n=N, png_kb=np.mean([p.stat().st_size for p in png_paths]) / 1e3,
-                                load=os.getloadavg()[0])
+    benchmark.extra_info.update(
+        stats, n=N, png_kb=np.mean([p.stat().st_size for p in png_paths]) / 1e3, load=os.getloadavg()[0]
+    )
     for key, value in benchmark.extra_info.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     assert stats["cache_bytes_per_image"] == SIZE * SIZE and IMAGES

@@ -16,8 +16,13 @@ from bench.perf.nfe import FIGURE, METHODS, SCALE_SETTINGS, measure
 def test_nfe_to_match(benchmark, tmp_path):
     m = benchmark.pedantic(measure, args=("full", tmp_path), rounds=1, iterations=1)
     matches = m.keys["nfe_to_match"]
-    benchmark.extra_info.update(m.keys, reference=m.details["reference"], curves=m.details["curves"],
-                                tol=m.details["tol"], seconds=m.details["seconds"])
+    benchmark.extra_info.update(
+        m.keys,
+        reference=m.details["reference"],
+        curves=m.details["curves"],
+        tol=m.details["tol"],
+        seconds=m.details["seconds"],
+    )
     print(f"\nnfe_to_match (tol {m.details['tol']}): {matches}\nFM@64: {m.details['reference']}")
     full = SCALE_SETTINGS["full"]
     assert set(matches) == set(full.datasets)

@@ -15,10 +15,17 @@ from bench.perf.overhead import TARGET, measure
 def test_harness_overhead_ratio(benchmark, tmp_path):
     m = benchmark.pedantic(measure, args=("full", tmp_path), rounds=1, iterations=1)
     ratio, d = m.keys["harness_overhead_ratio"], m.details
-    benchmark.extra_info.update(m.keys, bench_s_per_step=d["bench_s_per_step"],
-                                bare_s_per_step=d["bare_s_per_step"], threads=d["threads"],
-                                batch_size=d["batch_size"], per_repeat_s=d["per_repeat_s"])
-    print(f"\nbench {d['bench_s_per_step']:.4f} s/step, bare {d['bare_s_per_step']:.4f} s/step, "
-          f"ratio {ratio:.3f} (threads {d['threads']}, batch {d['batch_size']})")
+    benchmark.extra_info.update(
+        m.keys,
+        bench_s_per_step=d["bench_s_per_step"],
+        bare_s_per_step=d["bare_s_per_step"],
+        threads=d["threads"],
+        batch_size=d["batch_size"],
+        per_repeat_s=d["per_repeat_s"],
+    )
+    print(
+        f"\nbench {d['bench_s_per_step']:.4f} s/step, bare {d['bare_s_per_step']:.4f} s/step, "
+        f"ratio {ratio:.3f} (threads {d['threads']}, batch {d['batch_size']})"
+    )
     print("\n".join(d.get("profile", [])))
     assert ratio <= TARGET

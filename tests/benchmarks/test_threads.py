@@ -16,9 +16,12 @@ from bench.perf.thread_scaling import THREADS, measure
 def test_threads_per_step(benchmark, tmp_path):
     m = benchmark.pedantic(measure, args=("full", tmp_path), rounds=1, iterations=1)
     out = m.keys["threads"]
-    benchmark.extra_info.update(m.keys, per_repeat_s=m.details["per_repeat_s"],
-                                default=m.details["train_threads_default"])
-    print(f"\n1 thread {out['1']:.4f} s/step, 2 threads {out['2']:.4f} s/step, "
-          f"speedup {out['speedup_2_vs_1']:.2f}x, best {out['best']}")
+    benchmark.extra_info.update(
+        m.keys, per_repeat_s=m.details["per_repeat_s"], default=m.details["train_threads_default"]
+    )
+    print(
+        f"\n1 thread {out['1']:.4f} s/step, 2 threads {out['2']:.4f} s/step, "
+        f"speedup {out['speedup_2_vs_1']:.2f}x, best {out['best']}"
+    )
     assert out["best"] in THREADS
     assert all(math.isfinite(out[str(n)]) and out[str(n)] > 0 for n in THREADS)

@@ -50,25 +50,39 @@ def trained(monkeypatch):
     registry.remedies.load_all()
     calls = {"fit": [], "head": []}
     real_fit, real_head = run_trainer.fit, run_trainer.retrain_head
-    monkeypatch.setattr(run_trainer, "fit",
-                        lambda *a, **k: calls["fit"].append(a[-1].name) or real_fit(*a, **k))
-    monkeypatch.setattr(run_trainer, "retrain_head",
-                        lambda *a, **k: calls["head"].append(a[-1].name) or real_head(*a, **k))
+    monkeypatch.setattr(
+        run_trainer, "fit", lambda *a, **k: calls["fit"].append(a[-1].name) or real_fit(*a, **k)
+    )
+    monkeypatch.setattr(
+        run_trainer, "retrain_head", lambda *a, **k: calls["head"].append(a[-1].name) or real_head(*a, **k)
+    )
     return calls
 
 
 def store(tmp_path, val: Split = VAL):
-    return baseline_store((tmp_path / "shared", "digits"), "small_cnn", PROTOCOL, SEEDS,
-                          {"train": TRAIN, "val": val, "test": TEST})
+    return baseline_store(
+        (tmp_path / "shared", "digits"),
+        "small_cnn",
+        PROTOCOL,
+        SEEDS,
+        {"train": TRAIN, "val": val, "test": TEST},
+    )
 
 
 def test_the_store_is_keyed_by_architecture_protocol_seeds_and_every_split(tmp_path):
     assert baseline_store(None, "small_cnn", PROTOCOL, SEEDS, {"train": TRAIN}) is None
     shared = store(tmp_path)
     assert shared.folder == tmp_path / "shared" and shared.key == "digits"
-    assert shared.basis == {"arch": "small_cnn", "protocol": PROTOCOL.describe(), "seeds": SEEDS,
-                            "data": {"train": split_fingerprint(TRAIN), "val": split_fingerprint(VAL),
-                                     "test": split_fingerprint(TEST)}}
+    assert shared.basis == {
+        "arch": "small_cnn",
+        "protocol": PROTOCOL.describe(),
+        "seeds": SEEDS,
+        "data": {
+            "train": split_fingerprint(TRAIN),
+            "val": split_fingerprint(VAL),
+            "test": split_fingerprint(TEST),
+        },
+    }
     other_val = store(tmp_path, blobs([3, 3, 2], 5))
     assert other_val.unit_key("no_aug", {}) != shared.unit_key("no_aug", {})
 
@@ -82,10 +96,13 @@ def test_runs_on_real_data_are_trained_once_then_read_from_the_store(tmp_path, t
     assert sorted(trained["fit"]) == ["remedy"] * 2 + ["reweight"] * 2 and trained["head"] == ["crt"] * 2
     assert not (tmp_path / "a" / PARTS).exists()  # the weights moved into the store
     assert sorted(p.name for p in (shared.folder / "no_aug").glob("model_*")) == [
-        "model_0.safetensors", "model_1.safetensors"]
+        "model_0.safetensors",
+        "model_1.safetensors",
+    ]
 
-    again, reused = baseline_runs(trainer(), shared, TRAIN, VAL, SEEDS, ("reweight", "crt", "focal"),
-                                  tmp_path / "b")
+    again, reused = baseline_runs(
+        trainer(), shared, TRAIN, VAL, SEEDS, ("reweight", "crt", "focal"), tmp_path / "b"
+    )
     assert reused == ["no_aug", "reweight", "crt"] and len(trained["fit"]) == 4 + 2  # focal's two only
     assert len(trained["head"]) == 2
     assert {k: again[k] for k in runs} == runs

@@ -9,8 +9,17 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from bench.classify.fit import (
-    Protocol, RecallStats, RowConcat, balanced_accuracy, build_classifier, embed, fit, macro_f1, predict,
-    stratified_holdout, validation_bacc,
+    Protocol,
+    RecallStats,
+    RowConcat,
+    balanced_accuracy,
+    build_classifier,
+    embed,
+    fit,
+    macro_f1,
+    predict,
+    stratified_holdout,
+    validation_bacc,
 )
 from bench.errors import BenchError
 
@@ -40,7 +49,8 @@ def test_metrics_agree_with_sklearn_with_a_class_never_predicted():
         manual_f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     assert macro_f1(y, p, 6) == pytest.approx(np.mean(manual_f1), abs=1e-12)
     assert macro_f1(y, p, 6) == pytest.approx(
-        f1_score(y, p, labels=range(6), average="macro", zero_division=0), abs=1e-12)
+        f1_score(y, p, labels=range(6), average="macro", zero_division=0), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("arch,dim", [("small_cnn", 128), ("densenet121", 1024), ("resnet50", 2048)])
@@ -90,8 +100,15 @@ def test_small_cnn_learns_phantom_lt_subset():
     train, val = ds.load("train"), ds.load("balanced-val")
     keep = train.y < 4  # four classes keep it fast: chance is 0.25
     protocol = Protocol(lr=3e-3, batch_size=32, max_epochs=8, patience=8)
-    model, history = fit(build_classifier("small_cnn", 1, 4, seed=0), train.x[keep], train.y[keep],
-                         val.x[val.y < 4], val.y[val.y < 4], protocol, seed=0)
+    model, history = fit(
+        build_classifier("small_cnn", 1, 4, seed=0),
+        train.x[keep],
+        train.y[keep],
+        val.x[val.y < 4],
+        val.y[val.y < 4],
+        protocol,
+        seed=0,
+    )
     assert history.best_val_bacc >= 0.6
 
 
@@ -128,8 +145,9 @@ def test_fit_reads_lazy_image_files_mixed_with_tensors(tmp_path):
     assert isinstance(mixed, RowConcat)
     assert torch.allclose(mixed[torch.tensor([1, 13])], torch.stack([x[1], x[1]]), atol=1 / 255)
     protocol = Protocol(batch_size=8, max_epochs=1, patience=1)
-    model, history = fit(build_classifier("small_cnn", 1, 3, seed=0), mixed, torch.cat([y, y]), files, y,
-                         protocol, seed=0)
+    model, history = fit(
+        build_classifier("small_cnn", 1, 3, seed=0), mixed, torch.cat([y, y]), files, y, protocol, seed=0
+    )
     assert len(history.train_loss) == 1 and np.isfinite(history.train_loss[0])
     assert embed(model, files, batch_size=5).shape == (12, 128)
 
@@ -154,4 +172,5 @@ def test_validation_bacc_of_a_model_equals_sklearn_on_its_predictions():
     x, y = blobs(20, n_classes=4)
     model = build_classifier("small_cnn", 1, 4, seed=0)
     assert validation_bacc(model, x, y, batch_size=7) == pytest.approx(
-        balanced_accuracy_score(y.numpy(), predict(model, x, batch_size=7)), abs=1e-12)
+        balanced_accuracy_score(y.numpy(), predict(model, x, batch_size=7)), abs=1e-12
+    )

@@ -6,27 +6,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gin
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_classifier import blobs
 
+import gin
+from bench.classify.batches import device_batches
+from bench.classify.batches import loader_workers as workers_for
+from bench.classify.fit import Protocol, build_classifier, concat_rows, embed, fit
+from bench.config.loader import LoaderConfig
 from bench.data.image_cache import attach
 from bench.data.imagefiles import ImageFiles, Preprocess
 from bench.errors import BenchError
-from bench.config.loader import LoaderConfig
-from bench.classify.batches import device_batches, loader_workers as workers_for
-from bench.classify.fit import Protocol, build_classifier, concat_rows, embed, fit
-from test_classifier import blobs
 
 
 @pytest.fixture
 def loader_workers():
     """Bind `loader.workers` for one test (gin's global config, cleared afterwards)."""
+
     def bind(n: int) -> None:
         with gin.unlock_config():
             gin.bind_parameter("loader.workers", n)
+
     yield bind
     gin.clear_config()
 

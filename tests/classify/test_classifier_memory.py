@@ -40,7 +40,12 @@ def test_classifier_peak_matches_memtracker(arch, size, batch):
 
 
 def test_classifier_peak_grows_with_the_batch_beyond_the_state():
-    state = 16 * sum(p.numel() for p in build_classifier("small_cnn", 1, 5).parameters()) / GIB  # w, g, 2 moments
-    small, large = classifier_step_gib("small_cnn", 1, 5, 32, 8), classifier_step_gib("small_cnn", 1, 5, 32, 64)
+    state = (
+        16 * sum(p.numel() for p in build_classifier("small_cnn", 1, 5).parameters()) / GIB
+    )  # w, g, 2 moments
+    small, large = (
+        classifier_step_gib("small_cnn", 1, 5, 32, 8),
+        classifier_step_gib("small_cnn", 1, 5, 32, 64),
+    )
     assert state < small < large
     assert (large - state) == pytest.approx(8 * (small - state), rel=0.2)  # activations ~ the batch

@@ -6,23 +6,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_classifier import blobs
+from test_classifier_loader import _png_files
 
+from bench.classify.fit import build_classifier, embed
 from bench.context import CellContext
 from bench.data.image_cache import attach
 from bench.data.imagefiles import ImageFiles
 from bench.dataset import Split
-from bench.classify.fit import build_classifier, embed
 from bench.metrics.features import FeatureExtractor
-from test_classifier import blobs
-from test_classifier_loader import _png_files
 
 
 class CountingExtractor(FeatureExtractor):
     """A small-CNN extractor that counts the rows its network embeds."""
 
     def __init__(self, cache_dir, seed: int = 0):
-        super().__init__(build_classifier("small_cnn", 1, 3, seed=seed), "small_cnn@toy", batch_size=8,
-                         cache_dir=cache_dir)
+        super().__init__(
+            build_classifier("small_cnn", 1, 3, seed=seed), "small_cnn@toy", batch_size=8, cache_dir=cache_dir
+        )
         self.rows = 0
 
     def embed(self, x) -> np.ndarray:

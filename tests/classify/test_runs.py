@@ -11,7 +11,15 @@ import torch
 
 from bench import registry
 from bench.classify.runs import (
-    AUG, NO_AUG, by_run, classifier_seed, classifier_seeds, combined, remedy_names, set_up_remedy, tasks,
+    AUG,
+    NO_AUG,
+    by_run,
+    classifier_seed,
+    classifier_seeds,
+    combined,
+    remedy_names,
+    set_up_remedy,
+    tasks,
 )
 from bench.errors import BenchError
 
@@ -39,8 +47,11 @@ def test_by_run_puts_results_in_seed_order_whatever_order_the_tasks_came_back_in
     # the aug task also returns the head retrained on its classifier (aug+crt), as cRT does
     results = [{name: f"{name}{i}", **({"aug+crt": f"crt{i}"} if name == "aug" else {})} for name, i in todo]
     out = by_run(["aug", "aug+crt", "focal"], todo, results, 3)
-    assert out == {"aug": ["aug0", "aug1", "aug2"], "aug+crt": ["crt0", "crt1", "crt2"],
-                   "focal": ["focal0", "focal1", "focal2"]}
+    assert out == {
+        "aug": ["aug0", "aug1", "aug2"],
+        "aug+crt": ["crt0", "crt1", "crt2"],
+        "focal": ["focal0", "focal1", "focal2"],
+    }
 
 
 def test_by_run_leaves_a_seed_no_task_returned_empty():

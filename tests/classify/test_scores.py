@@ -18,10 +18,12 @@ def run(seed: int, bacc: float, f1: float, recall=(0.5, 0.5), pred=(0, 1)) -> di
     return {"seed": seed, "bacc": bacc, "macro_f1": f1, "recall": list(recall), "pred": list(pred)}
 
 
-RUNS = {"no_aug": [run(7, 0.5, 0.4), run(8, 0.6, 0.5)],
-        "crt": [run(7, 0.55, 0.45), run(8, 0.65, 0.6)],
-        "aug": [run(7, 0.7, 0.6, (1.0, None)), run(8, 0.9, 0.7, (0.5, None))],
-        "aug+crt": [run(7, 0.8, 0.75), run(8, 0.85, 0.8)]}
+RUNS = {
+    "no_aug": [run(7, 0.5, 0.4), run(8, 0.6, 0.5)],
+    "crt": [run(7, 0.55, 0.45), run(8, 0.65, 0.6)],
+    "aug": [run(7, 0.7, 0.6, (1.0, None)), run(8, 0.9, 0.7, (0.5, None))],
+    "aug+crt": [run(7, 0.8, 0.75), run(8, 0.85, 0.8)],
+}
 
 
 def test_summarise_gives_seed_means_the_augmented_spread_and_the_gain():
@@ -32,8 +34,14 @@ def test_summarise_gives_seed_means_the_augmented_spread_and_the_gain():
     assert out["bacc/no_aug"] == pytest.approx(0.55) and out["macro_f1/crt"] == pytest.approx(0.525)
     assert out["bacc/aug+crt"] == pytest.approx(0.825)
     assert out["bacc_gain"] == pytest.approx(0.8 - 0.55)
-    assert set(out) == {"bacc", "macro_f1", "bacc_std", "macro_f1_std", "bacc_gain",
-                        *(f"{k}/{r}" for k in ("bacc", "macro_f1") for r in ("no_aug", "crt", "aug+crt"))}
+    assert set(out) == {
+        "bacc",
+        "macro_f1",
+        "bacc_std",
+        "macro_f1_std",
+        "bacc_gain",
+        *(f"{k}/{r}" for k in ("bacc", "macro_f1") for r in ("no_aug", "crt", "aug+crt")),
+    }
     assert all(type(v) is float for v in out.values())
 
 
@@ -79,10 +87,16 @@ def test_score_of_one_classifier_matches_sklearn_on_its_predictions():
     truth = test.y.numpy()
     assert out["seed"] == 5 and out["pred"] == pred.tolist() and all(type(p) is int for p in out["pred"])
     assert out["bacc"] == pytest.approx(balanced_accuracy_score(truth, pred), abs=1e-12)
-    assert out["macro_f1"] == pytest.approx(f1_score(truth, pred, labels=range(4), average="macro",
-                                                     zero_division=0), abs=1e-12)
+    assert out["macro_f1"] == pytest.approx(
+        f1_score(truth, pred, labels=range(4), average="macro", zero_division=0), abs=1e-12
+    )
     assert out["recall"][2] is None  # absent from the test split
     assert out["recall"][:2] + out["recall"][3:] == pytest.approx(
-        [np.mean(pred[truth == c] == c) for c in (0, 1, 3)], abs=1e-12)
-    assert out["history"] == {"train_loss": [1.0, 0.5], "val_bacc": [0.3, 0.4], "best_epoch": 1,
-                              "best_val_bacc": 0.4}
+        [np.mean(pred[truth == c] == c) for c in (0, 1, 3)], abs=1e-12
+    )
+    assert out["history"] == {
+        "train_loss": [1.0, 0.5],
+        "val_bacc": [0.3, 0.4],
+        "best_epoch": 1,
+        "best_val_bacc": 0.4,
+    }

@@ -12,6 +12,19 @@ def test_python_m_bench_at_the_repository_root_reads_a_method_gin_that_includes_
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "bench", "validate", "experiment=claims_prior", "methods=[optprior_opt]",
-                           "datasets=[synthetic2d]", "seeds=[0]"], cwd=root, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "validate",
+            "experiment=claims_prior",
+            "methods=[optprior_opt]",
+            "datasets=[synthetic2d]",
+            "seeds=[0]",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,14 @@ import json
 import pytest
 from test_bad_inputs import run_cli
 
-SMALL_2D = ["datasets=[synthetic2d]", "methods=[fm]", "seeds=[0]", "train.steps=400",
-            "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=100"]
+SMALL_2D = [
+    "datasets=[synthetic2d]",
+    "methods=[fm]",
+    "seeds=[0]",
+    "train.steps=400",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=100",
+]
 
 
 def record(root, dataset="synthetic2d", method="fm", seed=0):
@@ -26,8 +32,22 @@ def small_run(tmp_path_factory, bench_cli):
 def test_record_has_the_schema_and_the_flow_beats_its_source(small_run):
     res, out = small_run
     rec = record(res)
-    for key in ("method", "dataset", "seed", "metrics", "higher_is_better", "config_hash",
-                "operative_config", "versions", "git_hash", "timings_s", "n", "train", "plugins", "data"):
+    for key in (
+        "method",
+        "dataset",
+        "seed",
+        "metrics",
+        "higher_is_better",
+        "config_hash",
+        "operative_config",
+        "versions",
+        "git_hash",
+        "timings_s",
+        "n",
+        "train",
+        "plugins",
+        "data",
+    ):
         assert key in rec, key
     m = rec["metrics"]
     assert m["swd/all"] < m["swd/all@source"] / 3, m  # the flow adds to what the source alone gives
@@ -47,7 +67,9 @@ def test_record_has_the_schema_and_the_flow_beats_its_source(small_run):
     index = res / "quick" / "report" / "index.html"
     assert f"report (tables, sample grids, figures): {index}" in out.stdout and index.is_file()
     assert "synthetic2d/fm/seed0: train done in " in out.stderr
-    assert "synthetic2d/fm/seed0: finished in " in out.stderr and f"swd/tail {m['swd/tail']:.4g}" in out.stderr
+    assert (
+        "synthetic2d/fm/seed0: finished in " in out.stderr and f"swd/tail {m['swd/tail']:.4g}" in out.stderr
+    )
 
 
 @pytest.mark.slow
@@ -73,32 +95,42 @@ def test_changed_sampling_config_reuses_the_trained_backbone(small_run, bench_cl
 
 @pytest.mark.slow
 def test_validate_builds_the_grid_and_writes_nothing(tmp_path, bench_cli):
-    out = bench_cli("validate", "methods=[fm]", "datasets=[synthetic2d,digits_lt]",
-                    f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    out = bench_cli(
+        "validate",
+        "methods=[fm]",
+        "datasets=[synthetic2d,digits_lt]",
+        f"results_dir={tmp_path / 'res'}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "2 cell(s) valid" in out.stdout
     assert not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["methods=[nope]"], "unknown method 'nope'; did you mean"),
-    (["datasets=[synthetic2]"], "did you mean 'synthetic2d'"),
-    (["methods=[fm"], "unbalanced brackets"),
-    (["train.stepz=3"], "doesn't have a parameter named 'stepz'"),
-    (["nosuch.param=3"], "No configurable matching 'nosuch'"),
-    (["steps=3"], "neither a grid axis"),
-    (["experiment=nope"], "unknown experiment 'nope'"),
-    (["--gin_file", "/nonexistent.gin"], "no such file"),
-    (["seeds=[-1]"], "non-negative integers"),
-    (["flux.attention_head_dim=24", "datasets=[digits_lt]"], "axes_dims_rope"),
-    (["sample.solver=rk9"], "unknown solver"),
-    (["methods=[optprior]", "optprior.gamma=2"], "optprior.gamma must be in [0, 1]"),
-    (["methods=[optprior]", "optprior.k_max=500"], "optprior.k_max=500 needs a class of at least"),
-    (["methods=[cpd]", "cpd.sigma=-1"], "cpd.sigma must be > 0"),
-    (["methods=[cbfm]", "cbfm.weight=t2"], "cbfm.weight must be one of"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["methods=[nope]"], "unknown method 'nope'; did you mean"),
+        (["datasets=[synthetic2]"], "did you mean 'synthetic2d'"),
+        (["methods=[fm"], "unbalanced brackets"),
+        (["train.stepz=3"], "doesn't have a parameter named 'stepz'"),
+        (["nosuch.param=3"], "No configurable matching 'nosuch'"),
+        (["steps=3"], "neither a grid axis"),
+        (["experiment=nope"], "unknown experiment 'nope'"),
+        (["--gin_file", "/nonexistent.gin"], "no such file"),
+        (["seeds=[-1]"], "non-negative integers"),
+        (["flux.attention_head_dim=24", "datasets=[digits_lt]"], "axes_dims_rope"),
+        (["sample.solver=rk9"], "unknown solver"),
+        (["methods=[optprior]", "optprior.gamma=2"], "optprior.gamma must be in [0, 1]"),
+        (["methods=[optprior]", "optprior.k_max=500"], "optprior.k_max=500 needs a class of at least"),
+        (["methods=[cpd]", "cpd.sigma=-1"], "cpd.sigma must be > 0"),
+        (["methods=[cbfm]", "cbfm.weight=t2"], "cbfm.weight must be one of"),
+    ],
+)
 @pytest.mark.slow
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, caplog, args, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys, caplog, args, message
+):
     """In-process (tests/cli/test_bad_inputs.py's `run_cli`, checked there against the console script)."""
     monkeypatch.chdir(tmp_path)
     out = run_cli(["run", *args, f"results_dir={tmp_path / 'res'}"], capsys, caplog)
@@ -119,8 +151,15 @@ def test_the_console_script_exits_2_with_one_line(tmp_path, bench_cli):
 @pytest.mark.slow
 def test_image_cell_trains_flux_and_writes_the_sample_grid(tmp_path, bench_cli):
     res = tmp_path / "res"
-    out = bench_cli("run", "datasets=[digits_lt]", "methods=[fm]", "train.steps=10",
-                    "sample.nfe=2", f"results_dir={res}", cwd=tmp_path)
+    out = bench_cli(
+        "run",
+        "datasets=[digits_lt]",
+        "methods=[fm]",
+        "train.steps=10",
+        "sample.nfe=2",
+        f"results_dir={res}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     cell = res / "quick" / "digits_lt" / "fm" / "seed0"
     assert (cell / "samples.png").stat().st_size > 10_000
@@ -146,8 +185,14 @@ def test_eval_on_val_scores_the_validation_split_with_the_same_backbone(small_ru
 
 @pytest.mark.slow
 def test_eval_on_val_without_a_validation_split_is_refused(tmp_path, bench_cli):
-    out = bench_cli("run", "datasets=[digits_lt]", "methods=[fm]", "pipeline.eval_on=val",
-                    f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    out = bench_cli(
+        "run",
+        "datasets=[digits_lt]",
+        "methods=[fm]",
+        "pipeline.eval_on=val",
+        f"results_dir={tmp_path / 'res'}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "no validation split" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "res" / "quick" / "digits_lt").exists()

@@ -7,23 +7,34 @@ import pytest
 
 # cpd.sigma binds only the cpd cell: its source x0 = m_c + 1e30 * eps makes the squared
 # flow-matching target overflow float32, so the first training loss is inf, deterministically.
-GRID = ["datasets=[synthetic2d]", "methods=[cpd,fm]", "seeds=[0]", "cpd.sigma=1e30",
-        "train.steps=40", "train.batch_size=128", "train.threads=1", "train.checkpoint_every=10",
-        "mlp.hidden=32", "mlp.depth=2", "sample.nfe=4", "synthetic2d.n_max=400",
-        "synthetic2d.n_test_per_class=50"]
+GRID = [
+    "datasets=[synthetic2d]",
+    "methods=[cpd,fm]",
+    "seeds=[0]",
+    "cpd.sigma=1e30",
+    "train.steps=40",
+    "train.batch_size=128",
+    "train.threads=1",
+    "train.checkpoint_every=10",
+    "mlp.hidden=32",
+    "mlp.depth=2",
+    "sample.nfe=4",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=50",
+]
 
 
 @pytest.mark.slow
 def test_diverging_cell_fails_alone_with_a_clear_message(tmp_path, bench_cli):
     res = tmp_path / "res"
-    out = bench_cli("run", *GRID, f"results_dir={res}", cwd=tmp_path,
-                    env_extra={"OMP_NUM_THREADS": "1"})
+    out = bench_cli("run", *GRID, f"results_dir={res}", cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "1"})
     assert out.returncode == 1, out.stderr
-    reason = ("CellFailed: non-finite training loss (inf) at step 1; lower train.lr or enable "
-              "train.grad_clip")
-    assert (f"bench: error: cell synthetic2d/cpd/seed0 failed: {reason} (details: "
-            f"{res / 'quick/synthetic2d/cpd/seed0/failure.json'}; fix it and rerun: finished cells are kept)\n"
-            in out.stderr)
+    reason = "CellFailed: non-finite training loss (inf) at step 1; lower train.lr or enable train.grad_clip"
+    assert (
+        f"bench: error: cell synthetic2d/cpd/seed0 failed: {reason} (details: "
+        f"{res / 'quick/synthetic2d/cpd/seed0/failure.json'}; fix it and rerun: finished cells are kept)\n"
+        in out.stderr
+    )
 
     failed, ok = (res / "quick" / "synthetic2d" / m / "seed0" for m in ("cpd", "fm"))
     failure = json.loads((failed / "failure.json").read_text())
@@ -63,17 +74,18 @@ def test_failure_json_is_removed_when_the_cell_succeeds(tmp_path, monkeypatch):
 def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, capsys):
     """A NaN image found while nih_lt's cell encodes fails that cell (failure.json, exit 1 at the
     end); synthetic2d's cell still runs and is recorded."""
-    import gin
     import numpy as np
     import pandas as pd
     from PIL import Image
-
-    from bench.cli import main
     from test_bad_inputs import TINY_NIH_RUN, nih_tree
+
+    import gin
+    from bench.cli import main
 
     root, res = nih_tree(tmp_path), tmp_path / "res"
     pd.read_csv(root / "nih-cxr-lt_single-label_train.csv").to_csv(
-        root / "nih-cxr-lt_single-label_balanced-test.csv", index=False)
+        root / "nih-cxr-lt_single-label_balanced-test.csv", index=False
+    )
     # a 16-bit TIFF-free way to a NaN: a float image saved as a 32-bit float TIFF with a NaN pixel
     pixels = np.full((8, 8), 0.5, np.float32)
     pixels[2, 3] = np.nan
@@ -81,9 +93,21 @@ def test_bad_data_fails_its_cell_and_the_other_datasets_still_run(tmp_path, caps
     (root / "images" / "00000003_000.png").unlink()
     (root / "images" / "00000003_000.tif").rename(root / "images" / "00000003_000.png")
     try:
-        code = main(["run", "experiment=quick", "datasets=[nih_lt,synthetic2d]", "pipeline.encoder=pixel", "nih_lt.metadata_file=None",
-                     "nih_lt.size=8", f"nih_lt.root={root}", *TINY_NIH_RUN, "synthetic2d.n_max=400",
-                     "synthetic2d.n_test_per_class=10", f"results_dir={res}"])
+        code = main(
+            [
+                "run",
+                "experiment=quick",
+                "datasets=[nih_lt,synthetic2d]",
+                "pipeline.encoder=pixel",
+                "nih_lt.metadata_file=None",
+                "nih_lt.size=8",
+                f"nih_lt.root={root}",
+                *TINY_NIH_RUN,
+                "synthetic2d.n_max=400",
+                "synthetic2d.n_test_per_class=10",
+                f"results_dir={res}",
+            ]
+        )
     finally:
         gin.clear_config()
     err = capsys.readouterr().err

@@ -12,23 +12,32 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import gin
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import bench.pipeline.runner
+import gin
 from bench.cli import main
 
-RUN = ("run", "datasets=[synthetic2d]", "methods=[cpd]", "train.steps=4", "train.checkpoint_every=2",
-       "sample.nfe=2", "sample.init_reference=False", "sample.keep_paths=0", "synthetic2d.n_max=400",
-       "synthetic2d.n_test_per_class=10", "pipeline.evaluators=[swd]")
+RUN = (
+    "run",
+    "datasets=[synthetic2d]",
+    "methods=[cpd]",
+    "train.steps=4",
+    "train.checkpoint_every=2",
+    "sample.nfe=2",
+    "sample.init_reference=False",
+    "sample.keep_paths=0",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=10",
+    "pipeline.evaluators=[swd]",
+)
 CELL = Path("quick/synthetic2d/cpd/seed0")
-
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,9 @@ def finished(tmp_path_factory) -> Path:
     res = tmp_path_factory.mktemp("finished") / "res"
     with pytest.MonkeyPatch.context() as mp:
         keep = bench.pipeline.runner.discard
-        mp.setattr(bench.pipeline.runner, "discard", lambda p: None if Path(p).name == "checkpoints" else keep(p))
+        mp.setattr(
+            bench.pipeline.runner, "discard", lambda p: None if Path(p).name == "checkpoints" else keep(p)
+        )
         assert main([*RUN, f"results_dir={res}"]) == 0
     gin.clear_config()
     assert list((res / CELL / "checkpoints").glob("step_*")), "the fixture needs a checkpoint"
@@ -56,6 +67,7 @@ def truncate(pattern: str) -> Callable[[Path], None]:
     def damage(res: Path) -> None:
         path = _one(res, pattern)
         path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+
     return damage
 
 
@@ -72,14 +84,17 @@ def edit_json(pattern: str, edit: Callable[[object], object]) -> Callable[[Path]
     def damage(res: Path) -> None:
         path = _one(res, pattern)
         path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
     return damage
 
 
 def edit_tensors(pattern: str, edit: Callable[[dict], dict]) -> Callable[[Path], None]:
     """Rewrite a safetensors file with `edit` applied (same file name, manifest untouched)."""
+
     def damage(res: Path) -> None:
         path = _one(res, pattern)
         save_file({k: v.contiguous() for k, v in edit(load_file(str(path))).items()}, str(path))
+
     return damage
 
 
@@ -93,9 +108,11 @@ def nan_first(tensors: dict) -> dict:
 
 def wider(name: str) -> Callable[[dict], dict]:
     """Tensor `name` with one more column (a latent or weight of another width)."""
+
     def edit(tensors: dict) -> dict:
         t = tensors[name]
         return {**tensors, name: torch.cat([t, t[..., :1]], dim=-1)}
+
     return edit
 
 
@@ -108,6 +125,7 @@ def latents_edit(edit: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], N
         path = _one(res, "cache/latents/*/latents.npy")
         z = np.load(path)
         np.save(path, edit(z))
+
     return damage
 
 
@@ -122,6 +140,7 @@ def drop(*rels: str) -> Callable[[Path], None]:
         for rel in rels:
             path = res / rel
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
     return damage
 
 
@@ -136,28 +155,46 @@ FAULTS = [
     ("prior-truncated", truncate(f"{CELL}/prior/prior.safetensors"), [RECORD]),
     ("prior-json-a-list", json_of(f"{CELL}/prior/prior.json", [1]), [RECORD]),
     ("prior-nan", edit_tensors(f"{CELL}/prior/prior.safetensors", nan_first), [RECORD]),
-    ("prior-wrong-shape", edit_tensors(f"{CELL}/prior/prior.safetensors", fewer_rows("class_mean")), [RECORD]),
+    (
+        "prior-wrong-shape",
+        edit_tensors(f"{CELL}/prior/prior.safetensors", fewer_rows("class_mean")),
+        [RECORD],
+    ),
     ("backbone-truncated", truncate(f"{BACKBONE}/*.safetensors"), [RECORD]),
     ("backbone-config-a-list", json_of(f"{BACKBONE}/config.json", [1]), [RECORD]),
     ("backbone-manifest-a-string", json_of(f"{BACKBONE}/manifest.json", "ok"), [RECORD]),
     ("backbone-nan", edit_tensors(f"{BACKBONE}/*.safetensors", nan_first), [RECORD]),
     ("checkpoint-truncated", truncate(f"{CHECKPOINT}/model.safetensors"), [RECORD, BACKBONE]),
     ("checkpoint-state-a-list", json_of(f"{CHECKPOINT}/trainer_state.json", [1]), [RECORD, BACKBONE]),
-    ("checkpoint-state-missing-key",
-     edit_json(f"{CHECKPOINT}/trainer_state.json",
-               lambda s: {"state": {k: v for k, v in s["state"].items() if k != "optimizer"}}), [RECORD, BACKBONE]),
+    (
+        "checkpoint-state-missing-key",
+        edit_json(
+            f"{CHECKPOINT}/trainer_state.json",
+            lambda s: {"state": {k: v for k, v in s["state"].items() if k != "optimizer"}},
+        ),
+        [RECORD, BACKBONE],
+    ),
     ("checkpoint-nan", edit_tensors(f"{CHECKPOINT}/model.safetensors", nan_first), [RECORD, BACKBONE]),
     ("samples-truncated", truncate(f"{CELL}/samples/samples.safetensors"), [RECORD]),
     ("samples-manifest-a-string", json_of(f"{CELL}/samples/manifest.json", "x"), [RECORD]),
-    ("samples-nan", edit_tensors(f"{CELL}/samples/samples.safetensors", lambda t: {**t, "z": nan_first({"z": t["z"]})["z"]}),
-     [RECORD]),
+    (
+        "samples-nan",
+        edit_tensors(
+            f"{CELL}/samples/samples.safetensors", lambda t: {**t, "z": nan_first({"z": t["z"]})["z"]}
+        ),
+        [RECORD],
+    ),
     ("samples-wrong-shape", edit_tensors(f"{CELL}/samples/samples.safetensors", fewer_rows("z")), [RECORD]),
     ("record-truncated", truncate(RECORD), []),
     ("record-a-list", json_of(RECORD, [1, 2]), []),
     ("record-metrics-a-string", edit_json(RECORD, lambda r: {**r, "metrics": "good"}), []),
     ("grid-truncated", truncate("quick/grid.json"), [RECORD]),
     ("grid-a-list", json_of("quick/grid.json", [1]), [RECORD]),
-    ("grid-wrong-shape", edit_json("quick/grid.json", lambda g: {**g, "methods": "cpd", "cells": [1]}), [RECORD]),
+    (
+        "grid-wrong-shape",
+        edit_json("quick/grid.json", lambda g: {**g, "methods": "cpd", "cells": [1]}),
+        [RECORD],
+    ),
     ("lock-empty", lambda res: (res / CELL / ".lock").write_bytes(b""), [RECORD]),
     ("lock-a-list", lambda res: (res / CELL / ".lock").write_text("[1]"), [RECORD]),
     ("lock-garbage", lambda res: (res / CELL / ".lock").write_bytes(b"\x00\xffgarbage"), [RECORD]),
@@ -172,8 +209,9 @@ def same(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("damage,removed", [pytest.param(d, r, id=i) for i, d, r in FAULTS])
 @pytest.mark.slow
-def test_a_damaged_artifact_heals_and_the_rerun_equals_an_undisturbed_run(finished, tmp_path, damage, removed,
-                                                                           capsys):
+def test_a_damaged_artifact_heals_and_the_rerun_equals_an_undisturbed_run(
+    finished, tmp_path, damage, removed, capsys
+):
     res = tmp_path / "res"
     shutil.copytree(finished, res, symlinks=True)
     undisturbed = json.loads((res / RECORD).read_text())

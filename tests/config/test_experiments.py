@@ -15,28 +15,28 @@ import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
-import gin
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from bench.context import CellContext
-from bench.pipeline.assemble import CellSpec, RunRequest, build_cell, config_files, expand_grid, load_plugins
+import gin
 from bench.cli import main
+from bench.config.evaluation import GenerativeSet
 from bench.config.gin_config import bindings_text, digest, gin_dir, parse
-from bench.datasets.ct_rate.ctrate import ABNORMALITIES, NO_FINDING
+from bench.context import CellContext
+from bench.data.targets import ClassTarget
 from bench.dataset import Dataset, Split
+from bench.datasets.ct_rate.ctrate import ABNORMALITIES, NO_FINDING
 from bench.datasets.mimic_lt import MIMICLT
 from bench.datasets.nih_lt import NIHLT
 from bench.errors import BenchError
 from bench.evaluators.fid import FID
 from bench.evaluators.irs import IRS
-from bench.config.evaluation import GenerativeSet
 from bench.metrics.generative import largest_remainder, per_class
+from bench.pipeline.assemble import CellSpec, RunRequest, build_cell, config_files, expand_grid, load_plugins
 from bench.pipeline.runner import run_cell
-from bench.data.targets import ClassTarget
 
 PAPER_DATASETS = ["nih_lt", "mimic_lt", "ct_rate"]
 AXES = {  # experiment -> (methods, datasets, seeds), as each file's header states
@@ -45,16 +45,30 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
     "paper_1gpu": (["fm", "cbfm", "cpd", "optprior"], PAPER_DATASETS, [0, 1, 2]),
     "cpu_smoke": (["optprior", "cbfm"], ["nih_lt"], [0]),
     "ablation": (["fm", "optprior_sub", "optprior_opt", "optprior"], PAPER_DATASETS, [0, 1, 2]),
-    "claims": (["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"],
-               ["synthetic2d", "phantom_lt", "digits_lt"], [0, 1, 2]),
-    "claims_prior": (["optprior", "optprior_opt"], ["synthetic2d", "digits_lt", "phantom_lt"], list(range(10))),
+    "claims": (
+        ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"],
+        ["synthetic2d", "phantom_lt", "digits_lt"],
+        [0, 1, 2],
+    ),
+    "claims_prior": (
+        ["optprior", "optprior_opt"],
+        ["synthetic2d", "digits_lt", "phantom_lt"],
+        list(range(10)),
+    ),
     "claims_vectors": (["fm", "cbfm", "cpd", "optprior"], ["synthetic2d"], list(range(12))),
     "claims_images": (["fm", "cpd", "optprior"], ["digits_lt"], list(range(10))),
     "claims_phantom": (["fm", "cbfm", "cpd", "optprior"], ["phantom_lt"], list(range(10))),
 }
-PAPER_EVALUATORS = ["sample_grid", "fid", "irs", "downstream", "knn_purity", "confounder",
-                    "geometry", "memorisation"]
-
+PAPER_EVALUATORS = [
+    "sample_grid",
+    "fid",
+    "irs",
+    "downstream",
+    "knn_purity",
+    "confounder",
+    "geometry",
+    "memorisation",
+]
 
 
 # -- the experiment files ----------------------------------------------------------------------
@@ -92,11 +106,19 @@ def test_paper_setting_binds_the_papers_protocol_and_the_ablation_shares_it(data
     paper = _cell_config("paper", dataset, "optprior")
     assert paper == ablation  # one shared setting; only the method axis differs
     expected = {
-        "flux.num_layers": 19, "flux.num_single_layers": 38, "flux.num_attention_heads": 24,
-        "pipeline.backbone": "flux", "pipeline.encoder": "flux_vae",
-        "pipeline.evaluators": PAPER_EVALUATORS, "features.arch": "densenet121",
-        "sample.n_per_class": "targets", "generative.n_total": 50000, "fid.reference": "train",
-        "downstream.arch": "resnet50", "downstream.n_seeds": 3, "downstream.patience": 15,
+        "flux.num_layers": 19,
+        "flux.num_single_layers": 38,
+        "flux.num_attention_heads": 24,
+        "pipeline.backbone": "flux",
+        "pipeline.encoder": "flux_vae",
+        "pipeline.evaluators": PAPER_EVALUATORS,
+        "features.arch": "densenet121",
+        "sample.n_per_class": "targets",
+        "generative.n_total": 50000,
+        "fid.reference": "train",
+        "downstream.arch": "resnet50",
+        "downstream.n_seeds": 3,
+        "downstream.patience": 15,
         f"{dataset}.size": 256,
     }
     assert {key: gin.query_parameter(key) for key in expected} == expected
@@ -148,15 +170,28 @@ def _nih_root(root: Path) -> Path:
     """LongTailCXR label CSVs, flat PNGs and a Data_Entry file with the columns nih_lt joins."""
     names = NIHLT.class_names
     rows = []
-    for split, labels in (("train", _labels(len(names))), ("balanced-val", list(range(len(names)))),
-                          ("balanced-test", list(range(len(names))))):
+    for split, labels in (
+        ("train", _labels(len(names))),
+        ("balanced-val", list(range(len(names)))),
+        ("balanced-test", list(range(len(names)))),
+    ):
         ids = [f"{split[:2]}{k:05d}_000.png" for k in range(len(labels))]
         pd.concat([pd.DataFrame({"id": ids}), _one_hot(labels, names)], axis=1).to_csv(
-            root / f"nih-cxr-lt_single-label_{split}.csv", index=False)
+            root / f"nih-cxr-lt_single-label_{split}.csv", index=False
+        )
         for k, name in enumerate(ids):
             _image(root / "images" / name, k)
-        rows += [{"Image Index": i, "Patient ID": i[:7], "Patient Gender": "F", "Patient Age": 50,
-                  "View Position": "PA", "Follow-up #": 0} for i in ids]
+        rows += [
+            {
+                "Image Index": i,
+                "Patient ID": i[:7],
+                "Patient Gender": "F",
+                "Patient Age": 50,
+                "View Position": "PA",
+                "Follow-up #": 0,
+            }
+            for i in ids
+        ]
     pd.DataFrame(rows).to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
     return root
 
@@ -164,16 +199,26 @@ def _nih_root(root: Path) -> Path:
 def _mimic_root(root: Path) -> Path:
     """LongTailCXR label CSVs with JPGs at their `path` (no metadata file: views unknown)."""
     names = MIMICLT.class_names
-    for split, labels in (("train", _labels(len(names))), ("balanced-val", list(range(len(names)))),
-                          ("balanced-test", list(range(len(names))))):
+    for split, labels in (
+        ("train", _labels(len(names))),
+        ("balanced-val", list(range(len(names)))),
+        ("balanced-test", list(range(len(names)))),
+    ):
         n = len(labels)
         subjects = [f"1{split[:1]}{k:06d}" for k in range(n)]
         dicoms = [f"{split}-{k}" for k in range(n)]
         paths = [f"files/p10/p{s}/s5{k}/{d}.jpg" for k, (s, d) in enumerate(zip(subjects, dicoms))]
-        ids = pd.DataFrame({"subject_id": subjects, "study_id": [f"5{k}" for k in range(n)],
-                            "dicom_id": dicoms, "path": paths})
+        ids = pd.DataFrame(
+            {
+                "subject_id": subjects,
+                "study_id": [f"5{k}" for k in range(n)],
+                "dicom_id": dicoms,
+                "path": paths,
+            }
+        )
         pd.concat([ids, _one_hot(labels, names)], axis=1).to_csv(
-            root / f"mimic-cxr-lt_single-label_{split}.csv", index=False)
+            root / f"mimic-cxr-lt_single-label_{split}.csv", index=False
+        )
         for k, rel in enumerate(paths):
             _image(root / rel, k)
     return root
@@ -187,8 +232,15 @@ def _ct_rate_root(root: Path) -> Path:
         for k, label in enumerate(labels):
             rel = f"slices/{split}/{split}_{k}_a.png"
             _image(root / rel, k)
-            rows.append({"id": f"{split}_{k}_a", "path": rel, "label": names[label],
-                         "subject": f"{split}_{k // 2}", "split": split})
+            rows.append(
+                {
+                    "id": f"{split}_{k}_a",
+                    "path": rel,
+                    "label": names[label],
+                    "subject": f"{split}_{k // 2}",
+                    "split": split,
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root
 
@@ -198,10 +250,18 @@ def _tiny_flux_vae(path: Path) -> Path:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-                  layers_per_block=1, latent_channels=16, norm_num_groups=4,
-                  scaling_factor=0.3611, shift_factor=0.1159).save_pretrained(path)
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=4,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    ).save_pretrained(path)
     return path
 
 
@@ -217,10 +277,17 @@ def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindin
     header = (gin_dir() / "experiments" / "paper.gin").read_text()
     keys = re.findall(r"\b(flux_vae\.path|nih_lt\.root|mimic_lt\.root|ct_rate\.root)=", header)
     assert sorted(keys) == ["ct_rate.root", "flux_vae.path", "mimic_lt.root", "nih_lt.root"]
-    args = ["validate", "experiment=paper", "seeds=[0]", f"flux_vae.path={vae}",
-            f"nih_lt.root={roots['nih']}", f"mimic_lt.root={roots['mimic']}",
-            f"ct_rate.root={roots['ct']}", f"results_dir={tmp_path / 'res'}",
-            "budget.trace_inference=False"]  # 3 FLUX.1-size sampling traces: tests/config/test_real_protocol.py has one
+    args = [
+        "validate",
+        "experiment=paper",
+        "seeds=[0]",
+        f"flux_vae.path={vae}",
+        f"nih_lt.root={roots['nih']}",
+        f"mimic_lt.root={roots['mimic']}",
+        f"ct_rate.root={roots['ct']}",
+        f"results_dir={tmp_path / 'res'}",
+        "budget.trace_inference=False",
+    ]  # 3 FLUX.1-size sampling traces: tests/config/test_real_protocol.py has one
     # FLUX.1 size needs ~200 GiB per device unsharded: refused for an 80 GiB GPU, valid on a larger one
     assert main([*args, "executor.device_memory_gib=80"]) == 2
     assert "more than the 80 GiB" in capsys.readouterr().err
@@ -239,31 +306,58 @@ def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharde
     devices to shard it over, and that many sharded processes (executor.tasks_per_node) fit. The
     headline command runs the paper's three generative seeds: 2 methods x 3 seeds."""
     (tmp_path / "nih").mkdir()
-    args = ["validate", "methods=[optprior,cbfm]", "datasets=[nih_lt]", f"nih_lt.root={_nih_root(tmp_path / 'nih')}",
-            f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}", "executor.device_memory_gib=80",
-            "budget.trace_inference=False"]
+    args = [
+        "validate",
+        "methods=[optprior,cbfm]",
+        "datasets=[nih_lt]",
+        f"nih_lt.root={_nih_root(tmp_path / 'nih')}",
+        f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}",
+        "executor.device_memory_gib=80",
+        "budget.trace_inference=False",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     estimates = re.findall(r"([\d,.]+) M parameters; ~([\d,.]+) GiB per device", out)
-    assert len(estimates) == 6 and all(2000 < float(p.replace(",", "")) < 2500 and float(g) < 80
-                                       for p, g in estimates), out
+    assert len(estimates) == 6 and all(
+        2000 < float(p.replace(",", "")) < 2500 and float(g) < 80 for p, g in estimates
+    ), out
     flux1 = [*args, "--gin_file", "presets/flux1.gin"]
     assert main(flux1) == 2
     err = capsys.readouterr().err.strip()
     # the first way out: sharding, with the micro-batches the devices can share where it says so
-    needed = re.search(r"more than the 80 GiB of executor.device_memory_gib; shard it over (\d+) or more such "
-                       r"devices \(train.sharding='fsdp'(?: and train.micro_batches=(\d+))? with "
-                       r"executor.tasks_per_node=\1", err)
+    needed = re.search(
+        r"more than the 80 GiB of executor.device_memory_gib; shard it over (\d+) or more such "
+        r"devices \(train.sharding='fsdp'(?: and train.micro_batches=(\d+))? with "
+        r"executor.tasks_per_node=\1",
+        err,
+    )
     assert err.startswith("bench: error: nih_lt/") and "\n" not in err and needed, err
     micro = [f"train.micro_batches={needed[2]}"] if needed[2] else []
-    sharded = [*flux1, "train.sharding='fsdp'", *micro, "executor=local", f"executor.tasks_per_node={needed[1]}"]
+    sharded = [
+        *flux1,
+        "train.sharding='fsdp'",
+        *micro,
+        "executor=local",
+        f"executor.tasks_per_node={needed[1]}",
+    ]
     assert main(sharded) == 0
     assert f"sharded over {needed[1]} processes" in capsys.readouterr().out
 
 
 def test_the_paper_grid_without_the_vae_path_is_one_clear_error(tmp_path, capsys):
-    assert main(["validate", "experiment=paper", "datasets=[ct_rate]", "methods=[fm]", "seeds=[0]",
-                 f"ct_rate.root={_ct_rate_root(tmp_path)}"]) == 2
+    assert (
+        main(
+            [
+                "validate",
+                "experiment=paper",
+                "datasets=[ct_rate]",
+                "methods=[fm]",
+                "seeds=[0]",
+                f"ct_rate.root={_ct_rate_root(tmp_path)}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "1 setting(s) not set for ct_rate/fm/seed0: flux_vae.path=DIR" in err
 
@@ -317,17 +411,28 @@ def _split(rng, counts: dict[int, int], shift: float = 0.0) -> Split:
     return Split(torch.tensor(x, dtype=torch.float32), y)
 
 
-def _cell(tmp_path, generative: Split | None, init: Split | None = None,
-          source: Split | None = None) -> CellContext:
+def _cell(
+    tmp_path, generative: Split | None, init: Split | None = None, source: Split | None = None
+) -> CellContext:
     """Features = flattened samples; the synthetic set is shifted far off, the generative set is not."""
     rng = np.random.default_rng(3)
     train, test = _split(rng, {0: 80, 1: 60, 2: 50}), _split(rng, {0: 40, 1: 40, 2: 40})
     synthetic = _split(rng, {1: 10, 2: 10}, shift=6.0)
     targets = [ClassTarget(n, 0, 0.0, "g", s) for n, s in zip(Flat.class_names, [0, 10, 10])]
     extractor = SimpleNamespace(embed=lambda x: np.asarray(x).reshape(len(x), -1))
-    return CellContext(Flat(), train, test, synthetic, tmp_path, seed=0, synthetic_init=init,
-                       generative=generative, synthetic_source=source, targets=targets,
-                       extractor=lambda: extractor)
+    return CellContext(
+        Flat(),
+        train,
+        test,
+        synthetic,
+        tmp_path,
+        seed=0,
+        synthetic_init=init,
+        generative=generative,
+        synthetic_source=source,
+        targets=targets,
+        extractor=lambda: extractor,
+    )
 
 
 def test_fid_and_irs_score_the_generative_set_when_present_else_the_synthetic_set(tmp_path):
@@ -372,11 +477,12 @@ def test_source_metrics_score_the_source_draws_at_the_scored_sets_n(tmp_path):
 
 
 def test_docs_list_the_recorded_n_of_fid_and_irs():
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluators.md")
+    docs = Path(__file__).resolve().parents[2] / "docs" / "evaluators.md"
     if not docs.is_file():
         pytest.skip("docs/ not next to the tests")
-    rows = {line.split("|")[1].strip(): line
-            for line in docs.read_text().splitlines() if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip(): line for line in docs.read_text().splitlines() if line.startswith("| `")
+    }
     assert "`n/fid`" in rows["`fid`"] and "`n/irs`" in rows["`irs`"]
     assert "generative.n_total" in docs.read_text()
 
@@ -393,8 +499,11 @@ def test_cells_without_a_generative_set_keep_their_stage_hashes():
     assert set(cell.stage_hashes) == {"encode", "prior", "train", "sample", "features", "no_aug"}
     assert "generative." not in bindings_text()
     evaluator_scopes = [f"{ev.name}." for ev in cell.evaluators]
-    before = digest(cell.stage_hashes["prior"],
-                    bindings_text(exclude=["grid.", "pipeline.evaluators", "features.", *evaluator_scopes, "sample."]), 1)
+    before = digest(
+        cell.stage_hashes["prior"],
+        bindings_text(exclude=["grid.", "pipeline.evaluators", "features.", *evaluator_scopes, "sample."]),
+        1,
+    )
     assert cell.stage_hashes["train"] == before
     assert cell.stage_hashes["sample"] == digest(before, bindings_text(include=["sample.", "targets."]))
 
@@ -419,11 +528,20 @@ def test_the_generative_set_has_its_own_hash_and_leaves_the_other_stages_alone()
 
 
 # -- the runner samples the set as its own stage -------------------------------------------------
-TINY_IMAGE_CELL = ["phantom_lt.size = 16", "phantom_lt.n_max = 120", "phantom_lt.imbalance_ratio = 10.0",
-                   "phantom_lt.n_val_per_class = 4", "phantom_lt.n_test_per_class = 6",
-                   "train.steps = 2", "train.batch_size = 4", "sample.nfe = 1",
-                   "sample.init_reference = False", "pipeline.evaluators = ['fid', 'irs']",
-                   "features.epochs = 1", "fid.reference = 'train'"]
+TINY_IMAGE_CELL = [
+    "phantom_lt.size = 16",
+    "phantom_lt.n_max = 120",
+    "phantom_lt.imbalance_ratio = 10.0",
+    "phantom_lt.n_val_per_class = 4",
+    "phantom_lt.n_test_per_class = 6",
+    "train.steps = 2",
+    "train.batch_size = 4",
+    "sample.nfe = 1",
+    "sample.init_reference = False",
+    "pipeline.evaluators = ['fid', 'irs']",
+    "features.epochs = 1",
+    "fid.reference = 'train'",
+]
 
 
 @pytest.mark.slow
@@ -464,11 +582,16 @@ def test_multi_line_bindings_are_filtered_whole_so_evaluators_never_feed_the_tra
 
 def test_no_aug_classifiers_are_keyed_by_dataset_seed_and_protocol_never_by_method():
     def key(method="fm", seed=0, bindings=()):
-        return build_cell(CellSpec("quick", "phantom_lt", method, seed), RunRequest(bindings=list(bindings))).stage_hashes["no_aug"]
+        return build_cell(
+            CellSpec("quick", "phantom_lt", method, seed), RunRequest(bindings=list(bindings))
+        ).stage_hashes["no_aug"]
 
     assert key("fm") == key("cbfm") == key("optprior") == key("fm", bindings=["train.steps = 7"])
     assert key(seed=1) != key() and key(bindings=["downstream.lr = 0.01"]) != key()
-    assert key(bindings=["pipeline.eval_on = 'val'"]) != key() and key(bindings=["phantom_lt.n_max = 300"]) != key()
+    assert (
+        key(bindings=["pipeline.eval_on = 'val'"]) != key()
+        and key(bindings=["phantom_lt.n_max = 300"]) != key()
+    )
 
 
 def test_where_and_how_often_work_is_done_feeds_no_hash():
@@ -477,7 +600,10 @@ def test_where_and_how_often_work_is_done_feeds_no_hash():
     base = build_cell(spec, RunRequest())
     moved = build_cell(spec, RunRequest(bindings=["train.checkpoint_every = 7"]))
     assert (moved.config_hash, moved.stage_hashes) == (base.config_hash, base.stage_hashes)
-    assert build_cell(spec, RunRequest(bindings=["train.steps = 7"])).stage_hashes["train"] != base.stage_hashes["train"]
+    assert (
+        build_cell(spec, RunRequest(bindings=["train.steps = 7"])).stage_hashes["train"]
+        != base.stage_hashes["train"]
+    )
 
 
 @pytest.mark.parametrize("dataset", ["nih_lt", "mimic_lt", "ct_rate", "medmnist"])
@@ -485,9 +611,8 @@ def test_the_real_datasets_run_the_papers_evaluators_by_default(dataset):
     """Issue 18: a finished real-data run reports FID, IRS, downstream, kNN purity, the confounder
     probe, geometry and memorisation unless the user narrows the list."""
     import gin
-
-    from bench.config.pipeline_config import PipelineConfig
     from bench.config.gin_config import parse
+    from bench.config.pipeline_config import PipelineConfig
     from bench.pipeline.assemble import load_plugins
 
     load_plugins()
@@ -496,5 +621,14 @@ def test_the_real_datasets_run_the_papers_evaluators_by_default(dataset):
         evaluators = set(PipelineConfig().evaluators)
     finally:
         gin.clear_config()
-    assert {"sample_grid", "fid", "kid", "irs", "downstream", "knn_purity", "confounder", "geometry",
-            "memorisation"} <= evaluators
+    assert {
+        "sample_grid",
+        "fid",
+        "kid",
+        "irs",
+        "downstream",
+        "knn_purity",
+        "confounder",
+        "geometry",
+        "memorisation",
+    } <= evaluators

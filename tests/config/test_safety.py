@@ -15,15 +15,15 @@ import json
 import zipfile
 from pathlib import Path
 
-import gin
 import numpy as np
 import pytest
 
+import gin
 from bench.cli import main
 from bench.config.gin_config import experiment_file
+from bench.data.rootpath import under_root
 from bench.errors import BenchError
 from bench.store.gridfile import GRID, read_grid
-from bench.data.rootpath import under_root
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("bench", "datasets", "methods", "evaluators")
@@ -54,7 +54,11 @@ def _call_problem(call: ast.Call) -> str | None:
     last = name.rsplit(".", 1)[-1]
     if name == "torch.load" and _keyword(call, "weights_only") is not True:
         return "torch.load without weights_only=True"
-    if last == "load" and name.split(".")[0] in ("np", "numpy") and _keyword(call, "allow_pickle") not in (None, False):
+    if (
+        last == "load"
+        and name.split(".")[0] in ("np", "numpy")
+        and _keyword(call, "allow_pickle") not in (None, False)
+    ):
         return "np.load with allow_pickle"
     if last == "read_pickle":
         return "read_pickle"
@@ -90,29 +94,32 @@ def source_files() -> list[Path]:
     return files
 
 
-@pytest.mark.parametrize("snippet,flagged", [
-    ("torch.load(p)", "torch.load without weights_only=True"),
-    ("torch.load(p, weights_only=False)", "torch.load without weights_only=True"),
-    ("torch.load(p, weights_only=flag)", "torch.load without weights_only=True"),
-    ("torch.load(p, map_location='cpu', weights_only=True)", None),
-    ("np.load(p, allow_pickle=True)", "np.load with allow_pickle"),
-    ("numpy.load(p, allow_pickle=ok)", "np.load with allow_pickle"),
-    ("np.load(p, mmap_mode='r')", None),
-    ("np.load(p, allow_pickle=False)", None),
-    ("import pickle", "pickle"),
-    ("from joblib import load", "joblib"),
-    ("import dill as d", "dill"),
-    ("pd.read_pickle(p)", "read_pickle"),
-    ("eval(text)", "builtin eval()"),
-    ("exec(code)", "builtin exec()"),
-    ("model.eval()", None),
-    ("ast.literal_eval(text)", None),
-    ("subprocess.run(cmd, shell=True)", "a shell command"),
-    ("subprocess.run(['git', 'status'])", None),
-    ("os.system(cmd)", "a shell command"),
-    ("yaml.load(f)", "yaml.load without a safe Loader"),
-    ("# torch.load(p) in a comment\nx = 'pickle.load(f)'", None),
-])
+@pytest.mark.parametrize(
+    "snippet,flagged",
+    [
+        ("torch.load(p)", "torch.load without weights_only=True"),
+        ("torch.load(p, weights_only=False)", "torch.load without weights_only=True"),
+        ("torch.load(p, weights_only=flag)", "torch.load without weights_only=True"),
+        ("torch.load(p, map_location='cpu', weights_only=True)", None),
+        ("np.load(p, allow_pickle=True)", "np.load with allow_pickle"),
+        ("numpy.load(p, allow_pickle=ok)", "np.load with allow_pickle"),
+        ("np.load(p, mmap_mode='r')", None),
+        ("np.load(p, allow_pickle=False)", None),
+        ("import pickle", "pickle"),
+        ("from joblib import load", "joblib"),
+        ("import dill as d", "dill"),
+        ("pd.read_pickle(p)", "read_pickle"),
+        ("eval(text)", "builtin eval()"),
+        ("exec(code)", "builtin exec()"),
+        ("model.eval()", None),
+        ("ast.literal_eval(text)", None),
+        ("subprocess.run(cmd, shell=True)", "a shell command"),
+        ("subprocess.run(['git', 'status'])", None),
+        ("os.system(cmd)", "a shell command"),
+        ("yaml.load(f)", "yaml.load without a safe Loader"),
+        ("# torch.load(p) in a comment\nx = 'pickle.load(f)'", None),
+    ],
+)
 def test_the_scan_flags_unsafe_calls_and_only_those(snippet, flagged):
     found = problems(snippet)
     if flagged is None:
@@ -122,7 +129,9 @@ def test_the_scan_flags_unsafe_calls_and_only_those(snippet, flagged):
 
 
 def test_bench_source_has_no_unpickling_eval_or_shell():
-    found = [p for f in source_files() for p in problems(f.read_text(encoding="utf-8"), str(f.relative_to(REPO)))]
+    found = [
+        p for f in source_files() for p in problems(f.read_text(encoding="utf-8"), str(f.relative_to(REPO)))
+    ]
     assert found == [], "\n".join(found)
 
 
@@ -130,9 +139,19 @@ def test_a_results_folder_holds_no_pickle(tmp_path):
     """Every file a finished cell leaves is readable without pickle (checkpoints: test_trainer.py)."""
     res = tmp_path / "res"
     try:
-        code = main(["run", "datasets=[synthetic2d]", "methods=[fm]", "train.steps=2", "sample.nfe=1",
-                     "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=10",
-                     "pipeline.evaluators=[swd]", f"results_dir={res}"])
+        code = main(
+            [
+                "run",
+                "datasets=[synthetic2d]",
+                "methods=[fm]",
+                "train.steps=2",
+                "sample.nfe=1",
+                "synthetic2d.n_max=400",
+                "synthetic2d.n_test_per_class=10",
+                "pipeline.evaluators=[swd]",
+                f"results_dir={res}",
+            ]
+        )
     finally:
         gin.clear_config()  # leave no parsed (and locked) gin config to later tests
     assert code == 0
@@ -149,19 +168,33 @@ def test_a_results_folder_holds_no_pickle(tmp_path):
 
 
 # -- paths from data ---------------------------------------------------------------------------
-@pytest.mark.parametrize("relative", [
-    "../secret.png", "a/../../secret.png", "/etc/passwd", "..", ".", "", "..\\..\\secret.png",
-    "a/b/../../../secret.png",
-])
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "../secret.png",
+        "a/../../secret.png",
+        "/etc/passwd",
+        "..",
+        ".",
+        "",
+        "..\\..\\secret.png",
+        "a/b/../../../secret.png",
+    ],
+)
 def test_label_file_paths_cannot_leave_the_dataset_root(tmp_path, relative):
     with pytest.raises(BenchError, match="escapes the dataset root.*relative to the root"):
         under_root(tmp_path, relative, "nih_lt")
 
 
-@pytest.mark.parametrize("relative,inside", [
-    ("images/a.png", "images/a.png"), ("a/../b.png", "b.png"), ("./x/y.png", "x/y.png"),
-    ("x\\y.png", "x/y.png"),
-])
+@pytest.mark.parametrize(
+    "relative,inside",
+    [
+        ("images/a.png", "images/a.png"),
+        ("a/../b.png", "b.png"),
+        ("./x/y.png", "x/y.png"),
+        ("x\\y.png", "x/y.png"),
+    ],
+)
 def test_paths_inside_the_root_are_joined_normalised(tmp_path, relative, inside):
     assert under_root(tmp_path, relative, "nih_lt") == tmp_path / inside
 
@@ -173,12 +206,17 @@ def test_an_experiment_name_cannot_be_a_path(name):
         experiment_file(name)
 
 
-@pytest.mark.parametrize("field,value", [("datasets", "../../elsewhere"), ("methods", ".."),
-                                         ("datasets", "a/b"), ("methods", None)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("datasets", "../../elsewhere"), ("methods", ".."), ("datasets", "a/b"), ("methods", None)],
+)
 def test_grid_json_cannot_send_reports_outside_the_experiment(tmp_path, field, value):
     grid = {"experiment": "quick", "methods": ["fm"], "datasets": ["synthetic2d"], "seeds": [0], "cells": {}}
     grid[field] = [value]
     (tmp_path / GRID).write_text(json.dumps(grid))
-    with pytest.raises(BenchError, match=r"(not a folder name|is unreadable).*; rerun `bench run` for this "
-                                         r"experiment: it rebuilds the file from the records"):
+    with pytest.raises(
+        BenchError,
+        match=r"(not a folder name|is unreadable).*; rerun `bench run` for this "
+        r"experiment: it rebuilds the file from the records",
+    ):
         read_grid(tmp_path)

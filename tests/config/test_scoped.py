@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 import gin
-import pytest
-
-from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
 from bench.config.scoped import localise, statements
+from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
 
 DATASETS = ("phantom_lt", "synthetic2d", "digits_lt")
 
 
-
 def test_statements_keep_continuation_lines_with_their_binding():
     text = "a.x = [1,\n    2]  # (\nb.y = 'a)b'\n# c/d.z = 1\ne.f = \\\n    3\n"
-    assert statements(text) == [["a.x = [1,", "    2]  # ("], ["b.y = 'a)b'"], ["# c/d.z = 1"],
-                                ["e.f = \\", "    3"]]
+    assert statements(text) == [
+        ["a.x = [1,", "    2]  # ("],
+        ["b.y = 'a)b'"],
+        ["# c/d.z = 1"],
+        ["e.f = \\", "    3"],
+    ]
 
 
 def test_scopes_of_the_cells_dataset_are_removed_and_other_datasets_dropped():
-    text = ("train.steps = 2000\n"
-            "phantom_lt/train.steps = 600\n"
-            "synthetic2d/pipeline.evaluators = ['swd',\n"
-            "                                   'cond_accuracy']\n"
-            "other_scope/train.lr = 0.1\n"
-            "# phantom_lt/train.lr = 3\n")
+    text = (
+        "train.steps = 2000\n"
+        "phantom_lt/train.steps = 600\n"
+        "synthetic2d/pipeline.evaluators = ['swd',\n"
+        "                                   'cond_accuracy']\n"
+        "other_scope/train.lr = 0.1\n"
+        "# phantom_lt/train.lr = 3\n"
+    )
     assert localise(text, "phantom_lt", DATASETS) == (
-        "train.steps = 2000\ntrain.steps = 600\nother_scope/train.lr = 0.1\n# phantom_lt/train.lr = 3\n")
+        "train.steps = 2000\ntrain.steps = 600\nother_scope/train.lr = 0.1\n# phantom_lt/train.lr = 3\n"
+    )
     assert localise(text, "synthetic2d", DATASETS) == (
         "train.steps = 2000\npipeline.evaluators = ['swd',\n                                   'cond_accuracy']\n"
-        "other_scope/train.lr = 0.1\n# phantom_lt/train.lr = 3\n")
+        "other_scope/train.lr = 0.1\n# phantom_lt/train.lr = 3\n"
+    )
 
 
 def _steps(tmp_path, dataset: str, bindings=(), text: str = "") -> tuple[int, str]:
@@ -38,7 +43,9 @@ def _steps(tmp_path, dataset: str, bindings=(), text: str = "") -> tuple[int, st
         path = tmp_path / "budgets.gin"
         path.write_text(text)
         files.append(str(path))
-    cell = build_cell(CellSpec("claims", dataset, "fm", 0), RunRequest(gin_files=files, bindings=list(bindings)))
+    cell = build_cell(
+        CellSpec("claims", dataset, "fm", 0), RunRequest(gin_files=files, bindings=list(bindings))
+    )
     return cell.config.train.steps, cell.config_hash
 
 
@@ -69,5 +76,15 @@ def test_the_quick_experiment_leaves_other_datasets_their_own_evaluators():
     def evaluators(dataset):
         return [ev.name for ev in build_cell(CellSpec("quick", dataset, "fm", 0), RunRequest()).evaluators]
 
-    assert evaluators("synthetic2d") == ["swd", "sample_grid", "cond_accuracy", "knn_purity", "confounder", "geometry"]
-    assert "downstream" in evaluators("phantom_lt") and evaluators("digits_lt") == ["sample_grid", "cond_accuracy"]
+    assert evaluators("synthetic2d") == [
+        "swd",
+        "sample_grid",
+        "cond_accuracy",
+        "knn_purity",
+        "confounder",
+        "geometry",
+    ]
+    assert "downstream" in evaluators("phantom_lt") and evaluators("digits_lt") == [
+        "sample_grid",
+        "cond_accuracy",
+    ]

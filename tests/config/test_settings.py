@@ -44,7 +44,6 @@ SETTINGS = {
 }
 
 
-
 def test_importing_bench_config_registers_every_setting_without_torch():
     code = (
         "import sys, gin, bench.config; "

@@ -9,20 +9,38 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import bench
-
 # lowest first; the top level holds the plugin contracts (lowest) and the entry points (cli,
 # __main__, and the package's own __init__, which re-exports the API: highest); plugins
 # (bench.methods, .datasets, .evaluators, .remedies, .backbones, .encoders) build on every wing and
 # nothing imports them but the entry points, which the registry reaches through entry points
-ORDER = ["contracts", "config", "runtime", "store", "data", "priors", "classify", "metrics", "pipeline", "report",
-         "paper", "scale", "plugins", "entry"]
+ORDER = [
+    "contracts",
+    "config",
+    "runtime",
+    "store",
+    "data",
+    "priors",
+    "classify",
+    "metrics",
+    "pipeline",
+    "report",
+    "paper",
+    "scale",
+    "plugins",
+    "entry",
+]
 ENTRY = {"bench", "bench.cli", "bench.__main__"}
 ABOVE_ALL = ("bench.perf",)
 PLUGINS = ("methods", "datasets", "evaluators", "remedies", "backbones", "encoders", "gin")
 # the repository's plugin folders, which a wheel puts inside the package (pyproject's package-dir)
-PLUGIN_FOLDERS = {"methods": "methods", "datasets": "datasets", "evaluators": "evaluators", "remedies": "remedies",
-                  "backbones": "bench/backbones", "encoders": "bench/encoders"}
+PLUGIN_FOLDERS = {
+    "methods": "methods",
+    "datasets": "datasets",
+    "evaluators": "evaluators",
+    "remedies": "remedies",
+    "backbones": "bench/backbones",
+    "encoders": "bench/encoders",
+}
 MAX_TOP_LEVEL = 16
 
 
@@ -80,8 +98,12 @@ def graph() -> dict[str, set]:
 
 def test_no_module_imports_a_wing_above_its_own():
     rank = {w: i for i, w in enumerate(ORDER)}
-    wrong = [(a, b) for a, targets in graph().items() for b in targets
-             if not b.endswith("__init__") and rank[wing(b)] > rank[wing(a)]]
+    wrong = [
+        (a, b)
+        for a, targets in graph().items()
+        for b in targets
+        if not b.endswith("__init__") and rank[wing(b)] > rank[wing(a)]
+    ]
     assert wrong == [], wrong
 
 
@@ -116,14 +138,24 @@ def test_the_wings_hold_what_docs_architecture_says():
     assert listed == [w for w in ORDER if w in wings], "docs/architecture.md lists the wings in import order"
     for w in wings:  # each wing's row names every module in it, so the doc cannot drift from the tree
         row = rows[f"`bench/{w}/`"]
-        missing = [p.stem for p in (package_root() / w).glob("*.py") if p.stem != "__init__" and f"`{p.stem}`" not in row]
+        missing = [
+            p.stem
+            for p in (package_root() / w).glob("*.py")
+            if p.stem != "__init__" and f"`{p.stem}`" not in row
+        ]
         assert missing == [], (w, missing)
 
 
 def test_the_plugin_folders_are_walked():
     names = set(modules())
-    for kind, example in (("methods", "fm"), ("datasets", "phantom_lt"), ("evaluators", "fid"), ("remedies", "crt"),
-                          ("backbones", "flux"), ("encoders", "pixel")):
+    for kind, example in (
+        ("methods", "fm"),
+        ("datasets", "phantom_lt"),
+        ("evaluators", "fid"),
+        ("remedies", "crt"),
+        ("backbones", "flux"),
+        ("encoders", "pixel"),
+    ):
         assert f"bench.{kind}.{example}" in names, kind
 
 

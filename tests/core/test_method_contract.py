@@ -1,22 +1,21 @@
 """Contract test over every registered method: train two steps and sample on the tiny FLUX."""
 
-import gin
 import pytest
 import torch
 
+import gin
 from bench import registry
 from bench.backbones.flux import FluxBackbone
-from bench.pipeline.assemble import load_plugins
 from bench.config.gin_config import gin_dir, parse
-from bench.method import Condition, TrainBatch
 from bench.config.sample import SampleConfig
-from bench.pipeline.sampler import generate
 from bench.config.train import TrainConfig
+from bench.method import TrainBatch
+from bench.pipeline.assemble import load_plugins
+from bench.pipeline.sampler import generate
 from bench.pipeline.trainer import train
 
 BUILTIN = ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"]
-SMALL = ["optprior.steps = 5", "optprior.min_size = 4", "optprior.risk_samples = 20",
-         "optprior.k_max = 3"]
+SMALL = ["optprior.steps = 5", "optprior.min_size = 4", "optprior.risk_samples = 20", "optprior.k_max = 3"]
 
 
 def test_every_builtin_method_is_registered():

@@ -32,8 +32,11 @@ class Recorder(torch.nn.Module):
 
 def test_fm_loss_equals_manual_regression():
     rng = np.random.default_rng(1)
-    x1, eps, t = (torch.tensor(rng.normal(size=(4, 2))), torch.tensor(rng.normal(size=(4, 2))),
-                  torch.tensor(rng.uniform(size=4)))
+    x1, eps, t = (
+        torch.tensor(rng.normal(size=(4, 2))),
+        torch.tensor(rng.normal(size=(4, 2))),
+        torch.tensor(rng.uniform(size=4)),
+    )
     v = torch.tensor(rng.normal(size=(4, 2)))
     method = Method()
     method.setup(n_classes=3)
@@ -43,6 +46,8 @@ def test_fm_loss_equals_manual_regression():
     expected = np.mean((v.numpy() - (x1.numpy() - eps.numpy())) ** 2)
     assert abs(float(loss) - expected) < 1e-12
     x_t, _, tokens = backbone.seen
-    np.testing.assert_allclose(x_t.numpy(), (1 - t.numpy()[:, None]) * eps.numpy() + t.numpy()[:, None] * x1.numpy())
+    np.testing.assert_allclose(
+        x_t.numpy(), (1 - t.numpy()[:, None]) * eps.numpy() + t.numpy()[:, None] * x1.numpy()
+    )
     assert tokens.tolist() == [[1], [3], [2], [3]]  # token 0 is reserved for "no condition"
     assert method.vocab_size == 4 and method.n_tokens == 1

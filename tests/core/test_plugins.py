@@ -30,8 +30,9 @@ def make_plugin(root: Path, name: str, body: str, entry: str) -> None:
 @pytest.fixture
 def plugin_path(tmp_path):
     make_plugin(tmp_path, "myplug", PLUGIN, "myfm = myplug:MyFM")
-    make_plugin(tmp_path, "brokenplug", "raise ImportError('missing dependency xyz')",
-                "broken = brokenplug:Nothing")
+    make_plugin(
+        tmp_path, "brokenplug", "raise ImportError('missing dependency xyz')", "broken = brokenplug:Nothing"
+    )
     return tmp_path
 
 
@@ -46,13 +47,23 @@ def test_ls_lists_entry_point_plugin_with_origin(plugin_path, bench_cli):
 def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
     """A subclass that overrides nothing gives exactly fm's record metrics; broken plugin skipped."""
     res = plugin_path / "res"
-    out = bench_cli("run", "methods=[myfm,fm]", "datasets=[synthetic2d]", "seeds=[0]",
-                    f"results_dir={res}", "train.steps=150", "synthetic2d.n_max=400",
-                    cwd=plugin_path, env_extra={"PYTHONPATH": str(plugin_path)})
+    out = bench_cli(
+        "run",
+        "methods=[myfm,fm]",
+        "datasets=[synthetic2d]",
+        "seeds=[0]",
+        f"results_dir={res}",
+        "train.steps=150",
+        "synthetic2d.n_max=400",
+        cwd=plugin_path,
+        env_extra={"PYTHONPATH": str(plugin_path)},
+    )
     assert out.returncode == 0, out.stderr
     assert "skipping method plugin 'broken'" in out.stderr, out.stderr
-    recs = {m: json.loads((res / "quick" / "synthetic2d" / m / "seed0" / "record.json").read_text())
-            for m in ("myfm", "fm")}
+    recs = {
+        m: json.loads((res / "quick" / "synthetic2d" / m / "seed0" / "record.json").read_text())
+        for m in ("myfm", "fm")
+    }
     # each record names the distribution every plugin it used comes from
     assert recs["myfm"]["plugins"]["method/myfm"] == "myplug 0.1"
     assert recs["fm"]["plugins"]["method/fm"].startswith("medaug-bench ")
@@ -67,7 +78,12 @@ def test_plugin_runs_end_to_end_and_equals_fm(plugin_path, bench_cli):
 
 @pytest.mark.slow
 def test_broken_plugin_named_explicitly_is_a_clear_error(plugin_path, bench_cli):
-    out = bench_cli("validate", "methods=[broken]", "datasets=[synthetic2d]", cwd=plugin_path,
-                    env_extra={"PYTHONPATH": str(plugin_path)})
+    out = bench_cli(
+        "validate",
+        "methods=[broken]",
+        "datasets=[synthetic2d]",
+        cwd=plugin_path,
+        env_extra={"PYTHONPATH": str(plugin_path)},
+    )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("bench: error: method 'broken' failed to load")

@@ -58,8 +58,10 @@ def test_hf_datasets_is_not_shadowed():
 
 
 def test_import_bench_and_ls_do_not_import_torch():
-    code = ("import sys; from bench.cli import main; rc = main(['ls']); "
-            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    code = (
+        "import sys; from bench.cli import main; rc = main(['ls']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "fm" in out.stdout and "synthetic2d" in out.stdout

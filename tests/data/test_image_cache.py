@@ -29,8 +29,14 @@ def _files(tmp_path: Path, preprocess: Preprocess, n: int = 7) -> ImageFiles:
     return ImageFiles(paths, [p.name for p in paths], preprocess, "toy")
 
 
-@pytest.mark.parametrize("preprocess", [Preprocess(size=12), Preprocess(size=9, grayscale=False),
-                                        Preprocess(size=12, normalise="minmax", crop="none")])
+@pytest.mark.parametrize(
+    "preprocess",
+    [
+        Preprocess(size=12),
+        Preprocess(size=9, grayscale=False),
+        Preprocess(size=12, normalise="minmax", crop="none"),
+    ],
+)
 def test_cached_rows_are_the_on_the_fly_rows_rounded_to_255_levels(tmp_path, preprocess):
     files = _files(tmp_path, preprocess)
     fly = files[:]  # decoded from the files, float32, not quantised
@@ -107,14 +113,18 @@ def test_a_nan_image_is_a_one_line_error_not_a_level_and_leaves_no_cache(tmp_pat
 
 def test_prepare_caches_every_split_a_cell_reads(tmp_path):
     from test_cpu_smoke import nih_tree
+
     from bench.datasets.nih_lt import NIHLT
 
     root = nih_tree(tmp_path / "nih")
     ds = NIHLT(root=str(root), metadata_file=None, size=16)
     fly = {s: ds.load(s).x[:] for s in ("train", "balanced-test", "balanced-val")}
     folders = prepare(ds, tmp_path / "res")
-    assert sorted(f.name.split("-16px")[0] for f in folders) == \
-        ["nih_lt-balanced-test", "nih_lt-balanced-val", "nih_lt-train"]
+    assert sorted(f.name.split("-16px")[0] for f in folders) == [
+        "nih_lt-balanced-test",
+        "nih_lt-balanced-val",
+        "nih_lt-train",
+    ]
     for split, values in fly.items():
         x = ds.load(split).x
         assert x.cache is not None and (x[:] - values).abs().max() <= HALF_LEVEL

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.data.imagefiles import ImageFiles, Preprocess, flat_float64, unreadable
 from bench.dataset import Split
 from bench.errors import BenchError
-from bench.data.imagefiles import ImageFiles, Preprocess, flat_float64, unreadable
 
 
 def _save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:

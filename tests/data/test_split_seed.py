@@ -3,7 +3,6 @@ one split for every seed as before (off); datasets with an official split refuse
 
 from __future__ import annotations
 
-import gin
 import numpy as np
 import pytest
 
@@ -12,7 +11,6 @@ from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
 from bench.store.fingerprint import split_fingerprint
 
 TIE = ["data_split.tie_to_seed = True"]
-
 
 
 def cell(dataset: str, seed: int, bindings=()):
@@ -59,8 +57,12 @@ def test_synthetic2d_keeps_its_mixture_when_tied():
 
 
 def test_phantom_lt_split_changes_with_the_seed():
-    small = ["phantom_lt.n_max = 80", "phantom_lt.imbalance_ratio = 10", "phantom_lt.n_test_per_class = 4",
-             "phantom_lt.n_val_per_class = 4"]
+    small = [
+        "phantom_lt.n_max = 80",
+        "phantom_lt.imbalance_ratio = 10",
+        "phantom_lt.n_test_per_class = 4",
+        "phantom_lt.n_val_per_class = 4",
+    ]
     a, b = cell("phantom_lt", 1, TIE + small).dataset, cell("phantom_lt", 2, TIE + small).dataset
     assert split_fingerprint(a.load("balanced-test")) != split_fingerprint(b.load("balanced-test"))
     off = [cell("phantom_lt", s, small).dataset.load("balanced-test") for s in (1, 2)]

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from bench.errors import BenchError
 from bench.config.data import AugmentationTargets
 from bench.data.targets import augmentation_plan
+from bench.errors import BenchError
 
 
 def test_groups_and_counts_match_a_hand_computation():

@@ -9,7 +9,12 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from bench.errors import BenchError
 from bench.metrics.hierarchical_bootstrap import (
-    _streams, hierarchical_interval, metric_under_counts, seed_differences, seed_interval, stratified_counts,
+    _streams,
+    hierarchical_interval,
+    metric_under_counts,
+    seed_differences,
+    seed_interval,
+    stratified_counts,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
@@ -30,8 +35,17 @@ def predict(rng, labels, difficulty, accuracy, shared: float = 0.8):
     return np.where(u < accuracy[labels], labels, wrong)
 
 
-def study(rng, labels, difficulty, base, n_seeds: int, delta: float, seed_sd: float, n_clf: int = 1,
-          shared: float = 0.8):
+def study(
+    rng,
+    labels,
+    difficulty,
+    base,
+    n_seeds: int,
+    delta: float,
+    seed_sd: float,
+    n_clf: int = 1,
+    shared: float = 0.8,
+):
     """Arm a = base + delta + a seed effect, arm b = base: (pred_a, pred_b), each (seeds, clf, n)."""
     arms = [], []
     for _ in range(n_seeds):
@@ -60,9 +74,13 @@ def test_metrics_under_counts_equal_sklearn_on_the_repeated_rows():
     for b in range(25):
         rows = np.repeat(np.arange(len(labels)), counts[b])
         for j in range(3):
-            assert bacc[b, j] == pytest.approx(balanced_accuracy_score(labels[rows], pred[j, rows]), abs=1e-12)
-            assert f1[b, j] == pytest.approx(f1_score(labels[rows], pred[j, rows], labels=range(6), average="macro",
-                                                      zero_division=0), abs=1e-12)
+            assert bacc[b, j] == pytest.approx(
+                balanced_accuracy_score(labels[rows], pred[j, rows]), abs=1e-12
+            )
+            assert f1[b, j] == pytest.approx(
+                f1_score(labels[rows], pred[j, rows], labels=range(6), average="macro", zero_division=0),
+                abs=1e-12,
+            )
 
 
 @pytest.mark.parametrize("metric", ["bacc", "macro_f1"])
@@ -75,16 +93,22 @@ def test_one_seed_is_the_ordinary_stratified_test_set_bootstrap(metric):
     pred_a, pred_b = study(rng, labels, difficulty, base, n_seeds=1, delta=0.1, seed_sd=0.0, n_clf=2)
     got = hierarchical_interval(labels, pred_a, pred_b, metric, n_classes=4, n_boot=300, seed=5)
     counts = stratified_counts(labels, 300, _streams(5)[1])
-    score = (balanced_accuracy_score if metric == "bacc" else
-             lambda y, p: f1_score(y, p, labels=range(4), average="macro", zero_division=0))
+    score = (
+        balanced_accuracy_score
+        if metric == "bacc"
+        else lambda y, p: f1_score(y, p, labels=range(4), average="macro", zero_division=0)
+    )
     diffs = []
     for w in counts:
         rows = np.repeat(np.arange(len(labels)), w)
-        diffs.append(np.mean([score(labels[rows], p[rows]) for p in pred_a[0]])
-                     - np.mean([score(labels[rows], p[rows]) for p in pred_b[0]]))
+        diffs.append(
+            np.mean([score(labels[rows], p[rows]) for p in pred_a[0]])
+            - np.mean([score(labels[rows], p[rows]) for p in pred_b[0]])
+        )
     assert (got.low, got.high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])), abs=1e-12)
-    assert got.estimate == pytest.approx(np.mean([score(labels, p) for p in pred_a[0]])
-                                         - np.mean([score(labels, p) for p in pred_b[0]]))
+    assert got.estimate == pytest.approx(
+        np.mean([score(labels, p) for p in pred_a[0]]) - np.mean([score(labels, p) for p in pred_b[0]])
+    )
 
 
 def test_a_huge_test_set_gives_the_seed_level_interval():
@@ -136,7 +160,11 @@ def test_nested_design_resamples_each_seeds_own_test_set():
     got = hierarchical_interval(labels, pred_a, pred_b, shared_test=False, n_boot=200)
     diffs = seed_differences(labels, pred_a, pred_b, shared_test=False)
     assert diffs == pytest.approx([1 / 3, -1 / 3])
-    assert got.low == pytest.approx(-1 / 3) and got.high == pytest.approx(1 / 3) and got.estimate == pytest.approx(0)
+    assert (
+        got.low == pytest.approx(-1 / 3)
+        and got.high == pytest.approx(1 / 3)
+        and got.estimate == pytest.approx(0)
+    )
 
 
 def test_bad_inputs_are_one_line():

@@ -9,7 +9,17 @@ from scipy import stats
 
 from bench.errors import BenchError
 from bench.metrics.significance import (
-    EXACT_MAX, compare, limits, min_p, paired, seed_means, seeds_needed, sign_flip_p, t_interval, ttest_p, wilcoxon_p,
+    EXACT_MAX,
+    compare,
+    limits,
+    min_p,
+    paired,
+    seed_means,
+    seeds_needed,
+    sign_flip_p,
+    t_interval,
+    ttest_p,
+    wilcoxon_p,
 )
 
 
@@ -18,7 +28,9 @@ def exact_wilcoxon_p(d: np.ndarray) -> float:
     ranks = stats.rankdata(np.abs(d))
     observed = ranks[d > 0].sum()
     total = ranks.sum()
-    sums = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))])
+    sums = np.array(
+        [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))]
+    )
     t = min(observed, total - observed)
     return min(1.0, 2 * np.mean(sums <= t))
 
@@ -27,7 +39,9 @@ def brute_force_sign_flip_p(d) -> float:
     """Share of all 2^n sign assignments whose |mean| reaches the observed |mean| (pure Python)."""
     observed = abs(math.fsum(d) / len(d))
     flips = list(itertools.product([1, -1], repeat=len(d)))
-    hits = sum(abs(math.fsum(s * x for s, x in zip(signs, d)) / len(d)) >= observed - 1e-12 for signs in flips)
+    hits = sum(
+        abs(math.fsum(s * x for s, x in zip(signs, d)) / len(d)) >= observed - 1e-12 for signs in flips
+    )
     return hits / len(flips)
 
 

@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
+from test_claims import edit, make_claims, table_rows
 
 from bench.paper.claim_a import MARGIN, PartitionSeed, claim_a, combined_rank_p, partition_verdict
 from bench.paper.claim_rules import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED
 from bench.report.collect import load_experiment
-from test_claims import edit, make_claims, table_rows
 
 
 def seed(s, reduction, random_mean, rank, risk=1.0, r=20):
@@ -31,8 +31,12 @@ def test_combined_rank_p_is_the_exact_sum_of_ranks_tail():
 def test_under_the_null_the_rule_holds_at_about_alpha():
     """Ranks uniform (the null): "holds" in about alpha of the trials, not more."""
     rng = np.random.default_rng(0)
-    words = [partition_verdict([seed(s, 0.10, 0.10 + rng.normal(0, 0.02), int(rng.integers(21)))
-                                for s in range(5)]).word for _ in range(400)]
+    words = [
+        partition_verdict(
+            [seed(s, 0.10, 0.10 + rng.normal(0, 0.02), int(rng.integers(21))) for s in range(5)]
+        ).word
+        for _ in range(400)
+    ]
     assert words.count(HOLDS) / len(words) < 0.08
 
 
@@ -56,11 +60,17 @@ def test_a_noisy_excess_is_inconclusive_with_its_interval():
 
 
 def gmm_metrics(seed: int, rank: int) -> dict:
-    return {"bayes_risk/gmm/standard/reduction": 0.3 + 0.01 * seed, "bayes_risk/gmm/standard/reduction_se": 0.01,
-            "bayes_risk/gmm/standard/risk_class": 1.5, "bayes_risk/gmm/learned/reduction": 0.2,
-            "bayes_risk/random/standard/reduction_mean": 0.05, "bayes_risk/random/standard/reduction_std": 0.01,
-            "bayes_risk/random/standard/p_rank": (1 + rank) / 21, "bayes_risk/random/standard/n_partitions": 20.0,
-            "bayes_risk/random/standard/excess": 0.25 + 0.01 * seed}
+    return {
+        "bayes_risk/gmm/standard/reduction": 0.3 + 0.01 * seed,
+        "bayes_risk/gmm/standard/reduction_se": 0.01,
+        "bayes_risk/gmm/standard/risk_class": 1.5,
+        "bayes_risk/gmm/learned/reduction": 0.2,
+        "bayes_risk/random/standard/reduction_mean": 0.05,
+        "bayes_risk/random/standard/reduction_std": 0.01,
+        "bayes_risk/random/standard/p_rank": (1 + rank) / 21,
+        "bayes_risk/random/standard/n_partitions": 20.0,
+        "bayes_risk/random/standard/excess": 0.25 + 0.01 * seed,
+    }
 
 
 def test_the_section_from_records_counts_the_shared_induction_once(tmp_path):
@@ -74,7 +84,10 @@ def test_the_section_from_records_counts_the_shared_induction_once(tmp_path):
     assert section.verdicts["phantom_lt"].word == NOT_MEASURED
     text = "\n".join(section.body)
     rows = table_rows(text, "dataset | method | n")
-    assert [(r[0], r[1], r[2]) for r in rows] == [("synthetic2d", "optprior", "3"), ("digits_lt", "optprior", "3")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("synthetic2d", "optprior", "3"),
+        ("digits_lt", "optprior", "3"),
+    ]
     assert rows[0][-1] == "0.31 ± 0.01 (3/3 seeds reliable)"  # the empirical cross-check, reliable seeds
     per_seed = table_rows(text, "dataset | seed")
     assert len(per_seed) == 6 and per_seed[0][7] == "0.04762 (20)"

@@ -16,9 +16,11 @@ def _verdict(rng, n, align_shift=0.0, std_shift=0.0, path_scale=1.0):
     own_a = ref_a + align_shift + rng.normal(0, 0.02, n)
     own_s = ref_s + std_shift + rng.normal(0, 0.05, n)
     own_p = ref_p * path_scale * (1 + rng.normal(0, 0.01, n))
-    return geometry_verdict(condition(_seeds(own_a), _seeds(ref_a), True),
-                            condition(_seeds(own_s), _seeds(ref_s), False),
-                            relative_change(_seeds(own_p), _seeds(ref_p)))
+    return geometry_verdict(
+        condition(_seeds(own_a), _seeds(ref_a), True),
+        condition(_seeds(own_s), _seeds(ref_s), False),
+        relative_change(_seeds(own_p), _seeds(ref_p)),
+    )
 
 
 def test_a_large_consistent_gain_at_ten_seeds_holds():
@@ -55,6 +57,7 @@ def test_condition_orients_the_one_sided_p_by_direction_against_scipy_free_enume
 
 def test_relative_change_matches_a_hand_computed_t_bound():
     from scipy import stats
+
     own, ref = _seeds([11, 10.5, 10.2]), _seeds([10, 10, 10])
     x = np.array([0.1, 0.05, 0.02])
     half = stats.t.ppf(0.95, 2) * x.std(ddof=1) / np.sqrt(3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import gin
 import pytest
 
 from bench.cli import main
@@ -14,12 +13,22 @@ from bench.paper.claim_experiments import load_claims, stage_versions
 from bench.store.gridfile import GridFile
 
 
-
 def record(dataset, method, seed, metrics, versions=(1, 1), experiment="part") -> dict:
-    return {"schema_version": 1, "status": "ok", "experiment": experiment, "dataset": dataset, "method": method,
-            "seed": seed, "metrics": metrics, "higher_is_better": {k: False for k in metrics},
-            "config_hash": f"{experiment}-{dataset}-{method}-{seed}", "git_hash": "abc", "created": "2026-12-07",
-            "stage_versions": {"prior": versions[0], "train": versions[1]}, "config": ""}
+    return {
+        "schema_version": 1,
+        "status": "ok",
+        "experiment": experiment,
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "metrics": metrics,
+        "higher_is_better": {k: False for k in metrics},
+        "config_hash": f"{experiment}-{dataset}-{method}-{seed}",
+        "git_hash": "abc",
+        "created": "2026-12-07",
+        "stage_versions": {"prior": versions[0], "train": versions[1]},
+        "config": "",
+    }
 
 
 def write_part(root: Path, name: str, records: list[dict]) -> Path:
@@ -35,11 +44,26 @@ def write_part(root: Path, name: str, records: list[dict]) -> Path:
 
 
 def test_a_folder_of_experiments_is_read_as_their_union(tmp_path):
-    write_part(tmp_path, "prior", [record("toy", "optprior", s, {"geom_x": 1.0 + s}, (2, 1), "prior")
-                                   for s in range(4)])
-    write_part(tmp_path, "flows", [record("toy", m, s, {"swd/tail": 0.1 * s} | ({"geom_x": 1.0 + s} if m == "optprior"
-                                                                             else {}), (2, 1) if m == "optprior" else (1, 1))
-                                   for m in ("fm", "optprior") for s in range(2)])
+    write_part(
+        tmp_path,
+        "prior",
+        [record("toy", "optprior", s, {"geom_x": 1.0 + s}, (2, 1), "prior") for s in range(4)],
+    )
+    write_part(
+        tmp_path,
+        "flows",
+        [
+            record(
+                "toy",
+                m,
+                s,
+                {"swd/tail": 0.1 * s} | ({"geom_x": 1.0 + s} if m == "optprior" else {}),
+                (2, 1) if m == "optprior" else (1, 1),
+            )
+            for m in ("fm", "optprior")
+            for s in range(2)
+        ],
+    )
     exp = load_claims(tmp_path)
     assert exp.parts == ["flows", "prior"] and exp.seeds == [0, 1, 2, 3]
     assert len(exp.records("toy", "optprior")) == 4 and len(exp.records("toy", "fm")) == 2
@@ -55,8 +79,11 @@ def test_two_records_of_one_cell_that_disagree_are_refused_naming_the_metric(tmp
 
 
 def test_records_of_one_method_from_different_stage_versions_are_refused(tmp_path):
-    folder = write_part(tmp_path, "only", [record("toy", "optprior", 0, {"m": 1.0}, (2, 1)),
-                                           record("toy", "optprior", 1, {"m": 1.0}, (1, 1))])
+    folder = write_part(
+        tmp_path,
+        "only",
+        [record("toy", "optprior", 0, {"m": 1.0}, (2, 1)), record("toy", "optprior", 1, {"m": 1.0}, (1, 1))],
+    )
     with pytest.raises(BenchError, match=r"optprior.*prior v2, train v1: toy/optprior/seed0.*prior v1"):
         load_claims(folder)
     older = json.loads((folder / "toy/optprior/seed1/record.json").read_text())
@@ -70,9 +97,20 @@ def test_records_of_one_method_from_different_stage_versions_are_refused(tmp_pat
 @pytest.mark.slow
 def test_a_prior_only_cell_records_the_prior_and_trains_nothing(tmp_path):
     """`pipeline.stop_after = 'prior'`: the geometry evaluator's metrics, the stage versions, no backbone."""
-    code = main(["run", "methods=[optprior]", "datasets=[synthetic2d]", "seeds=[0]", "experiment=claims_prior",
-                 f"results_dir={tmp_path}", "optprior.steps=20", "optprior.risk_samples=50",
-                 "optprior.risk_partitions=3", "optprior.kappa_sweep=()"])
+    code = main(
+        [
+            "run",
+            "methods=[optprior]",
+            "datasets=[synthetic2d]",
+            "seeds=[0]",
+            "experiment=claims_prior",
+            f"results_dir={tmp_path}",
+            "optprior.steps=20",
+            "optprior.risk_samples=50",
+            "optprior.risk_partitions=3",
+            "optprior.kappa_sweep=()",
+        ]
+    )
     assert code == 0
     cell = tmp_path / "claims_prior" / "synthetic2d" / "optprior" / "seed0"
     rec = json.loads((cell / "record.json").read_text())
@@ -102,7 +140,9 @@ def test_a_part_that_has_not_run_yet_lists_its_cells_as_missing_and_an_empty_fol
         load_claims(tmp_path)
 
 
-def test_a_fresh_out_takes_the_analysis_of_the_document_generated_from_the_same_records(tmp_path, monkeypatch):
+def test_a_fresh_out_takes_the_analysis_of_the_document_generated_from_the_same_records(
+    tmp_path, monkeypatch
+):
     from bench.paper.claims import write_claims
 
     monkeypatch.chdir(tmp_path)
@@ -115,7 +155,9 @@ def test_a_fresh_out_takes_the_analysis_of_the_document_generated_from_the_same_
     fresh, _ = write_claims(Path("res"), tmp_path / "elsewhere" / "b.md")
     a, b = document.read_text().splitlines(), fresh.read_text().splitlines()
     assert "\n".join(b).count(block) == 1
-    assert [x for x, y in zip(a, b) if x != y] == [a[2]] and a[2].startswith("Generated on ")  # only the date line
+    assert [x for x, y in zip(a, b) if x != y] == [a[2]] and a[2].startswith(
+        "Generated on "
+    )  # only the date line
     write_part(tmp_path / "other", "prior", [record("toy", "optprior", 0, {"geom_x": 1.0})])
     unrelated, _ = write_claims(Path("other"), tmp_path / "c.md")  # docs/claims.md is not its document
     assert block not in unrelated.read_text()

@@ -17,23 +17,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from test_claims import make_record, write
 
 from bench.metrics.significance import (
-    Comparison, holm, min_p, nonzero, seeds_for_power, seeds_needed, sign_flip_p, wilcoxon_p,
+    Comparison,
+    holm,
+    min_p,
+    nonzero,
+    seeds_for_power,
+    seeds_needed,
+    sign_flip_p,
+    wilcoxon_p,
 )
 from bench.paper.claim_rules import FAILS, HOLDS, INCONCLUSIVE, any_beats_verdict
 from bench.paper.claims import ClaimsOptions, claim_c, claim_d1, claim_d2
 from bench.report.collect import load_experiment
 from bench.store.gridfile import GridFile
-from test_claims import make_record, write
 
 # dataset names and seeds the other claims tests do not use; the method and primary metric names are
 # the ones the claims report is pre-registered on (fm, cbfm, cpd, optprior; fid/tail, swd/tail, bacc)
 IMAGES, VECTORS = ("lesions_lt", "retina_lt"), ("rings3d",)
 METHODS = ("fm", "cbfm", "cpd", "optprior")
 SEED0 = 4101
-DECLARED = {"fid/tail": False, "irs_inf/tail": True, "bacc": True, "macro_f1": True, "bacc/no_aug": True,
-            "macro_f1/no_aug": True, "swd/tail": False}
+DECLARED = {
+    "fid/tail": False,
+    "irs_inf/tail": True,
+    "bacc": True,
+    "macro_f1": True,
+    "bacc/no_aug": True,
+    "macro_f1/no_aug": True,
+    "swd/tail": False,
+}
 CLAIMS = {"c": claim_c, "d1": claim_d1, "d2": claim_d2}
 
 
@@ -42,10 +56,14 @@ def draw(rng: np.random.Generator, dataset: str, seed_shift: float, edge: float)
     if dataset in VECTORS:
         return {"swd/tail": 1.0 + seed_shift - edge + rng.normal(0, 0.05)}
     bacc = 0.6 + seed_shift / 10 + edge / 10 + rng.normal(0, 0.01)
-    return {"fid/tail": 50.0 + 10 * seed_shift - 10 * edge + rng.normal(0, 1.0),
-            "irs_inf/tail": 0.3 + rng.normal(0, 0.02), "bacc": bacc, "macro_f1": bacc - 0.05 + rng.normal(0, 0.01),
-            "bacc/no_aug": 0.6 + seed_shift / 10 + rng.normal(0, 0.01),
-            "macro_f1/no_aug": 0.55 + seed_shift / 10 + rng.normal(0, 0.01)}
+    return {
+        "fid/tail": 50.0 + 10 * seed_shift - 10 * edge + rng.normal(0, 1.0),
+        "irs_inf/tail": 0.3 + rng.normal(0, 0.02),
+        "bacc": bacc,
+        "macro_f1": bacc - 0.05 + rng.normal(0, 0.01),
+        "bacc/no_aug": 0.6 + seed_shift / 10 + rng.normal(0, 0.01),
+        "macro_f1/no_aug": 0.55 + seed_shift / 10 + rng.normal(0, 0.01),
+    }
 
 
 def fixture(root: Path, stream: int, n_seeds: int, edge: float = 0.0) -> Path:
@@ -57,7 +75,9 @@ def fixture(root: Path, stream: int, n_seeds: int, edge: float = 0.0) -> Path:
             shift = rng.normal(0, 0.1)
             for m in METHODS:
                 metrics = draw(rng, d, shift, edge * (m == "optprior"))
-                grid.add(d, m, s, f"h-{d}-{m}-{s}", metrics={k: v for k, v in DECLARED.items() if k in metrics})
+                grid.add(
+                    d, m, s, f"h-{d}-{m}-{s}", metrics={k: v for k, v in DECLARED.items() if k in metrics}
+                )
                 record = make_record(d, m, s, metrics)
                 record["higher_is_better"] = {k: v for k, v in DECLARED.items() if k in metrics}
                 write(folder, record)
@@ -106,6 +126,7 @@ def test_an_inconclusive_verdict_states_the_effect_its_interval_and_the_n_it_nee
 
 # ---- Holm -----------------------------------------------------------------------------------------
 
+
 def holm_rejections(p: list, alpha: float) -> set:
     """Holm's procedure as stated: step down the sorted p's, reject while p_(i) < alpha / (m - i)."""
     order, out = np.argsort(p, kind="stable"), set()
@@ -138,6 +159,7 @@ def test_holm_holds_the_familywise_error_at_alpha_under_the_null():
 
 # ---- the seeds an observed effect needs ------------------------------------------------------------
 
+
 def simulated_power(dz: float, n: int, alpha: float, rng: np.random.Generator, draws: int = 20000) -> float:
     """Share of simulated N(dz, 1) samples of size n whose one-sided t-test rejects at alpha."""
     x = rng.normal(dz, 1.0, size=(draws, n))
@@ -164,16 +186,21 @@ def test_power_n_never_goes_below_the_exact_tests_floor():
 
 # ---- zero differences have no sign ---------------------------------------------------------------
 
+
 def brute_one_sided(d: list) -> float:
     """Share of all sign assignments whose sum is at least the observed sum (pure Python)."""
     flips = list(itertools.product([1, -1], repeat=len(d)))
-    return sum(math.fsum(s * x for s, x in zip(signs, d)) >= math.fsum(d) - 1e-12 for signs in flips) / len(flips)
+    return sum(math.fsum(s * x for s, x in zip(signs, d)) >= math.fsum(d) - 1e-12 for signs in flips) / len(
+        flips
+    )
 
 
 def test_zero_differences_are_dropped_by_the_exact_tests_and_their_floor():
     d = [0.0, 0.4, 0.0, 1.1, -0.2, 0.7]
     assert sign_flip_p(np.array(d)) == sign_flip_p(np.array([0.4, 1.1, -0.2, 0.7]))
-    assert sign_flip_p(np.array(d), alternative="greater") == pytest.approx(brute_one_sided([0.4, 1.1, -0.2, 0.7]))
+    assert sign_flip_p(np.array(d), alternative="greater") == pytest.approx(
+        brute_one_sided([0.4, 1.1, -0.2, 0.7])
+    )
     assert sign_flip_p(np.zeros(4)) == 1.0
     # scipy's "wilcox" zero method drops zeros too
     assert wilcoxon_p(np.array(d)) == pytest.approx(stats.wilcoxon([0.4, 1.1, -0.2, 0.7]).pvalue)
@@ -188,8 +215,9 @@ def candidate(diffs: list, p: float) -> Comparison:
 
 def test_question_e_states_the_seed_floor_at_the_level_its_p_is_held_to():
     up = [0.01, 0.02, 0.01, 0.03, 0.02, -0.01]
-    v = any_beats_verdict({m: candidate(up, 0.03) for m in ("fm", "cpd", "optprior")}, "crt", True,
-                          "permutation", 0.05)
+    v = any_beats_verdict(
+        {m: candidate(up, 0.03) for m in ("fm", "cpd", "optprior")}, "crt", True, "permutation", 0.05
+    )
     assert v.word == INCONCLUSIVE
     # held to 0.05 / 3 = 0.0167: 2/2^6 = 0.0312 cannot reach it, 2/2^7 = 0.0156 can
     assert "2/2^6 = 0.0312 >= 0.0167 (alpha / 3)" in v.why and "needs at least 7" in v.why

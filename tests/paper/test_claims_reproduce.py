@@ -8,8 +8,9 @@ this test is that check.
 
 from __future__ import annotations
 
-import pytest
 from pathlib import Path
+
+import pytest
 
 from bench.cli import main
 
@@ -23,6 +24,9 @@ def test_bench_claims_on_the_committed_records_reproduces_docs_claims_md(tmp_pat
     assert main(["claims", "results/claims", "--out", str(out)]) == 0
     written, committed = out.read_text().splitlines(), (ROOT / "docs" / "claims.md").read_text().splitlines()
     assert len(written) == len(committed)
-    differ = [(i + 1, a, b) for i, (a, b) in enumerate(zip(written, committed))
-              if a != b and not (a.startswith("Generated on ") and b.startswith("Generated on "))]
+    differ = [
+        (i + 1, a, b)
+        for i, (a, b) in enumerate(zip(written, committed))
+        if a != b and not (a.startswith("Generated on ") and b.startswith("Generated on "))
+    ]
     assert not differ, f"{len(differ)} line(s) differ, first: line {differ[0][0]}"

@@ -3,12 +3,12 @@ table, preset reader and smoke run. The GPU check itself (`gpu`) is tested in te
 
 import math
 
-import gin
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import gin
 from bench.backbones.flux import FluxBackbone
 from bench.config.gin_config import gin_dir
 from bench.perf import gpu
@@ -74,9 +74,18 @@ def test_flop_formula_matches_torch_flop_counter():
     """
     torch.manual_seed(0)
     batch, text_tokens = 3, 2
-    backbone = FluxBackbone((4, 16, 8), vocab_size=5, n_tokens=text_tokens, num_layers=2, num_single_layers=3,
-                            attention_head_dim=16, num_attention_heads=4, joint_attention_dim=48,
-                            pooled_projection_dim=40, axes_dims_rope=(4, 6, 6))
+    backbone = FluxBackbone(
+        (4, 16, 8),
+        vocab_size=5,
+        n_tokens=text_tokens,
+        num_layers=2,
+        num_single_layers=3,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        joint_attention_dim=48,
+        pooled_projection_dim=40,
+        axes_dims_rope=(4, 6, 6),
+    )
     x, t = torch.randn(batch, 4, 16, 8), torch.rand(batch)
     tokens = torch.randint(0, 5, (batch, text_tokens))
     with sdpa_kernel(SDPBackend.MATH):
@@ -96,8 +105,15 @@ def test_flop_formula_matches_torch_flop_counter():
 
 
 def test_flop_formula_scales_like_a_transformer():
-    config = dict(num_layers=1, num_single_layers=0, attention_head_dim=128, num_attention_heads=24,
-                  joint_attention_dim=4096, pooled_projection_dim=768, in_channels=64)
+    config = dict(
+        num_layers=1,
+        num_single_layers=0,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        in_channels=64,
+    )
     one = gpu.flux_forward_flops(config, 1, 256, 1)
     assert gpu.flux_forward_flops(config, 5, 256, 1) == 5 * one
     assert gpu.flux_train_flops(config, 1, 256, 1) == 3 * one
@@ -107,17 +123,20 @@ def test_flop_formula_scales_like_a_transformer():
     assert deeper - one == 24 * d * d * s + 4 * s * s * d + 24 * d * d
 
 
-@pytest.mark.parametrize("name, flops", [
-    ("NVIDIA H100 80GB HBM3", 989.4e12),
-    ("NVIDIA H100 SXM5 80GB", 989.4e12),
-    ("NVIDIA H100 PCIe", 756e12),
-    ("NVIDIA H200", 989.4e12),
-    ("NVIDIA A100-SXM4-80GB", 312e12),
-    ("NVIDIA A100 80GB PCIe", 312e12),
-    ("NVIDIA H100 NVL", None),
-    ("NVIDIA H200 NVL", None),
-    ("NVIDIA GeForce RTX 4090", None),
-])
+@pytest.mark.parametrize(
+    "name, flops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.4e12),
+        ("NVIDIA H100 SXM5 80GB", 989.4e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H200", 989.4e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA H100 NVL", None),
+        ("NVIDIA H200 NVL", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_peak_flops_by_device_name(name, flops):
     peak, source = gpu.peak_bf16_flops(name)
     assert peak == flops
@@ -144,7 +163,9 @@ def test_full_scale_without_cuda_records_none_and_why(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(gpu.subprocess, "run", lambda *a, **k: pytest.fail("no child process without CUDA"))
     result = gpu.measure("full", tmp_path)
-    assert result.keys == {"gpu_compile_step_s": {"eager": None, "compiled": None},
-                           "gpu_compile_mfu": {"eager": None, "compiled": None}}
+    assert result.keys == {
+        "gpu_compile_step_s": {"eager": None, "compiled": None},
+        "gpu_compile_mfu": {"eager": None, "compiled": None},
+    }
     assert result.details == {"skipped": "no CUDA device in this run"}
     assert list(tmp_path.iterdir()) == []

@@ -72,9 +72,15 @@ def test_dry_estimates_are_bench_footprint_and_ratios_follow(dry):
 
     sz = sizes("dry")
     method = gpu_parts.fm_method()
-    fp = footprint.estimate(gpu_parts.flux_backbone(sz, method, "meta"), batch_size=sz.batch_size,
-                            micro_batches=sz.micro_batches, processes=1, mixed_precision="bf16",
-                            sharding="none", activation_checkpointing=False)
+    fp = footprint.estimate(
+        gpu_parts.flux_backbone(sz, method, "meta"),
+        batch_size=sz.batch_size,
+        micro_batches=sz.micro_batches,
+        processes=1,
+        mixed_precision="bf16",
+        sharding="none",
+        activation_checkpointing=False,
+    )
     estimated = dry.details["parts"]["train"]["estimated"]
     assert estimated["total_gib"] == fp.total_gib and estimated["flops_per_step"] == fp.flops_per_step
     rows = {r["what"]: r for r in dry.details["comparisons"]}
@@ -82,8 +88,15 @@ def test_dry_estimates_are_bench_footprint_and_ratios_follow(dry):
     assert flops["ratio"] == pytest.approx(flops["measured"] / flops["estimated"])
     assert dry.keys["gpu_estimates"]["FLOPs per training step"] == flops["ratio"]
     # memory and time are not measured on the CPU: listed, never compared
-    for what in ("training step peak memory", "training step seconds", "sampling peak memory",
-                 "VAE decode peak memory", "downstream small_cnn epoch", "downstream small_cnn peak memory", "1-process FSDP step peak memory"):
+    for what in (
+        "training step peak memory",
+        "training step seconds",
+        "sampling peak memory",
+        "VAE decode peak memory",
+        "downstream small_cnn epoch",
+        "downstream small_cnn peak memory",
+        "1-process FSDP step peak memory",
+    ):
         assert rows[what]["measured"] is None and rows[what]["ratio"] is None, what
         assert rows[what]["estimated"] > 0, what
 
@@ -105,8 +118,15 @@ def test_dry_inference_downstream_and_fsdp_parts(dry):
 
 
 def test_summary_lists_each_estimate_with_its_ratio(dry):
-    result = {"scale": "smoke", "machine": machine(), "started": "now", "targets": {}, "errors": {},
-              "details": {"gpu": dry.details}, **dry.keys}
+    result = {
+        "scale": "smoke",
+        "machine": machine(),
+        "started": "now",
+        "targets": {},
+        "errors": {},
+        "details": {"gpu": dry.details},
+        **dry.keys,
+    }
     page = markdown(result)
     assert "## GPU check" in page
     for r in dry.details["comparisons"]:
@@ -114,8 +134,15 @@ def test_summary_lists_each_estimate_with_its_ratio(dry):
     assert "estimate" in page and "not compared" in page
 
 
-@pytest.mark.parametrize("ratio, words", [(1.9, "estimate 1.90x low"), (0.5, "estimate 2.00x high"),
-                                          (1.02, "estimate within 5% (1.02x)"), (None, "not compared")])
+@pytest.mark.parametrize(
+    "ratio, words",
+    [
+        (1.9, "estimate 1.90x low"),
+        (0.5, "estimate 2.00x high"),
+        (1.02, "estimate within 5% (1.02x)"),
+        (None, "not compared"),
+    ],
+)
 def test_verdict_says_which_way_an_estimate_is_off(ratio, words):
     assert gpu_check.verdict(ratio).startswith(words)
 
@@ -130,7 +157,7 @@ def test_full_sizes_follow_the_one_gpu_preset_and_fit_eight_minutes():
     assert N_CLASSES >= 2
 
 
-PARTS_MODULE = textwrap.dedent('''
+PARTS_MODULE = textwrap.dedent("""
     import subprocess, time
     from pathlib import Path
 
@@ -145,7 +172,7 @@ PARTS_MODULE = textwrap.dedent('''
     def quick(sz, workdir):
         return {"measured": {"x": 2.0}, "compare": [{"what": "x", "unit": "u", "measured": 2.0,
                                                      "estimated": 1.0, "estimate_of": "one"}]}
-''')
+""")
 
 
 @pytest.fixture
@@ -162,8 +189,18 @@ def test_a_failing_part_is_recorded_and_the_next_one_runs(fake_parts, tmp_path):
     parts = {k: fake_parts[k] for k in ("broken", "quick")}
     result = gpu_check.run_check(sizes("dry"), tmp_path / "work", isolate=False, parts=parts)
     assert result["parts"]["broken"]["error"] == "RuntimeError: boom"
-    assert result["comparisons"] == [{"part": "quick", "what": "x", "unit": "u", "measured": 2.0, "estimated": 1.0,
-                                      "estimate_of": "one", "ratio": 2.0, "verdict": "estimate 2.00x low"}]
+    assert result["comparisons"] == [
+        {
+            "part": "quick",
+            "what": "x",
+            "unit": "u",
+            "measured": 2.0,
+            "estimated": 1.0,
+            "estimate_of": "one",
+            "ratio": 2.0,
+            "verdict": "estimate 2.00x low",
+        }
+    ]
 
 
 @pytest.mark.slow
@@ -189,6 +226,8 @@ def test_the_budget_cuts_a_part_short_or_skips_it(monkeypatch, tmp_path):
     assert gpu_check.part_limit(sz, "a", deadline=now + 30) == 30  # less left than its own limit
     assert gpu_check.part_limit(sz, "a", deadline=now + 500) == 100
     assert gpu_check.part_limit(sz, "b", deadline=None) is None
-    monkeypatch.setattr(gpu_check, "in_child", lambda *a: pytest.fail("a part with no time left is not started"))
+    monkeypatch.setattr(
+        gpu_check, "in_child", lambda *a: pytest.fail("a part with no time left is not started")
+    )
     part = gpu_check.run_part("fake:part", sz, tmp_path, limit=gpu_check.MIN_PART_S - 1, isolate=True)
     assert part["error"].startswith(f"not started: {gpu_check.MIN_PART_S - 1} s left of the check's budget")

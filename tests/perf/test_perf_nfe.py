@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from bench.backbones.mlp import MLPBackbone
+from bench.config.sample import SampleConfig
 from bench.context import CellContext
 from bench.dataset import Split
 from bench.datasets.synthetic2d import Synthetic2D
 from bench.evaluators.swd import SlicedWasserstein
 from bench.methods.optprior import OptPrior, SubclassPrior
 from bench.perf.nfe import FIGURE, METHODS, SCALE_SETTINGS, measure, nfe_to_match, summarise
-from bench.config.sample import SampleConfig
 from bench.pipeline.sampler import generate
 
 SMOKE = SCALE_SETTINGS["smoke"]
@@ -57,8 +57,9 @@ def test_curve_point_equals_a_direct_evaluator_call(smoke):
     method = OptPrior()
     method.setup(ds.n_classes, SubclassPrior.load(folder / "prior"))
     backbone = MLPBackbone.from_pretrained(folder / "backbone")
-    out = generate(method, backbone, [50] * ds.n_classes, (2,), 0,
-                   SampleConfig(nfe=2, init_reference=False))  # the grid's batch size: same float32 sums
+    out = generate(
+        method, backbone, [50] * ds.n_classes, (2,), 0, SampleConfig(nfe=2, init_reference=False)
+    )  # the grid's batch size: same float32 sums
     synthetic = Split(x=out["z"], y=out["y"], subclass=out["subclass"])  # pixel encoder, scale 1: z is x
     ctx = CellContext(ds, train, test, synthetic, workdir / "direct", seed=0)
     expected = SlicedWasserstein().evaluate(ctx)["swd/tail"]
@@ -83,8 +84,13 @@ def test_match_is_the_smallest_nfe_within_tolerance():
 
 
 def test_summary_of_hand_made_curves():
-    curves = {"d": {"fm": {1: 4.0, 2: 2.0, 4: 1.0}, "optprior": {1: 1.04, 2: 0.7, 4: 0.8},
-                    "cpd": {1: 9.0, 2: 8.0, 4: 7.0}}}
+    curves = {
+        "d": {
+            "fm": {1: 4.0, 2: 2.0, 4: 1.0},
+            "optprior": {1: 1.04, 2: 0.7, 4: 0.8},
+            "cpd": {1: 9.0, 2: 8.0, 4: 7.0},
+        }
+    }
     references, matches, best = summarise(curves, reference_nfe=4, tol=0.05)
     assert references == {"d": 1.0}
     assert matches == {"d": {"fm": 4, "optprior": 1, "cpd": None}}

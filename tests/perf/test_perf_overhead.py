@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
+from bench.config.train import TrainConfig
 from bench.method import Condition, TrainBatch
 from bench.perf import overhead, thread_scaling
 from bench.perf.case import median
-from bench.config.train import TrainConfig
 
 ROWS = [0, 1600, 3000, 3722]  # train rows of four different phantom classes (class-major order)
 
@@ -138,10 +138,15 @@ def test_the_overhead_case_recovers_known_step_times_from_whole_calls(monkeypatc
     def fake_run(setup_s: float, step_s: float):
         def run(steps: int):
             clock["now"] += setup_s + steps * step_s
+
         return lambda setting, threads: run
 
-    setting = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
-                              labels=[0] * 10, parameters=123)
+    setting = SimpleNamespace(
+        cfg=SimpleNamespace(batch_size=4),
+        backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
+        labels=[0] * 10,
+        parameters=123,
+    )
     monkeypatch.setattr(overhead, "phantom_setting", lambda batch_size=None: setting)
     monkeypatch.setattr(overhead, "bench_run", fake_run(setup_s=5.0, step_s=0.3))
     monkeypatch.setattr(overhead, "bare_run", fake_run(setup_s=1.0, step_s=0.2))
@@ -166,10 +171,15 @@ def test_the_threads_case_picks_the_faster_count_from_known_step_times(monkeypat
     def fake_bench_run(setting, n):
         def run(steps: int):
             clock["now"] += 2.0 + steps * step_s[n]
+
         return run
 
-    setting = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
-                              labels=[0] * 10, parameters=123)
+    setting = SimpleNamespace(
+        cfg=SimpleNamespace(batch_size=4),
+        backbone=SimpleNamespace(sample_shape=(1, 8, 8)),
+        labels=[0] * 10,
+        parameters=123,
+    )
     monkeypatch.setattr(thread_scaling, "phantom_setting", lambda batch_size=None: setting)
     monkeypatch.setattr(thread_scaling, "bench_run", fake_bench_run)
     out = thread_scaling.measure("smoke", tmp_path).keys["threads"]

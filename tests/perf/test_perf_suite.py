@@ -32,8 +32,12 @@ def test_frechet_case_agrees_with_the_sqrtm_route(tmp_path):
     n, d = frechet.SIZES["smoke"]
     a, b = (frechet.correlated_features(rng, n, d, s) for s in (0.0, 0.1))
     (mu1, s1), (mu2, s2) = gaussian_stats(a), gaussian_stats(b)
-    ref = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2)
-                - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+    ref = float(
+        (mu1 - mu2) @ (mu1 - mu2)
+        + np.trace(s1)
+        + np.trace(s2)
+        - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
+    )
     assert m.details["fid_sqrtm"] == pytest.approx(ref, rel=1e-10)
 
 
@@ -49,8 +53,14 @@ def test_offline_case_times_every_part_of_the_stage_in_a_child(tmp_path):
 
 
 def test_offline_steps_below_the_stage_are_extrapolated(tmp_path, monkeypatch):
-    child = {"seconds": {"induction": 10.0, "init": 1.0, "optimisation": 4.0, "geometry": 2.0,
-                         "bayes_risk": 0.0}, "peak_gib": 3.0, "n": 9, "k": [1], "batch_size": 8, "threads": 2}
+    child = {
+        "seconds": {"induction": 10.0, "init": 1.0, "optimisation": 4.0, "geometry": 2.0, "bayes_risk": 0.0},
+        "peak_gib": 3.0,
+        "n": 9,
+        "k": [1],
+        "batch_size": 8,
+        "threads": 2,
+    }
 
     def fake_child(command, **_):
         (tmp_path / "offline.json").write_text(json.dumps(child))
@@ -85,7 +95,8 @@ def test_quick_run_case_times_a_cold_bench_run(tmp_path):
 def test_suite_writes_every_key_and_isolates_a_failing_case(tmp_path, monkeypatch):
     good = types.ModuleType("good_case")
     good.measure = lambda scale, workdir: Measurement(
-        {"fid_speedup_vs_sqrtm": 2.5, "fid_rel_diff": 1e-9}, {"scale": scale})
+        {"fid_speedup_vs_sqrtm": 2.5, "fid_rel_diff": 1e-9}, {"scale": scale}
+    )
     bad = types.ModuleType("bad_case")
 
     def explode(scale, workdir):
@@ -101,8 +112,12 @@ def test_suite_writes_every_key_and_isolates_a_failing_case(tmp_path, monkeypatc
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["errors"] == {"offline": "ValueError: no luck"}
     assert result["offline_stage_s"] is None and result["offline_stage_peak_gib"] is None
-    assert result["targets"]["fid_speedup_vs_sqrtm"] == {"target": ">= 5", "value": 2.5, "met": False,
-                                                         "miss": "2.00x under the target"}
+    assert result["targets"]["fid_speedup_vs_sqrtm"] == {
+        "target": ">= 5",
+        "value": 2.5,
+        "met": False,
+        "miss": "2.00x under the target",
+    }
     assert result["targets"]["fid_rel_diff"]["met"] and "offline_stage_s" not in result["targets"]
     page = markdown(result)
     assert "| `fid_speedup_vs_sqrtm` | 2.500 | >= 5 | **missed**: 2.00x under the target |" in page
@@ -115,5 +130,7 @@ def test_unknown_case_or_scale_is_a_one_line_error(tmp_path, bench_cli):
     with pytest.raises(BenchError, match=r"unknown benchmark case\(s\) nope \(known: overhead, offline"):
         suite.check_cases(["fid", "nope"])
     out = bench_cli("bench", "--only", "fid,nope", "--out", str(tmp_path / "p.json"), cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown benchmark case(s) nope" in out.stderr
+    assert (
+        out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown benchmark case(s) nope" in out.stderr
+    )
     assert list(tmp_path.iterdir()) == []

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 
-import multiprocessing
-
-
-from bench.runtime import threads
 from bench.perf import busy
 from bench.perf.case import python_command
 from bench.perf.markdown import markdown
+from bench.runtime import threads
 
 
 def wait_policy_in_child(env_policy=None, keep=False) -> str:
@@ -21,8 +19,9 @@ def wait_policy_in_child(env_policy=None, keep=False) -> str:
     if keep:
         env["BENCH_KEEP_OMP"] = "1"
     code = "import os, bench; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
-    return subprocess.run([*python_command(), "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [*python_command(), "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_openmp_waits_passively_on_a_busy_machine_only():
@@ -37,8 +36,10 @@ def test_importing_bench_sets_the_policy_the_load_asks_for_unless_the_user_chose
     assert wait_policy_in_child(keep=True) == "unset"
     chosen = wait_policy_in_child()
     assert chosen in ("PASSIVE", "unset")
-    assert chosen == (threads.wait_policy(os.getloadavg()[0], threads.usable_cores()) or "unset") or \
-        abs(os.getloadavg()[0] - threads.BUSY_SHARE * threads.usable_cores()) < 0.5  # the load moved meanwhile
+    assert (
+        chosen == (threads.wait_policy(os.getloadavg()[0], threads.usable_cores()) or "unset")
+        or abs(os.getloadavg()[0] - threads.BUSY_SHARE * threads.usable_cores()) < 0.5
+    )  # the load moved meanwhile
 
 
 def test_image_reading_threads_never_exceed_the_usable_cores(monkeypatch):
@@ -61,8 +62,19 @@ def test_load_starts_busy_processes_and_stops_them():
 
 
 def test_busy_summary_shows_every_setting():
-    table = {load: {p: {"1": 0.01, "2": 0.02, "0": 0.03} for p in busy.POLICIES} for load in ("idle", "loaded")}
-    text = markdown({"scale": "smoke", "started": "now", "targets": {}, "errors": {}, "files": [],
-                     "machine": {"host": "h", "cores": 2, "cpu": "x", "torch": "t", "torch_threads": 2, "cuda": None},
-                     "busy": table, "details": {"busy": {"bench_defaults": threads.defaults()}}})
+    table = {
+        load: {p: {"1": 0.01, "2": 0.02, "0": 0.03} for p in busy.POLICIES} for load in ("idle", "loaded")
+    }
+    text = markdown(
+        {
+            "scale": "smoke",
+            "started": "now",
+            "targets": {},
+            "errors": {},
+            "files": [],
+            "machine": {"host": "h", "cores": 2, "cpu": "x", "torch": "t", "torch_threads": 2, "cuda": None},
+            "busy": table,
+            "details": {"busy": {"bench_defaults": threads.defaults()}},
+        }
+    )
     assert "| loaded | PASSIVE | 0.010 | 0.020 | 0.030 |" in text and "default threads" in text

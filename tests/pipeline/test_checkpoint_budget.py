@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench.backbones.mlp import MLPBackbone
-from bench.method import Method
 from bench.config.train import TrainConfig
+from bench.method import Method
 from bench.pipeline.trainer import CheckpointClock, train
 
 STEP_SECONDS = 25.0

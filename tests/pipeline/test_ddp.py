@@ -15,7 +15,7 @@ from bench.errors import BenchError
 from bench.methods.fm import FlowMatching
 from bench.pipeline.trainer import micro_batch_rows
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
     from accelerate import Accelerator
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent('''
     rank = acc.process_index
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, f"{out}/rank{rank}.safetensors")
     json.dump({"num_processes": acc.num_processes, "loss_trace": result.loss_trace}, open(f"{out}/rank{rank}.json", "w"))
-''')
+""")
 ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -57,10 +57,19 @@ def test_micro_batches_split_a_batch_into_contiguous_equal_parts_shared_by_rank(
 
 def _run_script(script, out: Path, micro_batches: int, processes: int) -> tuple[list, list]:
     out.mkdir()
-    launch = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes)] if processes > 1 \
+    launch = (
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes)]
+        if processes > 1
         else [sys.executable]
-    res = subprocess.run([*launch, str(script), str(out), str(micro_batches)], cwd=out,
-                         capture_output=True, text=True, timeout=300, env=ENV)
+    )
+    res = subprocess.run(
+        [*launch, str(script), str(out), str(micro_batches)],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     infos = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
     return infos, [load_file(out / f"rank{r}.safetensors") for r in range(processes)]
@@ -89,7 +98,7 @@ def test_two_gloo_processes_train_the_one_process_weights_bit_for_bit(tmp_path):
     assert _equal(w, w0)
 
 
-SAMPLE_SCRIPT = textwrap.dedent('''
+SAMPLE_SCRIPT = textwrap.dedent("""
     import sys
     import torch
     import torch.distributed as dist
@@ -111,7 +120,7 @@ SAMPLE_SCRIPT = textwrap.dedent('''
     cfg = SampleConfig(nfe=4, batch_size=8, keep_paths=2)
     res = generate(method, backbone, [13, 5, 9], (2,), seed=3, cfg=cfg, rank=rank, world=world)
     save_file({k: v.contiguous() for k, v in res.items()}, f"{out}/w{world}r{rank}.safetensors")
-''')
+""")
 
 
 @pytest.mark.slow
@@ -119,11 +128,23 @@ def test_sampling_sharded_over_two_processes_gives_exactly_the_single_process_se
     script = tmp_path / "sample.py"
     script.write_text(SAMPLE_SCRIPT)
     env = ENV
-    two = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path), "2"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    two = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path), "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), str(tmp_path), "1"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env=env)
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     ref = load_file(tmp_path / "w1r0.safetensors")
     assert len(ref["z"]) == 27 and len(ref["paths"]) == 6

@@ -3,17 +3,31 @@ processes, DDP and FSDP, against hand computations from the trace's parts."""
 
 import re
 
-import gin
 import pytest
 import torch
 
+import gin
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
-from bench.pipeline.footprint import GIB, Footprint, devices_needed, estimate, micro_batches_needed, require_fit
+from bench.pipeline.footprint import (
+    GIB,
+    Footprint,
+    devices_needed,
+    estimate,
+    micro_batches_needed,
+    require_fit,
+)
 
-HP = dict(num_layers=1, num_single_layers=2, attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
-          pooled_projection_dim=32, axes_dims_rope=(8, 12, 12))
+HP = dict(
+    num_layers=1,
+    num_single_layers=2,
+    attention_head_dim=32,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=(8, 12, 12),
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +77,40 @@ def test_one_process_is_the_trace_and_accumulation_holds_every_gradient(flux):
 
 def test_sharded_activations_are_a_whole_micro_batch_per_rank(flux):
     """`executor.tasks_per_node=8 train.sharding='fsdp'`: 8 micro-batches of 32, one per rank."""
-    fp = estimate(flux, batch_size=256, micro_batches=8, processes=1, mixed_precision="bf16", sharding="fsdp").on(8)
+    fp = estimate(
+        flux, batch_size=256, micro_batches=8, processes=1, mixed_precision="bf16", sharding="fsdp"
+    ).on(8)
     assert fp.batch == 32 and not fp.accumulating
     assert fp.activations_gib * GIB == fp.trace.activations_most  # the traced micro-batch of 32, whole
     assert fp.trace.rows == 32
     n = fp.parameters
-    assert fp.weights_gib == pytest.approx(4 * n / 8 / GIB) and fp.optimiser_gib == pytest.approx(8 * n / 8 / GIB)
+    assert fp.weights_gib == pytest.approx(4 * n / 8 / GIB) and fp.optimiser_gib == pytest.approx(
+        8 * n / 8 / GIB
+    )
     # one micro-batch per rank: no gradient shards yet at the activations' peak
     expected = 12 * n / 8 / GIB + fp.activations_gib + fp.gathered_gib
     assert fp.total_gib == pytest.approx(max(expected, fp.optimiser_step_gib))
     two = fp.on(4)  # two micro-batches per rank: the first one's gradient shards are held
-    assert two.total_gib == pytest.approx(max(16 * n / 4 / GIB + two.activations_gib + two.gathered_gib,
-                                              two.optimiser_step_gib))
+    assert two.total_gib == pytest.approx(
+        max(16 * n / 4 / GIB + two.activations_gib + two.gathered_gib, two.optimiser_step_gib)
+    )
 
 
 def test_gathered_units_are_two_bf16_blocks_their_gradients_and_the_fp32_reduce_copy():
-    fp = Footprint(parameters=1000 * 2**20, largest_unit=100 * 2**20, batch_size=8, micro_batches=1, processes=4,
-                   mixed_precision="bf16", sharded=True, root_parameters=10 * 2**20)
+    fp = Footprint(
+        parameters=1000 * 2**20,
+        largest_unit=100 * 2**20,
+        batch_size=8,
+        micro_batches=1,
+        processes=4,
+        mixed_precision="bf16",
+        sharded=True,
+        root_parameters=10 * 2**20,
+    )
     assert fp.gathered_gib == pytest.approx((100 * (2 * 2 + 2 + 4) + 10 * 2) / 1024)
-    assert (fp.weights_gib, fp.gradients_gib, fp.optimiser_gib) == pytest.approx((1000 * 4 / 4 / 1024,
-                                                                                  1000 * 4 / 4 / 1024,
-                                                                                  1000 * 8 / 4 / 1024))
+    assert (fp.weights_gib, fp.gradients_gib, fp.optimiser_gib) == pytest.approx(
+        (1000 * 4 / 4 / 1024, 1000 * 4 / 4 / 1024, 1000 * 8 / 4 / 1024)
+    )
     fp32 = Footprint(**{**fp.__dict__, "mixed_precision": "no"})
     assert fp32.gathered_gib == pytest.approx((100 * (2 * 4 + 4) + 10 * 4) / 1024)
 
@@ -107,15 +134,24 @@ def test_ddp_fsdp_and_checkpointing_order(flux):
 
 
 def test_a_step_larger_than_the_device_is_refused_with_ways_out():
-    fp = Footprint(parameters=10 * 2**30, largest_unit=2**28, batch_size=8, micro_batches=1, processes=1,
-                   mixed_precision="bf16")
+    fp = Footprint(
+        parameters=10 * 2**30,
+        largest_unit=2**28,
+        batch_size=8,
+        micro_batches=1,
+        processes=1,
+        mixed_precision="bf16",
+    )
     assert fp.total_gib == pytest.approx(160.0)  # 16 B a parameter: not traced, activations not estimated
     require_fit("d/m/seed0", fp, 256.0, "GPU")
     # 3 devices would hold the state, but cannot share a batch of 8: 4 devices, 4 micro-batches
-    with pytest.raises(BenchError, match=r"d/m/seed0 needs ~160 GiB .* more than the 80 GiB of GPU; shard it "
-                                         r"over 4 or more such devices \(train.sharding='fsdp' and "
-                                         r"train.micro_batches=4 with executor.tasks_per_node=4.*use a smaller "
-                                         r"backbone preset \(--gin_file presets/flux_1gpu.gin"):
+    with pytest.raises(
+        BenchError,
+        match=r"d/m/seed0 needs ~160 GiB .* more than the 80 GiB of GPU; shard it "
+        r"over 4 or more such devices \(train.sharding='fsdp' and "
+        r"train.micro_batches=4 with executor.tasks_per_node=4.*use a smaller "
+        r"backbone preset \(--gin_file presets/flux_1gpu.gin",
+    ):
         require_fit("d/m/seed0", fp, 80.0, "GPU")
     assert devices_needed(Footprint(**{**fp.__dict__, "batch_size": 6, "micro_batches": 3}), 80.0) == (3, 3)
 
@@ -148,7 +184,9 @@ def test_sharding_way_out_picks_micro_batches_the_devices_share(flux):
     device = 0.5 * fp.total_gib
     n, micro = devices_needed(fp, device)
     assert micro % n == 0 and 64 % micro == 0 and micro >= 1
-    sharded = estimate(flux, batch_size=64, micro_batches=micro, processes=n, mixed_precision="bf16", sharding="fsdp")
+    sharded = estimate(
+        flux, batch_size=64, micro_batches=micro, processes=n, mixed_precision="bf16", sharding="fsdp"
+    )
     assert sharded.total_gib <= device * 1.1  # the traced micro-batch agrees with the scaled one
 
 
@@ -158,9 +196,16 @@ def test_validate_prints_a_whole_micro_batch_of_activations_per_sharded_rank(cap
     in 8 micro-batches, one per rank: each rank's activations are those of 4 rows, as on one process."""
     from bench.cli import main
 
-    common = ["validate", "datasets=[phantom_lt]", "methods=[fm]", "seeds=[0]", "train.micro_batches=8",
-              "train.mixed_precision='bf16'", "budget.trace_inference=False",
-              "flux.patch_size=2"]  # 64 tokens (the quick run's 4 x 4 patches: too few activations to print)
+    common = [
+        "validate",
+        "datasets=[phantom_lt]",
+        "methods=[fm]",
+        "seeds=[0]",
+        "train.micro_batches=8",
+        "train.mixed_precision='bf16'",
+        "budget.trace_inference=False",
+        "flux.patch_size=2",
+    ]  # 64 tokens (the quick run's 4 x 4 patches: too few activations to print)
     try:
         assert main([*common, "executor=local", "executor.tasks_per_node=8", "train.sharding='fsdp'"]) == 0
         sharded = capsys.readouterr().out
@@ -170,7 +215,9 @@ def test_validate_prints_a_whole_micro_batch_of_activations_per_sharded_rank(cap
         gin.clear_config()  # the parsed bindings (flux.patch_size among them) stay out of later tests
     pattern = r"activations ([\d.]+) of a micro-batch of (\d+)"
     assert "sharded over 8 processes" in sharded
-    (act_sharded, rows_sharded), (act_single, rows_single) = (re.findall(pattern, sharded)[0],
-                                                              re.findall(pattern, single)[0])
+    (act_sharded, rows_sharded), (act_single, rows_single) = (
+        re.findall(pattern, sharded)[0],
+        re.findall(pattern, single)[0],
+    )
     assert rows_sharded == rows_single == "4"
     assert float(act_sharded) >= float(act_single) > 0  # a sharded rank holds no fewer activations

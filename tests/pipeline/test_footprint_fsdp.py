@@ -2,20 +2,26 @@
 FSDPMemTracker: FSDP2 over a fake process group of N ranks, on fake tensors, the step the
 trainer runs on one rank (bench.pipeline.sharding's units, bf16 gathers under bf16)."""
 
-import gin
 import pytest
 import torch
 import torch.distributed as dist
+from test_step_trace import micro_batch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from bench.backbones.flux import FluxBackbone
-from test_step_trace import micro_batch
 from bench.pipeline.footprint import GIB, estimate
 from bench.pipeline.sharding import shard_units
 
 SHAPE = (4, 16, 16)
-HP = dict(num_layers=2, num_single_layers=3, attention_head_dim=32, num_attention_heads=4, joint_attention_dim=32,
-          pooled_projection_dim=32, axes_dims_rope=(8, 12, 12))
+HP = dict(
+    num_layers=2,
+    num_single_layers=3,
+    attention_head_dim=32,
+    num_attention_heads=4,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=(8, 12, 12),
+)
 
 
 @pytest.fixture
@@ -40,8 +46,11 @@ def fsdp_peak(mesh, rows: int, precision: str) -> int:
 
     with FakeTensorMode():
         model = FluxBackbone(SHAPE, 11, 1, **HP)
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if precision == "bf16" else MixedPrecisionPolicy()
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if precision == "bf16"
+            else MixedPrecisionPolicy()
+        )
         for unit in reversed(shard_units(model)):
             fully_shard(unit, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
@@ -65,7 +74,13 @@ def test_sharded_peak_matches_fsdp_memtracker_within_15_percent(fake_world, worl
     a reference; the estimate's AdamW step is sharded."""
     with torch.device("meta"):
         meta = FluxBackbone(SHAPE, 11, 1, **HP)
-    fp = estimate(meta, batch_size=rows * world, micro_batches=world, processes=world, mixed_precision=precision,
-                  sharding="fsdp")
+    fp = estimate(
+        meta,
+        batch_size=rows * world,
+        micro_batches=world,
+        processes=world,
+        mixed_precision=precision,
+        sharding="fsdp",
+    )
     assert fp.micro_batch_gib >= fp.optimiser_step_gib
     assert fp.total_gib * GIB == pytest.approx(fsdp_peak(fake_world(world), rows, precision), rel=0.15)

@@ -20,15 +20,22 @@ from safetensors.torch import load_file
 
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
+from bench.config.train import TrainConfig
 from bench.errors import BenchError
 from bench.pipeline.sharding import _meta_twin, build_device, mixed_precision_policy, shard_units
-from bench.config.train import TrainConfig
 
 # the tiny preset (gin/presets/tiny.gin) on 8 x 8 single-channel latents
-TINY = dict(num_layers=2, num_single_layers=2, attention_head_dim=32, num_attention_heads=4,
-            joint_attention_dim=64, pooled_projection_dim=64, axes_dims_rope=(8, 12, 12))
+TINY = dict(
+    num_layers=2,
+    num_single_layers=2,
+    attention_head_dim=32,
+    num_attention_heads=4,
+    joint_attention_dim=64,
+    pooled_projection_dim=64,
+    axes_dims_rope=(8, 12, 12),
+)
 STEPS, EVERY = 30, 5
-SCRIPT = textwrap.dedent(f'''
+SCRIPT = textwrap.dedent(f"""
     import json, sys
     from pathlib import Path
     import torch
@@ -66,7 +73,7 @@ SCRIPT = textwrap.dedent(f'''
                                                           "time_dtypes": sorted(seen)}}))
     distributed.finish()
     distributed.leave(0)  # as bench's launched ranks leave: no teardown for gloo's threads to abort
-''')
+""")
 ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 WEIGHT_ATOL = 1e-5  # sharded vs one process: the same sums, reduced in another order
@@ -77,12 +84,16 @@ LOSS_RTOL = 1e-5
 # `t` included, to bf16), and the weights must have moved the same way, far more alike than bf16
 # training is to fp32 training (relative difference of the updates: measured 0.014 vs 0.22; 0.28
 # with the cast inputs)
-BF16_LOSS_RTOL = 2.0 ** -8
+BF16_LOSS_RTOL = 2.0**-8
 BF16_UPDATE_VS_FP32 = 0.25
 
 
-def _command(script: Path, out: Path, sharding: str, checkpointing: str = "no", precision: str = "no") -> list[str]:
-    launch = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"] if sharding == "fsdp" else [sys.executable]
+def _command(
+    script: Path, out: Path, sharding: str, checkpointing: str = "no", precision: str = "no"
+) -> list[str]:
+    launch = (
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"] if sharding == "fsdp" else [sys.executable]
+    )
     return [*launch, str(script), str(out), sharding, checkpointing, precision]
 
 
@@ -96,8 +107,14 @@ def _kill_after_first_checkpoint(command: list[str], out: Path) -> int:
     """Start the run, kill -9 the launcher and its workers once a checkpoint is complete; the
     newest complete checkpoint's step."""
     out.mkdir()
-    proc = subprocess.Popen(command, cwd=out, env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command,
+        cwd=out,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not list((out / "checkpoints").glob("step_*/manifest.json")):
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
@@ -129,7 +146,9 @@ def runs(tmp_path_factory):
     _run(_command(script, root / "fsdp", "fsdp"), root / "fsdp")
     _run(_command(script, root / "one_bf16", "none", precision="bf16"), root / "one_bf16")
     _run(_command(script, root / "fsdp_bf16", "fsdp", precision="bf16"), root / "fsdp_bf16")
-    killed_at = _kill_after_first_checkpoint(_command(script, root / "resumed", "fsdp", "ac"), root / "resumed")
+    killed_at = _kill_after_first_checkpoint(
+        _command(script, root / "resumed", "fsdp", "ac"), root / "resumed"
+    )
     _run(_command(script, root / "resumed", "fsdp", "ac"), root / "resumed")
     return root, killed_at
 
@@ -145,8 +164,9 @@ def test_two_sharded_processes_train_the_one_process_model(runs):
     worst = max(float((w_one[k] - w_fsdp[k]).abs().max()) for k in w_one)
     assert worst <= WEIGHT_ATOL
     # the weights moved (a test that would pass on untrained weights proves nothing)
-    assert max(float((w_one[k] - w_fsdp[k]).abs().max()) for k in w_one) < \
-        max(float(w_one[k].abs().max()) for k in w_one)
+    assert max(float((w_one[k] - w_fsdp[k]).abs().max()) for k in w_one) < max(
+        float(w_one[k].abs().max()) for k in w_one
+    )
     # every process ends with the whole trained model (sampling needs it), the same on each
     _, w_rank1 = _result(root / "fsdp", 1)
     assert all(torch.equal(w_fsdp[k], w_rank1[k]) for k in w_fsdp)
@@ -210,8 +230,9 @@ def test_the_sharded_twin_copies_no_storage():
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     twin = _meta_twin(backbone)
     assert all(t.is_meta for t in [*twin.parameters(), *twin.buffers()])
-    assert [(n, p.shape, p.requires_grad) for n, p in twin.named_parameters()] == \
-        [(n, p.shape, p.requires_grad) for n, p in backbone.named_parameters()]
+    assert [(n, p.shape, p.requires_grad) for n, p in twin.named_parameters()] == [
+        (n, p.shape, p.requires_grad) for n, p in backbone.named_parameters()
+    ]
     assert twin.transformer.gradient_checkpointing  # settings travel with the structure
     assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())  # the original untouched
     with build_device("fsdp"):  # one process: nothing to receive, the backbone is built for real
@@ -221,8 +242,11 @@ def test_the_sharded_twin_copies_no_storage():
 def test_bf16_sharding_casts_no_inputs():
     # autocast casts per operation; FSDP's default would round the time to bf16 before FLUX's 1 - t
     policy = mixed_precision_policy("bf16")
-    assert (policy.param_dtype, policy.reduce_dtype, policy.cast_forward_inputs) == \
-        (torch.bfloat16, torch.float32, False)
+    assert (policy.param_dtype, policy.reduce_dtype, policy.cast_forward_inputs) == (
+        torch.bfloat16,
+        torch.float32,
+        False,
+    )
     assert mixed_precision_policy("no").param_dtype is None
 
 

@@ -10,21 +10,37 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
+from bench.config.sample import SampleConfig
+from bench.encoders import flux_vae as vae_memory
 from bench.encoders.flux_vae import FluxVAEEncoder
 from bench.errors import BenchError
 from bench.pipeline import inference_memory as memory
 from bench.pipeline import sampler
-from bench.encoders import flux_vae as vae_memory
-from bench.config.sample import SampleConfig
 from bench.pipeline.sampler import AUTO_CPU_BATCH, ConditionedVelocity, euler, sampling_batch
 
 CPU = torch.device("cpu")
-FLUX = dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-            joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+FLUX = dict(
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=(4, 6, 6),
+)
 # the FLUX.1 VAE's layout (down/up blocks, mid attention, no quant convs) at a tiny width
-VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-           down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-           layers_per_block=1, norm_num_groups=4, use_quant_conv=False, use_post_quant_conv=False)
+VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(8, 16),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    layers_per_block=1,
+    norm_num_groups=4,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+)
 
 
 def tiny_flux() -> FluxBackbone:
@@ -38,10 +54,12 @@ def small_mlp() -> MLPBackbone:
 
 def solver_step(batch: int, precision: str):
     """What sampling_peak_bytes traces: one Euler step of `batch` samples."""
+
     def run(model, device):
         x0 = torch.empty((batch, *model.sample_shape), device=device)
         tokens = torch.zeros((batch, model.n_tokens), dtype=torch.long, device=device)
         euler(ConditionedVelocity(model, tokens, precision=precision), x0, 1)
+
     return run
 
 
@@ -81,14 +99,20 @@ def test_sampling_trace_equals_a_real_run():
 
 def test_bf16_needs_less_and_the_peak_grows_with_the_batch():
     model = small_mlp()
-    peak = {(p, b): sampler.sampling_peak_bytes(model, b, p, device=CPU) for p in ("fp32", "bf16") for b in (8, 4096)}
+    peak = {
+        (p, b): sampler.sampling_peak_bytes(model, b, p, device=CPU)
+        for p in ("fp32", "bf16")
+        for b in (8, 4096)
+    }
     weights = sum(p.numel() * 4 for p in model.parameters())
     assert peak["fp32", 8] > weights  # fp32 weights stay resident under autocast (its cache is off)
     # bf16 halves the activations, and adds a transient bf16 copy of the weight of the layer that
     # runs: more at a batch of 8 (the copy outweighs the activations), less at a large batch
     assert peak["bf16", 8] > peak["fp32", 8] and peak["bf16", 4096] < peak["fp32", 4096]
     assert peak["fp32", 8] < peak["fp32", 4096] and peak["bf16", 8] < peak["bf16", 4096]
-    assert sampler.sampling_peak_bytes(model, 4096, "fp32", "heun", device=CPU) > peak["fp32", 4096]  # holds v0
+    assert (
+        sampler.sampling_peak_bytes(model, 4096, "fp32", "heun", device=CPU) > peak["fp32", 4096]
+    )  # holds v0
 
 
 @pytest.mark.parametrize("mode,precision", [("encode", "fp32"), ("decode", "bf16")])

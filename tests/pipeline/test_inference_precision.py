@@ -19,12 +19,12 @@ import torch
 
 from bench.backbones.flux import FluxBackbone
 from bench.backbones.mlp import MLPBackbone
+from bench.config.sample import SampleConfig
 from bench.errors import BenchError
 from bench.evaluators.fid import fid
 from bench.evaluators.swd import random_directions, sliced_wasserstein
 from bench.method import Method
 from bench.pipeline import inference_precision
-from bench.config.sample import SampleConfig
 from bench.pipeline.sampler import ConditionedVelocity, draw_sources, generate
 
 CENTRES = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
@@ -69,8 +69,11 @@ def per_class(a: dict, b_x: torch.Tensor, b_y: torch.Tensor, distance) -> float:
 def test_bf16_sampling_is_within_a_tenth_of_the_sampling_noise_of_fp32(trained_mlp):
     method, backbone = trained_mlp
     n = [300] * len(CENTRES)
-    sets = {(p, s): generate(method, backbone, n, (2,), s, SampleConfig(nfe=32, precision=p))
-            for p in ("fp32", "bf16") for s in (1, 2)}
+    sets = {
+        (p, s): generate(method, backbone, n, (2,), s, SampleConfig(nfe=32, precision=p))
+        for p in ("fp32", "bf16")
+        for s in (1, 2)
+    }
     data_x, data_y = mixture(4000, torch.Generator().manual_seed(99))
     directions = random_directions(200, 2, 0)
     swd = lambda a, b: sliced_wasserstein(a, b, directions)  # noqa: E731
@@ -95,12 +98,23 @@ def test_bf16_flux_sampling_stays_close_to_fp32():
     torch.manual_seed(0)
     method = Method()
     method.setup(3)
-    backbone = FluxBackbone((4, 8, 8), method.vocab_size, 1, num_layers=1, num_single_layers=1,
-                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                            pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+    backbone = FluxBackbone(
+        (4, 8, 8),
+        method.vocab_size,
+        1,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6),
+    )
     n = [8] * 3
-    z = {p: generate(method, backbone, n, (4, 8, 8), 3, SampleConfig(nfe=4, precision=p))["z"]
-         for p in ("fp32", "bf16")}
+    z = {
+        p: generate(method, backbone, n, (4, 8, 8), 3, SampleConfig(nfe=4, precision=p))["z"]
+        for p in ("fp32", "bf16")
+    }
     x0 = draw_sources(method, n, (4, 8, 8), 3, SampleConfig())["z"]
     error = (z["bf16"] - z["fp32"]).pow(2).mean().sqrt()
     displacement = (z["fp32"] - x0).pow(2).mean().sqrt()
@@ -120,8 +134,9 @@ class Recorder(torch.nn.Module):
         return self.layer(x)
 
 
-@pytest.mark.parametrize("precision,autocast,out_dtype", [("fp32", False, torch.float32),
-                                                          ("bf16", True, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "precision,autocast,out_dtype", [("fp32", False, torch.float32), ("bf16", True, torch.bfloat16)]
+)
 def test_velocity_runs_under_autocast_and_returns_fp32(precision, autocast, out_dtype):
     net = Recorder()
     velocity = ConditionedVelocity(net, torch.ones(3, 1, dtype=torch.long), precision=precision)
@@ -150,6 +165,7 @@ def test_tf32_is_on_under_bf16_off_under_fp32_and_restored_after(monkeypatch):
         assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
     assert (matmul.allow_tf32, cudnn.allow_tf32) == before
 
+
 class RecordingDecoder:
     """An encoder whose decoder notes whether bf16 autocast was on and returns a bf16 tensor."""
 
@@ -174,5 +190,8 @@ def test_sets_are_decoded_at_the_sample_precision(precision):
     cell = SimpleNamespace(encoder=encoder, config=SimpleNamespace(sample=SampleConfig(precision=precision)))
     z = torch.randn(5000, 3)
     split = runner.decode(cell, {"z": z, "y": torch.zeros(5000, dtype=torch.long)})
-    assert encoder.seen == [(precision == "bf16", runner.DECODE_CHUNK), (precision == "bf16", 5000 - runner.DECODE_CHUNK)]
+    assert encoder.seen == [
+        (precision == "bf16", runner.DECODE_CHUNK),
+        (precision == "bf16", 5000 - runner.DECODE_CHUNK),
+    ]
     assert split.x.dtype == torch.float32 and torch.allclose(split.x, z, atol=2e-2)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.store.artifacts import MANIFEST
 from bench.encoders.pixel import PixelEncoder
 from bench.errors import BenchError
 from bench.pipeline.latent_cache import LATENTS, cache_folder, cached_latents
+from bench.store.artifacts import MANIFEST
 
 
 class CountingEncoder(PixelEncoder):

@@ -3,14 +3,14 @@
 import math
 from types import SimpleNamespace
 
-import gin
 import pytest
 import torch
 
+import gin
+from bench.config.sample import SampleConfig, SourceSubset
 from bench.errors import BenchError
 from bench.method import Condition, Method
 from bench.pipeline import runner
-from bench.config.sample import SampleConfig, SourceSubset
 from bench.pipeline.sampler import draw_sources, euler, generate, heun, sample_noise
 
 
@@ -59,18 +59,23 @@ class ScaledIdentity(torch.nn.Module):
 def test_generated_set_does_not_depend_on_batch_size():
     method = Method()
     method.setup(n_classes=3)
-    outs = [generate(method, ScaledIdentity(), [4, 2, 3], (2,), seed=5,
-                     cfg=SampleConfig(nfe=8, batch_size=b)) for b in (1, 4, 100)]
+    outs = [
+        generate(method, ScaledIdentity(), [4, 2, 3], (2,), seed=5, cfg=SampleConfig(nfe=8, batch_size=b))
+        for b in (1, 4, 100)
+    ]
     for out in outs[1:]:
         assert torch.equal(out["y"], outs[0]["y"])
         assert torch.allclose(out["z"], outs[0]["z"], atol=1e-6)
     assert outs[0]["y"].tolist() == [0] * 4 + [1] * 2 + [2] * 3
 
 
-@pytest.mark.parametrize("solver,steps,growth", [
-    (euler, 8, lambda ah: 1 + ah),  # one Euler step multiplies x by (1 + a h)
-    (heun, 4, lambda ah: 1 + ah + ah ** 2 / 2),  # one Heun step by (1 + a h + (a h)^2 / 2)
-])
+@pytest.mark.parametrize(
+    "solver,steps,growth",
+    [
+        (euler, 8, lambda ah: 1 + ah),  # one Euler step multiplies x by (1 + a h)
+        (heun, 4, lambda ah: 1 + ah + ah**2 / 2),  # one Heun step by (1 + a h + (a h)^2 / 2)
+    ],
+)
 def test_trace_sees_every_state_from_source_to_result(solver, steps, growth):
     x0, a = torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.7
     states = []
@@ -85,8 +90,14 @@ def test_trace_sees_every_state_from_source_to_result(solver, steps, growth):
 def test_keep_paths_stores_the_first_paths_of_each_class_and_leaves_z_unchanged(solver, steps):
     method = Method()
     method.setup(n_classes=3)
-    run = lambda keep, batch: generate(method, ScaledIdentity(), [4, 1, 3], (2,), seed=5,  # noqa: E731
-                                       cfg=SampleConfig(solver=solver, nfe=8, batch_size=batch, keep_paths=keep))
+    run = lambda keep, batch: generate(
+        method,
+        ScaledIdentity(),
+        [4, 1, 3],
+        (2,),
+        seed=5,  # noqa: E731
+        cfg=SampleConfig(solver=solver, nfe=8, batch_size=batch, keep_paths=keep),
+    )
     plain, kept = run(0, 3), run(2, 3)
     assert set(plain) == {"z", "y"} and set(kept) == {"z", "y", "paths", "paths_y"}
     assert torch.equal(plain["z"], kept["z"]) and torch.equal(plain["y"], kept["y"])
@@ -118,7 +129,10 @@ def test_source_draws_are_the_points_the_ode_starts_from(batch):
     method = SubclassShift()
     method.setup(n_classes=3)
     counts, cfg = [3, 2, 4], SampleConfig(nfe=4, batch_size=batch, keep_paths=10)
-    flowed, source = generate(method, ScaledIdentity(), counts, (2,), 5, cfg), draw_sources(method, counts, (2,), 5, cfg)
+    flowed, source = (
+        generate(method, ScaledIdentity(), counts, (2,), 5, cfg),
+        draw_sources(method, counts, (2,), 5, cfg),
+    )
     assert torch.equal(source["y"], flowed["y"]) and torch.equal(source["subclass"], flowed["subclass"])
     assert torch.equal(source["z"], flowed["paths"][:, 0])  # every row's path starts at its source draw
     assert not torch.allclose(source["z"], flowed["z"])  # ... and the flow moved it
@@ -147,8 +161,12 @@ def source_cap():
 def test_source_set_scores_the_scored_sets_first_draws_of_each_class(source_cap):
     method = SubclassShift()
     method.setup(n_classes=3)
-    cell = SimpleNamespace(method=method, dataset=SimpleNamespace(n_classes=3), spec=SimpleNamespace(seed=5, label="c"),
-                           config=SimpleNamespace(sample=SampleConfig(nfe=4, batch_size=2), source=SourceSubset()))
+    cell = SimpleNamespace(
+        method=method,
+        dataset=SimpleNamespace(n_classes=3),
+        spec=SimpleNamespace(seed=5, label="c"),
+        config=SimpleNamespace(sample=SampleConfig(nfe=4, batch_size=2), source=SourceSubset()),
+    )
     scored = {"y": torch.tensor([0] * 5 + [1] * 2 + [2] * 4)}  # the generative set's labels
     subset = runner.source_set(cell, (2,), scored)
     assert torch.bincount(subset["y"], minlength=3).tolist() == [3, 2, 3]
@@ -156,5 +174,7 @@ def test_source_set_scores_the_scored_sets_first_draws_of_each_class(source_cap)
     for c in range(3):  # no random choice: the first draws of each class, i.e. the scored set's first x0
         mine = subset["z"][subset["y"] == c]
         assert torch.equal(mine, full["z"][full["y"] == c][: len(mine)])
-        assert torch.equal(subset["subclass"][subset["y"] == c], full["subclass"][full["y"] == c][: len(mine)])
+        assert torch.equal(
+            subset["subclass"][subset["y"] == c], full["subclass"][full["y"] == c][: len(mine)]
+        )
     assert torch.equal(runner.source_set(cell, (2,), [1, 2, 9])["y"], torch.tensor([0, 1, 1, 2, 2, 2]))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys
     import torch
     import torch.distributed as dist
@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent('''
         dist.destroy_process_group()
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(0)
-''')
+""")
 ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -50,11 +50,23 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def test_ranks_agree_on_the_smallest_batch_and_give_the_single_process_set(tmp_path):
     script = tmp_path / "sample.py"
     script.write_text(SCRIPT)
-    two = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path), "2"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV)
+    two = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path), "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), str(tmp_path), "1"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env=ENV)
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     ref = load_file(tmp_path / "w1r0.safetensors")
     assert len(ref["z"]) == 27

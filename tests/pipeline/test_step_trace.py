@@ -16,8 +16,15 @@ SHAPE = (4, 16, 16)  # 64 patch tokens + 1 class token
 
 def flux_config(double=1, single=2, heads=2, head_dim=32):
     rope = (8, (head_dim - 8) // 2, (head_dim - 8) // 2)
-    return dict(num_layers=double, num_single_layers=single, attention_head_dim=head_dim, num_attention_heads=heads,
-                joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=rope)
+    return dict(
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=rope,
+    )
 
 
 def meta_flux(**config):
@@ -29,8 +36,12 @@ def micro_batch(model, rows: int, precision: str = "bf16", shape=SHAPE, labels=N
     """One training micro-batch as the trainer runs it: the flow-matching loss under autocast
     (bf16 when `precision` says so), then backward; class 0 for every row unless `labels`."""
     labels = torch.zeros(rows, dtype=torch.long) if labels is None else labels
-    batch = TrainBatch(x1=torch.randn(rows, *shape), cond=Condition(labels), eps=torch.randn(rows, *shape),
-                       t=torch.rand(rows))
+    batch = TrainBatch(
+        x1=torch.randn(rows, *shape),
+        cond=Condition(labels),
+        eps=torch.randn(rows, *shape),
+        t=torch.rand(rows),
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = Method().loss(model, batch)
     loss.backward()
@@ -63,15 +74,24 @@ def memtracker_peak(config, rows, precision, checkpointing, accumulating) -> dic
 WIDE = flux_config(double=2, single=3, heads=4)
 
 
-@pytest.mark.parametrize("config, precision, checkpointing, rows, micro_batches", [
-    (flux_config(), "bf16", False, 32, 4),  # a later micro-batch under accumulation: every gradient held
-    (WIDE, "no", False, 8, 1),              # one micro-batch a step: gradients born during the backward
-    (flux_config(), "bf16", True, 64, 2),   # activation checkpointing
-])
+@pytest.mark.parametrize(
+    "config, precision, checkpointing, rows, micro_batches",
+    [
+        (flux_config(), "bf16", False, 32, 4),  # a later micro-batch under accumulation: every gradient held
+        (WIDE, "no", False, 8, 1),  # one micro-batch a step: gradients born during the backward
+        (flux_config(), "bf16", True, 64, 2),  # activation checkpointing
+    ],
+)
 @pytest.mark.slow
 def test_peak_matches_memtracker_within_15_percent(config, precision, checkpointing, rows, micro_batches):
-    fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=1,
-                  mixed_precision=precision, activation_checkpointing=checkpointing)
+    fp = estimate(
+        meta_flux(**config),
+        batch_size=rows * micro_batches,
+        micro_batches=micro_batches,
+        processes=1,
+        mixed_precision=precision,
+        activation_checkpointing=checkpointing,
+    )
     peak = memtracker_peak(config, rows, precision, checkpointing, accumulating=micro_batches > 1)
     assert fp.total_gib * GIB == pytest.approx(peak["Total"], rel=0.15)
     # the state is exact: fp32 weights, gradients, AdamW's two moments
@@ -96,16 +116,35 @@ def counted_flops(config, rows, checkpointing) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("config, rows, micro_batches, checkpointing", [
-    (flux_config(), 8, 4, False),
-    (flux_config(double=2, single=1, heads=4), 16, 2, False),
-    (flux_config(double=1, single=3, heads=2, head_dim=64), 32, 1, True),  # recomputation's forward counted
-    (flux_config(double=1, single=1, heads=1, head_dim=16), 8, 2, False),  # narrow: attention ~1/3 of the FLOPs
-])
+@pytest.mark.parametrize(
+    "config, rows, micro_batches, checkpointing",
+    [
+        (flux_config(), 8, 4, False),
+        (flux_config(double=2, single=1, heads=4), 16, 2, False),
+        (
+            flux_config(double=1, single=3, heads=2, head_dim=64),
+            32,
+            1,
+            True,
+        ),  # recomputation's forward counted
+        (
+            flux_config(double=1, single=1, heads=1, head_dim=16),
+            8,
+            2,
+            False,
+        ),  # narrow: attention ~1/3 of the FLOPs
+    ],
+)
 @pytest.mark.slow
 def test_flops_per_step_within_2_percent_of_flop_counter(config, rows, micro_batches, checkpointing):
-    fp = estimate(meta_flux(**config), batch_size=rows * micro_batches, micro_batches=micro_batches, processes=4,
-                  mixed_precision="bf16", activation_checkpointing=checkpointing)
+    fp = estimate(
+        meta_flux(**config),
+        batch_size=rows * micro_batches,
+        micro_batches=micro_batches,
+        processes=4,
+        mixed_precision="bf16",
+        activation_checkpointing=checkpointing,
+    )
     # a GPU's fused attention backward recomputes the scores (FlopCounterMode's formula for it
     # counts that bmm, the math backend's autograd does not): one Q K^T per block and row
     tokens = SHAPE[1] * SHAPE[2] // 4 + 1
@@ -139,12 +178,16 @@ def test_a_deep_backbone_extrapolated_from_shallow_traces_matches_its_full_trace
     config = flux_config(double=3, single=4)
     backbone = meta_flux(**config)
     full = step_trace._trace(backbone, 32, precision, checkpointing, True)
-    fast = step_trace._by_depth(backbone, {"num_layers": 3, "num_single_layers": 4}, 32, precision, checkpointing, True)
+    fast = step_trace._by_depth(
+        backbone, {"num_layers": 3, "num_single_layers": 4}, 32, precision, checkpointing, True
+    )
     for peak in ("first", "accumulating", "optimiser_step"):
         assert sum(getattr(fast, peak).values()) == pytest.approx(sum(getattr(full, peak).values()), rel=0.01)
     assert fast.flops == full.flops and fast.gradients == full.gradients
     # with recomputation the most activations at once moves between blocks: 10 % (one block of the stack)
-    assert fast.activations_most == pytest.approx(full.activations_most, rel=0.01 if not checkpointing else 0.1)
+    assert fast.activations_most == pytest.approx(
+        full.activations_most, rel=0.01 if not checkpointing else 0.1
+    )
 
 
 @pytest.mark.slow
@@ -155,8 +198,15 @@ def test_the_issues_577m_configuration_is_counted_as_flop_counter_mode_counts_it
     The trace is that count plus attention, a few percent at this width."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = dict(num_layers=2, num_single_layers=4, attention_head_dim=128, num_attention_heads=16,
-                  joint_attention_dim=2048, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
+    config = dict(
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=128,
+        num_attention_heads=16,
+        joint_attention_dim=2048,
+        pooled_projection_dim=768,
+        axes_dims_rope=(16, 56, 56),
+    )
     shape = (16, 32, 32)
     with torch.device("meta"):
         backbone = FluxBackbone(shape, 21, 1, **config)

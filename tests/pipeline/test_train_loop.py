@@ -18,10 +18,10 @@ import torch
 
 import bench
 from bench.backbones.mlp import MLPBackbone
+from bench.config.train import TrainConfig
 from bench.errors import BenchError, CellFailed
 from bench.method import Condition, Method, TrainBatch
 from bench.pipeline.convergence import convergence
-from bench.config.train import TrainConfig
 from bench.pipeline.trainer import train
 
 
@@ -53,7 +53,9 @@ def fresh(method_cls=Method):
 
 def reference_run(method, model, x, y, cfg: TrainConfig, seed: int):
     """(loss trace, per-step losses) of the plain loop, training `model` in place."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # as bench's
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )  # as bench's
     warmup = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +65,7 @@ def reference_run(method, model, x, y, cfg: TrainConfig, seed: int):
     for step in range(1, cfg.steps + 1):
         if pos + batch > len(y):
             perm, pos = torch.randperm(len(y), generator=g), 0
-        idx, pos = perm[pos:pos + batch], pos + batch
+        idx, pos = perm[pos : pos + batch], pos + batch
         eps = torch.randn((batch, *x.shape[1:]), generator=g)
         t = method.sample_time(batch, g)
         seeds = torch.randint(0, 2**62, (m,), generator=g).tolist() if m > 1 else None
@@ -71,7 +73,9 @@ def reference_run(method, model, x, y, cfg: TrainConfig, seed: int):
         for k in range(m):
             rows = slice(k * size, (k + 1) * size)
             gen = torch.Generator().manual_seed(seeds[k]) if seeds else g
-            loss = method.loss(model, TrainBatch(x[idx[rows]], Condition(y[idx[rows]]), eps[rows], t[rows], gen))
+            loss = method.loss(
+                model, TrainBatch(x[idx[rows]], Condition(y[idx[rows]]), eps[rows], t[rows], gen)
+            )
             (loss * (1 / m) if m > 1 else loss).backward()
             total = total + loss.detach().float()
         value = float(total / m) if m > 1 else float(total)
@@ -92,13 +96,22 @@ def weights(module):
     return torch.cat([p.detach().flatten() for p in module.parameters()])
 
 
-@pytest.mark.parametrize("method_cls,micro_batches,sync_every", [
-    (Method, 1, 10), (DrawingMethod, 1, 7), (DrawingMethod, 2, 1), (Method, 4, 100)])
+@pytest.mark.parametrize(
+    "method_cls,micro_batches,sync_every",
+    [(Method, 1, 10), (DrawingMethod, 1, 7), (DrawingMethod, 2, 1), (Method, 4, 100)],
+)
 def test_the_loop_reproduces_the_plain_loop_bit_for_bit(method_cls, micro_batches, sync_every):
     x, y = two_class_data()
     # 200 rows in batches of 48: a new epoch permutation every 4 steps, mid-run
-    cfg = TrainConfig(steps=37, batch_size=48, lr=3e-3, warmup_steps=5, log_every=6,
-                      micro_batches=micro_batches, sync_every=sync_every)
+    cfg = TrainConfig(
+        steps=37,
+        batch_size=48,
+        lr=3e-3,
+        warmup_steps=5,
+        log_every=6,
+        micro_batches=micro_batches,
+        sync_every=sync_every,
+    )
     m, b = fresh(method_cls)
     result = train(m, b, x, y, cfg, seed=4)
     m, ref = fresh(method_cls)
@@ -123,20 +136,31 @@ class NaNAt(Method):
 
 # (sync_every, checkpoint_every, the step whose read finds the NaN of step 23): the first read at
 # or after step 23, every sync_every steps and before every checkpoint
-@pytest.mark.parametrize("sync_every,checkpoint_every,stop", [(1, 5, 23), (4, 5, 24), (10, 5, 25), (10, 0, 30)])
-def test_a_nan_stops_training_within_sync_every_steps_and_names_its_step(tmp_path, sync_every,
-                                                                        checkpoint_every, stop):
+@pytest.mark.parametrize(
+    "sync_every,checkpoint_every,stop", [(1, 5, 23), (4, 5, 24), (10, 5, 25), (10, 0, 30)]
+)
+def test_a_nan_stops_training_within_sync_every_steps_and_names_its_step(
+    tmp_path, sync_every, checkpoint_every, stop
+):
     x, y = two_class_data()
-    cfg = TrainConfig(steps=60, batch_size=48, lr=3e-3, log_every=5, checkpoint_every=checkpoint_every,
-                      checkpoint_minutes=0, sync_every=sync_every)
+    cfg = TrainConfig(
+        steps=60,
+        batch_size=48,
+        lr=3e-3,
+        log_every=5,
+        checkpoint_every=checkpoint_every,
+        checkpoint_minutes=0,
+        sync_every=sync_every,
+    )
     method = NaNAt(23)
     method.setup(n_classes=2)
     _, b = fresh()
     with pytest.raises(CellFailed) as failure:
         train(method, b, x, y, cfg, seed=1, checkpoint_dir=tmp_path, config_hash="h")
     # the same one-line error as when every step was read, naming the step whose loss was NaN
-    assert str(failure.value) == ("non-finite training loss (nan) at step 23; "
-                                  "lower train.lr or enable train.grad_clip")
+    assert str(failure.value) == (
+        "non-finite training loss (nan) at step 23; lower train.lr or enable train.grad_clip"
+    )
     assert method.calls == stop  # one loss per step: training ran up to the read and no further
     # a checkpoint is written only after its steps' losses were read finite: step 25's never is
     assert [p.name for p in tmp_path.iterdir()] == (["step_00000020"] if checkpoint_every else [])
@@ -164,8 +188,9 @@ class Reads:
 def test_the_loss_is_read_once_per_sync_every_steps(monkeypatch):
     x, y = two_class_data()
     m, b = fresh()
-    cfg = TrainConfig(steps=40, batch_size=48, lr=3e-3, log_every=20, micro_batches=2, sync_every=10,
-                      checkpoint_minutes=0)
+    cfg = TrainConfig(
+        steps=40, batch_size=48, lr=3e-3, log_every=20, micro_batches=2, sync_every=10, checkpoint_minutes=0
+    )
     reads = Reads(monkeypatch)
     train(m, b, x, y, cfg, seed=0)
     # one read of the 10 pending losses per 10 steps, plus per step the micro-batch seeds drawn
@@ -199,7 +224,9 @@ def test_compile_compiles_each_repeated_block_and_changes_no_number(monkeypatch)
 
     def flux():
         method, _ = fresh()
-        return method, FluxBackbone((4, 4, 4), method.vocab_size, method.n_tokens, num_layers=2, num_single_layers=1)
+        return method, FluxBackbone(
+            (4, 4, 4), method.vocab_size, method.n_tokens, num_layers=2, num_single_layers=1
+        )
 
     cfg = TrainConfig(steps=3, batch_size=8, log_every=1)
     (m1, eager), (m2, comp) = flux(), flux()
@@ -214,7 +241,9 @@ def test_compile_compiles_each_repeated_block_and_changes_no_number(monkeypatch)
 def test_compile_refuses_a_backbone_without_repeated_blocks():
     x, y = two_class_data()
     m, b = fresh()
-    with pytest.raises(BenchError, match=r"train.compile=True: the MLPBackbone backbone has no repeated blocks"):
+    with pytest.raises(
+        BenchError, match=r"train.compile=True: the MLPBackbone backbone has no repeated blocks"
+    ):
         train(m, b, x, y, TrainConfig(steps=1, batch_size=8, compile=True), seed=0)
 
 
@@ -238,7 +267,6 @@ def test_copies_to_the_cpu_are_the_tensors_themselves():
 
 def test_sync_every_feeds_no_hash():
     import gin
-
     from bench.config.gin_config import bindings_text
 
     gin.clear_config()

@@ -5,12 +5,12 @@ import shutil
 import pytest
 import torch
 
-from bench.store.artifacts import MANIFEST, load_state, save_state
 from bench.backbones.mlp import MLPBackbone
+from bench.config.train import TrainConfig
 from bench.errors import BenchError, CellFailed
 from bench.method import Method
-from bench.config.train import TrainConfig
 from bench.pipeline.trainer import train
+from bench.store.artifacts import MANIFEST, load_state, save_state
 
 
 def two_class_data(n=256):
@@ -70,8 +70,7 @@ def failing(at, error=None, seed=0):
 
 # log_every does not divide checkpoint_every (the checkpoint falls inside a log window) and the
 # warm-up outlasts the first checkpoint, so the schedule must be restored too
-RESUME_CFG = TrainConfig(steps=60, batch_size=48, lr=3e-3, warmup_steps=30, checkpoint_every=20,
-                         log_every=15)
+RESUME_CFG = TrainConfig(steps=60, batch_size=48, lr=3e-3, warmup_steps=30, checkpoint_every=20, log_every=15)
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
@@ -150,20 +149,36 @@ def test_checkpoint_minutes_must_be_a_non_negative_number():
 def test_checkpoints_hold_no_pickle_and_only_the_newest_is_kept(tmp_path):
     x, y = two_class_data()
     m, b = fresh()
-    train(m, b, x, y, TrainConfig(**{**RESUME_CFG.__dict__, "ema_decay": 0.9}), seed=1,
-          checkpoint_dir=tmp_path, config_hash="h")
+    train(
+        m,
+        b,
+        x,
+        y,
+        TrainConfig(**{**RESUME_CFG.__dict__, "ema_decay": 0.9}),
+        seed=1,
+        checkpoint_dir=tmp_path,
+        config_hash="h",
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["step_00000060"]  # no staging or trash left
     files = sorted(p.name for p in (tmp_path / "step_00000060").iterdir())
     assert files == [MANIFEST, "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
 
 
 def test_state_is_stored_without_pickle_and_read_back_equal(tmp_path):
-    state = {"step": 7, "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)},
-                                  1: {"n": torch.arange(4, dtype=torch.int64)}},
-             "param_groups": [{"betas": (0.9, 0.999), "lr": 0.1 + 0.2, "fused": None,
-                               "amsgrad": False, "params": [0, 1]}],
-             "rng": torch.Generator().manual_seed(5).get_state(), "loss_trace": [(15, 1 / 3)],
-             "window": [float("inf"), 2.5e-310], "__odd": "key"}
+    state = {
+        "step": 7,
+        "state": {
+            0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)},
+            1: {"n": torch.arange(4, dtype=torch.int64)},
+        },
+        "param_groups": [
+            {"betas": (0.9, 0.999), "lr": 0.1 + 0.2, "fused": None, "amsgrad": False, "params": [0, 1]}
+        ],
+        "rng": torch.Generator().manual_seed(5).get_state(),
+        "loss_trace": [(15, 1 / 3)],
+        "window": [float("inf"), 2.5e-310],
+        "__odd": "key",
+    }
     save_state(tmp_path, "s", state)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.safetensors"]
     back = load_state(tmp_path, "s")
@@ -182,8 +197,16 @@ def test_a_broken_newest_checkpoint_is_skipped(tmp_path, damage, caplog):
     m, ref = fresh()
     straight = train(m, ref, x, y, RESUME_CFG, seed=1)
     m, b = fresh()
-    train(m, b, x, y, TrainConfig(**{**RESUME_CFG.__dict__, "steps": 40}), seed=1,
-          checkpoint_dir=tmp_path, config_hash="h")
+    train(
+        m,
+        b,
+        x,
+        y,
+        TrainConfig(**{**RESUME_CFG.__dict__, "steps": 40}),
+        seed=1,
+        checkpoint_dir=tmp_path,
+        config_hash="h",
+    )
     broken = tmp_path / "step_00000050"  # newer than the good one, with truncated weights
     shutil.copytree(tmp_path / "step_00000040", broken)
     (broken / "model.safetensors").write_bytes(b"\0" * 10)
@@ -262,10 +285,16 @@ def test_micro_batches_accumulate_the_whole_batch_gradient():
     assert r4.loss_trace[0][1] == pytest.approx(r1.loss_trace[0][1], rel=1e-6)
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"micro_batches": 0}, "train.micro_batches=0: use an integer >= 1"),
-    ({"batch_size": 64, "micro_batches": 3}, "train.batch_size=64 does not split into train.micro_batches=3"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"micro_batches": 0}, "train.micro_batches=0: use an integer >= 1"),
+        (
+            {"batch_size": 64, "micro_batches": 3},
+            "train.batch_size=64 does not split into train.micro_batches=3",
+        ),
+    ],
+)
 def test_bad_micro_batches_are_one_line_errors(settings, message):
     with pytest.raises(BenchError, match=message):
         TrainConfig(**settings)

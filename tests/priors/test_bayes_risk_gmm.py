@@ -9,15 +9,21 @@ from numpy.polynomial.legendre import leggauss
 
 from bench.errors import BenchError
 from bench.priors.bayes_risk import fm_risk_decomposition
-from bench.priors.bayes_risk_gmm import (VAR_FLOOR_REL, fit_mixture, gmm_risk_decomposition,
-                                         random_partition_null)
+from bench.priors.bayes_risk_gmm import (
+    VAR_FLOOR_REL,
+    fit_mixture,
+    gmm_risk_decomposition,
+    random_partition_null,
+)
 
 
 def two_components(n, means, scales, seed=0):
     """One class, two subclasses of n points each, x = mean_k + scale_k * N(0, I)."""
     rng = np.random.default_rng(seed)
     k = np.repeat([0, 1], n)
-    x = np.asarray(means, float)[k] + np.asarray(scales, float)[k] * rng.standard_normal((2 * n, len(means[0])))
+    x = np.asarray(means, float)[k] + np.asarray(scales, float)[k] * rng.standard_normal(
+        (2 * n, len(means[0]))
+    )
     return torch.from_numpy(x), torch.zeros(2 * n, dtype=torch.long), torch.from_numpy(k)
 
 
@@ -32,13 +38,15 @@ def quadrature_risks(w, m, s2, t_max):
     normal = lambda v, mean, var: np.exp(-0.5 * (v - mean) ** 2 / var) / np.sqrt(2 * np.pi * var)  # noqa: E731
     v_class = v_sub = 0.0
     for t, weight in zip(ts, wt):
-        joint = [wk * normal(x - t * d, 0.0, 1.0) * normal(x + (1 - t) * d, mk, sk) for wk, mk, sk in zip(w, m, s2)]
+        joint = [
+            wk * normal(x - t * d, 0.0, 1.0) * normal(x + (1 - t) * d, mk, sk) for wk, mk, sk in zip(w, m, s2)
+        ]
         moments = lambda p: (p.sum(1) * dd, (p * d).sum(1) * dd, (p * d * d).sum(1) * dd)  # noqa: E731
         p0, p1, p2 = moments(sum(joint))
-        v_class += weight * ((p2 - p1 ** 2 / p0) * dx).sum()
+        v_class += weight * ((p2 - p1**2 / p0) * dx).sum()
         for p in joint:
             q0, q1, q2 = moments(p)
-            v_sub += weight * ((q2 - q1 ** 2 / np.maximum(q0, 1e-300)) * dx).sum()
+            v_sub += weight * ((q2 - q1**2 / np.maximum(q0, 1e-300)) * dx).sum()
     return v_class, v_sub
 
 
@@ -68,7 +76,9 @@ def test_two_dimensions_agree_with_the_reliable_empirical_estimate():
 def test_near_t0_the_class_risk_is_the_data_variance():
     """At t = 0, x_t = x0 is independent of x1 and k (standard source), so Var(d | x_t) = Var(x1) and
     the reduction is the between-subclass variance of x1 (p(k | x_t) = the subclass weights)."""
-    x1, labels, k = two_components(300, [[0.0, 3.0, -1.0], [2.0, 0.0, 1.0]], [[1.0, 0.5, 2.0], [0.3, 1.0, 1.0]])
+    x1, labels, k = two_components(
+        300, [[0.0, 3.0, -1.0], [2.0, 0.0, 1.0]], [[1.0, 0.5, 2.0], [0.3, 1.0, 1.0]]
+    )
     got = gmm_risk_decomposition(x1, labels, k, torch.zeros(3), torch.ones(3), n_mc=200, t_max=1e-4)
     x = x1.numpy()
     assert got["risk_class"] == pytest.approx(x.var(0).mean(), rel=1e-2)
@@ -78,7 +88,9 @@ def test_near_t0_the_class_risk_is_the_data_variance():
 
 def test_a_single_subclass_has_no_reduction():
     x1, labels, _ = two_components(100, [[0.0, 0.0], [3.0, 3.0]], [[1.0, 1.0], [1.0, 1.0]])
-    got = gmm_risk_decomposition(x1, labels, torch.zeros_like(labels), torch.zeros(2), torch.ones(2), n_mc=100)
+    got = gmm_risk_decomposition(
+        x1, labels, torch.zeros_like(labels), torch.zeros(2), torch.ones(2), n_mc=100
+    )
     assert got["reduction"] == 0.0 and got["risk_class"] == got["risk_subclass"] > 0
 
 
@@ -104,6 +116,7 @@ def test_separated_subclasses_beat_every_random_partition():
 
 def test_random_partitions_keep_the_subclass_sizes():
     from bench.priors.bayes_risk_gmm import _permute_within
+
     labels = np.repeat([0, 1], [30, 50])
     sub = np.concatenate([np.repeat([0, 1, 2], [5, 10, 15]), np.repeat([0, 1], [20, 30])])
     perm = _permute_within(labels, sub, np.random.default_rng(0))
@@ -113,7 +126,9 @@ def test_random_partitions_keep_the_subclass_sizes():
 
 
 def test_deterministic_and_floored():
-    x1, labels, k = two_components(50, [[0.0, 0.0], [2.0, 2.0]], [[1.0, 0.0], [1.0, 1.0]])  # dim 1 of k=0 constant
+    x1, labels, k = two_components(
+        50, [[0.0, 0.0], [2.0, 2.0]], [[1.0, 0.0], [1.0, 1.0]]
+    )  # dim 1 of k=0 constant
     args = (x1, labels, k, torch.zeros(2), torch.ones(2))
     assert gmm_risk_decomposition(*args, n_mc=50, seed=3) == gmm_risk_decomposition(*args, n_mc=50, seed=3)
     assert gmm_risk_decomposition(*args, n_mc=50, seed=3) != gmm_risk_decomposition(*args, n_mc=50, seed=4)
@@ -130,15 +145,24 @@ def test_per_group_sources_are_used():
     # Cov(x_t, d | k) = t s^2 - (1 - t) s^2; Var(d | x_t, k) = 2 s^2 - g^2 / v, v = ((1-t)^2 + t^2) s^2
     t = np.linspace(0, 0.95, 100001)
     s2 = model.s2.mean()
-    want = np.mean(2 * s2 - ((2 * t - 1) * s2) ** 2 / (((1 - t) ** 2 + t ** 2) * s2))
+    want = np.mean(2 * s2 - ((2 * t - 1) * s2) ** 2 / (((1 - t) ** 2 + t**2) * s2))
     assert got["risk_subclass"] == pytest.approx(want, rel=0.02)
 
 
-@pytest.mark.parametrize("change", [dict(t_max=1.0), dict(n_mc=1), dict(source_sigma=torch.zeros(2)),
-                                    dict(labels=torch.zeros(3, dtype=torch.long))])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(t_max=1.0),
+        dict(n_mc=1),
+        dict(source_sigma=torch.zeros(2)),
+        dict(labels=torch.zeros(3, dtype=torch.long)),
+    ],
+)
 def test_bad_arguments_raise_bench_error(change):
     x1, labels, k = two_components(10, [[0.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]])
-    args = dict(x1=x1, labels=labels, subclass=k, source_mu=torch.zeros(2), source_sigma=torch.ones(2)) | change
+    args = (
+        dict(x1=x1, labels=labels, subclass=k, source_mu=torch.zeros(2), source_sigma=torch.ones(2)) | change
+    )
     with pytest.raises(BenchError):
         gmm_risk_decomposition(**args)
 
@@ -146,6 +170,7 @@ def test_bad_arguments_raise_bench_error(change):
 def test_optprior_records_the_gmm_and_its_null_shared_with_optprior_sub_and_the_evaluator_names_them():
     from bench.evaluators.geometry import _names, recorded_metrics
     from bench.methods.optprior import OptPrior, OptPriorSub
+
     g = torch.Generator().manual_seed(0)
     z = torch.randn(200, 6, generator=g)
     z[100:] += 3
@@ -154,9 +179,14 @@ def test_optprior_records_the_gmm_and_its_null_shared_with_optprior_sub_and_the_
     args = dict(k_max=2, min_size=10, steps=5, risk_samples=20, risk_gmm_samples=100, risk_partitions=5)
     info = OptPrior(**args).fit_prior(z, labels, 2, seed=0).info["bayes_risk"]
     sub = OptPriorSub(**args).fit_prior(z, labels, 2, seed=0).info["bayes_risk"]
-    assert info["gmm"]["standard"] == sub["gmm"]["standard"] and info["random_partitions"] == sub["random_partitions"]
+    assert (
+        info["gmm"]["standard"] == sub["gmm"]["standard"]
+        and info["random_partitions"] == sub["random_partitions"]
+    )
     assert info["random_partitions"]["observed"] == info["gmm"]["standard"]["reduction"]
-    assert info["random_partitions"]["n_partitions"] == 5 and "standard" in info  # D = 6 <= 256: empirical kept
+    assert (
+        info["random_partitions"]["n_partitions"] == 5 and "standard" in info
+    )  # D = 6 <= 256: empirical kept
     metrics, names = recorded_metrics({"bayes_risk": info}), _names()
     assert metrics["bayes_risk/gmm/standard/reduction"] == info["gmm"]["standard"]["reduction"]
     assert metrics["bayes_risk/gmm/learned/risk_class"] == info["gmm"]["learned"]["risk_class"]

@@ -12,11 +12,13 @@ from bench.priors import bayes_risk, bayes_risk_gmm
 from bench.priors.bayes_risk import conditional_variance_decomposition, fm_risk_decomposition
 
 
-def reference_fm_risk(x1, labels, subclass, source_mu, source_sigma, n_mc=2000, t_max=0.95,
-                      max_reference=2000, seed=0) -> dict:
+def reference_fm_risk(
+    x1, labels, subclass, source_mu, source_sigma, n_mc=2000, t_max=0.95, max_reference=2000, seed=0
+) -> dict:
     """The pre-vectorisation estimator: a Python loop over the draws, one posterior each."""
-    x1, labels, subclass, mu, sigma = bayes_risk._check_inputs(x1, labels, subclass, source_mu, source_sigma,
-                                                               n_mc, t_max, max_reference)
+    x1, labels, subclass, mu, sigma = bayes_risk._check_inputs(
+        x1, labels, subclass, source_mu, source_sigma, n_mc, t_max, max_reference
+    )
     rng = np.random.default_rng(seed)
     members = {int(c): torch.nonzero(labels == c).squeeze(1).numpy() for c in torch.unique(labels)}
     draws = np.empty((n_mc, 4))
@@ -35,7 +37,7 @@ def reference_one_draw(x_t, t, x1_ref, mu_ref, sigma_ref, subclass_ref):
     x1_ref, mu_ref, sigma_ref = (a.to(torch.float64) for a in (x1_ref, mu_ref, sigma_ref))
     scale = (1 - t) * sigma_ref
     z = (x_t - t * x1_ref - (1 - t) * mu_ref) / scale
-    w = torch.softmax(-0.5 * (z ** 2).sum(1) - torch.log(scale).sum(1), dim=0)
+    w = torch.softmax(-0.5 * (z**2).sum(1) - torch.log(scale).sum(1), dim=0)
     d = (x1_ref - x_t) / (1 - t)
     dbar = w @ d
     v_class = w @ ((d - dbar) ** 2).sum(1)
@@ -83,8 +85,16 @@ def test_fm_risk_equals_the_loop_over_draws(case, variances, monkeypatch):
     kw = dict(n_mc=150, t_max=0.95, max_reference=max_reference, seed=3)
     want = reference_fm_risk(x1, labels, sub, mu, sigma, **kw)
     got = fm_risk_decomposition(x1, labels, sub, mu, sigma, **kw)
-    for key in ("risk_class", "risk_subclass", "reduction", "risk_class_se", "risk_subclass_se",
-                "reduction_se", "ess", "posterior_ess"):
+    for key in (
+        "risk_class",
+        "risk_subclass",
+        "reduction",
+        "risk_class_se",
+        "risk_subclass_se",
+        "reduction_se",
+        "ess",
+        "posterior_ess",
+    ):
         assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-300), key
     assert got["reliable"] == want["reliable"] and got["n_mc"] == want["n_mc"]
     # a rounding diagnostic: equal where the loop's gap is far from rounding noise, tiny where it is tiny
@@ -108,8 +118,9 @@ def test_memory_blocks_give_the_same_numbers(monkeypatch):
 def test_one_draw_is_the_plain_formula_bit_for_bit():
     x1, _, sub, mu, sigma = fixture(50, 7, 1, 3, seed=5, per_row_source=True)
     x_t = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    assert conditional_variance_decomposition(x_t, 0.6, x1, mu, sigma, sub) == \
-        reference_one_draw(x_t, 0.6, x1, mu, sigma, sub)
+    assert conditional_variance_decomposition(x_t, 0.6, x1, mu, sigma, sub) == reference_one_draw(
+        x_t, 0.6, x1, mu, sigma, sub
+    )
 
 
 def reference_group_mean(values, row_group, count):
@@ -134,8 +145,9 @@ def test_mixture_moments_equal_the_one_hot_product(monkeypatch, per_row):
     np.testing.assert_allclose(model.s2[~floored], s2[~floored], rtol=1e-9, atol=1e-12)
     for got, source in ((model.mu, mu), (np.sqrt(model.sig2), sigma)):
         rows = np.broadcast_to(source.double().numpy().reshape(-1, 16), x.shape)
-        np.testing.assert_allclose(got, reference_group_mean(np.ascontiguousarray(rows), group, count),
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            got, reference_group_mean(np.ascontiguousarray(rows), group, count), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_gmm_draws_do_not_depend_on_the_chunk_size(monkeypatch):

@@ -30,8 +30,13 @@ def _numpy_reference(d: np.ndarray, group: np.ndarray, parent: np.ndarray):
         siblings = [g for g in range(n_groups) if g != group[i] and parent[g] == parent[group[i]]]
         if siblings:
             overlap.append(max(dhat[i] @ units[g] for g in siblings))
-    return {"alignment": alignment, "radial_std": sizes @ stds / len(d), "radial_cv": sizes @ cvs / len(d),
-            "path_length": rho.mean(), "angular_overlap": np.mean(overlap)}
+    return {
+        "alignment": alignment,
+        "radial_std": sizes @ stds / len(d),
+        "radial_cv": sizes @ cvs / len(d),
+        "path_length": rho.mean(),
+        "angular_overlap": np.mean(overlap),
+    }
 
 
 def test_displacements_along_the_prototype_are_aligned():
@@ -46,7 +51,9 @@ def test_orthogonal_and_opposite_displacements():
     u = torch.tensor([[1.0, 0.0]])
     group = torch.zeros(4, dtype=torch.long)
     orthogonal = torch.tensor([[0.0, 2.0], [0.0, -1.0], [0.0, 5.0], [0.0, 0.5]])
-    assert displacement_geometry(orthogonal, group, prototypes=u)["alignment"] == pytest.approx(0.0, abs=1e-12)
+    assert displacement_geometry(orthogonal, group, prototypes=u)["alignment"] == pytest.approx(
+        0.0, abs=1e-12
+    )
     opposite = torch.tensor([[-2.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-3.0, 0.0]])
     assert displacement_geometry(opposite, group, prototypes=u)["alignment"] == pytest.approx(-0.5)
 
@@ -124,15 +131,14 @@ def test_mismatched_inputs_raise_bench_error():
 
 # --- claim (b): several sources by one held-out prototype rule (bench.priors.source_geometry) ---
 
-from bench.priors.source_geometry import (draw_seed, held_out_geometry, matched_spread,  # noqa: E402
-                                          matched_spreads)
+from bench.priors.source_geometry import draw_seed, held_out_geometry, matched_spread, matched_spreads  # noqa: E402
 from bench.priors.source_opt import normal_like  # noqa: E402
 
 
 def test_matched_spread_at_the_class_mean_is_the_closed_form():
     """x = m_c (r = 0): ||r - s eps|| = s ||eps||, so s = target / mean ||eps||."""
     eps = np.random.default_rng(0).standard_normal((3, 50, 16))
-    c = (eps ** 2).sum(2)
+    c = (eps**2).sum(2)
     s, reached = matched_spread(np.zeros(50), np.zeros((3, 50)), c, 7.0)
     assert reached and s == pytest.approx(7.0 / np.sqrt(c).mean(), rel=1e-10)
 
@@ -162,7 +168,7 @@ def test_a_target_shorter_than_any_isotropic_source_gives_zero_and_says_so():
     eps = rng.standard_normal((2, 40, 8))
     r = rng.standard_normal((40, 8))
     r *= np.sqrt(a)[:, None] / np.linalg.norm(r, axis=1, keepdims=True)
-    s, reached = matched_spread(a, (r * eps).sum(2), (eps ** 2).sum(2), 0.5)
+    s, reached = matched_spread(a, (r * eps).sum(2), (eps**2).sum(2), 0.5)
     assert (s, reached) == (0.0, False)
 
 
@@ -172,9 +178,17 @@ def test_held_out_prototypes_give_alignment_one_for_parallel_displacements():
     v = torch.tensor([1.0, 2.0, -2.0])
     x = torch.linspace(0.5, 3.0, 20).unsqueeze(1) * v
     group = torch.zeros(20, dtype=torch.long)
-    got = held_out_geometry(x, group, torch.zeros(1, dtype=torch.long),
-                            {"still": (torch.zeros(1, 3), torch.zeros(1, 1))}, seed=0, draws=3)["still"]
-    assert got["alignment"] == pytest.approx(1.0, abs=1e-12) and got["alignment_se"] == pytest.approx(0, abs=1e-12)
+    got = held_out_geometry(
+        x,
+        group,
+        torch.zeros(1, dtype=torch.long),
+        {"still": (torch.zeros(1, 3), torch.zeros(1, 1))},
+        seed=0,
+        draws=3,
+    )["still"]
+    assert got["alignment"] == pytest.approx(1.0, abs=1e-12) and got["alignment_se"] == pytest.approx(
+        0, abs=1e-12
+    )
     assert got["draws"] == 3 and got["prototypes"] == "held_out"
 
 

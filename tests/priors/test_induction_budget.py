@@ -113,8 +113,10 @@ def test_the_fits_are_the_same_whatever_the_budget(threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        runs = {b: OptPrior(induction_memory_gib=b, **FAST)._induce(x, means, labels, 5, seed=3)
-                for b in (1e-9, 1e-4, None)}  # one class at a time, some side by side, no limit
+        runs = {
+            b: OptPrior(induction_memory_gib=b, **FAST)._induce(x, means, labels, 5, seed=3)
+            for b in (1e-9, 1e-4, None)
+        }  # one class at a time, some side by side, no limit
     finally:
         torch.set_num_threads(before)
     for c in range(5):
@@ -150,5 +152,7 @@ def test_the_budget_decides_what_runs_at_once(monkeypatch):
 def test_a_bad_budget_is_a_one_line_bench_error(value):
     with pytest.raises(BenchError) as err:
         OptPrior(induction_memory_gib=value)
-    message = str(err.value).split("\n  In call to configurable")[0]  # gin's context line; the CLI shows line 1
+    message = str(err.value).split("\n  In call to configurable")[
+        0
+    ]  # gin's context line; the CLI shows line 1
     assert "optprior.induction_memory_gib" in message and repr(value) in message and "\n" not in message

@@ -12,9 +12,19 @@ import torch
 from scipy import stats
 
 from bench.priors import source_opt
-from bench.priors.source_opt import (NOISE_BLOCK_ELEMENTS, ProxyConfig, SourceParams, Workers, fixed_caps,
-                                     group_members, noise_rows, optimize_sources, proxy_gradients, proxy_terms,
-                                     standard_normal)
+from bench.priors.source_opt import (
+    NOISE_BLOCK_ELEMENTS,
+    ProxyConfig,
+    SourceParams,
+    Workers,
+    fixed_caps,
+    group_members,
+    noise_rows,
+    optimize_sources,
+    proxy_gradients,
+    proxy_terms,
+    standard_normal,
+)
 
 CFG = ProxyConfig(kappa=0.5, lambda_cap=0.7, lambda_scale=0.3)
 SCALES = ["per_dim", "raw"]
@@ -41,15 +51,20 @@ def problem(dtype=torch.float64, n=64, dim=32, groups=5):
     Returns the shared noise (one row per rank within a group) in place of per-row noise."""
     g = torch.Generator().manual_seed(0)
     group = torch.arange(n) % 4
-    params = SourceParams(torch.randn(groups, dim, generator=g, dtype=dtype),
-                          0.3 * torch.randn(groups, dim, generator=g, dtype=dtype),
-                          torch.randn(groups, dim, generator=g, dtype=dtype))
+    params = SourceParams(
+        torch.randn(groups, dim, generator=g, dtype=dtype),
+        0.3 * torch.randn(groups, dim, generator=g, dtype=dtype),
+        torch.randn(groups, dim, generator=g, dtype=dtype),
+    )
     noise = torch.randn(n // 4, dim, generator=g, dtype=dtype)
     eps = expanded(noise, group)
     u = torch.nn.functional.normalize(params.prototype, dim=1)[group]
     along = (torch.arange(n) // 4) % 2 == 0
-    direction = torch.where(along[:, None], u + 0.3 * torch.randn(n, dim, generator=g, dtype=dtype),
-                            torch.randn(n, dim, generator=g, dtype=dtype))
+    direction = torch.where(
+        along[:, None],
+        u + 0.3 * torch.randn(n, dim, generator=g, dtype=dtype),
+        torch.randn(n, dim, generator=g, dtype=dtype),
+    )
     length = torch.linspace(1.0, 10.0, n, dtype=dtype)[torch.randperm(n, generator=g)]
     d = length[:, None] * torch.nn.functional.normalize(direction, dim=1)
     x = params.mu[group] + params.log_sigma.exp()[group] * eps + d
@@ -59,8 +74,9 @@ def problem(dtype=torch.float64, n=64, dim=32, groups=5):
 
 def autograd_reference(params, x, group, noise, caps, cfg):
     """proxy_terms (each batch row with its shared noise row) and its gradients by autograd."""
-    leaves = SourceParams(*(v.clone().requires_grad_(True)
-                            for v in (params.mu, params.log_sigma, params.prototype)))
+    leaves = SourceParams(
+        *(v.clone().requires_grad_(True) for v in (params.mu, params.log_sigma, params.prototype))
+    )
     terms = proxy_terms(leaves, x, group, expanded(noise, group), caps, cfg)
     terms.total.backward()
     return terms, SourceParams(leaves.mu.grad, leaves.log_sigma.grad, leaves.prototype.grad)
@@ -118,14 +134,19 @@ def test_batch_rows_by_index_equal_the_gathered_batch():
     indexed, indexed_grads = proxy_gradients(params, x, group, noise, caps, CFG, idx=idx)
     torch.testing.assert_close(indexed.total, direct.total, rtol=1e-14, atol=0)
     for name in ("mu", "log_sigma", "prototype"):
-        torch.testing.assert_close(getattr(indexed_grads, name), getattr(direct_grads, name),
-                                   rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(
+            getattr(indexed_grads, name), getattr(direct_grads, name), rtol=1e-12, atol=1e-15
+        )
 
 
 def duplicated(params, x, noise):
     """Every coordinate twice: the same problem in 2 D dimensions."""
     twice = lambda v: torch.cat([v, v], dim=1)  # noqa: E731
-    return SourceParams(*(twice(v) for v in (params.mu, params.log_sigma, params.prototype))), twice(x), twice(noise)
+    return (
+        SourceParams(*(twice(v) for v in (params.mu, params.log_sigma, params.prototype))),
+        twice(x),
+        twice(noise),
+    )
 
 
 def test_per_dim_objective_is_invariant_to_duplicating_coordinates_and_raw_cap_doubles():
@@ -134,16 +155,19 @@ def test_per_dim_objective_is_invariant_to_duplicating_coordinates_and_raw_cap_d
     # the caps r_g come from the data (here each group its own class), so they scale by sqrt(2) with it
     means = lambda v: torch.stack([v[group == g].mean(0) for g in range(4)])  # noqa: E731
     caps, caps2 = (fixed_caps(v, means(v), group, group, 5, 0.2) for v in (x, x2))
-    torch.testing.assert_close(caps2, caps * 2 ** 0.5)
+    torch.testing.assert_close(caps2, caps * 2**0.5)
     by_autograd = lambda p, x_, g, noise_, c, cfg: proxy_terms(p, x_, g, expanded(noise_, g), c, cfg)  # noqa: E731
     closed_form = lambda *args: proxy_gradients(*args)[0]  # noqa: E731
     for terms_of in (by_autograd, closed_form):
-        once, twice = ({scale: terms_of(*problem_args, config(scale)) for scale in SCALES}
-                       for problem_args in ((params, x, group, noise, caps), (params2, x2, group, noise2, caps2)))
+        once, twice = (
+            {scale: terms_of(*problem_args, config(scale)) for scale in SCALES}
+            for problem_args in ((params, x, group, noise, caps), (params2, x2, group, noise2, caps2))
+        )
         assert float(once["raw"].cap) > 1.0  # the caps bind
         for name in ("total", "ang", "cap", "scale"):
-            torch.testing.assert_close(getattr(twice["per_dim"], name), getattr(once["per_dim"], name),
-                                       rtol=1e-12, atol=0)
+            torch.testing.assert_close(
+                getattr(twice["per_dim"], name), getattr(once["per_dim"], name), rtol=1e-12, atol=0
+            )
         torch.testing.assert_close(twice["raw"].cap, 2 * once["raw"].cap, rtol=1e-12, atol=0)
         torch.testing.assert_close(once["raw"].cap, x.shape[1] * once["per_dim"].cap, rtol=1e-12, atol=0)
 
@@ -163,8 +187,12 @@ def blocks_by_hand(seed, rows, dim):
     per_block = NOISE_BLOCK_ELEMENTS // dim
     starts = range(0, rows, per_block)
     seeds = torch.randint(0, 2**63 - 1, (len(starts),), generator=torch.Generator().manual_seed(seed))
-    return torch.cat([torch.randn(min(per_block, rows - s), dim, generator=torch.Generator().manual_seed(int(k)))
-                      for s, k in zip(starts, seeds)])
+    return torch.cat(
+        [
+            torch.randn(min(per_block, rows - s), dim, generator=torch.Generator().manual_seed(int(k)))
+            for s, k in zip(starts, seeds)
+        ]
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -186,7 +214,7 @@ def reference_optimisation(init, x, group, caps, cfg, seed):
     trace = []
     for step in range(cfg.steps):
         n = len(x)
-        idx = torch.randperm(n, generator=generator)[:cfg.batch_size] if n > cfg.batch_size else None
+        idx = torch.randperm(n, generator=generator)[: cfg.batch_size] if n > cfg.batch_size else None
         xb, gb = (x, group) if idx is None else (x[idx], group[idx])
         noise = standard_normal(generator, torch.empty(noise_rows(gb), x.shape[1]), Workers(1, 1, x.dtype))
         terms = proxy_terms(SourceParams(*leaves), xb, gb, expanded(noise, gb), caps, cfg)
@@ -194,8 +222,9 @@ def reference_optimisation(init, x, group, caps, cfg, seed):
         terms.total.backward()
         optimizer.step()
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
-            trace.append([step + 1] + [float(v.detach())
-                                       for v in (terms.total, terms.ang, terms.cap, terms.scale)])
+            trace.append(
+                [step + 1] + [float(v.detach()) for v in (terms.total, terms.ang, terms.cap, terms.scale)]
+            )
     return SourceParams(*(v.detach() for v in leaves)), trace
 
 

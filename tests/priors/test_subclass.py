@@ -97,11 +97,13 @@ def test_larger_gamma_never_picks_more_subclasses():
 
 def test_tiny_true_subcluster_is_merged_to_respect_min_size():
     rng = np.random.default_rng(0)
-    x = np.concatenate([
-        rng.normal(size=(200, 2)) + [8, 0],
-        rng.normal(size=(150, 2)) - [8, 0],
-        rng.normal(size=(5, 2)) + [0, 30],  # the tiny, far subcluster EBIC wants as its own subclass
-    ])
+    x = np.concatenate(
+        [
+            rng.normal(size=(200, 2)) + [8, 0],
+            rng.normal(size=(150, 2)) - [8, 0],
+            rng.normal(size=(5, 2)) + [0, 30],  # the tiny, far subcluster EBIC wants as its own subclass
+        ]
+    )
     fit = induce_subclasses(x, gamma=0.5, min_size=10, seed=0)
     assert min(fit.sizes) >= 10 and sum(fit.sizes) == 355
     assert "reduced to" in fit.note and "min_size=10" in fit.note

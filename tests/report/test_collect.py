@@ -3,19 +3,23 @@
 import json
 
 import pytest
-
-from bench.report.collect import MISSING, OK, REFUSED, load_experiment
-from bench.errors import BenchError
-from bench.store.gridfile import GridFile, read_grid
 from records_fixture import make_experiment
+
+from bench.errors import BenchError
+from bench.report.collect import MISSING, OK, REFUSED, load_experiment
+from bench.store.gridfile import GridFile, read_grid
 
 
 def test_cells_follow_the_grid_order_not_the_folder_order(tmp_path):
-    exp = load_experiment(make_experiment(tmp_path, datasets=("zeta", "alpha"), methods=("optprior", "fm"),
-                                          seeds=(2, 0)))
+    exp = load_experiment(
+        make_experiment(tmp_path, datasets=("zeta", "alpha"), methods=("optprior", "fm"), seeds=(2, 0))
+    )
     assert exp.datasets == ["zeta", "alpha"] and exp.methods == ["optprior", "fm"] and exp.seeds == [2, 0]
     assert [(c.dataset, c.method, c.seed) for c in exp.results()][:3] == [
-        ("zeta", "optprior", 2), ("zeta", "optprior", 0), ("zeta", "fm", 2)]
+        ("zeta", "optprior", 2),
+        ("zeta", "optprior", 0),
+        ("zeta", "fm", 2),
+    ]
     assert all(c.status == OK for c in exp.results()) and len(exp.records()) == 8
 
 
@@ -33,8 +37,11 @@ def test_missing_failed_corrupt_and_refused_cells_are_reported(tmp_path):
     assert cells["fm", 1].status == MISSING and "unreadable" in cells["fm", 1].note
     assert cells["optprior", 1].status == REFUSED and "another" in cells["optprior", 1].note
     assert cells["optprior", 0].status == OK
-    assert [c.label for c in exp.problems()] == ["phantom_lt/fm/seed0", "phantom_lt/fm/seed1",
-                                                 "phantom_lt/optprior/seed1"]
+    assert [c.label for c in exp.problems()] == [
+        "phantom_lt/fm/seed0",
+        "phantom_lt/fm/seed1",
+        "phantom_lt/optprior/seed1",
+    ]
 
 
 def test_without_grid_json_a_seed_with_another_configuration_is_refused(tmp_path):
@@ -56,6 +63,7 @@ def test_grid_file_merges_later_runs_in_first_seen_order(tmp_path):
             self.config_hash = h
 
     from bench.store.gridfile import declare_cells
+
     declare_cells(tmp_path, "exp", [Cell("a", "fm", 0, "h1"), Cell("b", "fm", 0, "h2")])
     declare_cells(tmp_path, "exp", [Cell("a", "cbfm", 1, "h3"), Cell("a", "fm", 0, "h4")])
     grid = read_grid(tmp_path / "exp")

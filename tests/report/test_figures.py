@@ -3,24 +3,35 @@ and the trajectory figure from a real synthetic2d run."""
 
 import json
 
-import gin
 import numpy as np
 import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from bench.store.artifacts import write_json_atomic
+import gin
 from bench.report.collect import load_experiment
 from bench.report.figures import (
-    Figure, all_figures, augmented, class_bacc_bars, geometry_histograms, recall_series, sample_grid_panels,
-    sample_grids, stored_paths, trajectories, trajectory_panels,
+    Figure,
+    all_figures,
+    augmented,
+    class_bacc_bars,
+    geometry_histograms,
+    recall_series,
+    sample_grid_panels,
+    sample_grids,
+    stored_paths,
+    trajectories,
+    trajectory_panels,
 )
+from bench.store.artifacts import write_json_atomic
 from bench.store.gridfile import GRID, GridFile
 
 CLASSES = ["Head", "Mid", "Rare"]
-PLAN = [{"name": "Head", "count": 500, "ratio": 1.0, "group": "Head", "synthetic": 0},
-        {"name": "Mid", "count": 60, "ratio": 0.12, "group": "MT", "synthetic": 30},
-        {"name": "Rare", "count": 3, "ratio": 0.006, "group": "ULT", "synthetic": 22}]
+PLAN = [
+    {"name": "Head", "count": 500, "ratio": 1.0, "group": "Head", "synthetic": 0},
+    {"name": "Mid", "count": 60, "ratio": 0.12, "group": "MT", "synthetic": 30},
+    {"name": "Rare", "count": 3, "ratio": 0.006, "group": "ULT", "synthetic": 22},
+]
 RED, GREEN = (255, 0, 0), (0, 160, 0)
 
 
@@ -32,13 +43,25 @@ def _hist(rng, lo, hi, n=200, bins=10) -> dict:
 def _geometry(rng, own: bool) -> dict:
     """details["geometry"] with the N(0, I) reference and, if `own`, the method's source."""
     sources = {"gauss": "standard", **({"method": "class_mean"} if own else {})}
-    return {"bins": 10, "histograms": {key: {"source": name, "n": 200, "path_length": _hist(rng, 0, 5),
-                                             "alignment": _hist(rng, -1, 1)} for key, name in sources.items()}}
+    return {
+        "bins": 10,
+        "histograms": {
+            key: {"source": name, "n": 200, "path_length": _hist(rng, 0, 5), "alignment": _hist(rng, -1, 1)}
+            for key, name in sources.items()
+        },
+    }
 
 
 def _downstream(recall: list, no_aug: list) -> dict:
-    return {"classifier_seeds": [1, 2], "bacc": [0.5, 0.6], "macro_f1": [0.4, 0.5], "bacc/no_aug": [0.4, 0.5],
-            "macro_f1/no_aug": [0.3, 0.4], "recall": recall, "recall/no_aug": no_aug}
+    return {
+        "classifier_seeds": [1, 2],
+        "bacc": [0.5, 0.6],
+        "macro_f1": [0.4, 0.5],
+        "bacc/no_aug": [0.4, 0.5],
+        "macro_f1/no_aug": [0.3, 0.4],
+        "recall": recall,
+        "recall/no_aug": no_aug,
+    }
 
 
 def _write_cell(root, dataset, method, seed, grid, details=None, png=None, paths=None, hash_on_disk=None):
@@ -47,16 +70,28 @@ def _write_cell(root, dataset, method, seed, grid, details=None, png=None, paths
     folder.mkdir(parents=True)
     declared = f"h-{dataset}-{method}-{seed}"
     grid.add(dataset, method, seed, declared)
-    record = {"status": "ok", "experiment": "figs", "dataset": dataset, "method": method, "seed": seed,
-              "config_hash": hash_on_disk or declared, "class_names": CLASSES, "augmentation": PLAN,
-              "details": details or {}, "metrics": {}, "created": f"2024-01-0{seed + 1}T00:00:00"}
+    record = {
+        "status": "ok",
+        "experiment": "figs",
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "config_hash": hash_on_disk or declared,
+        "class_names": CLASSES,
+        "augmentation": PLAN,
+        "details": details or {},
+        "metrics": {},
+        "created": f"2024-01-0{seed + 1}T00:00:00",
+    }
     (folder / "record.json").write_text(json.dumps(record))
     if png is not None:
         Image.new("RGB", (300, 200), png).save(folder / "samples.png")
     if paths is not None:
         (folder / "samples").mkdir()
-        save_file({"z": paths[0][:, -1], "y": paths[1], "paths": paths[0], "paths_y": paths[1]},
-                  folder / "samples" / "samples.safetensors")
+        save_file(
+            {"z": paths[0][:, -1], "y": paths[1], "paths": paths[0], "paths_y": paths[1]},
+            folder / "samples" / "samples.safetensors",
+        )
 
 
 def _paths(rng, n_per_class=5, steps=4) -> tuple:
@@ -68,8 +103,11 @@ def _paths(rng, n_per_class=5, steps=4) -> tuple:
     return (1 - t) * x0[:, None] + t * x1[:, None], y.astype(np.int64)
 
 
-RECALL = {("fm", 0): ([0.9, 0.5, None], [0.95, 0.3, None]), ("fm", 1): ([0.8, 0.7, 0.2], [0.9, 0.4, 0.1]),
-          ("cpd", 1): ([0.85, 0.6, 0.4], [0.9, 0.4, 0.1])}
+RECALL = {
+    ("fm", 0): ([0.9, 0.5, None], [0.95, 0.3, None]),
+    ("fm", 1): ([0.8, 0.7, 0.2], [0.9, 0.4, 0.1]),
+    ("cpd", 1): ([0.85, 0.6, 0.4], [0.9, 0.4, 0.1]),
+}
 
 
 @pytest.fixture
@@ -78,8 +116,15 @@ def experiment(tmp_path):
     vec: fm and cpd with stored paths and geometry histograms; optprior with neither of its own."""
     root, grid, rng = tmp_path / "figs", GridFile("figs"), np.random.default_rng(0)
     for (method, seed), (recall, no_aug) in RECALL.items():
-        _write_cell(root, "img", method, seed, grid, {"downstream": _downstream(recall, no_aug)},
-                    png=RED if method == "fm" else GREEN)
+        _write_cell(
+            root,
+            "img",
+            method,
+            seed,
+            grid,
+            {"downstream": _downstream(recall, no_aug)},
+            png=RED if method == "fm" else GREEN,
+        )
     grid.add("img", "cpd", 0, "h-img-cpd-0")
     (root / "img" / "cpd" / "seed0").mkdir(parents=True)
     (root / "img" / "cpd" / "seed0" / "failure.json").write_text(json.dumps({"reason": "OOM"}))
@@ -102,7 +147,8 @@ def test_sample_grids_put_each_methods_lowest_usable_seed_side_by_side(experimen
     assert sample_grid_panels(experiment, "img") == [
         ("fm (seed 0)", experiment.cells[("img", "fm", 0)].folder / "samples.png"),
         ("cpd (seed 1)", experiment.cells[("img", "cpd", 1)].folder / "samples.png"),
-        ("optprior: missing", None)]
+        ("optprior: missing", None),
+    ]
     figs = sample_grids(experiment, tmp_path / "out")
     assert [f.path.name for f in figs] == ["samples_img.png"]  # vec has no samples.png
     img = _image(figs[0].path)
@@ -153,8 +199,12 @@ def test_geometry_histograms_show_each_computable_source_and_the_reference(exper
 @pytest.mark.slow
 def test_all_figures_and_nothing_when_the_records_hold_nothing(experiment, tmp_path):
     figs = all_figures(experiment, tmp_path / "out")
-    assert [f.path.name for f in figs] == ["samples_img.png", "trajectories_vec.png", "class_recall_img.png",
-                                           "geometry_vec.png"]
+    assert [f.path.name for f in figs] == [
+        "samples_img.png",
+        "trajectories_vec.png",
+        "class_recall_img.png",
+        "geometry_vec.png",
+    ]
     assert all(isinstance(f, Figure) and f.title and f.caption and f.path.is_file() for f in figs)
     again = all_figures(experiment, tmp_path / "again")
     assert [f.path.read_bytes() for f in again] == [f.path.read_bytes() for f in figs]  # deterministic
@@ -172,10 +222,19 @@ def test_trajectories_from_a_real_synthetic2d_run(tmp_path):
     from bench.scale.grid import run_grid
 
     axes = {"datasets": ["synthetic2d"], "methods": ["fm"], "seeds": [0]}
-    request = RunRequest(results_dir=tmp_path / "res", axes=axes,
-                         bindings=["train.steps=30", "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=20",
-                                   "sample.nfe=4", "sample.keep_paths=3", "sample.init_reference=False",
-                                   "pipeline.evaluators=['swd', 'geometry']"])
+    request = RunRequest(
+        results_dir=tmp_path / "res",
+        axes=axes,
+        bindings=[
+            "train.steps=30",
+            "synthetic2d.n_max=400",
+            "synthetic2d.n_test_per_class=20",
+            "sample.nfe=4",
+            "sample.keep_paths=3",
+            "sample.init_reference=False",
+            "pipeline.evaluators=['swd', 'geometry']",
+        ],
+    )
     try:
         result = run_grid(request)
     finally:

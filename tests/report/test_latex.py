@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from records_fixture import make_experiment
 
+from bench.paper.paper_tables import paper_tables
 from bench.report.collect import load_experiment
 from bench.report.render import latex_document, latex_escape, to_latex
 from bench.report.tabular import Column, Entry, Table
-from bench.paper.paper_tables import paper_tables
-from records_fixture import make_experiment
 
 UNESCAPED_AMP = re.compile(r"(?<!\\)&")
 
@@ -56,8 +56,11 @@ def row_widths(tex: str) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory) -> str:
-    folder = make_experiment(tmp_path_factory.mktemp("latex"), datasets=("phantom_lt", "nih_lt"),
-                             methods=("fm", "cbfm", "optprior", "optprior_sub", "optprior_opt"))
+    folder = make_experiment(
+        tmp_path_factory.mktemp("latex"),
+        datasets=("phantom_lt", "nih_lt"),
+        methods=("fm", "cbfm", "optprior", "optprior_sub", "optprior_opt"),
+    )
     return latex_document(paper_tables(load_experiment(folder)), "bench experiment exp")
 
 
@@ -70,8 +73,13 @@ def test_the_document_is_well_formed(document):
 
 
 def _table(n_columns: int, n_rows: int, value: float = -0.5, note: str = "") -> Table:
-    table = Table("t", "A table", "Caption with N(0, I).", ["method"],
-                  columns=[Column(f"c{i}", True) for i in range(n_columns)])
+    table = Table(
+        "t",
+        "A table",
+        "Caption with N(0, I).",
+        ["method"],
+        columns=[Column(f"c{i}", True) for i in range(n_columns)],
+    )
     for r in range(n_rows):
         table.add_row([f"m{r}"], [Entry(runs={(0, 0): value}) for _ in range(n_columns)])
     if note:
@@ -88,8 +96,10 @@ def test_negatives_powers_and_the_standard_gaussian_are_typeset_as_mathematics()
     assert latex_escape("seed-0, 1e-06, 2026-12-06, 50% & x_1") == r"seed-0, 1e-06, 2026-12-06, 50\% \& x\_1"
 
 
-@pytest.mark.parametrize("n_columns,n_rows,scaled", [(3, 5, None), (12, 5, r"\resizebox{\linewidth}{!}"),
-                                                     (3, 50, r"\resizebox{!}{0.85\textheight}")])
+@pytest.mark.parametrize(
+    "n_columns,n_rows,scaled",
+    [(3, 5, None), (12, 5, r"\resizebox{\linewidth}{!}"), (3, 50, r"\resizebox{!}{0.85\textheight}")],
+)
 def test_wide_and_tall_tables_are_scaled_to_the_page(n_columns, n_rows, scaled):
     tex = to_latex(_table(n_columns, n_rows))
     assert ("resizebox" in tex) == (scaled is not None)

@@ -11,9 +11,10 @@ import json
 import textwrap
 from pathlib import Path
 
-import gin
 import pytest
+from records_fixture import make_experiment
 
+import gin
 from bench import registry
 from bench.evaluator import Evaluator, Metric, declarations, family, headline_names, metric_info
 from bench.paper.paper_tables import paper_tables
@@ -21,7 +22,6 @@ from bench.report.collect import load_experiment
 from bench.report.declarations import LEGACY_HEADLINE, LEGACY_LABELS, declared_label, headline_columns
 from bench.report.summary import summary_table
 from bench.report.tables import build_tables
-from records_fixture import make_experiment
 
 PLUGIN = '''
 """Two third-party evaluators living outside bench: one declares its metrics, one predates them."""
@@ -48,9 +48,19 @@ class Legacy(bench.Evaluator):
     def evaluate(self, cell):
         return {"legacy_mean": float(cell.synthetic.x.double().mean())}
 '''
-RUN = ["run", "methods=[fm]", "datasets=[synthetic2d]", "seeds=[0]",
-       "pipeline.evaluators=['swd','sharpness','legacy']", "train.steps=3", "train.batch_size=64",
-       "sample.nfe=2", "synthetic2d.n_max=200", "synthetic2d.imbalance_ratio=10.0", "synthetic2d.n_test_per_class=20"]
+RUN = [
+    "run",
+    "methods=[fm]",
+    "datasets=[synthetic2d]",
+    "seeds=[0]",
+    "pipeline.evaluators=['swd','sharpness','legacy']",
+    "train.steps=3",
+    "train.batch_size=64",
+    "sample.nfe=2",
+    "synthetic2d.n_max=200",
+    "synthetic2d.imbalance_ratio=10.0",
+    "synthetic2d.n_test_per_class=20",
+]
 
 
 def make_plugin(root: Path) -> Path:
@@ -60,8 +70,9 @@ def make_plugin(root: Path) -> Path:
     info = root / "sharpplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sharpplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bench.evaluators]\nsharpness = sharpplug:Sharpness\n"
-                                           "legacy = sharpplug:Legacy\n")
+    (info / "entry_points.txt").write_text(
+        "[bench.evaluators]\nsharpness = sharpplug:Sharpness\nlegacy = sharpplug:Legacy\n"
+    )
     return root
 
 
@@ -85,8 +96,13 @@ def _row(markdown: str, start: str) -> list[str]:
 def test_a_plugin_metric_shows_with_its_label_and_direction_in_bench_tables(plugin_run, bench_cli):
     root, exp, _ = plugin_run
     rec = json.loads((exp / "synthetic2d" / "fm" / "seed0" / "record.json").read_text())
-    assert rec["metric_info"]["sharpness"] == {"label": "Sharpness", "higher_is_better": True,
-                                               "headline": True, "unit": "", "rank": 45}
+    assert rec["metric_info"]["sharpness"] == {
+        "label": "Sharpness",
+        "higher_is_better": True,
+        "headline": True,
+        "unit": "",
+        "rank": 45,
+    }
     assert rec["higher_is_better"]["sharpness"] is True and rec["higher_is_better"]["sharpness_time"] is False
     out = bench_cli("tables", str(exp), cwd=root, env_extra={"PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr
@@ -97,8 +113,13 @@ def test_a_plugin_metric_shows_with_its_label_and_direction_in_bench_tables(plug
     assert _row(table, "swd/tail ↓")[1] == "SWD tail"  # the built-ins' declared labels, beside their names
     # the evaluator with only a direction dict: its name is its label, its direction its arrow
     assert _row(table, "legacy_mean ↓")[:2] == ["legacy_mean ↓", "legacy_mean"]
-    assert rec["metric_info"]["legacy_mean"] == {"label": "legacy_mean", "higher_is_better": False,
-                                                 "headline": False, "unit": "", "rank": 1000}
+    assert rec["metric_info"]["legacy_mean"] == {
+        "label": "legacy_mean",
+        "higher_is_better": False,
+        "headline": False,
+        "unit": "",
+        "rank": 1000,
+    }
 
 
 @pytest.mark.slow
@@ -135,14 +156,29 @@ def test_every_built_in_evaluator_declares_each_metric_it_can_return_with_its_di
         labels = [m.title for m in ev.metrics]
         assert len(set(labels)) == len(labels), (name, labels)
         checked.append(name)
-    assert {"fid", "kid", "irs", "swd", "downstream", "cond_accuracy", "geometry", "knn_purity", "confounder",
-            "memorisation", "sample_grid"} <= set(checked)
+    assert {
+        "fid",
+        "kid",
+        "irs",
+        "swd",
+        "downstream",
+        "cond_accuracy",
+        "geometry",
+        "knn_purity",
+        "confounder",
+        "memorisation",
+        "sample_grid",
+    } <= set(checked)
 
 
 def test_the_built_in_headline_metrics_keep_the_summarys_order_and_the_tables_labels():
     gin.clear_config()
-    built_in = [m for name in registry.evaluators.names() if (cls := registry.evaluators.get(name)).__module__
-                .startswith("bench.evaluators.") for m in cls().metrics]
+    built_in = [
+        m
+        for name in registry.evaluators.names()
+        if (cls := registry.evaluators.get(name)).__module__.startswith("bench.evaluators.")
+        for m in cls().metrics
+    ]
     info = {m.name: m.info() for m in reversed(built_in)}  # declaration order must not matter
     assert headline_names(info) == list(LEGACY_HEADLINE)
     labels = {m.name: m.label for m in built_in}
@@ -157,8 +193,14 @@ def test_a_small_runs_record_declares_every_metric_it_holds(tmp_path):
     from bench.pipeline.runner import run_cell
 
     gin.clear_config()
-    bindings = ["train.steps = 3", "train.batch_size = 64", "sample.nfe = 2", "synthetic2d.n_max = 200",
-                "synthetic2d.imbalance_ratio = 10.0", "synthetic2d.n_test_per_class = 20"]
+    bindings = [
+        "train.steps = 3",
+        "train.batch_size = 64",
+        "sample.nfe = 2",
+        "synthetic2d.n_max = 200",
+        "synthetic2d.imbalance_ratio = 10.0",
+        "synthetic2d.n_test_per_class = 20",
+    ]
     try:
         cell = build_cell(CellSpec("quick", "synthetic2d", "optprior", 0), RunRequest(bindings=bindings))
         record = run_cell(cell, tmp_path)
@@ -167,8 +209,14 @@ def test_a_small_runs_record_declares_every_metric_it_holds(tmp_path):
     info = record["metric_info"]
     assert [n for n in record["metrics"] if family(n, info) is None] == []
     # swd/class covers swd/class/<name> and its @source values
-    assert {"swd/tail", "cond_acc/tail", "knn_purity_gap/latent", "geom_alignment",
-            "bayes_risk/learned/reduction", "swd/class"} <= set(info)
+    assert {
+        "swd/tail",
+        "cond_acc/tail",
+        "knn_purity_gap/latent",
+        "geom_alignment",
+        "bayes_risk/learned/reduction",
+        "swd/class",
+    } <= set(info)
     assert all(info[family(n, info)]["higher_is_better"] == h for n, h in record["higher_is_better"].items())
     assert headline_names(info) == ["swd/tail", "swd/all", "coverage/tail", "cond_acc/tail"]
 
@@ -180,8 +228,10 @@ def test_an_evaluator_with_only_a_direction_dict_is_declared_with_its_names():
     class Duck:  # not even an Evaluator subclass
         higher_is_better = {"duck": False}
 
-    assert declarations(Old()) == (Metric("old_score", "old_score", True),
-                                   Metric("old_error", "old_error", False))
+    assert declarations(Old()) == (
+        Metric("old_score", "old_score", True),
+        Metric("old_error", "old_error", False),
+    )
     info = metric_info([Old(), Duck()], ["old_error", "old_error@source", "duck"])
     plain = {"higher_is_better": False, "headline": False, "unit": "", "rank": 1000}
     assert info == {"old_error": {"label": "old_error", **plain}, "duck": {"label": "duck", **plain}}
@@ -190,8 +240,11 @@ def test_an_evaluator_with_only_a_direction_dict_is_declared_with_its_names():
 
 def test_a_declaration_derives_the_direction_dict_and_covers_its_family():
     class New(Evaluator):
-        metrics = (Metric("score", "score", True), Metric("count", "count", None),
-                   Metric("score/tail", "tail", False))
+        metrics = (
+            Metric("score", "score", True),
+            Metric("count", "count", None),
+            Metric("score/tail", "tail", False),
+        )
 
     assert New.higher_is_better == {"score": True, "score/tail": False}  # a count has no better side
     declared = {m.name: m for m in New.metrics}
@@ -210,8 +263,13 @@ def _declare(folder: Path, declared: dict) -> None:
 
 def test_reports_title_and_rank_metrics_by_the_records_declarations(tmp_path):
     folder = make_experiment(tmp_path, methods=("fm", "optprior"))
-    _declare(folder, {"fid/tail": Metric("fid/tail", "Fréchet tail", False, headline=True, rank=50),
-                      "bacc": Metric("bacc", "balanced acc.", True, headline=True, rank=5)})
+    _declare(
+        folder,
+        {
+            "fid/tail": Metric("fid/tail", "Fréchet tail", False, headline=True, rank=50),
+            "bacc": Metric("bacc", "balanced acc.", True, headline=True, rank=5),
+        },
+    )
     exp = load_experiment(folder)
     tables = {t.name: t for t in build_tables(exp)}
     assert [c.title for c in tables["generative"].columns][:1] == ["Fréchet tail"]

@@ -10,18 +10,20 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image
 
-from bench.store.artifacts import write_json_atomic
 from bench.report.collect import load_experiment
 from bench.report.figures import Figure
-from bench.store.gridfile import GRID, GridFile
 from bench.report.index import TableEntry, md_text, write_index
+from bench.store.artifacts import write_json_atomic
+from bench.store.gridfile import GRID, GridFile
 
 FAILURE = "ValueError: x < 0 & <script>alert(1)</script>"
 
 
 def _record(folder: Path, config_hash: str) -> None:
     folder.mkdir(parents=True)
-    (folder / "record.json").write_text(json.dumps({"status": "ok", "config_hash": config_hash, "metrics": {}}))
+    (folder / "record.json").write_text(
+        json.dumps({"status": "ok", "config_hash": config_hash, "metrics": {}})
+    )
 
 
 @pytest.fixture
@@ -47,13 +49,24 @@ def report_inputs(tmp_path):
     for name in ("tables/main.csv", "tables/main table.tex", "tables/geo.csv"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x\n")
-    tables = [TableEntry("Main <results> & more", "<table><tr><td>0.91</td></tr></table>",
-                         {"csv": "tables/main.csv", "tex": "tables/main table.tex"}),
-              TableEntry("Geometry", "<table><tr><td>1.2</td></tr></table>", {"csv": "tables/geo.csv"},
-                         markdown="| a |\n|---|\n| 1.2 |")]
+    tables = [
+        TableEntry(
+            "Main <results> & more",
+            "<table><tr><td>0.91</td></tr></table>",
+            {"csv": "tables/main.csv", "tex": "tables/main table.tex"},
+        ),
+        TableEntry(
+            "Geometry",
+            "<table><tr><td>1.2</td></tr></table>",
+            {"csv": "tables/geo.csv"},
+            markdown="| a |\n|---|\n| 1.2 |",
+        ),
+    ]
     figures = []
-    for path, title in ((out / "figures" / "samples_a.png", "a: samples & <grids>"),
-                        (tmp_path / "elsewhere" / "geometry (b).png", "b: geometry")):
+    for path, title in (
+        (out / "figures" / "samples_a.png", "a: samples & <grids>"),
+        (tmp_path / "elsewhere" / "geometry (b).png", "b: geometry"),
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 30), (200, 10, 10)).save(path)
         figures.append(Figure(path, title, f"Caption of {title} with x_1 * 2."))
@@ -95,12 +108,16 @@ def test_html_index_shows_the_grid_and_every_unusable_cell_with_its_note(experim
     page = write_index(experiment, out, tables, figures, date="2024-05-01 12:00").read_text()
     assert "<h1>bench report: exp&lt;1&gt;</h1>" in page and "2024-05-01 12:00" in page
     assert "2 dataset(s) x 2 method(s) x 1 seed(s) = 4 cell(s): 2 ok, 1 missing, 1 refused." in page
-    assert "<script>" not in page and "ValueError: x &lt; 0 &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert (
+        "<script>" not in page and "ValueError: x &lt; 0 &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    )
     assert "<code>a/cpd/seed0</code> (missing)" in page and "<code>b/fm/seed0</code> (refused)" in page
     assert "but the grid expects hbfm" in page
     rows = re.findall(r"<tr><th>(\w)</th>(.*?)</tr>", page)
-    assert rows == [("a", '<td>1/1 ok</td><td class="bad">0/1 ok</td>'),
-                    ("b", '<td class="bad">0/1 ok</td><td>1/1 ok</td>')]
+    assert rows == [
+        ("a", '<td>1/1 ok</td><td class="bad">0/1 ok</td>'),
+        ("b", '<td class="bad">0/1 ok</td><td>1/1 ok</td>'),
+    ]
     sections = [page.index(s) for s in ("<h2>Grid</h2>", "<h2>Tables</h2>", "<h2>Figures</h2>")]
     assert sections == sorted(sections)
 
@@ -119,8 +136,9 @@ def test_markdown_index_has_the_same_sections_with_working_links(experiment, rep
     assert "<table><tr><td>0.91</td></tr></table>" in text  # no Markdown given: the HTML fragment
     assert "- `a/cpd/seed0` (missing): no record: the cell failed (ValueError: x \\< 0 & \\<script\\>" in text
     assert "| a | 1/1 ok | 0/1 ok |" in text
-    assert [text.index(s) for s in ("## Grid", "## Tables", "## Figures")] == \
-        sorted(text.index(s) for s in ("## Grid", "## Tables", "## Figures"))
+    assert [text.index(s) for s in ("## Grid", "## Tables", "## Figures")] == sorted(
+        text.index(s) for s in ("## Grid", "## Tables", "## Figures")
+    )
 
 
 def test_relative_paths_and_an_empty_report(experiment, tmp_path, monkeypatch):
@@ -135,5 +153,7 @@ def test_relative_paths_and_an_empty_report(experiment, tmp_path, monkeypatch):
 
 
 def test_markdown_text_escapes_what_markdown_would_interpret():
-    assert md_text("a_b *c* [d](e) <f> |g| #h \\ `i`\nj") == \
-        "a\\_b \\*c\\* \\[d\\](e) \\<f\\> \\|g\\| \\#h \\\\ \\`i\\` j"
+    assert (
+        md_text("a_b *c* [d](e) <f> |g| #h \\ `i`\nj")
+        == "a\\_b \\*c\\* \\[d\\](e) \\<f\\> \\|g\\| \\#h \\\\ \\`i\\` j"
+    )

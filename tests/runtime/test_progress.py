@@ -6,13 +6,12 @@ import io
 import logging
 import sys
 
-import gin
 import pytest
 
 from bench.evaluator import Metric
-from bench.runtime import progress
 from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
 from bench.pipeline.runner import run_cell
+from bench.runtime import progress
 
 
 @pytest.fixture(autouse=True)
@@ -55,21 +54,37 @@ def test_lines_name_the_cell_the_stage_its_duration_and_the_headline_metric():
     assert progress.stage_line("d/fm/seed0", "train", 725.0) == "d/fm/seed0: train done in 12 min 05 s"
     metrics = {"fid/pooled": 3.0, "fid/tail": 10.84, "fid/tail@source": 13.1, "bacc": 0.5}
     # declared in another order than their ranks: the line names the lowest rank the cell holds
-    info = {m.name: m.info() for m in (Metric("bacc", "bAcc", True, headline=True, rank=90),
-                                       Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
-                                       Metric("fid/tail", "FID tail", False, headline=True, rank=10))}
-    assert progress.cell_line("d/fm/seed0", 58.2, metrics, info) == \
-        "d/fm/seed0: finished in 58 s; fid/tail 10.84 (source only 13.1)"
+    info = {
+        m.name: m.info()
+        for m in (
+            Metric("bacc", "bAcc", True, headline=True, rank=90),
+            Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
+            Metric("fid/tail", "FID tail", False, headline=True, rank=10),
+        )
+    }
+    assert (
+        progress.cell_line("d/fm/seed0", 58.2, metrics, info)
+        == "d/fm/seed0: finished in 58 s; fid/tail 10.84 (source only 13.1)"
+    )
     assert progress.headline({"fid/pooled": 3.0, "bacc": 0.5}, info) == "fid/pooled 3"
-    swd = {m.name: m.info() for m in (Metric("swd", "SWD", False),
-                                      Metric("swd/tail", "SWD tail", False, headline=True))}
+    swd = {
+        m.name: m.info()
+        for m in (Metric("swd", "SWD", False), Metric("swd/tail", "SWD tail", False, headline=True))
+    }
     assert progress.headline({"swd": 0.2, "swd/tail": 0.15}, swd) == "swd/tail 0.15"
     assert progress.headline(metrics) is None  # no declarations: no headline
     assert progress.cell_line("d/fm/seed0", 1.0, {"other": 1.0}, info) == "d/fm/seed0: finished in 1.0 s"
 
 
 def test_a_run_logs_one_line_per_stage_and_one_per_cell(tmp_path, caplog):
-    bindings = ["train.steps = 3", "train.batch_size = 64", "sample.nfe = 2", "synthetic2d.n_max = 200", "synthetic2d.imbalance_ratio = 10.0", "synthetic2d.n_test_per_class = 20"]
+    bindings = [
+        "train.steps = 3",
+        "train.batch_size = 64",
+        "sample.nfe = 2",
+        "synthetic2d.n_max = 200",
+        "synthetic2d.imbalance_ratio = 10.0",
+        "synthetic2d.n_test_per_class = 20",
+    ]
     cell = build_cell(CellSpec("quick", "synthetic2d", "fm", 0), RunRequest(bindings=bindings))
     with caplog.at_level(logging.INFO, logger="bench"):
         record = run_cell(cell, tmp_path)
@@ -78,5 +93,7 @@ def test_a_run_logs_one_line_per_stage_and_one_per_cell(tmp_path, caplog):
         assert sum(line.startswith(f"synthetic2d/fm/seed0: {stage} done in ") for line in lines) == 1, stage
     finished = [line for line in lines if " finished in " in line]
     assert len(finished) == 1
-    assert finished[0].endswith(f"swd/tail {record['metrics']['swd/tail']:.4g} "
-                                f"(source only {record['metrics']['swd/tail@source']:.4g})")
+    assert finished[0].endswith(
+        f"swd/tail {record['metrics']['swd/tail']:.4g} "
+        f"(source only {record['metrics']['swd/tail@source']:.4g})"
+    )

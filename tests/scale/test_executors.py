@@ -9,17 +9,16 @@ import signal
 import time
 from pathlib import Path
 
-import gin
 import pytest
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
+from test_plugins import make_plugin
 
-from bench.pipeline.assemble import CellSpec, RunRequest
+from bench.config.overrides import parse_overrides
 from bench.errors import BenchError
+from bench.pipeline.assemble import CellSpec, RunRequest
 from bench.scale.executors import CellJob, SubmititExecutor, get_executor, join_cell_processes
 from bench.scale.grid import run_grid
-from bench.config.overrides import parse_overrides
-from test_plugins import make_plugin
 
 FAILING = '''
 """Methods that fail in training, each in its own way."""
@@ -47,16 +46,24 @@ class Vanish(bench.Method):
     def loss(self, backbone, batch):
         os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
 '''
-SMALL = ["datasets=[synthetic2d]", "seeds=[0]", "train.steps=50", "synthetic2d.n_max=400",
-         "synthetic2d.n_test_per_class=50"]
-
+SMALL = [
+    "datasets=[synthetic2d]",
+    "seeds=[0]",
+    "train.steps=50",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=50",
+]
 
 
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("plugins")
-    make_plugin(root, "failplug", FAILING,
-                "explode = failplug:Explode\nabort = failplug:Abort\nvanish = failplug:Vanish")
+    make_plugin(
+        root,
+        "failplug",
+        FAILING,
+        "explode = failplug:Explode\nabort = failplug:Abort\nvanish = failplug:Vanish",
+    )
     return root
 
 
@@ -66,11 +73,19 @@ def runs(plugin_dir, tmp_path_factory, bench_cli):
     root = tmp_path_factory.mktemp("runs")
     env = {"PYTHONPATH": str(plugin_dir), "OMP_NUM_THREADS": "1"}
     out = {}
-    for name, extra in (("inline", []),
-                        ("local", ["executor=local", "executor.timeout_min=30",
-                                   "executor.array_parallelism=2"])):
-        out[name] = bench_cli("run", "methods=[fm,explode]", *SMALL, *extra,
-                              f"results_dir={root / name}", cwd=root, env_extra=env)
+    for name, extra in (
+        ("inline", []),
+        ("local", ["executor=local", "executor.timeout_min=30", "executor.array_parallelism=2"]),
+    ):
+        out[name] = bench_cli(
+            "run",
+            "methods=[fm,explode]",
+            *SMALL,
+            *extra,
+            f"results_dir={root / name}",
+            cwd=root,
+            env_extra=env,
+        )
     return root, out
 
 
@@ -81,8 +96,7 @@ def cell(root, method):
 @pytest.mark.slow
 def test_local_jobs_write_the_records_inline_writes(runs):
     root, out = runs
-    recs = [json.loads((cell(root / name, "fm") / "record.json").read_text())
-            for name in ("inline", "local")]
+    recs = [json.loads((cell(root / name, "fm") / "record.json").read_text()) for name in ("inline", "local")]
     assert recs[0]["metrics"] == recs[1]["metrics"]
     # executor.* settings stay out of the cell's config: the hash is the inline one
     assert recs[0]["config_hash"] == recs[1]["config_hash"]
@@ -97,8 +111,10 @@ def test_a_failing_cell_in_a_local_job_is_reported_and_the_other_finishes(runs):
         assert out[name].returncode == 1, out[name].stderr
         failed = [line for line in out[name].stderr.splitlines() if line.startswith("bench: error: cell ")]
         assert len(failed) == 1, out[name].stderr
-        assert failed[0].startswith("bench: error: cell synthetic2d/explode/seed0 failed: "
-                                    "RuntimeError: exploded on purpose (details: ")
+        assert failed[0].startswith(
+            "bench: error: cell synthetic2d/explode/seed0 failed: "
+            "RuntimeError: exploded on purpose (details: "
+        )
         assert (cell(root / name, "fm") / "record.json").is_file()
     failure = json.loads((cell(root / "local", "explode") / "failure.json").read_text())
     assert 'raise RuntimeError("exploded on purpose")' in failure["traceback"]
@@ -114,8 +130,10 @@ def test_a_job_that_raises_or_is_killed_becomes_a_failure(plugin_dir, tmp_path, 
     ov = parse_overrides(["methods=[abort,vanish]", *SMALL])
     request = RunRequest(results_dir=tmp_path, bindings=ov.bindings, axes=ov.axes, executor="local")
     result = run_grid(request)
-    assert result.records == [] and sorted(result.failures) == ["synthetic2d/abort/seed0",
-                                                                "synthetic2d/vanish/seed0"]
+    assert result.records == [] and sorted(result.failures) == [
+        "synthetic2d/abort/seed0",
+        "synthetic2d/vanish/seed0",
+    ]
     abort, vanish = result.failures["synthetic2d/abort/seed0"], result.failures["synthetic2d/vanish/seed0"]
     # BenchError while a cell runs in a job (bad data seen only there) fails that cell alone, with
     # its own one-line message (bench.pipeline.execute)
@@ -128,12 +146,19 @@ def test_a_job_that_raises_or_is_killed_becomes_a_failure(plugin_dir, tmp_path, 
 
 
 def test_a_preempted_cell_is_resubmitted_as_the_same_cell(tmp_path):
-    request = RunRequest(results_dir=tmp_path, gin_files=["x.gin"], bindings=["train.steps = 7"],
-                         executor="slurm", executor_bindings=["executor.partition = 'gpu'"])
+    request = RunRequest(
+        results_dir=tmp_path,
+        gin_files=["x.gin"],
+        bindings=["train.steps = 7"],
+        executor="slurm",
+        executor_bindings=["executor.partition = 'gpu'"],
+    )
     spec = CellSpec("quick", "synthetic2d", "fm", 3)
     delayed = CellJob(request).checkpoint(spec)
     delayed = pickle.loads(pickle.dumps(delayed))  # what submitit stores for the requeued job
-    assert isinstance(delayed.function, CellJob) and isinstance(delayed.function, submitit.helpers.Checkpointable)
+    assert isinstance(delayed.function, CellJob) and isinstance(
+        delayed.function, submitit.helpers.Checkpointable
+    )
     assert delayed.function.request == request and delayed.args == (spec,) and delayed.kwargs == {}
 
 
@@ -148,32 +173,61 @@ def fake_srun(tmp_path, monkeypatch):
 
 
 def test_slurm_settings_become_the_sbatch_array(fake_srun, tmp_path):
-    settings = ["executor.partition = 'gpu'", "executor.gpus_per_node = 1", "executor.cpus_per_task = 8",
-                "executor.mem_gb = 64", "executor.timeout_min = 2880", "executor.array_parallelism = 12",
-                "executor.timeout_requeues = 5",
-                "executor.slurm_extra = {'qos': 'high', 'additional_parameters': {'mail-type': 'END'}}"]
-    request = RunRequest(experiment="paper", results_dir=tmp_path / "res", executor="slurm",
-                         executor_bindings=settings)
+    settings = [
+        "executor.partition = 'gpu'",
+        "executor.gpus_per_node = 1",
+        "executor.cpus_per_task = 8",
+        "executor.mem_gb = 64",
+        "executor.timeout_min = 2880",
+        "executor.array_parallelism = 12",
+        "executor.timeout_requeues = 5",
+        "executor.slurm_extra = {'qos': 'high', 'additional_parameters': {'mail-type': 'END'}}",
+    ]
+    request = RunRequest(
+        experiment="paper", results_dir=tmp_path / "res", executor="slurm", executor_bindings=settings
+    )
     executor = get_executor(request)
     assert isinstance(executor, SubmititExecutor)
     assert executor.folder == tmp_path / "res" / "paper" / ".submitit"
     backend = executor.backend()
     assert backend.cluster == "slurm" and backend._executor.max_num_timeout == 5
     assert backend.parameters == {
-        "job_name": "bench-paper", "partition": "gpu", "gpus_per_node": 1, "cpus_per_task": 8,
-        "mem": "64GB", "time": 2880, "ntasks_per_node": 1, "nodes": 1, "array_parallelism": 12, "qos": "high",
-        "additional_parameters": {"mail-type": "END"}}
+        "job_name": "bench-paper",
+        "partition": "gpu",
+        "gpus_per_node": 1,
+        "cpus_per_task": 8,
+        "mem": "64GB",
+        "time": 2880,
+        "ntasks_per_node": 1,
+        "nodes": 1,
+        "array_parallelism": 12,
+        "qos": "high",
+        "additional_parameters": {"mail-type": "END"},
+    }
     sbatch = _make_sbatch_string(command="run", folder=executor.folder, map_count=36, **backend.parameters)
-    for line in ("--array=0-35%12", "--partition=gpu", "--time=2880", "--gpus-per-node=1",
-                 "--cpus-per-task=8", "--mem=64GB", "--qos=high", "--mail-type=END", "--job-name=bench-paper"):
+    for line in (
+        "--array=0-35%12",
+        "--partition=gpu",
+        "--time=2880",
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+        "--qos=high",
+        "--mail-type=END",
+        "--job-name=bench-paper",
+    ):
         assert f"#SBATCH {line}\n" in sbatch, line
 
 
 def test_one_cell_across_nodes_is_one_slurm_job_of_nodes_x_tasks(fake_srun, tmp_path):
     settings = ["executor.nodes = 2", "executor.tasks_per_node = 4", "executor.gpus_per_node = 4"]
-    executor = get_executor(RunRequest(results_dir=tmp_path / "res", executor="slurm", executor_bindings=settings))
+    executor = get_executor(
+        RunRequest(results_dir=tmp_path / "res", executor="slurm", executor_bindings=settings)
+    )
     assert executor.config.processes == 8
-    sbatch = _make_sbatch_string(command="run", folder=executor.folder, map_count=3, **executor.backend().parameters)
+    sbatch = _make_sbatch_string(
+        command="run", folder=executor.folder, map_count=3, **executor.backend().parameters
+    )
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--array=0-2%3"):
         assert f"#SBATCH {line}\n" in sbatch, line
 
@@ -181,9 +235,18 @@ def test_one_cell_across_nodes_is_one_slurm_job_of_nodes_x_tasks(fake_srun, tmp_
 def test_each_task_of_a_multi_node_cell_becomes_its_rank(monkeypatch):
     """Task 5 of 8 (second node, second task there) of array job 77: rank 5 of 8, local rank 1,
     the rendezvous on the job's first node, the same port on every task."""
-    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77",
-             "SLURM_ARRAY_TASK_ID": "1", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1",
-             "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "78",
+        "SLURM_ARRAY_JOB_ID": "77",
+        "SLURM_ARRAY_TASK_ID": "1",
+        "SLURM_NTASKS": "8",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }
     exported = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
     def fresh_task(rank: str) -> dict:
@@ -196,25 +259,38 @@ def test_each_task_of_a_multi_node_cell_becomes_its_rank(monkeypatch):
         return {name: os.environ[name] for name in exported}
 
     env = fresh_task("5")
-    assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": env["MASTER_PORT"], "RANK": "5", "WORLD_SIZE": "8",
-                   "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert env == {
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": env["MASTER_PORT"],
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "4",
+    }
     first = fresh_task("0")
     assert first["RANK"] == "0" and first["MASTER_PORT"] == env["MASTER_PORT"]  # from the job id: one port
 
 
 @pytest.mark.parametrize("executor", ["inline", "local"])
 def test_nodes_apply_to_slurm_only(tmp_path, executor):
-    with pytest.raises(BenchError, match=f"executor.nodes=2 applies to executor=slurm .*executor={executor} runs"):
-        get_executor(RunRequest(results_dir=tmp_path, executor=executor, executor_bindings=["executor.nodes = 2"]))
+    with pytest.raises(
+        BenchError, match=f"executor.nodes=2 applies to executor=slurm .*executor={executor} runs"
+    ):
+        get_executor(
+            RunRequest(results_dir=tmp_path, executor=executor, executor_bindings=["executor.nodes = 2"])
+        )
 
 
-@pytest.mark.parametrize("binding,message", [
-    ("executor.partiton = 'gpu'", "doesn't have a parameter named 'partiton'"),
-    ("executor.timeout_min = 0", "executor.timeout_min must be a positive integer, got 0"),
-    ("executor.mem_gb = 'lots'", "executor.mem_gb must be a positive number"),
-    ("executor.tasks_per_node = 0", "executor.tasks_per_node must be a positive integer, got 0"),
-    ("executor.slurm_extra = {'qoss': 'high'}", "unknown Slurm parameter(s) qoss (known: account,"),
-])
+@pytest.mark.parametrize(
+    "binding,message",
+    [
+        ("executor.partiton = 'gpu'", "doesn't have a parameter named 'partiton'"),
+        ("executor.timeout_min = 0", "executor.timeout_min must be a positive integer, got 0"),
+        ("executor.mem_gb = 'lots'", "executor.mem_gb must be a positive number"),
+        ("executor.tasks_per_node = 0", "executor.tasks_per_node must be a positive integer, got 0"),
+        ("executor.slurm_extra = {'qoss': 'high'}", "unknown Slurm parameter(s) qoss (known: account,"),
+    ],
+)
 def test_bad_executor_settings_are_one_line_errors(fake_srun, tmp_path, binding, message):
     request = RunRequest(results_dir=tmp_path, executor="slurm", executor_bindings=[binding])
     with pytest.raises(BenchError) as err:

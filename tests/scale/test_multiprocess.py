@@ -10,45 +10,72 @@ import sys
 import textwrap
 from pathlib import Path
 
-import gin
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.pipeline.assemble import RunRequest
+import gin
 from bench.errors import BenchError
+from bench.pipeline.assemble import RunRequest
 from bench.runtime.distributed import shares
 from bench.scale.executors import get_executor
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {"OMP_NUM_THREADS": "1"}
 # cbfm draws randomness inside its loss, optprior fits a prior (rank 0 first, the other rank reads it)
-GRID = ["methods=[cbfm,optprior]", "datasets=[synthetic2d]", "seeds=[0]", "train.steps=40",
-        "train.batch_size=64", "train.micro_batches=2", "synthetic2d.n_max=400",
-        "synthetic2d.n_test_per_class=40"]
+GRID = [
+    "methods=[cbfm,optprior]",
+    "datasets=[synthetic2d]",
+    "seeds=[0]",
+    "train.steps=40",
+    "train.batch_size=64",
+    "train.micro_batches=2",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=40",
+]
 METHODS = ("cbfm", "optprior")
 # an image cell whose downstream classifiers (2 seeds x no-aug, reweight, cRT, aug, aug+reweight,
 # aug+cRT) are shared among the ranks; cond_accuracy runs on rank 0 alone
-IMAGE_GRID = ["methods=[fm]", "datasets=[digits_lt]", "seeds=[0]", "train.steps=4", "train.batch_size=64",
-              "train.micro_batches=2", "pipeline.evaluators=['downstream','cond_accuracy']",
-              "digits_lt.n_test_per_class=5", "digits_lt.n_max=40", "sample.nfe=2", "downstream.n_seeds=2",
-              "downstream.max_epochs=2", "downstream.patience=1", "downstream.remedies=['reweight','crt']",
-              "downstream.with_augmentation=['reweight','crt']"]
+IMAGE_GRID = [
+    "methods=[fm]",
+    "datasets=[digits_lt]",
+    "seeds=[0]",
+    "train.steps=4",
+    "train.batch_size=64",
+    "train.micro_batches=2",
+    "pipeline.evaluators=['downstream','cond_accuracy']",
+    "digits_lt.n_test_per_class=5",
+    "digits_lt.n_max=40",
+    "sample.nfe=2",
+    "downstream.n_seeds=2",
+    "downstream.max_epochs=2",
+    "downstream.patience=1",
+    "downstream.remedies=['reweight','crt']",
+    "downstream.with_augmentation=['reweight','crt']",
+]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, bench_cli):
     """The grid on one process, on two (torchrun) and as local jobs of two tasks each."""
     root = tmp_path_factory.mktemp("mp")
-    launch = {"one": [], "torchrun": ["torchrun"],
-              "tasks": ["executor=local", "executor.tasks_per_node=2", "executor.timeout_min=30"]}
+    launch = {
+        "one": [],
+        "torchrun": ["torchrun"],
+        "tasks": ["executor=local", "executor.tasks_per_node=2", "executor.timeout_min=30"],
+    }
     out = {}
     for name, extra in launch.items():
         args = [*GRID, f"results_dir={root / name}"]
         if extra == ["torchrun"]:
-            out[name] = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "bench",
-                                        "run", *args], cwd=root, capture_output=True, text=True, timeout=600,
-                                       env={"PATH": "/usr/bin:/bin", **ENV})
+            out[name] = subprocess.run(
+                [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "bench", "run", *args],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={"PATH": "/usr/bin:/bin", **ENV},
+            )
         else:
             out[name] = bench_cli("run", *args, *extra, cwd=root, env_extra=ENV)
         assert out[name].returncode == 0, out[name].stderr[-3000:]
@@ -74,8 +101,7 @@ def test_two_processes_give_the_one_process_records_bit_for_bit(runs, run):
         assert rec2["metrics"] == rec1["metrics"] and rec2["config_hash"] == rec1["config_hash"]
         assert rec2["train"]["loss_trace"] == rec1["train"]["loss_trace"]
         assert (rec1["train"]["processes"], rec2["train"]["processes"]) == (1, 2)
-        assert _same_tensors(one / "backbone" / "model.safetensors",
-                             two / "backbone" / "model.safetensors")
+        assert _same_tensors(one / "backbone" / "model.safetensors", two / "backbone" / "model.safetensors")
         assert _same_tensors(one / "samples" / "samples.safetensors", two / "samples" / "samples.safetensors")
         # rank 0 wrote every artifact once: nothing staged, locked or left half-done
         assert not [p for p in two.rglob("*") if p.name.startswith(".") or "staging" in p.name]
@@ -87,9 +113,24 @@ def image_runs(tmp_path_factory, bench_cli):
     root = tmp_path_factory.mktemp("mp_image")
     one = bench_cli("run", *IMAGE_GRID, f"results_dir={root / 'one'}", cwd=root, env_extra=ENV)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "bench", "run",
-                          *IMAGE_GRID, f"results_dir={root / 'two'}"], cwd=root, capture_output=True,
-                         text=True, timeout=600, env={"PATH": "/usr/bin:/bin", **ENV})
+    two = subprocess.run(
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "bench",
+            "run",
+            *IMAGE_GRID,
+            f"results_dir={root / 'two'}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     return root
 
@@ -106,7 +147,9 @@ def test_downstream_classifiers_shared_by_two_processes_give_the_one_process_rec
     # the no-aug weights the store keeps, seed 1's written by rank 1: those of one process
     shared1, shared2 = (image_runs / run / "cache" / "downstream" for run in ("one", "two"))
     weights = sorted(p.relative_to(shared1) for p in shared1.rglob("model_*.safetensors"))
-    assert len(weights) == 2 and weights == sorted(p.relative_to(shared2) for p in shared2.rglob("model_*.safetensors"))
+    assert len(weights) == 2 and weights == sorted(
+        p.relative_to(shared2) for p in shared2.rglob("model_*.safetensors")
+    )
     assert all(_same_tensors(shared1 / w, shared2 / w) for w in weights)
     assert not [p for p in two.rglob("*") if p.name.startswith(".") or "parts" in p.name]  # nothing left over
 
@@ -119,7 +162,7 @@ def test_only_rank_0_reports(runs):
     assert len(re.findall(r"^\| optprior +\|", out["torchrun"].stdout, flags=re.M)) == 1
 
 
-HELPERS = textwrap.dedent('''
+HELPERS = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from bench.runtime import distributed
@@ -171,23 +214,30 @@ HELPERS = textwrap.dedent('''
     distributed.finish()
     (out / f"rank{rank}.json").write_text(json.dumps(seen))
     distributed.leave(0)  # as bench's launched ranks leave: no teardown for gloo's threads to abort
-''')
+""")
 
 
 @pytest.mark.slow
 def test_rank_0_results_and_failures_reach_every_rank_and_long_waits_are_no_collective(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS)
-    res = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={"PATH": "/usr/bin:/bin", **ENV})
+    res = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     assert r0["agree"] == r1["agree"] == "from rank 0"
     assert (r0["first"], r1["first"]) == (False, True)  # rank 0 made it; rank 1 found it made
     assert r0["on_main"] == r1["on_main"] == 7
-    assert r0["failed"] == "RuntimeError: boom" and r1["failed"] == "CellFailed: on rank 0: RuntimeError: boom"
+    assert (
+        r0["failed"] == "RuntimeError: boom" and r1["failed"] == "CellFailed: on rank 0: RuntimeError: boom"
+    )
     assert r0["input"] == r1["input"] == "BenchError: bad input"
     # rank 0's 3 s of work outlast the 2 s collective timeout: the other rank waits on the store
     assert r0["slow_main"] == r1["slow_main"] == 8 and (r0["slow_first"], r1["slow_first"]) == (0, 1)
@@ -224,8 +274,11 @@ def test_one_process_helpers_are_plain_calls():
 
 def test_processes_per_cell_need_a_job_executor_or_a_launcher(tmp_path, monkeypatch):
     request = RunRequest(results_dir=tmp_path, executor_bindings=["executor.tasks_per_node = 2"])
-    with pytest.raises(BenchError, match=r"^executor.tasks_per_node applies to executor=local or slurm; "
-                                         r"to run inline on N processes use: torchrun --nproc_per_node N"):
+    with pytest.raises(
+        BenchError,
+        match=r"^executor.tasks_per_node applies to executor=local or slurm; "
+        r"to run inline on N processes use: torchrun --nproc_per_node N",
+    ):
         get_executor(request)
     gin.clear_config()
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun

@@ -13,16 +13,28 @@ from types import SimpleNamespace
 import pytest
 
 from bench.errors import BenchError
-from bench.scale import pool
 from bench.runtime.threads import usable_cores
+from bench.scale import pool
 
 # an image grid of two methods on one dataset: both cells want the same no-augmentation and
 # remedy classifiers, feature extractor and latent cache (shared work)
-GRID = ["methods=[fm,cpd]", "datasets=[digits_lt]", "seeds=[0]", "train.steps=4", "train.batch_size=64",
-        "train.threads=1", "pipeline.evaluators=['downstream','cond_accuracy','fid']",
-        "digits_lt.n_test_per_class=5", "digits_lt.n_max=40", "sample.nfe=2", "downstream.n_seeds=2",
-        "downstream.max_epochs=2", "downstream.patience=1", "downstream.remedies=['reweight','crt']",
-        "features.epochs=1"]
+GRID = [
+    "methods=[fm,cpd]",
+    "datasets=[digits_lt]",
+    "seeds=[0]",
+    "train.steps=4",
+    "train.batch_size=64",
+    "train.threads=1",
+    "pipeline.evaluators=['downstream','cond_accuracy','fid']",
+    "digits_lt.n_test_per_class=5",
+    "digits_lt.n_max=40",
+    "sample.nfe=2",
+    "downstream.n_seeds=2",
+    "downstream.max_epochs=2",
+    "downstream.patience=1",
+    "downstream.remedies=['reweight','crt']",
+    "features.epochs=1",
+]
 STAGE_LINE = re.compile(r"^digits_lt/(fm|cpd)/seed0: [\w/]+ done in [\d.]+ s$")
 
 
@@ -58,10 +70,17 @@ def test_threads_are_shared_out_and_bench_cores_caps_the_usable_cores(monkeypatc
 def test_longest_first_starts_the_cells_with_most_training_flops_first():
     def cell(name, flops, steps):
         footprint = None if flops is None else SimpleNamespace(flops_per_step=flops)
-        return SimpleNamespace(name=name, footprint=footprint, config=SimpleNamespace(train=SimpleNamespace(steps=steps)))
+        return SimpleNamespace(
+            name=name, footprint=footprint, config=SimpleNamespace(train=SimpleNamespace(steps=steps))
+        )
 
-    cells = [cell("a", 1.0, 100), cell("b", 10.0, 600), cell("c", None, 5), cell("d", 50.0, 100),
-             cell("e", 10.0, 600)]
+    cells = [
+        cell("a", 1.0, 100),
+        cell("b", 10.0, 600),
+        cell("c", None, 5),
+        cell("d", 50.0, 100),
+        cell("e", 10.0, 600),
+    ]
     assert [c.name for c in pool.longest_first(cells)] == ["b", "e", "d", "a", "c"]  # ties: grid order
 
 
@@ -97,8 +116,14 @@ def two_runs(tmp_path_factory, bench_cli):
     root = tmp_path_factory.mktemp("pool")
     out = {}
     for name, k in (("one", "1"), ("side", "2")):
-        out[name] = bench_cli("run", *GRID, f"executor.cells_at_once={k}", f"results_dir={root / name}",
-                              cwd=root, env_extra={pool.ENV: "", "BENCH_CORES": "2"})  # 1 thread a cell
+        out[name] = bench_cli(
+            "run",
+            *GRID,
+            f"executor.cells_at_once={k}",
+            f"results_dir={root / name}",
+            cwd=root,
+            env_extra={pool.ENV: "", "BENCH_CORES": "2"},
+        )  # 1 thread a cell
         assert out[name].returncode == 0, out[name].stderr[-3000:]
     return root, out
 
@@ -119,8 +144,12 @@ def test_side_by_side_cells_give_the_records_of_one_cell_after_another(two_runs)
 
 def test_side_by_side_cells_train_the_shared_classifiers_once(two_runs):
     root, _ = two_runs
-    reused = [json.loads((root / "side" / "quick" / "digits_lt" / m / "seed0" / "downstream.json").read_text())
-              ["reused"] for m in ("fm", "cpd")]
+    reused = [
+        json.loads((root / "side" / "quick" / "digits_lt" / m / "seed0" / "downstream.json").read_text())[
+            "reused"
+        ]
+        for m in ("fm", "cpd")
+    ]
     assert sorted(map(sorted, reused)) == [[], ["crt", "no_aug", "reweight"]]
 
 
@@ -136,8 +165,14 @@ def test_side_by_side_progress_lines_are_whole(two_runs):
 def test_a_rerun_of_a_finished_grid_starts_no_worker(two_runs, bench_cli):
     root, out = two_runs
     before = {m: _record(root, "side", m) for m in ("fm", "cpd")}
-    again = bench_cli("run", *GRID, "executor.cells_at_once=2", f"results_dir={root / 'side'}", cwd=root,
-                      env_extra={pool.ENV: "", "BENCH_CORES": "2"})
+    again = bench_cli(
+        "run",
+        *GRID,
+        "executor.cells_at_once=2",
+        f"results_dir={root / 'side'}",
+        cwd=root,
+        env_extra={pool.ENV: "", "BENCH_CORES": "2"},
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "worker processes" not in again.stderr
     assert again.stderr.count("record exists for this config and data, skipped") == 2

@@ -7,7 +7,6 @@ merge under an exclusive lock (bench.store.filelock).
 
 from __future__ import annotations
 
-import pytest
 import json
 import multiprocessing
 import subprocess
@@ -15,11 +14,20 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from bench.store.gridfile import GRID, declare_cells
 
-TINY = ("datasets=[synthetic2d]", "train.steps=2", "sample.nfe=1", "sample.init_reference=False",
-        "sample.keep_paths=0", "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=10",
-        "pipeline.evaluators=[swd]")
+TINY = (
+    "datasets=[synthetic2d]",
+    "train.steps=2",
+    "sample.nfe=1",
+    "sample.init_reference=False",
+    "sample.keep_paths=0",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=10",
+    "pipeline.evaluators=[swd]",
+)
 
 
 def _cell(method: str, seed: int) -> SimpleNamespace:
@@ -52,15 +60,28 @@ def test_two_processes_declaring_cells_at_once_keep_every_cell(tmp_path):
 def test_two_bench_runs_with_different_grids_on_one_folder_both_land(tmp_path):
     exe = Path(sys.executable).with_name("bench")
     res = tmp_path / "res"
-    runs = [subprocess.Popen([str(exe), "run", f"methods=[{m}]", *TINY, f"results_dir={res}"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in ("fm", "cpd")]
+    runs = [
+        subprocess.Popen(
+            [str(exe), "run", f"methods=[{m}]", *TINY, f"results_dir={res}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in ("fm", "cpd")
+    ]
     for run in runs:
         out, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
     grid = json.loads((res / "quick" / GRID).read_text())
     assert set(grid["cells"]) == {"synthetic2d/fm/seed0", "synthetic2d/cpd/seed0"}
-    tables = subprocess.run([str(exe), "tables", str(res / "quick"), "--format", "md"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    tables = subprocess.run(
+        [str(exe), "tables", str(res / "quick"), "--format", "md"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert tables.returncode == 0, tables.stderr
     rows = [line.split("|")[1].strip() for line in tables.stdout.splitlines() if line.startswith("| ")]
     assert "fm" in rows and "cpd" in rows, tables.stdout

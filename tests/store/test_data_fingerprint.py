@@ -11,18 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
-import gin
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from bench.cli import main
-from bench.dataset import Split
-from bench.store.fingerprint import split_fingerprint
-from bench.data.imagefiles import ImageFiles, Preprocess
 from test_bad_inputs import TINY_NIH_RUN, nih_tree
 
+from bench.cli import main
+from bench.data.imagefiles import ImageFiles, Preprocess
+from bench.dataset import Split
+from bench.store.fingerprint import split_fingerprint
 
 
 def _split(x, y, ids=None) -> Split:
@@ -57,8 +55,16 @@ def test_image_files_are_fingerprinted_by_path_size_and_mtime_without_decoding(t
 
 
 def _nih_run(root: Path, res: Path) -> list[str]:
-    return ["run", "datasets=[nih_lt]", "pipeline.encoder=pixel", "nih_lt.metadata_file=None", "nih_lt.size=8",
-            f"nih_lt.root={root}", *TINY_NIH_RUN, f"results_dir={res}"]
+    return [
+        "run",
+        "datasets=[nih_lt]",
+        "pipeline.encoder=pixel",
+        "nih_lt.metadata_file=None",
+        "nih_lt.size=8",
+        f"nih_lt.root={root}",
+        *TINY_NIH_RUN,
+        f"results_dir={res}",
+    ]
 
 
 @pytest.mark.slow

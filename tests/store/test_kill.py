@@ -24,8 +24,9 @@ from bench.store.records import read_record
 @pytest.fixture(scope="module")
 def dead_pid():
     """The pid of a process that has exited (and been reaped)."""
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(out.stdout)
 
 
@@ -37,8 +38,11 @@ def leftover_name(target: str, kind: str, pid: int, host: str | None = None) -> 
 
 def leftovers(root: Path) -> list[Path]:
     """Locks, staging folders, temporary files and trash anywhere under `root`."""
-    return [p for p in root.rglob(".*") if p.name.startswith(LOCK)
-            or any(k in p.name for k in (".staging-", ".tmp", ".trash-"))]
+    return [
+        p
+        for p in root.rglob(".*")
+        if p.name.startswith(LOCK) or any(k in p.name for k in (".staging-", ".tmp", ".trash-"))
+    ]
 
 
 # -- the pieces ---------------------------------------------------------------------------------
@@ -54,8 +58,7 @@ with stage_dir(sys.argv[1], "h") as tmp:
 
 def test_a_killed_stage_is_never_complete_and_its_staging_is_removed(tmp_path):
     target = tmp_path / "latents"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "writing\n"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -70,12 +73,17 @@ def test_a_killed_stage_is_never_complete_and_its_staging_is_removed(tmp_path):
 
 
 def test_only_leftovers_of_dead_writers_on_this_host_are_removed(tmp_path, dead_pid):
-    dead = [leftover_name("samples", "staging", dead_pid),
-            leftover_name("record.json", "tmp", dead_pid),
-            leftover_name("step_00000010", "trash", dead_pid)]
-    kept = [leftover_name("samples", "staging", os.getpid()),  # a live run's work in progress
-            leftover_name("samples", "staging", dead_pid, host="elsewhere"),  # unknown: other host
-            ".record.json.abc.tmp", "record.json"]  # not bench-tagged
+    dead = [
+        leftover_name("samples", "staging", dead_pid),
+        leftover_name("record.json", "tmp", dead_pid),
+        leftover_name("step_00000010", "trash", dead_pid),
+    ]
+    kept = [
+        leftover_name("samples", "staging", os.getpid()),  # a live run's work in progress
+        leftover_name("samples", "staging", dead_pid, host="elsewhere"),  # unknown: other host
+        ".record.json.abc.tmp",
+        "record.json",
+    ]  # not bench-tagged
     for name in dead + kept:
         if "staging" in name or "trash" in name:
             (tmp_path / name).mkdir()
@@ -116,10 +124,21 @@ def test_a_stage_finished_concurrently_keeps_the_first_copy(tmp_path):
 
 
 # -- the whole `bench run` ----------------------------------------------------------------------
-GRID = ["datasets=[synthetic2d]", "methods=[fm,cpd]", "seeds=[0]", "train.steps=60",
-        "train.batch_size=128", "train.threads=1", "train.checkpoint_every=10",
-        "train.log_every=15", "mlp.hidden=32", "mlp.depth=2", "sample.nfe=4",
-        "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=50"]
+GRID = [
+    "datasets=[synthetic2d]",
+    "methods=[fm,cpd]",
+    "seeds=[0]",
+    "train.steps=60",
+    "train.batch_size=128",
+    "train.threads=1",
+    "train.checkpoint_every=10",
+    "train.log_every=15",
+    "mlp.hidden=32",
+    "mlp.depth=2",
+    "sample.nfe=4",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=50",
+]
 CELLS = ["synthetic2d/fm/seed0", "synthetic2d/cpd/seed0"]
 # Each kill waits for a new file matching its pattern (relative to the results folder), so the
 # kills land at different stages whatever the machine's speed; a run that ends before its
@@ -138,9 +157,14 @@ VOLATILE_TRAIN = ("seconds", "resumed_from")
 
 def start(res: Path) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("bench")
-    return subprocess.Popen([str(exe), "run", *GRID, f"results_dir={res}"], cwd=res.parent,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(exe), "run", *GRID, f"results_dir={res}"],
+        cwd=res.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_at(res: Path, pattern: str) -> bool:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.pipeline.execute import execute_cell
 from bench.pipeline.assemble import CellSpec, RunRequest
+from bench.pipeline.execute import execute_cell
 from bench.store.lock import LOCK, CellLock, CellLocked, Owner, process_alive
 
 
@@ -28,18 +28,29 @@ def live_pid():
 @pytest.fixture(scope="module")
 def dead_pid():
     """The pid of a process that has exited (and been reaped)."""
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(out.stdout)
 
 
-def plant_lock(folder: Path, pid: int, host: str | None = None, age_s: float = 0.0,
-               job: str | None = None) -> Path:
+def plant_lock(
+    folder: Path, pid: int, host: str | None = None, age_s: float = 0.0, job: str | None = None
+) -> Path:
     """A lock file as another process would have written it, `age_s` seconds old."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "job": job,
-                                "started": "2025-01-01T00:00:00+0000", "token": "theirs"}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "host": host or socket.gethostname(),
+                "job": job,
+                "started": "2025-01-01T00:00:00+0000",
+                "token": "theirs",
+            }
+        )
+    )
     if age_s:
         old = time.time() - age_s
         os.utime(path, (old, old))
@@ -56,8 +67,10 @@ def test_lock_holds_the_owner_and_is_removed_on_release(tmp_path):
 
 def test_a_held_lock_cannot_be_acquired_again(tmp_path, live_pid):
     plant_lock(tmp_path, live_pid)
-    with pytest.raises(CellLocked, match=f"another bench run \\(pid {live_pid} on host "
-                                         f"{socket.gethostname()}\\) is running this cell"):
+    with pytest.raises(
+        CellLocked,
+        match=f"another bench run \\(pid {live_pid} on host {socket.gethostname()}\\) is running this cell",
+    ):
         CellLock.acquire(tmp_path)
     assert json.loads((tmp_path / LOCK).read_text())["token"] == "theirs"  # left alone
 
@@ -141,23 +154,39 @@ def test_execute_cell_skips_a_locked_cell_without_building_it(tmp_path, live_pid
     with caplog.at_level(logging.WARNING, logger="bench.pipeline.execute"):
         outcome = execute_cell(spec, RunRequest(results_dir=tmp_path))
     assert outcome.status == "locked" and outcome.record is None
-    line = (f"synthetic2d/no_such_method/seed0: another bench run (pid {live_pid} on host "
-            f"{socket.gethostname()}) is running this cell; skipped")
+    line = (
+        f"synthetic2d/no_such_method/seed0: another bench run (pid {live_pid} on host "
+        f"{socket.gethostname()}) is running this cell; skipped"
+    )
     assert line in caplog.text
     assert sorted(p.name for p in spec.folder(tmp_path).iterdir()) == [LOCK]
 
 
 # -- two concurrent `bench run`s on one results folder ------------------------------------------
-GRID = ["datasets=[synthetic2d]", "methods=[fm,cpd]", "seeds=[0,1]", "train.steps=300",
-        "train.batch_size=128", "train.threads=1", "train.checkpoint_every=100", "mlp.hidden=32",
-        "mlp.depth=2", "sample.nfe=4", "synthetic2d.n_max=400", "synthetic2d.n_test_per_class=50"]
+GRID = [
+    "datasets=[synthetic2d]",
+    "methods=[fm,cpd]",
+    "seeds=[0,1]",
+    "train.steps=300",
+    "train.batch_size=128",
+    "train.threads=1",
+    "train.checkpoint_every=100",
+    "mlp.hidden=32",
+    "mlp.depth=2",
+    "sample.nfe=4",
+    "synthetic2d.n_max=400",
+    "synthetic2d.n_test_per_class=50",
+]
 LABELS = [f"synthetic2d/{m}/seed{s}" for m in ("fm", "cpd") for s in (0, 1)]
 
 
 def leftovers(root: Path) -> list[Path]:
     """Locks, staging folders, temporary files and trash anywhere under `root`."""
-    return [p for p in root.rglob(".*") if p.name.startswith(LOCK)
-            or any(k in p.name for k in (".staging-", ".tmp", ".trash-"))]
+    return [
+        p
+        for p in root.rglob(".*")
+        if p.name.startswith(LOCK) or any(k in p.name for k in (".staging-", ".tmp", ".trash-"))
+    ]
 
 
 @pytest.mark.slow
@@ -165,16 +194,27 @@ def test_concurrent_runs_share_the_grid_and_run_each_cell_once(tmp_path):
     res = tmp_path / "res"
     exe = Path(sys.executable).with_name("bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([str(exe), "run", *GRID, f"results_dir={res}"], cwd=tmp_path,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(exe), "run", *GRID, f"results_dir={res}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for proc, (_, err) in zip(procs, outs):
         assert proc.returncode == 0, err
     for label in LABELS:
         # a run either ran the cell, or skipped it (held by the other run, or already recorded)
-        ran = [err for _, err in outs if f"{label}: another bench run" not in err
-               and f"{label}: record exists" not in err]
+        ran = [
+            err
+            for _, err in outs
+            if f"{label}: another bench run" not in err and f"{label}: record exists" not in err
+        ]
         assert len(ran) == 1, (label, [err for _, err in outs])
         record = json.loads((res / "quick" / label / "record.json").read_text())
         assert record["status"] == "ok" and "train" in record["timings_s"]
@@ -182,8 +222,10 @@ def test_concurrent_runs_share_the_grid_and_run_each_cell_once(tmp_path):
     assert not leftovers(res)
 
 
-@pytest.mark.parametrize("content", [b"\x00\xffgarbage", b"[1, 2]", b'"a string"', b'{"host": "h"}',
-                                     b'{"pid": "abc", "host": "h"}'])
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xffgarbage", b"[1, 2]", b'"a string"', b'{"host": "h"}', b'{"pid": "abc", "host": "h"}'],
+)
 def test_a_garbage_lock_is_taken_over_at_once(tmp_path, content, caplog):
     """No writer ever leaves a lock that is not a JSON object with its pid (locks are created
     with their content, by a hard link): such a file is garbage, not a run in progress."""

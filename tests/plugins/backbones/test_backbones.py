@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from importlib import resources
 
-import gin
 import numpy as np
 import pytest
 import torch
 
+import bench.config  # noqa: F401 -- registers `sample` and `train`, which the presets bind
+import gin
 from bench.backbones.flux import FluxBackbone, image_ids, pack_patches, unpack_patches
 from bench.backbones.mlp import MLPBackbone
 from bench.errors import BenchError
-import bench.config  # noqa: F401 -- registers `sample` and `train`, which the presets bind
 
 VOCAB, N_TOKENS = 7, 2
 
@@ -92,7 +92,9 @@ def test_larger_patches_are_space_to_depth_tokens():
         np.testing.assert_array_equal(packed.numpy(), ref)
         assert torch.equal(unpack_patches(packed, 3, 8, 12, p), x)
     ids = image_ids(8, 12, 4).numpy()
-    np.testing.assert_array_equal(ids, np.array([[0, i, j] for i in range(2) for j in range(3)], dtype=np.float32))
+    np.testing.assert_array_equal(
+        ids, np.array([[0, i, j] for i in range(2) for j in range(3)], dtype=np.float32)
+    )
 
 
 def test_flux_with_patch_size_four_runs_on_a_quarter_of_the_tokens(tmp_path):
@@ -105,7 +107,9 @@ def test_flux_with_patch_size_four_runs_on_a_quarter_of_the_tokens(tmp_path):
     model.save_pretrained(tmp_path)
     back = FluxBackbone.from_pretrained(tmp_path)
     assert back.patch_size == 4 and torch.equal(back(x, t, tokens), out)
-    assert "patch_size" not in FluxBackbone((1, 8, 8), VOCAB, N_TOKENS).hyperparameters  # FLUX's 2: config as before
+    assert (
+        "patch_size" not in FluxBackbone((1, 8, 8), VOCAB, N_TOKENS).hyperparameters
+    )  # FLUX's 2: config as before
 
 
 def test_image_ids_hold_patch_row_and_column():

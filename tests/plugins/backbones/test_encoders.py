@@ -6,12 +6,12 @@ import json
 import logging
 import shutil
 
-import gin
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
 
+import gin
 from bench.encoders.flux_vae import FLUX_SCALING_FACTOR, FLUX_SHIFT_FACTOR, FluxVAEEncoder
 from bench.encoders.pixel import PixelEncoder
 from bench.errors import BenchError
@@ -151,7 +151,11 @@ def test_wrong_channel_count_is_a_bench_error(saved_vae):
 @pytest.mark.parametrize("path", [None, "", "does/not/exist"])
 def test_missing_path_tells_user_what_to_set(path):
     encoder = FluxVAEEncoder(path=path, device="cpu")
-    for call in (lambda: encoder.encode(images()), lambda: encoder.latent_shape((3, 16, 16)), encoder.cache_key):
+    for call in (
+        lambda: encoder.encode(images()),
+        lambda: encoder.latent_shape((3, 16, 16)),
+        encoder.cache_key,
+    ):
         with pytest.raises(BenchError, match=r"flux_vae\.path=/local/dir"):
             call()
 
@@ -167,7 +171,9 @@ def test_model_root_hints_at_vae_subfolder(saved_vae, tmp_path):
     with pytest.raises(BenchError, match="subfolder='vae'"):
         FluxVAEEncoder(path=str(tmp_path)).latent_shape((3, 16, 16))
     encoder = FluxVAEEncoder(path=str(tmp_path), subfolder="vae", device="cpu")
-    torch.testing.assert_close(encoder.encode(images()), reference_latents(vae, images()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        encoder.encode(images()), reference_latents(vae, images()), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_config_without_weights_is_a_bench_error(saved_vae, tmp_path):
@@ -201,7 +207,9 @@ def test_factors_in_config_are_used(saved_vae, tmp_path):
     encoder = FluxVAEEncoder(path=str(custom), device="cpu")
     latent = encoder.encode(images())
     torch.testing.assert_close(latent, reference_latents(vae, images(), 0.5, -0.25), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(encoder.decode(latent), reference_images(vae, latent, 0.5, -0.25), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        encoder.decode(latent), reference_images(vae, latent, 0.5, -0.25), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_cache_key_identifies_weights_factors_and_dtype(saved_vae, tmp_path):
@@ -255,19 +263,23 @@ def test_pixel_is_registered_and_gin_configurable():
 def test_unset_batch_size_picks_on_cuda_the_largest_chunk_that_fits(saved_vae, monkeypatch):
     """flux_vae.batch_size=None: the chunk comes from the traced peak and the device's budget
     (the CUDA device and its budget faked here), per mode and precision; the result is unchanged."""
-    from bench.pipeline import inference_memory as memory
     from bench.encoders import flux_vae as vae_memory
+    from bench.pipeline import inference_memory as memory
 
     path, vae = saved_vae
     encoder = FluxVAEEncoder(path=str(path), device="cpu")
     z = encoder.encode(images(n=40, channels=1))
     expected = encoder.decode(z)  # CPU: chunks of CPU_BATCH
     shape = (1, 16, 16)
-    budget = vae_memory.vae_peak_bytes(encoder.config(), shape, 12, "fp32", "decode", device=torch.device("cpu"))
+    budget = vae_memory.vae_peak_bytes(
+        encoder.config(), shape, 12, "fp32", "decode", device=torch.device("cpu")
+    )
     monkeypatch.setattr(memory, "cuda_budget", lambda device, resident=0: budget)
     monkeypatch.setattr(vae_memory, "MAX_VAE_BATCH", 64)  # fewer traces (each ~0.5 s)
     monkeypatch.setattr(encoder, "compute_device", lambda: torch.device("cuda"))  # computes on the CPU still
-    monkeypatch.setattr(encoder, "_decode_chunk", lambda z, run=encoder._decode_chunk: seen.append(len(z)) or run(z))
+    monkeypatch.setattr(
+        encoder, "_decode_chunk", lambda z, run=encoder._decode_chunk: seen.append(len(z)) or run(z)
+    )
     seen = []
     chunk = encoder.chunk_size("decode", shape, 1000)
     assert 12 - 12 // 64 <= chunk < 40

@@ -17,8 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.datasets.ct_rate.ctrate import ABNORMALITIES, MANIFEST_COLUMNS, lung_window, prepare_ct_rate, slice_image
 from bench.datasets.ct_rate import CTRate
+from bench.datasets.ct_rate.ctrate import (
+    ABNORMALITIES,
+    MANIFEST_COLUMNS,
+    lung_window,
+    prepare_ct_rate,
+    slice_image,
+)
 from bench.errors import BenchError
 from bench.registry import datasets
 
@@ -27,10 +33,16 @@ LUNG_Z, CENTRAL_SLICES = range(6, 14), [8, 10, 11]
 LUNG_VOXEL, BODY_VOXEL, AIR_VOXEL, MARKER_VOXEL = (6, 10), (11, 5), (0, 0), (11, 17)
 # VolumeName -> positive abnormalities; two volumes with several positives are excluded.
 LABELS = {
-    "train_1_a_1": [], "train_1_a_2": ["Emphysema"], "train_2_a_1": ["Emphysema"],
-    "train_3_a_1": ["Emphysema", "Atelectasis"], "train_3_b_1": ["Cardiomegaly"], "train_3_c_1": [],
+    "train_1_a_1": [],
+    "train_1_a_2": ["Emphysema"],
+    "train_2_a_1": ["Emphysema"],
+    "train_3_a_1": ["Emphysema", "Atelectasis"],
+    "train_3_b_1": ["Cardiomegaly"],
+    "train_3_c_1": [],
     "train_4_a_1": [],
-    "valid_1_a_1": [], "valid_2_a_1": ["Bronchiectasis"], "valid_2_b_1": ["Emphysema"],
+    "valid_1_a_1": [],
+    "valid_2_a_1": ["Bronchiectasis"],
+    "valid_2_b_1": ["Emphysema"],
     "valid_3_a_1": ["Lung nodule", "Pleural effusion"],
 }
 SELECTED = {k: (v[0] if v else "No Finding") for k, v in LABELS.items() if len(v) <= 1}
@@ -73,11 +85,20 @@ def tree(tmp_path):
         labels = pd.DataFrame({c: [int(c in LABELS[s]) for s in stems] for c in reversed(ABNORMALITIES)})
         labels["VolumeName"] = [f"{s}.nii.gz" for s in stems]
         (root / "dataset" / "multi_abnormality_labels").mkdir(parents=True, exist_ok=True)
-        labels.to_csv(root / "dataset" / "multi_abnormality_labels" / f"{split}_predicted_labels.csv",
-                      index=False)
-        meta = pd.DataFrame({"VolumeName": [f"{s}.nii.gz" for s in stems[1:]],  # first one has none
-                             "Manufacturer": "Philips", "SeriesDescription": "HRCT", "PatientSex": "F",
-                             "PatientAge": "057Y", "XYSpacing": "[0.75, 0.75]", "ZSpacing": 1.5})
+        labels.to_csv(
+            root / "dataset" / "multi_abnormality_labels" / f"{split}_predicted_labels.csv", index=False
+        )
+        meta = pd.DataFrame(
+            {
+                "VolumeName": [f"{s}.nii.gz" for s in stems[1:]],  # first one has none
+                "Manufacturer": "Philips",
+                "SeriesDescription": "HRCT",
+                "PatientSex": "F",
+                "PatientAge": "057Y",
+                "XYSpacing": "[0.75, 0.75]",
+                "ZSpacing": 1.5,
+            }
+        )
         (root / "dataset" / "metadata").mkdir(parents=True, exist_ok=True)
         meta.to_csv(root / "dataset" / "metadata" / meta_name, index=False)
     return root
@@ -88,31 +109,44 @@ def prepare(root, out, **kwargs) -> dict:
 
 
 def files_state(out) -> dict:
-    return {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*")
-            if p.is_file() and p.parent.name in ("train", "valid", "parts")}
+    return {
+        p.relative_to(out): p.stat().st_mtime_ns
+        for p in out.rglob("*")
+        if p.is_file() and p.parent.name in ("train", "valid", "parts")
+    }
 
 
 # -- prepare ---------------------------------------------------------------------------------
 def test_prepare_writes_single_label_central_lung_slices(tree, tmp_path):
     out = tmp_path / "out"
     summary = prepare(tree, out)
-    assert {k: summary[k] for k in ("volumes", "excluded_multi", "done", "skipped", "missing",
-                                    "failed", "slices")} == dict(
-        volumes=11, excluded_multi=2, done=9, skipped=0, missing=0, failed=0, slices=27)
+    assert {
+        k: summary[k] for k in ("volumes", "excluded_multi", "done", "skipped", "missing", "failed", "slices")
+    } == dict(volumes=11, excluded_multi=2, done=9, skipped=0, missing=0, failed=0, slices=27)
     manifest = pd.read_csv(out / "manifest.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
     assert {v[:-7]: lab for v, lab in zip(manifest["VolumeName"], manifest["label"])} == SELECTED
-    assert (manifest.groupby("VolumeName")["slice"].apply(sorted) == pd.Series(
-        {f"{s}.nii.gz": CENTRAL_SLICES for s in SELECTED})).all()
+    assert (
+        manifest.groupby("VolumeName")["slice"].apply(sorted)
+        == pd.Series({f"{s}.nii.gz": CENTRAL_SLICES for s in SELECTED})
+    ).all()
     assert summary["class_counts"]["train"]["Emphysema"] == 6
     assert summary["class_counts"]["train"]["No Finding"] == 9
     assert summary["class_counts"]["valid"]["Bronchiectasis"] == 3
     assert sum(summary["class_counts"]["valid"].values()) == 9
     row = manifest.set_index("id").loc["train_1_a_2_s10"]
     assert (row["path"], row["subject"], row["split"]) == (
-        "slices/train/train_1_a_2_s10.png", "train_1", "train")
+        "slices/train/train_1_a_2_s10.png",
+        "train_1",
+        "train",
+    )
     assert (row["sex"], row["age"], row["manufacturer"], row["xy_spacing"], row["z_spacing"]) == (
-        "F", 57, "Philips", 0.75, 1.5)
+        "F",
+        57,
+        "Philips",
+        0.75,
+        1.5,
+    )
     no_meta = manifest.set_index("id").loc["train_1_a_1_s8"]  # absent from the metadata CSV
     assert no_meta[["sex", "age", "manufacturer"]].isna().all()
     for rel in manifest["path"]:
@@ -240,8 +274,9 @@ def test_dataset_classes_splits_and_counts(prepared):
     assert "Bronchiectasis" in data.dropped_classes  # only in the test split
     train, test = data.load("train"), data.load("test")
     assert train.counts(3).tolist() == [9, 3, 6] and test.counts(3).tolist() == [3, 0, 3]
-    assert [s["reason"] for s in data.skipped] == ["class 'Bronchiectasis' has fewer than min_count=1 "
-                                                   "train slices"] * 3
+    assert [s["reason"] for s in data.skipped] == [
+        "class 'Bronchiectasis' has fewer than min_count=1 train slices"
+    ] * 3
     assert train.x.shape == (18, 1, 16, 16)
     x = train.x[:]
     assert x.dtype == torch.float32 and x.shape == (18, 1, 16, 16) and 0 <= x.min() < x.max() <= 1
@@ -277,8 +312,11 @@ def test_bad_manifest_rows_follow_on_bad_row(prepared):
         datasets.get("ct_rate")(root=str(prepared), val_fraction=0.0).load("train")
     data = datasets.get("ct_rate")(root=str(prepared), val_fraction=0.0, on_bad_row="skip")
     assert len(data.load("train")) == 17
-    assert {"split": "train", "id": manifest.loc[0, "id"], "reason": "label is not a CT-RATE class"} \
-        in data.skipped
+    assert {
+        "split": "train",
+        "id": manifest.loc[0, "id"],
+        "reason": "label is not a CT-RATE class",
+    } in data.skipped
 
 
 def test_dataset_errors_are_one_line(tmp_path):
@@ -294,20 +332,27 @@ def test_dataset_errors_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_prepare_and_stats_from_the_command_line(tree, tmp_path, bench_cli):
     out = tmp_path / "slices"
-    done = bench_cli("prepare", "ct_rate", "--root", str(tree), "--out", str(out), "--size", "24",
-                     cwd=tmp_path)
+    done = bench_cli(
+        "prepare", "ct_rate", "--root", str(tree), "--out", str(out), "--size", "24", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert (out / "manifest.csv").is_file() and f"ct_rate.root={out}" in done.stdout
-    stats = bench_cli("data", "stats", "datasets=[ct_rate]", f"ct_rate.root={out}", "ct_rate.size=24",
-                      cwd=tmp_path)
+    stats = bench_cli(
+        "data", "stats", "datasets=[ct_rate]", f"ct_rate.root={out}", "ct_rate.size=24", cwd=tmp_path
+    )
     assert stats.returncode == 0, stats.stderr
     ds = CTRate(root=str(out), size=24)
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in stats.stdout.splitlines()[4:]
-            if ln.startswith("|")]
+    rows = [
+        [c.strip() for c in ln.strip("|").split("|")]
+        for ln in stats.stdout.splitlines()[4:]
+        if ln.startswith("|")
+    ]
     assert [r[1] for r in rows] == ds.class_names
     assert [int(r[2]) for r in rows] == ds.load("train").counts(ds.n_classes).tolist()
     assert [int(r[7]) for r in rows] == ds.load("test").counts(ds.n_classes).tolist()
     assert f"{len(ds.skipped)} skipped" in stats.stdout
-    bad = bench_cli("prepare", "ct_rate", "--root", str(tmp_path / "nowhere"), "--out", str(out), cwd=tmp_path)
+    bad = bench_cli(
+        "prepare", "ct_rate", "--root", str(tmp_path / "nowhere"), "--out", str(out), cwd=tmp_path
+    )
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("bench: error:"), bad.stderr

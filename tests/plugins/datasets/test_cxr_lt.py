@@ -21,7 +21,6 @@ from bench.datasets.nih_lt import NIHLT
 from bench.errors import BenchError
 
 
-
 def shared_data() -> Path:
     """The project's real official-format files: $BENCH_SHARED_DATA, else the first `shared/data`
     inside this checkout or in a folder above it (the CI clone may sit at either place)."""
@@ -35,8 +34,10 @@ def shared_data() -> Path:
 SHARED = shared_data()
 DATA_ENTRY = SHARED / "nih" / "Data_Entry_2017_v2020.csv.gz"
 MIMIC_LABELS = SHARED / "mimic-cxr-lt"
-needs_shared = pytest.mark.skipif(not DATA_ENTRY.is_file(), reason="the project's shared/data not found "
-                                  "next to or inside this checkout; set BENCH_SHARED_DATA=PATH")
+needs_shared = pytest.mark.skipif(
+    not DATA_ENTRY.is_file(),
+    reason="the project's shared/data not found next to or inside this checkout; set BENCH_SHARED_DATA=PATH",
+)
 
 
 def _png(path: Path, value: int = 128, size=(12, 12), mode="L") -> None:
@@ -106,7 +107,9 @@ def test_nih_images_are_read_from_both_folder_layouts_and_scaled_to_unit_range(n
     for name in truth["train"][0][:3]:
         _png(flat / name, 255)
     # an explicit image_dir wins over the default search
-    assert NIHLT(root=str(root), size=12, image_dir="flat", on_bad_image="skip").load("train").x[:1].max() == 1.0
+    assert (
+        NIHLT(root=str(root), size=12, image_dir="flat", on_bad_image="skip").load("train").x[:1].max() == 1.0
+    )
 
 
 @needs_shared
@@ -114,7 +117,9 @@ def test_nih_accepts_the_nih_lt_prefix_and_a_labels_folder(nih_root):
     root, truth = nih_root
     (root / "labels").mkdir()
     for split in ("train", "balanced-test"):
-        (root / f"nih-cxr-lt_single-label_{split}.csv").rename(root / "labels" / f"nih-lt_single-label_{split}.csv")
+        (root / f"nih-cxr-lt_single-label_{split}.csv").rename(
+            root / "labels" / f"nih-lt_single-label_{split}.csv"
+        )
     assert len(NIHLT(root=str(root)).load("train")) == 100
 
 
@@ -171,7 +176,9 @@ def test_nih_layout_errors_are_one_line_and_name_what_is_expected(tmp_path, nih_
     with pytest.raises(BenchError, match="no nih-cxr-lt_single-label_train.csv.*expected layout"):
         NIHLT(root=str(empty)).load("train")
     root, _ = nih_root
-    pd.DataFrame({"id": ["a.png"], "Mass": [1]}).to_csv(root / "nih-cxr-lt_single-label_train.csv", index=False)
+    pd.DataFrame({"id": ["a.png"], "Mass": [1]}).to_csv(
+        root / "nih-cxr-lt_single-label_train.csv", index=False
+    )
     with pytest.raises(BenchError, match="lacks required column") as err:
         NIHLT(root=str(root)).load("train")
     assert "No Finding" in str(err.value) and "\n" not in str(err.value)
@@ -251,7 +258,9 @@ def test_mimic_nan_label_is_a_bad_row(mimic_root):
     table.to_csv(name, index=False)
     ds = MIMICLT(root=str(mimic_root), train_split="balanced-val", on_bad_row="skip")
     assert len(ds.load("balanced-val")) == len(table) - 1
-    assert ds.skipped == [{"split": "balanced-val", "id": table.loc[4, "dicom_id"], "reason": "label not 0/1"}]
+    assert ds.skipped == [
+        {"split": "balanced-val", "id": table.loc[4, "dicom_id"], "reason": "label not 0/1"}
+    ]
 
 
 # -- end to end ----------------------------------------------------------------------------
@@ -260,23 +269,38 @@ def test_mimic_nan_label_is_a_bad_row(mimic_root):
 def test_nih_cell_runs_from_image_files_and_logs_skipped_ids(nih_root, bench_cli, tmp_path):
     import json
 
-    from bench.config.gin_config import gin_dir
     from bench.config.data import AugmentationTargets
+    from bench.config.gin_config import gin_dir
     from bench.data.targets import augmentation_plan
 
     root, truth = nih_root
     corrupt = truth["train"][0][11]
     next(root.glob(f"images_*/images/{corrupt}")).write_bytes(b"broken")
     res = tmp_path / "res"
-    out = bench_cli("run", "datasets=[nih_lt]", "methods=[fm]", f"nih_lt.root={root}", "nih_lt.size=16",
-                    "nih_lt.on_bad_image=skip", "pipeline.encoder=pixel", "pipeline.evaluators=[sample_grid]",
-                    "train.steps=3",
-                    "sample.nfe=2", "sample.n_per_class=targets", "sample.init_reference=False",
-                    "--gin_file", str(gin_dir() / "presets" / "tiny.gin"), f"results_dir={res}", cwd=tmp_path)
+    out = bench_cli(
+        "run",
+        "datasets=[nih_lt]",
+        "methods=[fm]",
+        f"nih_lt.root={root}",
+        "nih_lt.size=16",
+        "nih_lt.on_bad_image=skip",
+        "pipeline.encoder=pixel",
+        "pipeline.evaluators=[sample_grid]",
+        "train.steps=3",
+        "sample.nfe=2",
+        "sample.n_per_class=targets",
+        "sample.init_reference=False",
+        "--gin_file",
+        str(gin_dir() / "presets" / "tiny.gin"),
+        f"results_dir={res}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     cell = res / "cpu_smoke" / "nih_lt" / "fm" / "seed0"  # presets/tiny.gin on real data: a CPU check
     skipped = pd.read_csv(cell / "skipped.csv")
-    assert skipped.to_dict("records") == [{"split": "train", "id": corrupt, "reason": "image unreadable (UnidentifiedImageError)"}]
+    assert skipped.to_dict("records") == [
+        {"split": "train", "id": corrupt, "reason": "image unreadable (UnidentifiedImageError)"}
+    ]
     rec = json.loads((cell / "record.json").read_text())
     ids, labels = truth["train"]
     counts = np.bincount([lab for i, lab in zip(ids, labels) if i != corrupt], minlength=20).tolist()
@@ -297,8 +321,17 @@ def test_validate_checks_the_paper_size_backbone_without_allocating_it(nih_root,
     # on a 24 GB machine and writes nothing (footprints are estimated: the default fits an 80 GiB
     # device, FLUX.1 size only a 1,000 GiB one)
     root, _ = nih_root
-    args = ("validate", "datasets=[nih_lt]", "methods=[fm]", "seeds=[0]", f"nih_lt.root={root}", "nih_lt.size=32",
-            "pipeline.encoder=pixel", f"results_dir={tmp_path / 'res'}", "budget.trace_inference=False")
+    args = (
+        "validate",
+        "datasets=[nih_lt]",
+        "methods=[fm]",
+        "seeds=[0]",
+        f"nih_lt.root={root}",
+        "nih_lt.size=32",
+        "pipeline.encoder=pixel",
+        f"results_dir={tmp_path / 'res'}",
+        "budget.trace_inference=False",
+    )
     out = bench_cli(*args, "executor.device_memory_gib=80", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "1 cell(s) valid" in out.stdout and "2,238.6 M parameters" in out.stdout
@@ -307,5 +340,9 @@ def test_validate_checks_the_paper_size_backbone_without_allocating_it(nih_root,
     assert out.returncode == 0, out.stderr
     assert "1 cell(s) valid" in out.stdout and "11,890.9 M parameters" in out.stdout
     out = bench_cli(*paper, "executor.device_memory_gib=80", cwd=tmp_path)
-    assert out.returncode == 2 and "more than the 80 GiB" in out.stderr and "smaller backbone preset" in out.stderr
+    assert (
+        out.returncode == 2
+        and "more than the 80 GiB" in out.stderr
+        and "smaller backbone preset" in out.stderr
+    )
     assert not (tmp_path / "res").exists()

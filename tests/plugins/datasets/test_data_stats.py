@@ -1,13 +1,13 @@
 """`bench data stats`: the dataset table equals what a run loads, with the augmentation targets."""
 
-import pytest
 import re
 
 import numpy as np
+import pytest
 
-from bench.datasets.digits_lt import DigitsLT
 from bench.config.data import AugmentationTargets
 from bench.data.targets import augmentation_plan
+from bench.datasets.digits_lt import DigitsLT
 
 
 def _rows(markdown: str) -> list[list[str]]:
@@ -36,9 +36,11 @@ def test_stats_table_matches_the_loaded_split_and_the_targets(tmp_path, bench_cl
 
 @pytest.mark.slow
 def test_stats_bad_usage_is_one_line(tmp_path, bench_cli):
-    for args, message in ((["data", "stats"], "takes datasets=[name,...]"),
-                          (["data", "stats", "datasets=[digits]"], "did you mean 'digits_lt'"),
-                          (["data", "stats", "datasets=[digits_lt]", "methods=[fm]"], "takes datasets=")):
+    for args, message in (
+        (["data", "stats"], "takes datasets=[name,...]"),
+        (["data", "stats", "datasets=[digits]"], "did you mean 'digits_lt'"),
+        (["data", "stats", "datasets=[digits_lt]", "methods=[fm]"], "takes datasets="),
+    ):
         out = bench_cli(*args, cwd=tmp_path)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and message in lines[0], out.stderr

@@ -5,11 +5,11 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from bench.errors import BenchError
 from bench.data.longtail import allocate, exponential_profile
-from bench.registry import datasets
 from bench.datasets.digits_lt import DigitsLT
 from bench.datasets.synthetic2d import Synthetic2D
+from bench.errors import BenchError
+from bench.registry import datasets
 
 
 # -- the shared profile ---------------------------------------------------------------------

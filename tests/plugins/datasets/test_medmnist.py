@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.data.longtail import exponential_profile
 from bench.datasets.medmnist import LABEL_NAMES, MedMNIST, fitted_profile
 from bench.errors import BenchError
-from bench.data.longtail import exponential_profile
 from bench.registry import datasets
 
 # A DermaMNIST-like natural long tail (largest class 5, as in the real set).
@@ -154,7 +154,9 @@ def test_long_tail_subsample_follows_the_fitted_profile(root):
     rows = [int(i.split("_")[1]) for i in train.ids]
     assert rows == sorted(set(rows))
     assert torch.equal(train.y, torch.from_numpy(arrays["train_labels"][rows, 0].astype(np.int64)))
-    np.testing.assert_array_equal(train.x.numpy()[:, 0], arrays["train_images"][rows, ..., 0] / np.float32(255))
+    np.testing.assert_array_equal(
+        train.x.numpy()[:, 0], arrays["train_images"][rows, ..., 0] / np.float32(255)
+    )
     assert ds.load("test").counts(7).tolist() == DERMA_EVAL  # held-out splits untouched
     assert ds.describe()["natural_train_counts"] == DERMA_TRAIN
 
@@ -193,9 +195,14 @@ def test_missing_root_or_file_names_the_expected_file(root, tmp_path):
 
 
 def test_bad_settings_are_refused_at_construction(root):
-    for kwargs, match in (({"file_size": 32}, "file_size"), ({"flag": "../derma"}, "flag"),
-                          ({"flag": "chestmnist"}, "multi-label"), ({"size": 2}, "size"),
-                          ({"normalise": "zscore"}, "normalise"), ({"grayscale": "yes"}, "grayscale")):
+    for kwargs, match in (
+        ({"file_size": 32}, "file_size"),
+        ({"flag": "../derma"}, "flag"),
+        ({"flag": "chestmnist"}, "multi-label"),
+        ({"size": 2}, "size"),
+        ({"normalise": "zscore"}, "normalise"),
+        ({"grayscale": "yes"}, "grayscale"),
+    ):
         with pytest.raises(BenchError, match=match):
             MedMNIST(root=root, **kwargs)
     one_line_error("splits", lambda: MedMNIST(root=root), split="valid")
@@ -219,8 +226,9 @@ def test_corrupt_files_are_one_line_errors(root):
     one_line_error("single array", lambda: MedMNIST(root=root, flag="bloodmnist"))
 
 
-@pytest.mark.parametrize("label, match", [(7, "outside 0..6"), (-1, "outside 0..6"),
-                                          (np.nan, "NaN"), (2.5, "not whole numbers")])
+@pytest.mark.parametrize(
+    "label, match", [(7, "outside 0..6"), (-1, "outside 0..6"), (np.nan, "NaN"), (2.5, "not whole numbers")]
+)
 def test_bad_labels_are_refused(root, label, match):
     arrays = derma_arrays()
     labels = arrays["val_labels"].astype(np.float64 if isinstance(label, float) else np.int64)
@@ -237,8 +245,10 @@ def test_multi_label_files_are_refused(root):
     one_line_error("multi-label", lambda: MedMNIST(root=root, flag="chestlikemnist"))
 
 
-@pytest.mark.parametrize("shape, match", [((28, 28, 4), "expected"), ((784,), "expected"),
-                                          ((28, 28, 28), "3-D"), ((32, 32, 3), "file_size=28")])
+@pytest.mark.parametrize(
+    "shape, match",
+    [((28, 28, 4), "expected"), ((784,), "expected"), ((28, 28, 28), "3-D"), ((32, 32, 3), "file_size=28")],
+)
 def test_images_of_the_wrong_shape_are_refused(root, shape, match):
     arrays = derma_arrays()
     arrays["test_images"] = np.zeros((len(arrays["test_labels"]), *shape), np.uint8)

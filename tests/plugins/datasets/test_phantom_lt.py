@@ -10,12 +10,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, homogeneity_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from bench.datasets.phantom_lt import PhantomLT
-from bench.errors import BenchError
 from bench.data.longtail import exponential_profile
+from bench.datasets.phantom_lt import PhantomLT
 from bench.datasets.phantom_lt.phantom import CATALOGUE, SCANNERS, acquisition_probabilities
-from bench.registry import datasets
+from bench.errors import BenchError
 from bench.priors.subclass import induce_subclasses
+from bench.registry import datasets
 
 SPLITS = ("train", "balanced-val", "balanced-test")
 
@@ -201,8 +201,10 @@ def _metadata_probe(split, n_classes) -> tuple[float, float, float]:
 @pytest.mark.slow
 def test_view_and_scanner_partly_reveal_the_subtype(phantom, splits):
     balanced, best, chance = _metadata_probe(splits["train"], phantom.n_classes)
-    print(f"\nmetadata probe: balanced accuracy {balanced:.3f} (chance {chance:.3f}), "
-          f"best class accuracy {best:.3f}")
+    print(
+        f"\nmetadata probe: balanced accuracy {balanced:.3f} (chance {chance:.3f}), "
+        f"best class accuracy {best:.3f}"
+    )
     assert balanced > chance + 0.15 and best < 0.95
     unconfounded = PhantomLT(confounding=0.0).load("train")
     balanced0, _, chance0 = _metadata_probe(unconfounded, phantom.n_classes)
@@ -259,11 +261,23 @@ def test_finding_is_visible_in_the_expected_region(phantom, splits, name, subtyp
 
 
 # -- settings ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("settings", [
-    {"size": 33}, {"size": 8}, {"size": 32.0}, {"n_max": 0}, {"imbalance_ratio": 0.5},
-    {"n_val_per_class": 2}, {"n_test_per_class": -1}, {"noise": -0.1}, {"confounding": 1.5},
-    {"max_images_per_patient": 0}, {"seed": "a"}, {"n_max": 50},  # 50 / 100 leaves the tail no image
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"size": 33},
+        {"size": 8},
+        {"size": 32.0},
+        {"n_max": 0},
+        {"imbalance_ratio": 0.5},
+        {"n_val_per_class": 2},
+        {"n_test_per_class": -1},
+        {"noise": -0.1},
+        {"confounding": 1.5},
+        {"max_images_per_patient": 0},
+        {"seed": "a"},
+        {"n_max": 50},  # 50 / 100 leaves the tail no image
+    ],
+)
 def test_bad_settings_are_one_line_user_errors(settings):
     with pytest.raises(BenchError) as err:
         PhantomLT(**settings)

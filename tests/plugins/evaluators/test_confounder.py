@@ -13,8 +13,17 @@ from bench.context import CellContext
 from bench.dataset import Dataset, Split
 from bench.datasets.phantom_lt import PhantomLT
 from bench.evaluators.confounder import (
-    ConfounderProbe, Probe, confounder_probe, design, design_matrix, fold_designs, grouped_folds, metadata_columns,
-    out_of_fold_bacc, probe_frame, usable_folds,
+    ConfounderProbe,
+    Probe,
+    confounder_probe,
+    design,
+    design_matrix,
+    fold_designs,
+    grouped_folds,
+    metadata_columns,
+    out_of_fold_bacc,
+    probe_frame,
+    usable_folds,
 )
 from bench.registry import evaluators
 
@@ -23,8 +32,11 @@ def _probe_phantom(confounding: float) -> list[dict]:
     """The probe on every phantom_lt class with >= 2 ground-truth subtypes (train split)."""
     train = PhantomLT(confounding=confounding).load("train")
     y, sub, groups = train.y.numpy(), train.subclass.numpy(), train.meta["subject"].to_numpy()
-    return [confounder_probe(train.meta[y == c], sub[y == c], groups[y == c], seed=0, n_permutations=5)
-            for c in np.unique(y) if len(np.unique(sub[y == c])) >= 2]
+    return [
+        confounder_probe(train.meta[y == c], sub[y == c], groups[y == c], seed=0, n_permutations=5)
+        for c in np.unique(y)
+        if len(np.unique(sub[y == c])) >= 2
+    ]
 
 
 @pytest.mark.slow
@@ -60,9 +72,16 @@ def test_grouped_folds_never_split_a_patient():
 
 
 def _meta(n: int, rng) -> pd.DataFrame:
-    return pd.DataFrame({"subject": [f"P{i // 2}" for i in range(n)], "id": [f"img{i}" for i in range(n)],
-                         "study_id": np.arange(n), "site": ["one"] * n,
-                         "age": rng.integers(20, 90, n), "view": rng.choice(["AP", "PA"], n)})
+    return pd.DataFrame(
+        {
+            "subject": [f"P{i // 2}" for i in range(n)],
+            "id": [f"img{i}" for i in range(n)],
+            "study_id": np.arange(n),
+            "site": ["one"] * n,
+            "age": rng.integers(20, 90, n),
+            "view": rng.choice(["AP", "PA"], n),
+        }
+    )
 
 
 def test_metadata_columns_and_design_matrix():
@@ -134,7 +153,10 @@ def test_evaluator_weights_by_class_size(tmp_path):
 
 
 def test_evaluator_without_metadata_or_subclasses(tmp_path):
-    assert ConfounderProbe().evaluate(_cell(tmp_path, lambda s: {"assignment": torch.tensor(s)}, meta=False)) == {}
+    assert (
+        ConfounderProbe().evaluate(_cell(tmp_path, lambda s: {"assignment": torch.tensor(s)}, meta=False))
+        == {}
+    )
     assert ConfounderProbe().evaluate(_cell(tmp_path, None)) == {}
     assert ConfounderProbe().evaluate(_cell(tmp_path, lambda s: {"weights": torch.ones(3, 2)})) == {}
     assert not (tmp_path / "confounder.json").exists()
@@ -155,8 +177,14 @@ def test_out_of_fold_bacc_equals_sklearn_cross_val_predict_of_the_pipeline():
 
     rng = np.random.default_rng(3)
     n = 240
-    meta = pd.DataFrame({"age": rng.normal(50, 10, n), "sex": rng.choice(["F", "M", ""], n),
-                         "view": rng.choice(["AP", "PA", "LL"], n), "scanner": rng.choice(["a", "b", "c", "d"], n)})
+    meta = pd.DataFrame(
+        {
+            "age": rng.normal(50, 10, n),
+            "sex": rng.choice(["F", "M", ""], n),
+            "view": rng.choice(["AP", "PA", "LL"], n),
+            "scanner": rng.choice(["a", "b", "c", "d"], n),
+        }
+    )
     meta.loc[rng.choice(n, 20, replace=False), "age"] = np.nan
     sub = (meta["view"].eq("AP").to_numpy() ^ (rng.random(n) < 0.3)).astype(int) + 2 * (rng.random(n) < 0.3)
     groups = rng.integers(0, 60, n)
@@ -164,8 +192,10 @@ def test_out_of_fold_bacc_equals_sklearn_cross_val_predict_of_the_pipeline():
     folds = grouped_folds(sub, groups, 4, seed=0)
     designs = fold_designs(frame, numeric, categorical, folds)
     for y in (sub, rng.permutation(sub)):
-        pipeline = make_pipeline(design(numeric, categorical),
-                                 Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"))
+        pipeline = make_pipeline(
+            design(numeric, categorical),
+            Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"),
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reference = balanced_accuracy_score(y, cross_val_predict(pipeline, frame, y, cv=folds))

@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-import gin
 import numpy as np
 import pytest
 import torch
 
 import bench.metrics.features as features
-from bench.store.artifacts import read_manifest
-from bench.context import CellContext
+import gin
 from bench.classify.fit import build_classifier, embed
+from bench.classify.runs import classifier_seed
+from bench.config.evaluation import FeatureConfig
+from bench.context import CellContext
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
-from bench.classify.runs import classifier_seed
 from bench.evaluators.downstream import Downstream
-from bench.config.evaluation import FeatureConfig
 from bench.metrics.features import build_extractor
+from bench.store.artifacts import read_manifest
 
 FAST = dict(epochs=2, batch_size=16, patience=1)
 
@@ -67,16 +67,24 @@ def test_extractor_is_trained_once_and_cached(tmp_path, fit_calls):
     build_extractor(FeatureConfig(**FAST), ds, train, None, folder, "other-key")
     assert len(fit_calls) == 2  # another configuration hash retrains
     reloaded = build_extractor(FeatureConfig(path=str(folder)), ds, train, None, tmp_path / "unused", "k")
-    assert np.array_equal(reloaded.embed(train.x), build_extractor(
-        FeatureConfig(**FAST), ds, train, None, folder, "other-key").embed(train.x))
+    assert np.array_equal(
+        reloaded.embed(train.x),
+        build_extractor(FeatureConfig(**FAST), ds, train, None, folder, "other-key").embed(train.x),
+    )
 
 
 def test_user_densenet_state_dict_is_loaded(tmp_path):
     ds = Blobs()
     net = build_classifier("densenet121", 1, 7, seed=3)
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.net.state_dict().items()}}, tmp_path / "w.pt")
-    extractor = build_extractor(FeatureConfig(arch="densenet121", path=str(tmp_path / "w.pt")), ds,
-                                ds.load("train"), None, tmp_path / "cache", "k")
+    extractor = build_extractor(
+        FeatureConfig(arch="densenet121", path=str(tmp_path / "w.pt")),
+        ds,
+        ds.load("train"),
+        None,
+        tmp_path / "cache",
+        "k",
+    )
     x = torch.rand(2, 1, 32, 32)  # DenseNet121's transitions need sides >= 32
     assert extractor.dim == 1024
     assert np.allclose(extractor.embed(x), embed(net, x), atol=1e-5)
@@ -99,12 +107,15 @@ def test_bad_feature_path_is_one_line_bench_error(tmp_path, what):
         save_file(build_classifier("small_cnn", in_channels, 3).net.state_dict(), str(path))
         arch = "densenet121" if what == "wrong_arch" else "small_cnn"
     with pytest.raises(BenchError) as err:
-        build_extractor(FeatureConfig(arch=arch, path=str(path)), ds, ds.load("train"), None,
-                        tmp_path / "c", "k")
+        build_extractor(
+            FeatureConfig(arch=arch, path=str(path)), ds, ds.load("train"), None, tmp_path / "c", "k"
+        )
     assert "\n" not in str(err.value) and "features." in str(err.value)
 
 
-PLAIN = dict(remedies=[], with_augmentation=[])  # the no-augmentation protocol alone (remedies: test_remedies.py)
+PLAIN = dict(
+    remedies=[], with_augmentation=[]
+)  # the no-augmentation protocol alone (remedies: test_remedies.py)
 
 
 def cell(tmp_path, synthetic: Split, seed: int = 0) -> CellContext:
@@ -148,11 +159,16 @@ def test_details_keep_test_predictions_that_reproduce_every_seed_metric(tmp_path
     pred = details["predictions"]
     assert pred["labels"] == Blobs().load("test").y.tolist()
     for name, suffix in (("aug", ""), ("no_aug", "/no_aug")):
-        assert len(pred[name]) == 2 and all(len(p) == 18 and all(type(v) is int for v in p) for p in pred[name])
+        assert len(pred[name]) == 2 and all(
+            len(p) == 18 and all(type(v) is int for v in p) for p in pred[name]
+        )
         assert [balanced_accuracy_score(pred["labels"], p) for p in pred[name]] == pytest.approx(
-            details[f"bacc{suffix}"])
-        assert [f1_score(pred["labels"], p, average="macro", labels=[0, 1, 2], zero_division=0)
-                for p in pred[name]] == pytest.approx(details[f"macro_f1{suffix}"])
+            details[f"bacc{suffix}"]
+        )
+        assert [
+            f1_score(pred["labels"], p, average="macro", labels=[0, 1, 2], zero_division=0)
+            for p in pred[name]
+        ] == pytest.approx(details[f"macro_f1{suffix}"])
 
 
 def test_a_stored_no_aug_unit_without_predictions_is_retrained(tmp_path, classifier_fits):
@@ -168,14 +184,19 @@ def test_a_stored_no_aug_unit_without_predictions_is_retrained(tmp_path, classif
     second.shared = shared
     evaluator.evaluate(second)
     assert len(classifier_fits) == 2 + 2  # no_aug retrained alongside the augmented run
-    assert second.details["downstream"]["predictions"]["no_aug"] == first.details["downstream"]["predictions"]["no_aug"]
+    assert (
+        second.details["downstream"]["predictions"]["no_aug"]
+        == first.details["downstream"]["predictions"]["no_aug"]
+    )
 
 
 def test_no_aug_baseline_does_not_depend_on_the_synthetic_set(tmp_path):
     evaluator = Downstream(n_seeds=1, max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
     empty = Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
-    runs = [evaluator.evaluate(cell(tmp_path / str(i), s)) for i, s in
-            enumerate([noisy_tail_copies(0), noisy_tail_copies(1), empty])]
+    runs = [
+        evaluator.evaluate(cell(tmp_path / str(i), s))
+        for i, s in enumerate([noisy_tail_copies(0), noisy_tail_copies(1), empty])
+    ]
     assert runs[0]["bacc/no_aug"] == runs[1]["bacc/no_aug"] == runs[2]["bacc/no_aug"]
     assert runs[0]["macro_f1/no_aug"] == runs[1]["macro_f1/no_aug"] == runs[2]["macro_f1/no_aug"]
     assert runs[2]["bacc"] == runs[2]["bacc/no_aug"]  # nothing added: the same classifier
@@ -222,8 +243,9 @@ def test_a_stored_no_aug_baseline_of_other_data_or_protocol_is_not_reused(tmp_pa
     fast = dict(max_epochs=2, patience=1, batch_size=16, lr=1e-2, **PLAIN)
 
     def run(ds, evaluator, name):
-        ctx = CellContext(ds, ds.load("train"), ds.load("test"), noisy_tail_copies(0), tmp_path / name, 0,
-                          shared=shared)
+        ctx = CellContext(
+            ds, ds.load("train"), ds.load("test"), noisy_tail_copies(0), tmp_path / name, 0, shared=shared
+        )
         evaluator.evaluate(ctx)
         details = json.loads((tmp_path / name / "downstream.json").read_text())
         return details["shared_from"] if details["reused"] else None
@@ -267,7 +289,9 @@ def test_the_test_split_never_reaches_fitting_or_model_selection(tmp_path, monke
     real_fit = downstream.fit
 
     def spy(model, x, y, val_x, val_y, protocol, seed, remedy=None):
-        seen.append((torch.as_tensor(x[:]).reshape(len(y), -1), torch.as_tensor(val_x[:]).reshape(len(val_y), -1)))
+        seen.append(
+            (torch.as_tensor(x[:]).reshape(len(y), -1), torch.as_tensor(val_x[:]).reshape(len(val_y), -1))
+        )
         return real_fit(model, x, y, val_x, val_y, protocol, seed, remedy)
 
     monkeypatch.setattr(downstream, "fit", spy)

@@ -18,10 +18,20 @@ from bench.prior import Prior
 
 def _cell(tmp_path, latents, labels, prior=None, n_classes=3):
     """A CellContext with only what the geometry evaluator reads."""
-    dataset = SimpleNamespace(n_classes=n_classes, class_names=[f"c{i}" for i in range(n_classes)], kind="vector")
+    dataset = SimpleNamespace(
+        n_classes=n_classes, class_names=[f"c{i}" for i in range(n_classes)], kind="vector"
+    )
     train = Split(x=latents, y=labels)
-    return CellContext(dataset, train, train, synthetic=train, out_dir=tmp_path / "cell", seed=0,
-                       latents=latents, prior=prior)
+    return CellContext(
+        dataset,
+        train,
+        train,
+        synthetic=train,
+        out_dir=tmp_path / "cell",
+        seed=0,
+        latents=latents,
+        prior=prior,
+    )
 
 
 def _collinear(counts=(40, 20, 6), dim=5, seed=0):
@@ -32,7 +42,12 @@ def _collinear(counts=(40, 20, 6), dim=5, seed=0):
     labels = np.repeat(np.arange(len(counts)), counts)
     radii = rng.uniform(0.5, 3.0, len(labels))
     x1 = means[labels] + radii[:, None] * units[labels]
-    return torch.tensor(x1, dtype=torch.float32), torch.tensor(labels), torch.tensor(means, dtype=torch.float32), radii
+    return (
+        torch.tensor(x1, dtype=torch.float32),
+        torch.tensor(labels),
+        torch.tensor(means, dtype=torch.float32),
+        radii,
+    )
 
 
 def _hand_radial(radii, labels, rows):
@@ -65,7 +80,7 @@ def test_collinear_displacements_from_a_class_mean_source_match_the_hand_computa
 
 def _noncentral_chi_mean(dim: int, norm: float) -> float:
     """E||a - x0||, x0 ~ N(0, I_dim), ||a|| = norm: the mean of a non-central chi variable."""
-    density = lambda s: np.sqrt(s) * stats.ncx2.pdf(s, dim, norm ** 2)  # noqa: E731
+    density = lambda s: np.sqrt(s) * stats.ncx2.pdf(s, dim, norm**2)  # noqa: E731
     return integrate.quad(density, 0, np.inf)[0]
 
 
@@ -74,11 +89,13 @@ def test_standard_source_path_length_matches_the_closed_form(tmp_path, norm):
     dim, n = 8, 4000
     x1 = torch.zeros(n, dim)
     x1[:, 0] = norm
-    m = TransportGeometry(max_rows=n).evaluate(_cell(tmp_path, x1, torch.zeros(n, dtype=torch.long), n_classes=1))
+    m = TransportGeometry(max_rows=n).evaluate(
+        _cell(tmp_path, x1, torch.zeros(n, dtype=torch.long), n_classes=1)
+    )
     expected = _noncentral_chi_mean(dim, norm)
     if norm == 0.0:  # the chi distribution: E||x0|| = sqrt(2) Gamma((d + 1) / 2) / Gamma(d / 2)
         assert expected == pytest.approx(np.sqrt(2) * special.gamma((dim + 1) / 2) / special.gamma(dim / 2))
-        spread = np.sqrt(dim - expected ** 2)  # std of a chi variable
+        spread = np.sqrt(dim - expected**2)  # std of a chi variable
         assert m["geom_radial_std_gauss"] == pytest.approx(spread, rel=0.05)
         assert m["geom_alignment_gauss"] < 0.1  # isotropic directions: the mean direction is weak
     se = 1.0 / np.sqrt(n)  # ||a - x0|| has std below 1
@@ -101,23 +118,47 @@ def test_coupling_is_seeded_and_subsampled_rows_are_a_seeded_choice(tmp_path):
 
 
 RECORDED = {
-    "geometry": {stage: {"alignment": a, "radial_std": 2.0 * a, "radial_cv": 0.1 * a, "path_length": 10 * a,
-                         "angular_overlap": 0.5 * a, "n": 66}
-                 for stage, a in (("standard", 0.1), ("init", 0.3), ("optimised", 0.7))},
-    "bayes_risk": {src: {"risk_class": r, "risk_class_se": 0.01, "risk_subclass": r / 2, "risk_subclass_se": 0.02,
-                         "reduction": r / 2, "reduction_se": 0.03, "n_mc": 200, "t_max": 0.95, **reliability}
-                   for src, r, reliability in (
-                       ("standard", 1.0, {"max_identity_gap": 1e-15, "ess": 40.0, "posterior_ess": 272.0,
-                                          "reliable": True}),
-                       # no recorded flag (an older record): judged here by bench.priors.bayes_risk.reliable
-                       ("learned", 0.4, {"max_identity_gap": 0.576, "ess": 1.2, "posterior_ess": 9.3}))},
+    "geometry": {
+        stage: {
+            "alignment": a,
+            "radial_std": 2.0 * a,
+            "radial_cv": 0.1 * a,
+            "path_length": 10 * a,
+            "angular_overlap": 0.5 * a,
+            "n": 66,
+        }
+        for stage, a in (("standard", 0.1), ("init", 0.3), ("optimised", 0.7))
+    },
+    "bayes_risk": {
+        src: {
+            "risk_class": r,
+            "risk_class_se": 0.01,
+            "risk_subclass": r / 2,
+            "risk_subclass_se": 0.02,
+            "reduction": r / 2,
+            "reduction_se": 0.03,
+            "n_mc": 200,
+            "t_max": 0.95,
+            **reliability,
+        }
+        for src, r, reliability in (
+            (
+                "standard",
+                1.0,
+                {"max_identity_gap": 1e-15, "ess": 40.0, "posterior_ess": 272.0, "reliable": True},
+            ),
+            # no recorded flag (an older record): judged here by bench.priors.bayes_risk.reliable
+            ("learned", 0.4, {"max_identity_gap": 0.576, "ess": 1.2, "posterior_ess": 9.3}),
+        )
+    },
 }
 
 
 def test_recorded_prior_geometry_and_bayes_risk_are_passed_through(tmp_path):
     x1, labels, means, _ = _collinear()
-    prior = Prior(tensors={"class_mean": means, "assignment": torch.zeros(len(labels), dtype=torch.long)},
-                  info=RECORDED)
+    prior = Prior(
+        tensors={"class_mean": means, "assignment": torch.zeros(len(labels), dtype=torch.long)}, info=RECORDED
+    )
     m = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, prior))
     for stage, suffix in (("optimised", ""), ("init", "/prior_init"), ("standard", "/prior_standard")):
         for stat in ("alignment", "radial_std", "radial_cv", "path_length", "angular_overlap"):
@@ -130,7 +171,9 @@ def test_recorded_prior_geometry_and_bayes_risk_are_passed_through(tmp_path):
     assert m["bayes_risk/standard/reliable"] == 1.0
     assert m["bayes_risk/learned/ess"] == 1.2 and m["bayes_risk/learned/identity_gap"] == 0.576
     assert m["bayes_risk/learned/reliable"] == 0.0
-    assert "bayes_risk/learned/n_mc" not in m and "geom_path_length/tail" not in m  # configs; no recorded tail
+    assert (
+        "bayes_risk/learned/n_mc" not in m and "geom_path_length/tail" not in m
+    )  # configs; no recorded tail
     assert {"geom_alignment_gauss", "geom_alignment_gauss/tail"} <= set(m)
     assert set(m) <= set(TransportGeometry.higher_is_better)
     hib = TransportGeometry.higher_is_better
@@ -157,13 +200,16 @@ def test_recorded_sources_are_compared_with_the_recorded_standard_source(tmp_pat
 
 def test_computed_sources_are_compared_with_the_gauss_reference(tmp_path):
     x1, labels, means, _ = _collinear()
-    cpd = TransportGeometry().evaluate(_cell(tmp_path, x1, labels, Prior(tensors={"class_mean": means},
-                                                                          info={"sigma": 0.5})))
+    cpd = TransportGeometry().evaluate(
+        _cell(tmp_path, x1, labels, Prior(tensors={"class_mean": means}, info={"sigma": 0.5}))
+    )
     for part in ("", "/tail"):
         assert cpd[f"geom_alignment_gain_vs_standard{part}"] == pytest.approx(
-            cpd[f"geom_alignment{part}"] - cpd[f"geom_alignment_gauss{part}"])
+            cpd[f"geom_alignment{part}"] - cpd[f"geom_alignment_gauss{part}"]
+        )
         assert cpd[f"geom_path_length_ratio_vs_standard{part}"] == pytest.approx(
-            cpd[f"geom_path_length{part}"] / cpd[f"geom_path_length_gauss{part}"])
+            cpd[f"geom_path_length{part}"] / cpd[f"geom_path_length_gauss{part}"]
+        )
     assert cpd["geom_alignment_gain_vs_standard"] > 0 and cpd["geom_path_length_ratio_vs_standard"] < 1
     fm = TransportGeometry().evaluate(_cell(tmp_path, x1, labels))  # the method's source is N(0, I)
     assert fm["geom_alignment_gain_vs_standard"] == 0.0 and fm["geom_radial_cv_ratio_vs_standard/tail"] == 1.0
@@ -177,7 +223,9 @@ def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
     recorded = prior.info["geometry"]
     assert m["geom_alignment"] == pytest.approx(recorded["optimised"]["alignment"])
     assert m["geom_radial_std/prior_init"] == pytest.approx(recorded["init"]["radial_std"])
-    assert m["bayes_risk/learned/reduction"] == pytest.approx(prior.info["bayes_risk"]["learned"]["reduction"])
+    assert m["bayes_risk/learned/reduction"] == pytest.approx(
+        prior.info["bayes_risk"]["learned"]["reduction"]
+    )
     for source in ("standard", "learned"):
         risk = prior.info["bayes_risk"][source]
         assert m[f"bayes_risk/{source}/ess"] == pytest.approx(risk["ess"])
@@ -186,7 +234,8 @@ def test_a_real_optprior_prior_is_read_with_the_documented_names(tmp_path):
     for stage in ("", "/prior_init", "/prior_standard"):  # the three sources side by side
         assert {f"geom_{s}{stage}" for s in ("alignment", "radial_std", "radial_cv", "path_length")} <= set(m)
     assert m["geom_alignment_gain_vs_standard"] == pytest.approx(
-        recorded["optimised"]["alignment"] - recorded["standard"]["alignment"])
+        recorded["optimised"]["alignment"] - recorded["standard"]["alignment"]
+    )
     assert set(m) <= set(TransportGeometry.higher_is_better)
 
 
@@ -210,8 +259,10 @@ def test_histograms_of_path_length_and_alignment_match_numpy_on_the_same_rows(tm
     hists = details["histograms"]
     assert details["bins"] == 20 and set(hists) == {"method", "gauss"}
     assert hists["method"]["source"] == "class_mean" and hists["gauss"]["source"] == "standard"
-    values = {"method": _hand_displacements(x1, labels, means, 0.5),
-              "gauss": _hand_displacements(x1, labels, None, 1.0)}
+    values = {
+        "method": _hand_displacements(x1, labels, means, 0.5),
+        "gauss": _hand_displacements(x1, labels, None, 1.0),
+    }
     top = max(rho.max() for rho, _ in values.values())
     for key, (rho, cos) in values.items():
         h = hists[key]
@@ -219,7 +270,9 @@ def test_histograms_of_path_length_and_alignment_match_numpy_on_the_same_rows(tm
         assert h["path_length"]["counts"] == np.histogram(rho, bins=20, range=(0, top))[0].tolist()
         assert h["alignment"]["edges"] == pytest.approx(np.linspace(-1, 1, 21))
         assert h["alignment"]["counts"] == np.histogram(cos, bins=20, range=(-1, 1))[0].tolist()
-    assert np.mean(values["method"][0]) == pytest.approx(m["geom_path_length"], rel=1e-6)  # same rows as metrics
+    assert np.mean(values["method"][0]) == pytest.approx(
+        m["geom_path_length"], rel=1e-6
+    )  # same rows as metrics
     assert np.mean(values["gauss"][1]) == pytest.approx(m["geom_alignment_gauss"], rel=1e-6)
     json.dumps(details)  # stored in the record as is
 
@@ -254,4 +307,6 @@ def test_a_subclass_prior_gets_its_own_histogram_from_its_learned_sources(tmp_pa
     edges = np.array(hist["path_length"]["edges"])
     assert hist["source"] == "subclass" and hist["n"] == len(labels)
     assert hist["path_length"]["counts"] == np.histogram(rho, bins=edges)[0].tolist()
-    assert hist["alignment"]["counts"] == np.histogram(np.clip(cos, -1, 1), bins=10, range=(-1, 1))[0].tolist()
+    assert (
+        hist["alignment"]["counts"] == np.histogram(np.clip(cos, -1, 1), bins=10, range=(-1, 1))[0].tolist()
+    )

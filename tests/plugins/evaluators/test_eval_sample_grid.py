@@ -65,19 +65,24 @@ def test_png_layout_real_left_gap_generated_right_blanks_for_missing(tmp_path):
     assert [grey(_tile_centre(1, col)) < 0.05 for col in range(8)] == [True] * 3 + [False] * 5
     # no generated samples: a blank block but for its caption (dark text across the row's middle)
     assert sum(grey(_tile_centre(2, 9 + col)) > 0.99 for col in range(8)) >= 2
-    block = image[_tile_centre(2, 9)[0] - 5:_tile_centre(2, 9)[0] + 5, _tile_centre(2, 9)[1]:_tile_centre(2, 16)[1]]
+    block = image[
+        _tile_centre(2, 9)[0] - 5 : _tile_centre(2, 9)[0] + 5, _tile_centre(2, 9)[1] : _tile_centre(2, 16)[1]
+    ]
     assert block.mean(axis=2).min() < 0.6
 
 
 def test_an_empty_generated_block_says_why():
     from types import SimpleNamespace
 
-    from bench.evaluators.sample_grid import empty_notes
     from bench.data.targets import ClassTarget
+    from bench.evaluators.sample_grid import empty_notes
 
     synthetic = _constant_split(0.5, [0, 4, 0])
-    targets = [ClassTarget("a", 900, 0.9, "Head", 0), ClassTarget("b", 10, 0.01, "LT", 4),
-               ClassTarget("c", 10, 0.01, "LT", 4)]
+    targets = [
+        ClassTarget("a", 900, 0.9, "Head", 0),
+        ClassTarget("b", 10, 0.01, "LT", 4),
+        ClassTarget("c", 10, 0.01, "LT", 4),
+    ]
     cell = SimpleNamespace(synthetic=synthetic, targets=targets)
     assert empty_notes(cell, 3) == ["none: not augmented\n(Head class)", None, "no generated samples"]
     assert empty_notes(SimpleNamespace(synthetic=synthetic, targets=None), 3)[0] == "no generated samples"

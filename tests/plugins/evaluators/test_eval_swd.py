@@ -122,10 +122,14 @@ def test_source_reference_is_scored_like_the_synthetic_set(synth):
     good, noise = synth.sample(200, seed=1), synth.sample(200, seed=2)
     noise = Split(torch.randn(len(noise), 2, generator=torch.Generator().manual_seed(0)), noise.y)
     # the source-only set scored exactly as a synthetic set would be
-    cell = CellContext(synth, synth.load("train"), synth.load("test"), good, Path("."), 0, synthetic_source=noise)
+    cell = CellContext(
+        synth, synth.load("train"), synth.load("test"), good, Path("."), 0, synthetic_source=noise
+    )
     metrics = SlicedWasserstein().evaluate(cell)
     alone = SlicedWasserstein().evaluate(_cell(synth, noise))
-    assert {k: v for k, v in metrics.items() if k.endswith("@source")} == {k + "@source": v for k, v in alone.items()}
+    assert {k: v for k, v in metrics.items() if k.endswith("@source")} == {
+        k + "@source": v for k, v in alone.items()
+    }
     assert metrics["swd/tail@source"] > 10 * metrics["swd/tail"]
     assert not any(k.endswith("@init") for k in metrics)
 

@@ -9,11 +9,11 @@ import scipy.linalg
 import torch
 
 from bench.context import CellContext
+from bench.data.targets import ClassTarget
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.evaluators.fid import FID, frechet_distance, gaussian_stats, psd_factor
 from bench.registry import evaluators
-from bench.data.targets import ClassTarget
 
 
 def _sqrtm_fid(mu1, s1, mu2, s2) -> float:
@@ -104,8 +104,17 @@ def _cell(tmp_path, synthetic: Split, init: Split | None = None) -> CellContext:
     test = _split(rng, {0: 40, 1: 20, 2: 50})
     targets = [ClassTarget(n, 0, 0.0, "g", s) for n, s in zip(Flat.class_names, [0, 10, 10])]
     extractor = SimpleNamespace(embed=lambda x: np.asarray(x).reshape(len(x), -1))
-    return CellContext(Flat(), train, test, synthetic, tmp_path, seed=0, synthetic_init=init,
-                       targets=targets, extractor=lambda: extractor)
+    return CellContext(
+        Flat(),
+        train,
+        test,
+        synthetic,
+        tmp_path,
+        seed=0,
+        synthetic_init=init,
+        targets=targets,
+        extractor=lambda: extractor,
+    )
 
 
 def test_evaluator_compares_equal_n_per_augmented_class_and_records_it(tmp_path):

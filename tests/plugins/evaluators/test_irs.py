@@ -11,11 +11,18 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from bench.context import CellContext
-from bench.dataset import Dataset, Split
-from bench.evaluators.irs import (IRS, distinct_count_log_pmf, image_retrieval_score, irs_from_counts,
-                                  log_likelihood, log_stirling2, nearest_train_index)
-from bench.registry import evaluators
 from bench.data.targets import ClassTarget
+from bench.dataset import Dataset, Split
+from bench.evaluators.irs import (
+    IRS,
+    distinct_count_log_pmf,
+    image_retrieval_score,
+    irs_from_counts,
+    log_likelihood,
+    log_stirling2,
+    nearest_train_index,
+)
+from bench.registry import evaluators
 
 
 def _exact_stirling2(n: int) -> list[int]:
@@ -123,8 +130,10 @@ def _split(rng, counts: dict[int, int]) -> Split:
 
 def _copies(train: Split, per_class: dict[int, tuple[int, int]], rng) -> Split:
     """n draws (with replacement) from m training items of each class: a memorising generator."""
-    idx = [rng.choice(rng.choice(np.flatnonzero(train.y.numpy() == c), m, replace=False), n)
-           for c, (m, n) in per_class.items()]
+    idx = [
+        rng.choice(rng.choice(np.flatnonzero(train.y.numpy() == c), m, replace=False), n)
+        for c, (m, n) in per_class.items()
+    ]
     return train.subset(torch.as_tensor(np.concatenate(idx)))
 
 
@@ -134,8 +143,17 @@ def _cell(tmp_path, synthetic=None, init=None):
     synthetic = synthetic or _copies(train, {1: (20, 80), 2: (60, 150)}, rng)
     targets = [ClassTarget(n, 0, 0.0, "g", s) for n, s in zip(Flat.class_names, [0, 10, 10])]
     extractor = SimpleNamespace(embed=lambda x: np.asarray(x).reshape(len(x), -1))
-    return CellContext(Flat(), train, test, synthetic, tmp_path, seed=0, synthetic_init=init,
-                       targets=targets, extractor=lambda: extractor)
+    return CellContext(
+        Flat(),
+        train,
+        test,
+        synthetic,
+        tmp_path,
+        seed=0,
+        synthetic_init=init,
+        targets=targets,
+        extractor=lambda: extractor,
+    )
 
 
 def test_evaluator_uses_equal_n_queries_per_augmented_class_and_records_them(tmp_path):
@@ -153,8 +171,14 @@ def test_evaluator_uses_equal_n_queries_per_augmented_class_and_records_them(tmp
     assert a["irs_adjusted"] == a["synthetic"]["s_hat"] / a["test"]["s_hat"] < 0.5
     assert m["irs_adjusted/pooled"] < 1
     assert m["irs_alpha/pooled"] == details["pooled"]["synthetic"]["irs_alpha"]
-    assert set(m) == {"irs_inf/tail", "irs_inf/pooled", "irs_alpha/pooled", "irs_adjusted/tail",
-                      "irs_adjusted/pooled", "n/irs"}
+    assert set(m) == {
+        "irs_inf/tail",
+        "irs_inf/pooled",
+        "irs_alpha/pooled",
+        "irs_adjusted/tail",
+        "irs_adjusted/pooled",
+        "n/irs",
+    }
     assert m["n/irs"] == 60 + 150 == details["pooled"]["synthetic"]["n"]  # pooled queries at equal n
     assert all(IRS.higher_is_better[k] for k in m if not k.startswith("n/"))
 

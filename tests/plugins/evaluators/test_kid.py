@@ -13,8 +13,11 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     k = lambda a, b: polynomial_kernel(a, b, degree=3, gamma=1.0 / x.shape[1], coef0=1.0)  # noqa: E731
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     m, n = len(x), len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
 
 
 @pytest.mark.parametrize("n,d,shift", [(12, 3, 0.0), (30, 8, 0.5), (50, 16, 2.0)])
@@ -57,8 +60,9 @@ def test_the_evaluator_scores_each_augmented_class_at_equal_n_like_fid(tmp_path)
     as kid/tail, and a shifted synthetic set scored worse."""
     import json
 
-    from bench.evaluators.kid import KID
     from test_fid import _cell, _split
+
+    from bench.evaluators.kid import KID
 
     rng = np.random.default_rng(8)
     cell = _cell(tmp_path, _split(rng, {0: 5, 1: 35, 2: 12}))
@@ -67,5 +71,7 @@ def test_the_evaluator_scores_each_augmented_class_at_equal_n_like_fid(tmp_path)
     details = json.loads((tmp_path / "kid.json").read_text())["classes"]
     assert set(details) == {"tail_a", "tail_b"}  # the head class is not augmented
     assert m["kid/tail"] == pytest.approx(np.mean([c["kid"] for c in details.values()]))
-    shifted = KID().evaluate(_cell(tmp_path, _split(np.random.default_rng(8), {0: 5, 1: 35, 2: 12}, shift=1.5)))
+    shifted = KID().evaluate(
+        _cell(tmp_path, _split(np.random.default_rng(8), {0: 5, 1: 35, 2: 12}, shift=1.5))
+    )
     assert shifted["kid/tail"] > m["kid/tail"] + 0.1

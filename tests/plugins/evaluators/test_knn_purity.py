@@ -57,7 +57,9 @@ def test_purity_matches_a_brute_force_reference():
     rng = np.random.default_rng(1)
     # class 2 (6 samples) has fewer than k + 1 samples; class 3 has one subclass and is skipped
     y = np.repeat([0, 1, 2, 3], [40, 25, 6, 15])
-    sub = np.concatenate([rng.integers(0, 3, 40), rng.integers(0, 2, 25), [0, 1, 0, 1, 1, 0], np.zeros(15, int)])
+    sub = np.concatenate(
+        [rng.integers(0, 3, 40), rng.integers(0, 2, 25), [0, 1, 0, 1, 1, 0], np.zeros(15, int)]
+    )
     x = rng.standard_normal((len(y), 4))
     for k in (1, 5, 10):
         assert knn_purity(x, y, sub, k=k) == pytest.approx(_reference_purity(x, y, sub, k), rel=1e-12)
@@ -93,9 +95,17 @@ def _cell(tmp_path: Path, assignment, latents=True, extractor=True):
     train = Split(torch.tensor(x, dtype=torch.float32), torch.tensor(y), torch.tensor(sub))
     embedder = SimpleNamespace(embed=lambda v: v.reshape(len(v), -1).numpy())
     prior = None if assignment is None else SimpleNamespace(tensors=assignment(sub))
-    return CellContext(_Tiny(), train, train, train, tmp_path, seed=0,
-                       latents=torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 2, 2) if latents else None,
-                       prior=prior, extractor=(lambda: embedder) if extractor else None)
+    return CellContext(
+        _Tiny(),
+        train,
+        train,
+        train,
+        tmp_path,
+        seed=0,
+        latents=torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 2, 2) if latents else None,
+        prior=prior,
+        extractor=(lambda: embedder) if extractor else None,
+    )
 
 
 def test_evaluator_reports_both_spaces_and_details(tmp_path):
@@ -109,7 +119,9 @@ def test_evaluator_reports_both_spaces_and_details(tmp_path):
     assert direction["knn_purity_gap/latent"] and not direction["knn_purity_random/latent"]
     for s in spaces:  # latents are the same points here, so both spaces agree
         assert metrics[f"knn_purity/{s}"] == 1.0
-        assert metrics[f"knn_purity_random/{s}"] == pytest.approx((60 * 29 / 59 + 50 * 24 / 49) / 110, abs=0.01)
+        assert metrics[f"knn_purity_random/{s}"] == pytest.approx(
+            (60 * 29 / 59 + 50 * 24 / 49) / 110, abs=0.01
+        )
         assert metrics[f"knn_purity_gap/{s}"] == pytest.approx(1.0 - metrics[f"knn_purity_random/{s}"])
         assert 0 < metrics[f"knn_purity_gap_std/{s}"] < 0.05
     details = json.loads((tmp_path / "knn_purity.json").read_text())
@@ -119,18 +131,26 @@ def test_evaluator_reports_both_spaces_and_details(tmp_path):
 
 def test_evaluator_latent_pca_and_missing_spaces(tmp_path):
     cell = _cell(tmp_path, lambda s: {"assignment": torch.tensor(s)}, extractor=False)
-    cell.latents = torch.tensor(np.random.default_rng(0).standard_normal((len(cell.train), 64)),
-                                dtype=torch.float32) + 40.0 * cell.prior.tensors["assignment"][:, None]
+    cell.latents = (
+        torch.tensor(np.random.default_rng(0).standard_normal((len(cell.train), 64)), dtype=torch.float32)
+        + 40.0 * cell.prior.tensors["assignment"][:, None]
+    )
     metrics = KNNPurity(pca_dim=5, n_draws=100, pca_fit_rows=40).evaluate(cell)  # PCA fitted on a subsample
-    assert set(metrics) == {"knn_purity/latent", "knn_purity_random/latent", "knn_purity_gap/latent",
-                            "knn_purity_gap_std/latent"}
+    assert set(metrics) == {
+        "knn_purity/latent",
+        "knn_purity_random/latent",
+        "knn_purity_gap/latent",
+        "knn_purity_gap_std/latent",
+    }
     assert metrics["knn_purity/latent"] == 1.0
 
 
 def test_evaluator_needs_induced_subclasses(tmp_path):
     assert KNNPurity().evaluate(_cell(tmp_path, None)) == {}
     assert KNNPurity().evaluate(_cell(tmp_path, lambda s: {"class_mean": torch.zeros(3, 4)})) == {}
-    single = KNNPurity().evaluate(_cell(tmp_path, lambda s: {"assignment": torch.zeros(len(s), dtype=torch.int64)}))
+    single = KNNPurity().evaluate(
+        _cell(tmp_path, lambda s: {"assignment": torch.zeros(len(s), dtype=torch.int64)})
+    )
     assert single == {} and not (tmp_path / "knn_purity.json").exists()
 
 
@@ -141,9 +161,20 @@ def test_knn_purity_is_the_registered_plugin():
 @pytest.mark.slow
 def test_vector_cells_measure_purity_in_latent_space_only(tmp_path, bench_cli):
     # domain features come from an image CNN: a vector cell has none, and must not try to build one
-    out = bench_cli("run", "datasets=[synthetic2d]", "methods=[optprior_sub]", "seeds=[0]",
-                    "synthetic2d.n_max=400", "train.steps=20", "sample.nfe=2",
-                    "pipeline.evaluators=[swd,knn_purity]", f"results_dir={tmp_path / 'res'}", cwd=tmp_path)
+    out = bench_cli(
+        "run",
+        "datasets=[synthetic2d]",
+        "methods=[optprior_sub]",
+        "seeds=[0]",
+        "synthetic2d.n_max=400",
+        "train.steps=20",
+        "sample.nfe=2",
+        "pipeline.evaluators=[swd,knn_purity]",
+        f"results_dir={tmp_path / 'res'}",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
-    rec = json.loads((tmp_path / "res" / "quick" / "synthetic2d" / "optprior_sub" / "seed0" / "record.json").read_text())
+    rec = json.loads(
+        (tmp_path / "res" / "quick" / "synthetic2d" / "optprior_sub" / "seed0" / "record.json").read_text()
+    )
     assert "knn_purity/latent" in rec["metrics"] and not any("/features" in k for k in rec["metrics"])

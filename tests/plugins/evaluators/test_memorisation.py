@@ -9,10 +9,10 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from bench.context import CellContext
+from bench.data.targets import ClassTarget
 from bench.dataset import Split
 from bench.errors import BenchError
 from bench.evaluators.memorisation import SPACES, Memorisation, copy_statistics, nearest_distances
-from bench.data.targets import ClassTarget
 
 Q = 0.05
 
@@ -21,7 +21,9 @@ def test_nearest_distances_match_sklearn_across_chunks():
     rng = np.random.default_rng(0)
     ref, queries = rng.standard_normal((37, 6)), rng.standard_normal((23, 6))
     expected = NearestNeighbors(n_neighbors=1).fit(ref).kneighbors(queries)[0][:, 0]
-    np.testing.assert_allclose(nearest_distances(torch.from_numpy(queries), ref, chunk=5), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        nearest_distances(torch.from_numpy(queries), ref, chunk=5), expected, rtol=1e-10
+    )
     assert np.all(nearest_distances(torch.from_numpy(ref[[3, 30]]), ref, chunk=4) == 0.0)
 
 
@@ -94,17 +96,30 @@ def _image_cell(tmp_path, synthetic_rows):
     train, test = Split(x[train_rows], y[train_rows]), Split(x[test_rows], y[test_rows])
     synthetic = synthetic_rows(train, test)
     dataset = SimpleNamespace(n_classes=3, class_names=["a", "b", "c"], kind="image")
-    targets = [ClassTarget("a", 10, 0.1, "LT", 5), ClassTarget("b", 10, 0.1, "LT", 5),
-               ClassTarget("c", 100, 1.0, "Head", 0)]
-    return CellContext(dataset, train, test, synthetic, out_dir=tmp_path / "cell", seed=0,
-                       targets=targets, extractor=lambda: _Flatten())
+    targets = [
+        ClassTarget("a", 10, 0.1, "LT", 5),
+        ClassTarget("b", 10, 0.1, "LT", 5),
+        ClassTarget("c", 100, 1.0, "Head", 0),
+    ]
+    return CellContext(
+        dataset,
+        train,
+        test,
+        synthetic,
+        out_dir=tmp_path / "cell",
+        seed=0,
+        targets=targets,
+        extractor=lambda: _Flatten(),
+    )
 
 
 def test_evaluator_flags_copies_and_writes_details(tmp_path):
     copies = lambda train, test: train.subset(train.y < 2)  # noqa: E731
     m = Memorisation().evaluate(_image_cell(tmp_path, copies))
     assert m == {"memo_copy_share": 1.0, "memo_copy_share_expected": Q, "memo_nn_ratio": 0.0}
-    assert set(m) == set(Memorisation.higher_is_better) | {"memo_copy_share_expected"}  # a reference: no direction
+    assert set(m) == set(Memorisation.higher_is_better) | {
+        "memo_copy_share_expected"
+    }  # a reference: no direction
     saved = json.loads((tmp_path / "cell" / "memorisation.json").read_text())
     assert saved["classes"] == [0, 1] and set(saved["per_class"]) == {"a", "b"}
 
@@ -130,7 +145,9 @@ def test_an_empty_synthetic_set_gives_nan_not_a_failure(tmp_path, space):
     """A plan that augments no class (a small real dataset) samples nothing: NaN, written, no crash."""
     nothing = lambda train, test: train.subset(train.y > 99)  # noqa: E731
     m = Memorisation(space=space).evaluate(_image_cell(tmp_path, nothing))
-    assert np.isnan(m["memo_copy_share"]) and np.isnan(m["memo_nn_ratio"]) and m["memo_copy_share_expected"] == Q
+    assert (
+        np.isnan(m["memo_copy_share"]) and np.isnan(m["memo_nn_ratio"]) and m["memo_copy_share_expected"] == Q
+    )
     assert json.loads((tmp_path / "cell" / "memorisation.json").read_text())["per_class"] == {}
 
 

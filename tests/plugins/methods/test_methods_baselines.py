@@ -3,12 +3,12 @@
 import functools
 import math
 
-import gin
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
 
+import gin
 from bench.errors import BenchError
 from bench.method import Condition, TrainBatch
 from bench.methods.cbfm import ClassBalancedFM
@@ -80,9 +80,13 @@ def batch(shape, n, seed, labels=None):
     """A float64 training batch with its own generator."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, N_CLASSES, n) if labels is None else labels
-    return TrainBatch(x1=torch.tensor(rng.normal(size=(n, *shape))), cond=Condition(torch.tensor(labels)),
-                      eps=torch.tensor(rng.normal(size=(n, *shape))), t=torch.tensor(rng.uniform(size=n)),
-                      generator=torch.Generator().manual_seed(seed))
+    return TrainBatch(
+        x1=torch.tensor(rng.normal(size=(n, *shape))),
+        cond=Condition(torch.tensor(labels)),
+        eps=torch.tensor(rng.normal(size=(n, *shape))),
+        t=torch.tensor(rng.uniform(size=n)),
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 # -- source, path and target -------------------------------------------------------------
@@ -148,7 +152,8 @@ def cbfm_by_hand(b, e, first, second, tau, weight):
     w = tau * {"1-t": 1 - t, "eps": (1 - t) * t**2, "constant": np.ones_like(t)}[weight] * keep
     n, d = x_t.shape
     loss = np.mean((v - u) ** 2) + np.mean(
-        w * (np.mean((v - v_bal) ** 2, 1) + 0.25 * np.mean((v - v_bal) ** 2, 1)))
+        w * (np.mean((v - v_bal) ** 2, 1) + 0.25 * np.mean((v - v_bal) ** 2, 1))
+    )
     grad = np.zeros_like(e)
     for i in range(n):
         grad[first[i]] += 2 * (v[i] - u[i]) * x_t[i] / (n * d)  # FM term: into v(x_t, y)
@@ -245,16 +250,19 @@ def test_cbfm_draws_are_reproducible_from_the_batch_generator():
 
 
 # -- configuration -----------------------------------------------------------------------
-@pytest.mark.parametrize("cls, kwargs, message", [
-    (ConditionalPrior, {"sigma": 0.0}, "cpd.sigma must be > 0, got 0.0"),
-    (ConditionalPrior, {"sigma": -1.0}, "cpd.sigma must be > 0, got -1.0"),
-    (ConditionalPrior, {"sigma": float("nan")}, "cpd.sigma must be > 0"),
-    (ClassBalancedFM, {"tau": -0.1}, "cbfm.tau"),
-    (ClassBalancedFM, {"label_dropout": -0.1}, "cbfm.label_dropout"),
-    (ClassBalancedFM, {"label_dropout": 1.0}, "cbfm.label_dropout"),
-    (ClassBalancedFM, {"target_prior": "balanced"}, "cbfm.target_prior"),
-    (ClassBalancedFM, {"weight": "t"}, "cbfm.weight"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, message",
+    [
+        (ConditionalPrior, {"sigma": 0.0}, "cpd.sigma must be > 0, got 0.0"),
+        (ConditionalPrior, {"sigma": -1.0}, "cpd.sigma must be > 0, got -1.0"),
+        (ConditionalPrior, {"sigma": float("nan")}, "cpd.sigma must be > 0"),
+        (ClassBalancedFM, {"tau": -0.1}, "cbfm.tau"),
+        (ClassBalancedFM, {"label_dropout": -0.1}, "cbfm.label_dropout"),
+        (ClassBalancedFM, {"label_dropout": 1.0}, "cbfm.label_dropout"),
+        (ClassBalancedFM, {"target_prior": "balanced"}, "cbfm.target_prior"),
+        (ClassBalancedFM, {"weight": "t"}, "cbfm.weight"),
+    ],
+)
 def test_bad_config_values_raise_bench_error(cls, kwargs, message):
     with pytest.raises(BenchError, match=message):
         cls(**kwargs)
@@ -267,8 +275,13 @@ def test_gin_binds_the_baselines_and_shipped_files_bind_every_default():
     try:
         gin.parse_config(["cpd.sigma = 0.3", "cbfm.tau = 0.5", "cbfm.target_prior = 'uniform'"])
         assert ConditionalPrior().describe() == {"name": "cpd", "sigma": 0.3}
-        assert ClassBalancedFM().describe() == {"name": "cbfm", "tau": 0.5, "label_dropout": 0.1,
-                                                "target_prior": "uniform", "weight": "eps"}
+        assert ClassBalancedFM().describe() == {
+            "name": "cbfm",
+            "tau": 0.5,
+            "label_dropout": 0.1,
+            "target_prior": "uniform",
+            "weight": "eps",
+        }
         gin.clear_config()
         defaults = {"cpd": ConditionalPrior().describe(), "cbfm": ClassBalancedFM().describe()}
         for name, params in defaults.items():
@@ -281,14 +294,14 @@ def test_gin_binds_the_baselines_and_shipped_files_bind_every_default():
 
 
 # -- integration with the shared trainer and sampler ---------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def class_centres_after_training(name, tau=1.0):
     """Train on two imbalanced 2-D classes centred at x = -2 and x = +2, sample 100 per class,
     and return each class's mean generated x coordinate."""
     from bench.backbones.mlp import MLPBackbone
     from bench.config.sample import SampleConfig
-    from bench.pipeline.sampler import generate
     from bench.config.train import TrainConfig
+    from bench.pipeline.sampler import generate
     from bench.pipeline.trainer import train
 
     g = torch.Generator().manual_seed(0)
@@ -314,4 +327,6 @@ def test_trains_and_samples_each_class_where_its_data_is(name):
 def test_cbfm_default_keeps_every_class_where_its_data_is():
     # The faithful weight (1 - t) t^2 vanishes at the source, where class velocities must differ;
     # the old default '1-t' pulled the tail class toward the head (swd/tail 10x fm's on synthetic2d).
-    np.testing.assert_allclose(class_centres_after_training("cbfm", ClassBalancedFM().tau), [-2.0, 2.0], atol=0.3)
+    np.testing.assert_allclose(
+        class_centres_after_training("cbfm", ClassBalancedFM().tau), [-2.0, 2.0], atol=0.3
+    )

@@ -79,8 +79,9 @@ def test_classes_induced_in_parallel_equal_one_serial_fit_per_class(threads):
     rng = np.random.default_rng(1)
     labels = torch.tensor(rng.integers(0, 4, 600))
     sub = rng.integers(0, 2, 600)
-    x = torch.tensor(rng.normal(size=(4, 2, 40))[labels.numpy(), sub] * 4 + rng.normal(size=(600, 40)),
-                     dtype=torch.float32)
+    x = torch.tensor(
+        rng.normal(size=(4, 2, 40))[labels.numpy(), sub] * 4 + rng.normal(size=(600, 40)), dtype=torch.float32
+    )
     means = class_means(x, labels, 4)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -128,7 +129,9 @@ def test_cap_is_the_guardrail_against_norm_inflation(scale):
     x, group, caps, init = toy_problem()
     cfg = ProxyConfig(steps=400, lr=0.05, objective_scale=scale)
     capped = optimize_sources(init, x, group, caps, cfg, seed=0).params
-    free = optimize_sources(init, x, group, caps, ProxyConfig(**{**vars(cfg), "lambda_cap": 0.0}), seed=0).params
+    free = optimize_sources(
+        init, x, group, caps, ProxyConfig(**{**vars(cfg), "lambda_cap": 0.0}), seed=0
+    ).params
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
     rho = lambda p: (x - (p.mu[group] + p.log_sigma[group].exp() * eps)).norm(dim=1)  # noqa: E731
     excess = lambda p: torch.relu(rho(p) - caps[group]).mean()  # noqa: E731
@@ -140,11 +143,16 @@ def test_cap_is_the_guardrail_against_norm_inflation(scale):
     assert proxy_terms(capped, x, group, eps, caps, cfg).ang < proxy_terms(init, x, group, eps, caps, cfg).ang
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(gamma=1.5), "optprior.gamma"), (dict(k_max=0), "optprior.k_max"),
-    (dict(cap_quantile=0.0), "cap_quantile"), (dict(lr=0.0), "optprior.lr"),
-    (dict(objective_scale="sqrt_d"), "optprior.objective_scale"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(gamma=1.5), "optprior.gamma"),
+        (dict(k_max=0), "optprior.k_max"),
+        (dict(cap_quantile=0.0), "cap_quantile"),
+        (dict(lr=0.0), "optprior.lr"),
+        (dict(objective_scale="sqrt_d"), "optprior.objective_scale"),
+    ],
+)
 def test_bad_configuration_is_rejected_at_construction(kwargs, message):
     with pytest.raises(BenchError, match=message):
         OptPrior(**kwargs)
@@ -166,10 +174,12 @@ def test_source_path_and_loss_match_the_closed_form(shape):
 
     d, k_max, n_classes = int(np.prod(shape)), 3, 2
     g = torch.Generator().manual_seed(0)
-    tensors = {"mu": torch.randn(n_classes * k_max, d, generator=g),
-               "log_sigma": 0.3 * torch.randn(n_classes * k_max, d, generator=g),
-               "weights": torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]),
-               "assignment": torch.tensor([1, 0, 0, 0])}
+    tensors = {
+        "mu": torch.randn(n_classes * k_max, d, generator=g),
+        "log_sigma": 0.3 * torch.randn(n_classes * k_max, d, generator=g),
+        "weights": torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]),
+        "assignment": torch.tensor([1, 0, 0, 0]),
+    }
     method = OptPrior(k_max=k_max)
     method.setup(n_classes, SubclassPrior(tensors, {}))
     labels, index = torch.tensor([0, 1, 0, 1]), torch.arange(4)
@@ -178,8 +188,13 @@ def test_source_path_and_loss_match_the_closed_form(shape):
     eps, x1 = (torch.randn(4, *shape, generator=g) for _ in range(2))
     t = torch.rand(4, generator=g)
     group = (labels * k_max + cond.subclass).numpy()
-    x0 = tensors["mu"].numpy()[group] + np.exp(tensors["log_sigma"].numpy()[group]) * eps.reshape(4, -1).numpy()
-    np.testing.assert_allclose(method.sample_source(cond, eps).reshape(4, -1).numpy(), x0, rtol=1e-5, atol=1e-6)
+    x0 = (
+        tensors["mu"].numpy()[group]
+        + np.exp(tensors["log_sigma"].numpy()[group]) * eps.reshape(4, -1).numpy()
+    )
+    np.testing.assert_allclose(
+        method.sample_source(cond, eps).reshape(4, -1).numpy(), x0, rtol=1e-5, atol=1e-6
+    )
 
     class Recorder(torch.nn.Module):
         def forward(self, x_t, t, tokens):
@@ -192,7 +207,7 @@ def test_source_path_and_loss_match_the_closed_form(shape):
     x_t = (1 - tt) * x0 + tt * x1.reshape(4, -1).numpy()
     np.testing.assert_allclose(backbone.seen[0].reshape(4, -1).numpy(), x_t, rtol=1e-5, atol=1e-5)
     target = x1.reshape(4, -1).numpy() - x0
-    assert float(loss) == pytest.approx(np.mean(target ** 2), rel=1e-5)
+    assert float(loss) == pytest.approx(np.mean(target**2), rel=1e-5)
     assert backbone.seen[1].tolist() == [[1, 1 + 2 + 0 * 3 + 1], [2, 1 + 2 + 3 + 0], [1, 3], [2, 6]]
 
 
@@ -223,7 +238,9 @@ def test_geometry_scores_every_source_with_one_rule_and_a_length_matched_referen
     assert {"standard", "init", "matched", "optimised"} <= set(geo)
     for stage in ("standard", "init", "matched", "optimised"):
         assert geo[stage]["prototypes"] == "held_out" and geo[stage]["draws"] == fitted.geometry_draws
-        assert all(geo[stage][f"{s}_se"] >= 0 for s in ("alignment", "radial_std", "radial_cv", "path_length"))
+        assert all(
+            geo[stage][f"{s}_se"] >= 0 for s in ("alignment", "radial_std", "radial_cv", "path_length")
+        )
     assert geo["matched"]["path_length"] == pytest.approx(geo["optimised"]["path_length"], rel=1e-6)
     assert len(geo["matched"]["spread"]) == len(geo["matched"]["target_path_length"]) == fitted.n_classes
     assert -1 <= geo["optimised"]["alignment_learned"] <= 1
@@ -240,17 +257,26 @@ def test_kappa_sweep_records_one_stage_per_margin_and_every_metric_is_declared(d
     assert same == geo["optimised"]  # the run's own margin: the same sources, not optimised twice
     assert geo["optimised_kappa0.9"]["alignment_learned"] != geo["optimised"]["alignment_learned"]
     metrics = recorded_metrics({"geometry": geo})
-    assert {"geom_radial_cv/prior_matched", "geom_radial_cv_se/prior_init",
-            "geom_alignment/prior_optimised_kappa0.9", "geom_alignment_learned"} <= set(metrics)
+    assert {
+        "geom_radial_cv/prior_matched",
+        "geom_radial_cv_se/prior_init",
+        "geom_alignment/prior_optimised_kappa0.9",
+        "geom_alignment_learned",
+    } <= set(metrics)
     assert set(metrics) <= set(TransportGeometry.higher_is_better)
     assert TransportGeometry.higher_is_better["geom_alignment/prior_matched"]
     assert not TransportGeometry.higher_is_better["geom_radial_std_se/prior_optimised_kappa0.7"]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(geometry_draws=-1), "geometry_draws"), (dict(geometry_draws=2.5), "geometry_draws"),
-    (dict(kappa_sweep=(0.5, 1.2)), "kappa_sweep"), (dict(kappa_sweep="high"), "kappa_sweep"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(geometry_draws=-1), "geometry_draws"),
+        (dict(geometry_draws=2.5), "geometry_draws"),
+        (dict(kappa_sweep=(0.5, 1.2)), "kappa_sweep"),
+        (dict(kappa_sweep="high"), "kappa_sweep"),
+    ],
+)
 def test_bad_geometry_configuration_is_rejected_at_construction(kwargs, message):
     with pytest.raises(BenchError, match=message):
         OptPrior(**kwargs)
@@ -258,5 +284,9 @@ def test_bad_geometry_configuration_is_rejected_at_construction(kwargs, message)
 
 def test_geometry_draws_zero_skips_the_geometry(data):
     ds, train = data
-    assert OptPrior(steps=5, risk_samples=0, geometry_draws=0).fit_prior(
-        train.x, train.y, ds.n_classes, seed=0).info["geometry"] == {}
+    assert (
+        OptPrior(steps=5, risk_samples=0, geometry_draws=0)
+        .fit_prior(train.x, train.y, ds.n_classes, seed=0)
+        .info["geometry"]
+        == {}
+    )

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
+from test_downstream import Blobs, cell, noisy_tail_copies
 from torch.nn import functional as F
 
 from bench import registry
+from bench.classify.fit import Protocol, build_classifier, early_stopping, embed, fit, plain, retrain_head
 from bench.errors import BenchError
 from bench.evaluators.downstream import Downstream
-from bench.classify.fit import Protocol, build_classifier, early_stopping, embed, fit, plain, retrain_head
 from bench.remedy import Remedy, class_balanced_order, effective_number_weights, inverse_frequency_weights
-from test_downstream import Blobs, cell, noisy_tail_copies
 
 COUNTS = np.array([500, 120, 30, 6])
 
@@ -51,11 +51,14 @@ def test_reweight_uses_sklearns_balanced_weights_in_a_weighted_mean():
 
 def test_focal_is_cross_entropy_at_gamma_0_and_down_weights_easy_examples():
     logits, y = batch(1)
-    assert float(remedy("focal", gamma=0.0).loss(logits, y, 0)) == pytest.approx(float(F.cross_entropy(logits, y)),
-                                                                                  rel=1e-6)
+    assert float(remedy("focal", gamma=0.0).loss(logits, y, 0)) == pytest.approx(
+        float(F.cross_entropy(logits, y)), rel=1e-6
+    )
     logp = log_softmax_np(logits.double().numpy())[np.arange(len(y)), y.numpy()]
     expected = np.mean(-((1 - np.exp(logp)) ** 2) * logp)
-    assert float(remedy("focal").loss(logits, y, 0)) == pytest.approx(expected, rel=1e-5)  # LongTailCXR: gamma 2
+    assert float(remedy("focal").loss(logits, y, 0)) == pytest.approx(
+        expected, rel=1e-5
+    )  # LongTailCXR: gamma 2
     with pytest.raises(BenchError, match="focal.gamma=-1"):
         registry.remedies.get("focal")(gamma=-1)
 
@@ -70,7 +73,7 @@ def test_ldam_margins_follow_n_to_the_minus_quarter_and_drw_switches_at_its_epoc
     shifted[np.arange(len(y)), y.numpy()] -= margins[y.numpy()]
     nll = -log_softmax_np(30.0 * shifted)[np.arange(len(y)), y.numpy()]
     assert float(ldam.loss(logits, y, 2)) == pytest.approx(nll.mean(), rel=1e-5)  # before DRW: unweighted
-    cb = (1 - 0.9999) / (1 - 0.9999 ** COUNTS)
+    cb = (1 - 0.9999) / (1 - 0.9999**COUNTS)
     cb = cb / cb.sum() * 4
     assert effective_number_weights(COUNTS, 0.9999) == pytest.approx(cb)
     w = cb[y.numpy()]
@@ -106,7 +109,9 @@ def test_plain_training_is_the_remedy_that_overrides_nothing():
     train, test = ds.load("train"), ds.load("test")
     protocol = Protocol(lr=1e-2, batch_size=16, max_epochs=2, patience=1)
     a, _ = fit(build_classifier("small_cnn", 1, 3, seed=1), train.x, train.y, test.x, test.y, protocol, 5)
-    b, _ = fit(build_classifier("small_cnn", 1, 3, seed=1), train.x, train.y, test.x, test.y, protocol, 5, Remedy())
+    b, _ = fit(
+        build_classifier("small_cnn", 1, 3, seed=1), train.x, train.y, test.x, test.y, protocol, 5, Remedy()
+    )
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert type(plain(Protocol(class_balanced_sampling=True))).epoch_order is not Remedy.epoch_order
 
@@ -120,12 +125,19 @@ def test_early_stopping_waits_for_a_remedys_phase_and_restarts_its_patience():
 
     module = torch.nn.Linear(1, 1)
     scores = iter([0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
-    history = early_stopping(module, None, Protocol(max_epochs=10, patience=2), Phase(), lambda e: 0.0,
-                             lambda: next(scores))
+    history = early_stopping(
+        module, None, Protocol(max_epochs=10, patience=2), Phase(), lambda e: 0.0, lambda: next(scores)
+    )
     # plain patience 2 would stop after epoch 2; the phase starts at 5 and gets its own 2 epochs
     assert len(history.val_bacc) == 7 and history.best_epoch == 0
-    history = early_stopping(module, None, Protocol(max_epochs=10, patience=2), Remedy(), lambda e: 0.0,
-                             iter([0.9, 0.1, 0.1, 0.1]).__next__)
+    history = early_stopping(
+        module,
+        None,
+        Protocol(max_epochs=10, patience=2),
+        Remedy(),
+        lambda e: 0.0,
+        iter([0.9, 0.1, 0.1, 0.1]).__next__,
+    )
     assert len(history.val_bacc) == 3
 
 
@@ -160,13 +172,19 @@ def drw_at_1():
 
 
 @pytest.mark.slow
-def test_remedies_are_trained_once_per_dataset_and_seed_and_combined_per_cell(tmp_path, drw_at_1, monkeypatch):
+def test_remedies_are_trained_once_per_dataset_and_seed_and_combined_per_cell(
+    tmp_path, drw_at_1, monkeypatch
+):
     import bench.classify.run_trainer as downstream
 
     calls = {"fit": [], "head": []}
     real_fit, real_head = downstream.fit, downstream.retrain_head
-    monkeypatch.setattr(downstream, "fit", lambda *a, **k: calls["fit"].append(type(a[-1]).__name__) or real_fit(*a, **k))
-    monkeypatch.setattr(downstream, "retrain_head", lambda *a, **k: calls["head"].append(1) or real_head(*a, **k))
+    monkeypatch.setattr(
+        downstream, "fit", lambda *a, **k: calls["fit"].append(type(a[-1]).__name__) or real_fit(*a, **k)
+    )
+    monkeypatch.setattr(
+        downstream, "retrain_head", lambda *a, **k: calls["head"].append(1) or real_head(*a, **k)
+    )
     evaluator = Downstream(n_seeds=2, **FAST)
     shared, timings, metrics = (tmp_path / "shared" / "blobs-k", "k"), [], []
     for i, synthetic in enumerate([noisy_tail_copies(0), noisy_tail_copies(1)]):  # two methods' cells
@@ -236,7 +254,9 @@ def clean_gin():
     gin.clear_config()
 
 
-def test_a_new_downstream_version_re_evaluates_stored_records_but_keeps_their_training(monkeypatch, clean_gin):
+def test_a_new_downstream_version_re_evaluates_stored_records_but_keeps_their_training(
+    monkeypatch, clean_gin
+):
     """Records written before the remedies existed hold no remedy runs: the evaluator's version is in
     the cell's config hash (so they are evaluated again) and in no stage that trains or samples."""
     from bench.pipeline.assemble import CellSpec, RunRequest, build_cell
@@ -246,6 +266,7 @@ def test_a_new_downstream_version_re_evaluates_stored_records_but_keeps_their_tr
     monkeypatch.setattr(Downstream, "version", 1)
     before, vector_before = build_cell(spec, RunRequest()), build_cell(vector, RunRequest())
     assert now.config_hash != before.config_hash
-    assert {k: now.stage_hashes[k] for k in ("encode", "prior", "train", "sample")} == \
-        {k: before.stage_hashes[k] for k in ("encode", "prior", "train", "sample")}
+    assert {k: now.stage_hashes[k] for k in ("encode", "prior", "train", "sample")} == {
+        k: before.stage_hashes[k] for k in ("encode", "prior", "train", "sample")
+    }
     assert vector_now.config_hash == vector_before.config_hash  # no downstream: the hash it always had
