@@ -40,13 +40,13 @@ class CellContext:
     induced subclass of every training row in `prior.tensors["assignment"]` and its transport
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
     (bench.data.targets.ClassTarget per class). `shared` names where the dataset's method-independent
-    results (the no-augmentation and remedy classifiers) are stored once for every method. `features(name)` gives domain features from the
-    cell's feature extractor (built on first use, cached per dataset on disk and per cell in
-    memory; the real sets' features also on disk across cells, bench.metrics.features).
-    Evaluators may write files (figures) into `out_dir`, and put small JSON-able values that
-    tables and figures need beyond the flat metrics (per-seed scores, per-class values,
-    histograms) into `details[<evaluator name>]`: the runner stores them in the record, so
-    reports are built from records alone.
+    results (the no-augmentation and remedy classifiers) are stored once for every method.
+    `features(name)` gives domain features from the cell's feature extractor (built on first use,
+    cached per dataset on disk and per cell in memory; the real sets' features also on disk across
+    cells, bench.metrics.features). Evaluators may write files (figures) into `out_dir`, and put
+    small JSON-able values that tables and figures need beyond the flat metrics (per-seed scores,
+    per-class values, histograms) into `details[<evaluator name>]`: the runner stores them in the
+    record, so reports are built from records alone.
     """
 
     dataset: Dataset

@@ -156,10 +156,10 @@ class FID(Evaluator):
     Metrics: `fid/tail` (mean over the augmented classes of the per-class FID), `fid/pooled`
     (FID of all augmented classes together, each at its equal n), `n/fid` (samples per side in
     the pooled comparison), and the same with suffix `@init` for the untrained model's samples
-    and `@source` for the method's source draws decoded with no flow, when the cell has them. The synthetic side is the cell's generative set when it has one
-    (`generative.n_total`), else its synthetic set. `reference` picks the real set: "test"
-    (held out, default) or "train" (the paper's). Per-class values and their n go to
-    `<out_dir>/fid.json`.
+    and `@source` for the method's source draws decoded with no flow, when the cell has them.
+    The synthetic side is the cell's generative set when it has one (`generative.n_total`), else
+    its synthetic set. `reference` picks the real set: "test" (held out, default) or "train" (the
+    paper's). Per-class values and their n go to `<out_dir>/fid.json`.
     """
 
     applies_to = ("image",)

@@ -71,9 +71,9 @@ class SlicedWasserstein(Evaluator):
     over every (tail class, subclass) pair, a tail class without synthetic samples covering
     nothing; only when the test split has ground-truth subclasses). The same metrics on the
     untrained model's samples (`cell.synthetic_init`) come back with the suffix `@init`, and on
-    the method's source draws with no flow (`cell.synthetic_source`) with `@source`. Directions and subsampling depend only on `seed`, so every class,
-    model and method is measured with the same projections. `higher_is_better` gains the
-    per-class names of a cell when `evaluate` runs.
+    the method's source draws with no flow (`cell.synthetic_source`) with `@source`. Directions
+    and subsampling depend only on `seed`, so every class, model and method is measured with the
+    same projections. `higher_is_better` gains the per-class names of a cell when `evaluate` runs.
     """
 
     applies_to = ("vector",)

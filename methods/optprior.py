@@ -478,7 +478,7 @@ def _check_geometry(draws, kappas) -> tuple[int, tuple]:
     except (TypeError, ValueError):
         raise BenchError(
             f"optprior.kappa_sweep={kappas!r}: use a tuple of hinge margins, e.g. (0.5, 0.7, 0.9)"
-        )
+        ) from None
     if any(not 0 <= k < 1 for k in kappas):
         raise BenchError(f"optprior.kappa_sweep={kappas!r}: every hinge margin must be in [0, 1)")
     return draws, kappas

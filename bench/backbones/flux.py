@@ -1,9 +1,10 @@
 """FLUX backbone: diffusers' FluxTransformer2DModel wrapped in bench's velocity convention.
 
 The adapter alone knows FLUX's conventions: latents travel as p x p patches (FLUX's 2 x 2 by
-default; `flux.patch_size`) with rotary position ids, conditions are a short token sequence plus a pooled vector, and FLUX's time runs backwards
-(sigma = 1 is noise) with a target of noise - data. Bench's t = 0 is noise and its target is
-data - noise, so `forward` feeds timestep = 1 - t and negates the output.
+default; `flux.patch_size`) with rotary position ids, conditions are a short token sequence plus a
+pooled vector, and FLUX's time runs backwards (sigma = 1 is noise) with a target of noise - data.
+Bench's t = 0 is noise and its target is data - noise, so `forward` feeds timestep = 1 - t and
+negates the output.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ their results are `paper_1gpu`, never `quick`. A `--gin_file` of bench's own tha
 real-data run is names its experiment instead: the CPU presets presets/cpu_smoke.gin and
 presets/tiny.gin -> `cpu_smoke` (a check of the data and the pipeline on a CPU: tiny model, small
 networks, short budgets, one seed; experiments/cpu_smoke.gin), presets/flux1.gin (the paper's
-FLUX.1 size) -> `paper`, the experiment with that very configuration. A grid mixing embedded and real datasets is refused in one line: its cells
-would belong to two experiments with two protocols; run them as two commands, or name one
-experiment for all (`experiment=NAME`, whose folder then holds both).
+FLUX.1 size) -> `paper`, the experiment with that very configuration. A grid mixing embedded and
+real datasets is refused in one line: its cells would belong to two experiments with two
+protocols; run them as two commands, or name one experiment for all (`experiment=NAME`, whose
+folder then holds both).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ TESTS = ("permutation", "ttest", "wilcoxon")
 DEFAULT_TEST = "permutation"
 EXACT_MAX = 16  # seeds up to which every sign flip is enumerated (2^16 = 65,536 flips)
 _REL_TOL = 1e-10  # |mean| ties within float rounding count as "at least as extreme"
-ZERO_TOL = 1e-12  # a paired difference this small is float rounding of two equal scores (e.g. 1.1e-16 between equal bAccs)
+# a paired difference this small is float rounding of two equal scores (e.g. 1.1e-16 between equal bAccs)
+ZERO_TOL = 1e-12
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def dataset_verdict(exp, dataset: str, method: str, reference: str) -> Verdict:
 def comparison_rows(exp, dataset: str, method: str) -> list[list[str]]:
     """One row per reference and statistic: both means, the paired difference and its one-sided p's."""
     rows = []
-    for key, (suffix, label) in REFERENCES.items():
+    for _key, (suffix, label) in REFERENCES.items():
         for stat, (stat_label, higher) in STATS.items():
             own, ref = (
                 stat_values(exp, dataset, method, stat),

@@ -8,9 +8,10 @@ the check turns into ratios) and "details" (settings). Each runs bench's own cod
   micro-batches of 32, bf16): peak memory (`torch.cuda.max_memory_allocated`) vs
   `bench.pipeline.footprint.estimate`; the memory one micro-batch's forward keeps for its backward
   vs the estimate's activations and autocast weight copies; FLOPs counted by torch's
-  FlopCounterMode on one micro-batch (x 8) vs the estimate's FLOPs per step; step time, optimiser time apart (global optimiser-step hooks),
-  and MFU = the estimate's FLOPs per step / step time / the GPU's dense bf16 peak; step time vs
-  the GPU-hours model's (bench.pipeline.budget: assumed peak x MFU).
+  FlopCounterMode on one micro-batch (x 8) vs the estimate's FLOPs per step; step time, optimiser
+  time apart (global optimiser-step hooks), and MFU = the estimate's FLOPs per step / step time /
+  the GPU's dense bf16 peak; step time vs the GPU-hours model's (bench.pipeline.budget: assumed
+  peak x MFU).
 - sampling: `bench.pipeline.sampler.generate` (Euler) in bf16 on a random-weight preset backbone:
   peak vs bench.pipeline.inference_memory's traced peak, time vs the GPU-hours model.
 - vae: `bench.encoders.flux_vae.FluxVAEEncoder` on a random-weight AutoencoderKL of FLUX.1-dev's

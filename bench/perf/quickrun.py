@@ -5,8 +5,9 @@ stage cache), in a child process, timed by the wall clock from start to exit. Pe
 are the records' `timings_s` summed over the cells (train, sample, evaluate/<evaluator>, ...),
 `quick_run_cells_s` their cells' totals summed; cells run side by side (bench.scale.pool), so
 `quick_run_side_by_side` = cells' seconds / wall seconds says how many ran at once on average
-(start-up, validation, the summary and the report run outside any cell). Then the same command runs again on the finished folder (`quick_rerun_s`): every cell
-is reused, so it costs start-up, validation, the summary and the report only.
+(start-up, validation, the summary and the report run outside any cell). Then the same command
+runs again on the finished folder (`quick_rerun_s`): every cell is reused, so it costs start-up,
+validation, the summary and the report only.
 Targets on 2 cores: the first run <= 300 s, the rerun <= 10 % of it.
 """
 

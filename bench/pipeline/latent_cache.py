@@ -1,8 +1,9 @@
 """The on-disk latent cache: one memory-mapped float32 array per (dataset, encoder, resolution).
 
-Latents are appended batch by batch to a `.npy` file and read back memory-mapped, so a 100k-image training split is never held in RAM at once:
-training gathers its minibatches from the page cache. The folder appears only when complete
-(artifacts.stage_dir), so an interrupted encode leaves nothing that looks finished.
+Latents are appended batch by batch to a `.npy` file and read back memory-mapped, so a 100k-image
+training split is never held in RAM at once: training gathers its minibatches from the page
+cache. The folder appears only when complete (artifacts.stage_dir), so an interrupted encode
+leaves nothing that looks finished.
 """
 
 from __future__ import annotations

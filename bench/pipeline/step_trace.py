@@ -133,7 +133,7 @@ def _by_depth(
         return get(base) + sum((depth[k] - 1) * (get(t) - get(base)) for k, t in slopes.items())
 
     def parts(name):
-        return {p: int(extrapolate(lambda t: getattr(t, name)[p])) for p in PARTS}
+        return {p: int(extrapolate(lambda t, p=p: getattr(t, name)[p])) for p in PARTS}
 
     accumulating = parts("accumulating")
     accumulating["activations"] += largest - base.largest_gradient  # the in-place add's temporary

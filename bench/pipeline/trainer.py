@@ -191,11 +191,12 @@ def train(
 
     With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and after
     every `cfg.checkpoint_minutes` of training (`CheckpointClock`), and a rerun resumes from the
-    newest complete one for `config_hash`, continuing bit for bit as if never interrupted (weights and loss trace). A non-finite loss raises CellFailed at the
-    next read of the losses (every `cfg.sync_every` steps and before every checkpoint) and keeps
-    the last good checkpoint. Launched on several processes (torchrun, accelerate), accelerate
-    wraps the backbone in DDP: each rank trains on its micro-batches of every global batch
-    (`micro_batch_rows`) and the ranks keep identical weights; only the main process writes checkpoints.
+    newest complete one for `config_hash`, continuing bit for bit as if never interrupted
+    (weights and loss trace). A non-finite loss raises CellFailed at the next read of the losses
+    (every `cfg.sync_every` steps and before every checkpoint) and keeps the last good checkpoint.
+    Launched on several processes (torchrun, accelerate), accelerate wraps the backbone in DDP:
+    each rank trains on its micro-batches of every global batch (`micro_batch_rows`) and the
+    ranks keep identical weights; only the main process writes checkpoints.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -354,8 +355,9 @@ def _adamw(params, cfg: TrainConfig, device: torch.device, sharded: bool = False
     """AdamW, fused: one kernel over all parameters instead of a Python loop of small ops per
     parameter. On a GPU it also avoids the foreach path's parameter-sized temporaries and reads
     no step counter back to the host; on the CPU it took the tiny FLUX's optimiser step (110
-    tensors) from 14.7 to 4.5 ms (1 thread, issue 26). The same update to float rounding; CPU results before issue 26 were computed with
-    the per-parameter loop. Sharded weights (DTensors of FSDP on gloo) keep torch's default there."""
+    tensors) from 14.7 to 4.5 ms (1 thread, issue 26). The same update to float rounding; CPU
+    results before issue 26 were computed with the per-parameter loop. Sharded weights (DTensors
+    of FSDP on gloo) keep torch's default there."""
     fused = None if sharded and device.type != "cuda" else True
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 

@@ -102,7 +102,8 @@ def convergence_text(records: list[dict]) -> str:
 
 
 def _window_text(record: dict) -> str:
-    """' over the last 20% of steps (200 of 1,000)': the convergence window, a step count (bench.pipeline.convergence)."""
+    """' over the last 20% of steps (200 of 1,000)': the convergence window, a step count
+    (bench.pipeline.convergence)."""
     train = record.get("train") or {}
     window, steps = (train.get("convergence") or {}).get("window"), train.get("steps")
     if not _is_number(window):

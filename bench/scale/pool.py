@@ -12,12 +12,12 @@ torchrun, or with one cell, one at a time (cells would compete for one device).
 Each worker rebuilds its cell from the spec and the run request (gin's configuration lives in
 one process) through `execute_cell`, as the submitit jobs do, so a failing cell is a failed
 outcome and the others go on; a worker that dies (killed, out of memory) breaks the pool: the
-cells running at that moment fail, and a new pool runs the ones not yet started (not tested). Work that several cells of a dataset share (its latent
-cache, feature extractor, no-augmentation and remedy classifiers) is built under a file lock
-(bench.store.filelock.building): one cell builds it, another waits and reuses it. The cells are
-started longest first (`longest_first`, by their training FLOPs) so the last ones to finish are
-short. Bars are off in the workers; each writes its stage and cell lines whole, labelled with its
-cell, to the same stderr.
+cells running at that moment fail, and a new pool runs the ones not yet started (not tested).
+Work that several cells of a dataset share (its latent cache, feature extractor, no-augmentation
+and remedy classifiers) is built under a file lock (bench.store.filelock.building): one cell
+builds it, another waits and reuses it. The cells are started longest first (`longest_first`, by
+their training FLOPs) so the last ones to finish are short. Bars are off in the workers; each
+writes its stage and cell lines whole, labelled with its cell, to the same stderr.
 """
 
 from __future__ import annotations

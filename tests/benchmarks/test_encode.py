@@ -23,8 +23,7 @@ from PIL import Image
 N = int(os.environ.get("BENCH_ENCODE_N", 100_000))
 SIZE = 64
 
-ENCODE_SCRIPT = (
-    """
+ENCODE_SCRIPT = f"""
 import json, resource, sys, time
 from pathlib import Path
 import torch
@@ -33,17 +32,15 @@ from bench.data.imagefiles import ImageFiles, Preprocess
 from bench.pipeline.latent_cache import cached_latents
 folder, out = Path(sys.argv[1]), Path(sys.argv[2])
 paths = sorted(folder.glob("*.png"))
-x = ImageFiles(paths, [p.stem for p in paths], Preprocess(size=%d), "bench")
+x = ImageFiles(paths, [p.stem for p in paths], Preprocess(size={SIZE}), "bench")
 y = torch.zeros(len(paths), dtype=torch.long)
 t0 = time.perf_counter()
 z = cached_latents(out, "k", PixelEncoder(), x, y, batch_size=512)
 seconds = time.perf_counter() - t0
-print(json.dumps({"n": len(paths), "seconds": seconds,
+print(json.dumps({{"n": len(paths), "seconds": seconds,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "latent_mib": z.numel() * 4 / 2**20}))
+                  "latent_mib": z.numel() * 4 / 2**20}}))
 """
-    % SIZE
-)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_nfe_to_match(benchmark, tmp_path):
     print(f"\nnfe_to_match (tol {m.details['tol']}): {matches}\nFM@64: {m.details['reference']}")
     full = SCALE_SETTINGS["full"]
     assert set(matches) == set(full.datasets)
-    for dataset, by_method in matches.items():
+    for _dataset, by_method in matches.items():
         assert set(by_method) == set(METHODS)
         assert all(nfe is None or nfe in full.nfes for nfe in by_method.values())
         assert by_method["fm"] is not None  # FM at 64 steps matches itself

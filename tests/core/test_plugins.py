@@ -39,7 +39,7 @@ def plugin_path(tmp_path):
 def test_ls_lists_entry_point_plugin_with_origin(plugin_path, bench_cli):
     out = bench_cli("ls", "methods", cwd=plugin_path, env_extra={"PYTHONPATH": str(plugin_path)})
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.splitlines() if "myfm" in l)
+    line = next(row for row in out.stdout.splitlines() if "myfm" in row)
     assert "myplug 0.1" in line and "myplug:MyFM" in line
 
 

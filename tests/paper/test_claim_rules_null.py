@@ -85,8 +85,10 @@ def fixture(root: Path, stream: int, n_seeds: int, edge: float = 0.0) -> Path:
     return folder
 
 
-def verdicts(folder: Path, options: ClaimsOptions = ClaimsOptions()) -> dict:
+def verdicts(folder: Path, options: ClaimsOptions | None = None) -> dict:
     """{claim key: overall verdict word} from the stored records."""
+    if options is None:
+        options = ClaimsOptions()
     exp = load_experiment(folder)
     return {key: claim(exp, options).overall.word for key, claim in CLAIMS.items()}
 

@@ -38,7 +38,8 @@ SCRIPT = textwrap.dedent("""
     acc = Accelerator(cpu=True)
     rank = acc.process_index
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, f"{out}/rank{rank}.safetensors")
-    json.dump({"num_processes": acc.num_processes, "loss_trace": result.loss_trace}, open(f"{out}/rank{rank}.json", "w"))
+    record = {"num_processes": acc.num_processes, "loss_trace": result.loss_trace}
+    json.dump(record, open(f"{out}/rank{rank}.json", "w"))
 """)
 ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = Path(sys.executable).with_name("torchrun")

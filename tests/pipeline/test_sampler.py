@@ -31,7 +31,10 @@ def test_solver_converges_at_its_order(solver, order):
 def test_time_dependent_field_is_integrated_from_zero_to_one():
     """dx/dt = 2t gives x1 = x0 + 1; Heun is exact for a field linear in t."""
     x0 = torch.zeros(3, 1, dtype=torch.float64)
-    field = lambda x, t: 2 * t.expand(x.shape[0]).reshape(-1, 1)
+
+    def field(x, t):
+        return 2 * t.expand(x.shape[0]).reshape(-1, 1)
+
     assert torch.allclose(heun(field, x0, 4), x0 + 1)
     assert abs(float(euler(field, x0, 100)[0]) - 1.0) < 0.02
 
@@ -90,14 +93,17 @@ def test_trace_sees_every_state_from_source_to_result(solver, steps, growth):
 def test_keep_paths_stores_the_first_paths_of_each_class_and_leaves_z_unchanged(solver, steps):
     method = Method()
     method.setup(n_classes=3)
-    run = lambda keep, batch: generate(
-        method,
-        ScaledIdentity(),
-        [4, 1, 3],
-        (2,),
-        seed=5,  # noqa: E731
-        cfg=SampleConfig(solver=solver, nfe=8, batch_size=batch, keep_paths=keep),
-    )
+
+    def run(keep, batch):
+        return generate(
+            method,
+            ScaledIdentity(),
+            [4, 1, 3],
+            (2,),
+            seed=5,
+            cfg=SampleConfig(solver=solver, nfe=8, batch_size=batch, keep_paths=keep),
+        )
+
     plain, kept = run(0, 3), run(2, 3)
     assert set(plain) == {"z", "y"} and set(kept) == {"z", "y", "paths", "paths_y"}
     assert torch.equal(plain["z"], kept["z"]) and torch.equal(plain["y"], kept["y"])

@@ -37,7 +37,7 @@ def test_training_lowers_the_loss_and_is_deterministic():
     (m1, b1), (m2, b2) = fresh(), fresh()
     r1, r2 = train(m1, b1, x, y, cfg, seed=3), train(m2, b2, x, y, cfg, seed=3)
     assert r1.loss_trace[-1][1] < 0.7 * r1.loss_trace[0][1]
-    assert [l for _, l in r1.loss_trace] == pytest.approx([l for _, l in r2.loss_trace], rel=1e-6)
+    assert [loss for _, loss in r1.loss_trace] == pytest.approx([loss for _, loss in r2.loss_trace], rel=1e-6)
     assert torch.allclose(weights(b1), weights(b2), atol=1e-6)
 
 

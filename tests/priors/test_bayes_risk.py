@@ -206,7 +206,7 @@ def test_subclass_sources_give_the_gaussian_within_subclass_risk():
     )
     expected = (
         sum(
-            w * quad(lambda t: s**2 * s0**2 / (t**2 * s**2 + (1 - t) ** 2 * s0**2), 0, t_max)[0]
+            w * quad(lambda t, s=s: s**2 * s0**2 / (t**2 * s**2 + (1 - t) ** 2 * s0**2), 0, t_max)[0]
             for w, s in zip(WEIGHTS, STDS)
         )
         / t_max
