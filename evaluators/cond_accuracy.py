@@ -10,10 +10,6 @@ Cheap and CPU-friendly; a sanity check of conditioning, not a fidelity metric li
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import recall_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from bench.config.checks import is_int, is_real
 from bench.context import INIT, SOURCE
@@ -26,6 +22,8 @@ from bench.registry import register_evaluator
 
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, classes) -> dict[int, float]:
     """Recall of each class in `classes` that occurs in y_true (scikit-learn's recall_score)."""
+    from sklearn.metrics import recall_score  # scikit-learn loads when used, not with the plugin (a fast CLI)
+
     present = [int(c) for c in classes if np.any(np.asarray(y_true) == c)]
     if not present:
         return {}
@@ -54,6 +52,12 @@ class ConditionalAccuracy(Evaluator):
 
     def evaluate(self, cell) -> dict[str, float]:
         """cond_acc/{all,tail} for the trained model and each reference set, and the real ceiling."""
+        from sklearn.linear_model import (
+            LogisticRegression,  # scikit-learn loads when used, not with the plugin (a fast CLI)
+        )
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         clf = make_pipeline(
             StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
         )

@@ -12,19 +12,14 @@ NearChance when the gap stays below `near_chance_tol` (default 0.05 bAcc).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
@@ -52,6 +47,9 @@ ID_COLUMNS = {
     "volumename",
 }
 MAX_LEVELS = 50  # a text column with more distinct values is an identifier, not a category
+
+if TYPE_CHECKING:  # scikit-learn itself loads when the probe runs
+    from sklearn.compose import ColumnTransformer
 
 
 def metadata_columns(meta: pd.DataFrame) -> list[str]:
@@ -97,6 +95,12 @@ def design(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
     """scikit-learn's design matrix: numeric columns with blanks at the mean plus a missing flag
     (where a column has blanks) and standardised, the others one-hot with blanks as their own
     level. Inside the probe's pipeline it is fitted on each training fold only."""
+    # scikit-learn loads when the probe runs, not with the plugin (a fast CLI)
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     return ColumnTransformer(
         [
             (
@@ -127,21 +131,38 @@ def grouped_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index pairs of StratifiedGroupKFold(n_splits, shuffle, seeded): stratified
     by subclass, and every patient's images on one side."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros((len(y), 1)), y, groups))
 
 
-class Probe(LogisticRegression):
-    """The class-balanced multinomial logistic regression; a training fold holding a single
-    subclass predicts it (LogisticRegression itself refuses one class)."""
+@functools.cache
+def probe_class() -> type:
+    """`Probe`: the class-balanced multinomial logistic regression; a training fold holding a single
+    subclass predicts it (LogisticRegression itself refuses one class). Built on first use, so
+    scikit-learn loads when the probe runs, not with the plugin."""
+    from sklearn.linear_model import LogisticRegression
 
-    def fit(self, x, y, sample_weight=None):
-        y = np.asarray(y)
-        self.single_ = y[0] if len(np.unique(y)) < 2 else None
-        return self if self.single_ is not None else super().fit(x, y, sample_weight)
+    class Probe(LogisticRegression):
+        __doc__ = probe_class.__doc__
 
-    def predict(self, x):
-        return np.full(len(x), self.single_) if self.single_ is not None else super().predict(x)
+        def fit(self, x, y, sample_weight=None):
+            y = np.asarray(y)
+            self.single_ = y[0] if len(np.unique(y)) < 2 else None
+            return self if self.single_ is not None else super().fit(x, y, sample_weight)
+
+        def predict(self, x):
+            return np.full(len(x), self.single_) if self.single_ is not None else super().predict(x)
+
+    return Probe
+
+
+def __getattr__(name: str):
+    """`confounder.Probe`, built on first use (probe_class)."""
+    if name == "Probe":
+        return probe_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fold_designs(
@@ -170,8 +191,10 @@ def out_of_fold_bacc(designs: list[tuple], y: np.ndarray) -> float:
     with warnings.catch_warnings():  # a tiny fold's Newton step falls back to lbfgs
         warnings.filterwarnings("ignore", message="Line search of Newton solver")
         for train, test, x_train, x_test in designs:
-            probe = Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced")
+            probe = probe_class()(solver="newton-cholesky", max_iter=1000, class_weight="balanced")
             predicted[test] = probe.fit(x_train, y[train]).predict(x_test)
+    from sklearn.metrics import balanced_accuracy_score
+
     return float(balanced_accuracy_score(y, predicted))
 
 

@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 import torch
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from bench.config.checks import is_int
 from bench.context import INIT, SOURCE
@@ -39,6 +38,8 @@ def kid(
 ) -> float:
     """Unbiased squared MMD (cubic polynomial kernel) between two (n, d) feature sets, torchmetrics'
     KID with subsets of min(n_fake, n_real, max_subset) rows drawn under `seed`."""
+    from torchmetrics.image.kid import KernelInceptionDistance  # loads when used (a fast CLI)
+
     size = min(len(fake), len(real), max_subset)
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per side, got {len(fake)} and {len(real)}")

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 
 from bench.config.checks import is_int
 from bench.errors import BenchError
@@ -210,6 +209,10 @@ class KNNPurity(Evaluator):
         fit = np.sort(
             np.random.default_rng(seed).choice(rows, min(len(rows), self.pca_fit_rows), replace=False)
         )
+        from sklearn.decomposition import (
+            PCA,  # scikit-learn loads when used, not with the plugin (a fast CLI)
+        )
+
         pca = PCA(self.pca_dim, svd_solver="randomized", random_state=seed).fit(flat(fit))
         return np.concatenate([pca.transform(flat(c)) for c in chunks])
 

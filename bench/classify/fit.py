@@ -27,9 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, f1_score
 from torch import nn
-from torchmetrics.classification import MulticlassStatScores
 
 from bench.classify.batches import autocast, device_batches, prepare_model
 from bench.config.checks import is_int
@@ -156,6 +154,10 @@ def predict(model: Classifier, x, batch_size: int = 256) -> np.ndarray:
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean per-class recall over the classes present in y_true (sklearn's balanced accuracy)."""
+    from sklearn.metrics import (
+        balanced_accuracy_score,  # scikit-learn loads when used, not with the plugin (a fast CLI)
+    )
+
     return float(balanced_accuracy_score(y_true, y_pred))
 
 
@@ -168,6 +170,8 @@ class RecallStats:
     def __init__(self, n_classes: int, device):
         # sync_on_compute=False: torchmetrics would otherwise all-gather the counts of every launched rank,
         # each validating its own classifier (bench.runtime.distributed.spread)
+        from torchmetrics.classification import MulticlassStatScores  # loads when used (a fast CLI)
+
         self.stats = MulticlassStatScores(num_classes=n_classes, average=None, sync_on_compute=False).to(
             device
         )
@@ -199,6 +203,8 @@ def validation_bacc(model: nn.Module, x, y: torch.Tensor, batch_size: int = 256)
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """F1 averaged over all `n_classes` classes; a class never predicted nor present scores 0."""
+    from sklearn.metrics import f1_score  # scikit-learn loads when used, not with the plugin (a fast CLI)
+
     return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0))
 
 

@@ -36,9 +36,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from bench.config.checks import is_int, is_real
 from bench.errors import BenchError
@@ -196,12 +193,17 @@ def _project(residuals: np.ndarray, pca_dim, seed) -> tuple[np.ndarray, str]:
     # Centred residuals have rank <= n - 1; a zero-variance component would only add reg_covar noise.
     dim = min(pca_dim, n - 1)
     note = f" (pca_dim {pca_dim} clamped to n-1)" if dim < pca_dim else ""
+    from sklearn.decomposition import PCA  # scikit-learn loads only where a prior is fitted (a fast CLI)
+
     projected = PCA(n_components=dim, random_state=seed).fit_transform(residuals)
     return projected.astype(np.float64, copy=False), f"; GMM on {dim} PCA components" + note
 
 
 def _fit_gmm(x, k, seed, n_init, max_iter, reg_covar) -> tuple[float, np.ndarray, bool]:
     """Fit one diagonal GMM; return its total log-likelihood, hard labels and convergence flag."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
     gmm = GaussianMixture(
         n_components=k,
         covariance_type="diag",
