@@ -128,8 +128,8 @@ _OPTIONAL = {
     "n": dict,
     "train": dict,
     "metric_info": dict,  # {metric: bench.evaluator.Metric.info()}; records before it have none
-    "settings": dict,
-}  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
+    "settings": dict,  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
+}
 
 
 def record_problem(record: dict) -> str | None:
