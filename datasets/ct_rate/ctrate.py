@@ -55,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage
 
 from bench.data.labels import check_unique, one_hot_labels, read_csv
 from bench.errors import BenchError
@@ -237,6 +236,8 @@ def first_number(value: str) -> str:
 
 def lung_area(hu: np.ndarray) -> np.ndarray:
     """Lung-like area of every axial slice (voxels on the AREA_GRID grid) of an (X, Y, Z) HU volume."""
+    from scipy import ndimage  # loads when a volume is masked, not with the plugin (a fast CLI)
+
     step = max(1, min(hu.shape[:2]) // AREA_GRID)
     hu = hu[::step, ::step, :]
     plane = np.zeros((3, 3, 3), bool)
