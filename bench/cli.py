@@ -15,7 +15,7 @@ from bench import registry
 from bench.errors import BenchError
 from bench.store.outpaths import output_file, output_folder
 
-KINDS = ("methods", "datasets", "evaluators", "backbones", "encoders")
+KINDS = tuple(registry.REGISTRIES)  # every plugin kind, from the registry's one list
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,11 +25,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata; no import of bench's modules)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("medaug-bench")
+    except metadata.PackageNotFoundError:  # a source checkout that was never installed
+        from bench import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bench", description="Benchmark generative augmentation for long-tailed medical imaging."
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"bench (medaug-bench) {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_ in (
         ("run", "run a grid of (dataset x method x seed) cells"),

@@ -8,6 +8,7 @@ executor's settings (`executor.partition=gpu`) from the cells' bindings.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ def parse_overrides(args: list[str]) -> Overrides:
             raise BenchError(
                 f"override {arg!r}: {key!r} is neither a grid axis ({', '.join(GRID_AXES)}), "
                 f"a run option ({', '.join(RUN_OPTIONS)}) nor a gin binding `scope.param=value`"
+                + _did_you_mean(key)
             )
     return out
 
@@ -161,3 +163,9 @@ def _split_top_level(text: str) -> list[str]:
         raise BenchError(f"malformed value {_short('[' + text + ']')}: unbalanced brackets or quotes")
     parts.append(text[start:])
     return parts
+
+
+def _did_you_mean(key: str) -> str:
+    """'; did you mean 'methods'?' for a near miss of a grid axis or run option, else ''."""
+    close = difflib.get_close_matches(key, [*GRID_AXES, *RUN_OPTIONS], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
