@@ -187,7 +187,10 @@ class FluxBackbone(Backbone):
         # Build on the meta device so a paper-size model is not allocated twice.
         with torch.device("meta"):
             model = cls(**config)
-        model.transformer = FluxTransformer2DModel.from_pretrained(directory / TRANSFORMER_DIR)
+        # safetensors only (what save_pretrained writes): a pickled .bin could run code while it loads
+        model.transformer = FluxTransformer2DModel.from_pretrained(
+            directory / TRANSFORMER_DIR, use_safetensors=True
+        )
         embeddings = load_file(directory / CONDITIONING_NAME)
         model.token_embedding.load_state_dict({"weight": embeddings["token_embedding.weight"]}, assign=True)
         model.pooled_embedding.load_state_dict({"weight": embeddings["pooled_embedding.weight"]}, assign=True)

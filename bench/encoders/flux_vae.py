@@ -149,7 +149,11 @@ class FluxVAEEncoder(Encoder):
             self.factors()
             try:
                 vae = AutoencoderKL.from_pretrained(
-                    str(vae_dir), local_files_only=True, torch_dtype=DTYPES[self.dtype]
+                    # safetensors only: a pickled .bin could run code while it loads
+                    str(vae_dir),
+                    local_files_only=True,
+                    torch_dtype=DTYPES[self.dtype],
+                    use_safetensors=True,
                 )
             except (OSError, ValueError) as exc:
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -183,6 +183,42 @@ def test_config_without_weights_is_a_bench_error(saved_vae, tmp_path):
         FluxVAEEncoder(path=str(tmp_path), device="cpu").encode(images())
 
 
+def test_a_vae_saved_as_a_pickle_is_refused_never_unpickled(tmp_path):
+    """Only safetensors weights load: a pickled .bin could run code while it loads."""
+    tiny_flux_vae().save_pretrained(tmp_path / "vae", safe_serialization=False)
+    assert [p.suffix for p in (tmp_path / "vae").glob("diffusion_pytorch_model.*")] == [".bin"]
+    with pytest.raises(BenchError, match=r"cannot load the VAE"):
+        FluxVAEEncoder(path=str(tmp_path / "vae"), device="cpu").encode(images())
+    tiny_flux_vae().save_pretrained(tmp_path / "safe")  # the same model as safetensors loads
+    assert FluxVAEEncoder(path=str(tmp_path / "safe"), device="cpu").encode(images()).shape[0] == len(
+        images()
+    )
+
+
+def test_every_weight_loader_of_bench_asks_for_safetensors():
+    """diffusers falls back to a pickled .bin where its defaults allow it; bench's loaders never let it."""
+    import ast
+    from pathlib import Path
+
+    import bench
+
+    calls = []
+    for path in Path(bench.__file__).resolve().parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            f = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and isinstance(f, ast.Attribute) and f.attr == "from_pretrained":
+                if isinstance(f.value, ast.Name) and f.value.id in (
+                    "AutoencoderKL",
+                    "FluxTransformer2DModel",
+                ):
+                    safe = any(
+                        k.arg == "use_safetensors" and getattr(k.value, "value", None) is True
+                        for k in node.keywords
+                    )
+                    calls.append((path.name, node.lineno, safe))
+    assert calls and all(safe for *_, safe in calls), calls
+
+
 def test_config_of_another_model_is_rejected(saved_vae, tmp_path):
     path, _ = saved_vae
     other = copy_with_config(path, tmp_path / "t", _class_name="FluxTransformer2DModel")
