@@ -158,13 +158,6 @@ def probe_class() -> type:
     return Probe
 
 
-def __getattr__(name: str):
-    """`confounder.Probe`, built on first use (probe_class)."""
-    if name == "Probe":
-        return probe_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def fold_designs(
     frame: pd.DataFrame,
     numeric: list[str],

@@ -14,7 +14,6 @@ from bench.dataset import Dataset, Split
 from bench.datasets.phantom_lt import PhantomLT
 from bench.evaluators.confounder import (
     ConfounderProbe,
-    Probe,
     confounder_probe,
     design,
     design_matrix,
@@ -22,6 +21,7 @@ from bench.evaluators.confounder import (
     grouped_folds,
     metadata_columns,
     out_of_fold_bacc,
+    probe_class,
     probe_frame,
     usable_folds,
 )
@@ -194,7 +194,7 @@ def test_out_of_fold_bacc_equals_sklearn_cross_val_predict_of_the_pipeline():
     for y in (sub, rng.permutation(sub)):
         pipeline = make_pipeline(
             design(numeric, categorical),
-            Probe(solver="newton-cholesky", max_iter=1000, class_weight="balanced"),
+            probe_class()(solver="newton-cholesky", max_iter=1000, class_weight="balanced"),
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
