@@ -72,24 +72,11 @@ def test_pixel_encode_throughput_and_peak_memory(benchmark, png_folder, tmp_path
 
 
 def test_flux_vae_encode_throughput(benchmark, tmp_path):
-    from diffusers import AutoencoderKL
+    from tiny_vae import tiny_flux_vae  # tests/, on sys.path through conftest
 
     from bench.encoders.flux_vae import FluxVAEEncoder
 
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=SIZE,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).save_pretrained(tmp_path / "vae")
+    tiny_flux_vae(sample_size=SIZE).save_pretrained(tmp_path / "vae")
     encoder = FluxVAEEncoder(path=str(tmp_path / "vae"), batch_size=64)
     x = torch.rand(512, 1, SIZE, SIZE)
     z = benchmark.pedantic(encoder.encode, args=(x,), rounds=3, iterations=1)

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from tiny_vae import saved_tiny_flux_vae
 
 import gin
 from bench.cli import main
@@ -245,26 +246,6 @@ def _ct_rate_root(root: Path) -> Path:
     return root
 
 
-def _tiny_flux_vae(path: Path) -> Path:
-    """A randomly initialised AutoencoderKL with FLUX's layout (16 latent channels, f = 8), tiny widths."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-    ).save_pretrained(path)
-    return path
-
-
 @pytest.mark.slow
 def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindings(tmp_path, capsys):
     """All three datasets x all four methods, one seed (12 FLUX.1-size backbones on the meta
@@ -273,7 +254,7 @@ def test_the_paper_grid_validates_on_official_layouts_with_the_documented_bindin
     for name, make in (("nih", _nih_root), ("mimic", _mimic_root), ("ct", _ct_rate_root)):
         (tmp_path / name).mkdir()
         roots[name] = make(tmp_path / name)
-    vae = _tiny_flux_vae(tmp_path / "vae")
+    vae = saved_tiny_flux_vae(tmp_path / "vae")
     header = (gin_dir() / "experiments" / "paper.gin").read_text()
     keys = re.findall(r"\b(flux_vae\.path|nih_lt\.root|mimic_lt\.root|ct_rate\.root)=", header)
     assert sorted(keys) == ["ct_rate.root", "flux_vae.path", "mimic_lt.root", "nih_lt.root"]
@@ -311,7 +292,7 @@ def test_the_headline_command_fits_one_80gb_gpu_by_default_and_flux1_only_sharde
         "methods=[optprior,cbfm]",
         "datasets=[nih_lt]",
         f"nih_lt.root={_nih_root(tmp_path / 'nih')}",
-        f"flux_vae.path={_tiny_flux_vae(tmp_path / 'vae')}",
+        f"flux_vae.path={saved_tiny_flux_vae(tmp_path / 'vae')}",
         "executor.device_memory_gib=80",
         "budget.trace_inference=False",
     ]

@@ -9,35 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from tiny_vae import SCALE, SHIFT, tiny_flux_vae
 
 import gin
 from bench.encoders.flux_vae import FLUX_SCALING_FACTOR, FLUX_SHIFT_FACTOR, FluxVAEEncoder
 from bench.encoders.pixel import PixelEncoder
 from bench.errors import BenchError
 from bench.registry import encoders
-
-SCALE, SHIFT = 0.3611, 0.1159  # written into the tiny VAE's config, as in FLUX.1-dev's
-
-
-def tiny_flux_vae() -> AutoencoderKL:
-    """A randomly initialised AutoencoderKL with FLUX's layout (16 latent channels, f = 8), tiny widths."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=SCALE,
-        shift_factor=SHIFT,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).eval()
 
 
 @pytest.fixture(scope="module")
