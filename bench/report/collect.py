@@ -34,6 +34,7 @@ class CellResult:
     record: dict | None = None
     status: str = MISSING
     note: str = ""
+    problem: str = ""  # how the stored record breaks the record schema (bench.store.schema)
 
     @property
     def label(self) -> str:
@@ -79,10 +80,12 @@ class Experiment:
         return [m for m in self.methods if any(k[:2] == (dataset, m) for k in self.cells)]
 
 
-def load_experiment(folder: Path, warn: bool = True, require: bool = True) -> Experiment:
+def load_experiment(folder: Path, warn: bool = True, require: bool = True, strict: bool = True) -> Experiment:
     """Collect the records of `<results_dir>/<experiment>` (a clear error if it holds none, unless
     `require` is off: one part of several, bench.paper.claim_experiments); `warn` logs every
-    missing or refused cell."""
+    missing or refused cell. `strict`: a record that breaks the record schema is an error naming
+    its file and field (reports); else its cell is set aside with that note (the summary a run
+    writes, whose own records stand)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchError(f"{folder}: no such results folder; pass an experiment folder such as results/quick")
@@ -95,11 +98,24 @@ def load_experiment(folder: Path, warn: bool = True, require: bool = True) -> Ex
             f"{folder} holds no bench records; pass an experiment folder such as results/quick{hint}"
         )
     exp = _from_grid(folder, grid) if grid else _from_records(folder, found)
+    if strict:
+        refuse_invalid(exp)
     if require:
         require_a_record(exp)
     for cell in exp.problems() if warn else []:
         log.warning("%s: %s", cell.label, cell.note)
     return exp
+
+
+def refuse_invalid(exp: Experiment) -> None:
+    """One error naming the first record (file and field) that breaks the record schema."""
+    invalid = [c for c in exp.results() if c.problem]
+    if invalid:
+        more = f"; {len(invalid) - 1} more record(s) break it too" if len(invalid) > 1 else ""
+        raise BenchError(
+            f"{invalid[0].folder / RECORD}: {invalid[0].problem}{more}; the record does not match "
+            "bench's record schema (docs/records.md): fix or delete it, or rerun the cell with `bench run`"
+        )
 
 
 def require_a_record(exp: Experiment) -> None:
@@ -146,12 +162,12 @@ def _from_grid(folder: Path, grid: GridFile) -> Experiment:
 def _check(cell: CellResult, expected: str | None = None) -> CellResult:
     """Set the cell's record and status from its folder (hash checked unless `expected` is None)."""
     record = read_record(cell.folder)
+    problem = None if record is None else record_problem(record)
     if record is None:
         cell.note = _why_missing(cell.folder)
-    elif record.get("status") != OK:
-        cell.note = f"record status {record.get('status')!r}"
-    elif record_problem(record):
-        cell.note = f"{cell.folder / RECORD} is malformed ({record_problem(record)}); rerun the cell"
+    elif problem:
+        cell.problem = problem
+        cell.note = f"{cell.folder / RECORD} breaks the record schema ({problem}); rerun the cell"
     elif expected is not None and record.get("config_hash") != expected:
         cell.status = REFUSED
         cell.note = (

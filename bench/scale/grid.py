@@ -64,7 +64,7 @@ def print_preview(cells: list, request: RunRequest) -> None:
 def write_summary(result: GridResult, experiment_dir: Path) -> None:
     """summary.md of every usable record of the experiment on disk, not only this run's: several
     processes may share a grid (each skips the cells another one holds)."""
-    records = load_experiment(experiment_dir, warn=False).records() if result.records else []
+    records = load_experiment(experiment_dir, warn=False, strict=False).records() if result.records else []
     result.comparison = records
     if records:
         result.summary_path = experiment_dir / "summary.md"

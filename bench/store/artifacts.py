@@ -122,6 +122,12 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     _write_atomic(path, write)
 
 
+def plain_json(obj):
+    """`obj` as write_json_atomic stores it and a reader parses it back (arrays as lists, paths as
+    strings, tuples as lists): what a schema check must see."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write text to `path` atomically (temporary file + os.replace)."""
     _write_atomic(path, lambda f: f.write(text))

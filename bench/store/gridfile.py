@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.store.artifacts import write_json_atomic
 from bench.store.filelock import exclusive
 from bench.store.records import read_record
+from bench.store.schema import check, first_problem
 
 log = logging.getLogger(__name__)
 GRID = "grid.json"
@@ -73,53 +74,26 @@ def cell_label(dataset: str, method: str, seed: int) -> str:
 
 
 def read_grid(experiment_dir: Path) -> GridFile | None:
-    """The grid of an experiment folder, None when it has no grid.json; a corrupt file is an error."""
+    """The grid of an experiment folder, None when it has no grid.json; a corrupt file, or one that
+    breaks the grid schema (bench/store/schemas/grid.schema.json), is an error naming the field."""
     path = Path(experiment_dir) / GRID
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        grid = GridFile(
-            _strings([data["experiment"]])[0],
-            _strings(data["methods"]),
-            _strings(data["datasets"]),
-            [_seed(s) for s in _list(data["seeds"])],
-            _mapping(data["cells"], str),
-            _mapping(data.get("metrics", {}), dict),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise BenchError(f"{path} is unreadable ({type(exc).__name__}: {exc}){REBUILD}") from None
-    outside = [n for n in grid.datasets + grid.methods if not _is_folder_name(n)]
-    if outside:  # the names become folders: `../x` would read records outside the experiment
-        raise BenchError(f"{path} names {outside[0]!r}, which is not a folder name{REBUILD}")
-    return grid
-
-
-def _list(value) -> list:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, found a {type(value).__name__}")
-    return list(value)
-
-
-def _strings(value) -> list:
-    items = _list(value)
-    if not all(isinstance(v, str) for v in items):
-        raise TypeError("expected a list of names")
-    return items
-
-
-def _seed(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"seed {value!r} is not an integer")
-    return value
-
-
-def _mapping(value, kind: type) -> dict:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, kind) for k, v in value.items()
-    ):
-        raise TypeError(f"expected an object of {kind.__name__} values")
-    return dict(value)
+    problem = first_problem(data, "grid")  # names become folders: `..` would read outside the experiment
+    if problem:
+        raise BenchError(f"{path} is unreadable ({problem}){REBUILD}")
+    return GridFile(
+        data["experiment"],
+        list(data["methods"]),
+        list(data["datasets"]),
+        list(data["seeds"]),
+        dict(data["cells"]),
+        dict(data.get("metrics", {})),
+    )
 
 
 def _is_folder_name(name) -> bool:
@@ -153,7 +127,9 @@ def declare_cells(results_dir: Path, experiment: str, cells: list) -> Path:
             for cell in cells:
                 spec = cell.spec
                 grid.add(spec.dataset, spec.method, spec.seed, cell.config_hash, evaluator_metrics(cell))
-            write_json_atomic(folder / GRID, grid.to_json())
+            data = grid.to_json()
+            check(data, "grid", f"{folder / GRID} not written: the grid breaks bench's grid schema")
+            write_json_atomic(folder / GRID, data)
     except OSError as exc:
         raise BenchError(
             f"cannot write {folder / GRID} ({exc.strerror or type(exc).__name__}); "

@@ -9,10 +9,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.store.artifacts import read_json_object, write_json_atomic
+from bench.store.artifacts import plain_json, read_json_object, write_json_atomic
+from bench.store.schema import check, first_problem
 
 RECORD = "record.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the published schema; records of version 1 (before it) still read
 DISTRIBUTION = "medaug-bench"  # bench's own distribution name (pyproject.toml)
 PACKAGES = (
     DISTRIBUTION,
@@ -105,8 +106,12 @@ def build_record(
 
 
 def write_record(folder: Path, record: dict) -> Path:
-    """Write record.json atomically into the cell folder."""
+    """Write record.json atomically into the cell folder, after checking it against the record
+    schema: a record that does not match is a bug in bench or a plugin, refused (SchemaViolation,
+    one line naming the field) before anything is written."""
     path = Path(folder) / RECORD
+    where = f"{path} not written: the record breaks bench's record schema (a bug in bench or a plugin)"
+    check(plain_json(record), "record", where)
     write_json_atomic(path, record)
     return path
 
@@ -116,35 +121,11 @@ def read_record(folder: Path) -> dict | None:
     return read_json_object(Path(folder) / RECORD)
 
 
-# fields a usable record must hold, and fields it may hold, with their JSON types
-_FIELDS = {"status": str, "metrics": dict}
-_OPTIONAL = {
-    "dataset": str,
-    "method": str,
-    "config_hash": str,
-    "created": str,
-    "higher_is_better": dict,
-    "timings_s": dict,
-    "n": dict,
-    "train": dict,
-    "metric_info": dict,  # {metric: bench.evaluator.Metric.info()}; records before it have none
-    "settings": dict,  # the cell's settings objects (bench.config.cell_config.CellConfig.to_json)
-}
+def record_problem(record) -> str | None:
+    """Why a stored record cannot be used (the first field that breaks the record schema,
+    bench/store/schemas/record.schema.json, and how many more), or None.
 
-
-def record_problem(record: dict) -> str | None:
-    """Why a record of status "ok" cannot be used (a field missing or of the wrong type), or None.
-
-    Reports, the run summary and the rerun check read these fields; a record edited by hand or
-    written by a broken tool is set aside with this reason (and its cell rerun), never a crash.
+    The runner reruns a cell whose stored record has a problem; reports refuse it
+    (bench.report.collect).
     """
-    for key, kind in [*_FIELDS.items(), *((k, t) for k, t in _OPTIONAL.items() if k in record)]:
-        if not isinstance(record.get(key), kind):
-            found = "missing" if key not in record else f"a {type(record[key]).__name__}"
-            return f"its {key!r} is {found}, not a{'n object' if kind is dict else ' string'}"
-    if "seed" in record and (not isinstance(record["seed"], int) or isinstance(record["seed"], bool)):
-        return "its 'seed' is not an integer"
-    bad = [k for k, v in record["metrics"].items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if bad:
-        return f"metric {bad[0]!r} is not a number"
-    return None
+    return first_problem(record, "record")

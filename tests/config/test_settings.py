@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import pytest
+from records_fixture import complete_record
 
 import gin
 from bench.config.cell_config import CellConfig
@@ -249,8 +250,9 @@ def test_the_settings_are_plain_json_as_the_record_stores_them():
         cell.config.pipeline.evaluators
     )
     assert stored["train"] == dataclasses.asdict(cell.config.train)
-    assert record_problem({"status": "ok", "metrics": {}, "settings": stored}) is None
-    assert record_problem({"status": "ok", "metrics": {}, "settings": "train.steps=3"}) is not None
+    base = complete_record({"dataset": "phantom_lt", "method": "fm", "seed": 0, "metrics": {}})
+    assert record_problem({**base, "settings": stored}) is None
+    assert "`settings` is a string" in record_problem({**base, "settings": "train.steps=3"})
 
 
 def test_a_cells_record_stores_its_settings(tmp_path):

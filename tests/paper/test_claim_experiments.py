@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from records_fixture import complete_record
 
 from bench.cli import main
 from bench.errors import BenchError
@@ -14,21 +15,23 @@ from bench.store.gridfile import GridFile
 
 
 def record(dataset, method, seed, metrics, versions=(1, 1), experiment="part") -> dict:
-    return {
-        "schema_version": 1,
-        "status": "ok",
-        "experiment": experiment,
-        "dataset": dataset,
-        "method": method,
-        "seed": seed,
-        "metrics": metrics,
-        "higher_is_better": {k: False for k in metrics},
-        "config_hash": f"{experiment}-{dataset}-{method}-{seed}",
-        "git_hash": "abc",
-        "created": "2026-12-07",
-        "stage_versions": {"prior": versions[0], "train": versions[1]},
-        "config": "",
-    }
+    return complete_record(
+        {
+            "schema_version": 1,
+            "status": "ok",
+            "experiment": experiment,
+            "dataset": dataset,
+            "method": method,
+            "seed": seed,
+            "metrics": metrics,
+            "higher_is_better": {k: False for k in metrics},
+            "config_hash": f"{experiment}-{dataset}-{method}-{seed}",
+            "git_hash": "abc",
+            "created": "2026-12-07T00:00:00+0000",
+            "stage_versions": {"prior": versions[0], "train": versions[1]},
+            "config": "",
+        }
+    )
 
 
 def write_part(root: Path, name: str, records: list[dict]) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from records_fixture import complete_record
 
 from bench.cli import main
 from bench.paper.claim_rules import (
@@ -125,26 +126,28 @@ def metrics_of(dataset: str, method: str, seed: int) -> dict:
 
 
 def make_record(dataset: str, method: str, seed: int, metrics: dict) -> dict:
-    return {
-        "schema_version": 1,
-        "status": "ok",
-        "experiment": "claims",
-        "dataset": dataset,
-        "method": method,
-        "seed": seed,
-        "metrics": metrics,
-        "higher_is_better": {k: v for k, v in HIGHER.items() if k in metrics},
-        "config_hash": f"h-{dataset}-{method}-{seed}",
-        "git_hash": "0123abcd",
-        "timings_s": {"total": 10.0 + seed},
-        "train": {
-            "steps": 100,
-            "converged": True,
-            "convergence": {"converged": True, "rel_change": 0.01, "threshold": 0.02, "window": 20},
-        },
-        "config": f"method = '{method}'",
-        "created": f"2026-11-26T00:00:0{seed}+0000",
-    }
+    return complete_record(
+        {
+            "schema_version": 1,
+            "status": "ok",
+            "experiment": "claims",
+            "dataset": dataset,
+            "method": method,
+            "seed": seed,
+            "metrics": metrics,
+            "higher_is_better": {k: v for k, v in HIGHER.items() if k in metrics},
+            "config_hash": f"h-{dataset}-{method}-{seed}",
+            "git_hash": "0123abcd",
+            "timings_s": {"total": 10.0 + seed},
+            "train": {
+                "steps": 100,
+                "converged": True,
+                "convergence": {"converged": True, "rel_change": 0.01, "threshold": 0.02, "window": 20},
+            },
+            "config": f"method = '{method}'",
+            "created": f"2026-11-26T00:00:0{seed}+0000",
+        }
+    )
 
 
 def make_claims(root: Path, datasets=CLAIM_DATASETS, methods=METHODS, seeds=(0, 1, 2)) -> Path:
