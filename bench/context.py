@@ -41,12 +41,14 @@ class CellContext:
     geometry and Bayes-risk estimate in `prior.info`). `targets` is the augmentation plan
     (bench.data.targets.ClassTarget per class). `shared` names where the dataset's method-independent
     results (the no-augmentation and remedy classifiers) are stored once for every method.
-    `features(name)` gives domain features from the cell's feature extractor (built on first use,
-    cached per dataset on disk and per cell in memory; the real sets' features also on disk across
-    cells, bench.metrics.features). Evaluators may write files (figures) into `out_dir`, and put
-    small JSON-able values that tables and figures need beyond the flat metrics (per-seed scores,
-    per-class values, histograms) into `details[<evaluator name>]`: the runner stores them in the
-    record, so reports are built from records alone.
+    `features(name)` gives features from the cell's feature network (`features.network`: the domain
+    network or a pretrained one; built on first use, cached per dataset on disk and per cell in
+    memory; the real sets' features also on disk across cells, bench.metrics.features); every call
+    counts in `feature_reads`, so the runner knows which evaluators' numbers depend on it.
+    Evaluators may write files (figures) into `out_dir`, and put small JSON-able values that
+    tables and figures need beyond the flat metrics (per-seed scores, per-class values,
+    histograms) into `details[<evaluator name>]`: the runner stores them in the record, so
+    reports are built from records alone.
     """
 
     dataset: Dataset
@@ -69,6 +71,9 @@ class CellContext:
     # the stage `evaluate/<name>` of the record (None: not recorded)
     timer: Callable[[str], AbstractContextManager] | None = None
     details: dict = field(default_factory=dict)
+    feature_reads: int = 0
+    # metric -> the features it was computed on (bench.metrics.feature_names), filled by the runner
+    feature_metrics: dict = field(default_factory=dict, repr=False)
     _features: dict = field(default_factory=dict, repr=False)
 
     def timed(self, name: str) -> AbstractContextManager:
@@ -122,7 +127,8 @@ class CellContext:
         return split
 
     def features(self, name: str) -> np.ndarray:
-        """(N, d) float64 domain features of the named set, row-aligned with its Split."""
+        """(N, d) float64 features of the named set, row-aligned with its Split."""
+        self.feature_reads += 1
         if name not in self._features:
             if self.extractor is None:
                 raise ValueError("this cell has no feature extractor")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 VARIANT = "@"  # `<metric>@<set>`: the same measurement of a reference set (`fid/tail@source`)
 PART = "/"  # `<metric>/<part>`: a breakdown (per class, per remedy, per stage: `bacc/no_aug`)
+# `<stem>[<network>]...`: computed on a pretrained feature network (`fid[inception_v3]/tail@source`)
+NETWORK_OPEN, NETWORK_CLOSE = "[", "]"
 DEFAULT_RANK = 1000  # after every built-in headline metric (ranks 10 to 110)
 
 
@@ -29,6 +31,10 @@ class Metric:
       (`fid/tail`) to 110 (`bacc_gain`) in steps of 10 (docs/evaluators.md lists them); the default
       puts a plugin's headline metrics after them, `rank=15` right after FID tail. Equal ranks keep
       the order of the run's evaluators, then the order of declaration.
+    - `on_features`: the number depends on the feature network whenever its evaluator embeds
+      images with it (`cell.features`); False for what never does (a sample count, a latent-space
+      score). Such a number is named after a pretrained network it was computed on (`on_features`
+      the function) and its record entry says which features it used.
     """
 
     name: str
@@ -37,6 +43,7 @@ class Metric:
     headline: bool = False
     unit: str = ""
     rank: int = DEFAULT_RANK
+    on_features: bool = True
 
     @property
     def title(self) -> str:
@@ -98,15 +105,55 @@ def declarations(evaluator) -> tuple[Metric, ...]:
     return tuple(Metric(str(n), str(n), bool(h)) for n, h in higher.items())
 
 
-def metric_info(evaluators: Iterable, names: Iterable[str]) -> dict[str, dict]:
+def on_features(name: str, network: str) -> str:
+    """The name of a metric computed on the pretrained feature network `network`: the network in
+    brackets after the name's stem (`fid/tail@source` -> `fid[inception_v3]/tail@source`), so it
+    never shares a table column with the same metric on other features."""
+    cut = min((i for i in (name.find(PART), name.find(VARIANT)) if i >= 0), default=len(name))
+    return f"{name[:cut]}{NETWORK_OPEN}{network}{NETWORK_CLOSE}{name[cut:]}"
+
+
+def split_network(name: str) -> tuple[str, str | None]:
+    """(the name without its feature network, the network or None): the inverse of `on_features`."""
+    cut = min((i for i in (name.find(PART), name.find(VARIANT)) if i >= 0), default=len(name))
+    stem = name[:cut]
+    if not stem.endswith(NETWORK_CLOSE) or NETWORK_OPEN not in stem:
+        return name, None
+    open_at = stem.index(NETWORK_OPEN)
+    return stem[:open_at] + name[cut:], stem[open_at + 1 : -1]
+
+
+def metric_info(
+    evaluators: Iterable, names: Iterable[str], features: Mapping[str, str] | None = None
+) -> dict[str, dict]:
     """`record["metric_info"]`: the declarations (`Metric.info`) whose family holds one of `names`
-    (the record's metrics), in the evaluators' order, then their order of declaration."""
+    (the record's metrics), in the evaluators' order, then their order of declaration.
+
+    `features` maps each metric computed on a feature network to what it was computed on
+    (bench.metrics.features: `FeatureExtractor.identity`); its family's entry states it as
+    `"features"`. A family on a pretrained network is declared under its own name
+    (`fid[inception_v3]/tail`), its label followed by the network in brackets."""
     declared: dict[str, Metric] = {}
     for ev in evaluators:
         for m in declarations(ev):
             declared.setdefault(m.name, m)
-    used = {family(n, declared) for n in names} - {None}
-    return {name: m.info() for name, m in declared.items() if name in used}
+    used: dict[str, dict[str | None, str | None]] = {}  # family -> {network: features}
+    for n in names:
+        plain, network = split_network(n)
+        base = family(plain, declared)
+        if base is not None:
+            seen = used.setdefault(base, {})
+            seen[network] = seen.get(network) or (features or {}).get(n)
+    info = {}
+    for name, m in declared.items():
+        for network, computed_on in used.get(name, {}).items():
+            entry = m.info()
+            if network is not None:
+                entry["label"] = f"{m.label} {NETWORK_OPEN}{network}{NETWORK_CLOSE}"
+            if computed_on:
+                entry["features"] = computed_on
+            info[name if network is None else on_features(name, network)] = entry
+    return info
 
 
 def headline_names(info: Mapping[str, Mapping]) -> list[str]:

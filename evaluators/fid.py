@@ -166,8 +166,8 @@ class FID(Evaluator):
     metrics = (
         Metric("fid/tail", "FID tail", False, headline=True, rank=10),
         Metric("fid/pooled", "FID pooled", False, headline=True, rank=20),
-        Metric("n/fid", "FID n per set", None),
-    )  # a sample count: no better side
+        Metric("n/fid", "FID n per set", None, on_features=False),
+    )  # a sample count: no better side, the same on any features
     higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, reference: str = "test"):

@@ -149,8 +149,8 @@ class IRS(Evaluator):
         Metric("irs_alpha/pooled", "IRS alpha pooled", True),
         Metric("irs_adjusted/tail", "IRS adj. tail", True, headline=True, rank=40),
         Metric("irs_adjusted/pooled", "IRS adj. pooled", True),
-        Metric("n/irs", "IRS queries", None),
-    )  # a sample count: no better side
+        Metric("n/irs", "IRS queries", None, on_features=False),
+    )  # a sample count: no better side, the same on any features
     higher_is_better = directions(metrics, ("", INIT, SOURCE))
 
     def __init__(self, alpha: float = 0.05):

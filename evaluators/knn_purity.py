@@ -136,7 +136,7 @@ class KNNPurity(Evaluator):
 
     applies_to = ("vector", "image")
     metrics = tuple(
-        Metric(f"{metric}/{space}", f"{label} ({space})", metric in HIGHER)
+        Metric(f"{metric}/{space}", f"{label} ({space})", metric in HIGHER, on_features=space == "features")
         for metric, label in LABELS.items()
         for space in SPACES
     )

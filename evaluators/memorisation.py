@@ -94,7 +94,7 @@ class Memorisation(Evaluator):
     # memo_copy_share_expected is a reference value (q), not a score: it has no better direction
     metrics = (
         Metric("memo_copy_share", "copy share", False),
-        Metric("memo_copy_share_expected", "copy share expected", None),
+        Metric("memo_copy_share_expected", "copy share expected", None, on_features=False),  # q itself
         Metric("memo_nn_ratio", "NN distance ratio", True),
     )
 

@@ -17,11 +17,11 @@ cache), so the second cell of a grid reads them instead of running the network o
 What `features.path` accepts:
 - a folder written by bench (a trained-extractor cache folder): `manifest.json` with `arch`,
   `in_channels` and `n_classes`, and `model.safetensors`; `features.arch` is then ignored;
-- a state-dict file (`.safetensors`, or `.pt` / `.pth` / `.bin` saved with torch.save, optionally
-  wrapped as {"state_dict": ...}) for the architecture named by `features.arch` (set
+- a `.safetensors` state-dict file for the architecture named by `features.arch` (set
   features.arch='densenet121' for MONAI DenseNet121 weights), with MONAI's / bench's key names
   (a leading "module." is stripped), the dataset's number of image channels, and any number of
-  classes (read from the head's weight).
+  classes (read from the head's weight). bench reads no pickle: a torch.save file (`.pt` / `.pth` /
+  `.bin`) is refused with the one-line conversion to run once (docs/evaluators.md, "Feature networks").
 """
 
 from __future__ import annotations
@@ -76,6 +76,20 @@ class FeatureExtractor:
         self.model, self.name, self.batch_size = model.eval(), name, batch_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
+    network = "domain"  # bench.config.evaluation.NETWORKS
+
+    @property
+    def identity(self) -> str:
+        """What the features were computed on, as records state it (`metric_info[...]["features"]`):
+        the architecture and a digest of every weight and buffer, the same whether this cell trained
+        the network or loaded it, on any device."""
+        return f"{self.network} {self.model.arch} weights:{self.weights_digest}"
+
+    @cached_property
+    def weights_digest(self) -> str:
+        """SHA-256 (16 hex digits) of the architecture and every weight and buffer."""
+        return _state_hash(hashlib.sha256(self.model.arch.encode()), self.model).hexdigest()[:16]
+
     def with_cache(self, cache_dir: Path) -> FeatureExtractor:
         """Self, storing the features of real splits under `cache_dir` (`embed_split`)."""
         self.cache_dir = Path(cache_dir)
@@ -85,11 +99,7 @@ class FeatureExtractor:
     def digest(self) -> str:
         """What this extractor computes: architecture, every weight and buffer, device type."""
         h = hashlib.sha256(f"{self.model.arch}|{next(self.model.parameters()).device.type}".encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:16]
+        return _state_hash(h, self.model).hexdigest()[:16]
 
     @property
     def dim(self) -> int:
@@ -124,6 +134,15 @@ class FeatureExtractor:
         with stage_dir(folder, key, extractor=self.name, n=len(split), dim=self.dim) as tmp:
             np.save(tmp / FEATURES, features)
         return features
+
+
+def _state_hash(h, model: torch.nn.Module):
+    """`h` updated with every entry of the model's state dict: name, dtype, shape and bytes, by name."""
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h
 
 
 def split_key(split: Split) -> str:
@@ -234,21 +253,23 @@ def _load_folder(folder: Path) -> FeatureExtractor:
 
 
 def _read_state_dict(path: Path) -> dict:
-    """Tensors of a .safetensors or torch.save file, unwrapped and without a 'module.' prefix."""
+    """Tensors of a .safetensors file, without a 'module.' prefix (DataParallel / DDP checkpoints).
+
+    Only safetensors: a torch.save file is a pickle, which can run code when read."""
+    if path.suffix != ".safetensors":
+        raise BenchError(
+            f"features.path={str(path)!r} is not a .safetensors file; bench reads no pickle: convert it once "
+            'with python -c "import torch; from safetensors.torch import save_file; '
+            f"save_file(torch.load('{path.name}', map_location='cpu', weights_only=True), "
+            f"'{path.stem}.safetensors')\" (docs/evaluators.md, 'Feature networks')"
+        )
     try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 -- any unreadable file is the same user error
         raise BenchError(
-            f"features.path={str(path)!r} cannot be read as a state dict "
-            f"({type(exc).__name__}); give a .safetensors or torch.save file"
+            f"features.path={str(path)!r} cannot be read as a safetensors state dict "
+            f"({type(exc).__name__}); give a .safetensors file of the network's weights"
         ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BenchError(f"features.path={str(path)!r} holds a {type(state).__name__}, not a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

@@ -16,7 +16,7 @@ from bench import registry
 from bench.config.cell_config import CellConfig
 from bench.config.checks import is_int
 from bench.config.data import AugmentationTargets
-from bench.config.evaluation import GenerativeSet
+from bench.config.evaluation import DOMAIN, GenerativeSet
 from bench.config.executor_settings import ExecutorConfig
 from bench.config.gin_config import (
     check_user_files,
@@ -245,6 +245,11 @@ def validate(request: RunRequest) -> list[BuiltCell]:
     evals_checked = set()
     for spec in expand_grid(request):
         cell = build_cell(spec, request)
+        features = cell.config.features
+        if features is not None and features.network != DOMAIN:  # a weight file that would not load
+            from bench.metrics.pretrained import check_weights
+
+            check_weights(features.network, features.weights)
         train = cell.dataset.load(cell.dataset.train_split)
         if cell.stage_hashes["encode"] not in evals_checked:  # a missing eval split fails here, not mid-grid
             cell.dataset.load(cell.eval_split)

@@ -79,7 +79,9 @@ def protocol(cell, seeds: list, features_cfg, f) -> str:
 
     names = {ev.name: ev for ev in cell.evaluators}
     parts = []
-    if cell.dataset.kind == "image" and features_cfg is not None:
+    if cell.dataset.kind == "image" and features_cfg is not None and features_cfg.network != "domain":
+        parts.append(f"feature network {features_cfg.network} (weights {features_cfg.weights})")
+    elif cell.dataset.kind == "image" and features_cfg is not None:
         parts.append(
             f"feature network {features_cfg.arch}"
             + (f" (weights {features_cfg.path})" if features_cfg.path else "")

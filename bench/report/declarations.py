@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bench.evaluator import VARIANT, Metric, family
+from bench.evaluator import VARIANT, Metric, family, split_network
 
 # records without `metric_info`: the built-in headline metrics in the order of their ranks (10, 20, ...)
 LEGACY_HEADLINE = (
@@ -95,3 +95,31 @@ def headline_columns(records: list[dict]) -> list[str]:
                 ranks.setdefault(name, LEGACY_RANK * (i + 1))
     held = [n for n in ranks if any(n in r.get("metrics", {}) for r in records)]
     return sorted(held, key=ranks.get)  # stable: equal ranks keep their first-seen order
+
+
+def with_networks(records: list[dict], metrics: Iterable[str]) -> list[str]:
+    """Each metric followed by the same metric on every pretrained feature network the records hold
+    (`fid/tail`, `fid[inception_v3]/tail`, ...; bench.evaluator.on_features), in first-seen order."""
+    held = list(dict.fromkeys(name for rec in records for name in rec.get("metrics", {})))
+    out = []
+    for metric in metrics:
+        out.append(metric)
+        out += [n for n in held if split_network(n) == (metric, split_network(n)[1]) and n != metric]
+    return out
+
+
+def mixed_features(records: list[dict]) -> str | None:
+    """The first metric whose records say it was computed on two different features (another
+    weight file of the same network, another domain network), described; None when none is."""
+    seen: dict[str, tuple[str, str]] = {}  # declared metric -> (features, first record saying so)
+    for rec in records:
+        info = rec.get("metric_info")
+        for name, entry in info.items() if isinstance(info, dict) else ():
+            features = entry.get("features") if isinstance(entry, dict) else None
+            if not isinstance(features, str):
+                continue
+            where = f"{rec.get('dataset')}/{rec.get('method')}/seed{rec.get('seed')}"
+            first = seen.setdefault(name, (features, where))
+            if first[0] != features:
+                return f"{name} on {first[0]!r} ({first[1]}) and on {features!r} ({where})"
+    return None

@@ -8,6 +8,7 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import bench.metrics.features as features
 import gin
@@ -76,9 +77,11 @@ def test_extractor_is_trained_once_and_cached(tmp_path, fit_calls):
 def test_user_densenet_state_dict_is_loaded(tmp_path):
     ds = Blobs()
     net = build_classifier("densenet121", 1, 7, seed=3)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.net.state_dict().items()}}, tmp_path / "w.pt")
+    save_file(
+        {f"module.{k}": v.contiguous() for k, v in net.net.state_dict().items()}, tmp_path / "w.safetensors"
+    )
     extractor = build_extractor(
-        FeatureConfig(arch="densenet121", path=str(tmp_path / "w.pt")),
+        FeatureConfig(arch="densenet121", path=str(tmp_path / "w.safetensors")),
         ds,
         ds.load("train"),
         None,
@@ -90,7 +93,9 @@ def test_user_densenet_state_dict_is_loaded(tmp_path):
     assert np.allclose(extractor.embed(x), embed(net, x), atol=1e-5)
 
 
-@pytest.mark.parametrize("what", ["missing", "empty_dir", "wrong_arch", "wrong_channels", "not_weights"])
+@pytest.mark.parametrize(
+    "what", ["missing", "empty_dir", "wrong_arch", "wrong_channels", "not_weights", "pickle"]
+)
 def test_bad_feature_path_is_one_line_bench_error(tmp_path, what):
     ds = Blobs()
     path = tmp_path / "w.safetensors"
@@ -100,9 +105,11 @@ def test_bad_feature_path_is_one_line_bench_error(tmp_path, what):
         path.mkdir()
     elif what == "not_weights":
         path.write_text("not a tensor file")
+    elif what == "pickle":  # a torch.save file, even of the right weights: bench reads no pickle
+        path = tmp_path / "w.pt"
+        torch.save(build_classifier("small_cnn", 1, 3).net.state_dict(), path)
+        arch = "small_cnn"
     elif what != "missing":
-        from safetensors.torch import save_file
-
         in_channels = 3 if what == "wrong_channels" else 1
         save_file(build_classifier("small_cnn", in_channels, 3).net.state_dict(), str(path))
         arch = "densenet121" if what == "wrong_arch" else "small_cnn"
