@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bench.config.checks import USE, Settings, require, setting, settings
+from bench.config.extras import installed
 
 PRECISIONS = ("no", "fp16", "bf16")  # accelerate's mixed precision
 SHARDINGS = ("none", "fsdp")
+# the experiment trackers `train.log_with` may name (accelerate's), each with the package it needs
+# and the optional extra of medaug-bench that installs it (bench.pipeline.tracking)
+TRACKERS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
 # The convergence rule's defaults (bench.pipeline.convergence).
 FRACTION = 0.2  # [our default] the window: the last 20 % of steps
 # [our default] converged when the last 20 % of steps lowered the loss by < 5 %. Measured: synthetic2d
@@ -57,9 +67,21 @@ class TrainConfig(Settings):
     # without them says so): faster steps after a compilation of about a minute. Part of the
     # config hash: compiled kernels round differently (weights 1.6e-6 apart after 6 tiny CPU steps)
     compile: bool = setting(False)
+    # experiment trackers, through accelerate (bench.pipeline.tracking, docs/tracking.md): None, one of
+    # TRACKERS or a list of them. Logging changes no result, so these three feed no hash
+    log_with: Sequence[str] | None = setting(
+        None, what="a tracker name or a list of them (tensorboard, wandb, mlflow)", none="no tracker"
+    )
+    # steps between the tracker's scalars (loss, learning rate, gradient norm, step time, samples/s)
+    track_every: int = setting(10, minimum=1)
+    # steps between sample grids in the tracker (a few samples per class; vector data: a scatter)
+    track_images_every: int = setting(0, minimum=0, note="0 logs no sample grid")
 
     def __post_init__(self):
+        if isinstance(self.log_with, str):  # one tracker named alone: a list of one
+            self.log_with = [self.log_with]
         super().__post_init__()
+        require(_tracker_checks(self.log_with))
         # what sharded training supports: bf16 (not fp16, whose loss scaler FSDP does not share)
         # and no EMA (its shadow weights would need sharding too)
         fsdp = self.sharding == "fsdp"
@@ -81,3 +103,27 @@ class TrainConfig(Settings):
                 ),
             ]
         )
+
+
+def _tracker_checks(names) -> list[tuple[bool, str]]:
+    """Each tracker of `train.log_with` known, and its package installed (a one-line error naming
+    the extra that installs it, before anything trains)."""
+    checks = []
+    for name in names or ():
+        known = name in TRACKERS
+        checks.append((known, f"train.log_with={name!r}: use None or any of {', '.join(TRACKERS)}"))
+        if known:
+            package, extra = TRACKERS[name]
+            checks.append(
+                (
+                    tracker_installed(package),
+                    f"train.log_with={name!r} needs the {package} package: pip install 'medaug-bench[{extra}]'",
+                )
+            )
+    return checks
+
+
+def tracker_installed(package: str) -> bool:
+    """Whether a tracker's package can be imported (looked up, not imported: wandb and mlflow are slow
+    to import, and the config is checked in every cell's validation)."""
+    return installed(package)

@@ -186,6 +186,7 @@ def train(
     seed: int,
     checkpoint_dir: Path | None = None,
     config_hash: str = "",
+    tracker=None,
 ) -> TrainResult:
     """Train `backbone` in place with `method`'s loss on (latents, labels).
 
@@ -197,6 +198,11 @@ def train(
     Launched on several processes (torchrun, accelerate), accelerate wraps the backbone in DDP:
     each rank trains on its micro-batches of every global batch (`micro_batch_rows`) and the
     ranks keep identical weights; only the main process writes checkpoints.
+
+    With `cfg.log_with`, every process computes the gradient norm of every `cfg.track_every`-th
+    step and reads the losses at every `cfg.track_images_every`-th too; the main process hands
+    them to `tracker` (bench.pipeline.tracking.CellTracker; None elsewhere), which logs them
+    after each read of the losses. Nothing else changes: the weights are those of an untracked run.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -214,6 +220,14 @@ def train(
         )
     method.to(state.accelerator.device)
     resumed_from = _resume(checkpoint_dir, config_hash, state)
+    if tracker is not None:
+        tracker.begin(state.step)  # before the clock: a wandb login is no training
+        if cfg.track_images_every and (state.sharded or cfg.compile):
+            log.info(
+                "train.track_images_every: no sample grids while training %s (sampling would %s)",
+                "sharded" if state.sharded else "compiled",
+                "need every process" if state.sharded else "recompile the blocks",
+            )
     t0, seconds_before = time.perf_counter(), state.seconds
     clock = CheckpointClock(cfg, enabled=checkpoint_dir is not None, cost=lambda: state.checkpoint_seconds)
     draws, losses = None, []  # the next step's batch drawn ahead; losses not yet read on the host
@@ -222,16 +236,26 @@ def train(
     ):
         if draws is None:
             draws = _draw(method, state, latents, labels, cfg)
-        losses.append(_step(method, state, draws, cfg))
+        tracked = _tracked(cfg, cfg.track_every, step + 1)  # the same on every process
+        lr = state.optimizer.param_groups[0]["lr"] if tracked else 0.0  # before the schedule moves it
+        loss, grad_norm = _step(method, state, draws, cfg, tracked)
+        losses.append(loss)
+        if tracked and tracker is not None:
+            tracker.step_done(step + 1, lr, grad_norm)
         state.step, draws = step + 1, None
         checkpoint = clock.due(state.step)
+        images = _tracked(cfg, cfg.track_images_every, state.step) and not (state.sharded or cfg.compile)
         if not checkpoint and state.step < cfg.steps:  # a checkpoint holds the generator before them
             draws = _draw(method, state, latents, labels, cfg)  # while the device runs this step
-        if checkpoint or state.step % cfg.sync_every == 0 or state.step == cfg.steps:
+        if checkpoint or images or state.step % cfg.sync_every == 0 or state.step == cfg.steps:
             _read_losses(losses, state, cfg)  # raises on a non-finite loss, before any checkpoint
+            if tracker is not None:
+                tracker.losses_read(state.step, state.history, state.batches.batch_size)
         if checkpoint:
             state.seconds = seconds_before + time.perf_counter() - t0
             _checkpoint(checkpoint_dir, config_hash, state)
+        if images and tracker is not None:
+            tracker.log_images(state.step, state.accelerator.unwrap_model(state.model), latents, labels)
     if cfg.compile:  # sampling runs the blocks eagerly, at its own batch sizes and precision
         backbone.uncompile_blocks()
     if state.ema is not None:
@@ -408,9 +432,17 @@ def _draw(method, state: TrainState, latents, labels, cfg: TrainConfig) -> Draws
     )
 
 
-def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Tensor:
+def _tracked(cfg: TrainConfig, every: int, step: int) -> bool:
+    """Whether a tracker (`train.log_with`) is sent something at `step`, every `every` steps (0: never)."""
+    return bool(cfg.log_with) and every > 0 and step % every == 0
+
+
+def _step(
+    method, state: TrainState, draws: Draws, cfg: TrainConfig, want_norm: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step over the global batch; returns this rank's summed micro-batch losses,
-    on the device, unread (`_read_losses` reads them every `train.sync_every` steps).
+    on the device, unread (`_read_losses` reads them every `train.sync_every` steps), and the
+    gradient norm before clipping (on the device; None unless clipping or `want_norm`).
 
     Each rank trains on its micro-batches (`micro_batch_rows`), each loss scaled so the gradients
     sum to the batch mean's; DDP averages over ranks. Nothing here waits for the device: a
@@ -435,10 +467,15 @@ def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Te
             accelerator.backward(loss * scale if scale != 1 else loss)
         part = loss.detach().float()
         total = part if total is None else total + part
+    grad_norm = None
     if cfg.grad_clip > 0 and state.sharded:  # the norm of the whole gradient, over every shard
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     elif cfg.grad_clip > 0:
-        accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    elif want_norm:
+        grad_norm = _grad_norm(state)
+    if want_norm and hasattr(grad_norm, "full_tensor"):  # a DTensor (sharded): one norm for all shards
+        grad_norm = grad_norm.full_tensor()
     state.optimizer.step()
     state.scheduler.step()
     # DDP: the gradients are views into its all-reduce buckets (`_accelerator`); zeroed in place they
@@ -446,7 +483,18 @@ def _step(method, state: TrainState, draws: Draws, cfg: TrainConfig) -> torch.Te
     state.optimizer.zero_grad(set_to_none=not _ddp(state))
     if state.ema is not None:
         state.ema.step(state.model.parameters())
-    return total
+    return total, grad_norm
+
+
+def _grad_norm(state: TrainState) -> torch.Tensor:
+    """The global gradient norm without clipping (a tracker's, `train.grad_clip=0`): read from the
+    gradients, which stay untouched; unscaled under fp16's loss scaling."""
+    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    scaler = state.accelerator.scaler
+    if scaler is not None and scaler.is_enabled():
+        norm = norm / scaler.get_scale()
+    return norm
 
 
 def _ddp(state: TrainState) -> bool:
