@@ -23,7 +23,6 @@ BLANK = 1.0  # white: padding, the gap between blocks, and missing samples
 DPI = 100
 MIN_TILE_PX = 48  # on-screen size of one tile, whatever the image resolution
 MARGINS = (150, 40, 10, 10)  # left (row labels; at least), top (block titles), right, bottom, in pixels
-LABEL_CHAR_PX = 8  # width budget per row-label character at the default 10 pt font and DPI
 
 
 def to_tiles(images: torch.Tensor, n: int) -> list[np.ndarray]:
@@ -51,6 +50,21 @@ def grid_mosaic(
     return out
 
 
+def label_width_px(labels: list[str]) -> int:
+    """Width in pixels of the widest row label, as matplotlib's Agg renderer draws it at DPI.
+
+    Measured with the renderer that writes the PNG rather than a per-character guess, which cut
+    long names such as "Pneumomediastinum" at the figure's left edge."""
+    from matplotlib import rcParams
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    font = FontProperties(size=rcParams["ytick.labelsize"])
+    renderer = RendererAgg(1, 1, DPI)
+    widths = [renderer.get_text_width_height_descent(s, font, ismath=False)[0] for s in labels]
+    return int(np.ceil(max(widths, default=0.0)))
+
+
 def save_figure(
     mosaic: np.ndarray,
     labels: list[str],
@@ -68,7 +82,7 @@ def save_figure(
 
     scale = -(-MIN_TILE_PX // (size[0] + 1))  # integer upscaling keeps image pixels square and sharp
     left, top, right, bottom = MARGINS
-    left = max(left, 10 + LABEL_CHAR_PX * max((len(s) for s in labels), default=0))  # long class names
+    left = max(left, 16 + label_width_px(labels))  # room for the longest class name
     img_h, img_w = mosaic.shape[0] * scale, mosaic.shape[1] * scale
     fig_w, fig_h = left + img_w + right, top + img_h + bottom
     fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)

@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from bench.report.collect import OK, CellResult, Experiment
+from bench.report.headline import Panel, headline_panels
 
 DPI = 100
 PANEL_IN = 4.0  # width and height of one trajectory or histogram panel, in inches
-MAX_PANEL_IN = 8.0  # widest a sample grid panel gets, in inches
+MAX_PANEL_IN = 12.0  # widest a sample grid panel gets, in inches (about a laptop page's width)
+TITLE_IN = 0.35  # height of a stacked panel's title, in inches
 NO_AUG_COLOUR = "0.6"
 SAMPLES_PNG = "samples.png"
+HEADLINE, SAMPLES, OTHER = "headline", "samples", "figures"  # the index page's figure sections
 SAMPLES_FILE = Path("samples") / "samples.safetensors"
 
 
@@ -31,13 +34,14 @@ class Figure:
     path: Path
     title: str
     caption: str
+    section: str = OTHER  # where the index page shows it: HEADLINE, SAMPLES or the other figures
 
 
 def all_figures(exp: Experiment, out: Path) -> list[Figure]:
     """Every figure the records support, in report order."""
     return [
         fig
-        for make in (sample_grids, trajectories, class_bacc_bars, geometry_histograms)
+        for make in (headline_figures, sample_grids, trajectories, class_bacc_bars, geometry_histograms)
         for fig in make(exp, out)
     ]
 
@@ -87,6 +91,120 @@ def _class_names(record: dict, n_classes: int) -> list[str]:
     return [str(n) for n in names] if len(names) == n_classes else [str(c) for c in range(n_classes)]
 
 
+# --- the headline ----------------------------------------------------------------------------
+
+SEED_OFFSET = 0.22  # how far above its mean a method's seed dots sit, in rows
+ROW_IN = 0.42  # height of one method's row in a headline panel, in inches
+LEVEL_STYLES = {"no augmentation": ("0.45", "--"), "best remedy": ("0.15", ":")}
+
+
+def headline_figures(exp: Experiment, out: Path) -> list[Figure]:
+    """Per dataset: its tail metric and its downstream metric (bench.report.headline), one panel each
+    with one row per method: each generative seed a dot, the mean with its sample std as a bar, the
+    source-only mean as a hollow marker, no augmentation and the best remedy as vertical lines."""
+    figures = []
+    for dataset in exp.datasets:
+        panels = headline_panels(exp, dataset)
+        if not panels:
+            continue
+        methods = exp.methods_of(dataset)
+        fig = _new_figure(5.2 * len(panels) + 1.2, 1.5 + ROW_IN * len(methods))
+        for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False, sharey=True)[0], panels):
+            _headline_panel(ax, exp, panel, methods)
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(
+                handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small"
+            )
+        ns = sorted({a.values.n for p in panels for a in p.arms if a.values.n})
+        n = "no usable seed" if not ns else f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}"
+        figures.append(
+            Figure(
+                _save(fig, out, f"headline_{dataset}.png"),
+                f"{dataset}: the headline",
+                f"Each method's headline metrics over generative seeds ({n} per method, stated per row): "
+                "dots are the seeds, the bar their mean with one sample std either side. Hollow grey "
+                "diamond: the method's source-only value (its source samples decoded with no flow, mean "
+                "over seeds). On the downstream metric, dashed: classifiers trained without "
+                "augmentation; dotted: the best long-tail remedy on real data alone (mean over seeds).",
+                section=HEADLINE,
+            )
+        )
+    return figures
+
+
+def _headline_panel(ax, exp: Experiment, panel: Panel, methods: list[str]) -> None:
+    """One metric: a row per method (first on top), references as vertical lines."""
+    for row, method in enumerate(methods):
+        arm = next((a for a in panel.arms if a.method == method), None)
+        y = -row
+        if arm is None or not arm.values.n:
+            ax.text(
+                0.5,
+                y,
+                f"{method}: no usable record",
+                transform=ax.get_yaxis_transform(),
+                ha="center",
+                va="center",
+                color="0.4",
+                fontsize="small",
+            )
+            continue
+        colour = method_colour(exp, method)
+        seeds = list(arm.values.by_seed.values())
+        # the seeds just above the mean's bar, so that neither hides the other
+        ax.scatter(
+            seeds, [y + SEED_OFFSET] * len(seeds), s=16, color=colour, alpha=0.7, linewidths=0, zorder=3
+        )
+        ax.errorbar(
+            arm.values.mean,
+            y,
+            xerr=arm.values.std or 0.0,
+            fmt="o",
+            ms=7,
+            color=colour,
+            capsize=4,
+            lw=1.5,
+            zorder=4,
+        )
+        if arm.source.n:
+            ax.scatter(
+                [arm.source.mean],
+                [y],
+                s=55,
+                marker="D",
+                facecolors="none",
+                edgecolors="0.35",
+                linewidths=1.2,
+                zorder=4,
+                label="source only (no flow)",
+            )
+    for level in panel.levels:
+        colour, style = LEVEL_STYLES["best remedy" if level.label.startswith("best remedy") else level.label]
+        ax.axvline(level.values.mean, color=colour, ls=style, lw=1.3, label=level.label, zorder=2)
+    arrow = (
+        ""
+        if panel.higher_is_better is None
+        else (" (higher is better)" if panel.higher_is_better else " (lower is better)")
+    )
+    ax.set_xlabel(panel.title + arrow)
+    ax.set_yticks([-r for r in range(len(methods))], [_row_label(panel, m) for m in methods])
+    ax.set_ylim(-len(methods) + 0.5, 0.5)
+    ax.margins(x=0.08)  # no dot on the frame
+    ax.grid(axis="x", color="0.9", zorder=0)
+
+
+def _row_label(panel: Panel, method: str) -> str:
+    """'optprior (n = 3)': the method and how many seeds its row rests on."""
+    arm = next((a for a in panel.arms if a.method == method), None)
+    return f"{method} (n = {arm.values.n})" if arm is not None and arm.values.n else method
+
+
 # --- generated samples ------------------------------------------------------------------------
 
 
@@ -105,7 +223,9 @@ def sample_grid_panels(exp: Experiment, dataset: str) -> list[tuple[str, Path | 
 
 
 def sample_grids(exp: Experiment, out: Path) -> list[Figure]:
-    """Per dataset: each method's samples.png (sample_grid evaluator, lowest usable seed) side by side."""
+    """Per dataset: each method's samples.png (sample_grid evaluator, lowest usable seed), one row per
+    method, stacked, so that each is as wide as the page (side by side, four methods made a strip
+    too thin to read); a method without one is a short row saying why."""
     from matplotlib.image import imread
 
     figures = []
@@ -115,19 +235,22 @@ def sample_grids(exp: Experiment, out: Path) -> list[Figure]:
         if not images:
             continue
         width = min(MAX_PANEL_IN, max(img.shape[1] for img in images) / DPI)
-        height = width * max(img.shape[0] / img.shape[1] for img in images)
-        fig = _new_figure(width * len(panels), height + 0.5)
-        blank = np.ones_like(images[0])  # an empty panel of the same size keeps the titles aligned
-        for ax, (title, img) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-            ax.imshow(blank if img is None else img)
-            ax.set_title(title)
+        heights = [width * img.shape[0] / img.shape[1] if img is not None else 0.3 for _, img in panels]
+        fig = _new_figure(width, sum(heights) + TITLE_IN * len(panels))
+        axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+        for ax, (title, img) in zip(axes, panels):
+            ax.set_title(title, loc="left", fontsize="medium", fontweight="bold")
             ax.axis("off")
+            if img is not None:
+                ax.imshow(img)
         figures.append(
             Figure(
                 _save(fig, out, f"samples_{dataset}.png"),
                 f"{dataset}: generated samples",
-                "Each method's sample grid (lowest usable seed): per class, real held-out images on the "
-                "left and generated ones on the right.",
+                "Each method's sample grid (lowest usable seed), one method per row: per class, real "
+                "held-out images on the left and generated ones on the right; the tail classes are the "
+                "ones with generated images (a class the plan does not augment says so).",
+                section=SAMPLES,
             )
         )
     return figures
@@ -231,16 +354,36 @@ def _path_legend(fig, names: list[str], colours: list) -> None:
 
 # --- downstream per-class recall ---------------------------------------------------------------
 
-
-def _mean_recall(lists: list[list]) -> np.ndarray:
-    """Per-class mean over seeds of recall lists (None: class absent; all-None classes give NaN)."""
-    table = np.array([[np.nan if v is None else v for v in r] for r in lists], dtype=float)
-    counts = np.isfinite(table).sum(axis=0)
-    return np.where(counts > 0, np.nansum(table, axis=0) / np.maximum(counts, 1), np.nan)
+NOT_AVAILABLE = "n/a"  # drawn where a class has no value (absent from every seed's test set)
 
 
-def recall_series(exp: Experiment, dataset: str) -> list[tuple[str, np.ndarray, object]]:
-    """(label, per-class recall, colour): "no augmentation" (mean over cell seeds), then each method."""
+@dataclass(frozen=True)
+class RecallSeries:
+    """Per-class recall of one bar series: one row per generative seed (NaN: no value that seed)."""
+
+    label: str
+    seeds: tuple  # the generative seed of each row
+    table: np.ndarray  # (n seeds, n classes)
+    colour: object
+
+    @property
+    def values(self) -> np.ndarray:
+        """Per-class mean over the seeds that have a value (NaN where none has)."""
+        counts = np.isfinite(self.table).sum(axis=0)
+        total = np.nansum(self.table, axis=0)
+        return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+
+
+def _recall_table(lists: list[list], n_classes: int) -> np.ndarray:
+    """Recall lists as a (seeds, n_classes) float array: None, and classes a list lacks, are NaN."""
+    table = np.full((len(lists), n_classes), np.nan)
+    for i, values in enumerate(lists):
+        table[i, : len(values)] = [np.nan if v is None else v for v in values]
+    return table
+
+
+def recall_series(exp: Experiment, dataset: str) -> list[RecallSeries]:
+    """ "no augmentation" (one row per cell seed), then each method (one row per usable seed)."""
     cells = [
         c for c in exp.results(dataset) if c.status == OK and "downstream" in (c.record.get("details") or {})
     ]
@@ -249,14 +392,56 @@ def recall_series(exp: Experiment, dataset: str) -> list[tuple[str, np.ndarray, 
     no_aug = {}
     for c in cells:  # the baseline depends on the cell seed only: one per seed
         no_aug.setdefault(c.seed, c.record["details"]["downstream"].get("recall/no_aug"))
-    baseline = [r for r in no_aug.values() if r]
-    series = [("no augmentation", _mean_recall(baseline), NO_AUG_COLOUR)] if baseline else []
-    for method in exp.methods_of(dataset):
-        mine = [c.record["details"]["downstream"].get("recall") for c in cells if c.method == method]
-        mine = [r for r in mine if r]
-        if mine:
-            series.append((f"{method} (n = {len(mine)})", _mean_recall(mine), method_colour(exp, method)))
+    no_aug = {s: r for s, r in no_aug.items() if r}
+    mine = {
+        m: [(c.seed, c.record["details"]["downstream"].get("recall")) for c in cells if c.method == m]
+        for m in exp.methods_of(dataset)
+    }
+    mine = {m: [(s, r) for s, r in rows if r] for m, rows in mine.items()}
+    lists = list(no_aug.values()) + [r for rows in mine.values() for _, r in rows]
+    n_classes = max((len(r) for r in lists), default=0)
+    series = []
+    if no_aug:
+        series.append(
+            RecallSeries(
+                "no augmentation",
+                tuple(no_aug),
+                _recall_table(list(no_aug.values()), n_classes),
+                NO_AUG_COLOUR,
+            )
+        )
+    for method, rows in mine.items():
+        if rows:
+            series.append(
+                RecallSeries(
+                    f"{method} (n = {len(rows)})",
+                    tuple(s for s, _ in rows),
+                    _recall_table([r for _, r in rows], n_classes),
+                    method_colour(exp, method),
+                )
+            )
     return series
+
+
+def recall_changes(series: list[RecallSeries]) -> list[RecallSeries]:
+    """Each method's per-seed recall minus no augmentation's of the same seed (paired by seed);
+    empty when there is no no-augmentation series."""
+    if not series or series[0].label != "no augmentation":
+        return []
+    base = dict(zip(series[0].seeds, series[0].table))
+    out = []
+    for s in series[1:]:
+        pairs = [(seed, row - base[seed]) for seed, row in zip(s.seeds, s.table) if seed in base]
+        if pairs:
+            out.append(
+                RecallSeries(s.label, tuple(p[0] for p in pairs), np.array([p[1] for p in pairs]), s.colour)
+            )
+    return out
+
+
+def missing_classes(series: list[RecallSeries]) -> list[tuple[int, int]]:
+    """(series index, class) of every bar without a value: drawn as NOT_AVAILABLE, never as zero."""
+    return [(i, int(c)) for i, s in enumerate(series) for c in np.nonzero(~np.isfinite(s.values))[0]]
 
 
 def augmented(record: dict) -> dict[int, str]:
@@ -269,13 +454,14 @@ def augmented(record: dict) -> dict[int, str]:
 
 
 def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
-    """Per dataset with downstream details: per-class recall without augmentation and per method."""
+    """Per dataset with downstream details: per-class recall without augmentation and per method,
+    each generative seed a dot on its bar, a class without a value marked n/a."""
     figures = []
     for dataset in exp.datasets:
         series = recall_series(exp, dataset)
         if not series:
             continue
-        n_classes = max(len(values) for _, values, _ in series)
+        n_classes = series[0].table.shape[1]
         record = next(r for r in exp.records(dataset) if "downstream" in (r.get("details") or {}))
         marks = augmented(record)
         names = [
@@ -284,7 +470,7 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
         fig = _new_figure(max(6.0, 1.5 + n_classes * (0.2 + 0.12 * len(series))), 7.5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
         _recall_bars(top, series, marks, n_classes)
-        top.set_ylim(0, 1)
+        top.set_ylim(0, 1.05)
         top.set_ylabel("per-class recall")
         fig.legend(
             *top.get_legend_handles_labels(),
@@ -292,12 +478,11 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
             ncols=min(len(series), 4),
             fontsize="small",
         )
-        if series[0][0] == "no augmentation" and len(series) > 1:  # the changes a method makes, zoomed
-            base = series[0][1]
-            changes = [(label, values - base, colour) for label, values, colour in series[1:]]
+        changes = recall_changes(series)
+        if changes:  # the changes a method makes, zoomed
             _recall_bars(bottom, changes, marks, n_classes, offset=1, of=len(series))
-            span = np.nanmax(np.abs([v for _, values, _ in changes for v in values] + [0.01]))
-            bottom.set_ylim(-1.1 * span, 1.1 * span)
+            span = np.nanmax(np.abs(np.concatenate([c.table.ravel() for c in changes] + [np.array([0.01])])))
+            bottom.set_ylim(-1.15 * span, 1.15 * span)
             bottom.axhline(0, color="k", lw=0.8)
             bottom.set_ylabel("recall change vs no augmentation")
         else:
@@ -310,24 +495,35 @@ def class_bacc_bars(exp: Experiment, out: Path) -> list[Figure]:
                 f"{dataset}: per-class balanced accuracy",
                 "Per-class recall on the real test set (its mean over classes is the balanced accuracy) of "
                 "the downstream classifier trained without augmentation and with each method's synthetic "
-                "set, averaged over classifier seeds and then over the n generative seeds (top), and each "
-                "method's change against no augmentation on its own scale (bottom). Shaded classes "
-                "(group in brackets) are the ones the augmentation plan gives synthetic images; a class "
-                "absent from the test set has no bar.",
+                "set, averaged over classifier seeds: bars are the mean over the n generative seeds, "
+                "black dots each seed's value (top); each method's change against no augmentation, "
+                "paired by seed, on its own scale (bottom). Shaded classes (group in brackets) are the "
+                f'ones the augmentation plan gives synthetic images; "{NOT_AVAILABLE}" marks a class '
+                "with no value (absent from the test set), which is not a zero.",
             )
         )
     return figures
 
 
 def _recall_bars(ax, series: list, marks: dict, n_classes: int, offset: int = 0, of: int = 0) -> None:
-    """Grouped per-class bars of `series`, shading the augmented classes; bar i of `of` per class
+    """Grouped per-class bars of `series` (mean over seeds) with each seed's value as a dot and
+    NOT_AVAILABLE where a class has no value, shading the augmented classes; bar i of `of` per class
     (the change panel skips the baseline's slot with offset 1, so bars line up with the top panel)."""
     of = of or len(series)
     width, x = 0.8 / of, np.arange(n_classes)
     for c in marks:
         ax.axvspan(c - 0.45, c + 0.45, color="0.92", zorder=0)
-    for i, (label, values, colour) in enumerate(series, offset):
-        ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=label, color=colour)
+    for i, s in enumerate(series, offset):
+        centre = x - 0.4 + width * (i + 0.5)
+        ax.bar(centre, np.nan_to_num(s.values), width, label=s.label, color=s.colour)
+        n = len(s.table)
+        spread = np.linspace(-width / 4, width / 4, n) if n > 1 else np.zeros(1)
+        for row, dx in zip(s.table, spread):
+            ax.scatter(centre + dx, row, s=7, color="k", zorder=3, linewidths=0)
+        for c in np.nonzero(~np.isfinite(s.values))[0]:
+            ax.text(
+                centre[c], 0, NOT_AVAILABLE, rotation=90, ha="center", va="bottom", fontsize=8, color="0.25"
+            )
     ax.set_xlim(-0.6, n_classes - 0.4)
 
 

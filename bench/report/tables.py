@@ -18,7 +18,8 @@ generative seed: entries are mean +- sample std over generative seeds, downstrea
 averaged over the classifier seeds of each generative seed (the record's per-seed details), since
 those classifiers share one synthetic set. Significance marks: `*` vs no augmentation, `†` vs the
 baseline method the caller names (`TableOptions.baseline`; `bench tables` defaults to fm, vanilla
-flow matching), paired by generative seed (bench.metrics.significance). Other marks: `§`
+flow matching), paired by generative seed (bench.metrics.significance); a table whose baseline did
+not run says so in a note instead of dropping `†` silently. Other marks: `§`
 only some seeds usable, `‡` training did not converge, `?` an unreliable Bayes-risk estimate; a
 grid cell without a usable record is a dash. Each mark comes with a note saying why.
 """
@@ -28,9 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bench.errors import BenchError
+from bench.evaluator import split_network
 from bench.metrics.significance import DEFAULT_TEST, compare, describe, limits
 from bench.report.collect import OK, Experiment
-from bench.report.declarations import declared, declared_label, metric_title
+from bench.report.declarations import declared, declared_label, metric_title, mixed_features, with_networks
 from bench.report.summary import (
     AUG_PREFIX,
     VARIANTS,
@@ -64,6 +67,7 @@ VARIANT_CAPTIONS = {
     "@init": '"(untrained)": the untrained network\'s samples.',
 }
 REFERENCE_LINES = "Reference lines are never bold or tested."
+PRETRAINED_CAPTION = " A network in brackets: the metric on that pretrained network's features."
 # each table's metrics (titled by their declared labels); the generative ones with their sample-count metric
 GENERATIVE = {
     "fid/tail": "n/fid",
@@ -108,6 +112,7 @@ def build_tables(
 ) -> list[Table]:
     """Every table the records support, each with best entries marked; `extra` (e.g. the paper's
     ablation, bench.paper.ablation) after the confounder table, before the per-dataset ones."""
+    refuse_mixed_features(exp)
     log: list = []  # every paired comparison, for the significance table
     builders: list[Callable[[], Table | None]] = [
         lambda: datasets_table(exp),
@@ -124,6 +129,19 @@ def build_tables(
         mark_best(t)
         t.caption = t.caption.replace(RUNS, _runs_text(t))
     return tables
+
+
+def refuse_mixed_features(exp: Experiment) -> None:
+    """One error when a dataset's records computed one metric on two different features (numbers
+    on two networks have two names, bench.metrics.feature_names; this catches two weight files of
+    one network, or two domain networks), instead of a column that mixes them."""
+    for d in exp.datasets:
+        mixed = mixed_features(exp.records(d))
+        if mixed:
+            raise BenchError(
+                f"{exp.folder}: records of {d} computed {mixed}, which are not comparable; rerun "
+                "those cells on one feature network or report them from separate results folders"
+            )
 
 
 def _runs_text(table: Table) -> str:
@@ -428,6 +446,7 @@ def method_table(
 
 def generative_table(exp: Experiment, options: TableOptions, log: list) -> Table | None:
     """Tab. 5: generative quality per dataset, vs the baseline method, each method's source-only line under it."""
+    metrics = with_networks(exp.records(), GENERATIVE)  # each on every feature network recorded
     built = method_table(
         exp,
         "generative",
@@ -435,10 +454,11 @@ def generative_table(exp: Experiment, options: TableOptions, log: list) -> Table
         runs_caption(
             "FID (lower is better) and IRS (higher) on domain features at the "
             "stated n per column, SWD / subclass coverage for vector data."
+            + (PRETRAINED_CAPTION if len(metrics) > len(GENERATIVE) else "")
         ),
-        list(GENERATIVE),
+        metrics,
         lambda e: e.methods,
-        GENERATIVE,
+        {m: GENERATIVE[split_network(m)[0]] for m in metrics},
         trained=True,
     )
     if built is None:
@@ -481,6 +501,14 @@ def _mark_vs_baseline(
                 for entry, base, (d, _, title) in zip(entries, base_row, cols):
                     marker.mark(entry, base.runs, MARK_FM, (d, title, labels[0]))
     marker.footnote()
+    if base_row is None and options.baseline is not None:
+        table.add_note(missing_baseline_note(options.baseline))
+
+
+def missing_baseline_note(baseline: str) -> str:
+    """The note of a table whose `†` reference method did not run: a mark that cannot appear is
+    said not to, instead of silently missing."""
+    return f"{MARK_FM} (relative to {baseline}) not shown: {baseline} is not in this experiment."
 
 
 def downstream_table(exp: Experiment, options: TableOptions, log: list) -> Table | None:

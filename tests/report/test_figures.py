@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from records_fixture import complete_record
 from safetensors.numpy import save_file
 
 import gin
@@ -16,6 +17,8 @@ from bench.report.figures import (
     augmented,
     class_bacc_bars,
     geometry_histograms,
+    missing_classes,
+    recall_changes,
     recall_series,
     sample_grid_panels,
     sample_grids,
@@ -83,7 +86,7 @@ def _write_cell(root, dataset, method, seed, grid, details=None, png=None, paths
         "metrics": {},
         "created": f"2024-01-0{seed + 1}T00:00:00",
     }
-    (folder / "record.json").write_text(json.dumps(record))
+    (folder / "record.json").write_text(json.dumps(complete_record(record)))
     if png is not None:
         Image.new("RGB", (300, 200), png).save(folder / "samples.png")
     if paths is not None:
@@ -143,7 +146,7 @@ def _image(path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def test_sample_grids_put_each_methods_lowest_usable_seed_side_by_side(experiment, tmp_path):
+def test_sample_grids_stack_each_methods_lowest_usable_seed_one_per_row(experiment, tmp_path):
     assert sample_grid_panels(experiment, "img") == [
         ("fm (seed 0)", experiment.cells[("img", "fm", 0)].folder / "samples.png"),
         ("cpd (seed 1)", experiment.cells[("img", "cpd", 1)].folder / "samples.png"),
@@ -151,14 +154,16 @@ def test_sample_grids_put_each_methods_lowest_usable_seed_side_by_side(experimen
     ]
     figs = sample_grids(experiment, tmp_path / "out")
     assert [f.path.name for f in figs] == ["samples_img.png"]  # vec has no samples.png
+    assert figs[0].section == "samples"
     img = _image(figs[0].path)
     h, w, _ = img.shape
-    assert w > 600 and h > 150
+    assert 280 <= w <= 320 and h > 2 * 200  # each panel at its own width (300 px), stacked
     red = (img[..., 0] > 200) & (img[..., 1] < 50) & (img[..., 2] < 50)
     green = (img[..., 0] < 50) & (img[..., 1] > 120) & (img[..., 2] < 50)
-    columns = lambda mask: np.nonzero(mask.any(axis=0))[0]  # noqa: E731
-    assert columns(red).max() < w / 3 <= columns(green).min() and columns(green).max() < 2 * w / 3
-    assert red.sum() > 0.5 * (w / 3) * (h - 60) * 0.5  # the panel image is drawn, not a thumbnail
+    rows = lambda mask: np.nonzero(mask.any(axis=1))[0]  # noqa: E731
+    assert rows(red).max() < rows(green).min()  # fm above cpd, in the method axis's order
+    assert red.sum() > 0.8 * 300 * 200 and green.sum() > 0.8 * 300 * 200  # drawn at full size
+    assert rows(green).max() < h - 10  # the missing method's row is a short one below
 
 
 def test_trajectories_draw_the_stored_paths_of_vector_cells(experiment, tmp_path):
@@ -176,16 +181,41 @@ def test_trajectories_draw_the_stored_paths_of_vector_cells(experiment, tmp_path
 
 
 def test_class_bars_average_recall_over_seeds_and_take_one_baseline_per_seed(experiment, tmp_path):
-    series = {label: values for label, values, _ in recall_series(experiment, "img")}
+    series = {s.label: s for s in recall_series(experiment, "img")}
     assert list(series) == ["no augmentation", "fm (n = 2)", "cpd (n = 1)"]  # optprior is refused
-    np.testing.assert_allclose(series["fm (n = 2)"], [0.85, 0.6, 0.2])  # None: absent in seed 0
-    np.testing.assert_allclose(series["cpd (n = 1)"], [0.85, 0.6, 0.4])
-    np.testing.assert_allclose(series["no augmentation"], [(0.95 + 0.9) / 2, (0.3 + 0.4) / 2, 0.1])
+    np.testing.assert_allclose(series["fm (n = 2)"].values, [0.85, 0.6, 0.2])  # None: absent in seed 0
+    np.testing.assert_allclose(series["cpd (n = 1)"].values, [0.85, 0.6, 0.4])
+    np.testing.assert_allclose(series["no augmentation"].values, [(0.95 + 0.9) / 2, (0.3 + 0.4) / 2, 0.1])
+    # the spread: one row per generative seed, a missing value NaN, never 0
+    np.testing.assert_allclose(series["fm (n = 2)"].table, [[0.9, 0.5, np.nan], [0.8, 0.7, 0.2]])
+    assert series["fm (n = 2)"].seeds == (0, 1) and series["no augmentation"].seeds == (0, 1)
+    changes = {c.label: c for c in recall_changes(list(series.values()))}
+    # paired by seed: fm seed 0 - no_aug seed 0, fm seed 1 - no_aug seed 1
+    np.testing.assert_allclose(changes["fm (n = 2)"].table, [[-0.05, 0.2, np.nan], [-0.1, 0.3, 0.1]])
+    np.testing.assert_allclose(changes["cpd (n = 1)"].table, [[-0.05, 0.2, 0.3]])
+    assert missing_classes(list(series.values())) == []
     assert augmented(experiment.records("img")[0]) == {1: "MT", 2: "ULT"}
     figs = class_bacc_bars(experiment, tmp_path / "out")
     assert [f.path.name for f in figs] == ["class_recall_img.png"] and "Shaded" in figs[0].caption
+    assert '"n/a" marks a class with no value' in figs[0].caption and "dots each seed" in figs[0].caption
     img = _image(figs[0].path)
     assert img.shape[1] >= 600 and img.shape[0] >= 400
+
+
+def test_a_class_without_any_value_is_marked_missing_not_drawn_as_zero(experiment, tmp_path):
+    """A class absent from every seed's test set: NaN in every series, listed by missing_classes (each
+    drawn with an n/a label instead of a bar), and the bars of the other classes unchanged."""
+    for method, seed in RECALL:
+        folder = experiment.cells[("img", method, seed)].folder
+        record = json.loads((folder / "record.json").read_text())
+        downstream = record["details"]["downstream"]
+        downstream["recall"] = downstream["recall"][:2] + [None]
+        downstream["recall/no_aug"] = downstream["recall/no_aug"][:2] + [None]
+        (folder / "record.json").write_text(json.dumps(record))
+    series = recall_series(load_experiment(experiment.folder), "img")
+    assert missing_classes(series) == [(0, 2), (1, 2), (2, 2)]
+    assert all(np.isnan(s.values[2]) and np.isfinite(s.values[:2]).all() for s in series)
+    assert missing_classes(recall_changes(series)) == [(0, 2), (1, 2)]
 
 
 def test_geometry_histograms_show_each_computable_source_and_the_reference(experiment, tmp_path):

@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 from PIL import Image
+from records_fixture import complete_record
 
 from bench.report.collect import load_experiment
 from bench.report.figures import Figure
@@ -22,7 +23,17 @@ FAILURE = "ValueError: x < 0 & <script>alert(1)</script>"
 def _record(folder: Path, config_hash: str) -> None:
     folder.mkdir(parents=True)
     (folder / "record.json").write_text(
-        json.dumps({"status": "ok", "config_hash": config_hash, "metrics": {}})
+        json.dumps(
+            complete_record(
+                {
+                    "config_hash": config_hash,
+                    "metrics": {},
+                    "dataset": folder.parent.parent.name,
+                    "method": folder.parent.name,
+                    "seed": int(folder.name.removeprefix("seed")),
+                }
+            )
+        )
     )
 
 
@@ -78,11 +89,14 @@ class Links(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.links, self.tags = [], set()
+        self.links, self.tags, self.anchors, self.ids = [], set(), [], set()
 
     def handle_starttag(self, tag, attrs):
         self.tags.add(tag)
-        self.links += [v for k, v in attrs if k in ("href", "src")]
+        self.ids |= {v for k, v in attrs if k == "id"}
+        found = [v for k, v in attrs if k in ("href", "src")]
+        self.links += [v for v in found if not v.startswith("#")]
+        self.anchors += [v[1:] for v in found if v.startswith("#")]  # within the page
 
 
 def test_html_index_links_every_table_file_and_figure_relative_to_itself(experiment, report_inputs):
@@ -96,6 +110,7 @@ def test_html_index_links_every_table_file_and_figure_relative_to_itself(experim
     expected = {(out / p).resolve() for t in tables for p in t.files.values()}
     expected |= {f.path.resolve() for f in figures}
     assert targets == expected and all(t.is_file() for t in targets)
+    assert parser.anchors and set(parser.anchors) <= parser.ids  # the page's table of contents resolves
     assert all(not re.match(r"[a-z]+:", link) for link in parser.links)  # nothing absolute or external
     assert not parser.tags & {"script", "link", "iframe"}  # self-contained, opens offline
     assert page.count("<img ") == 2 and "<table><tr><td>0.91</td></tr></table>" in page  # fragment as is
@@ -118,7 +133,8 @@ def test_html_index_shows_the_grid_and_every_unusable_cell_with_its_note(experim
         ("a", '<td>1/1 ok</td><td class="bad">0/1 ok</td>'),
         ("b", '<td class="bad">0/1 ok</td><td>1/1 ok</td>'),
     ]
-    sections = [page.index(s) for s in ("<h2>Grid</h2>", "<h2>Tables</h2>", "<h2>Figures</h2>")]
+    heads = ("Headline", "Samples", "Tables", "More figures", "Grid", "Provenance")
+    sections = [page.index(f'">{h}</h2>') for h in heads]
     assert sections == sorted(sections)
 
 
@@ -136,9 +152,8 @@ def test_markdown_index_has_the_same_sections_with_working_links(experiment, rep
     assert "<table><tr><td>0.91</td></tr></table>" in text  # no Markdown given: the HTML fragment
     assert "- `a/cpd/seed0` (missing): no record: the cell failed (ValueError: x \\< 0 & \\<script\\>" in text
     assert "| a | 1/1 ok | 0/1 ok |" in text
-    assert [text.index(s) for s in ("## Grid", "## Tables", "## Figures")] == sorted(
-        text.index(s) for s in ("## Grid", "## Tables", "## Figures")
-    )
+    heads = ["## Headline", "## Samples", "## Tables", "## More figures", "## Grid", "## Provenance"]
+    assert [text.index(s) for s in heads] == sorted(text.index(s) for s in heads)
 
 
 def test_relative_paths_and_an_empty_report(experiment, tmp_path, monkeypatch):

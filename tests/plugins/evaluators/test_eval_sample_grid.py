@@ -131,3 +131,23 @@ def test_digits_figure_has_one_row_per_digit(tmp_path):
     image = mpimg.imread(tmp_path / "samples.png")
     assert image.shape[0] == MARGINS[1] + MARGINS[3] + (10 * (SIZE + 1) + 1) * SCALE
     assert evaluators.get("sample_grid") is SampleGrid
+
+
+def test_long_class_names_fit_inside_the_figure(tmp_path):
+    """Row labels are measured, not guessed: the rendered label of a long class name (NIH-CXR-LT's
+    "Pneumomediastinum", and longer) starts inside the figure, whatever its letters."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bench.evaluators.sample_grid import DPI, label_width_px
+
+    labels = ["Pneumomediastinum", "Subcutaneous Emphysema", "WWWWWWWWWWWWWWWWWWWW", "iiii"]
+    fig = Figure(dpi=DPI)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.5, 0.1, 0.4, 0.8))
+    ax.set_yticks(range(len(labels)), labels)
+    canvas.draw()
+    rendered = [t.get_window_extent(canvas.get_renderer()).width for t in ax.get_yticklabels()]
+    measured = [label_width_px([s]) for s in labels]
+    assert np.allclose(measured, rendered, atol=2)  # within two pixels of what matplotlib draws
+    assert measured[2] > 3 * measured[3]  # proportional font: W is wider than i
