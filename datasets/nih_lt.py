@@ -20,6 +20,10 @@ from bench.errors import BenchError
 from bench.registry import register_dataset
 
 DATA_ENTRY = "Data_Entry_2017_v2020.csv"
+# what to say when the metadata is missing: the dataset runs without it, patients from file names
+WITHOUT_METADATA = (
+    "nih_lt.metadata_file=None to run without it (patient ids from the file names; no sex, age or view)"
+)
 _META = {
     "Patient ID": "subject",
     "Patient Gender": "sex",
@@ -101,6 +105,11 @@ class NIHLT(LongTailCXRDataset):
             subject = table["id"].str.split("_").str[0]
             return table.assign(subject=subject, sex=None, age=None, view=None)
         file = find_file([self.root], [name, f"{name}.gz"]) or (self.root / name)
+        if not file.is_file():
+            raise BenchError(
+                f"nih_lt: missing metadata file {file} (nor {file.name}.gz); put NIH's {DATA_ENTRY} in "
+                f"nih_lt.root, point nih_lt.metadata_file at it, or set {WITHOUT_METADATA}"
+            )
         meta = read_csv(file, ["Image Index", *_META], self.name)
         meta = meta.rename(columns=_META).drop_duplicates("Image Index").set_index("Image Index")
         known = table["id"].isin(meta.index)
@@ -114,6 +123,7 @@ class NIHLT(LongTailCXRDataset):
         if self.on_bad_row == "error":
             raise BenchError(
                 f"nih_lt: {len(ids)} image(s) of split {split!r} have no row in {file.name} "
-                f"(first: {ids[:5]}); use the full Data_Entry file or set nih_lt.on_bad_row='skip'"
+                f"(first: {ids[:5]}); use the full Data_Entry file, set nih_lt.on_bad_row='skip', or set "
+                f"{WITHOUT_METADATA}"
             )
         self.skip(split, ids, f"no row in {file.name}")

@@ -53,6 +53,7 @@ from bench.classify.run_trainer import RunTrainer
 from bench.classify.runs import REMEDIES, WITH_AUGMENTATION, classifier_seeds, combined, remedy_names
 from bench.classify.scores import per_seed, predictions, summarise
 from bench.config.checks import is_int
+from bench.config.extras import require_network
 from bench.errors import BenchError
 from bench.evaluator import Evaluator, Metric, directions
 from bench.evaluators.cond_accuracy import per_class_recall
@@ -100,6 +101,7 @@ class Downstream(Evaluator):
     ):
         if not is_int(n_seeds) or n_seeds < 1:
             raise BenchError(f"downstream.n_seeds must be an integer >= 1, got {n_seeds!r}")
+        require_network(arch, "downstream.arch")  # MONAI's ResNet-50 / DenseNet-121: the `paper` extra
         self.arch, self.n_seeds = arch, n_seeds
         self.protocol = Protocol(
             lr, batch_size, max_epochs, patience, weight_decay, class_balanced_sampling

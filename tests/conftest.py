@@ -58,12 +58,21 @@ def pytest_collection_modifyitems(items):
     """A test that shares a module- or session-scoped fixture with a `slow` test is slow too: the fast
     subset (`-m "not slow"`) would otherwise still pay for the expensive fixture (a shared run)."""
 
+    def ours(fixturedef) -> bool:
+        # pytest's own session fixtures (tmp_path_factory, worker_id, ...) cost nothing and are shared by
+        # every test: counting them would mark every test of a file with one slow test as slow
+        module = getattr(fixturedef.func, "__module__", "") or ""
+        return not module.startswith(("_pytest", "pytest", "xdist"))
+
     def shared(item) -> set:
         defs = item._fixtureinfo.name2fixturedefs
         return {
             (item.module.__name__, n)
             for n in item.fixturenames
-            if n in defs and defs[n][-1].scope in ("module", "session") and n not in ("bench_cli",)
+            if n in defs
+            and defs[n][-1].scope in ("module", "session")
+            and ours(defs[n][-1])
+            and n not in ("bench_cli",)
         }
 
     expensive = set().union(*(shared(i) for i in items if i.get_closest_marker("slow")), set())

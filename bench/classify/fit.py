@@ -31,6 +31,7 @@ from torch import nn
 
 from bench.classify.batches import autocast, device_batches, prepare_model
 from bench.config.checks import is_int
+from bench.config.extras import missing_extra
 from bench.dataset import Dataset, Split
 from bench.errors import BenchError
 from bench.remedy import Remedy, class_balanced_order
@@ -98,7 +99,10 @@ def build_classifier(arch: str, in_channels: int, n_classes: int, seed: int | No
 def _make_net(arch: str, in_channels: int, n_classes: int) -> nn.Module:
     if arch == "small_cnn":
         return SmallCNN(in_channels, n_classes)
-    from monai.networks.nets import DenseNet121, resnet50
+    try:
+        from monai.networks.nets import DenseNet121, resnet50
+    except ImportError:
+        raise missing_extra("monai", f"classifier arch {arch!r}") from None
 
     if arch == "densenet121":
         return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=n_classes)

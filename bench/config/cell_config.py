@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bench.config.data import AugmentationTargets, DataSplit
 from bench.config.evaluation import FeatureConfig, GenerativeSet
+from bench.config.extras import require_network
 from bench.config.pipeline_config import PipelineConfig
 from bench.config.sample import SampleConfig, SourceSubset
 from bench.config.train import TrainConfig
@@ -43,7 +44,7 @@ class CellConfig:
             AugmentationTargets(),
             GenerativeSet(),
             DataSplit(),
-            FeatureConfig() if image else None,
+            _features() if image else None,
         )
 
     def to_json(self) -> dict:
@@ -53,6 +54,14 @@ class CellConfig:
             for f in dataclasses.fields(self)
             for value in [getattr(self, f.name)]
         }
+
+
+def _features() -> FeatureConfig:
+    """The domain feature network's settings; a MONAI architecture needs the `paper` extra."""
+    config = FeatureConfig()
+    if getattr(config, "network", "domain") == "domain":
+        require_network(config.arch, "features.arch")
+    return config
 
 
 def _plain(value):

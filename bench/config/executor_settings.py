@@ -9,6 +9,7 @@ changes what it computes: these bindings never reach a cell's configuration or h
 from __future__ import annotations
 
 from bench.config.checks import Settings, setting, settings
+from bench.config.extras import require_extra
 from bench.errors import BenchError
 
 POSITIVE = {"minimum": 1, "what": "a positive integer"}
@@ -50,6 +51,9 @@ class ExecutorConfig(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.slurm_extra:
+            return
+        require_extra("submitit", "executor.slurm_extra")
         import submitit  # imported here: a cell's configuration needs the settings, not submitit
 
         known = submitit.SlurmExecutor._valid_parameters()

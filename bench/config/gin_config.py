@@ -9,7 +9,6 @@ override, and two cells of one grid can use different backbones.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import inspect
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gin
+from bench.config.overrides import closest, did_you_mean
 from bench.config.usergin import check_user_gin
 from bench.errors import BenchError
 
@@ -54,8 +54,33 @@ def experiment_file(name: str) -> Path:
         )
     path = gin_dir() / "experiments" / f"{name}.gin"
     if not path.is_file():
-        raise BenchError(f"unknown experiment {name!r} (known: {', '.join(known)})")
+        raise BenchError(
+            f"unknown experiment {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})"
+        )
     return path
+
+
+def own_files() -> dict[str, list[str]]:
+    """bench's own presets and experiments, `folder -> [stem, ...]`: what `--gin_file` may name."""
+    return {
+        folder: sorted(p.stem for p in (gin_dir() / folder).glob("*.gin"))
+        for folder in ("presets", "experiments")
+    }
+
+
+def missing_file_hint(name: str) -> str:
+    """For a `--gin_file` that is not there: the nearest of bench's own files, then all of them.
+
+    Matched on the whole relative path (`presets/cpu_smok.gin`), else on the file name alone
+    (`cpu_smok.gin`, `cpu_smoke`), so a forgotten folder is found too.
+    """
+    files = own_files()
+    paths = [f"{folder}/{stem}.gin" for folder, stems in files.items() for stem in stems]
+    by_stem = {Path(p).stem: p for p in reversed(paths)}  # a stem in both folders: the preset
+    close = closest(name, paths) or by_stem.get(closest(Path(name).stem, by_stem) or "")
+    hint = f"; did you mean {close!r}?" if close else ""
+    listed = "; ".join(f"{folder}/ {', '.join(stems)}" for folder, stems in files.items())
+    return f"{hint} (bench's own: {listed})"
 
 
 def plugin_file(kind: str, name: str, plugin_cls=None) -> Path | None:
@@ -78,7 +103,7 @@ def check_user_files(files: Sequence[str]) -> list[Path]:
         if p.exists() and not p.is_file():
             raise BenchError(f"--gin_file {f}: not a regular file; pass a .gin file")
         if not p.is_file():
-            raise BenchError(f"--gin_file {f}: no such file")
+            raise BenchError(f"--gin_file {f}: no such file{missing_file_hint(f)}")
         try:
             p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -197,16 +222,11 @@ def _suggestion(message: str) -> str:
     """'; did you mean ...?' for an unknown configurable or parameter, else ''."""
     param = _UNKNOWN_PARAMETER.search(message)
     if param:
-        return _did_you_mean(param[2], _parameters(param[1]))
+        return did_you_mean(param[2], _parameters(param[1]))
     scope = _UNKNOWN_CONFIGURABLE.search(message)
     if scope:
-        return _did_you_mean(scope[1], _configurables()) or "; `bench ls` lists the plugin names"
+        return did_you_mean(scope[1], _configurables()) or "; `bench ls` lists the plugin names"
     return ""
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # gin's registry is private: a gin release that changes it loses the suggestion, nothing else
@@ -231,10 +251,13 @@ NEVER_HASHED = (
     "train.checkpoint_",
     "train.activation_checkpointing",
     "train.sync_every",
+    "train.log_with",
+    "train.track_",
     "loader.",
     "budget.",
 )  # no effect on results (loader: how classifier batches are read;
-# budget: the device throughput a cell's GPU-hours are estimated at, bench.pipeline.budget)
+# budget: the device throughput a cell's GPU-hours are estimated at, bench.pipeline.budget;
+# train.log_with / train.track_*: what an experiment tracker is sent, bench.pipeline.tracking)
 
 
 def bindings_text(exclude: Sequence[str] = ("grid.",), include: Sequence[str] | None = None) -> str:

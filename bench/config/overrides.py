@@ -167,5 +167,19 @@ def _split_top_level(text: str) -> list[str]:
 
 def _did_you_mean(key: str) -> str:
     """'; did you mean 'methods'?' for a near miss of a grid axis or run option, else ''."""
-    close = difflib.get_close_matches(key, [*GRID_AXES, *RUN_OPTIONS], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(key, [*GRID_AXES, *RUN_OPTIONS])
+
+
+def did_you_mean(name: str, candidates, cutoff: float = 0.6) -> str:
+    """'; did you mean 'X'?' for the closest of `candidates` to a mistyped `name`, else ''.
+
+    The one near-miss hint of the command line (grid keys, gin parameters, gin files, experiments).
+    """
+    close = closest(name, candidates, cutoff)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def closest(name: str, candidates, cutoff: float = 0.6) -> str | None:
+    """The candidate nearest to `name` (difflib's ratio of at least `cutoff`), or None."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
+    return close[0] if close else None

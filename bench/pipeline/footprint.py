@@ -46,6 +46,7 @@ from bench.pipeline.step_trace import StepTrace, trace_step
 GIB = 2**30
 BYTES_PER_PARAMETER = {"weights": 4, "gradients": 4, "optimiser": 8}  # fp32 AdamW
 ONE_GPU_PRESET_PARAMETERS = 2.24e9  # presets/flux_1gpu.gin at 16 x 32 x 32 latents
+NO_GPU = "this machine's RAM"  # the device a cell is checked against where there is no GPU
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def device_memory(configured: float | None) -> tuple[float, str]:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return props.total_memory / GIB, f"GPU {props.name}"
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, "this machine's RAM (no GPU)"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, f"{NO_GPU} (no GPU)"
 
 
 def _gib(value: float) -> str:
@@ -287,15 +288,15 @@ def require_fit(label: str, footprint: Footprint, device_gib: float, what: str) 
     if footprint.total_gib > device_gib:
         raise BenchError(
             f"{label} needs ~{_gib(footprint.total_gib)} GiB per device to train ({footprint.describe()}), more "
-            f"than the {_gib(device_gib)} GiB of {what}; {'; or '.join(ways_out(footprint, device_gib))}; "
+            f"than the {_gib(device_gib)} GiB of {what}; {'; or '.join(ways_out(footprint, device_gib, what))}; "
             "or set executor.device_memory_gib if the cell will run on a larger device"
         )
 
 
-def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
+def ways_out(footprint: Footprint, device_gib: float, what: str = "") -> list[str]:
     """What would make the step fit: sharding over enough devices (with the micro-batches that
     lets them share), recomputing activations (alone or with sharding), smaller micro-batches, a
-    smaller backbone (never the preset in use)."""
+    smaller backbone (`smaller_backbone`: never the preset in use). `what` names the device."""
     ways = []
     shard = devices_needed(footprint, device_gib)
     if shard is not None:
@@ -325,17 +326,28 @@ def ways_out(footprint: Footprint, device_gib: float) -> list[str]:
             f"train smaller micro-batches (train.micro_batches={micro}: {footprint.batch_size // micro} rows "
             "each, same batch)"
         )
+    ways.append(smaller_backbone(footprint, what))
+    return ways
+
+
+def smaller_backbone(footprint: Footprint, what: str = "") -> str:
+    """The smaller backbone worth naming: the one-GPU preset for a model clearly above it; for
+    one at or below it (the preset itself included) fewer or narrower blocks, since suggesting
+    the preset in use would change nothing; on a machine without a GPU, the CPU check preset."""
     if footprint.parameters > 1.1 * ONE_GPU_PRESET_PARAMETERS:
-        ways.append(
+        return (
             "use a smaller backbone preset (--gin_file presets/flux_1gpu.gin, ~2.2B parameters, fits one "
             "80 GB GPU)"
         )
-    else:
-        ways.append(
-            "use a smaller backbone (fewer flux.num_layers or flux.num_single_layers, or fewer "
-            "flux.num_attention_heads; presets/tiny.gin fits a CPU)"
+    if what.startswith(NO_GPU):
+        return (
+            "check the data on this CPU with a tiny backbone (--gin_file presets/cpu_smoke.gin) and train "
+            "on a GPU"
         )
-    return ways
+    return (
+        "use a smaller backbone than this one (fewer flux.num_layers or flux.num_single_layers, or fewer "
+        "flux.num_attention_heads)"
+    )
 
 
 def _fewer(devices: tuple[int, int] | None, than: tuple[int, int] | None) -> bool:

@@ -28,14 +28,16 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.config.evaluation import DOMAIN
 from bench.context import CellContext
 from bench.data.image_cache import prepare as prepare_images
 from bench.data.imagefiles import ImageFiles
 from bench.data.targets import augmentation_plan, plan_records
 from bench.dataset import Split
-from bench.evaluator import metric_info
+from bench.evaluator import metric_info, split_network
+from bench.metrics.feature_names import name_by_features
 from bench.metrics.generative import per_class
-from bench.pipeline import sharding, stages
+from bench.pipeline import sharding, stages, tracking
 from bench.pipeline.assemble import BuiltCell, full_config, make_backbone, operative_config, plugin_origins
 from bench.pipeline.inference_precision import forward_precision, inference_scope
 from bench.pipeline.latent_cache import cache_folder, cached_latents
@@ -73,8 +75,17 @@ def device() -> torch.device:
 
 
 def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
-    """Run (or resume) one cell and return its record."""
+    """Run (or resume) one cell and return its record; with `train.log_with`, the main process
+    logs its training, config and record to experiment trackers (bench.pipeline.tracking)."""
+    with tracking.opened(cell, cell.spec.folder(results_dir)) as tracker:
+        return _run_cell(cell, results_dir, tracker)
+
+
+def _run_cell(cell: BuiltCell, results_dir: Path, tracker) -> dict:
+    """`run_cell`'s stages; `tracker` (a tracking.CellTracker on the main process, or None) is sent
+    the training's scalars and sample grids and, once written, the record."""
     folder = cell.spec.folder(results_dir)
+    finished = tracker.finished if tracker is not None else (lambda record: record)
     times, t_start = Timings(cell.spec.label), time.perf_counter()
     ds = cell.dataset
     with times.stage("load"):
@@ -95,11 +106,13 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
     cell.method.setup(ds.n_classes, prior)
     if cell.config.pipeline.stop_after == "prior":
         return distributed.on_main(
-            lambda: prior_only_record(cell, folder, (train_split, test_split), z, prior, times, t_start)
+            lambda: finished(
+                prior_only_record(cell, folder, (train_split, test_split), z, prior, times, t_start)
+            )
         )
     plan = augmentation_plan(cell.config.targets, train_split.counts(ds.n_classes).tolist(), ds.class_names)
     n_per_class, shape = _n_per_class(cell, test_split, plan), tuple(z.shape[1:])
-    backbone, train_info = train_stage(cell, folder, z, train_split.y, times)
+    backbone, train_info = train_stage(cell, folder, z, train_split.y, times, tracker)
     with times.stage(stages.timer("sample")):
         synth = samples_stage(
             cell,
@@ -173,7 +186,7 @@ def run_cell(cell: BuiltCell, results_dir: Path) -> dict:
         }
         if generative is not None:
             extra["generative_per_class"] = ctx.generative.counts(ds.n_classes).tolist()
-        return _finish(cell, folder, metrics, higher, times, train_info, ctx, extra)
+        return finished(_finish(cell, folder, metrics, higher, times, train_info, ctx, extra))
 
     return distributed.on_main(record)
 
@@ -279,6 +292,11 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
         from bench.metrics.features import build_extractor
 
         config, ds = cell.config.features, cell.dataset
+        real_features = Path(results_dir) / "cache" / "real_features"
+        if config.network != DOMAIN:  # a pretrained network from the user's weight file
+            from bench.metrics.pretrained import pretrained_extractor
+
+            return pretrained_extractor(config).with_cache(real_features)
         folder = stages.artifact(
             "features",
             results=results_dir,
@@ -290,7 +308,7 @@ def feature_extractor(cell: BuiltCell, train_split: Split, results_dir: Path):
         val = ds.load(ds.val_split) if getattr(ds, "val_split", None) else None
         extractor = build_extractor(config, ds, train_split, val, folder, key, seed=0)
         # the real splits' features, shared by every cell that uses this extractor on the same data
-        return extractor.with_cache(Path(results_dir) / "cache" / "real_features")
+        return extractor.with_cache(real_features)
 
     return build
 
@@ -335,8 +353,9 @@ def prior_stage(cell: BuiltCell, folder: Path, z: torch.Tensor, y: torch.Tensor)
     return prior
 
 
-def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
-    """The trained backbone (loaded if this config already trained it) and its training info."""
+def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings, tracker=None):
+    """The trained backbone (loaded if this config already trained it) and its training info;
+    `tracker` (bench.pipeline.tracking) follows the training when it runs here."""
     key, target = stages.key(cell, "train"), stages.artifact("train", cell=folder)
     loaded = distributed.main_first(
         lambda: _load_complete(
@@ -362,6 +381,7 @@ def train_stage(cell: BuiltCell, folder: Path, z, y, times: Timings):
             cell.spec.seed,
             checkpoint_dir=stages.working("train", cell=folder),
             config_hash=key,
+            tracker=tracker,
         )
     info = {
         "steps": result.steps,
@@ -510,8 +530,14 @@ def evaluate(
             )
 
     def run(ev) -> dict:
+        before = ctx.feature_reads
         with times.stage(f"evaluate/{ev.name}"):
-            return {k: float(v) for k, v in ev.evaluate(ctx).items()}
+            out = {k: float(v) for k, v in ev.evaluate(ctx).items()}
+        if ctx.feature_reads == before:
+            return out
+        out, computed_on = name_by_features(ev, out, ctx.extractor())  # named after its features
+        ctx.feature_metrics.update(computed_on)
+        return out
 
     # every rank, and a failure on one rank fails the others too (they may be past its last collective)
     outputs = {
@@ -525,7 +551,8 @@ def evaluate(
     metrics, higher = {}, {}
     for i, ev in enumerate(evaluators):
         metrics.update(outputs[i])
-        higher.update({k: ev.higher_is_better[k] for k in outputs[i] if k in ev.higher_is_better})
+        plain = {k: split_network(k)[0] for k in outputs[i]}  # `fid[inception_v3]/tail`: `fid/tail`'s
+        higher.update({k: ev.higher_is_better[p] for k, p in plain.items() if p in ev.higher_is_better})
     return metrics, higher
 
 
@@ -590,7 +617,8 @@ def _finish(cell, folder, metrics, higher, times, train_info, ctx, extra_info: d
         "stage_versions": {"prior": cell.method.prior_version, "train": cell.method.train_version},
         "backbone": cell.config.pipeline.backbone,
         "plugins": plugin_origins(cell),
-        "metric_info": metric_info(cell.evaluators, metrics),  # the declarations (bench.evaluator.Metric)
+        # the declarations (bench.evaluator.Metric), with the features each number was computed on
+        "metric_info": metric_info(cell.evaluators, metrics, ctx.feature_metrics),
         "encoder": cell.encoder.name,
         "sampler": {"solver": cell.config.sample.solver, "nfe": cell.config.sample.nfe},
         "train": train_info,

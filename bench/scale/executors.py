@@ -38,10 +38,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import submitit
-from submitit.core.utils import FailedJobError
+try:  # the `slurm` extra: executor=local|slurm; get_executor refuses them without it, in one line
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    _Checkpointable = submitit.helpers.Checkpointable
+except ImportError:
+    submitit, FailedJobError, _Checkpointable = None, (), object  # isinstance(x, ()) is False
 
 from bench.config.executor_settings import ExecutorConfig
+from bench.config.extras import require_extra
 from bench.config.gin_config import parse
 from bench.errors import BenchError
 from bench.pipeline.assemble import CellSpec, RunRequest, load_plugins
@@ -75,6 +81,7 @@ def get_executor(request: RunRequest):
                 "inline on N processes use: torchrun --nproc_per_node N -m bench run ..."
             )
         return InlineExecutor(request, config)
+    require_extra("submitit", f"executor={request.executor}")
     if distributed.launched():
         raise BenchError(
             f"executor={request.executor} submits jobs: start bench as one process "
@@ -112,7 +119,7 @@ class InlineExecutor:
         return outcomes
 
 
-class CellJob(submitit.helpers.Checkpointable):
+class CellJob(_Checkpointable):
     """A submitit job running one cell; on preemption or timeout the same cell is requeued."""
 
     def __init__(self, request: RunRequest):

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from bench.config.extras import require_extra
 from bench.data.labels import check_unique, one_hot_labels, read_csv
 from bench.errors import BenchError
 from bench.store.artifacts import FILE_MODE, write_json_atomic, write_text_atomic
@@ -378,6 +379,7 @@ def prepare_ct_rate(
     Returns a summary: volumes listed, excluded (several positives), done this run, skipped
     (done before), missing, failed, slices in the manifest and per-split class counts.
     """
+    require_extra("nibabel", "bench prepare ct_rate (CT-RATE's NIfTI volumes)")  # before anything is read
     check_settings(size, slices_per_volume, workers)
     base = dataset_folder(root)
     jobs, excluded = [], 0

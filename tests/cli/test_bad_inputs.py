@@ -131,6 +131,16 @@ def _nan_label(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _nih_partial_metadata(tmp: Path) -> None:
+    """An NIH tree whose Data_Entry file has rows for 3 of its 6 training images."""
+    root = nih_tree(tmp)
+    ids = pd.read_csv(root / "nih-cxr-lt_single-label_train.csv")["id"][:3]
+    rows = {"Image Index": ids, "Patient ID": [1, 2, 3], "Patient Gender": "F", "Patient Age": 50}
+    pd.DataFrame({**rows, "View Position": "PA", "Follow-up #": 0}).to_csv(
+        root / "Data_Entry_2017_v2020.csv", index=False
+    )
+
+
 def _nih_image(write: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(tmp: Path) -> None:
         write(nih_tree(tmp) / "images" / "00000003_000.png")
@@ -303,6 +313,45 @@ CASES = [
     Case("unknown-flag", ("validate", "--gin-file", "x.gin"), r"unrecognized arguments: --gin-file"),
     Case("ls-unknown-kind", ("ls", "method"), r"invalid choice: 'method' \(choose from 'methods'"),
     Case(
+        "new-unknown-kind", ("new", "metod", "toy"), r"unknown plugin kind 'metod'; did you mean 'method'\?"
+    ),
+    Case(
+        "new-bad-name", ("new", "method", "my-plugin"), r"plugin name 'my-plugin' is not a Python identifier"
+    ),
+    Case("new-name-taken", ("new", "method", "fm"), r"'fm' is already a registered method \(medaug-bench"),
+    Case(
+        "new-folder-exists",
+        ("new", "method", "toy"),
+        r"toy already exists; choose another NAME or --dir",
+        setup=lambda tmp: (tmp / "toy").mkdir(),
+    ),
+    Case(
+        "features-weights-missing",
+        (
+            "validate",
+            "datasets=[digits_lt]",
+            "features.network=inception_v3",
+            "features.weights={tmp}/none.safetensors",
+        ),
+        r"features.weights=.* does not exist; convert the published weights",
+    ),
+    Case(
+        "features-weights-pickle",
+        (
+            "validate",
+            "datasets=[digits_lt]",
+            "features.network=xrv_densenet121",
+            "features.weights={tmp}/xrv.pt",
+        ),
+        r"not a \.safetensors file \(bench reads no pickle\)",
+        setup=_write("xrv.pt", b"PK\x03\x04 a torch.save zip"),
+    ),
+    Case(
+        "tracker-unknown",
+        ("validate", "datasets=[synthetic2d]", "train.log_with=comet"),
+        r"train.log_with='comet': use None or any of tensorboard, wandb, mlflow",
+    ),
+    Case(
         "unknown-method",
         ("validate", "methods=[fmm]"),
         r"unknown method 'fmm'; did you mean 'fm'\?.*see `bench ls`",
@@ -326,7 +375,9 @@ CASES = [
         r"unknown encoder 'vae'; did you mean .*\(known: flux_vae, pixel",
     ),
     Case(
-        "unknown-experiment", ("validate", "experiment=papr"), r"unknown experiment 'papr' \(known: .*paper"
+        "unknown-experiment",
+        ("validate", "experiment=papr"),
+        r"unknown experiment 'papr'; did you mean 'paper'\? \(known: .*paper",
     ),
     Case(
         "experiment-path-escape",
@@ -361,7 +412,20 @@ CASES = [
     ),
     # gin: syntax, names, types, ranges
     Case(
-        "gin-file-missing", ("validate", "--gin_file", "missing.gin"), r"--gin_file missing.gin: no such file"
+        "gin-file-missing",
+        ("validate", "--gin_file", "missing.gin"),
+        r"--gin_file missing.gin: no such file \(bench's own: presets/ .*cpu_smoke.*; experiments/ .*quick",
+    ),
+    Case(
+        "gin-file-near-miss",
+        ("validate", "--gin_file", "presets/cpu_smok.gin"),
+        r"--gin_file presets/cpu_smok.gin: no such file; did you mean 'presets/cpu_smoke\.gin'\? \(bench's own: "
+        r"presets/ .*flux_1gpu.*; experiments/ .*paper_1gpu",
+    ),
+    Case(
+        "gin-file-folder-forgotten",
+        ("validate", "--gin_file", "flux_1gpu.gin"),
+        r"--gin_file flux_1gpu.gin: no such file; did you mean 'presets/flux_1gpu\.gin'\?",
     ),
     Case(
         "gin-file-syntax",
@@ -557,6 +621,20 @@ CASES = [
         ),
     ),
     Case("nih-no-eval-split", NIH, r"no nih-cxr-lt_single-label_balanced-test\.csv", setup=nih_tree),
+    Case(
+        "nih-metadata-missing",
+        tuple(a for a in NIH if a != "nih_lt.metadata_file=None"),
+        r"nih_lt: missing metadata file .*Data_Entry_2017_v2020\.csv .*or set nih_lt\.metadata_file=None to run "
+        r"without it",
+        setup=nih_tree,
+    ),
+    Case(
+        "nih-metadata-rows-missing",
+        tuple(a for a in NIH if a != "nih_lt.metadata_file=None"),
+        r"nih_lt: 3 image\(s\) of split 'train' have no row in Data_Entry_2017_v2020\.csv .*"
+        r"nih_lt\.on_bad_row='skip', or set nih_lt\.metadata_file=None to run without it",
+        setup=_nih_partial_metadata,
+    ),
     Case(
         "nih-bad-setting",
         (*NIH, "nih_lt.on_bad_row=ignore"),
@@ -810,6 +888,21 @@ CASES = [
         r"needs ~0\.\d\d GiB per device .*more than the 0\.01 GiB of executor\.device_memory_gib",
     ),
     Case(
+        "one-gpu-preset-larger-than-the-device",  # the preset in use is not suggested again
+        (
+            "validate",
+            "datasets=[phantom_lt]",
+            "methods=[fm]",
+            "--gin_file",
+            "presets/flux_1gpu.gin",
+            "executor.device_memory_gib=16",
+            "budget.trace_inference=False",
+        ),
+        r"^(?!.*--gin_file presets/flux_1gpu).*needs ~34 GiB per device .*more than the 16 GiB of "
+        r"executor\.device_memory_gib; shard it over \d+ or more such devices \(train\.sharding='fsdp'.*"
+        r"or use a smaller backbone than this one \(fewer flux\.num_layers",
+    ),
+    Case(
         "image-size-huge",
         (*NIH[:-2], "nih_lt.size=200000", NIH[-1]),
         r"nih_lt\.size=200000 would need 149\.0 GiB per image; use at most 8192",
@@ -886,25 +979,25 @@ CASES = [
     Case(
         "tables-metrics-a-string",
         ("tables", "{tmp}/exp"),
-        r"no cell has a usable record .*malformed \(its 'metrics' is a str, not an object\)",
+        r"seed0/record\.json: field `metrics` is a string \('abc'\), expected an object; .*record schema",
         setup=_one_record(lambda r: r.update(metrics="abc")),
     ),
     Case(
         "tables-metrics-a-list",
         ("tables", "{tmp}/exp"),
-        r"malformed \(its 'metrics' is a list, not an object\)",
+        r"seed0/record\.json: field `metrics` is a list, expected an object; .*record schema",
         setup=_one_record(lambda r: r.update(metrics=[1, 2])),
     ),
     Case(
         "tables-created-a-number",
         ("tables", "{tmp}/exp"),
-        r"malformed \(its 'created' is a int, not a string\)",
+        r"seed0/record\.json: field `created` is an integer \(5\), expected a string; .*record schema",
         setup=_one_record(lambda r: r.update(created=5)),
     ),
     Case(
         "tables-metric-a-string",
         ("tables", "{tmp}/exp"),
-        r"malformed \(metric 'fid/tail' is not a number\)",
+        r"seed0/record\.json: field `metrics\.fid/tail` is a string \('low'\), expected a number; .*record schema",
         setup=_one_record(lambda r: r["metrics"].update({"fid/tail": "low"})),
     ),
     Case(
@@ -1148,14 +1241,22 @@ def test_a_batch_larger_than_the_data_is_recorded_as_the_batch_that_ran(tmp_path
     assert any("train.batch_size=100000 exceeds the" in line for line in result.err)
 
 
-def test_records_of_the_wrong_shape_are_set_aside_and_the_others_reported(tmp_path, capsys, caplog):
-    """One malformed record among good ones: tables (and the run summary) go on without it."""
+def test_a_record_of_the_wrong_shape_is_refused_by_tables_and_set_aside_by_the_run_summary(
+    tmp_path, capsys, caplog
+):
+    """One record breaking the schema among good ones: `bench tables` refuses the experiment,
+    naming the file and the first field (a report never tabulates it); the summary a run writes
+    goes on without it (the run's own records stand)."""
     folder = make_experiment(tmp_path, methods=("fm", "optprior"), seeds=(0,))
     path = folder / "phantom_lt" / "optprior" / "seed0" / "record.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "created": 17, "metrics": ["x"]}))
     result = run_cli(["tables", str(folder), "--format", "md"], capsys, caplog)
-    assert result.code == 0, result.err
-    assert any("phantom_lt/optprior/seed0" in line and "malformed" in line for line in result.err)
+    assert result.code == 2, result.err
+    assert result.err == [
+        f"bench: error: {path}: field `created` is an integer (17), expected a string (and 1 more "
+        "problem(s)); the record does not match bench's record schema (docs/records.md): fix or "
+        "delete it, or rerun the cell with `bench run`"
+    ]
     from bench.scale.grid import GridResult, write_summary
 
     write_summary(GridResult(records=[{}]), folder)  # the run's summary reads the same records

@@ -26,11 +26,12 @@ ORDER = [
     "report",
     "paper",
     "scale",
+    "testing",
     "plugins",
     "entry",
 ]
 ENTRY = {"bench", "bench.cli", "bench.__main__"}
-ABOVE_ALL = ("bench.perf",)
+ABOVE_ALL = ("bench.perf", "bench.new")  # the performance suite, `bench new` (entry points)
 PLUGINS = ("methods", "datasets", "evaluators", "remedies", "backbones", "encoders", "gin")
 # the repository's plugin folders, which a wheel puts inside the package (pyproject's package-dir)
 PLUGIN_FOLDERS = {
