@@ -2,7 +2,9 @@
 
 Image cells get a mosaic (one row per class, real held-out images left, generated right); a class
 the augmentation plan gives no synthetic images (a head class) has an empty generated block with
-a caption saying so. Vector cells get a scatter of real held-out and generated points coloured
+a caption saying so. `samples_tail.png` holds the rows of the augmented (tail) classes alone, the
+figure a report shows: real vs generated where there is something to compare, short enough to read
+at page width on NIH-CXR-LT's 20 classes. Vector cells get a scatter of real held-out and generated points coloured
 by class (the first two principal axes of the real data beyond two dimensions), every class in
 the legend.
 """
@@ -187,7 +189,8 @@ class SampleGrid(Evaluator):
         self.n_columns = n_columns
 
     def evaluate(self, cell) -> dict[str, float]:
-        """Draw the figure into `cell.out_dir / "samples.png"`; returns no metrics."""
+        """Draw the figures into `cell.out_dir`: `samples.png` (every class) and, for images,
+        `samples_tail.png` (the augmented classes); returns no metrics."""
         out_dir = Path(cell.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if cell.dataset.kind == "vector":
@@ -200,8 +203,14 @@ class SampleGrid(Evaluator):
         size = tuple(cell.test.x.shape[2:])
         counts = cell.train.counts(n_classes).tolist()
         labels = [f"{name} (n={n})" for name, n in zip(cell.class_names, counts)]
-        mosaic = grid_mosaic(real, fake, self.n_columns, size)
-        save_figure(
-            mosaic, labels, self.n_columns, size, out_dir / "samples.png", empty_notes(cell, n_classes)
-        )
+        notes = empty_notes(cell, n_classes)
+        self._save(real, fake, labels, notes, range(n_classes), size, out_dir / "samples.png")
+        tail = [c for c in range(n_classes) if notes[c] is None]  # the classes with generated images
+        self._save(real, fake, labels, notes, tail or range(n_classes), size, out_dir / "samples_tail.png")
         return {}
+
+    def _save(self, real, fake, labels, notes, rows, size, path: Path) -> None:
+        """The mosaic of the classes `rows`, with their labels and notes, as a PNG at `path`."""
+        rows = list(rows)
+        mosaic = grid_mosaic([real[c] for c in rows], [fake[c] for c in rows], self.n_columns, size)
+        save_figure(mosaic, [labels[c] for c in rows], self.n_columns, size, path, [notes[c] for c in rows])

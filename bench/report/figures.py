@@ -23,6 +23,9 @@ MAX_PANEL_IN = 12.0  # widest a sample grid panel gets, in inches (about a lapto
 TITLE_IN = 0.35  # height of a stacked panel's title, in inches
 NO_AUG_COLOUR = "0.6"
 SAMPLES_PNG = "samples.png"
+TAIL_PNG = (
+    "samples_tail.png"  # the augmented classes alone (sample_grid); cells written before it: SAMPLES_PNG
+)
 HEADLINE, SAMPLES, OTHER = "headline", "samples", "figures"  # the index page's figure sections
 SAMPLES_FILE = Path("samples") / "samples.safetensors"
 
@@ -209,16 +212,22 @@ def _row_label(panel: Panel, method: str) -> str:
 
 
 def sample_grid_panels(exp: Experiment, dataset: str) -> list[tuple[str, Path | None]]:
-    """(panel title, samples.png or None) per method of `dataset`, from its lowest usable seed."""
+    """(panel title, PNG or None) per method of `dataset`, from its lowest usable seed: its tail
+    classes' grid (samples_tail.png), else its full grid (samples.png)."""
     panels = []
     for method in exp.methods_of(dataset):
         cell = _usable_cell(exp, dataset, method)
+        found = (
+            [cell.folder / name for name in (TAIL_PNG, SAMPLES_PNG) if (cell.folder / name).is_file()]
+            if cell
+            else []
+        )
         if cell is None:
             panels.append((f"{method}: missing", None))
-        elif not (cell.folder / SAMPLES_PNG).is_file():
+        elif not found:
             panels.append((f"{method}: no {SAMPLES_PNG}", None))
         else:
-            panels.append((f"{method} (seed {cell.seed})", cell.folder / SAMPLES_PNG))
+            panels.append((f"{method} (seed {cell.seed})", found[0]))
     return panels
 
 
@@ -247,9 +256,9 @@ def sample_grids(exp: Experiment, out: Path) -> list[Figure]:
             Figure(
                 _save(fig, out, f"samples_{dataset}.png"),
                 f"{dataset}: generated samples",
-                "Each method's sample grid (lowest usable seed), one method per row: per class, real "
-                "held-out images on the left and generated ones on the right; the tail classes are the "
-                "ones with generated images (a class the plan does not augment says so).",
+                "Each method's sample grid (lowest usable seed), one method per row: per augmented (tail) "
+                "class, real held-out images on the left and generated ones on the right (every class: "
+                "samples.png in the cell's folder).",
                 section=SAMPLES,
             )
         )

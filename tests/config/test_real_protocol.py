@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 
 import pytest
-from test_experiments import _nih_root, _tiny_flux_vae
+from test_experiments import _nih_root
+from tiny_vae import saved_tiny_flux_vae
 
 import gin
 from bench.cli import main
@@ -170,7 +171,7 @@ def nih_validate(tmp_path_factory):
         "methods=[optprior,cbfm]",
         "datasets=[nih_lt]",
         f"nih_lt.root={_nih_root(tmp / 'nih')}",
-        f"flux_vae.path={_tiny_flux_vae(tmp / 'vae')}",
+        f"flux_vae.path={saved_tiny_flux_vae(tmp / 'vae')}",
         "executor.device_memory_gib=80",
         f"results_dir={tmp / 'res'}",
     ]

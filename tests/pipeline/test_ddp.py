@@ -121,6 +121,8 @@ SAMPLE_SCRIPT = textwrap.dedent("""
     cfg = SampleConfig(nfe=4, batch_size=8, keep_paths=2)
     res = generate(method, backbone, [13, 5, 9], (2,), seed=3, cfg=cfg, rank=rank, world=world)
     save_file({k: v.contiguous() for k, v in res.items()}, f"{out}/w{world}r{rank}.safetensors")
+    if world > 1:  # gloo's threads outliving the interpreter abort it ("terminate called ...") at times
+        dist.destroy_process_group()
 """)
 
 

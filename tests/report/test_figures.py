@@ -154,6 +154,10 @@ def test_sample_grids_stack_each_methods_lowest_usable_seed_one_per_row(experime
     ]
     figs = sample_grids(experiment, tmp_path / "out")
     assert [f.path.name for f in figs] == ["samples_img.png"]  # vec has no samples.png
+    tail = experiment.cells[("img", "fm", 0)].folder / "samples_tail.png"  # the tail rows, when drawn
+    Image.new("RGB", (300, 100), 50).save(tail)
+    assert sample_grid_panels(experiment, "img")[0] == ("fm (seed 0)", tail)
+    tail.unlink()
     assert figs[0].section == "samples"
     img = _image(figs[0].path)
     h, w, _ = img.shape

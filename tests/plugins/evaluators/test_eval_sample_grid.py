@@ -151,3 +151,21 @@ def test_long_class_names_fit_inside_the_figure(tmp_path):
     measured = [label_width_px([s]) for s in labels]
     assert np.allclose(measured, rendered, atol=2)  # within two pixels of what matplotlib draws
     assert measured[2] > 3 * measured[3]  # proportional font: W is wider than i
+
+
+def test_the_tail_figure_holds_the_augmented_classes_alone(tmp_path):
+    """samples_tail.png: the rows of the classes with generated images, in the same layout, so it is
+    samples.png without the head classes' rows (what the report stacks per method)."""
+    full = _draw(tmp_path, 5, fake_per_class=[0, 0, 8, 8, 8])  # two head classes, three augmented
+    tail = mpimg.imread(tmp_path / "cell5" / "samples_tail.png")[..., :3]
+    row_px = (SIZE + 1) * SCALE
+    assert full.shape[1] == tail.shape[1] and full.shape[0] - tail.shape[0] == 2 * row_px
+    for row in range(3):  # tail row r is full row r + 2, tile for tile
+        for col in (0, 9):
+            assert np.allclose(tail[_tile_centre(row, col)], full[_tile_centre(row + 2, col)])
+    assert abs(tail[_tile_centre(0, 9)].mean() - 0.5) < 0.05  # generated: grey
+
+
+def test_with_nothing_generated_the_tail_figure_shows_every_class(tmp_path):
+    full = _draw(tmp_path, 3, fake_per_class=[0, 0, 0])
+    assert mpimg.imread(tmp_path / "cell3" / "samples_tail.png").shape[:2] == full.shape[:2]
