@@ -99,6 +99,10 @@ def _class_names(record: dict, n_classes: int) -> list[str]:
 SEED_OFFSET = 0.22  # how far above its mean a method's seed dots sit, in rows
 ROW_IN = 0.42  # height of one method's row in a headline panel, in inches
 LEVEL_STYLES = {"no augmentation": ("0.45", "--"), "best remedy": ("0.15", ":")}
+LEVELS_CAPTION = (
+    " On the downstream metric, dashed: classifiers trained without augmentation; dotted: the best"
+    " long-tail remedy on real data alone (mean over seeds)."
+)  # only where a panel draws those lines
 
 
 def headline_figures(exp: Experiment, out: Path) -> list[Figure]:
@@ -133,8 +137,7 @@ def headline_figures(exp: Experiment, out: Path) -> list[Figure]:
                 f"Each method's headline metrics over generative seeds ({n} per method, stated per row): "
                 "dots are the seeds, the bar their mean with one sample std either side. Hollow grey "
                 "diamond: the method's source-only value (its source samples decoded with no flow, mean "
-                "over seeds). On the downstream metric, dashed: classifiers trained without "
-                "augmentation; dotted: the best long-tail remedy on real data alone (mean over seeds).",
+                "over seeds)." + (LEVELS_CAPTION if any(p.levels for p in panels) else ""),
                 section=HEADLINE,
             )
         )

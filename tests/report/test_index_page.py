@@ -191,3 +191,24 @@ def test_a_missing_reference_method_is_stated_in_every_format(tmp_path):
         )
     with_fm = paper_tables(load_experiment(page_experiment(tmp_path / "fm", samples=False)))
     assert not any(note in t.notes for t in with_fm)
+
+
+def test_the_headline_caption_explains_the_reference_lines_only_where_they_are_drawn(tmp_path):
+    import json
+
+    from bench.report.figures import LEVELS_CAPTION, headline_figures
+
+    root = page_experiment(tmp_path / "with", samples=False)
+    (figure,) = headline_figures(load_experiment(root), tmp_path / "out")
+    assert LEVELS_CAPTION in figure.caption
+    for path in Path(root).rglob("record.json"):  # the same cells without their downstream metrics
+        record = json.loads(path.read_text())
+        for field in ("metrics", "higher_is_better", "metric_info"):
+            record[field] = {
+                k: v for k, v in record.get(field, {}).items() if not k.startswith(("bacc", "macro_f1"))
+            }
+        path.write_text(json.dumps(record))
+    stripped = load_experiment(root)
+    assert [p.metric for p in headline_panels(stripped, "phantom_lt")] == ["fid/tail"]  # no downstream panel
+    (figure,) = headline_figures(stripped, tmp_path / "out2")
+    assert LEVELS_CAPTION not in figure.caption and "dashed" not in figure.caption
