@@ -1,7 +1,8 @@
 """The method interface, which is also vanilla flow matching.
 
-A method decides three things and nothing else: the source distribution x0, the conditioning
-tokens, and the training loss. Everything else (backbone, optimiser, schedule, sampler, data)
+A method decides four things and nothing else: the source distribution x0, the conditioning
+tokens, the probability path between source and data (`path`, linear unless a method says
+otherwise) and the training loss. Everything else (backbone, optimiser, schedule, sampler, data)
 is shared, so methods compare on equal terms. A plugin subclasses `Method` and overrides only
 the hooks it changes, in the torchcfm style; a subclass that overrides nothing *is* vanilla FM.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.path import linear_path
+from bench.path import LINEAR, ProbabilityPath
 
 
 @dataclass
@@ -40,9 +41,15 @@ class TrainBatch:
 
 
 class Method:
-    """Vanilla flow matching: class-token conditioning and an N(0, I) source."""
+    """Vanilla flow matching: class-token conditioning, an N(0, I) source and the linear path."""
 
     name = "fm"
+    # The probability path the base loss trains on (bench/path.py): x_t and its target velocity u
+    # for source x0, data x1 and time t, in bench's convention (t = 0 source, t = 1 data,
+    # u = d x_t / dt). A method with another path sets this (a class attribute, or an instance
+    # attribute in __init__ when the path has settings, as methods/vpfm.py does); the base `loss`
+    # then trains on it and the sampler integrates the learned velocity unchanged.
+    path: ProbabilityPath = LINEAR
     # What a method's stored artifacts hold. Raise `prior_version` when `fit_prior` computes something
     # new or different (its sources, or the analysis numbers it records), `train_version` when the
     # loss or the conditioning changes: the stage is redone on the next run (its hash changes), the
@@ -114,9 +121,10 @@ class Method:
         return torch.rand(n, generator=generator)
 
     def loss(self, backbone, batch: TrainBatch) -> torch.Tensor:
-        """Conditional flow-matching regression: E || v(x_t, t, c) - (x1 - x0) ||^2."""
+        """Conditional flow-matching regression on the method's path: E || v(x_t, t, c) - u ||^2
+        (u = x1 - x0 on the linear path)."""
         x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))
-        path = linear_path(x0, batch.x1, batch.t.to(batch.x1))
+        path = self.path.sample(x0, batch.x1, batch.t.to(batch.x1))
         v = backbone(path.x_t, path.t, self.tokens(batch.cond).to(batch.x1.device))
         return (v - path.u).pow(2).mean()
 

@@ -14,7 +14,6 @@ import torch
 from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.method import Condition, Method, TrainBatch
-from bench.path import linear_path
 from bench.prior import Prior
 from bench.registry import register_method
 from bench.runtime.transfer import to_device
@@ -95,7 +94,7 @@ class ClassBalancedFM(Method):
         keep = to_device(torch.rand(n, generator=batch.generator) >= self.label_dropout, device)
         y_bal = to_device(sample_categorical(self._prior_on_cpu(), n, batch.generator), device)
         x0 = self.sample_source(batch.cond, batch.eps.to(batch.x1))
-        path = linear_path(x0, batch.x1, batch.t.to(batch.x1))
+        path = self.path.sample(x0, batch.x1, batch.t.to(batch.x1))
         label = torch.where(keep, batch.cond.label, torch.full_like(batch.cond.label, -1))
         v = backbone(path.x_t, path.t, self.tokens(Condition(label, batch.cond.subclass)).to(device))
         v_bal = backbone(path.x_t, path.t, self.tokens(Condition(y_bal)).to(device))

@@ -3,8 +3,9 @@
 On tiny long-tailed latents of two shapes, vectors (2,) and images (1, 4, 4), the method goes
 through a cell as the pipeline runs it: `check_data` on the class counts, `fit_prior` (a Prior of
 its `prior_class` that validates, saves and loads back, or None), `setup`, the conditions and their
-tokens, `sample_time`, `sample_source`, a `loss` that is a finite scalar whose gradient reaches the
-backbone, two training steps and sampling with bench's own trainer and sampler.
+tokens, `sample_time`, `sample_source`, the `path` (finite at the times drawn), a `loss` that is a
+finite scalar whose gradient reaches the backbone, two training steps and sampling with bench's
+own trainer and sampler.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import Condition, TrainBatch
+from bench.path import PathSample, ProbabilityPath
 from bench.prior import Prior
 from bench.testing.probe import Probe, resolve
 from bench.testing.tiny import IMAGE_LATENT, TRAIN_COUNTS, VECTOR_LATENT, TinyBackbone, tiny_latents
@@ -109,6 +111,7 @@ def _check_cell(probe: Probe, method, shape: tuple, make_backbone) -> None:
     eps = torch.randn(16, *shape, generator=torch.Generator().manual_seed(1))
     x0 = probe.call("sample_source", method.sample_source, cond, eps)
     probe.tensor("sample_source", x0, shape=eps.shape, floating=True)
+    _check_path(probe, method, x0, z[idx], t)
     _check_loss(
         probe,
         method,
@@ -146,6 +149,28 @@ def _check_prior(probe: Probe, method, z, y, n_classes: int, shape: tuple):
         loaded = probe.call("prior_class", kind.load, folder)
         probe.call("prior_class", loaded.validate, shape, n_classes, len(z))
     return prior
+
+
+def _check_path(probe: Probe, method, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> None:
+    """`path` is a bench.path.ProbabilityPath whose sample at the times `sample_time` drew is a
+    PathSample with finite x_t and u shaped like the data. A duck-typed method without `path`
+    (one that is no bench.Method and has a loss of its own) is left alone: only the base loss reads it."""
+    if not hasattr(method, "path"):
+        return
+    path = method.path
+    probe.expect(
+        isinstance(path, ProbabilityPath),
+        "path",
+        f"is a {type(path).__name__}, expected a bench.path.ProbabilityPath",
+    )
+    point = probe.call("path", path.sample, x0, x1, t)
+    probe.expect(
+        isinstance(point, PathSample),
+        "path",
+        f"sample returned a {type(point).__name__}, expected a bench.path.PathSample",
+    )
+    for field in ("x_t", "u"):
+        probe.tensor("path", getattr(point, field), shape=x1.shape, what=f"sample gave {field} of")
 
 
 def _check_condition(probe: Probe, hook: str, cond, labels: torch.Tensor) -> None:
