@@ -11,7 +11,15 @@ trains plain cross-entropy, i.e. the no-augmentation classifier itself. The hook
 - `begin_epoch`: a phase change at an epoch (deferred re-weighting's switch); returning True
   restarts early stopping's patience, and `min_epochs` keeps training from stopping before it;
 - `retrains_head`: decoupled classifier re-training (cRT): start from the plain classifier and
-  train only a freshly initialised last layer on its frozen features.
+  train only a freshly initialised last layer on its frozen features;
+- `augment`: batch-level augmentation of each mini-batch before the forward pass, the images the
+  classifier sees and their targets: int64 labels, or soft targets (rows of class probabilities)
+  that `loss` then receives (MixUp, CutMix, TrivialAugment);
+- `partner_order`: a second stream of rows, paired batch by batch with `epoch_order`'s and handed
+  to `augment` as `partner` (balanced MixUp's class-balanced batch).
+
+The defaults of `augment` and `partner_order` touch nothing and draw nothing from the generator,
+so a remedy that overrides neither trains exactly as before they existed.
 
 `setup(counts)` gives the class counts of the training set the remedy is applied to (the real
 training split, or real plus synthetic when combined with augmentation). Registered remedies are
@@ -45,12 +53,31 @@ class Remedy:
         return torch.randperm(len(y), generator=generator)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, epoch: int) -> torch.Tensor:
-        """The mean loss of one mini-batch."""
+        """The mean loss of one mini-batch: `target` int64 labels (B,), or soft targets (B, K) from
+        `augment`, for which cross-entropy is -sum_k t_k log softmax(logits)_k, averaged."""
         return F.cross_entropy(logits, target)
 
     def begin_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> bool:
         """Called before epoch `epoch` (0-based); True when it starts a new phase (patience restarts)."""
         return False
+
+    def partner_order(self, y: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor | None:
+        """Row indices of a second stream of mini-batches, as many as `epoch_order`'s, split the same
+        way and paired with its batches in order (each handed to `augment` as `partner`); None: none."""
+        return None
+
+    def augment(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator,
+        epoch: int,
+        partner: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, targets) the classifier trains on for one mini-batch of images `x` (B, C, H, W)
+        in [0, 1] and int64 labels `target` (B,): the labels, or soft targets (B, K) whose rows sum
+        to 1. `partner`: the paired (images, labels) of `partner_order`'s stream. Default: unchanged."""
+        return x, target
 
     def describe(self) -> dict:
         """The settings its classifiers depend on (JSON)."""
@@ -89,6 +116,27 @@ def effective_number_weights(counts, beta: float) -> np.ndarray:
     out = np.zeros_like(counts)
     out[present] = (1.0 - beta) / (1.0 - np.power(beta, counts[present]))
     return out / out.sum() * present.sum()
+
+
+def soft_targets(target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(B, K) float32 one-hot rows of int64 labels; soft targets pass through as float32."""
+    if target.dim() == 2:
+        return target.float()
+    return F.one_hot(target, n_classes).float()
+
+
+def beta_draw(a: float, b: float, generator: torch.Generator) -> float:
+    """One draw of Beta(a, b), its randomness taken from `generator` (torch's Beta sampler takes
+    none): numpy's sampler seeded by a 62-bit integer drawn from it."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(a, b))
+
+
+def convex_mix(
+    x: torch.Tensor, x_other: torch.Tensor, t: torch.Tensor, t_other: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """lam * (x, t) + (1 - lam) * (x_other, t_other): MixUp's images and soft targets."""
+    return lam * x + (1.0 - lam) * x_other, lam * t + (1.0 - lam) * t_other
 
 
 def _jsonable(value) -> bool:

@@ -10,9 +10,10 @@ vector for every architecture.
 `fit` is the LongTailCXR protocol: Adam, cross-entropy on mini-batches, model selection by
 balanced accuracy on a validation set with early stopping after `patience` epochs without
 improvement, and the best weights restored. A long-tail remedy (bench.remedy) changes the epoch's
-rows, the loss or a phase of it, never the selection; `retrain_head` is decoupled re-training
-(cRT) of the last layer on frozen features. Everything random comes from seeded generators, so a
-run on the CPU is reproducible bit for bit.
+rows, the loss or a phase of it, or each mini-batch's images and (soft) targets before the forward
+pass (MixUp, CutMix, TrivialAugment; balanced MixUp's paired second batch), never the selection;
+`retrain_head` is decoupled re-training (cRT) of the last layer on frozen features. Everything
+random comes from seeded generators, so a run on the CPU is reproducible bit for bit.
 
 Mini-batches come through bench.classify.batches: DataLoader workers, pinned memory and uint8
 image-cache rows where configured, the same values either way; on CUDA the networks run in
@@ -23,6 +24,7 @@ float32. The loss is read from the device once per epoch, not once per batch.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -365,24 +367,47 @@ def _epoch(
     are skipped (batch norm needs two values per channel once the spatial size is 1x1). The
     losses stay on the device until the epoch ends (no host sync per batch)."""
     model.train()
+    order = remedy.epoch_order(y, generator, epoch).split(protocol.batch_size)
+    partner = remedy.partner_order(y, generator, epoch)  # None but for a remedy mixing in a second stream
     # sorted reads are kinder to lazy image files; the order within a batch is irrelevant
-    blocks = [
-        idx.sort().values
-        for idx in remedy.epoch_order(y, generator, epoch).split(protocol.batch_size)
-        if len(idx) >= 2
-    ]
+    blocks = [idx.sort().values for idx in order if len(idx) >= 2]
+    partners = _partner_batches(remedy, x, y, partner, order, device)
     losses = []
-    for idx, xb in zip(blocks, device_batches(x, blocks, device)):
+    for idx, xb, paired in zip(blocks, device_batches(x, blocks, device), partners):
+        xb, target = remedy.augment(xb, y[idx].to(device, non_blocking=True), generator, epoch, paired)
         with autocast(device):
             logits = model(xb)
         # the remedies' losses (margins, focal weights) in float32 whatever the autocast
-        loss = remedy.loss(logits.float(), y[idx].to(device, non_blocking=True), epoch)
+        loss = remedy.loss(logits.float(), target, epoch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
     # float64 mean of the float32 losses, as numpy computed it from the per-batch .item() values
     return float(np.mean(torch.stack(losses).cpu().double().numpy())) if losses else float("nan")
+
+
+def _partner_batches(remedy: Remedy, x, y: torch.Tensor, partner, order: tuple, device):
+    """(images, labels) of the remedy's partner stream `partner` for each batch of `order` (the
+    epoch's split rows) that is trained on, in the order drawn (read sorted, then put back: the
+    pairing follows the draw, not the row index); None for every batch when `partner` is None."""
+    if partner is None:
+        return itertools.repeat(None)
+    if len(partner) != sum(map(len, order)):
+        raise BenchError(
+            f"remedy {remedy.name!r}: partner_order gave {len(partner)} rows and epoch_order "
+            f"{sum(map(len, order))}; give one partner row per row"
+        )
+    # each block sorted for reading, and `back` the permutation that restores the drawn order
+    parts = [
+        (p.sort().values, p.sort().indices.argsort())
+        for p, idx in zip(partner.split(list(map(len, order))), order)
+        if len(idx) >= 2
+    ]
+    return (
+        (xb[back.to(xb.device)], y[rows[back]].to(device, non_blocking=True))
+        for (rows, back), xb in zip(parts, device_batches(x, [rows for rows, _ in parts], device))
+    )
 
 
 def stratified_holdout(

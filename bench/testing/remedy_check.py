@@ -3,7 +3,9 @@
 Its hooks one by one on the tiny training labels (counts 30, 18, 12): `check` accepts a protocol
 long enough for its phases, `setup` takes the counts, `epoch_order` gives row indices in range and
 the same ones for the same generator, `loss` is a finite scalar that backpropagates to the logits,
-`begin_epoch` answers True or False, `describe` is JSON naming it; then a tiny classifier trained
+`begin_epoch` answers True or False, `describe` is JSON naming it, `partner_order` gives None or
+one row index per row, `augment` returns images of the batch's shape and int64 labels or soft
+targets whose rows sum to 1, the same for the same generator; then a tiny classifier trained
 with it by bench's own training loop (`fit`, or `retrain_head` for a remedy that re-trains the
 head of a plainly trained classifier), whose every epoch's loss is finite.
 """
@@ -21,6 +23,8 @@ HOOKS = {
     "epoch_order": ("y", "generator", "epoch"),
     "loss": ("logits", "target", "epoch"),
     "begin_epoch": ("epoch", "optimizer"),
+    "partner_order": ("y", "generator", "epoch"),
+    "augment": ("x", "target", "generator", "epoch", "partner"),
     "describe": (),
 }
 
@@ -47,6 +51,7 @@ def check_remedy(plugin, settings: dict | None = None) -> None:
     probe.call("setup", remedy.setup, torch.bincount(train.y, minlength=len(TRAIN_COUNTS)).numpy())
     _check_order(probe, remedy, train.y)
     _check_loss(probe, remedy, train.y)
+    _check_augment(probe, remedy, train)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     answer = probe.call("begin_epoch", remedy.begin_epoch, 0, optimizer)
     probe.expect(isinstance(answer, bool), "begin_epoch", f"returned {answer!r}, expected True or False")
@@ -91,6 +96,44 @@ def _check_loss(probe: Probe, remedy, y: torch.Tensor) -> None:
             "loss",
             "returned a loss whose gradient holds NaN or infinite values",
         )
+
+
+def _check_augment(probe: Probe, remedy, train) -> None:
+    """A mini-batch's images keep their shape and finite values; its targets are int64 labels
+    (B,) or soft targets (B, K) with rows of non-negative values summing to 1; equally seeded
+    generators give the same batch. `partner`: the paired batch when `partner_order` gives rows."""
+    n, k = 16, len(TRAIN_COUNTS)
+    order = probe.call("partner_order", remedy.partner_order, train.y, torch.Generator().manual_seed(0), 0)
+    partner = None
+    if order is not None:
+        probe.labels("partner_order", order, len(train.y), len(train.y), what="returned row indices with")
+        partner = (train.x[order[:n]], train.y[order[:n]])
+    x, y = train.x[:n], train.y[:n]
+    outs = [
+        probe.call("augment", remedy.augment, x, y, torch.Generator().manual_seed(0), 0, partner)
+        for _ in (0, 1)
+    ]
+    probe.expect(
+        all(isinstance(o, tuple) and len(o) == 2 for o in outs),
+        "augment",
+        "returned something other than (images, targets)",
+    )
+    (images, target), (again_x, again_t) = outs
+    probe.tensor("augment", images, shape=tuple(x.shape), floating=True, what="returned images with")
+    if target.dim() == 1:
+        probe.labels("augment", target, n, k, what="returned labels with")
+    else:
+        probe.tensor("augment", target, shape=(n, k), floating=True, what="returned soft targets with")
+        probe.expect(
+            bool((target >= 0).all()) and torch.allclose(target.sum(1), torch.ones(n), atol=1e-5),
+            "augment",
+            "returned soft targets whose rows are not probabilities summing to 1",
+        )
+    probe.expect(
+        torch.equal(images, again_x) and torch.equal(target, again_t),
+        "augment",
+        "returned another batch for the same generator seed, expected its draws to come from `generator` alone",
+    )
 
 
 def _check_training(probe: Probe, settings, protocol, train) -> None:
