@@ -1,4 +1,4 @@
-"""The `bench` command: run, validate, ls, new, data stats, prepare, tables, report, claims and bench.
+"""The `bench` command: run, validate, ls, new, data stats, prepare, tables, report, claims, field and bench.
 
 `bench ls` imports nothing heavy (no torch): plugin names come from package metadata. Errors in
 the user's input print one line and exit 2; failed cells exit 1 after the others finished.
@@ -117,6 +117,21 @@ def _parser() -> argparse.ArgumentParser:
         help="paired test over generative seeds (default permutation: exact sign-flip)",
     )
     claims.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    field = sub.add_parser(
+        "field",
+        help="optprior against OT-CFM, a diffusion path and MixUp / CutMix, from the field experiment",
+    )
+    field.add_argument(
+        "results", metavar="RESULTS_DIR", help="the field experiment's results_dir, e.g. results/field"
+    )
+    field.add_argument("--out", default="docs/field.md", help="Markdown file (default docs/field.md)")
+    field.add_argument(
+        "--test",
+        choices=["permutation", "ttest"],
+        default="permutation",
+        help="paired test over generative seeds (default permutation: exact sign-flip)",
+    )
+    field.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")
     perf.add_argument(
         "--out",
@@ -157,7 +172,7 @@ def _main(argv: list[str] | None) -> int:
     """Parse the command line and run one command; its exit code."""
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
-    takes_no_bindings = ("ls", "new", "prepare", "tables", "report", "claims", "bench")
+    takes_no_bindings = ("ls", "new", "prepare", "tables", "report", "claims", "field", "bench")
     unknown = [a for a in extras if a.startswith("-") or args.command in takes_no_bindings]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -178,6 +193,8 @@ def _main(argv: list[str] | None) -> int:
             return cmd_report(args)
         if args.command == "claims":
             return cmd_claims(args)
+        if args.command == "field":
+            return cmd_field(args)
         if args.command == "bench":
             return cmd_bench(args)
         return cmd_run(args, dry=args.command == "validate")
@@ -379,6 +396,22 @@ def cmd_claims(args) -> int:
     )
     verdicts = "; ".join(f"({s.key}) {s.overall.label}" for s in sections)
     print(f"claims report written to {out}: {verdicts}")
+    return 0
+
+
+def cmd_field(args) -> int:
+    """`bench field RESULTS_DIR`: optprior next to the field's other answers (docs/field.md) from stored records."""
+    from bench.paper.claims import ClaimsOptions
+    from bench.paper.field import write_field
+
+    out, sections = write_field(
+        Path(args.results), output_file(args.out), ClaimsOptions(args.test, args.alpha)
+    )
+    answers = "; ".join(
+        f"({s.key}) " + ", ".join(f"{d}: {v.label}" for d, v in s.verdicts.items() if v is not None)
+        for s in sections
+    )
+    print(f"field report written to {out}: {answers}")
     return 0
 
 

@@ -63,6 +63,7 @@ from bench.paper.claims_provenance import (
     grid_lines,
     part_figure_lines,
     provenance_lines,
+    regenerate_lines,
     unconverged_datasets,
 )
 from bench.report.collect import Experiment
@@ -683,14 +684,7 @@ def claims_document(exp: Experiment, results: Path, out: Path, options: ClaimsOp
         "records folder. Everything else is generated from the stored records alone; every number is a record field "
         "or arithmetic on record fields.",
         "",
-        "## How to regenerate",
-        "",
-        "```bash",
-        *runs,
-        "```",
-        "",
-        'then the command on the "Generated" line above.',
-        "",
+        *regenerate_lines(runs),
         *provenance_lines(exp),
         *replication_lines(exp),
         "",

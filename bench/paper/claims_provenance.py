@@ -78,6 +78,20 @@ def duration(seconds: float) -> str:
     return f"{seconds:,.0f} s ({minutes // 60} h {minutes % 60} min)"
 
 
+def regenerate_lines(runs: list[str]) -> list[str]:
+    """A generated document's "How to regenerate" section: the runs, then its own command."""
+    return [
+        "## How to regenerate",
+        "",
+        "```bash",
+        *runs,
+        "```",
+        "",
+        'then the command on the "Generated" line above.',
+        "",
+    ]
+
+
 def provenance_lines(exp: Experiment) -> list[str]:
     """Commits, creation dates and wall time (total and per dataset) of the usable records."""
     created = sorted(r["created"] for r in exp.records() if r.get("created"))

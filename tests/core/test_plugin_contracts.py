@@ -46,7 +46,7 @@ SLOW = {
     ("backbone", "flux"),
     ("encoder", "flux_vae"),
 }
-BUILTIN = ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt"]
+BUILTIN = ["fm", "cbfm", "cpd", "optprior", "optprior_sub", "optprior_opt", "vpfm"]
 
 
 def every_plugin() -> list:
