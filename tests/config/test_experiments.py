@@ -59,6 +59,7 @@ AXES = {  # experiment -> (methods, datasets, seeds), as each file's header stat
     "claims_vectors": (["fm", "cbfm", "cpd", "optprior"], ["synthetic2d"], list(range(12))),
     "claims_images": (["fm", "cpd", "optprior"], ["digits_lt"], list(range(10))),
     "claims_phantom": (["fm", "cbfm", "cpd", "optprior"], ["phantom_lt"], list(range(10))),
+    "field": (["fm", "otcfm", "vpfm", "cpd", "cbfm", "optprior"], ["synthetic2d", "digits_lt"], [0, 1, 2]),
 }
 PAPER_EVALUATORS = [
     "sample_grid",
