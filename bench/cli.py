@@ -37,6 +37,17 @@ def _version() -> str:
         return __version__
 
 
+def _test_options(parser) -> None:
+    """The paired-test options shared by `bench claims` and `bench field`."""
+    parser.add_argument(
+        "--test",
+        choices=["permutation", "ttest"],
+        default="permutation",
+        help="paired test over generative seeds (default permutation: exact sign-flip)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bench", description="Benchmark generative augmentation for long-tailed medical imaging."
@@ -110,13 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         default="docs/claims.md",
         help="Markdown file (default docs/claims.md); its hand-written analysis block is kept",
     )
-    claims.add_argument(
-        "--test",
-        choices=["permutation", "ttest"],
-        default="permutation",
-        help="paired test over generative seeds (default permutation: exact sign-flip)",
-    )
-    claims.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    _test_options(claims)
     field = sub.add_parser(
         "field",
         help="optprior against OT-CFM, a diffusion path and MixUp / CutMix, from the field experiment",
@@ -125,13 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "results", metavar="RESULTS_DIR", help="the field experiment's results_dir, e.g. results/field"
     )
     field.add_argument("--out", default="docs/field.md", help="Markdown file (default docs/field.md)")
-    field.add_argument(
-        "--test",
-        choices=["permutation", "ttest"],
-        default="permutation",
-        help="paired test over generative seeds (default permutation: exact sign-flip)",
-    )
-    field.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    _test_options(field)
     perf = sub.add_parser("bench", help="performance suite: one JSON file and its Markdown summary")
     perf.add_argument(
         "--out",
