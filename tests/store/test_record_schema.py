@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from records_fixture import make_experiment
 
 from bench import registry
@@ -78,7 +79,28 @@ def test_every_record_a_run_writes_matches_the_schema(tmp_path, capsys):
         assert problems(record, "record") == []
         assert set(record) <= set(schema("record")["properties"])
         assert {"metric_info", "settings", "data", "plugins"} <= set(record)
+        # what CPU numerics depend on (docs/reproducibility.md), read independently of bench
+        assert record["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert record["host"]["torch_threads"] == torch.get_num_threads()
+        assert record["host"]["cpu"] == (platform_cpu() or record["host"]["cpu"])
     assert problems(json.loads((res / "quick" / GRID).read_text()), "grid") == []
+
+
+def platform_cpu() -> str | None:
+    """The model name lscpu-style tools read from /proc/cpuinfo (None where there is none)."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return None
+    names = re.findall(r"^model name\s*:\s*(.+)$", info.read_text(errors="replace"), flags=re.M)
+    return names[0].strip() if names else None
+
+
+def test_a_record_without_the_cpu_fields_still_matches():
+    """cpu and cpu_capability came after schema version 2: records written before them stay valid."""
+    record = json.loads(next(ROOT.glob("results/claims/**/record.json")).read_text())
+    record["host"].pop("cpu", None), record["host"].pop("cpu_capability", None)
+    assert problems(record, "record") == []
+    assert problems({**record, "host": {**record["host"], "cpu_capability": 2}}, "record") != []
 
 
 def test_every_committed_record_and_grid_matches_the_schema():
