@@ -118,7 +118,31 @@ def provenance_lines(exp: Experiment) -> list[str]:
             f"  - {d}: {duration(seconds)} over {len(exp.records(d))} cell(s)"
             + (f" ({none} without a time)" if none else "")
         )
-    return lines + [""]
+    return lines + [host_line(exp.records()), ""]
+
+
+def host_line(records: list[dict]) -> str:
+    """Where the records ran: device, CPU and its kernel level, torch build and threads per cell,
+    each layout with its cell count; on the CPU a rerun matches bit for bit only on the same."""
+    layouts = Counter(layout(r) for r in records)
+    return (
+        "- Run on: "
+        + "; ".join(f"{text} ({n} cell(s))" for text, n in layouts.most_common())
+        + ". A rerun gives the same numbers bit for bit only with the same code, packages, CPU kernels and "
+        "thread count (docs/reproducibility.md)."
+    )
+
+
+def layout(record: dict) -> str:
+    """'CPU AMD EPYC (AVX512), torch 2.13.0+cpu, 1 thread' from a record's host and versions."""
+    host = record.get("host") or {}
+    device = host.get("device", "?")
+    cpu = host.get("cpu", "model not recorded")
+    level = host.get("cpu_capability", "kernel level not recorded")
+    where = f"CPU {cpu} ({level})" if device == "cpu" else f"{device}, CPU {cpu} ({level})"
+    threads = host.get("torch_threads", "?")
+    torch = (record.get("versions") or {}).get("torch", "?")
+    return f"{where}, torch {torch}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 # ---- the grid ---------------------------------------------------------------------------------------

@@ -39,9 +39,16 @@ def versions() -> dict:
     return out
 
 
-def git_hash() -> str | None:
-    """The commit of the bench source tree (with '+dirty' if modified), or None outside git."""
-    src = Path(__file__).resolve().parent
+# tracked files that do not change what a cell computes: results (committed records are rewritten
+# by the very run that reproduces them), documentation
+NOT_CODE = (":(top,exclude)results", ":(top,exclude)docs", ":(top,exclude,glob)**/*.md", ":(top,exclude)*.md")
+
+
+def git_hash(src: Path | None = None) -> str | None:
+    """The commit of the bench source tree, with '+dirty' if a tracked file that can change a
+    result (code, gin files, packaging; not results/, docs/ or Markdown) is modified; None
+    outside git. `src`: a folder of the checkout (default: this package's)."""
+    src = src or Path(__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
@@ -49,7 +56,7 @@ def git_hash() -> str | None:
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *NOT_CODE],
             cwd=src,
             capture_output=True,
             text=True,

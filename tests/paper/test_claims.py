@@ -623,3 +623,22 @@ def test_any_candidate_must_pass_alpha_over_the_number_of_candidates():
     assert any_beats_verdict({"a": cmp(0.02), "b": cmp(0.4, -0.01)}, "crt", True, "ttest", 0.05).word == HOLDS
     losing = {"a": cmp(0.01, -0.02), "b": cmp(0.01, -0.03)}  # the reference wins every seed against both
     assert any_beats_verdict(losing, "crt", True, "ttest", 0.05).word == FAILS
+
+
+def test_the_provenance_names_each_host_layout_with_its_cell_count():
+    """CPU numbers depend on the kernel level and thread count (docs/reproducibility.md): the
+    report says which ran how many cells, and says so when an old record did not record them."""
+    from bench.paper.claims_provenance import host_line
+
+    new = {
+        "host": {"device": "cpu", "cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch_threads": 1},
+        "versions": {"torch": "2.13.0+cpu"},
+    }
+    two = {**new, "host": {**new["host"], "torch_threads": 2}}
+    old = {"host": {"device": "cpu", "torch_threads": 1}, "versions": {"torch": "2.13.0+cpu"}}
+    line = host_line([new, new, two, old])
+    assert line.startswith("- Run on: CPU AMD EPYC (AVX512), torch 2.13.0+cpu, 1 thread (2 cell(s)); ")
+    assert "CPU AMD EPYC (AVX512), torch 2.13.0+cpu, 2 threads (1 cell(s))" in line
+    assert (
+        "CPU model not recorded (kernel level not recorded), torch 2.13.0+cpu, 1 thread (1 cell(s))" in line
+    )

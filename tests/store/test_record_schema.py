@@ -261,3 +261,47 @@ def test_reading_records_does_not_import_jsonschema_until_one_is_checked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_git_hash_is_dirty_for_code_and_config_not_for_results_or_docs(tmp_path):
+    """Rerunning an experiment whose records are committed rewrites them: that must not mark the
+    new records `+dirty`; a changed source or gin file must."""
+    from bench.store.records import git_hash
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    files = {
+        "bench/core.py": "x = 1\n",
+        "gin/experiments/e.gin": "grid.seeds = [0]\n",
+        "results/e/e/d/m/seed0/record.json": "{}\n",
+        "docs/e.md": "# e\n",
+        "README.md": "# r\n",
+        "bench/README.md": "# b\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    src = tmp_path / "bench"
+    for name in ("results/e/e/d/m/seed0/record.json", "docs/e.md", "README.md", "bench/README.md"):
+        (tmp_path / name).write_text("changed\n")
+    (tmp_path / "results/new.json").write_text("{}\n")  # untracked
+    assert git_hash(src) == head
+    (tmp_path / "results/e/e/d/m/seed0/record.json").unlink()  # a rerun deletes and rewrites it
+    assert git_hash(src) == head
+    for name in ("gin/experiments/e.gin", "bench/core.py"):
+        (tmp_path / name).write_text("changed\n")
+        assert git_hash(src) == head + "+dirty", name
+        git("checkout", "--", name)
+    assert git_hash(src) == head
