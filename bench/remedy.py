@@ -39,6 +39,10 @@ class Remedy:
 
     name = "remedy"
     retrains_head = False  # cRT: train only a fresh last layer on the plain classifier's features
+    # a classical image augmentation (MixUp, CutMix, ...), an alternative to generative augmentation:
+    # named in downstream.remedies, it also runs on top of the synthetic set (`aug+<name>`) unless
+    # downstream.combine_augmentations=False (evaluators/downstream.py)
+    image_augmentation = False
     min_epochs = 0  # early stopping never stops training before this many epochs
 
     def check(self, protocol) -> None:

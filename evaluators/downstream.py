@@ -18,8 +18,11 @@ Classical long-tail remedies (bench.remedy; `remedies`, default all five built-i
 resample, focal, ldam_drw, crt) are trained the same way on the real data alone, with the same
 classifier seeds: `bacc/<remedy>`, `macro_f1/<remedy>`. `with_augmentation` names remedies also
 applied on top of augmentation (real plus synthetic data; cRT from the augmented classifier):
-`bacc/aug+<remedy>`, `macro_f1/aug+<remedy>`. Every run of one classifier seed pairs with the others
-of that seed in the tables' significance tests.
+`bacc/aug+<remedy>`, `macro_f1/aug+<remedy>`. A classical image augmentation named in `remedies`
+(MixUp, CutMix, TrivialAugment, balanced MixUp: `Remedy.image_augmentation`) also runs on top of
+augmentation unless `combine_augmentations=False`, so `remedies=[mixup]` gives `bacc/mixup` and
+`bacc/aug+mixup`: whether generative augmentation beats MixUp and whether the two add up. Every
+run of one classifier seed pairs with the others of that seed in the tables' significance tests.
 
 The no-augmentation and remedy classifiers do not depend on the method, so they are trained once
 per (dataset, eval split, protocol, classifier seeds) and shared by that dataset's cells
@@ -50,7 +53,14 @@ from bench.classify.augmented import augmented_runs
 from bench.classify.baselines import baseline_runs, baseline_store, shared_lock
 from bench.classify.fit import Protocol, concat_rows, selection_splits
 from bench.classify.run_trainer import RunTrainer
-from bench.classify.runs import REMEDIES, WITH_AUGMENTATION, classifier_seeds, combined, remedy_names
+from bench.classify.runs import (
+    REMEDIES,
+    WITH_AUGMENTATION,
+    classifier_seeds,
+    combined,
+    on_augmentation,
+    remedy_names,
+)
 from bench.classify.scores import per_seed, predictions, summarise
 from bench.config.checks import is_int
 from bench.config.extras import require_network
@@ -98,6 +108,7 @@ class Downstream(Evaluator):
         class_balanced_sampling: bool = False,
         remedies=REMEDIES,
         with_augmentation=WITH_AUGMENTATION,
+        combine_augmentations: bool = True,
     ):
         if not is_int(n_seeds) or n_seeds < 1:
             raise BenchError(f"downstream.n_seeds must be an integer >= 1, got {n_seeds!r}")
@@ -107,7 +118,15 @@ class Downstream(Evaluator):
             lr, batch_size, max_epochs, patience, weight_decay, class_balanced_sampling
         ).check("downstream")
         self.remedies = remedy_names("downstream", "remedies", remedies)
-        self.with_augmentation = remedy_names("downstream", "with_augmentation", with_augmentation)
+        if not isinstance(combine_augmentations, bool):
+            raise BenchError(
+                f"downstream.combine_augmentations must be True or False, got {combine_augmentations!r}"
+            )
+        self.with_augmentation = on_augmentation(
+            remedy_names("downstream", "with_augmentation", with_augmentation),
+            self.remedies,
+            combine_augmentations,
+        )
         for name in {*self.remedies, *self.with_augmentation}:
             registry.remedies.get(name)().check(self.protocol)
         runs = [f"/{r}" for r in self.remedies] + [f"/{combined(r)}" for r in self.with_augmentation]

@@ -27,6 +27,8 @@ from bench.remedy import Remedy, beta_draw, class_balanced_order, convex_mix, so
 class BalancedMixUp(Remedy):
     """The instance-sampled batch mixed with a class-balanced one, lambda ~ Beta(alpha, 1)."""
 
+    image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
+
     def __init__(self, alpha: float = 0.2):
         if not is_real(alpha) or alpha <= 0:
             raise BenchError(f"balanced_mixup.alpha={alpha!r}: use a number > 0 (LongTailCXR: 0.2)")

@@ -49,6 +49,8 @@ def cutmix_batch(
 class CutMix(Remedy):
     """A box of a permuted image pasted into each image, the labels mixed by area."""
 
+    image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
+
     def __init__(self, alpha: float = 1.0, prob: float = 1.0):
         if not is_real(alpha) or alpha <= 0:
             raise BenchError(f"cutmix.alpha={alpha!r}: use a number > 0 (Yun et al.: 1.0)")

@@ -30,6 +30,8 @@ def mixup_batch(
 class MixUp(Remedy):
     """Convex combinations of image pairs and of their one-hot labels, lambda ~ Beta(alpha, alpha)."""
 
+    image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
+
     def __init__(self, alpha: float = 0.2):
         if not is_real(alpha) or alpha <= 0:
             raise BenchError(f"mixup.alpha={alpha!r}: use a number > 0 (LongTailCXR: 0.2)")

@@ -23,6 +23,8 @@ from bench.remedy import Remedy
 class TrivialAugment(Remedy):
     """One uniformly drawn operation at a uniformly drawn magnitude per training image."""
 
+    image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
+
     def augment(self, x, target, generator, epoch, partner=None):
         n = len(x)
         ops = torch.randint(0, len(OPS), (n,), generator=generator)

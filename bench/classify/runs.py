@@ -53,6 +53,15 @@ def remedy_names(owner: str, setting: str, names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def on_augmentation(with_augmentation: tuple, remedies: tuple, combine_augmentations: bool) -> tuple:
+    """The remedies run on top of augmentation: `with_augmentation`, then (with
+    `combine_augmentations`) every classical image augmentation among `remedies` not yet in it
+    (`Remedy.image_augmentation`): asking for MixUp on the real data asks whether generative
+    augmentation beats it and whether the two add up, which needs both runs."""
+    extra = (r for r in remedies if combine_augmentations and registry.remedies.get(r).image_augmentation)
+    return tuple(dict.fromkeys((*with_augmentation, *extra)))
+
+
 def set_up_remedy(name: str, y: torch.Tensor, n_classes: int) -> Remedy:
     """The remedy `name` as configured, set up with the class counts of the labels `y` it trains on."""
     remedy = registry.remedies.get(name)()

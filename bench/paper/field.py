@@ -137,8 +137,8 @@ def check_field(exp: Experiment, command: str) -> None:
             if absent:
                 raise BenchError(
                     f"{exp.folder}: {d} has classifiers but no {', '.join(f'`{m}`' for m in absent)}; (c) needs "
-                    f"downstream.remedies with {' and '.join(REFERENCES)} and downstream.with_augmentation "
-                    f"with {COMBINED}: `{command}`"
+                    f"downstream.remedies with {' and '.join(REFERENCES)} (and downstream.combine_augmentations "
+                    f"left True, which also runs {COMBINED} on the synthetic set): `{command}`"
                 )
 
 

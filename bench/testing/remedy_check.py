@@ -40,6 +40,10 @@ def check_remedy(plugin, settings: dict | None = None) -> None:
     probe.require_signatures(remedy, HOOKS)
     retrains, min_epochs = getattr(remedy, "retrains_head", None), getattr(remedy, "min_epochs", None)
     probe.expect(isinstance(retrains, bool), "retrains_head", f"is {retrains!r}, expected True or False")
+    image_aug = getattr(remedy, "image_augmentation", None)
+    probe.expect(
+        isinstance(image_aug, bool), "image_augmentation", f"is {image_aug!r}, expected True or False"
+    )
     probe.expect(
         isinstance(min_epochs, int) and not isinstance(min_epochs, bool) and min_epochs >= 0,
         "min_epochs",

@@ -269,6 +269,68 @@ def test_trivialaugment_draws_one_op_and_magnitude_per_image():
     assert len(set(ops.tolist())) == len(image_ops.OPS)  # all 13 drawn among 64 images (seed 0)
 
 
+# -- which remedies run on top of the synthetic set ---------------------------------------------------
+
+
+def downstream(**settings):
+    return registry.evaluators.get("downstream")(**settings)
+
+
+def test_augmentations_named_as_remedies_also_run_on_the_synthetic_set():
+    """remedies=[mixup, cutmix] asks whether generative augmentation beats them and whether the two
+    add up: aug+mixup and aug+cutmix run; long-tail remedies only where with_augmentation names them."""
+    assert downstream(remedies=["mixup", "cutmix"], with_augmentation=[]).with_augmentation == (
+        "mixup",
+        "cutmix",
+    )
+    assert downstream(
+        remedies=["reweight", "mixup", "crt", "trivialaugment", "balanced_mixup"]
+    ).with_augmentation == (
+        "reweight",
+        "crt",
+        "mixup",
+        "trivialaugment",
+        "balanced_mixup",
+    )
+    assert downstream(
+        remedies=["cutmix", "focal"], with_augmentation=["mixup", "cutmix"]
+    ).with_augmentation == (
+        "mixup",
+        "cutmix",
+    )
+    assert downstream(remedies=["mixup"], combine_augmentations=False).with_augmentation == (
+        "reweight",
+        "crt",
+    )
+    assert downstream(remedies=["focal", "resample"], with_augmentation=[]).with_augmentation == ()
+    ev = downstream(remedies=["mixup"], with_augmentation=[])
+    assert {"bacc/mixup", "bacc/aug+mixup"} <= set(ev.higher_is_better)
+    assert ev.describe()["with_augmentation"] == ["mixup"]
+
+
+def test_a_plugin_remedy_opts_in_with_image_augmentation(monkeypatch):
+    class Flip(Remedy):
+        name = "flipaug_t"
+        image_augmentation = True
+
+        def augment(self, x, target, generator, epoch, partner=None):
+            return x.flip(-1), target
+
+    monkeypatch.setitem(registry.remedies._classes, "flipaug_t", Flip)
+    assert downstream(remedies=["flipaug_t"], with_augmentation=["crt"]).with_augmentation == (
+        "crt",
+        "flipaug_t",
+    )
+    monkeypatch.setattr(Flip, "image_augmentation", False)
+    assert downstream(remedies=["flipaug_t"], with_augmentation=["crt"]).with_augmentation == ("crt",)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_combine_augmentations_must_be_a_bool(value):
+    with pytest.raises(Exception, match=r"downstream.combine_augmentations must be True or False"):
+        downstream(combine_augmentations=value)
+
+
 # -- a downstream run records and tabulates them ----------------------------------------------------
 @pytest.mark.slow
 def test_a_downstream_run_records_mixup_and_cutmix_and_the_table_shows_them(tmp_path, capsys):
@@ -280,8 +342,7 @@ def test_a_downstream_run_records_mixup_and_cutmix_and_the_table_shows_them(tmp_
                 "methods=[fm]",
                 "datasets=[digits_lt]",
                 "pipeline.evaluators=[downstream]",
-                "downstream.remedies=[mixup,cutmix]",
-                "downstream.with_augmentation=[mixup,cutmix]",
+                "downstream.remedies=[mixup,cutmix]",  # no with_augmentation: quick's ['crt'] stays
                 "--gin_file",
                 "presets/cpu_smoke.gin",
                 "downstream.max_epochs=1",
@@ -294,8 +355,16 @@ def test_a_downstream_run_records_mixup_and_cutmix_and_the_table_shows_them(tmp_
     assert code == 0
     (path,) = res.glob("**/record.json")
     metrics = json.loads(path.read_text())["metrics"]
-    for key in ("bacc/mixup", "bacc/cutmix", "bacc/aug+mixup", "bacc/aug+cutmix", "macro_f1/aug+cutmix"):
+    for key in (
+        "bacc/mixup",
+        "bacc/cutmix",
+        "bacc/aug+mixup",
+        "bacc/aug+cutmix",
+        "macro_f1/aug+cutmix",
+        "bacc/aug+crt",
+    ):
         assert key in metrics and np.isfinite(metrics[key]), key
+    assert "bacc/crt" not in metrics  # a long-tail remedy runs where it is named, no more
     capsys.readouterr()
     assert main(["tables", str(path.parents[3])]) == 0
     table = capsys.readouterr().out.split("### Downstream classification")[1].split("###")[0]
