@@ -224,6 +224,10 @@ def holm(pvalues: dict) -> dict:
 
 
 POWER = 0.8
+# |mean| / sd below this is a mean that is zero but for rounding (differences that cancel, e.g.
+# -0.02, 0.01833, 0.00167 average to 1e-17): no effect, not one that needs 10^30 seeds
+NEGLIGIBLE_DZ = 1e-9
+LARGE_N = 10_000  # beyond this the z-test's n stands for the t-test's (they differ by < 0.1 %)
 
 
 def seeds_for_power(
@@ -236,15 +240,20 @@ def seeds_for_power(
     (the sign-flip test of the mean has the same large-sample power). With `exact` (sign-flip,
     Wilcoxon) n is also at least the fewest seeds whose one-sided floor 1 / 2^n is below alpha:
     below that no effect, however large, can be shown. Differences without spread (sd 0) need just
-    that floor."""
+    that floor. A mean below NEGLIGIBLE_DZ sds is rounding, so None too; past LARGE_N seeds the
+    z-test's n is returned."""
     floor_n = seeds_needed(alpha, two_sided=False) if exact else 2
     if sd is None or mean == 0 or not math.isfinite(mean):
         return None
     if sd == 0:
         return max(floor_n, 2)
     dz = abs(mean) / sd
+    if dz < NEGLIGIBLE_DZ:
+        return None
     z = stats.norm.ppf(1 - alpha) + stats.norm.ppf(power)
-    n = max(2, floor_n, int((z / dz) ** 2))  # the z-test's n: the t-test never needs fewer
+    n = max(2, floor_n, math.ceil((z / dz) ** 2))  # the z-test's n: the t-test never needs fewer
+    if n > LARGE_N:
+        return n
     while stats.nct.sf(stats.t.ppf(1 - alpha, n - 1), n - 1, dz * math.sqrt(n)) < power:
         n += 1
     return n

@@ -186,6 +186,21 @@ def test_power_n_never_goes_below_the_exact_tests_floor():
     assert seeds_for_power(0.0, 1.0, 0.05) is None and seeds_for_power(1.0, None, 0.05) is None
 
 
+def test_a_mean_that_is_zero_but_for_rounding_is_no_effect_and_tiny_effects_do_not_overflow():
+    """Differences that cancel (a field cell: -0.02, 0.018333, 0.001667) average to ~1e-17, not 0."""
+    d = np.array([-0.02, 0.01833333333333331, 0.0016666666666667052])
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    assert mean != 0 and abs(mean) < 1e-15
+    assert seeds_for_power(mean, sd, 0.05 / 6) is None
+    # a real but tiny effect: the z-test's n, (z_{1-a} + z_{power})^2 / dz^2, rounded up
+    z = stats.norm.ppf(1 - 0.05) + stats.norm.ppf(0.8)
+    assert seeds_for_power(1e-3, 1.0, 0.05) == math.ceil((z / 1e-3) ** 2)
+    n = seeds_for_power(0.02, 1.0, 0.05, exact=False)  # past LARGE_N: the z-test's n...
+    assert n == math.ceil((z / 0.02) ** 2) > 10_000
+    # ...where the t-test's power is 80 % to within 0.1 %
+    assert abs(stats.nct.sf(stats.t.ppf(0.95, n - 1), n - 1, 0.02 * math.sqrt(n)) - 0.8) < 1e-3
+
+
 # ---- zero differences have no sign ---------------------------------------------------------------
 
 
