@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.config.checks import is_real
+from bench.config.checks import is_real, require
 from bench.errors import BenchError
 from bench.method import Condition, Method, TrainBatch
 from bench.prior import Prior
@@ -35,16 +35,20 @@ class ClassBalancedFM(Method):
         weight: str = "eps",
     ):
         super().__init__()
-        _check(is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}")
-        _check(
-            is_real(label_dropout) and 0 <= label_dropout < 1,
-            f"cbfm.label_dropout must be in [0, 1), got {label_dropout!r}",
+        require(
+            [
+                (is_real(tau) and tau >= 0, f"cbfm.tau must be >= 0, got {tau!r}"),
+                (
+                    is_real(label_dropout) and 0 <= label_dropout < 1,
+                    f"cbfm.label_dropout must be in [0, 1), got {label_dropout!r}",
+                ),
+                (
+                    target_prior in TARGET_PRIORS,
+                    f"cbfm.target_prior must be one of {TARGET_PRIORS}, got {target_prior!r}",
+                ),
+                (weight in WEIGHTS, f"cbfm.weight must be one of {WEIGHTS}, got {weight!r}"),
+            ]
         )
-        _check(
-            target_prior in TARGET_PRIORS,
-            f"cbfm.target_prior must be one of {TARGET_PRIORS}, got {target_prior!r}",
-        )
-        _check(weight in WEIGHTS, f"cbfm.weight must be one of {WEIGHTS}, got {weight!r}")
         self.tau, self.label_dropout = float(tau), float(label_dropout)
         self.target_prior, self.weight = target_prior, weight
 
@@ -124,8 +128,3 @@ def sample_categorical(probs: torch.Tensor, n: int, generator: torch.Generator |
 def sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared difference over the latent elements, shape (B,)."""
     return (a - b).pow(2).reshape(len(a), -1).mean(1)
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise BenchError(message)

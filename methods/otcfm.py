@@ -40,8 +40,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from bench.config.checks import is_int, is_real
-from bench.errors import BenchError
+from bench.config.checks import is_int, is_real, require
 from bench.method import Method, TrainBatch
 from bench.prior import Prior
 from bench.priors.displacement import displacement_geometry
@@ -65,15 +64,19 @@ class OTConditionalFM(Method):
         batch_size: int = 256,
     ):
         super().__init__()
-        _check(coupling in COUPLINGS, f"otcfm.coupling must be one of {COUPLINGS}, got {coupling!r}")
-        _check(is_real(reg) and reg > 0, f"otcfm.reg must be > 0, got {reg!r}; set e.g. otcfm.reg = 0.01")
-        _check(
-            is_int(sinkhorn_iters) and sinkhorn_iters >= 1,
-            f"otcfm.sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}",
-        )
-        _check(
-            is_int(batch_size) and batch_size >= 1,
-            f"otcfm.batch_size (the OT minibatch) must be an integer >= 1, got {batch_size!r}; e.g. 256",
+        require(
+            [
+                (coupling in COUPLINGS, f"otcfm.coupling must be one of {COUPLINGS}, got {coupling!r}"),
+                (is_real(reg) and reg > 0, f"otcfm.reg must be > 0, got {reg!r}; set e.g. otcfm.reg = 0.01"),
+                (
+                    is_int(sinkhorn_iters) and sinkhorn_iters >= 1,
+                    f"otcfm.sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}",
+                ),
+                (
+                    is_int(batch_size) and batch_size >= 1,
+                    f"otcfm.batch_size (the OT minibatch) must be an integer >= 1, got {batch_size!r}; e.g. 256",
+                ),
+            ]
         )
         self.coupling, self.reg = coupling, float(reg)
         self.sinkhorn_iters, self.batch_size = int(sinkhorn_iters), int(batch_size)
@@ -180,8 +183,3 @@ def sample_columns(plan: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     the column's CDF at u_j in [0, 1); rows of zero mass are never drawn."""
     cdf = torch.cumsum(plan.T, dim=1)
     return (cdf <= (u * cdf[:, -1]).unsqueeze(1)).sum(1).clamp(max=plan.shape[0] - 1)
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise BenchError(message)

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.config.checks import is_real
-from bench.errors import BenchError
+from bench.config.checks import is_real, require
 from bench.method import Method
 from bench.path import AffinePath, Schedule
 from bench.registry import register_method
@@ -72,12 +71,16 @@ class VPFlowMatching(Method):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-5):
         super().__init__()
-        _check(is_real(beta_min) and beta_min >= 0, f"vpfm.beta_min must be >= 0, got {beta_min!r}")
-        _check(
-            is_real(beta_max) and beta_max > 0 and beta_max >= beta_min,
-            f"vpfm.beta_max must be > 0 and >= vpfm.beta_min={beta_min!r}, got {beta_max!r}",
+        require(
+            [
+                (is_real(beta_min) and beta_min >= 0, f"vpfm.beta_min must be >= 0, got {beta_min!r}"),
+                (
+                    is_real(beta_min) and is_real(beta_max) and beta_max > 0 and beta_max >= beta_min,
+                    f"vpfm.beta_max must be > 0 and >= vpfm.beta_min={beta_min!r}, got {beta_max!r}",
+                ),
+                (is_real(t_eps) and 0 < t_eps < 1, f"vpfm.t_eps must be in (0, 1), got {t_eps!r}"),
+            ]
         )
-        _check(is_real(t_eps) and 0 < t_eps < 1, f"vpfm.t_eps must be in (0, 1), got {t_eps!r}")
         self.path = VPPath(beta_min, beta_max)
         self.t_eps = float(t_eps)
 
@@ -88,8 +91,3 @@ class VPFlowMatching(Method):
     def describe(self) -> dict:
         """Name, path and the training times' ceiling."""
         return {**super().describe(), "path": self.path.describe(), "t_eps": self.t_eps}
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise BenchError(message)

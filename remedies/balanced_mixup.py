@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.registry import register_remedy
+from bench.remedies.mixup import beta_parameter
 from bench.remedy import Remedy, beta_draw, class_balanced_order, convex_mix, soft_targets
 
 
@@ -30,9 +30,7 @@ class BalancedMixUp(Remedy):
     image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
 
     def __init__(self, alpha: float = 0.2):
-        if not is_real(alpha) or alpha <= 0:
-            raise BenchError(f"balanced_mixup.alpha={alpha!r}: use a number > 0 (LongTailCXR: 0.2)")
-        self.alpha = float(alpha)
+        self.alpha = beta_parameter("balanced_mixup.alpha", alpha, "LongTailCXR: 0.2")
 
     def partner_order(self, y: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
         return class_balanced_order(y, generator)

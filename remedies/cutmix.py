@@ -18,6 +18,7 @@ import torch
 from bench.config.checks import is_real
 from bench.errors import BenchError
 from bench.registry import register_remedy
+from bench.remedies.mixup import beta_parameter
 from bench.remedy import Remedy, beta_draw, soft_targets
 
 
@@ -52,8 +53,7 @@ class CutMix(Remedy):
     image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
 
     def __init__(self, alpha: float = 1.0, prob: float = 1.0):
-        if not is_real(alpha) or alpha <= 0:
-            raise BenchError(f"cutmix.alpha={alpha!r}: use a number > 0 (Yun et al.: 1.0)")
+        alpha = beta_parameter("cutmix.alpha", alpha, "Yun et al.: 1.0")
         if not is_real(prob) or not 0 <= prob <= 1:
             raise BenchError(
                 f"cutmix.prob={prob!r}: use a probability in [0, 1] (Yun et al.: 1.0 on ImageNet)"

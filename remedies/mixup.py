@@ -17,6 +17,14 @@ from bench.registry import register_remedy
 from bench.remedy import Remedy, beta_draw, convex_mix, soft_targets
 
 
+def beta_parameter(key: str, value, source: str) -> float:
+    """A Beta concentration setting (MixUp's and CutMix's alpha) as a float: a number > 0, else one
+    line naming the setting `key` and where its default comes from (`source`)."""
+    if not is_real(value) or value <= 0:
+        raise BenchError(f"{key}={value!r}: use a number > 0 ({source})")
+    return float(value)
+
+
 def mixup_batch(
     x: torch.Tensor, target: torch.Tensor, n_classes: int, lam: float, perm: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,9 +41,7 @@ class MixUp(Remedy):
     image_augmentation = True  # also on top of the synthetic set (bench.remedy.Remedy)
 
     def __init__(self, alpha: float = 0.2):
-        if not is_real(alpha) or alpha <= 0:
-            raise BenchError(f"mixup.alpha={alpha!r}: use a number > 0 (LongTailCXR: 0.2)")
-        self.alpha = float(alpha)
+        self.alpha = beta_parameter("mixup.alpha", alpha, "LongTailCXR: 0.2")
 
     def augment(self, x, target, generator, epoch, partner=None):
         lam = beta_draw(self.alpha, self.alpha, generator)

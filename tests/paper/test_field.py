@@ -259,27 +259,3 @@ def test_the_cli_writes_the_document_and_prints_the_answers(tmp_path, capsys):
         and f"by `bench field {folder.as_posix()} --out" in text
     )
     assert "This is not the paper's protocol" in text
-
-
-# ---- the committed document -------------------------------------------------------------------------
-
-FIELD_RECORDS = ROOT / "results" / "field"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not (FIELD_RECORDS / "field" / "grid.json").is_file() or not (ROOT / "docs" / "field.md").is_file(),
-    reason="the field experiment's records are not in this checkout",
-)
-def test_bench_field_on_the_stored_records_reproduces_docs_field_md(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the document names the folder as given: results/field
-    out = tmp_path / "field.md"
-    assert main(["field", "results/field", "--out", str(out)]) == 0
-    written, committed = out.read_text().splitlines(), (ROOT / "docs" / "field.md").read_text().splitlines()
-    assert len(written) == len(committed)
-    differ = [
-        i + 1
-        for i, (a, b) in enumerate(zip(written, committed))
-        if a != b and not (a.startswith("Generated on ") and b.startswith("Generated on "))
-    ]
-    assert not differ, f"{len(differ)} line(s) differ, first: line {differ[0]}"
